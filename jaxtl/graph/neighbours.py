@@ -1,0 +1,76 @@
+"""Neighbour lists on the host (numpy), computed with vesin.
+
+The edge set is the one of mace-torch's `mace.data.neighborhood.get_neighborhood`:
+every ordered pair (j, i, S) with |x_i - x_j + S @ cell| < r_max, including an atom's
+own periodic images, without the true self-edge (i == j, S == 0). Directions that are
+not periodic never get a shift (S = 0 there), so their cell vector does not matter and
+may be zero: vesin supports mixed pbc natively, no large fake cell vector is needed.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import vesin
+
+
+def neighbour_list(
+    positions: np.ndarray,
+    cell: np.ndarray | None,
+    pbc: Sequence[bool] | bool,
+    r_max: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All edges shorter than `r_max`, in a deterministic order.
+
+    Args:
+        positions: [n_atoms, 3] in A (need not be wrapped into the cell).
+        cell: [3, 3] in A, rows are lattice vectors; may be None or zero when no
+            direction is periodic; rows of non-periodic directions are ignored.
+        pbc: three booleans (or one for all directions).
+        r_max: cutoff in A; an edge is kept when its length is strictly below it.
+
+    Returns:
+        senders: [n_edges] int32, index j.
+        receivers: [n_edges] int32, index i.
+        unit_shifts: [n_edges, 3] int32, such that
+            r_ij = positions[i] - positions[j] + unit_shifts @ cell.
+        Edges are sorted by (sender, receiver, unit_shifts).
+    """
+    positions = np.ascontiguousarray(positions, dtype=np.float64)
+    if positions.ndim != 2 or positions.shape[1] != 3:
+        raise ValueError(f"positions must be [n_atoms, 3], got {positions.shape}")
+    if not np.all(np.isfinite(positions)):
+        raise ValueError("positions contain NaN or inf")
+    if not r_max > 0:
+        raise ValueError(f"r_max must be positive, got {r_max}")
+    pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy()
+    cell = np.zeros((3, 3)) if cell is None else np.array(cell, dtype=np.float64)
+    if cell.shape != (3, 3):
+        raise ValueError(f"cell must be [3, 3], got {cell.shape}")
+    if not np.all(np.isfinite(cell)):
+        raise ValueError("cell contains NaN or inf")
+    n_periodic = int(pbc.sum())
+    if n_periodic and np.linalg.matrix_rank(cell[pbc], tol=1e-8) < n_periodic:
+        # mace-torch silently swaps a zero cell for the identity here; a periodic
+        # direction without a lattice vector is a broken input, so say so.
+        raise ValueError(f"cell {cell.tolist()} is degenerate along periodic directions {pbc.tolist()}")
+    if len(positions) == 0:
+        empty = np.zeros((0,), np.int32)
+        return empty, empty.copy(), np.zeros((0, 3), np.int32)
+
+    calculator = vesin.NeighborList(cutoff=float(r_max), full_list=True)
+    first, second, shifts = calculator.compute(positions, cell, pbc, quantities="ijS", copy=True)
+    # vesin: D = x[second] - x[first] + S @ cell, so first is the sender j.
+    senders = np.asarray(first, dtype=np.int64)
+    receivers = np.asarray(second, dtype=np.int64)
+    shifts = np.asarray(shifts, dtype=np.int64).reshape(-1, 3)
+    keep = ~((senders == receivers) & np.all(shifts == 0, axis=1))
+    senders, receivers, shifts = senders[keep], receivers[keep], shifts[keep]
+    # A fixed order makes scatter sums (and so energies) bit-reproducible.
+    order = np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], receivers, senders))
+    return (
+        senders[order].astype(np.int32),
+        receivers[order].astype(np.int32),
+        shifts[order].astype(np.int32),
+    )

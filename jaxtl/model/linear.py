@@ -1,0 +1,105 @@
+"""Equivariant linear maps: e3nn's `o3.Linear` and its element-dependent form.
+
+Both keep e3nn-torch's parametrisation (weights ~ N(0, 1), normalised by
+1/sqrt(fan_in) in the forward pass) so that training dynamics match mace-torch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxtl.model.irreps import IrrepsSpec, ir_str
+
+
+def _output_names(irreps_out: IrrepsSpec) -> list[str]:
+    """Readable parameter names: the irrep ('0e', '1o'), indexed only when repeated."""
+    keys = [ir_str(l, p) for _, l, p in irreps_out]
+    return [k if keys.count(k) == 1 else f"{j}_{k}" for j, k in enumerate(keys)]
+
+
+def _inputs_for(irreps_in: IrrepsSpec, l: int, p: int) -> list[int]:
+    return [i for i, (_, li, pi) in enumerate(irreps_in) if (li, pi) == (l, p)]
+
+
+class IrrepsLinear(nn.Module):
+    """e3nn-torch `o3.Linear(irreps_in -> irreps_out)` without biases.
+
+    Input and output are blocks `[n, mul, 2l+1]`. For each output entry, all input
+    entries of the same irrep are concatenated along `mul` (in input order, the
+    layout of e3nn's flat weight) and mixed by one matrix `[sum mul_in, mul_out]`.
+    Outputs without any input of their irrep are zeros, as in e3nn-torch.
+    """
+
+    irreps_in: IrrepsSpec
+    irreps_out: IrrepsSpec
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, blocks: Sequence[jnp.ndarray]) -> tuple[jnp.ndarray, ...]:
+        n = blocks[0].shape[0]
+        out = []
+        for name, (mul_out, l, p) in zip(_output_names(self.irreps_out), self.irreps_out):
+            inputs = _inputs_for(self.irreps_in, l, p)
+            if not inputs:
+                out.append(jnp.zeros((n, mul_out, 2 * l + 1), blocks[0].dtype))
+                continue
+            x = jnp.concatenate([blocks[i] for i in inputs], axis=1)
+            fan_in = x.shape[1]
+            w = self.param(name, nn.initializers.normal(1.0), (fan_in, mul_out), self.dtype)
+            out.append(jnp.einsum("nui,uw->nwi", x, w.astype(x.dtype)) / math.sqrt(fan_in))
+        return tuple(out)
+
+
+class ElementLinear(nn.Module):
+    """e3nn's `FullyConnectedTensorProduct(irreps_in, Zx0e, irreps_out)` on a one-hot.
+
+    With one-hot node attributes this is a linear map whose weights depend on the
+    element: `y[w] = sum_u W[z, u, w] x[u] / sqrt(fan_in * num_elements)`. Weights
+    are stored `[num_elements, sum mul_in, mul_out]` per output irrep.
+    """
+
+    irreps_in: IrrepsSpec
+    irreps_out: IrrepsSpec
+    num_elements: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, blocks: Sequence[jnp.ndarray], species: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
+        """species: [n] int, index into the model's element table."""
+        n = blocks[0].shape[0]
+        out = []
+        for name, (mul_out, l, p) in zip(_output_names(self.irreps_out), self.irreps_out):
+            inputs = _inputs_for(self.irreps_in, l, p)
+            if not inputs:
+                out.append(jnp.zeros((n, mul_out, 2 * l + 1), blocks[0].dtype))
+                continue
+            x = jnp.concatenate([blocks[i] for i in inputs], axis=1)
+            fan_in = x.shape[1]
+            w = self.param(
+                name, nn.initializers.normal(1.0), (self.num_elements, fan_in, mul_out), self.dtype
+            )
+            norm = 1.0 / math.sqrt(fan_in * self.num_elements)
+            out.append(jnp.einsum("nui,nuw->nwi", x, w[species].astype(x.dtype)) * norm)
+        return tuple(out)
+
+
+class ElementEmbedding(nn.Module):
+    """mace's `LinearNodeEmbeddingBlock`: o3.Linear(Zx0e -> Cx0e) on a one-hot.
+
+    Returns one block `[n, channels, 1]`; weights `embeddings [num_elements, channels]`.
+    """
+
+    num_elements: int
+    channels: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, species: jnp.ndarray) -> tuple[jnp.ndarray]:
+        w = self.param(
+            "embeddings", nn.initializers.normal(1.0), (self.num_elements, self.channels), self.dtype
+        )
+        return (w[species][:, :, None] / math.sqrt(self.num_elements),)

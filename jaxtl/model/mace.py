@@ -1,0 +1,190 @@
+"""The MACE model (mace-torch's `MACE` and `ScaleShiftMACE`) as a Flax module."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtl.graph.graph import Graph, edge_vectors
+from jaxtl.model.config import MACEConfig
+from jaxtl.model.embedding import RadialEmbedding, spherical_harmonics
+from jaxtl.model.interaction import Interaction
+from jaxtl.model.irreps import (
+    IrrepsSpec,
+    blocks_to_flat,
+    parse_irreps,
+    scalar_channels,
+    sort_simplify,
+    spherical_harmonics_irreps,
+)
+from jaxtl.model.linear import ElementEmbedding, IrrepsLinear
+from jaxtl.model.nonlinear_interaction import NonLinearInteraction
+from jaxtl.model.pair_repulsion import ZBLRepulsion
+from jaxtl.model.product import SymmetricContraction
+from jaxtl.model.readout import LinearReadout, NonLinearReadout
+
+
+def species_lookup(atomic_numbers) -> np.ndarray:
+    """Table Z -> index into the model's elements (0 for unknown and padding)."""
+    table = np.zeros(119, np.int32)
+    for i, z in enumerate(atomic_numbers):
+        table[z] = i
+    return table
+
+
+def layer_irreps(config: MACEConfig) -> list[dict]:
+    """The irreps of each interaction/product layer, following mace-torch's constructor."""
+    hidden = parse_irreps(config.hidden_irreps)
+    C = scalar_channels(hidden)
+    sh = spherical_harmonics_irreps(config.max_ell)
+    target = sort_simplify(tuple((C, l, p) for _, l, p in sh))
+    first_out = (hidden[0],) if config.num_interactions == 1 else hidden
+    first_edge = ((C, 0, 1),)
+    if config.use_edge_irreps_first and config.edge_irreps:
+        first_edge = ((scalar_channels(parse_irreps(config.edge_irreps)), 0, 1),)
+    layers = [
+        dict(
+            cls=config.interaction_cls_first,
+            node_feats=((C, 0, 1),),
+            edge=first_edge,
+            target=target,
+            hidden_out=first_out,
+            use_sc="Residual" in config.interaction_cls_first,
+        )
+    ]
+    edge = parse_irreps(config.edge_irreps) if config.edge_irreps else hidden
+    for i in range(config.num_interactions - 1):
+        last = i == config.num_interactions - 2
+        out = (hidden[0],) if last and not config.keep_last_layer_irreps else hidden
+        layers.append(dict(cls=config.interaction_cls, node_feats=hidden, edge=edge, target=target, hidden_out=out, use_sc=True))
+    return layers
+
+
+class ProductBlock(nn.Module):
+    """mace's `EquivariantProductBasisBlock`: contraction, linear, + skip connection."""
+
+    coupling_irreps: IrrepsSpec
+    hidden_out: IrrepsSpec
+    correlation: int
+    num_elements: int
+    use_sc: bool
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, message, sc, species):
+        feats = SymmetricContraction(
+            self.coupling_irreps, self.hidden_out, self.correlation, self.num_elements, self.dtype,
+            name="symmetric_contraction",
+        )(message, species)
+        feats = IrrepsLinear(self.hidden_out, self.hidden_out, self.dtype, name="linear")(feats)
+        if self.use_sc and sc is not None:
+            feats = tuple(f + s for f, s in zip(feats, sc))
+        return feats
+
+
+class MACE(nn.Module):
+    """MACE energy model. `__call__(graph)` returns node and graph energies.
+
+    Returns a dict with `node_energy [n_nodes]` (E0 + interaction, eV, zero on
+    padding nodes), `energy [n_graphs]` (eV), `interaction_energy [n_graphs]`.
+    """
+
+    config: MACEConfig
+
+    @property
+    def dtype(self):
+        return jnp.dtype(self.config.dtype)
+
+    @nn.compact
+    def __call__(self, graph: Graph, node_feats_out: bool = False):
+        cfg = self.config
+        dtype = self.dtype
+        Z = cfg.num_elements
+        H = len(cfg.heads)
+        n_nodes, n_graphs = graph.positions.shape[0], graph.cell.shape[0]
+
+        positions = graph.positions.astype(dtype)
+        graph = graph._replace(positions=positions, cell=graph.cell.astype(dtype))
+        species = jnp.asarray(species_lookup(cfg.atomic_numbers))[graph.atomic_numbers]
+        model_z = jnp.asarray(np.asarray(cfg.atomic_numbers, np.int32))
+        z_nodes = model_z[species]  # padding nodes look like element 0
+        z_s, z_r = z_nodes[graph.senders], z_nodes[graph.receivers]
+        node_heads = graph.head[graph.node_graph]
+
+        vectors = edge_vectors(graph)
+        lengths = jnp.linalg.norm(vectors, axis=-1, keepdims=True)
+        sh = spherical_harmonics(vectors, cfg.max_ell)
+        edge_feats, cutoff = RadialEmbedding(
+            cfg.r_max, cfg.num_bessel, cfg.num_polynomial_cutoff, cfg.radial_type,
+            cfg.distance_transform, cfg.apply_cutoff, name="radial_embedding",
+        )(lengths, z_s, z_r)
+
+        e0_table = self.variable(
+            "constants", "atomic_energies", lambda: jnp.zeros((H, Z), dtype)
+        ).value.astype(dtype)
+        node_e0 = e0_table[node_heads, species]
+
+        pair = jnp.zeros((n_nodes,), dtype)
+        if cfg.pair_repulsion:
+            pair = ZBLRepulsion(cfg.num_polynomial_cutoff, name="pair_repulsion")(
+                lengths, z_s, z_r, graph.receivers, n_nodes
+            )
+
+        h = ElementEmbedding(Z, scalar_channels(parse_irreps(cfg.hidden_irreps)), dtype, name="node_embedding")(species)
+        sh_irreps = spherical_harmonics_irreps(cfg.max_ell)
+        layers = layer_irreps(cfg)
+        feats_per_layer = []
+        for t, lay in enumerate(layers):
+            common = dict(
+                node_feats_irreps=lay["node_feats"], edge_irreps=lay["edge"], sh_irreps=sh_irreps,
+                target_irreps=lay["target"], hidden_irreps=lay["hidden_out"], num_elements=Z,
+                num_radial=edge_feats.shape[-1], radial_MLP=cfg.radial_MLP,
+                avg_num_neighbors=cfg.avg_num_neighbors[t], dtype=dtype, name=f"interactions_{t}",
+            )
+            if lay["cls"] == "RealAgnosticResidualNonLinearInteractionBlock":
+                block = NonLinearInteraction(**common)
+            else:
+                block = Interaction(kind=lay["cls"], **common)
+            message, sc = block(h, species, sh, edge_feats, cutoff, graph.senders, graph.receivers)
+            prod_species = jnp.zeros_like(species) if cfg.use_agnostic_product else species
+            h = ProductBlock(
+                lay["target"], lay["hidden_out"], cfg.correlation[t], 1 if cfg.use_agnostic_product else Z,
+                lay["use_sc"], dtype, name=f"products_{t}",
+            )(message, sc, prod_species)
+            feats_per_layer.append((h, lay["hidden_out"]))
+
+        readout_energies = []
+        mlp_channels = scalar_channels(parse_irreps(cfg.MLP_irreps))
+        n_readouts = 1 if cfg.use_last_readout_only else len(layers)
+        for i in range(n_readouts):
+            feats, irreps = feats_per_layer[-1 if n_readouts == 1 else i]
+            if i == n_readouts - 1:
+                readout = NonLinearReadout(
+                    irreps, mlp_channels, H, cfg.gate_cst if cfg.gate == "silu" else 1.0, dtype, name=f"readouts_{i}"
+                )
+            else:
+                readout = LinearReadout(irreps, H, dtype, name=f"readouts_{i}")
+            out = readout(feats, node_heads)
+            readout_energies.append(jnp.take_along_axis(out, node_heads[:, None], axis=1)[:, 0])
+
+        node_inter = pair + sum(readout_energies)
+        if cfg.model_type == "ScaleShiftMACE":
+            scale = self.variable("constants", "scale", lambda: jnp.ones((H,), dtype)).value.astype(dtype)
+            shift = self.variable("constants", "shift", lambda: jnp.zeros((H,), dtype)).value.astype(dtype)
+            node_inter = scale[node_heads] * node_inter + shift[node_heads]
+
+        mask = graph.node_mask.astype(dtype)
+        node_inter = node_inter * mask
+        node_energy = (node_e0 + node_inter) * mask
+        out = {
+            "node_energy": node_energy,
+            "energy": jax.ops.segment_sum(node_energy, graph.node_graph, num_segments=n_graphs),
+            "interaction_energy": jax.ops.segment_sum(node_inter, graph.node_graph, num_segments=n_graphs),
+        }
+        if node_feats_out:
+            out["node_feats"] = jnp.concatenate([blocks_to_flat(f) for f, _ in feats_per_layer], axis=-1)
+        return out

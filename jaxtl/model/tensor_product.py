@@ -1,0 +1,85 @@
+"""The 'uvu' convolution tensor product of MACE's interaction blocks.
+
+mace-torch builds it with `tp_out_irreps_with_instructions`: every path
+(edge irrep l1) x (spherical harmonic l2) -> l3 whose output irrep is in the
+target irreps, outputs stably sorted by irrep. Each output slot k has exactly one
+path, weighted per edge and channel by `weights[:, off_k : off_k + mul]`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Sequence
+
+import e3nn_jax as e3nn
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtl.model.irreps import IrrepsSpec, torch_sort_key
+
+
+class TPPath(NamedTuple):
+    i_in: int  # index into edge irreps
+    l_sh: int  # spherical harmonic degree
+    mul: int
+    l_out: int
+    p_out: int
+
+
+def conv_tp_paths(edge_irreps: IrrepsSpec, sh_irreps: IrrepsSpec, target_irreps: IrrepsSpec) -> tuple[TPPath, ...]:
+    """The sorted output slots (mace's `irreps_mid`), one path each."""
+    targets = {(l, p) for _, l, p in target_irreps}
+    paths = []
+    for i, (mul, l1, p1) in enumerate(edge_irreps):
+        for _, l2, p2 in sh_irreps:
+            for l3 in range(abs(l1 - l2), l1 + l2 + 1):
+                if (l3, p1 * p2) in targets:
+                    paths.append(TPPath(i, l2, mul, l3, p1 * p2))
+    # stable sort by output irrep, as e3nn-torch's Irreps.sort()
+    return tuple(sorted(paths, key=lambda t: torch_sort_key((t.mul, t.l_out, t.p_out))))
+
+
+def mid_irreps(paths: Sequence[TPPath]) -> IrrepsSpec:
+    return tuple((t.mul, t.l_out, t.p_out) for t in paths)
+
+
+def weight_numel(paths: Sequence[TPPath]) -> int:
+    return sum(t.mul for t in paths)
+
+
+def _cg(l1: int, l2: int, l3: int) -> np.ndarray:
+    if (l1 + l2 + l3) % 2:
+        # e3nn-jax and e3nn-torch differ in sign for some odd triples; natural-parity
+        # models never need them (parity selection), so refuse rather than guess.
+        raise NotImplementedError(f"odd Clebsch-Gordan path ({l1}, {l2}, {l3}) is not supported")
+    return e3nn.clebsch_gordan(l1, l2, l3)
+
+
+def conv_tp(
+    x_edges: Sequence[jnp.ndarray],
+    sh: Sequence[jnp.ndarray],
+    weights: jnp.ndarray,
+    paths: Sequence[TPPath],
+) -> list[jnp.ndarray]:
+    """Per-edge messages.
+
+    x_edges: blocks of sender features `[n_edges, mul, 2l1+1]` (edge irreps);
+    sh: `[n_edges, 2l2+1]` per l2; weights: `[n_edges, weight_numel]`.
+    Returns one block `[n_edges, mul, 2l3+1]` per sorted output slot.
+    """
+    out, offset = [], 0
+    for t in paths:
+        x = x_edges[t.i_in]
+        l1 = (x.shape[-1] - 1) // 2
+        cg = jnp.asarray(_cg(l1, t.l_sh, t.l_out), x.dtype) * math.sqrt(2 * t.l_out + 1)
+        w = weights[:, offset : offset + t.mul]
+        offset += t.mul
+        y = sh[t.l_sh]
+        if l1 == 0:
+            m = jnp.einsum("eb,bc->ec", y, cg[0])[:, None, :] * x  # [e, 1, c] * [e, u, 1]
+        elif t.l_sh == 0:
+            m = jnp.einsum("eua,ac->euc", x, cg[:, 0, :]) * y[:, None, :]
+        else:
+            m = jnp.einsum("eua,eb,abc->euc", x, y, cg)
+        out.append(m * w[:, :, None])
+    return out

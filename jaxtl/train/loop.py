@@ -1,0 +1,312 @@
+"""The training loop: epochs of jitted steps, validation, checkpoints, logs, resume.
+
+Everything impure lives here (progress bar, files, host-side schedules); the
+numerics are in `step.py`. Data come from callables so that data order is a
+pure function of (seed, epoch) and a resumed run sees the same batches:
+
+    train(predict_fn, variables, train_batches=lambda epoch: [...Batch...],
+          valid_batches=[...], cfg=TrainConfig(), out_dir="runs/x")
+
+Outputs in `out_dir`: train_config.json/.yaml, metrics.jsonl (one record per
+epoch), checkpoints/{latest,best,best_stage_two}, model/ (final variables, from
+the best checkpoint, EMA weights when on), final_metrics.json and
+learning_curve.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+from tqdm.auto import tqdm
+
+from jaxtl.train.checkpoint import BEST, BEST_STAGE_TWO, LATEST, Checkpointer, pack_state, save_model, unpack_state
+from jaxtl.train.config import TrainConfig
+from jaxtl.train.ema import ema_init
+from jaxtl.train.loss import combine
+from jaxtl.train.metrics import MetricsAccumulator
+from jaxtl.train.optimizer import PlateauState, make_optimizer, plateau_update, scheduled_lr
+from jaxtl.train.parallel import group_batches, make_mesh
+from jaxtl.train.plot import plot_learning_curve, read_log
+from jaxtl.train.stage_two import loss_weights, start_epoch
+from jaxtl.train.step import TrainState, make_eval_step, make_train_step
+
+log = logging.getLogger("jaxtl.train")
+Batches = Callable[[int], Iterable] | Sequence
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A NaN/inf loss stopped the run; the last good checkpoint is untouched."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """variables: final {"params", "constants"} (best checkpoint, EMA when on);
+    history: per-epoch records; metrics: {split: {group: metrics}};
+    n_compiles: Counter of traced compilations {"train", "eval"}."""
+
+    variables: dict
+    history: list[dict]
+    metrics: dict
+    n_compiles: dict
+    out_dir: Path
+
+
+def _items(batches: Batches | None, epoch: int):
+    if batches is None:
+        return []
+    return batches(epoch) if callable(batches) else batches
+
+
+def _np_dtype(cfg: TrainConfig):
+    if cfg.dtype == "float64":
+        if not jax.config.jax_enable_x64:
+            raise ValueError('dtype "float64" needs jax.config.update("jax_enable_x64", True) at start-up')
+        return np.float64
+    return np.float32
+
+
+def _cast(tree, dtype):
+    return jax.tree.map(lambda x: jnp.asarray(x, dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)
+                        else jnp.asarray(x), tree)
+
+
+def _host_terms(acc: dict, terms) -> dict:
+    for k, (s, c) in terms.items():
+        s0, c0 = acc.get(k, (0.0, 0.0))
+        acc[k] = (s0 + float(s), c0 + float(c))
+    return acc
+
+
+def _host_loss(terms: dict, weights: dict) -> float:
+    return float(sum(weights[k] * s / max(c, 1.0) for k, (s, c) in terms.items()))
+
+
+def _run_eval(eval_step, params, constants, items, n_devices, dtype, weights) -> tuple[float, dict]:
+    """Exact loss and metrics of `items` ({group: metrics})."""
+    terms: dict = {}
+    acc = MetricsAccumulator()
+    for _, stacked, types in group_batches(items, n_devices, dtype):
+        t, errors = eval_step(params, constants, stacked)
+        _host_terms(terms, t)
+        errors = jax.tree.map(np.asarray, errors)
+        for j, ctypes in enumerate(types):
+            acc.update({k: v[j] for k, v in errors.items()}, ctypes)
+    loss = _host_loss(terms, weights) if terms else math.nan
+    return loss, acc.result()
+
+
+def _fresh_meta(cfg: TrainConfig) -> dict:
+    return {"epoch": 0, "step": 0, "seed": cfg.seed, "plateau": dataclasses.asdict(PlateauState()),
+            "best_loss": math.inf, "best_epoch": None, "epochs_since_best": 0, "stage": 1,
+            "stage_two_start": start_epoch(cfg.stage_two, cfg.max_num_epochs)}
+
+
+def evaluate(predict_fn, variables: dict, batches: Iterable, cfg: TrainConfig) -> tuple[float, dict]:
+    """(loss, {group: metrics}) of `variables` on `batches` with `cfg`'s stage-one loss."""
+    dtype = _np_dtype(cfg)
+    mesh = make_mesh(cfg.n_devices)
+    eval_step, _ = make_eval_step(predict_fn, cfg.loss.loss, cfg.loss.huber_delta, cfg.wants_stress, mesh)
+    v = _cast(variables, dtype)
+    return _run_eval(eval_step, v["params"], v.get("constants", {}), batches, cfg.n_devices, dtype,
+                     cfg.loss.weights())
+
+
+def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], Iterable],
+          valid_batches: Batches, cfg: TrainConfig, out_dir: str | Path, *,
+          test_batches: Batches | None = None, param_labels: Any = None,
+          label_transforms: dict | None = None, decay_filter: Callable | None = None,
+          resume: bool = False, model_config: dict | None = None) -> TrainResult:
+    """Train `variables["params"]` of `predict_fn` (constants stay fixed).
+
+    Args:
+        predict_fn: `predict(variables, graph, compute_stress) -> dict` (energy,
+            forces, stress, virials ...), pure.
+        variables: {"params": trainable pytree, "constants": fixed pytree}.
+        train_batches: epoch -> iterable of Batch (or (Batch, config_types)),
+            deterministic in (seed, epoch); see `shuffled`.
+        valid_batches, test_batches: sequences (or epoch -> iterable) of the same.
+        cfg: training settings.
+        out_dir: run folder (must hold no checkpoints unless `resume`).
+        param_labels, label_transforms, decay_filter: passed to `make_optimizer`
+            (freezing, soft freezing, weight-decay selection).
+        resume: continue from `out_dir/checkpoints/latest` exactly.
+        model_config: JSON-able model configuration saved with the final model.
+
+    Raises:
+        NonFiniteLossError: a training or validation loss is NaN/inf; the
+            message names the epoch and batch; no checkpoint is written for it.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dtype = _np_dtype(cfg)
+    ckpt = Checkpointer(out)
+    log_path = out / "metrics.jsonl"
+    if not resume and ckpt.latest_step(LATEST) is not None:
+        raise FileExistsError(f"{out} already holds checkpoints: pass resume=True or use a new out_dir")
+    cfg.save(out / "train_config.json")
+    cfg.save(out / "train_config.yaml")
+
+    variables = _cast(variables, dtype)
+    constants = variables.get("constants", {})
+    params = variables["params"]
+    optimizer = make_optimizer(cfg.optimizer, param_labels, label_transforms, decay_filter)
+    state = TrainState(jnp.zeros([], jnp.int32), params, optimizer.init(params),
+                       ema_init(params) if cfg.ema else None)
+    meta = _fresh_meta(cfg)
+    if resume and ckpt.latest_step(LATEST) is not None:
+        arrays, meta = ckpt.restore(LATEST, template=pack_state(state, constants))
+        state, constants = unpack_state(arrays, state)
+        if meta["seed"] != cfg.seed:
+            raise ValueError(f"resuming a run of seed {meta['seed']} with seed {cfg.seed}")
+        kept = [r for r in read_log(log_path) if r.get("epoch", -1) < meta["epoch"]]
+        log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        log.info("resumed %s at epoch %d (step %d)", out, meta["epoch"], meta["step"])
+    else:
+        log_path.write_text("")
+
+    mesh = make_mesh(cfg.n_devices)
+    # Replicated on the mesh from the start, as the step returns it: one compilation.
+    state, constants = jax.device_put((state, constants), NamedSharding(mesh, P()))
+    compiles: Counter = Counter()
+    loss, delta, stress = cfg.loss.loss, cfg.loss.huber_delta, cfg.wants_stress
+    ema_decay = cfg.ema_decay if cfg.ema else None
+    train_step, _ = make_train_step(predict_fn, loss, delta, stress, optimizer, ema_decay, mesh, compiles)
+    eval_step, _ = make_eval_step(predict_fn, loss, delta, stress, mesh, compiles)
+    eval_params = lambda s: s.ema.params if s.ema is not None else s.params
+
+    try:
+        for epoch in range(meta["epoch"], cfg.max_num_epochs):
+            t0 = time.time()
+            stage_two = meta["stage_two_start"] is not None and epoch >= meta["stage_two_start"]
+            if stage_two and meta["stage"] == 1:
+                log.info("epoch %d: stage two (loss weights and lr %g)", epoch, cfg.stage_two.swa_lr)
+                meta.update(stage=2, best_loss=math.inf, best_epoch=None, epochs_since_best=0)
+            weights = loss_weights(cfg.loss, cfg.stage_two, stage_two)
+            weights_dev = {k: jnp.asarray(v, dtype) for k, v in weights.items()}
+            plateau = PlateauState(**meta["plateau"])
+
+            items = _items(train_batches, epoch)
+            total = math.ceil(len(items) / cfg.n_devices) if hasattr(items, "__len__") else None
+            bar = tqdm(total=total, desc=f"epoch {epoch}", disable=not cfg.progress_bar, leave=False)
+            terms: dict = {}
+            lr = math.nan
+            for idx, stacked, _ in group_batches(items, cfg.n_devices, dtype):
+                step = int(state.step)
+                lr = cfg.stage_two.swa_lr if stage_two else scheduled_lr(cfg.optimizer, step, epoch, plateau)
+                state, stats = train_step(state, constants, stacked, jnp.asarray(lr, dtype), weights_dev)
+                value = float(stats["loss"])
+                if not math.isfinite(value):
+                    where = f"batch {idx.start}" if len(idx) == 1 else f"batches {idx.start}-{idx.stop - 1}"
+                    last = ckpt.path(LATEST)
+                    msg = (f"non-finite training loss ({value}) at epoch {epoch}, {where}; stopping. "
+                           f"Last good checkpoint: {last if last else 'none (no epoch completed)'}")
+                    _append(log_path, {"event": "non_finite_loss", "epoch_failed": epoch, "batch": idx.start,
+                                       "message": msg})
+                    raise NonFiniteLossError(msg)
+                _host_terms(terms, stats["terms"])
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.4g}", lr=f"{lr:.2e}")
+            bar.close()
+            train_loss = _host_loss(terms, weights)
+
+            valid_loss, valid_metrics = _run_eval(eval_step, eval_params(state), constants,
+                                                  _items(valid_batches, epoch), cfg.n_devices, dtype, weights)
+            if math.isnan(valid_loss) and not valid_metrics:
+                valid_loss = train_loss  # no validation data: track the training loss
+            if not math.isfinite(valid_loss):
+                msg = f"non-finite validation loss ({valid_loss}) after epoch {epoch}; stopping"
+                _append(log_path, {"event": "non_finite_loss", "epoch_failed": epoch, "message": msg})
+                raise NonFiniteLossError(msg + f". Last good checkpoint: {ckpt.path(LATEST)}")
+
+            if not stage_two and cfg.optimizer.scheduler == "plateau":
+                meta["plateau"] = dataclasses.asdict(plateau_update(plateau, valid_loss, cfg.optimizer))
+            improved = valid_loss < meta["best_loss"]
+            if improved:
+                meta.update(best_loss=valid_loss, best_epoch=epoch, epochs_since_best=0)
+            else:
+                meta["epochs_since_best"] += 1
+            stop = False
+            if meta["epochs_since_best"] >= cfg.patience:
+                if cfg.stage_two.enabled and meta["stage"] == 1:
+                    log.info("no improvement for %d epochs: starting stage two", cfg.patience)
+                    meta["stage_two_start"] = epoch + 1
+                else:
+                    log.info("no improvement for %d epochs: stopping", cfg.patience)
+                    stop = True
+            meta.update(epoch=epoch + 1, step=int(state.step), stopped=stop)
+
+            record = {"epoch": epoch, "stage": meta["stage"], "lr": lr, "train_loss": train_loss,
+                      "valid_loss": valid_loss, "valid": valid_metrics, "time_s": time.time() - t0,
+                      "n_compiles": dict(compiles)}
+            _append(log_path, record)
+            log.info("epoch %d: train loss %.6g, valid loss %.6g, lr %.3g, compiles %s",
+                     epoch, train_loss, valid_loss, lr, dict(compiles))
+
+            arrays = pack_state(state, constants)
+            if improved:
+                best = BEST_STAGE_TWO if meta["stage"] == 2 else BEST
+                if ckpt.latest_step(best) != epoch + 1:  # a resumed rerun of a saved epoch
+                    ckpt.save(best, epoch + 1, arrays, meta)
+            ckpt.save(LATEST, epoch + 1, arrays, meta)
+            if stop:
+                break
+
+        return _finish(ckpt, state, constants, cfg, out, eval_step, train_batches, valid_batches,
+                       test_batches, dtype, compiles, model_config, log_path)
+    finally:
+        ckpt.close()
+
+
+def _append(path: Path, record: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _finish(ckpt, state, constants, cfg, out, eval_step, train_batches, valid_batches, test_batches,
+            dtype, compiles, model_config, log_path) -> TrainResult:
+    """Final model from the best checkpoint of the last stage; metrics on every split."""
+    template = pack_state(state, constants)
+    template_sharding = jax.tree.map(lambda x: x.sharding, (state, constants))
+    for name in (BEST_STAGE_TWO, BEST, LATEST):
+        if ckpt.latest_step(name) is not None:
+            arrays, _ = ckpt.restore(name, template=template)
+            state, constants = jax.device_put(unpack_state(arrays, state), template_sharding)
+            break
+    params = state.ema.params if state.ema is not None else state.params
+    weights = cfg.loss.weights()
+    metrics = {}
+    for split, batches in (("train", train_batches), ("valid", valid_batches), ("test", test_batches)):
+        items = _items(batches, 0)
+        if batches is not None:
+            loss, m = _run_eval(eval_step, params, constants, items, cfg.n_devices, dtype, weights)
+            metrics[split] = {"loss": loss, **m}
+    (out / "final_metrics.json").write_text(json.dumps(metrics, indent=2))
+    variables = {"params": params, "constants": constants}
+    save_model(out / "model", model_config or {}, variables)
+    if cfg.plot:
+        plot_learning_curve(log_path, out / "learning_curve.png")
+    log.info("compilations: %s", dict(compiles))
+    return TrainResult(variables, read_log(log_path), metrics, dict(compiles), out)
+
+
+def shuffled(batches: Sequence, seed: int, shuffle: bool = True) -> Callable[[int], list]:
+    """epoch -> the batches in an order fixed by (seed, epoch)."""
+
+    def at(epoch: int) -> list:
+        if not shuffle:
+            return list(batches)
+        order = np.random.default_rng([seed, epoch]).permutation(len(batches))
+        return [batches[i] for i in order]
+
+    return at

@@ -1,0 +1,47 @@
+"""Learning-curve plot from the JSON-lines metrics log (matplotlib is optional)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """Per-epoch records of a metrics.jsonl file."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_learning_curve(log_path: str | Path, out_png: str | Path) -> Path | None:
+    """Train/valid loss and valid energy/force RMSE per epoch; None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logging.info("matplotlib not installed: no learning-curve plot")
+        return None
+    records = [r for r in read_log(log_path) if "epoch" in r and "train_loss" in r]
+    if not records:
+        return None
+    epochs = [r["epoch"] for r in records]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].semilogy(epochs, [r["train_loss"] for r in records], label="train")
+    axes[0].semilogy(epochs, [r["valid_loss"] for r in records], label="valid")
+    axes[0].set_ylabel("loss")
+    axes[0].legend()
+    for ax, key, unit in ((axes[1], "energy_rmse", "meV/atom"), (axes[2], "forces_rmse", "meV/A")):
+        values = [r.get("valid", {}).get("all", {}).get(key) for r in records]
+        if any(v is not None for v in values):
+            ax.semilogy(epochs, [float("nan") if v is None else v for v in values])
+        ax.set_ylabel(f"valid {key} ({unit})")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return Path(out_png)
