@@ -9,10 +9,35 @@ may be zero: vesin supports mixed pbc natively, no large fake cell vector is nee
 
 from __future__ import annotations
 
+import sys
 from typing import Sequence
 
 import numpy as np
-import vesin
+
+_vesin = None
+
+
+def _import_vesin():
+    """vesin, imported without letting it import torch or cupy.
+
+    vesin's Python layer imports torch and cupy when they are installed (to accept
+    their tensors); jaxtl passes numpy only, and `import jaxtl` must not pull in torch
+    (seconds of start-up, and a second CUDA runtime next to JAX's). So the two are
+    hidden while vesin is imported, unless they are already loaded.
+    """
+    global _vesin
+    if _vesin is None:
+        hidden = [name for name in ("torch", "cupy") if name not in sys.modules]
+        for name in hidden:
+            sys.modules[name] = None  # makes `import name` raise ImportError
+        try:
+            import vesin
+        finally:
+            for name in hidden:
+                if sys.modules.get(name, 0) is None:
+                    del sys.modules[name]
+        _vesin = vesin
+    return _vesin
 
 
 def neighbour_list(
@@ -59,7 +84,7 @@ def neighbour_list(
         empty = np.zeros((0,), np.int32)
         return empty, empty.copy(), np.zeros((0, 3), np.int32)
 
-    calculator = vesin.NeighborList(cutoff=float(r_max), full_list=True)
+    calculator = _import_vesin().NeighborList(cutoff=float(r_max), full_list=True)
     first, second, shifts = calculator.compute(positions, cell, pbc, quantities="ijS", copy=True)
     # vesin: D = x[second] - x[first] + S @ cell, so first is the sender j.
     senders = np.asarray(first, dtype=np.int64)

@@ -46,6 +46,7 @@ def make_predict(model) -> Callable:
         result = {
             "energy": out["energy"] * graph.graph_mask,
             "node_energy": out["node_energy"],
+            "interaction_energy": out["interaction_energy"] * graph.graph_mask,
             "forces": -g_pos * graph.node_mask[:, None],
         }
         if compute_stress:
