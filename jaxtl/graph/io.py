@@ -132,11 +132,13 @@ def configuration_from_atoms(
     config_type_weights: Mapping[str, float] | None = None,
     require: Sequence[str] = (),
     min_distance: float | None = 0.1,
+    read_labels: bool = True,
 ) -> Configuration:
     """One `Configuration` from an `ase.Atoms`; raises `DataError` naming source and frame.
 
     `head` is used when the frame has no `keys.head` entry. `min_distance` (A) flags
-    overlapping atoms (None skips the check).
+    overlapping atoms (None skips the check). `read_labels=False` reads the structure
+    only (for inference: an attached calculator's results are then not taken as labels).
     """
     where = f"{source}, frame {index}"
     unknown = set(require) - set(LABELS)
@@ -158,7 +160,7 @@ def configuration_from_atoms(
 
     labels: dict[str, object] = {}
     for name in LABELS:
-        raw = _lookup(atoms, keys, name)
+        raw = _lookup(atoms, keys, name) if read_labels else None
         if raw is None:
             if name in require:
                 raise DataError(
