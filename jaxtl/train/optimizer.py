@@ -125,6 +125,26 @@ def scale_by_torch_amsgrad(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
     return optax.GradientTransformation(init, update)
 
 
+def clip_by_global_norm_torch(max_norm: float) -> optax.GradientTransformation:
+    """torch.nn.utils.clip_grad_norm_: scale by min(1, max_norm / (norm + 1e-6)).
+
+    Unlike `optax.clip_by_global_norm` torch adds 1e-6 to the norm, which
+    shows in float64 comparisons.
+    """
+
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        del params
+        norm = optax.tree.norm(updates)
+        coef = jnp.minimum(max_norm / (norm + 1e-6), 1.0)
+        return jax.tree.map(lambda g: (g * coef).astype(g.dtype), updates), state
+
+    return optax.GradientTransformation(init, update)
+
+
 def scale_by_learning_rate_arg() -> optax.GradientTransformationExtraArgs:
     """Multiply updates by `-learning_rate`, given as an extra argument to `update`."""
 
@@ -201,7 +221,7 @@ def make_optimizer(
         param_labels)
     parts = [drop_frozen]
     if cfg.clip_grad is not None:
-        parts.append(optax.clip_by_global_norm(cfg.clip_grad))
+        parts.append(clip_by_global_norm_torch(cfg.clip_grad))
     parts.append(optax.multi_transform(groups, param_labels))
     return optax.chain(*parts)
 
