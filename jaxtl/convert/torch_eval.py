@@ -62,7 +62,7 @@ def load_torch_model(path: Union[str, os.PathLike]) -> torch.nn.Module:
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile,
             ModuleNotFoundError, AttributeError, UnicodeDecodeError, TypeError) as exc:
         raise ValueError(
-            f"{path!r} could not be read as a torch model file "
+            f"{path!r} could not be read as a torch model file: {_sniff(path)} "
             f"({type(exc).__name__}: {_short(exc)})"
         ) from exc
     if isinstance(obj, dict):
@@ -232,6 +232,24 @@ def _is_torchscript(path: str) -> bool:
     # TorchScript archives carry the serialized code; torch.save pickles do not.
     return any(n.split("/", 1)[-1].startswith("code/") or n.endswith("/constants.pkl")
                for n in names)
+
+
+def _sniff(path: str) -> str:
+    """A few words on what the file looks like, for error messages."""
+    with open(path, "rb") as fh:
+        head = fh.read(256)
+    if not head:
+        return "the file is empty"
+    if zipfile.is_zipfile(path):
+        return "a zip archive that torch cannot load"
+    if head[:1] == b"\x80":
+        return "a plain Python pickle, not a torch.save archive"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "binary data of unknown format"
+    first = text.strip().splitlines()[0][:60] if text.strip() else ""
+    return f"a text file (starting {first!r})"
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:
