@@ -44,7 +44,7 @@ class MACECalculator(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         try:
-            config = configuration_from_atoms(self.atoms, min_distance=None)
+            config = configuration_from_atoms(self.atoms, min_distance=None, read_labels=False)
         except DataError as err:
             raise ValueError(f"MACECalculator: {err}") from err
         check_elements([config], self.model.config.atomic_numbers)

@@ -161,14 +161,15 @@ def evaluate_torch(
                 )
             )
         batch = torch_geometric.Batch.from_data_list(data_list)
-
-    out = model(
-        batch.to_dict(),
-        training=False,
-        compute_force=True,
-        compute_virials=compute_stress,
-        compute_stress=compute_stress,
-    )
+        # The forward pass runs under the same default dtype, as in mace's own
+        # calculator: ZBL's `pow(int Z, a_exp)` otherwise promotes to float32.
+        out = model(
+            batch.to_dict(),
+            training=False,
+            compute_force=True,
+            compute_virials=compute_stress,
+            compute_stress=compute_stress,
+        )
 
     def to_np(x: torch.Tensor) -> np.ndarray:
         return x.detach().cpu().numpy().copy()

@@ -34,24 +34,21 @@ def import_torch():
 
 
 def load_torch_model(path: str | Path):
-    """Unpickle a mace-torch `.model` file (the whole module) and check its kind."""
-    path = Path(path)
-    if not path.exists():
-        raise ConversionError(f"{path}: no such file")
-    torch = import_torch()
+    """Unpickle a mace-torch `.model` file (the whole module) and check its kind.
+
+    Raises `ConversionError` naming the file and what it holds when it is not a
+    pickled MACE / ScaleShiftMACE (text, TorchScript archive, state dict, other class).
+    """
+    import_torch()
+    from jaxtl.convert.torch_eval import load_torch_model as load
+
     try:
-        obj = torch.load(path, weights_only=False, map_location="cpu")
-    except Exception as err:  # torch raises many types for non-model files
-        raise ConversionError(f"{path} is not a readable torch model file ({type(err).__name__}: {err})") from err
-    if isinstance(obj, torch.jit.ScriptModule):
-        raise ConversionError(
-            f"{path} is a TorchScript (compiled) model; convert the pickled .model file it was made from"
-        )
-    if not isinstance(obj, torch.nn.Module):
-        raise ConversionError(f"{path} holds a {type(obj).__name__}, not a MACE model (a pickled torch.nn.Module)")
+        obj = load(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConversionError(str(err)) from err
     name = type(obj).__name__
     if name not in SUPPORTED_MODELS:
-        raise ConversionError(f"{path}: model class {name} is not supported (jaxtl converts {SUPPORTED_MODELS})")
+        raise ConversionError(f"{path}: model class {name} is not supported (jaxtl converts {', '.join(SUPPORTED_MODELS)})")
     return obj
 
 

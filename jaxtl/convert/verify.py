@@ -34,7 +34,7 @@ def verification_structures(atomic_numbers, r_max: float, seed: int = 0) -> list
 
 
 def jaxtl_batch(atoms_list, r_max: float, dtype=np.float64):
-    items = [graph_from_configuration(configuration_from_atoms(a, min_distance=None), r_max) for a in atoms_list]
+    items = [graph_from_configuration(configuration_from_atoms(a, min_distance=None, read_labels=False), r_max) for a in atoms_list]
     n_node = sum(len(a) for a in atoms_list) + 1
     n_edge = sum(int(i.graph.senders.shape[0]) for i in items) + 1
     budget = Budget(round_capacity(n_node), round_capacity(n_edge), len(atoms_list) + 1)

@@ -162,7 +162,8 @@ class MACE(nn.Module):
         n_readouts = 1 if cfg.use_last_readout_only else len(layers)
         for i in range(n_readouts):
             feats, irreps = feats_per_layer[-1 if n_readouts == 1 else i]
-            if i == n_readouts - 1:
+            # mace-torch: the last layer's readout is non-linear, except in one-layer models
+            if i == n_readouts - 1 and len(layers) > 1:
                 readout = NonLinearReadout(
                     irreps, mlp_channels, H, cfg.gate_cst if cfg.gate == "silu" else 1.0, dtype, name=f"readouts_{i}"
                 )

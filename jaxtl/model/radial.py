@@ -47,7 +47,13 @@ def gaussian_basis(r: jnp.ndarray, centres: jnp.ndarray, coeff: float) -> jnp.nd
 
 
 def chebyshev_basis(r: jnp.ndarray, num_basis: int) -> jnp.ndarray:
-    """T_n(r), n = 1..N, of the raw length (as mace-torch's ChebychevBasis)."""
+    """T_n(r), n = 1..N, of the raw length (as mace-torch's ChebychevBasis).
+
+    torch's `chebyshev_polynomial_t` has no derivative, so mace-torch's forces and
+    stress silently omit dT_n/dr. To reproduce mace-torch the gradient is stopped
+    here too: forces of chebyshev models are then not exactly -dE/dx (in both codes).
+    """
+    r = jax.lax.stop_gradient(r)
     terms = [jnp.ones_like(r), r]
     for _ in range(num_basis - 1):
         terms.append(2.0 * r * terms[-1] - terms[-2])
