@@ -6,6 +6,11 @@ where `batch` is a stacked Batch [n_dev * m, ...] (see `jaxtl.train.parallel`),
 schedules and stage two never recompile. Only `state.params` is optimised;
 `constants` are passed to the model untouched.
 
+`check_vma=False` in the shard_maps is deliberate: with it on, a gradient taken
+*inside* the model with respect to a value created on each device (the zero
+strain of the stress trick) is transposed into a sum over devices, which mixes
+the virials of different devices. Here gradients are summed explicitly, once.
+
 Each call of the traced Python function bumps `counter`, i.e. it counts
 compilations (one per distinct batch shape).
 """
@@ -74,7 +79,8 @@ def make_train_step(predict_fn: PredictFn, loss: str, huber_delta: float, comput
         new_state = TrainState(state.step + 1, params, opt_state, ema)
         return new_state, {"loss": total, "terms": terms}
 
-    sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P(DATA), P(), P()), out_specs=(P(), P()))
+    sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P(DATA), P(), P()), out_specs=(P(), P()),
+                            check_vma=False)
 
     def step(state, constants, batch, lr, weights):
         counter["train"] += 1  # runs only while tracing
@@ -104,7 +110,8 @@ def make_eval_step(predict_fn: PredictFn, loss: str, huber_delta: float, compute
         terms = {k: (s.sum(), c.sum()) for k, (s, c) in per_batch.items()}
         return jax.lax.psum(terms, DATA), errors
 
-    sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P(DATA)), out_specs=(P(), P(DATA)))
+    sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P(DATA)), out_specs=(P(), P(DATA)),
+                            check_vma=False)
 
     def evaluate(params, constants, batch):
         counter["eval"] += 1
