@@ -186,7 +186,8 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
     eval_params = lambda s: s.ema.params if s.ema is not None else s.params
 
     try:
-        for epoch in range(meta["epoch"], cfg.max_num_epochs):
+        first = cfg.max_num_epochs if meta.get("stopped") else meta["epoch"]  # early-stopped: just finish
+        for epoch in range(first, cfg.max_num_epochs):
             t0 = time.time()
             stage_two = meta["stage_two_start"] is not None and epoch >= meta["stage_two_start"]
             if stage_two and meta["stage"] == 1:
