@@ -189,3 +189,17 @@ class MACE(nn.Module):
         if node_feats_out:
             out["node_feats"] = jnp.concatenate([blocks_to_flat(f) for f, _ in feats_per_layer], axis=-1)
         return out
+
+
+def init_variables(config: MACEConfig, seed: int = 0) -> dict:
+    """Fresh variables {"params", "constants"} of a MACE (jit-compiled init on a tiny graph)."""
+    from jaxtl.graph.batching import pad_batch, graph_from_configuration
+    from jaxtl.graph.io import configuration_from_atoms
+    from ase import Atoms
+
+    z = config.atomic_numbers[0]
+    atoms = Atoms(numbers=[z, z], positions=[[0, 0, 0], [0, 0, min(1.5, config.r_max / 2)]])
+    item = graph_from_configuration(configuration_from_atoms(atoms, read_labels=False), config.r_max)
+    batch = pad_batch([item], 4, 4, 2, r_max=config.r_max, dtype=np.dtype(config.dtype))
+    variables = jax.jit(MACE(config).init)(jax.random.PRNGKey(seed), batch.graph)
+    return jax.tree_util.tree_map(np.asarray, variables)

@@ -4,9 +4,8 @@ For each output irrep L (one `Contraction` in mace-torch) and node n, channel c:
 
     B[n, c, M] = sum_nu sum_k W_nu[z_n, k, c] sum_{i_1..i_nu} U_nu[M, i_1..i_nu, k] prod_j x[n, c, i_j]
 
-with the coupling tensors `U_nu` taken verbatim from the saved model (mace's
-`_wigner_nj` basis) or, for models built in jaxtl, e3nn-jax's reduced symmetric
-basis. Because the product of features is symmetric in (i_1..i_nu), U is first
+with the coupling tensors `U_nu` taken verbatim from the saved model, or, for
+models built in jaxtl, made by the same recursion as mace-torch's `_wigner_nj`. Because the product of features is symmetric in (i_1..i_nu), U is first
 summed over permutations onto the monomials i_1 <= ... <= i_nu (816 instead of
 4096 terms for nu = 3, D = 16); the contraction is then one matmul per nu.
 """
@@ -57,14 +56,43 @@ def feature_monomials(x: jnp.ndarray, nu: int) -> jnp.ndarray:
     return out
 
 
-def e3nn_coupling_basis(coupling_irreps: IrrepsSpec, l: int, p: int, nu: int) -> np.ndarray:
-    """A symmetric coupling basis U [2l+1, D^nu..., K] from e3nn-jax (for new models)."""
-    irreps = "+".join(ir_str(li, pi) for _, li, pi in coupling_irreps)
-    basis = e3nn.reduced_symmetric_tensor_product_basis(irreps, nu, keep_ir=[ir_str(l, p)])
-    arr = np.asarray(basis.array)  # [D]*nu + [K*(2l+1)], mul_ir layout
-    K = arr.shape[-1] // (2 * l + 1)
-    arr = arr.reshape(arr.shape[:-1] + (K, 2 * l + 1))
-    return np.moveaxis(arr, -1, 0)
+@functools.lru_cache(maxsize=None)
+def _cg(l1: int, l2: int, l3: int) -> np.ndarray:
+    return np.asarray(e3nn.clebsch_gordan(l1, l2, l3))
+
+
+@functools.lru_cache(maxsize=None)
+def coupling_basis(coupling_irreps: IrrepsSpec, l: int, p: int, nu: int) -> np.ndarray:
+    """MACE's coupling tensors U [2l+1, D^nu..., K] for models built in jaxtl.
+
+    The same recursion as mace-torch's `_wigner_nj`: couple nu copies of the
+    coupling irreps one at a time with Clebsch-Gordan coefficients (scaled by
+    sqrt(2 l_out + 1)), keeping every path that ends in (l, p). The basis is
+    over-complete like mace-torch's (K = 1, 4, 23 for L = 0 and 0e+1o+2e+3o), so a
+    jaxtl-built model has mace-torch's parameter shapes.
+    """
+    irreps = [(li, pi) for _, li, pi in coupling_irreps]
+    dim = sum(2 * li + 1 for li, _ in irreps)
+    selectors, offset = [], 0
+    for li, _ in irreps:
+        sel = np.zeros((dim, 2 * li + 1))
+        sel[offset : offset + 2 * li + 1] = np.eye(2 * li + 1)
+        selectors.append(sel)
+        offset += 2 * li + 1
+    paths = [(li, pi, sel) for (li, pi), sel in zip(irreps, selectors)]
+    for _ in range(nu - 1):
+        new = []
+        for l_left, p_left, U_left in paths:
+            for (li, pi), sel in zip(irreps, selectors):
+                for l_out in range(abs(l_left - li), l_left + li + 1):
+                    cg = _cg(l_left, li, l_out) * math.sqrt(2 * l_out + 1)
+                    U = np.einsum("...a,ib,abc->...ic", U_left, sel, cg)
+                    new.append((l_out, p_left * pi, U))
+        paths = new
+    kept = [U for lo, po, U in paths if (lo, po) == (l, p)]
+    if not kept:
+        return np.zeros((2 * l + 1,) + (dim,) * nu + (0,))
+    return np.moveaxis(np.stack(kept, axis=-1), -2, 0)
 
 
 class Contraction(nn.Module):
@@ -109,7 +137,7 @@ class Contraction(nn.Module):
         return out
 
     def _fresh_U(self, nu: int) -> np.ndarray:
-        U = e3nn_coupling_basis(self.coupling_irreps, self.l, self.p, nu)
+        U = coupling_basis(self.coupling_irreps, self.l, self.p, nu)
         return U[0] if self.l == 0 else U
 
 

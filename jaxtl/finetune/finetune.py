@@ -1,0 +1,260 @@
+"""`finetune`: foundation model + new DFT data -> a fine-tuned model folder.
+
+    finetune("spice_mace.model", "aspirin.xyz", "runs/aspirin_f6", freeze=6, epochs=50)
+
+Steps: load the foundation (a jaxtl model folder, or a mace-torch `.model` converted
+into OUT/foundation), check the data's elements, refit the E0s (`jaxtl.finetune.e0s`),
+label the parameters (`jaxtl.finetune.freeze`), train with `jaxtl.train.train`
+(frozen leaves: no update, no optimiser state, no gradient), and write OUT/model, a
+model folder like any other (`jaxtl.load_model`, MACECalculator).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtl.api import LoadedModel, enable_x64_if
+from jaxtl.finetune.e0s import fit_e0s
+from jaxtl.finetune.freeze import (FROZEN, freeze_labels, group_of, lr_factor_transforms, path_str,
+                                   soft_labels)
+from jaxtl.finetune.gradients import stop_frozen_gradients
+from jaxtl.finetune.report import FreezeReport, describe
+from jaxtl.graph import (Configuration, DataError, DataKeys, GraphDataset, batch_iterator, check_elements,
+                         choose_budgets, read_configurations, split_isolated_atoms)
+from jaxtl.heads import select_head
+from jaxtl.model import MACE, MACEConfig, make_predict
+from jaxtl.model_io import cast_variables, load_model_files, save_model
+from jaxtl.train import TrainConfig, make_optimizer, train
+from jaxtl.train.loop import TrainResult
+
+Freeze = int | None | Callable[[Any], Any] | Mapping
+
+
+@dataclasses.dataclass
+class FinetuneResult:
+    """model_dir: OUT/model (None for a dry run); report: the freezing report;
+    atomic_energies: the E0s used [n_heads, n_elements] (eV); train: the engine's
+    result; frozen_unchanged: every frozen leaf bit-identical to the foundation's;
+    wall_s, steps_per_s: training time."""
+
+    model_dir: Path | None
+    report: FreezeReport
+    atomic_energies: np.ndarray
+    labels: Any
+    train: TrainResult | None = None
+    frozen_unchanged: bool | None = None
+    wall_s: float | None = None
+    steps_per_s: float | None = None
+
+
+def mace_decay_filter(path, leaf) -> bool:
+    """mace-torch's weight-decay groups: interactions' `linear` weights and all products."""
+    p = path_str(path)
+    return group_of(p) == "products" or (group_of(p) == "interactions" and p.split("/")[1] == "linear")
+
+
+def load_foundation(foundation: str | Path | LoadedModel, out_dir: Path, head: str | None = None,
+                    check_conversion: bool = True, log=print) -> tuple[MACEConfig, dict, dict]:
+    """(config, variables as numpy, metadata) of a model folder, a LoadedModel or a
+    mace-torch `.model` file (converted into out_dir/foundation)."""
+    if isinstance(foundation, LoadedModel):
+        config, variables, meta = foundation.config, jax.tree.map(np.asarray, foundation.variables), \
+            dict(foundation.metadata)
+    else:
+        path = Path(foundation)
+        if path.is_file():
+            from jaxtl.convert.convert import convert_file  # the only door to torch
+
+            log(f"converting {path} into {out_dir / 'foundation'}")
+            convert_file(path, out_dir / "foundation", check=check_conversion, log=log)
+            path = out_dir / "foundation"
+        config, variables, meta = load_model_files(path)
+        meta = {**meta, "foundation": str(Path(foundation).absolute())}
+    if head is not None:
+        config, variables = select_head(config, variables, head)
+    elif len(config.heads) > 1:
+        raise ValueError(f"the foundation has heads {list(config.heads)}: choose one with head=...")
+    return config, variables, meta
+
+
+def resolve_labels(params, config: MACEConfig, freeze: Freeze = None, counting: str = "mace",
+                   lr_factors: Mapping[str, float] | None = None):
+    """Labels from `freeze`: an int (--freeze N, `counting` "mace" or "paper"), a label
+    pytree, or a function params -> labels; then `lr_factors` (soft freezing)."""
+    if freeze is None or isinstance(freeze, int):
+        labels = freeze_labels(params, freeze, counting, config)
+    elif callable(freeze):
+        labels = freeze(params)
+    else:
+        labels = freeze
+    if lr_factors:
+        labels = soft_labels(params, lr_factors, base=labels)
+    return labels
+
+
+def foundation_energies(config: MACEConfig, variables: dict, r_max: float, batch_size: int = 16):
+    """configs -> the foundation's total energies [n] (eV), for E0s "estimated"."""
+
+    def energies(configs: Sequence[Configuration]) -> np.ndarray:
+        enable_x64_if(config.dtype)
+        predict = jax.jit(make_predict(MACE(config)), static_argnums=2)
+        arrays = jax.tree.map(jnp.asarray, variables)
+        configs = [dataclasses.replace(c, head=config.heads[0]) for c in configs]
+        dataset = GraphDataset(configs, r_max, heads=config.heads, progress=False)
+        out = np.zeros(len(configs))
+        epoch = batch_iterator(dataset, batch_size, shuffle=False, dtype=np.dtype(config.dtype))
+        for (_, members), batch in zip(epoch.plan, epoch):
+            out[members] = np.asarray(predict(arrays, batch.graph, False)["energy"])[: len(members)]
+        return out
+
+    return energies
+
+
+def _read(path, keys, head) -> list[Configuration]:
+    configs, isolated = split_isolated_atoms(read_configurations(path, keys, head=head))
+    if isolated:
+        import warnings
+
+        warnings.warn(f"{path}: IsolatedAtom frames ({sorted(isolated)}) are not used for fine-tuning")
+    return configs
+
+
+def _leaves_equal(a, b) -> bool:
+    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def finetune(
+    foundation: str | Path | LoadedModel,
+    train_file: str | Path,
+    out_dir: str | Path,
+    *,
+    freeze: Freeze = None,
+    counting: str = "mace",
+    lr_factors: Mapping[str, float] | None = None,
+    e0s: str | Mapping = "average",
+    epochs: int | None = None,
+    batch_size: int = 5,
+    lr: float | None = None,
+    train_config: TrainConfig | None = None,
+    valid_file: str | Path | None = None,
+    valid_fraction: float = 0.1,
+    test_file: str | Path | None = None,
+    head: str | None = None,
+    keys: DataKeys = DataKeys(),
+    cut_frozen_gradients: bool = True,
+    decay_filter: Callable | None = mace_decay_filter,
+    check_conversion: bool = True,
+    dry_run: bool = False,
+    log: Callable[[str], None] = print,
+) -> FinetuneResult:
+    """Fine-tune a foundation MACE on `train_file` and write `out_dir/model`.
+
+    Args:
+        foundation: a jaxtl model folder, a `LoadedModel`, or a mace-torch `.model`
+            file (converted into out_dir/foundation, verified unless
+            `check_conversion=False`).
+        train_file: structures with REF_energy/REF_forces (`keys`), any ASE format.
+        out_dir: the run folder (engine outputs, out_dir/model).
+        freeze: `--freeze N` (int), a label pytree or a function params -> labels.
+        counting: "mace" (upstream, by name) or "paper" (the fork's child modules).
+        lr_factors: soft freezing, e.g. {"interactions_lr_factor": 0.1}.
+        e0s: "average", "estimated", "foundation" or given E0s (see `fit_e0s`).
+        epochs, lr: override `train_config`'s max_num_epochs and optimizer.lr.
+        batch_size: structures per batch.
+        train_config: engine settings (default `TrainConfig()`, mace-torch defaults).
+        valid_file: validation structures; without it `valid_fraction` of the
+            training file (seeded by train_config.seed) is held out.
+        test_file: evaluated at the end (metrics in out_dir/final_metrics.json).
+        head: the head of a multi-head foundation to fine-tune.
+        cut_frozen_gradients: do not compute gradients of frozen leaves.
+        decay_filter: (path, leaf) -> whether weight decay applies (mace-torch groups).
+        dry_run: stop after printing the freezing report (nothing is trained).
+
+    Raises:
+        DataError: an element the foundation does not know (names element, file, frame).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = train_config or TrainConfig()
+    if epochs is not None:
+        cfg = cfg.replace(max_num_epochs=epochs)
+    if lr is not None:
+        cfg = cfg.replace(optimizer=dataclasses.replace(cfg.optimizer, lr=lr))
+    enable_x64_if(cfg.dtype)
+
+    config, variables, meta = load_foundation(foundation, out, head, check_conversion, log)
+    head_name = config.heads[0]
+    configs = _read(train_file, keys, head_name)
+    check_elements(configs, config.atomic_numbers)
+    if valid_file is not None:
+        valid = _read(valid_file, keys, head_name)
+        check_elements(valid, config.atomic_numbers)
+    else:
+        order = np.random.default_rng(cfg.seed).permutation(len(configs))
+        n_valid = int(round(valid_fraction * len(configs))) if len(configs) > 1 else 0
+        valid = [configs[i] for i in order[:n_valid]]
+        configs = [configs[i] for i in sorted(order[n_valid:])]
+    test = _read(test_file, keys, head_name) if test_file is not None else None
+    if test is not None:
+        check_elements(test, config.atomic_numbers)
+
+    foundation_e0s = np.asarray(variables["constants"]["atomic_energies"])
+    atomic_energies = fit_e0s(configs, config.atomic_numbers, foundation_e0s, e0s,
+                              foundation_energies(config, variables, config.r_max, batch_size))
+    log("E0s (eV): " + ", ".join(f"Z={z}: {e:.6f}" for z, e in zip(config.atomic_numbers, atomic_energies[0])))
+    variables = {"params": variables["params"],
+                 "constants": {**variables["constants"], "atomic_energies": atomic_energies}}
+    variables = cast_variables(variables, cfg.dtype)
+    config = config.replace(dtype=cfg.dtype)
+
+    params = variables["params"]
+    labels = resolve_labels(params, config, freeze, counting, lr_factors)
+    report = describe(params, labels, optimizer=lambda l: make_optimizer(
+        cfg.optimizer, l, lr_factor_transforms(l), decay_filter))
+    log(str(report))
+    if dry_run:
+        return FinetuneResult(None, report, atomic_energies, labels)
+
+    np_dtype = np.dtype(cfg.dtype)
+    train_set = GraphDataset(configs, config.r_max, heads=config.heads, progress=False)
+    budgets = choose_budgets(train_set, batch_size)
+    train_batches = lambda epoch: list(batch_iterator(train_set, batch_size, budgets, shuffle=True,
+                                                      seed=cfg.seed, epoch=epoch, dtype=np_dtype))
+    fixed = lambda cs: list(batch_iterator(GraphDataset(cs, config.r_max, heads=config.heads, progress=False),
+                                           batch_size, shuffle=False, dtype=np_dtype)) if cs else []
+    predict = make_predict(MACE(config))
+    if cut_frozen_gradients:
+        predict = stop_frozen_gradients(predict, labels)
+
+    t0 = time.perf_counter()
+    result = train(predict, variables, train_batches, fixed(valid), cfg, out,
+                   test_batches=fixed(test) if test else None, param_labels=labels,
+                   label_transforms=lr_factor_transforms(labels), decay_filter=decay_filter,
+                   model_config=config.to_dict())
+    wall = time.perf_counter() - t0
+    n_steps = sum(len(train_batches(r["epoch"])) for r in result.history if "epoch" in r and "time_s" in r)
+    train_time = sum(r.get("time_s", 0.0) for r in result.history)
+
+    trained = jax.tree.map(np.asarray, result.variables)
+    frozen_before = [x for x, l in zip(jax.tree.leaves(params), jax.tree.leaves(labels)) if l == FROZEN]
+    frozen_after = [x for x, l in zip(jax.tree.leaves(trained["params"]), jax.tree.leaves(labels)) if l == FROZEN]
+    unchanged = _leaves_equal(frozen_before, frozen_after)
+    if not unchanged:
+        raise RuntimeError("a frozen parameter changed during fine-tuning; this is a bug")
+    metadata = {**meta, "finetune": {
+        "train_file": str(Path(train_file).absolute()), "freeze": freeze if isinstance(freeze, int) else
+        ("custom" if freeze is not None else None), "counting": counting, "lr_factors": dict(lr_factors or {}),
+        "e0s": e0s if isinstance(e0s, str) else "given", "n_trainable": report.n_trainable,
+        "n_frozen": report.n_frozen, "frozen": report.frozen_paths(), "wall_s": wall,
+        "train_config": cfg.to_dict()}}
+    model_dir = save_model(out / "model", config, trained, metadata)
+    log(f"wrote {model_dir} ({n_steps} steps in {train_time:.1f} s)")
+    return FinetuneResult(model_dir, report, atomic_energies, labels, result, unchanged, wall,
+                          n_steps / train_time if train_time > 0 else None)
