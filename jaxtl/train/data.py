@@ -1,0 +1,115 @@
+"""From structure files to the padded batches the training loop consumes.
+
+Reading, splitting (by fraction or file), filtering, neighbour lists (once per
+dataset), fixed padding budgets and reproducible epoch order. Shared by
+`jaxtl train`, `jaxtl finetune` and `jaxtl distill`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from jaxtl.graph.dataset import Budgets, GraphDataset, batch_iterator, choose_budgets
+from jaxtl.graph.io import Configuration, DataError, DataKeys, read_configurations, split_isolated_atoms
+
+log = logging.getLogger("jaxtl.train")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the data come from and how they are batched.
+
+    Attributes:
+        train_file: structures to train on (extended XYZ or anything ASE reads).
+        valid_file: validation structures; None: `valid_fraction` of train_file.
+        valid_fraction: fraction of train_file held out when valid_file is None.
+        test_file: optional test structures (metrics reported at the end).
+        keys: label keys (REF_energy, REF_forces, ... with ASE results as fallback).
+        batch_size: structures per training batch (mace-torch default 10).
+        valid_batch_size: structures per evaluation batch.
+        max_force: drop structures with any |F| component above this (eV/A); None keeps all.
+        train_fraction: use only this fraction of the training structures (data-efficiency studies).
+        seed: seed of the split and of the epoch order.
+        cache_dir: where neighbour lists are cached (None: no cache).
+    """
+
+    train_file: str
+    valid_file: Optional[str] = None
+    valid_fraction: float = 0.1
+    test_file: Optional[str] = None
+    keys: DataKeys = DataKeys()
+    batch_size: int = 10
+    valid_batch_size: int = 10
+    max_force: Optional[float] = None
+    train_fraction: float = 1.0
+    seed: int = 123
+    cache_dir: Optional[str] = None
+
+
+@dataclasses.dataclass
+class Splits:
+    train: list[Configuration]
+    valid: list[Configuration]
+    test: list[Configuration]
+    isolated_e0s: dict[int, float]
+
+
+def _filter(configs: list[Configuration], max_force: Optional[float], where: str) -> list[Configuration]:
+    if max_force is None:
+        return configs
+    kept = [c for c in configs if c.forces is None or np.abs(c.forces).max() <= max_force]
+    if len(kept) < len(configs):
+        log.warning("%s: dropped %d of %d structures with |F| > %g eV/A", where, len(configs) - len(kept),
+                    len(configs), max_force)
+    return kept
+
+
+def read_splits(cfg: DataConfig, require: Sequence[str] = ("energy", "forces")) -> Splits:
+    """Read and split the structures; raises `DataError` naming file and frame."""
+    train = read_configurations(cfg.train_file, cfg.keys, require=require)
+    train, e0s = split_isolated_atoms(train)
+    train = _filter(train, cfg.max_force, cfg.train_file)
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.valid_file:
+        valid = _filter(read_configurations(cfg.valid_file, cfg.keys, require=require), cfg.max_force, cfg.valid_file)
+        valid, _ = split_isolated_atoms(valid)
+    else:
+        order = rng.permutation(len(train))
+        n_valid = max(1, int(round(cfg.valid_fraction * len(train)))) if len(train) > 1 else 0
+        valid = [train[i] for i in order[:n_valid]]
+        train = [train[i] for i in order[n_valid:]]
+    if cfg.train_fraction < 1.0:
+        keep = np.sort(rng.permutation(len(train))[: max(1, int(round(cfg.train_fraction * len(train))))])
+        train = [train[i] for i in keep]
+    test = []
+    if cfg.test_file:
+        test, _ = split_isolated_atoms(read_configurations(cfg.test_file, cfg.keys, require=require))
+    if not train:
+        raise DataError(f"{cfg.train_file}: no training structures left after splitting and filtering")
+    return Splits(train, valid, test, e0s)
+
+
+def epoch_batches(dataset: GraphDataset, batch_size: int, seed: int, shuffle: bool,
+                  budgets: Optional[Budgets] = None, dtype=np.float64) -> Callable[[int], list]:
+    """epoch -> [(Batch, config_types)] in an order fixed by (seed, epoch).
+
+    Budgets are fixed once for the dataset, so every epoch reuses the same few shapes.
+    """
+    budgets = budgets or choose_budgets(dataset, batch_size)
+
+    def at(epoch: int) -> list:
+        batches = batch_iterator(dataset, batch_size, budgets, shuffle=shuffle, seed=seed, epoch=epoch, dtype=dtype)
+        types = [[dataset.configs[i].config_type for i in members] for _, members in batches.plan]
+        return list(zip(batches, types))
+
+    at.budgets = budgets  # type: ignore[attr-defined]
+    return at
+
+
+def average_num_neighbors(dataset: GraphDataset) -> float:
+    """Mean number of incoming edges per atom (mace's avg_num_neighbors)."""
+    return float(dataset.n_edges.sum() / max(dataset.n_nodes.sum(), 1))

@@ -1,0 +1,114 @@
+"""`train_from_scratch`: data files in, a trained MACE model folder out.
+
+The mace-torch recipe for a new model: E0s from IsolatedAtom frames or a least-
+squares fit ("average"), `avg_num_neighbors` from the training set, and
+scale/shift from the training labels (`rms_forces_scaling`: shift = mean
+per-atom interaction energy, scale = RMS force), then the training loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Mapping, Optional
+
+import jax
+import numpy as np
+
+from jaxtl.graph.dataset import GraphDataset
+from jaxtl.graph.io import Configuration, check_elements
+from jaxtl.model import MACE, MACEConfig, init_variables, make_predict
+from jaxtl.model_io import save_model
+from jaxtl.train.config import TrainConfig
+from jaxtl.train.data import DataConfig, average_num_neighbors, epoch_batches, read_splits
+from jaxtl.train.loop import TrainResult, train
+
+log = logging.getLogger("jaxtl.train")
+
+
+def fit_average_e0s(configs: list[Configuration], atomic_numbers) -> np.ndarray:
+    """Least-squares E0s [n_elements] from total energies and element counts."""
+    from jaxtl.finetune.e0s import element_counts, lstsq_e0s
+
+    with_energy = [c for c in configs if c.energy is not None]
+    counts = element_counts(with_energy, atomic_numbers)
+    return np.asarray(lstsq_e0s(counts, np.array([c.energy for c in with_energy])))
+
+
+def scale_shift(configs: list[Configuration], atomic_numbers, e0s: np.ndarray, scaling: str) -> tuple[float, float]:
+    """mace-torch's `rms_forces_scaling` / `std_scaling` / `no_scaling`."""
+    index = {z: i for i, z in enumerate(atomic_numbers)}
+    per_atom = [
+        (c.energy - sum(e0s[index[int(z)]] for z in c.atomic_numbers)) / c.n_atoms
+        for c in configs if c.energy is not None
+    ]
+    shift = float(np.mean(per_atom)) if per_atom else 0.0
+    if scaling == "no_scaling":
+        return 1.0, 0.0
+    if scaling == "std_scaling":
+        return float(np.std(per_atom)) or 1.0, shift
+    forces = np.concatenate([c.forces.reshape(-1) for c in configs if c.forces is not None] or [np.ones(1)])
+    return float(np.sqrt(np.mean(forces**2))) or 1.0, shift
+
+
+def train_from_scratch(
+    data: DataConfig,
+    out_dir: str | Path,
+    model: Optional[Mapping] = None,
+    train_config: TrainConfig = TrainConfig(),
+    e0s: str | Mapping = "average",
+    scaling: str = "rms_forces_scaling",
+    resume: bool = False,
+) -> TrainResult:
+    """Train a new MACE. `model` holds MACEConfig fields (r_max, hidden_irreps, ...)."""
+    out_dir = Path(out_dir)
+    model = dict(model or {})
+    splits = read_splits(data)
+    zs = tuple(sorted({int(z) for c in splits.train + splits.valid + splits.test for z in c.atomic_numbers}))
+    model.setdefault("atomic_numbers", zs)
+    check_elements(splits.train + splits.valid + splits.test, model["atomic_numbers"])
+    r_max = float(model.get("r_max", MACEConfig.r_max))
+
+    train_set = GraphDataset(splits.train, r_max, cache_dir=data.cache_dir)
+    valid_set = GraphDataset(splits.valid, r_max, cache_dir=data.cache_dir) if splits.valid else None
+    test_set = GraphDataset(splits.test, r_max, cache_dir=data.cache_dir) if splits.test else None
+
+    atomic_numbers = tuple(model["atomic_numbers"])
+    if isinstance(e0s, str) and e0s == "average":
+        e0 = fit_average_e0s(splits.train, atomic_numbers)
+        for z, e in splits.isolated_e0s.items():  # IsolatedAtom frames win, as in mace-torch
+            e0[atomic_numbers.index(z)] = e
+    else:
+        from jaxtl.finetune.e0s import fit_e0s
+
+        e0 = fit_e0s(splits.train, atomic_numbers, np.zeros((1, len(atomic_numbers))), e0s)[0]
+    scale, shift = scale_shift(splits.train, atomic_numbers, e0, scaling)
+    n_layers = int(model.get("num_interactions", MACEConfig.num_interactions))
+    model.setdefault("avg_num_neighbors", (average_num_neighbors(train_set),) * n_layers)
+    model.setdefault("dtype", train_config.dtype)
+    config = MACEConfig(**model)
+    log.info("E0s %s, scale %.4f, shift %.4f, avg_num_neighbors %.3f", dict(zip(atomic_numbers, e0.round(4))),
+             scale, shift, config.avg_num_neighbors[0])
+
+    variables = init_variables(config, seed=train_config.seed)
+    constants = dict(variables["constants"])
+    constants["atomic_energies"] = e0[None].astype(constants["atomic_energies"].dtype)
+    constants["scale"] = np.array([scale], constants["scale"].dtype)
+    constants["shift"] = np.array([shift], constants["shift"].dtype)
+    variables = {"params": variables["params"], "constants": constants}
+
+    dtype = np.float64 if train_config.dtype == "float64" else np.float32
+    train_batches = epoch_batches(train_set, data.batch_size, data.seed, shuffle=True, dtype=dtype)
+    valid_batches = epoch_batches(valid_set, data.valid_batch_size, data.seed, False, dtype=dtype)(0) if valid_set else []
+    test_batches = epoch_batches(test_set, data.valid_batch_size, data.seed, False, dtype=dtype)(0) if test_set else None
+    log.info("batch shapes per epoch: %s", train_batches.budgets.main)
+
+    result = train(
+        make_predict(MACE(config)), variables, train_batches, valid_batches, train_config, out_dir,
+        test_batches=test_batches, resume=resume, model_config=config.to_dict(),
+    )
+    save_model(out_dir / "model", config, jax.tree_util.tree_map(np.asarray, result.variables),
+               {"trained_on": data.train_file, "data": dataclasses.asdict(data) | {"keys": None},
+                "metrics": result.metrics})
+    return result
