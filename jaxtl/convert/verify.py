@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
-from jaxtl.graph.batching import graph_from_configuration, pad_batch, Budget, round_capacity
-from jaxtl.graph.io import configuration_from_atoms
+from jaxtl.graph.batching import batch_atoms
 
 
 def verification_structures(atomic_numbers, r_max: float, seed: int = 0) -> list[Atoms]:
@@ -34,11 +33,8 @@ def verification_structures(atomic_numbers, r_max: float, seed: int = 0) -> list
 
 
 def jaxtl_batch(atoms_list, r_max: float, dtype=np.float64):
-    items = [graph_from_configuration(configuration_from_atoms(a, min_distance=None, read_labels=False), r_max) for a in atoms_list]
-    n_node = sum(len(a) for a in atoms_list) + 1
-    n_edge = sum(int(i.graph.senders.shape[0]) for i in items) + 1
-    budget = Budget(round_capacity(n_node), round_capacity(n_edge), len(atoms_list) + 1)
-    return pad_batch(items, *budget, r_max=r_max, dtype=dtype)
+    """The structures as one padded jaxtl batch."""
+    return batch_atoms(atoms_list, r_max, dtype)
 
 
 def compare(torch_out: dict, jax_out: dict, atoms_list) -> dict:

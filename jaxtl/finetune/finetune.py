@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -26,7 +27,7 @@ from jaxtl.finetune.freeze import (FROZEN, freeze_labels, group_of, lr_factor_tr
                                    soft_labels)
 from jaxtl.finetune.gradients import stop_frozen_gradients
 from jaxtl.finetune.report import FreezeReport, describe
-from jaxtl.graph import (Configuration, DataError, DataKeys, GraphDataset, batch_iterator, check_elements,
+from jaxtl.graph import (Configuration, DataKeys, GraphDataset, batch_iterator, check_elements,
                          choose_budgets, read_configurations, split_isolated_atoms)
 from jaxtl.heads import select_head
 from jaxtl.model import MACE, MACEConfig, make_predict
@@ -120,8 +121,6 @@ def foundation_energies(config: MACEConfig, variables: dict, r_max: float, batch
 def _read(path, keys, head) -> list[Configuration]:
     configs, isolated = split_isolated_atoms(read_configurations(path, keys, head=head))
     if isolated:
-        import warnings
-
         warnings.warn(f"{path}: IsolatedAtom frames ({sorted(isolated)}) are not used for fine-tuning")
     return configs
 

@@ -205,3 +205,19 @@ def pad_to_capacity(
     if at_least is not None:
         budget = Budget(*(max(a, b) for a, b in zip(budget, at_least)))
     return pad_batch(items, *budget, r_max=r_max, dtype=dtype), budget
+
+
+def batch_atoms(atoms_list, r_max: float, dtype=np.float64, heads: Sequence[str] = ("Default",)) -> Batch:
+    """ASE structures -> one padded `Batch` (labels, if any, from the atoms' results).
+
+    The capacities are rounded up (`round_capacity`) so similar inputs share shapes.
+    """
+    from jaxtl.graph.io import configuration_from_atoms
+
+    items = []
+    for i, atoms in enumerate(atoms_list):
+        config = configuration_from_atoms(atoms, source="<atoms>", index=i, min_distance=None, read_labels=False)
+        head = atoms.info.get("head", heads[0])
+        items.append(graph_from_configuration(config, r_max, list(heads).index(head) if head in heads else 0))
+    batch, _ = pad_to_capacity(items, r_max, dtype=dtype)
+    return batch

@@ -1,0 +1,196 @@
+"""The `jaxtl` command: one entry point, a thin subcommand per capability.
+
+    jaxtl convert IN.model OUT_DIR       mace-torch file -> jaxtl model folder (verified)
+    jaxtl train --train F --out DIR     train a new MACE from scratch
+    jaxtl finetune --foundation M ...   frozen transfer learning of a foundation model
+    jaxtl eval --model DIR --data F     errors of a model on labelled structures
+    jaxtl demo                          the whole workflow on data it makes itself
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+
+def _quiet_libraries() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name in ("absl", "jax", "orbax"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--train", required=True, help="training structures (extended XYZ or any ASE format)")
+    g.add_argument("--valid", default=None, help="validation structures (default: --valid-fraction of --train)")
+    g.add_argument("--valid-fraction", type=float, default=0.1, help="fraction of --train held out (default 0.1)")
+    g.add_argument("--test", default=None, help="test structures, evaluated at the end")
+    g.add_argument("--energy-key", default="REF_energy", help="info key of total energies in eV (default REF_energy, "
+                   "falling back to the ASE calculator's energy)")
+    g.add_argument("--forces-key", default="REF_forces", help="arrays key of forces in eV/A (default REF_forces)")
+    g.add_argument("--stress-key", default="REF_stress", help="info key of stress in eV/A^3 (default REF_stress)")
+    g.add_argument("--batch-size", type=int, default=10, help="structures per batch (default 10)")
+    g.add_argument("--max-force", type=float, default=None, help="drop structures with |F| above this (eV/A)")
+    g.add_argument("--train-fraction", type=float, default=1.0, help="train on this fraction only (default 1)")
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=100, help="number of epochs (default 100)")
+    g.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01, mace-torch's)")
+    g.add_argument("--scheduler", default="plateau", choices=["plateau", "exponential", "cosine", "constant"],
+                   help="learning-rate schedule (default plateau: x0.8 after 50 epochs without improvement)")
+    g.add_argument("--energy-weight", type=float, default=1.0, help="loss weight of energy per atom (default 1)")
+    g.add_argument("--forces-weight", type=float, default=100.0, help="loss weight of forces (default 100)")
+    g.add_argument("--stress-weight", type=float, default=1.0, help="loss weight of stress (default 1)")
+    g.add_argument("--loss", default="weighted", help="weighted | stress | virials | huber | universal | l1l2")
+    g.add_argument("--ema", action="store_true", help="evaluate and save an EMA of the weights (decay 0.99)")
+    g.add_argument("--stage-two", action="store_true", help="mace's stage two (SWA) in the last quarter of training")
+    g.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="training dtype (default float32)")
+    g.add_argument("--seed", type=int, default=123, help="seed of the split, init and data order (default 123)")
+    g.add_argument("--out", required=True, help="run folder (checkpoints, logs, model/)")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out exactly")
+    g.add_argument("--config", default=None, help="YAML/JSON file of settings; flags given explicitly win")
+
+
+def _train_config(args):
+    from jaxtl.train.config import TrainConfig
+    from jaxtl.train.loss import LossConfig
+    from jaxtl.train.optimizer import OptimizerConfig
+    from jaxtl.train.stage_two import StageTwoConfig
+
+    return TrainConfig(
+        max_num_epochs=args.epochs, seed=args.seed, dtype=args.dtype, ema=args.ema,
+        loss=LossConfig(loss=args.loss, energy_weight=args.energy_weight, forces_weight=args.forces_weight,
+                        stress_weight=args.stress_weight),
+        optimizer=OptimizerConfig(lr=args.lr, scheduler=args.scheduler),
+        stage_two=StageTwoConfig(enabled=args.stage_two),
+    )
+
+
+def _data_config(args):
+    from jaxtl.graph.io import DataKeys
+    from jaxtl.train.data import DataConfig
+
+    keys = DataKeys(energy=args.energy_key, forces=args.forces_key, stress=args.stress_key)
+    return DataConfig(train_file=args.train, valid_file=args.valid, valid_fraction=args.valid_fraction,
+                      test_file=args.test, keys=keys, batch_size=args.batch_size, valid_batch_size=args.batch_size,
+                      max_force=args.max_force, train_fraction=args.train_fraction, seed=args.seed)
+
+
+def _apply_config_file(parser, args, argv):
+    """Settings from --config, overridden by flags given on the command line."""
+    if not args.config:
+        return args
+    import yaml
+
+    with open(args.config) as f:
+        values = yaml.safe_load(f) or {}
+    given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
+    for key, value in values.items():
+        key = key.replace("-", "_")
+        if not hasattr(args, key):
+            parser.error(f"{args.config}: unknown setting {key!r}")
+        if key not in given:
+            setattr(args, key, value)
+    return args
+
+
+def cmd_convert(args) -> int:
+    from jaxtl.convert.convert import convert_file
+    from jaxtl.convert.torch_reader import ConversionError
+
+    try:
+        convert_file(args.model, args.out_dir, dtype=args.dtype, head=args.head, check=not args.no_verify)
+    except (ConversionError, NotImplementedError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_train(args) -> int:
+    import jax
+
+    if args.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    from jaxtl.train.run import train_from_scratch
+
+    model = dict(r_max=args.r_max, num_bessel=args.num_bessel, hidden_irreps=args.hidden_irreps,
+                 max_ell=args.max_ell, correlation=(args.correlation,) * args.num_interactions,
+                 num_interactions=args.num_interactions, radial_MLP=tuple(args.radial_mlp),
+                 MLP_irreps=args.mlp_irreps)
+    result = train_from_scratch(_data_config(args), args.out, model=model, train_config=_train_config(args),
+                                resume=args.resume)
+    print(json.dumps({split: m.get("all") for split, m in result.metrics.items()}, indent=2))
+    print(f"compilations: {result.n_compiles}; model written to {args.out}/model")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from jaxtl.evaluate import evaluate_file
+
+    metrics = evaluate_file(args.model, args.data, batch_size=args.batch_size, dtype=args.dtype)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxtl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("convert", help="convert a mace-torch .model file and verify it against mace-torch")
+    p.add_argument("model", help="mace-torch .model file (pickled ScaleShiftMACE or MACE)")
+    p.add_argument("out_dir", help="output model folder")
+    p.add_argument("--dtype", choices=["float32", "float64"], default=None, help="saved dtype (default: the model's)")
+    p.add_argument("--head", default=None, help="keep only this head of a multi-head model")
+    p.add_argument("--no-verify", action="store_true", help="skip the parity check against mace-torch")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("train", help="train a MACE from scratch")
+    _add_data_args(p)
+    _add_train_args(p)
+    g = p.add_argument_group("model")
+    g.add_argument("--r-max", type=float, default=5.0, help="cutoff radius in A (default 5)")
+    g.add_argument("--num-bessel", type=int, default=8, help="radial Bessel functions (default 8)")
+    g.add_argument("--hidden-irreps", default="32x0e", help="node features, e.g. 128x0e+128x1o (default 32x0e)")
+    g.add_argument("--max-ell", type=int, default=3, help="spherical harmonics degree (default 3)")
+    g.add_argument("--correlation", type=int, default=3, help="body order - 1 of the product basis (default 3)")
+    g.add_argument("--num-interactions", type=int, default=2, help="message-passing layers (default 2)")
+    g.add_argument("--radial-mlp", type=int, nargs="+", default=[64, 64, 64], help="radial MLP widths")
+    g.add_argument("--mlp-irreps", default="16x0e", help="hidden width of the last readout (default 16x0e)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="energy/force/stress errors of a model on a labelled file")
+    p.add_argument("--model", required=True, help="jaxtl model folder")
+    p.add_argument("--data", required=True, help="labelled structures")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--dtype", default=None, choices=["float32", "float64"])
+    p.set_defaults(func=cmd_eval)
+
+    for name, module in (("finetune", "jaxtl.finetune.cli"), ("demo", "jaxtl.demo")):
+        try:
+            mod = __import__(module, fromlist=["add_parser"])
+        except ImportError:
+            continue
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    _quiet_libraries()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if hasattr(args, "config"):
+        args = _apply_config_file(parser, args, argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
