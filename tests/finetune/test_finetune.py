@@ -1,0 +1,54 @@
+"""`finetune` end to end on the h2cu foundation with EMT-labelled Cu-H cells."""
+
+import ase.io
+import jax
+import numpy as np
+import pytest
+from conftest import labelled_structures
+
+from jaxtl.finetune import FROZEN, finetune
+from jaxtl.graph import DataError
+from jaxtl.train import TrainConfig
+
+QUIET = dict(log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    ase.io.write(folder / "train.xyz", labelled_structures(8, seed=0))
+    ase.io.write(folder / "valid.xyz", labelled_structures(2, seed=1))
+    return folder
+
+
+def test_finetune_f5_writes_a_loadable_model(h2cu_dir, h2cu, data, tmp_path):
+    import jaxtl
+
+    _, foundation = h2cu
+    cfg = TrainConfig(dtype="float64", progress_bar=False, plot=False)
+    result = finetune(h2cu_dir, data / "train.xyz", tmp_path, freeze=5, epochs=2, batch_size=4,
+                      valid_file=data / "valid.xyz", train_config=cfg, **QUIET)
+    assert result.frozen_unchanged and result.report.n_trainable == 1120
+    model = jaxtl.load_model(result.model_dir)
+    labels = jax.tree.leaves(result.labels)
+    for before, after, label in zip(jax.tree.leaves(foundation["params"]), jax.tree.leaves(model.params), labels):
+        if label == FROZEN:
+            assert np.array_equal(before, np.asarray(after))
+        else:
+            assert not np.array_equal(before, np.asarray(after))
+    # The E0s were refitted on the EMT data (different reference from the foundation's).
+    np.testing.assert_array_equal(np.asarray(model.constants["atomic_energies"]), result.atomic_energies)
+    assert not np.allclose(result.atomic_energies, foundation["constants"]["atomic_energies"])
+    assert model.metadata["finetune"]["n_frozen"] == 30112
+    assert result.steps_per_s > 0
+
+
+def test_dry_run_and_unknown_element(h2cu_dir, data, tmp_path):
+    result = finetune(h2cu_dir, data / "train.xyz", tmp_path / "dry", freeze=6, e0s="foundation", dry_run=True,
+                      **QUIET)
+    assert result.model_dir is None and result.report.n_trainable == 288
+    assert not (tmp_path / "dry" / "model").exists()
+    alien = labelled_structures(2, seed=2, symbols=("Cu", "Ni"))
+    ase.io.write(tmp_path / "ni.xyz", alien)
+    with pytest.raises(DataError, match=r"ni.xyz, frame 0: element Ni"):
+        finetune(h2cu_dir, tmp_path / "ni.xyz", tmp_path / "ni", freeze=6, dry_run=True, **QUIET)
