@@ -15,7 +15,7 @@ from jaxtl.model import radial
 
 def _const(module: nn.Module, name: str, value) -> jnp.ndarray:
     """A non-trainable array in the `constants` collection (stored buffers of mace-torch)."""
-    return module.variable("constants", name, lambda: jnp.asarray(np.asarray(value))).value
+    return jnp.asarray(module.variable("constants", name, lambda: jnp.asarray(np.asarray(value))).value)
 
 
 class RadialEmbedding(nn.Module):

@@ -123,9 +123,9 @@ class MACE(nn.Module):
             cfg.distance_transform, cfg.apply_cutoff, name="radial_embedding",
         )(lengths, z_s, z_r)
 
-        e0_table = self.variable(
-            "constants", "atomic_energies", lambda: jnp.zeros((H, Z), dtype)
-        ).value.astype(dtype)
+        e0_table = jnp.asarray(
+            self.variable("constants", "atomic_energies", lambda: jnp.zeros((H, Z), dtype)).value, dtype
+        )
         node_e0 = e0_table[node_heads, species]
 
         pair = jnp.zeros((n_nodes,), dtype)
@@ -174,8 +174,8 @@ class MACE(nn.Module):
 
         node_inter = pair + sum(readout_energies)
         if cfg.model_type == "ScaleShiftMACE":
-            scale = self.variable("constants", "scale", lambda: jnp.ones((H,), dtype)).value.astype(dtype)
-            shift = self.variable("constants", "shift", lambda: jnp.zeros((H,), dtype)).value.astype(dtype)
+            scale = jnp.asarray(self.variable("constants", "scale", lambda: jnp.ones((H,), dtype)).value, dtype)
+            shift = jnp.asarray(self.variable("constants", "shift", lambda: jnp.zeros((H,), dtype)).value, dtype)
             node_inter = scale[node_heads] * node_inter + shift[node_heads]
 
         mask = graph.node_mask.astype(dtype)

@@ -26,7 +26,7 @@ class ZBLRepulsion(nn.Module):
         dtype = lengths.dtype
 
         def const(name, value):
-            return self.variable("constants", name, lambda: jnp.asarray(np.asarray(value))).value.astype(dtype)
+            return jnp.asarray(self.variable("constants", name, lambda: jnp.asarray(np.asarray(value))).value, dtype)
 
         c = const("c", [0.1818, 0.5099, 0.2802, 0.02817])
         a_exp = const("a_exp", 0.300)

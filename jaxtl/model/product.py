@@ -121,6 +121,7 @@ class Contraction(nn.Module):
                 f"U_{nu}",
                 lambda nu=nu: jnp.asarray(self._fresh_U(nu)),
             ).value
+            U = jnp.asarray(U)
             if self.l == 0 and U.ndim == nu + 1:
                 U = U[None]
             K = U.shape[-1]
