@@ -6,6 +6,10 @@ jaxtl never imports torch (only `jaxtl.convert` does, lazily).
 
 __version__ = "0.1.0"
 
+from jaxtl import _xla_flags
+
+_xla_flags.apply()  # before anything below imports and initialises JAX
+
 from jaxtl.model import MACE, MACEConfig, make_predict  # noqa: E402
 from jaxtl.api import LoadedModel, load_model  # noqa: E402
 

@@ -47,12 +47,27 @@ def symmetrize_U(U: jnp.ndarray, dim: int, nu: int) -> jnp.ndarray:
     return jax.ops.segment_sum(flat, jnp.asarray(full), num_segments=n_mono)
 
 
+@functools.lru_cache(maxsize=None)
+def _selectors(dim: int, nu: int) -> np.ndarray:
+    """One-hot matrices [nu, dim, n_mono] picking the j-th factor of every monomial."""
+    idx, _ = monomials(dim, nu)
+    sel = np.zeros((nu, dim, len(idx)))
+    for j in range(nu):
+        sel[j, idx[:, j], np.arange(len(idx))] = 1.0
+    return sel
+
+
 def feature_monomials(x: jnp.ndarray, nu: int) -> jnp.ndarray:
-    """x [n, c, dim] -> products prod_j x[..., i_j] over sorted tuples, [n, c, n_mono]."""
-    idx, _ = monomials(x.shape[-1], nu)
-    out = x[..., idx[:, 0]]
+    """x [n, c, dim] -> products prod_j x[..., i_j] over sorted tuples, [n, c, n_mono].
+
+    The factors are picked with one-hot matmuls rather than gathers: their
+    transposes (needed for forces and for training) are matmuls too, where a
+    gather's transpose is a slow scatter on CPU.
+    """
+    sel = jnp.asarray(_selectors(x.shape[-1], nu), x.dtype)
+    out = x @ sel[0]
     for j in range(1, nu):
-        out = out * x[..., idx[:, j]]
+        out = out * (x @ sel[j])
     return out
 
 
@@ -134,7 +149,8 @@ class Contraction(nn.Module):
             U_sym = symmetrize_U(U.astype(x.dtype), dim, nu)  # [n_mono, M, K]
             P = feature_monomials(x, nu)  # [n, c, n_mono]
             Q = jnp.einsum("ncm,mMk->ncMk", P, U_sym)
-            out = out + jnp.einsum("ncMk,nkc->ncM", Q, W[species].astype(x.dtype))
+            W_nodes = jnp.swapaxes(W[species].astype(x.dtype), 1, 2)  # [n, c, K]
+            out = out + jnp.sum(Q * W_nodes[:, :, None, :], axis=-1)
         return out
 
     def _fresh_U(self, nu: int) -> np.ndarray:

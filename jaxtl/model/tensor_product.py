@@ -74,12 +74,10 @@ def conv_tp(
         cg = jnp.asarray(_cg(l1, t.l_sh, t.l_out), x.dtype) * math.sqrt(2 * t.l_out + 1)
         w = weights[:, offset : offset + t.mul]
         offset += t.mul
-        y = sh[t.l_sh]
-        if l1 == 0:
-            m = jnp.einsum("eb,bc->ec", y, cg[0])[:, None, :] * x  # [e, 1, c] * [e, u, 1]
-        elif t.l_sh == 0:
-            m = jnp.einsum("eua,ac->euc", x, cg[:, 0, :]) * y[:, None, :]
-        else:
-            m = jnp.einsum("eua,eb,abc->euc", x, y, cg)
+        # Contract the harmonics with the CG first ([e, a, c], a few numbers per edge),
+        # then the features by broadcasting: per-edge matrices are far too small for
+        # a batched matmul to pay off, and XLA fuses this into one loop.
+        yc = jnp.sum(sh[t.l_sh][:, None, :, None] * cg[None], axis=2)  # [e, a, c]
+        m = jnp.sum(x[:, :, :, None] * yc[:, None, :, :], axis=2)
         out.append(m * w[:, :, None])
     return out
