@@ -8,7 +8,6 @@ from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxtl.graph.graph import Graph
 from jaxtl.heads import select_head

@@ -32,7 +32,6 @@ def _paths(tree) -> set[str]:
 def _check_tree(config: MACEConfig, variables: dict) -> None:
     import jax
 
-    from jaxtl.api import enable_x64_if
     from jaxtl.convert.verify import jaxtl_batch, verification_structures
     from jaxtl.model import MACE
 

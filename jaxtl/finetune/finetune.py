@@ -28,11 +28,12 @@ from jaxtl.finetune.freeze import (FROZEN, freeze_labels, group_of, lr_factor_tr
 from jaxtl.finetune.gradients import stop_frozen_gradients
 from jaxtl.finetune.report import FreezeReport, describe
 from jaxtl.graph import (Configuration, DataKeys, GraphDataset, batch_iterator, check_elements,
-                         choose_budgets, read_configurations, split_isolated_atoms)
+                         choose_budgets)
 from jaxtl.heads import select_head
 from jaxtl.model import MACE, MACEConfig, make_predict
 from jaxtl.model_io import cast_variables, load_model_files, save_model
 from jaxtl.train import TrainConfig, make_optimizer, train
+from jaxtl.train.data import DataConfig, read_splits
 from jaxtl.train.loop import TrainResult
 
 Freeze = int | None | Callable[[Any], Any] | Mapping
@@ -118,13 +119,6 @@ def foundation_energies(config: MACEConfig, variables: dict, r_max: float, batch
     return energies
 
 
-def _read(path, keys, head) -> list[Configuration]:
-    configs, isolated = split_isolated_atoms(read_configurations(path, keys, head=head))
-    if isolated:
-        warnings.warn(f"{path}: IsolatedAtom frames ({sorted(isolated)}) are not used for fine-tuning")
-    return configs
-
-
 def _leaves_equal(a, b) -> bool:
     return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
@@ -147,6 +141,9 @@ def finetune(
     test_file: str | Path | None = None,
     head: str | None = None,
     keys: DataKeys = DataKeys(),
+    train_fraction: float = 1.0,
+    max_force: float | None = None,
+    resume: bool = False,
     cut_frozen_gradients: bool = True,
     decay_filter: Callable | None = mace_decay_filter,
     check_conversion: bool = True,
@@ -172,6 +169,9 @@ def finetune(
             training file (seeded by train_config.seed) is held out.
         test_file: evaluated at the end (metrics in out_dir/final_metrics.json).
         head: the head of a multi-head foundation to fine-tune.
+        train_fraction: train on this fraction of the training pool (data-efficiency studies).
+        max_force: drop structures with any force component above this (eV/A).
+        resume: continue an interrupted run in `out_dir` exactly.
         cut_frozen_gradients: do not compute gradients of frozen leaves.
         decay_filter: (path, leaf) -> whether weight decay applies (mace-torch groups).
         dry_run: stop after printing the freezing report (nothing is trained).
@@ -190,19 +190,17 @@ def finetune(
 
     config, variables, meta = load_foundation(foundation, out, head, check_conversion, log)
     head_name = config.heads[0]
-    configs = _read(train_file, keys, head_name)
-    check_elements(configs, config.atomic_numbers)
-    if valid_file is not None:
-        valid = _read(valid_file, keys, head_name)
-        check_elements(valid, config.atomic_numbers)
-    else:
-        order = np.random.default_rng(cfg.seed).permutation(len(configs))
-        n_valid = int(round(valid_fraction * len(configs))) if len(configs) > 1 else 0
-        valid = [configs[i] for i in order[:n_valid]]
-        configs = [configs[i] for i in sorted(order[n_valid:])]
-    test = _read(test_file, keys, head_name) if test_file is not None else None
-    if test is not None:
-        check_elements(test, config.atomic_numbers)
+    splits = read_splits(DataConfig(
+        train_file=str(train_file), valid_file=str(valid_file) if valid_file else None,
+        valid_fraction=valid_fraction, test_file=str(test_file) if test_file else None, keys=keys,
+        batch_size=batch_size, max_force=max_force, train_fraction=train_fraction, seed=cfg.seed))
+    if splits.isolated_e0s:
+        warnings.warn(f"{train_file}: IsolatedAtom frames are not trained on (E0s come from --e0s)")
+    configs, valid, test = ([dataclasses.replace(c, head=head_name) for c in cs]
+                            for cs in (splits.train, splits.valid, splits.test))
+    test = test or None
+    for cs in (configs, valid, test or []):
+        check_elements(cs, config.atomic_numbers)
 
     foundation_e0s = np.asarray(variables["constants"]["atomic_energies"])
     atomic_energies = fit_e0s(configs, config.atomic_numbers, foundation_e0s, e0s,
@@ -236,7 +234,7 @@ def finetune(
     result = train(predict, variables, train_batches, fixed(valid), cfg, out,
                    test_batches=fixed(test) if test else None, param_labels=labels,
                    label_transforms=lr_factor_transforms(labels), decay_filter=decay_filter,
-                   model_config=config.to_dict())
+                   model_config=config.to_dict(), resume=resume)
     wall = time.perf_counter() - t0
     n_steps = sum(len(train_batches(r["epoch"])) for r in result.history if "epoch" in r and "time_s" in r)
     train_time = sum(r.get("time_s", 0.0) for r in result.history)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+
 
 import flax.linen as nn
 import jax

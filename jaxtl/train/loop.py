@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from jaxtl.train.checkpoint import BEST, BEST_STAGE_TWO, LATEST, Checkpointer, pack_state, save_model, unpack_state
 from jaxtl.train.config import TrainConfig
 from jaxtl.train.ema import ema_init
-from jaxtl.train.loss import combine
+
 from jaxtl.train.metrics import MetricsAccumulator
 from jaxtl.train.optimizer import PlateauState, make_optimizer, plateau_update, scheduled_lr
 from jaxtl.train.parallel import group_batches, make_mesh

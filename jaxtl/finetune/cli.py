@@ -1,0 +1,68 @@
+"""`jaxtl finetune`: frozen transfer learning from the command line."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_parser(sub) -> None:
+    from jaxtl.cli import _add_data_args, _add_train_args
+
+    p = sub.add_parser(
+        "finetune", help="fine-tune a foundation model with frozen layers",
+        description="Fine-tune a MACE foundation model (jaxtl folder or mace-torch .model) on new data, "
+                    "with mace-torch's --freeze N, per-layer, pattern or soft freezing.",
+    )
+    p.add_argument("--foundation", required=True, help="jaxtl model folder or mace-torch .model file "
+                   "(converted into OUT/foundation and verified)")
+    p.add_argument("--head", default=None, help="head of a multi-head foundation to fine-tune")
+    g = p.add_argument_group("freezing")
+    g.add_argument("--freeze", type=int, default=None,
+                   help="mace-torch --freeze N: 1-4 embedding, 5 + interactions, 6 + products (only readouts "
+                        "train), 7 everything; 0 nothing (default: nothing)")
+    g.add_argument("--counting", choices=["mace", "paper"], default="mace",
+                   help="'mace': upstream thresholds by name (default); 'paper': the arXiv 2502.15582 fork's "
+                        "child-module count (shifted by one for ZBL models; negative N freezes the last |N|)")
+    g.add_argument("--freeze-pattern", action="append", default=[],
+                   help="glob over parameter paths to freeze, e.g. 'interactions_0*' (repeatable)")
+    g.add_argument("--train-pattern", action="append", default=[],
+                   help="glob over parameter paths to train; with only train patterns everything else freezes")
+    g.add_argument("--lr-factors", default=None,
+                   help='soft freezing, JSON: {"interactions_lr_factor": 0.1, "products_lr_factor": 0.5}')
+    g.add_argument("--e0s", default="average",
+                   help="E0s: average (least squares on the data), estimated (fit the foundation's residual), "
+                        "foundation (keep), or a JSON dict/file {symbol: eV} (default average)")
+    g.add_argument("--dry-run", action="store_true", help="print which parameters train and stop")
+    _add_data_args(p)
+    _add_train_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import jax
+
+    if args.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    from jaxtl.cli import _train_config
+    from jaxtl.finetune import finetune, pattern_labels
+    from jaxtl.graph.io import DataKeys
+
+    freeze = args.freeze
+    if args.freeze_pattern or args.train_pattern:
+        if freeze is not None:
+            raise ValueError("give either --freeze or --freeze-pattern/--train-pattern, not both")
+        fp, tp = list(args.freeze_pattern), list(args.train_pattern)
+        freeze = lambda params: pattern_labels(params, freeze=fp, train=tp)  # noqa: E731
+    lr_factors = json.loads(args.lr_factors) if args.lr_factors else None
+    keys = DataKeys(energy=args.energy_key, forces=args.forces_key, stress=args.stress_key)
+    result = finetune(
+        args.foundation, args.train, args.out, freeze=freeze, counting=args.counting, lr_factors=lr_factors,
+        e0s=args.e0s, batch_size=args.batch_size, train_config=_train_config(args), valid_file=args.valid,
+        valid_fraction=args.valid_fraction, test_file=args.test, head=args.head, keys=keys, dry_run=args.dry_run,
+        train_fraction=args.train_fraction, max_force=args.max_force, resume=args.resume,
+    )
+    if result.train is not None:
+        print(json.dumps({split: m.get("all") for split, m in result.train.metrics.items()}, indent=2))
+        print(f"frozen weights unchanged: {result.frozen_unchanged}; {result.steps_per_s:.2f} steps/s; "
+              f"model written to {result.model_dir}")
+    return 0
