@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, choices=["float32", "float64"])
     p.set_defaults(func=cmd_eval)
 
-    for module in ("jaxtl.finetune.cli", "jaxtl.demo"):
+    for module in ("jaxtl.finetune.cli", "jaxtl.demo", "jaxtl.distill.cli", "jaxtl.md.cli"):
         try:
             mod = __import__(module, fromlist=["add_parser"])
         except ImportError:

@@ -1,0 +1,87 @@
+"""The same MD through ASE's integrators and `MACECalculator` (a reference for `MDEngine`).
+
+One model call per step from Python, so it is slower than the jit-compiled chunks; it
+takes the same `MDConfig` and returns the same `MDResult`. Langevin here is ASE's
+`Langevin` (a different splitting than BAOAB: trajectories agree statistically only).
+"""
+
+from __future__ import annotations
+
+import time
+
+import ase
+import numpy as np
+from ase import units
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from jaxtl.md.simulate import MDConfig, MDResult, fixed_atoms, initial_velocities
+
+
+def run_ase_md(model, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress: bool = False) -> MDResult:
+    """MD with ASE's VelocityVerlet (nve) or Langevin; `model` a folder, LoadedModel or calculator.
+
+    A non-finite energy or forces, or atoms closer than `config.min_distance`, stops the
+    run with a message naming the step; frames so far are kept. `config.skin` and
+    `check_every` do not apply (the calculator rebuilds its neighbour list every call).
+    """
+    from ase.md.langevin import Langevin
+    from ase.md.verlet import VelocityVerlet
+
+    from jaxtl.calculator import MACECalculator
+
+    start_time = time.perf_counter()
+    calc = model if isinstance(model, MACECalculator) else MACECalculator(model)
+    compilations = calc.n_compilations
+    atoms = atoms.copy()
+    fixed = fixed_atoms(atoms)
+    atoms.set_velocities(initial_velocities(atoms, config.temperature, fixed, np.random.default_rng(config.seed)))
+    atoms.calc = calc
+    dt = config.dt * units.fs
+    if config.ensemble == "nve":
+        dyn = VelocityVerlet(atoms, timestep=dt)
+    else:
+        dyn = Langevin(atoms, timestep=dt, temperature_K=config.temperature, friction=config.friction / units.fs,
+                       fixcm=False, rng=np.random.default_rng(config.seed))
+    dof = max(3 * int((~fixed).sum()), 1)
+    epot, ekin, frames = [], [], []
+    error = None
+
+    def record(step):
+        epot.append(atoms.get_potential_energy())
+        ekin.append(atoms.get_kinetic_energy())
+        if step % config.save_every == 0:
+            a = atoms.copy()
+            a.calc = SinglePointCalculator(a, energy=epot[-1], forces=atoms.get_forces())
+            a.info.update(md_step=step, time_fs=step * config.dt)
+            frames.append(a)
+
+    record(0)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.steps, unit="step", desc="ASE MD")
+    done = 0
+    for step in range(1, config.steps + 1):
+        try:
+            dyn.run(1)
+        except FloatingPointError:
+            error = f"MD stopped at step {step}: energy or forces became NaN/inf (the run exploded)"
+            break
+        d = atoms.get_all_distances(mic=True)[np.triu_indices(len(atoms), 1)] if len(atoms) > 1 else np.array([np.inf])
+        if d.min() < config.min_distance:
+            error = f"MD stopped at step {step}: two atoms came {d.min():.3f} A apart (< {config.min_distance} A)"
+            break
+        record(step)
+        done = step
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    ekin_a = np.array(ekin)
+    return MDResult(
+        frames=frames, time=np.arange(len(epot)) * config.dt, potential_energy=np.array(epot),
+        kinetic_energy=ekin_a, temperature=2 * ekin_a / (dof * units.kB), steps_done=done, error=error,
+        n_atoms=len(atoms), n_compilations=calc.n_compilations - compilations,
+        wall_s=time.perf_counter() - start_time,
+    )

@@ -1,0 +1,325 @@
+"""Molecular dynamics with a jaxtl model: jit-compiled chunks, host check-ins between them.
+
+    engine = MDEngine(jaxtl.load_model("model_dir", dtype="float64"))
+    result = engine.run(atoms, MDConfig(steps=1000, dt=1.0, ensemble="langevin", temperature=300))
+    result.frames            # every `save_every`-th frame, with energy, forces and velocities
+    result.drift()           # eV/atom/ps of the total energy (NVE)
+
+Between chunks of `check_every` steps the host rebuilds the neighbour list with cutoff
+r_max + skin, padded to capacities that never shrink, so a run compiles a handful of
+times. A run that explodes (non-finite energy or forces, atoms closer than
+`min_distance`) stops with a message naming the step and keeps the frames so far.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Optional
+
+import ase
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ase import units
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.constraints import FixAtoms
+
+from jaxtl.api import LoadedModel, load_model
+from jaxtl.graph.batching import Budget, graph_from_configuration, pad_to_capacity
+from jaxtl.graph.io import Configuration, check_elements, configuration_from_atoms
+from jaxtl.md.chunk import LIMIT, NOT_FINITE, OK, REBUILD, TOO_CLOSE, ChunkParams, make_chunk, make_initial_forces
+from jaxtl.md.integrators import MDState
+
+log = logging.getLogger("jaxtl.md")
+
+
+@dataclasses.dataclass(frozen=True)
+class MDConfig:
+    """Settings of an MD run.
+
+    Attributes:
+        steps: number of steps.
+        dt: time step in fs.
+        ensemble: "nve" (velocity Verlet) or "langevin" (NVT, BAOAB).
+        temperature: in K; the Langevin target, and the temperature of the initial
+            Maxwell-Boltzmann velocities when the atoms have none. None: start at rest
+            (or from the atoms' own velocities).
+        friction: Langevin friction in 1/fs.
+        skin: neighbour-list skin in A (the list holds pairs closer than r_max + skin).
+        check_every: steps per jit-compiled chunk; the neighbour list is rebuilt and
+            progress reported between chunks.
+        save_every: keep every k-th frame (frame 0 is always kept).
+        min_distance: stop when two atoms come closer than this (A).
+        seed: seed of the initial velocities and the Langevin noise.
+    """
+
+    steps: int = 1000
+    dt: float = 1.0
+    ensemble: str = "langevin"
+    temperature: Optional[float] = 300.0
+    friction: float = 0.01
+    skin: float = 1.0
+    check_every: int = 20
+    save_every: int = 10
+    min_distance: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.ensemble not in ("nve", "langevin"):
+            raise ValueError(f"ensemble must be 'nve' or 'langevin', got {self.ensemble!r}")
+        if self.ensemble == "langevin" and self.temperature is None:
+            raise ValueError("Langevin dynamics needs a temperature (K)")
+        if self.dt <= 0 or self.skin < 0 or self.check_every < 1 or self.save_every < 1 or self.steps < 0:
+            raise ValueError(f"invalid MD settings: {self}")
+
+
+@dataclasses.dataclass
+class MDResult:
+    """What an MD run produced.
+
+    Attributes:
+        frames: saved frames (ASE Atoms with velocities and a SinglePointCalculator
+            holding the model's energy in eV and forces in eV/A; info md_step, time_fs).
+        time: [n_steps_done + 1] in fs.
+        potential_energy, kinetic_energy: [n_steps_done + 1] in eV.
+        temperature: [n_steps_done + 1] in K (over the mobile atoms).
+        steps_done: steps completed (fewer than asked when `error` is set).
+        error: None, or why the run stopped early (names the step).
+        n_atoms: atoms in the structure.
+        n_compilations: jit traces during the run (chunk and initial forces).
+        n_rebuilds: neighbour-list rebuilds.
+        wall_s: wall time in s; steps_per_s: steps_done / wall_s.
+    """
+
+    frames: list
+    time: np.ndarray
+    potential_energy: np.ndarray
+    kinetic_energy: np.ndarray
+    temperature: np.ndarray
+    steps_done: int
+    error: Optional[str]
+    n_atoms: int
+    n_compilations: int = 0
+    n_rebuilds: int = 0
+    wall_s: float = 0.0
+
+    @property
+    def total_energy(self) -> np.ndarray:
+        return self.potential_energy + self.kinetic_energy
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps_done / self.wall_s if self.wall_s > 0 else float("nan")
+
+    def drift(self) -> dict:
+        """Total-energy drift: least-squares slope in eV/atom/ps, and the largest
+        deviation from the initial value in eV/atom."""
+        e = self.total_energy / self.n_atoms
+        if len(e) < 2:
+            return {"drift_eV_per_atom_per_ps": 0.0, "max_deviation_eV_per_atom": 0.0}
+        slope = np.polyfit(self.time / 1000.0, e, 1)[0]
+        return {"drift_eV_per_atom_per_ps": float(slope),
+                "max_deviation_eV_per_atom": float(np.max(np.abs(e - e[0])))}
+
+
+class MDError(RuntimeError):
+    """An MD run that cannot start (bad settings or structure)."""
+
+
+def fixed_atoms(atoms: ase.Atoms) -> np.ndarray:
+    """[n_atoms] bool, True for atoms held by ASE FixAtoms constraints; other kinds are refused."""
+    fixed = np.zeros(len(atoms), dtype=bool)
+    for constraint in atoms.constraints:
+        if not isinstance(constraint, FixAtoms):
+            raise MDError(f"constraint {type(constraint).__name__} is not supported (only FixAtoms)")
+        fixed[constraint.get_indices()] = True
+    return fixed
+
+
+def initial_velocities(atoms: ase.Atoms, temperature: Optional[float], fixed: np.ndarray,
+                       rng: np.random.Generator) -> np.ndarray:
+    """[n_atoms, 3] in A / ASE time: the atoms' own velocities when set, else
+    Maxwell-Boltzmann at `temperature` (K) without centre-of-mass motion (when no atom
+    is fixed), else zero. Fixed atoms get zero."""
+    velocities = atoms.get_velocities() if atoms.has("momenta") else np.zeros((len(atoms), 3))
+    if not np.any(velocities) and temperature:
+        masses = atoms.get_masses()[:, None]
+        velocities = rng.standard_normal((len(atoms), 3)) * np.sqrt(units.kB * temperature / masses)
+        if not fixed.any():
+            velocities -= (masses * velocities).sum(0) / masses.sum()
+    velocities = np.array(velocities, dtype=np.float64)
+    velocities[fixed] = 0.0
+    return velocities
+
+
+class MDEngine:
+    """MD with one model; compiled chunks and graph budgets are reused across runs.
+
+    Budgets are kept per node capacity and only grow, so structures of one size share
+    a compiled shape whatever their neighbour counts.
+    """
+
+    def __init__(self, model):
+        self.model: LoadedModel = model if isinstance(model, LoadedModel) else load_model(model)
+        self.r_max = float(self.model.config.r_max)
+        self.dtype = np.dtype(self.model.config.dtype)
+        self.n_compilations = 0
+        self._chunks: dict = {}
+        self._initial = make_initial_forces(self.model.module, self._count)
+        self._budgets: dict[int, Budget] = {}
+
+    def _count(self) -> None:
+        self.n_compilations += 1  # runs only while tracing
+
+    def _chunk(self, n_steps: int, ensemble: str):
+        key = (n_steps, ensemble)
+        if key not in self._chunks:
+            self._chunks[key] = make_chunk(self.model.module, n_steps, ensemble, self._count)
+        return self._chunks[key]
+
+    def graph(self, numbers, positions, cell, pbc, skin: float):
+        """Padded graph with every pair closer than r_max + skin (host side)."""
+        config = Configuration(atomic_numbers=numbers, positions=positions, cell=cell, pbc=pbc)
+        item = graph_from_configuration(config, self.r_max + skin)
+        nodes = len(numbers) + 1
+        batch, budget = pad_to_capacity([item], self.r_max, at_least=self._budgets.get(nodes), dtype=self.dtype)
+        self._budgets[nodes] = budget
+        return batch.graph
+
+    def run(self, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress: bool = False) -> MDResult:
+        """Run MD from `atoms` (not modified). See `MDConfig` for the settings."""
+        start_time = time.perf_counter()
+        compilations = self.n_compilations
+        structure = configuration_from_atoms(atoms, min_distance=None, read_labels=False)
+        check_elements([structure], self.model.config.atomic_numbers)
+        n = len(atoms)
+        fixed = fixed_atoms(atoms)
+        rng = np.random.default_rng(config.seed)
+        numbers, cell, pbc = structure.atomic_numbers, structure.cell, structure.pbc
+        graph = self.graph(numbers, structure.positions, cell, pbc, config.skin)
+        n_nodes = graph.n_nodes
+
+        def padded(x, fill=0.0):
+            out = np.full((n_nodes,) + np.shape(x)[1:], fill, dtype=np.asarray(x).dtype)
+            out[:n] = x
+            return out
+
+        masses = jnp.asarray(padded(atoms.get_masses(), 1.0), self.dtype)
+        mobile = jnp.asarray(padded(~fixed, False))
+        dof = max(3 * int((~fixed).sum()), 1)
+        velocities = padded(initial_velocities(atoms, config.temperature, fixed, rng))
+        variables = self.model.variables
+        energy, forces = self._initial(variables, graph)
+        state = MDState(jnp.asarray(graph.positions), jnp.asarray(velocities, self.dtype), forces, energy)
+        key = jax.random.PRNGKey(config.seed)
+        params = ChunkParams(
+            dt=jnp.asarray(config.dt * units.fs, self.dtype),
+            kT=jnp.asarray(units.kB * (config.temperature or 0.0), self.dtype),
+            friction=jnp.asarray(config.friction / units.fs, self.dtype),
+            half_skin=jnp.asarray(0.5 * config.skin, self.dtype),
+            min_distance=jnp.asarray(config.min_distance, self.dtype),
+            limit=jnp.asarray(config.check_every, jnp.int32),
+        )
+        chunk = self._chunk(config.check_every, config.ensemble)
+        np_masses = np.asarray(masses, np.float64)[:n]
+
+        def kinetic(v):
+            return 0.5 * float(np.sum(np_masses[:, None] * np.asarray(v, np.float64)[:n] ** 2))
+
+        def frame(step, positions, v, e, f):
+            a = atoms.copy()
+            a.positions = np.asarray(positions, np.float64)[:n]
+            a.set_velocities(np.asarray(v, np.float64)[:n])
+            a.calc = SinglePointCalculator(a, energy=float(e), forces=np.asarray(f, np.float64)[:n])
+            a.info.update(md_step=step, time_fs=step * config.dt)
+            return a
+
+        epot, ekin = [float(energy)], [kinetic(velocities)]
+        frames = [frame(0, graph.positions, velocities, energy, forces)]
+        error = self._check_start(float(energy), np.asarray(forces), graph, config.min_distance)
+        done, rebuilds = 0, 0
+        bar = _progress(config.steps, progress)
+        while error is None and done < config.steps:
+            params = params._replace(limit=jnp.asarray(min(config.check_every, config.steps - done), jnp.int32))
+            state, key, record = chunk(variables, graph, masses, mobile, state, key, params)
+            status = np.asarray(record.status)
+            accepted = int(np.argmax(status != OK)) if np.any(status != OK) else len(status)
+            energies, vels = np.asarray(record.energy), np.asarray(record.velocities)
+            positions, all_forces = np.asarray(record.positions), np.asarray(record.forces)
+            for j in range(accepted):
+                step = done + j + 1
+                epot.append(float(energies[j]))
+                ekin.append(kinetic(vels[j]))
+                if step % config.save_every == 0:
+                    frames.append(frame(step, positions[j], vels[j], energies[j], all_forces[j]))
+            done += accepted
+            bar.update(accepted)
+            reason = int(status[accepted]) if accepted < len(status) else LIMIT
+            if reason == NOT_FINITE:
+                error = (f"MD stopped at step {done + 1}: energy, forces or positions became NaN/inf "
+                         f"(the run exploded; try a smaller dt, or the model is outside its training domain)")
+            elif reason == TOO_CLOSE:
+                e = int(record.closest_edge[accepted])
+                i, j = int(graph.senders[e]), int(graph.receivers[e])
+                error = (f"MD stopped at step {done + 1}: atoms {i} and {j} came "
+                         f"{float(record.min_distance[accepted]):.3f} A apart (< min_distance "
+                         f"{config.min_distance} A); the run exploded or the model lets atoms collapse")
+            elif reason == REBUILD and accepted == 0:
+                error = (f"MD stopped at step {done + 1}: an atom moved more than skin/2 = "
+                         f"{config.skin / 2} A in one step; use a smaller dt or a larger skin")
+            if error is None and done < config.steps:
+                graph = self.graph(numbers, np.asarray(state.positions, np.float64)[:n], cell, pbc, config.skin)
+                if graph.n_nodes != n_nodes:
+                    raise MDError("node capacity changed during a run")  # budgets never shrink: a bug
+                rebuilds += 1
+            bar.set_postfix(T=f"{2 * ekin[-1] / (dof * units.kB):.0f}K", E=f"{epot[-1]:.3f}")
+        bar.close()
+        if error is not None:
+            log.warning("%s; keeping %d frames", error, len(frames))
+        ekin_a = np.array(ekin)
+        return MDResult(
+            frames=frames, time=np.arange(len(epot)) * config.dt, potential_energy=np.array(epot),
+            kinetic_energy=ekin_a, temperature=2 * ekin_a / (dof * units.kB), steps_done=done, error=error,
+            n_atoms=n, n_compilations=self.n_compilations - compilations, n_rebuilds=rebuilds,
+            wall_s=time.perf_counter() - start_time,
+        )
+
+    @staticmethod
+    def _check_start(energy, forces, graph, min_distance) -> Optional[str]:
+        if not (np.isfinite(energy) and np.all(np.isfinite(forces))):
+            return "MD cannot start: the model gives NaN/inf energy or forces for the initial structure (step 0)"
+        positions = np.asarray(graph.positions, np.float64)
+        cell = np.asarray(graph.cell, np.float64)[0]
+        real = np.asarray(graph.node_mask)[np.asarray(graph.senders)]
+        s, r = np.asarray(graph.senders)[real], np.asarray(graph.receivers)[real]
+        d = np.linalg.norm(positions[r] - positions[s] + np.asarray(graph.unit_shifts)[real] @ cell, axis=1)
+        if len(d) and d.min() < min_distance:
+            e = int(np.argmin(d))
+            return f"MD cannot start (step 0): atoms {s[e]} and {r[e]} are {d[e]:.3f} A apart (< {min_distance} A)"
+        return None
+
+
+def run_md(model, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress: bool = False) -> MDResult:
+    """One MD run with a fresh `MDEngine` (see there). `model`: a folder or a LoadedModel."""
+    return MDEngine(model).run(atoms, config, progress)
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def set_postfix(self, **kw):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, show: bool):
+    if not show:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="step", desc="MD")

@@ -1,0 +1,120 @@
+"""MD: NVE energy conservation, agreement with ASE, Langevin temperature, explosions, CLI."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "model"))
+from helpers import random_jaxtl_model  # noqa: E402
+
+from jaxtl.graph.io import DataError  # noqa: E402
+from jaxtl.md import MDConfig, MDEngine  # noqa: E402
+from jaxtl.md.ase_md import run_ase_md  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cu_model():
+    """A tiny float64 Cu MACE, randomly initialised (smooth, so good enough for integrator tests)."""
+    return random_jaxtl_model(seed=1, atomic_numbers=(29,), r_max=4.0, hidden_irreps="8x0e+8x1o", max_ell=1,
+                              correlation=(2,), num_interactions=1, avg_num_neighbors=(20.0,), radial_MLP=(8, 8))
+
+
+@pytest.fixture(scope="module")
+def engine(cu_model):
+    return MDEngine(cu_model)
+
+
+def cu_cell():
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 2, 2)
+    atoms.rattle(0.05, seed=0)
+    return atoms
+
+
+def test_nve_energy_drift(engine):
+    result = engine.run(cu_cell(), MDConfig(steps=300, dt=1.0, ensemble="nve", temperature=300, check_every=25,
+                                            save_every=50))
+    drift = result.drift()
+    print(f"\nNVE 32 Cu, 300 x 1 fs, float64: drift {drift['drift_eV_per_atom_per_ps']:.2e} eV/atom/ps, "
+          f"max |dE| {drift['max_deviation_eV_per_atom']:.2e} eV/atom, {result.steps_per_s:.0f} steps/s")
+    assert result.error is None and result.steps_done == 300
+    assert abs(drift["drift_eV_per_atom_per_ps"]) < 1e-4
+    assert drift["max_deviation_eV_per_atom"] < 1e-4
+    assert result.n_rebuilds == 11 and len(result.frames) == 7
+    assert result.n_compilations <= 2  # initial forces + one chunk shape
+    assert result.temperature[0] > 100  # the atoms really moved
+    f = result.frames[-1]
+    assert f.info["md_step"] == 300 and np.isfinite(f.get_forces()).all()
+
+
+def test_jit_md_matches_ase_velocity_verlet(engine, cu_model):
+    atoms = cu_cell()
+    config = MDConfig(steps=30, dt=1.0, ensemble="nve", temperature=500, check_every=7, save_every=10)
+    ours = engine.run(atoms, config)
+    theirs = run_ase_md(cu_model, atoms, config)
+    assert ours.error is None and theirs.error is None
+    for a, b in zip(ours.frames, theirs.frames):
+        np.testing.assert_allclose(a.positions, b.positions, atol=1e-8)
+        np.testing.assert_allclose(a.get_forces(), b.get_forces(), atol=1e-8)
+    np.testing.assert_allclose(ours.total_energy, theirs.total_energy, atol=1e-8)
+
+
+def test_fixed_atoms_stay_and_langevin_thermostats(engine):
+    from ase.constraints import FixAtoms
+
+    atoms = cu_cell()
+    atoms.set_constraint(FixAtoms(indices=[0, 1, 2, 3]))
+    result = engine.run(atoms, MDConfig(steps=300, dt=1.0, ensemble="langevin", temperature=600, friction=0.1,
+                                        check_every=25, save_every=100))
+    assert result.error is None
+    np.testing.assert_allclose(result.frames[-1].positions[:4], atoms.positions[:4], atol=1e-12)
+    t = result.temperature[100:].mean()
+    assert 400 < t < 800, t
+    assert result.n_compilations <= 1  # chunk shape of another ensemble; initial forces already compiled
+
+
+def test_explosion_stops_naming_the_step_and_keeps_frames(engine):
+    from ase import units
+
+    atoms = Atoms("Cu2", positions=[[0, 0, 0], [3.0, 0, 0]])
+    atoms.set_velocities(np.array([[0.2, 0, 0], [-0.2, 0, 0]]) / units.fs)  # 0.2 A/fs towards each other
+    result = engine.run(atoms, MDConfig(steps=50, dt=1.0, ensemble="nve", temperature=None, save_every=1,
+                                        check_every=10))
+    assert result.error is not None and "step 7" in result.error and "atoms 0 and 1" in result.error
+    assert result.steps_done == 6 and len(result.frames) == 7
+
+
+def test_unknown_element_is_named(engine):
+    atoms = Atoms("CuH", positions=[[0, 0, 0], [2.0, 0, 0]])
+    with pytest.raises(DataError, match="element H"):
+        engine.run(atoms, MDConfig(steps=2))
+
+
+def test_md_cli(tmp_path, cu_model):
+    import ase.io
+
+    from jaxtl.cli import main
+    from jaxtl.model_io import save_model
+
+    save_model(tmp_path / "m", cu_model.config, cu_model.variables)
+    ase.io.write(tmp_path / "start.xyz", cu_cell())
+    out = tmp_path / "traj.xyz"
+    rc = main(["md", "--model", str(tmp_path / "m"), "--structure", str(tmp_path / "start.xyz"), "--steps", "40",
+               "--dt", "1", "--temperature", "300", "--save-every", "10", "--check-every", "20", "--quiet",
+               "--out", str(out)])
+    assert rc == 0
+    frames = ase.io.read(out, ":")
+    assert len(frames) == 5 and frames[-1].info["md_step"] == 40
+
+
+def test_md_help_gives_units(capsys):
+    from jaxtl.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["md", "--help"])
+    text = capsys.readouterr().out
+    assert "time step in fs" in text and "friction in 1/fs" in text and "(default 300)" in text
