@@ -19,3 +19,19 @@ def apply() -> None:
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_experimental_ynn_fusion_type" not in flags:
         os.environ["XLA_FLAGS"] = (flags + " " + _FLAG).strip()
+
+
+def enable_compilation_cache(path: str | None = None) -> None:
+    """Keep compiled XLA programs on disk (`~/.cache/jaxtl/xla`, or $JAXTL_CACHE/xla).
+
+    A second run of the same model and shapes then starts in seconds instead of
+    re-compiling. Used by the `jaxtl` command and the tests; JAXTL_NO_COMPILATION_CACHE=1
+    turns it off.
+    """
+    if os.environ.get("JAXTL_NO_COMPILATION_CACHE"):
+        return
+    import jax
+
+    root = path or os.path.join(os.environ.get("JAXTL_CACHE", os.path.expanduser("~/.cache/jaxtl")), "xla")
+    jax.config.update("jax_compilation_cache_dir", root)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     _quiet_libraries()
+    from jaxtl import _xla_flags
+
+    _xla_flags.enable_compilation_cache()
     parser = build_parser()
     args = parser.parse_args(argv)
     if hasattr(args, "config"):

@@ -7,3 +7,12 @@ import sys
 _TESTS = os.path.dirname(os.path.abspath(__file__))
 if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
+
+
+# Compiled XLA programs are cached on disk for the whole test session (and its
+# subprocesses, through the environment), so models compiled once are reused.
+os.environ.setdefault("JAXTL_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "jaxtl-tests"))
+import jaxtl  # noqa: E402  (applies jaxtl's XLA flags before JAX starts)
+from jaxtl import _xla_flags  # noqa: E402
+
+_xla_flags.enable_compilation_cache()

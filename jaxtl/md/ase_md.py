@@ -14,7 +14,7 @@ import numpy as np
 from ase import units
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from jaxtl.md.simulate import MDConfig, MDResult, fixed_atoms, initial_velocities
+from jaxtl.md.simulate import MDConfig, MDResult, drop_labels, fixed_atoms, initial_velocities
 
 
 def run_ase_md(model, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress: bool = False) -> MDResult:
@@ -51,6 +51,8 @@ def run_ase_md(model, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress:
         ekin.append(atoms.get_kinetic_energy())
         if step % config.save_every == 0:
             a = atoms.copy()
+            if step:
+                drop_labels(a)
             a.calc = SinglePointCalculator(a, energy=epot[-1], forces=atoms.get_forces())
             a.info.update(md_step=step, time_fs=step * config.dt)
             frames.append(a)

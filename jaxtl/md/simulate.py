@@ -28,7 +28,7 @@ from ase.constraints import FixAtoms
 
 from jaxtl.api import LoadedModel, load_model
 from jaxtl.graph.batching import Budget, graph_from_configuration, pad_to_capacity
-from jaxtl.graph.io import Configuration, check_elements, configuration_from_atoms
+from jaxtl.graph.io import Configuration, DataKeys, check_elements, configuration_from_atoms
 from jaxtl.md.chunk import LIMIT, NOT_FINITE, OK, REBUILD, TOO_CLOSE, ChunkParams, make_chunk, make_initial_forces
 from jaxtl.md.integrators import MDState
 
@@ -128,6 +128,18 @@ class MDError(RuntimeError):
     """An MD run that cannot start (bad settings or structure)."""
 
 
+def drop_labels(atoms: ase.Atoms, keys: DataKeys = DataKeys()) -> ase.Atoms:
+    """Remove energy/forces/stress/virials labels (mace keys and ASE's) in place; returns atoms."""
+    for name in ("energy", "stress", "virials", "free_energy"):
+        atoms.info.pop(getattr(keys, name, name), None)
+        atoms.info.pop(name, None)
+    for key in (keys.forces, "forces"):
+        if key in atoms.arrays:
+            del atoms.arrays[key]
+    atoms.calc = None
+    return atoms
+
+
 def fixed_atoms(atoms: ase.Atoms) -> np.ndarray:
     """[n_atoms] bool, True for atoms held by ASE FixAtoms constraints; other kinds are refused."""
     fixed = np.zeros(len(atoms), dtype=bool)
@@ -188,8 +200,11 @@ class MDEngine:
         self._budgets[nodes] = budget
         return batch.graph
 
-    def run(self, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress: bool = False) -> MDResult:
-        """Run MD from `atoms` (not modified). See `MDConfig` for the settings."""
+    def run(self, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress=False) -> MDResult:
+        """Run MD from `atoms` (not modified). See `MDConfig` for the settings.
+
+        progress: True for a tqdm bar, or a tqdm bar of the caller's to update.
+        """
         start_time = time.perf_counter()
         compilations = self.n_compilations
         structure = configuration_from_atoms(atoms, min_distance=None, read_labels=False)
@@ -230,6 +245,8 @@ class MDEngine:
 
         def frame(step, positions, v, e, f):
             a = atoms.copy()
+            if step:
+                drop_labels(a)  # labels the start carried (DFT, say) belong to step 0 only
             a.positions = np.asarray(positions, np.float64)[:n]
             a.set_velocities(np.asarray(v, np.float64)[:n])
             a.calc = SinglePointCalculator(a, energy=float(e), forces=np.asarray(f, np.float64)[:n])
@@ -317,7 +334,16 @@ class _NoBar:
         pass
 
 
-def _progress(total: int, show: bool):
+class _SharedBar(_NoBar):
+    """A bar owned by the caller (several runs in one bar): updated, never closed."""
+
+    def __init__(self, bar):
+        self.update, self.set_postfix = bar.update, bar.set_postfix
+
+
+def _progress(total: int, show):
+    if hasattr(show, "update"):
+        return _SharedBar(show)
     if not show:
         return _NoBar()
     from tqdm.auto import tqdm

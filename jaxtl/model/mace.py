@@ -201,5 +201,6 @@ def init_variables(config: MACEConfig, seed: int = 0) -> dict:
     atoms = Atoms(numbers=[z, z], positions=[[0, 0, 0], [0, 0, min(1.5, config.r_max / 2)]])
     item = graph_from_configuration(configuration_from_atoms(atoms, read_labels=False), config.r_max)
     batch = pad_batch([item], 4, 4, 2, r_max=config.r_max, dtype=np.dtype(config.dtype))
-    variables = jax.jit(MACE(config).init)(jax.random.PRNGKey(seed), batch.graph)
+    # the rbg generator compiles much faster than threefry for the many small inits
+    variables = jax.jit(MACE(config).init)(jax.random.key(seed, impl="rbg"), batch.graph)
     return jax.tree_util.tree_map(np.asarray, variables)

@@ -1,6 +1,5 @@
 """MD: NVE energy conservation, agreement with ASE, Langevin temperature, explosions, CLI."""
 
-import json
 import os
 import sys
 

@@ -1,0 +1,104 @@
+"""`jaxtl distill`: teacher-labelled structures in, a small fast student and a report out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from jaxtl.md.cli import add_md_args
+
+DESCRIPTION = """\
+Distil a teacher MACE into a small student. Units: positions A, time fs, temperature K,
+energies eV, forces eV/A; errors are reported in meV/atom and meV/A, timings in ms.
+
+  1. structures from --structures (any ASE format; FHI-aims .in files too), MD-sampled
+     with the teacher (Langevin at --temperature for --md-steps steps per structure,
+     every --keep-every-th frame, plus --rattle jittered copies of each); --md-steps 0
+     labels the structures as they are; --labelled reuses an earlier labelled.xyz;
+  2. teacher energies/forces/stress in jit-compiled batches -> OUT/labelled.xyz
+     (REF_energy, REF_forces, REF_stress; labels the inputs had are kept as DFT_*);
+  3. a held-out test split (OUT/test.xyz) and a student trained from scratch on the rest
+     (OUT/student/model, a jaxtl model folder);
+  4. OUT/report.json: student errors against the teacher on the test split, against DFT
+     where labels exist, and the teacher/student speed ratio for energy+forces.
+"""
+
+
+def cmd_distill(args) -> int:
+    from jaxtl.distill.distill import distill
+    from jaxtl.distill.labelling import LabellingError
+    from jaxtl.distill.sampling import SamplingConfig
+    from jaxtl.train.config import TrainConfig
+    from jaxtl.train.optimizer import OptimizerConfig
+
+    sampling = None
+    if args.md_steps > 0:
+        sampling = SamplingConfig(md_steps=args.md_steps, temperature=args.temperature, dt=args.dt,
+                                  friction=args.friction, keep_every=args.keep_every, n_rattled=args.rattle,
+                                  rattle_std=args.rattle_std, skin=args.skin, check_every=args.check_every,
+                                  min_distance=args.min_distance, seed=args.seed)
+    student = dict(hidden_irreps=args.student_hidden_irreps, max_ell=args.student_max_ell,
+                   correlation=args.student_correlation, num_interactions=args.student_num_interactions,
+                   radial_MLP=tuple(args.student_radial_mlp), MLP_irreps=args.student_mlp_irreps,
+                   num_bessel=args.student_num_bessel)
+    if args.student_r_max is not None:
+        student["r_max"] = args.student_r_max
+    train_config = TrainConfig(max_num_epochs=args.epochs, seed=args.seed, plot=False,
+                               optimizer=OptimizerConfig(lr=args.lr))
+    try:
+        report = distill(args.teacher, args.out, structures=args.structures, sampling=sampling, student=student,
+                         train_config=train_config, labelled_file=args.labelled, test_fraction=args.test_fraction,
+                         batch_size=args.batch_size, label_batch_size=args.label_batch_size,
+                         dft_test_file=args.dft_test, seed=args.seed, progress=not args.quiet)
+    except LabellingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    summary = {
+        "student_vs_teacher": report["student_vs_teacher"],
+        "student_vs_dft": report.get("student_vs_dft"),
+        "teacher_vs_dft": report.get("teacher_vs_dft"),
+        "speedup": report["speed"]["speedup"],
+        "teacher_ms_per_call": report["speed"]["teacher"]["ms_per_call"],
+        "student_ms_per_call": report["speed"]["student"]["ms_per_call"],
+        "labelling_structures_per_s": report.get("labelling", {}).get("structures_per_s"),
+        "md_errors": report.get("sampling", {}).get("md_errors"),
+        "report": f"{args.out}/report.json",
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("distill", help="label structures with a teacher and train a small fast student",
+                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", required=True, help="teacher: jaxtl model folder or mace-torch .model file")
+    p.add_argument("--structures", nargs="+", default=None, help="starting structures (files, every frame)")
+    p.add_argument("--labelled", default=None, help="reuse a teacher-labelled extended XYZ (skips sampling/labelling)")
+    p.add_argument("--out", required=True, help="output folder")
+    g = p.add_argument_group("sampling")
+    g.add_argument("--md-steps", type=int, default=0,
+                   help="Langevin steps with the teacher per starting structure; 0: no MD (default 0)")
+    g.add_argument("--keep-every", type=int, default=50, help="keep every k-th MD frame (default 50)")
+    g.add_argument("--rattle", type=int, default=0, help="jittered copies per kept frame (default 0)")
+    g.add_argument("--rattle-std", type=float, default=0.05, help="jitter standard deviation in A (default 0.05)")
+    add_md_args(p)
+    g = p.add_argument_group("labelling and data")
+    g.add_argument("--label-batch-size", type=int, default=8, help="structures per labelling batch (default 8)")
+    g.add_argument("--test-fraction", type=float, default=0.1, help="held-out share of labelled structures (default 0.1)")
+    g.add_argument("--dft-test", default=None, help="DFT-labelled structures to evaluate teacher and student on")
+    g = p.add_argument_group("student (MACE fields; r_max and elements default to the teacher's)")
+    g.add_argument("--student-hidden-irreps", default="16x0e", help="node features (default 16x0e)")
+    g.add_argument("--student-max-ell", type=int, default=1, help="spherical harmonics degree (default 1)")
+    g.add_argument("--student-correlation", type=int, default=2, help="body order - 1 (default 2)")
+    g.add_argument("--student-num-interactions", type=int, default=1, help="message-passing layers (default 1)")
+    g.add_argument("--student-radial-mlp", type=int, nargs="+", default=[32, 32], help="radial MLP widths (default 32 32)")
+    g.add_argument("--student-mlp-irreps", default="16x0e", help="readout hidden width (default 16x0e)")
+    g.add_argument("--student-num-bessel", type=int, default=8, help="radial Bessel functions (default 8)")
+    g.add_argument("--student-r-max", type=float, default=None, help="cutoff in A (default: the teacher's)")
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=100, help="training epochs (default 100)")
+    g.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
+    g.add_argument("--batch-size", type=int, default=8, help="structures per training batch (default 8)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_distill)

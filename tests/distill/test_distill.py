@@ -1,0 +1,132 @@
+"""Distillation on tiny models: labelling, sampling, bad input, the API, the CLI, the H2/Cu --fast benchmark."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import fcc100
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "model"))
+from helpers import random_jaxtl_model  # noqa: E402
+
+from jaxtl.distill import LabellingError, SamplingConfig, label_structures, sample_structures  # noqa: E402
+from jaxtl.graph.batching import batch_atoms  # noqa: E402
+from jaxtl.graph.io import DataError, read_configurations  # noqa: E402
+from jaxtl.model_io import save_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared"
+
+@pytest.fixture(scope="module")
+def teacher():
+    """A tiny random float64 H/Cu MACE standing in for a real teacher."""
+    return random_jaxtl_model(seed=3, atomic_numbers=(1, 29), r_max=4.0, hidden_irreps="4x0e+4x1o", max_ell=1,
+                              correlation=(2,), num_interactions=1, avg_num_neighbors=(12.0,), radial_MLP=(8,))
+
+
+def h_on_cu(seed: int) -> Atoms:
+    rng = np.random.default_rng(seed)
+    atoms = fcc100("Cu", (2, 2, 2), a=3.6, vacuum=5.0, periodic=True)
+    top = atoms.positions[:, 2].max()
+    atoms += Atoms("H", positions=[[*rng.uniform(0, 3.6, 2), top + 1.8]])
+    atoms.rattle(0.03, seed=seed)
+    return atoms
+
+
+def test_labels_match_the_teacher_and_file_is_reusable(teacher, tmp_path):
+    structures = [h_on_cu(i) for i in range(5)]
+    structures[1].info["REF_energy"] = -1.25  # a "DFT" label the input carried
+    labelled, stats = label_structures(teacher, structures, tmp_path / "lab.xyz", batch_size=2)
+    assert stats.n_structures == 5 and stats.n_batches == 3 and stats.structures_per_s > 0
+    assert stats.n_compilations <= 1  # capacities only grow: one shape here
+    direct = teacher.predict(batch_atoms(structures[:1], teacher.config.r_max).graph, compute_stress=True)
+    configs = read_configurations(tmp_path / "lab.xyz")
+    np.testing.assert_allclose(configs[0].energy, float(direct["energy"][0]), rtol=1e-10)
+    np.testing.assert_allclose(configs[0].forces, np.asarray(direct["forces"])[:9], atol=1e-7)  # extxyz keeps 8 decimals
+    np.testing.assert_allclose(configs[0].stress, np.asarray(direct["stress"])[0], atol=1e-7)
+    assert labelled[1].info["DFT_energy"] == -1.25 and "DFT_energy" not in labelled[0].info
+    assert "REF_energy" not in structures[0].info  # inputs untouched
+
+
+def test_teacher_missing_an_element_is_named(teacher):
+    atoms = h_on_cu(0)
+    atoms[-1].symbol = "O"
+    with pytest.raises(DataError, match="element O"):
+        label_structures(teacher, [h_on_cu(1), atoms])
+
+
+def test_labelling_failure_names_the_structure_and_keeps_the_rest(teacher, tmp_path):
+    structures = [h_on_cu(i) for i in range(4)]
+    structures[3].positions[1] = structures[3].positions[0]  # two atoms on one spot: NaN forces
+    with pytest.raises(LabellingError, match="frame 3") as err:
+        label_structures(teacher, structures, tmp_path / "lab.xyz", batch_size=1)
+    assert len(err.value.labelled) == 3 and len(ase.io.read(tmp_path / "lab.xyz", ":")) == 3
+
+
+def test_sampling_keeps_every_kth_frame_and_rattles(teacher):
+    starts = [h_on_cu(0), h_on_cu(1)]
+    config = SamplingConfig(md_steps=10, temperature=300, keep_every=5, n_rattled=1, rattle_std=0.05,
+                            check_every=10)
+    structures, report = sample_structures(teacher, starts, config, progress=True)
+    assert len(structures) == 2 * 3 * 2 and report["md_steps"] == 20 and not report["md_errors"]
+    assert all(a.calc is None for a in structures)
+    assert sum(bool(a.info.get("rattled")) for a in structures) == 6
+    assert not np.allclose(structures[0].positions, structures[2].positions)
+
+
+def test_distill_cli_end_to_end(teacher, tmp_path):
+    """`jaxtl distill` (a thin call into `distill`): MD sampling, labels, student, report."""
+    from jaxtl.cli import main
+
+    starts = [h_on_cu(i) for i in range(3)]
+    for a in starts:  # DFT-like labels on the inputs
+        a.info["REF_energy"] = -10.0
+        a.arrays["REF_forces"] = np.zeros((len(a), 3))
+    ase.io.write(tmp_path / "starts.xyz", starts)
+    teacher_dir = tmp_path / "teacher"
+    save_model(teacher_dir, teacher.config, teacher.variables)
+    rc = main(["distill", "--teacher", str(teacher_dir), "--structures", str(tmp_path / "starts.xyz"),
+               "--md-steps", "10", "--keep-every", "5", "--check-every", "10", "--temperature", "300",
+               "--student-hidden-irreps", "4x0e", "--student-radial-mlp", "8", "--student-correlation", "1",
+               "--student-mlp-irreps", "4x0e", "--student-num-bessel", "4", "--epochs", "1", "--test-fraction", "0.25",
+               "--quiet", "--dft-test", str(tmp_path / "starts.xyz"), "--out", str(tmp_path / "cli")])
+    assert rc == 0
+    report = json.loads((tmp_path / "cli" / "report.json").read_text())
+    assert report["n_structures"] == {"labelled": 9, "train_and_valid": 7, "test": 2}
+    assert report["sampling"]["md_steps"] == 30 and report["labelling"]["structures_per_s"] > 0
+    assert report["student_config"]["hidden_irreps"] == "4x0e" and report["student_config"]["num_interactions"] == 1
+    assert report["student_config"]["r_max"] == teacher.config.r_max
+    assert report["student_vs_teacher"]["n_graphs"] == 2 and report["student_vs_teacher"]["forces_rmse"] > 0
+    assert report["teacher_vs_dft"]["n_graphs"] >= 3 and report["student_vs_dft"]["forces_rmse"] > 0
+    assert report["speed"]["speedup"] > 0 and report["n_parameters"]["student"] > 0
+    labelled = ase.io.read(tmp_path / "cli" / "labelled.xyz", ":")
+    dft = [a for a in labelled if "DFT_energy" in a.info]
+    assert len(dft) == 3 and all(a.info["md_step"] == 0 for a in dft)  # only the unmoved starts keep DFT labels
+    assert (tmp_path / "cli" / "student" / "model" / "config.json").exists()
+
+
+def test_distill_help_gives_units(capsys):
+    from jaxtl.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["distill", "--help"])
+    text = capsys.readouterr().out
+    assert "--md-steps" in text and "temperature in K" in text and "--student-hidden-irreps" in text
+
+
+@pytest.mark.skipif(not (SHARED / "models" / "h2cu_mace.model").exists(), reason="../shared/models absent")
+def test_h2cu_benchmark_fast(tmp_path):
+    pytest.importorskip("mace", reason="converting the teacher needs mace-torch")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import distill_h2cu
+
+    assert distill_h2cu.main(["--fast", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    main = results["students"][distill_h2cu.MAIN_STUDENT]
+    assert results["n_structures"]["labelled"] > 10 and not results["sampling"]["md_errors"]
+    assert main["speedup"] > 1.5 and np.isfinite(main["forces_rmse_meV_per_A"])
