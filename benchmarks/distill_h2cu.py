@@ -1,0 +1,186 @@
+"""Distillation on the paper's system: H2 over Cu surfaces.
+
+Teacher: ../shared/models/h2cu_mace.model (mace-torch, converted here). Starts: Cu slabs
+of ../shared/data/h2cu_slabs/*.in (FHI-aims geometry files) with one H2 molecule placed
+at a random lateral position and orientation, its centre 1.5-3 A above the top Cu
+layer. Langevin MD with the teacher samples structures, the teacher labels them, and
+students of a few sizes are trained on the same labels; the report gives each
+student's errors against the teacher on held-out structures and its energy+forces speed
+next to the teacher's (same structures, same CPU, interleaved calls).
+
+    python benchmarks/distill_h2cu.py --fast          # about a minute; run by tests/distill
+    python benchmarks/distill_h2cu.py                 # the full run (results below)
+
+Writes OUT/results.json and OUT/results.md (the trade-off table).
+
+Full run (547 s on a 2-core CPU shared with another benchmark, load average ~6; float32;
+4 starts (Cu 111/100/110/211 3x3 slabs + H2) x 400 Langevin steps at 600 K, every 10th
+frame + 1 rattled copy = 328 structures, 33 held out; 50 epochs, cosine lr 0.01 -> 2e-4;
+teacher 31,232 parameters; timings: one 56-atom structure per call, median of 80 calls):
+
+| student | params | forces RMSE vs teacher (meV/A) | energy RMSE (meV/atom) | student ms | teacher ms | speed-up |
+|---|---|---|---|---|---|---|
+| S 8x0e L1 c1 r4 | 1160 | 105.1 | 289.93 | 1.13 | 11.44 | 10.1x |
+| M 16x0e L1 c2 | 3088 | 48.6 | 100.37 | 2.18 | 12.58 | 5.8x |
+| L 16x0e L1 c3 | 3216 | 46.6 | 70.52 | 2.55 | 11.23 | 4.4x |
+
+Labelling 45.8 structures/s; MD sampling with the teacher about 29 steps/s. The
+20 meV/A target is NOT reached in this budget: M trained for 80 epochs reached 38.8 meV/A
+and had plateaued, so the one-layer L1 students are limited by capacity, not training time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+TEACHER = SHARED / "models" / "h2cu_mace.model"
+SLABS = SHARED / "data" / "h2cu_slabs"
+
+# name -> student MACEConfig fields (1 interaction each; r_max 5 A like the teacher)
+STUDENTS = {
+    "S 8x0e L1 c1 r4": dict(hidden_irreps="8x0e", max_ell=1, correlation=1, radial_MLP=(16, 16), MLP_irreps="8x0e",
+                            num_bessel=6, r_max=4.0),
+    "M 16x0e L1 c2": dict(hidden_irreps="16x0e", max_ell=1, correlation=2, radial_MLP=(16, 16), MLP_irreps="16x0e",
+                          num_bessel=8),
+    "L 16x0e L1 c3": dict(hidden_irreps="16x0e", max_ell=1, correlation=3, radial_MLP=(16, 16), MLP_irreps="16x0e",
+                          num_bessel=8),
+}
+MAIN_STUDENT = "M 16x0e L1 c2"
+
+SETTINGS = {
+    "fast": dict(slabs=["cu111.in", "cu100.in"], md_steps=40, keep_every=10, rattle=1, temperature=600,
+                 epochs=4, students=[MAIN_STUDENT], speed_repeats=3),
+    "full": dict(slabs=["cu111.in", "cu100.in", "cu110.in", "cu211.in"], md_steps=400, keep_every=10, rattle=1,
+                 temperature=600, epochs=50, students=list(STUDENTS), speed_repeats=20),
+}
+
+
+def place_h2(slab, rng: np.random.Generator, height=(1.5, 3.0), bond: float = 0.74):
+    """A copy of `slab` with an H2 at a random lateral position and orientation, its
+    centre `height` A (uniform) above the highest Cu atom."""
+    from ase import Atoms
+
+    atoms = slab.copy()
+    centre = rng.uniform(0, 1, 2) @ atoms.cell.array[:2, :2]
+    z = atoms.positions[:, 2].max() + rng.uniform(*height)
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    h2 = Atoms("H2", positions=[[*centre, z] + s * 0.5 * bond * axis for s in (-1, 1)])
+    return atoms + h2  # FixAtoms indices of the slab still point at Cu atoms
+
+
+def starts(names, seed: int):
+    import ase.io
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for name in names:
+        slab = ase.io.read(SLABS / name, format="aims")
+        atoms = place_h2(slab, rng)
+        atoms.info["source"] = f"{name} + H2"
+        out.append(atoms)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--fast", action="store_true", help="tiny settings (about a minute)")
+    p.add_argument("--out", default=str(ROOT / "runs" / "distill_h2cu"), help="output folder")
+    p.add_argument("--epochs", type=int, default=None, help="override the training epochs")
+    p.add_argument("--md-steps", type=int, default=None, help="override the MD steps per start")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name in ("absl", "jax", "orbax"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*FHI-aims IO is moving.*")
+
+    from jaxtl.api import load_model
+    from jaxtl.distill import SamplingConfig, distill
+    from jaxtl.train.config import TrainConfig
+    from jaxtl.train.optimizer import OptimizerConfig
+
+    if not TEACHER.exists():
+        print(f"skipped: {TEACHER} not found", file=sys.stderr)
+        return 0
+    s = dict(SETTINGS["fast" if args.fast else "full"])
+    if args.epochs is not None:
+        s["epochs"] = args.epochs
+    if args.md_steps is not None:
+        s["md_steps"] = args.md_steps
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    teacher_dir = out / "teacher"
+    if not (teacher_dir / "config.json").exists():
+        from jaxtl.convert.convert import convert_file
+
+        convert_file(TEACHER, teacher_dir, check=not args.fast)  # --fast skips the parity check
+    teacher = load_model(teacher_dir)
+
+    sampling = SamplingConfig(md_steps=s["md_steps"], temperature=s["temperature"], dt=1.0, friction=0.01,
+                              keep_every=s["keep_every"], n_rattled=s["rattle"], rattle_std=0.05, seed=args.seed)
+    train_config = TrainConfig(max_num_epochs=s["epochs"], seed=args.seed, plot=False,
+                               optimizer=OptimizerConfig(lr=0.01, scheduler="cosine", decay_epochs=s["epochs"],
+                                                         min_lr_factor=0.02))
+    results = {"settings": s, "students": {}}
+    labelled = None
+    for name in s["students"]:
+        run_dir = out / name.split()[0]
+        report = distill(teacher, run_dir, structures=None if labelled else starts(s["slabs"], args.seed),
+                         sampling=None if labelled else sampling, student=STUDENTS[name], train_config=train_config,
+                         labelled_file=labelled, speed_repeats=s["speed_repeats"], seed=args.seed, progress=False)
+        if labelled is None:
+            labelled = str(run_dir / "labelled.xyz")
+            results["sampling"] = report.get("sampling")
+            results["labelling"] = report.get("labelling")
+            results["n_structures"] = report["n_structures"]
+        results["students"][name] = {
+            "forces_rmse_meV_per_A": report["student_vs_teacher"]["forces_rmse"],
+            "energy_rmse_meV_per_atom": report["student_vs_teacher"]["energy_rmse"],
+            "speedup": report["speed"]["speedup"],
+            "student_ms": report["speed"]["student"]["ms_per_call"],
+            "teacher_ms": report["speed"]["teacher"]["ms_per_call"],
+            "n_parameters": report["n_parameters"]["student"],
+            "teacher_n_parameters": report["n_parameters"]["teacher"],
+            "training_s": report["training"]["wall_s"],
+            "report": str(run_dir / "report.json"),
+        }
+    results["wall_s"] = time.perf_counter() - started
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    table = table_md(results)
+    (out / "results.md").write_text(table)
+    print(table)
+    return 0
+
+
+def table_md(results: dict) -> str:
+    lines = ["| student | params | forces RMSE vs teacher (meV/A) | energy RMSE (meV/atom) | student ms | "
+             "teacher ms | speed-up |", "|---|---|---|---|---|---|---|"]
+    for name, r in results["students"].items():
+        lines.append(f"| {name} | {r['n_parameters']} | {r['forces_rmse_meV_per_A']:.1f} | "
+                     f"{r['energy_rmse_meV_per_atom']:.2f} | {r['student_ms']:.2f} | {r['teacher_ms']:.2f} | "
+                     f"{r['speedup']:.1f}x |")
+    lab = results.get("labelling") or {}
+    lines.append("")
+    lines.append(f"structures: {results['n_structures']}; labelling {lab.get('structures_per_s', float('nan')):.1f} "
+                 f"structures/s; total {results['wall_s']:.0f} s")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
