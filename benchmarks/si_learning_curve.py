@@ -30,6 +30,7 @@ def main():
     p.add_argument("--correlation", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=5)
     p.add_argument("--data", default=SHARED)
+    p.add_argument("--resume", action="store_true", help="continue a killed run in --out")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)
@@ -46,6 +47,7 @@ def main():
             optimizer=OptimizerConfig(lr=0.01, scheduler="plateau", scheduler_patience=5),
             stage_two=StageTwoConfig(enabled=True, start_epoch=int(args.epochs * 0.75), swa_lr=1e-3),
         ),
+        resume=args.resume,
     )
     test = result.metrics["test"]["all"]
     summary = {"epochs": args.epochs, "wall_s": time.time() - t0, "compilations": result.n_compiles,

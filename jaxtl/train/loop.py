@@ -171,6 +171,13 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
             raise ValueError(f"resuming a run of seed {meta['seed']} with seed {cfg.seed}")
         kept = [r for r in read_log(log_path) if r.get("epoch", -1) < meta["epoch"]]
         log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        if meta["stage"] == 1:
+            # a run resumed with a new length (or stage-two setting) gets the new start;
+            # an unchanged config gives the same value, so exact resume is unaffected
+            new_start = start_epoch(cfg.stage_two, cfg.max_num_epochs)
+            if new_start != meta["stage_two_start"]:
+                log.info("stage two now starts at epoch %s (was %s)", new_start, meta["stage_two_start"])
+                meta["stage_two_start"] = new_start
         log.info("resumed %s at epoch %d (step %d)", out, meta["epoch"], meta["step"])
     else:
         log_path.write_text("")
