@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import optax
 import pytest
-from conftest import tiny_model
+from conftest import H2CU, tiny_model
 
 from jaxtl.finetune import (FROZEN, TRAINABLE, describe, freeze_labels, group_labels, label_transforms,
                             layer_labels, lr_factor_transforms, paper_children, pattern_labels, soft,
@@ -31,7 +31,6 @@ def test_mace_freeze_counts_h2cu(h2cu, n):
 
 def test_paper_children_match_torch(h2cu):
     torch = pytest.importorskip("torch")
-    from conftest import H2CU
 
     config, _ = h2cu
     model = torch.load(H2CU, weights_only=False, map_location="cpu")
