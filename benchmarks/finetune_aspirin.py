@@ -22,7 +22,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -74,7 +73,11 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=0.005)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fast", action="store_true", help="tiny settings for the test suite")
+    p.add_argument("--merge", nargs="+", default=None, metavar="RESULTS_JSON",
+                   help="only merge results.json files of earlier runs (e.g. one per machine) into OUT")
     args = p.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, Path(args.out))
     if args.fast:
         args.fractions, args.steps, args.min_epochs, args.n_test, args.pool = [0.5], 4, 1, 10, 20
         args.strategies = ["f6", "scratch"]
@@ -133,12 +136,30 @@ def main(argv=None):
     plot(rows, out / "learning_curves.png")
 
 
+def merge(files, out: Path) -> None:
+    """One table and plot from several runs' results (later files win on duplicates)."""
+    by_key = {}
+    for f in files:
+        device = Path(f).stem.replace("results_", "") or "?"
+        for r in json.loads(Path(f).read_text()):
+            by_key[(r["fraction"], r["strategy"])] = {**r, "device": r.get("device", device)}
+    order = ["f0", "f5", "f6", "finer", "scratch"]
+    rows = sorted(by_key.values(), key=lambda r: (r["fraction"], order.index(r["strategy"])
+                                                    if r["strategy"] in order else 9))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    (out / "results.md").write_text(table(rows))
+    plot(rows, out / "learning_curves.png")
+    print(table(rows))
+
+
 def table(rows) -> str:
-    lines = ["| fraction | n_train | strategy | trainable params | E RMSE (meV/atom) | F RMSE (meV/A) | wall (s) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| fraction | n_train | strategy | trainable params | epochs | E RMSE (meV/atom) | F RMSE (meV/A) "
+             "| wall (s) | device |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['fraction']:.0%} | {r['n_train']} | {r['strategy']} | {r['n_trainable'] or 'all'} | "
-                     f"{r['energy_rmse']:.2f} | {r['forces_rmse']:.1f} | {r['wall_s']:.0f} |")
+                     f"{r['epochs']} | {r['energy_rmse']:.2f} | {r['forces_rmse']:.1f} | {r['wall_s']:.0f} | "
+                     f"{r.get('device', 'cpu')} |")
     return "\n".join(lines) + "\n"
 
 
