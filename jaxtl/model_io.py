@@ -34,14 +34,18 @@ def _checkpointer():
     return ocp.StandardCheckpointer()
 
 
-def save_model(out_dir: str | Path, config: MACEConfig, variables: dict, metadata: dict | None = None) -> Path:
-    """Write a model folder atomically; an existing folder is replaced."""
+def save_model(out_dir: str | Path, config: MACEConfig | dict, variables: dict, metadata: dict | None = None) -> Path:
+    """Write a model folder atomically; an existing folder is replaced.
+
+    `config` is a MACEConfig, or any JSON-able dict (models other than MACE).
+    """
     out_dir = Path(out_dir).absolute()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        config.save(tmp / "config.json")
+        config_dict = config.to_dict() if isinstance(config, MACEConfig) else dict(config)
+        (tmp / "config.json").write_text(json.dumps(config_dict, indent=2))
         arrays = jax.tree_util.tree_map(np.asarray, variables)
         ckptr = _checkpointer()
         ckptr.save(tmp / "variables", arrays)

@@ -98,23 +98,16 @@ def unpack_state(arrays: dict, template_state):
 
 
 def save_model(directory: str | Path, config: dict, variables: dict) -> Path:
-    """Write a model folder: `config.json` and the Orbax tree `variables/`.
+    """Write a model folder: `config.json` and the Orbax tree `variables/` (atomically).
 
     Args:
         directory: the folder (created; an existing model there is replaced).
         config: JSON-able model configuration.
         variables: {"params": pytree, "constants": pytree} of arrays.
     """
-    directory = Path(directory).absolute()
-    directory.mkdir(parents=True, exist_ok=True)
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(directory / "variables", dict(variables), force=True)
-    checkpointer.wait_until_finished()
-    checkpointer.close()
-    tmp = directory / "config.json.tmp"
-    tmp.write_text(json.dumps(config, indent=2))
-    tmp.replace(directory / "config.json")
-    return directory
+    from jaxtl.model_io import save_model as save_model_folder
+
+    return save_model_folder(directory, config, variables)
 
 
 def load_model_config(directory: str | Path) -> dict:
