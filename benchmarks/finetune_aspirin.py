@@ -164,24 +164,10 @@ def table(rows) -> str:
 
 
 def plot(rows, path: Path) -> None:
-    import matplotlib
+    from jaxtl.train.plot import plot_data_efficiency
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for name in dict.fromkeys(r["strategy"] for r in rows):
-        rs = [r for r in rows if r["strategy"] == name]
-        for ax, key in zip(axes, ("energy_rmse", "forces_rmse")):
-            ax.loglog([r["n_train"] for r in rs], [r[key] for r in rs], "o-", label=name)
-    axes[0].set_ylabel("test energy RMSE (meV/atom)")
-    axes[1].set_ylabel("test force RMSE (meV/A)")
-    for ax in axes:
-        ax.set_xlabel("aspirin training structures")
-        ax.legend()
-    fig.suptitle("SPICE MACE -> rMD17 aspirin: frozen fine-tuning vs scratch (jaxtl)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    plot_data_efficiency(rows, path, "strategy", "SPICE MACE -> rMD17 aspirin: frozen fine-tuning vs scratch (jaxtl)",
+                         xlabel="aspirin training structures")
 
 
 if __name__ == "__main__":

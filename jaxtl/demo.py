@@ -142,7 +142,10 @@ def run_demo(out: str | Path = "runs/demo", fractions=(0.05, 0.2, 1.0), steps: i
     table = format_table(rows)
     log(table)
     (out / "results.json").write_text(json.dumps(rows, indent=2))
-    _plot(rows, out / "learning_curves.png")
+    from jaxtl.train.plot import plot_data_efficiency
+
+    plot_data_efficiency(rows, out / "learning_curves.png", "model",
+                         "jaxtl demo (EMT data): frozen fine-tuning vs scratch")
     log(f"[demo] total {time.time() - t_start:.0f} s; table in {out / 'results.json'}, plot in "
         f"{out / 'learning_curves.png'}. A demonstration of the mechanics on EMT data, not a physics result.")
     return {"rows": rows, "wall_s": time.time() - t_start}
@@ -154,30 +157,6 @@ def format_table(rows) -> str:
         lines.append(f"{r['fraction']:8.0%} {r['n_train']:7d} {r['model']:>10s} {r['energy_rmse']:16.1f} "
                      f"{r['forces_rmse']:13.1f}")
     return "\n".join(lines)
-
-
-def _plot(rows, path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for model in dict.fromkeys(r["model"] for r in rows):
-        rs = [r for r in rows if r["model"] == model]
-        for ax, key in zip(axes, ("energy_rmse", "forces_rmse")):
-            ax.loglog([r["n_train"] for r in rs], [r[key] for r in rs], "o-", label=model)
-    axes[0].set_ylabel("test energy RMSE (meV/atom)")
-    axes[1].set_ylabel("test force RMSE (meV/A)")
-    for ax in axes:
-        ax.set_xlabel("training structures")
-        ax.legend()
-    fig.suptitle("jaxtl demo (EMT data): frozen fine-tuning vs scratch")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def add_parser(sub) -> None:

@@ -21,8 +21,14 @@ def _output_names(irreps_out: IrrepsSpec) -> list[str]:
     return [k if keys.count(k) == 1 else f"{j}_{k}" for j, k in enumerate(keys)]
 
 
-def _inputs_for(irreps_in: IrrepsSpec, l: int, p: int) -> list[int]:
-    return [i for i, (_, li, pi) in enumerate(irreps_in) if (li, pi) == (l, p)]
+def _per_output(irreps_in: IrrepsSpec, irreps_out: IrrepsSpec, blocks: Sequence[jnp.ndarray]):
+    """For each output entry: (param name, mul_out, l, inputs of its irrep concatenated along mul or None).
+
+    The concatenation order is the input order, the layout of e3nn's flat weights.
+    """
+    for name, (mul_out, l, p) in zip(_output_names(irreps_out), irreps_out):
+        inputs = [blocks[i] for i, (_, li, pi) in enumerate(irreps_in) if (li, pi) == (l, p)]
+        yield name, mul_out, l, (jnp.concatenate(inputs, axis=1) if inputs else None)
 
 
 class IrrepsLinear(nn.Module):
@@ -42,12 +48,10 @@ class IrrepsLinear(nn.Module):
     def __call__(self, blocks: Sequence[jnp.ndarray]) -> tuple[jnp.ndarray, ...]:
         n = blocks[0].shape[0]
         out = []
-        for name, (mul_out, l, p) in zip(_output_names(self.irreps_out), self.irreps_out):
-            inputs = _inputs_for(self.irreps_in, l, p)
-            if not inputs:
+        for name, mul_out, l, x in _per_output(self.irreps_in, self.irreps_out, blocks):
+            if x is None:
                 out.append(jnp.zeros((n, mul_out, 2 * l + 1), blocks[0].dtype))
                 continue
-            x = jnp.concatenate([blocks[i] for i in inputs], axis=1)
             fan_in = x.shape[1]
             w = self.param(name, nn.initializers.normal(1.0), (fan_in, mul_out), self.dtype)
             out.append(jnp.einsum("nui,uw->nwi", x, w.astype(x.dtype)) / math.sqrt(fan_in))
@@ -72,12 +76,10 @@ class ElementLinear(nn.Module):
         """species: [n] int, index into the model's element table."""
         n = blocks[0].shape[0]
         out = []
-        for name, (mul_out, l, p) in zip(_output_names(self.irreps_out), self.irreps_out):
-            inputs = _inputs_for(self.irreps_in, l, p)
-            if not inputs:
+        for name, mul_out, l, x in _per_output(self.irreps_in, self.irreps_out, blocks):
+            if x is None:
                 out.append(jnp.zeros((n, mul_out, 2 * l + 1), blocks[0].dtype))
                 continue
-            x = jnp.concatenate([blocks[i] for i in inputs], axis=1)
             fan_in = x.shape[1]
             w = self.param(
                 name, nn.initializers.normal(1.0), (self.num_elements, fan_in, mul_out), self.dtype

@@ -45,3 +45,32 @@ def plot_learning_curve(log_path: str | Path, out_png: str | Path) -> Path | Non
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
     return Path(out_png)
+
+
+def plot_data_efficiency(rows, path, group_key: str, title: str, xlabel: str = "training structures") -> None:
+    """Log-log test energy and force RMSE against training-set size, one line per `group_key`.
+
+    rows: dicts with `n_train`, `energy_rmse` (meV/atom), `forces_rmse` (meV/A) and `group_key`.
+    Does nothing when matplotlib is missing.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name in dict.fromkeys(r[group_key] for r in rows):
+        rs = [r for r in rows if r[group_key] == name]
+        for ax, key in zip(axes, ("energy_rmse", "forces_rmse")):
+            ax.loglog([r["n_train"] for r in rs], [r[key] for r in rs], "o-", label=name)
+    axes[0].set_ylabel("test energy RMSE (meV/atom)")
+    axes[1].set_ylabel("test force RMSE (meV/A)")
+    for ax in axes:
+        ax.set_xlabel(xlabel)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
