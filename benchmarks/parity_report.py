@@ -10,8 +10,6 @@ energy against |E - sum E0|, forces / virials / stress against the largest refer
 component.
 """
 
-import copy
-import os
 import sys
 from pathlib import Path
 
@@ -21,17 +19,12 @@ jax.config.update("jax_enable_x64", True)
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-import numpy as np  # noqa: E402
-from ase import Atoms  # noqa: E402
-from ase.build import fcc111, molecule  # noqa: E402
 
 from convert.torch_models import REGISTRY  # noqa: E402
-from structures import all_structures  # noqa: E402
-from jaxtl.api import build_loaded_model  # noqa: E402
+from structures import all_structures, real_model_structures  # noqa: E402
 from jaxtl.convert import torch_eval  # noqa: E402
-from jaxtl.convert.convert import from_torch_module  # noqa: E402
+from jaxtl.convert.convert import compare_with_torch, from_torch_module  # noqa: E402
 from jaxtl.convert.torch_reader import load_torch_model  # noqa: E402
-from jaxtl.convert.verify import compare, jaxtl_batch  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "models"
 KEYS = ["energy_rel", "interaction_energy_rel", "forces_rel", "virials_rel", "stress_rel"]
@@ -39,37 +32,13 @@ KEYS = ["energy_rel", "interaction_energy_rel", "forces_rel", "virials_rel", "st
 
 def errors(model, atoms_list, dtype):
     config, variables = from_torch_module(model)
-    head = config.heads[0]
-    for a in atoms_list:
-        a.info["head"] = head
-    ref = torch_eval.evaluate_torch(copy.deepcopy(model), atoms_list, dtype=dtype, head=head)
-    loaded = build_loaded_model(config, variables, dtype=dtype, head=head if len(config.heads) > 1 else None)
-    batch = jaxtl_batch(atoms_list, config.r_max, np.float64 if dtype == "float64" else np.float32)
-    out = {k: np.asarray(v) for k, v in loaded.predict(batch.graph).items()}
-    return compare(ref, out, atoms_list)
-
-
-def real_structures(name):
-    if name == "spice":
-        mols = [molecule("CH3CH2OH"), molecule("C6H6"), molecule("CH3COOH")]
-        mols[1].set_cell(np.eye(3) * 9.0)
-        mols[1].pbc = True
-        mols[1].center()
-        return mols
-    slab = fcc111("Cu", size=(2, 2, 3), vacuum=6.0)
-    slab.rattle(0.05, seed=0)
-    top = slab.positions[:, 2].max()
-    slab += Atoms("H2", positions=[[1.0, 1.0, top + 1.5], [1.0, 1.74, top + 1.5]])
-    bulk = Atoms("Cu4", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]],
-                 cell=np.eye(3) * 3.61, pbc=True)
-    bulk.rattle(0.05, seed=1)
-    return [slab, bulk]
+    return compare_with_torch(model, config, variables, atoms_list, dtype)[0]
 
 
 def main():
     rows = []
     cases = [(f"{n}_mace.model (real)", lambda n=n: load_torch_model(SHARED / f"{n}_mace.model"),
-              lambda m, n=n: real_structures(n)) for n in ("spice", "h2cu") if (SHARED / f"{n}_mace.model").exists()]
+              lambda m, n=n: real_model_structures(n)) for n in ("spice", "h2cu") if (SHARED / f"{n}_mace.model").exists()]
     for name, factory in REGISTRY.items():
         def structs(m):
             zs = [int(z) for z in torch_eval.model_atomic_numbers(m)]

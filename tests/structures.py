@@ -187,3 +187,23 @@ def all_structures(numbers: Sequence[int], seed: int = 0, r_max: float = 5.0) ->
         "isolated": with_isolated_atom(numbers, seed + 5, r_max=r_max),
         "molecule": molecule(numbers, seed + 6),
     }
+
+
+def real_model_structures(name: str) -> list:
+    """Structures for the real model files: organic molecules ("spice") or H2 over Cu ("h2cu")."""
+    from ase.build import fcc111, molecule as ase_molecule
+
+    if name == "spice":
+        mols = [ase_molecule("CH3CH2OH"), ase_molecule("C6H6"), ase_molecule("CH3COOH")]
+        mols[1].set_cell(np.eye(3) * 9.0)
+        mols[1].pbc = True
+        mols[1].center()
+        return mols
+    slab = fcc111("Cu", size=(2, 2, 3), vacuum=6.0)
+    slab.rattle(0.05, seed=0)
+    top = slab.positions[:, 2].max()
+    slab += Atoms("H2", positions=[[1.0, 1.0, top + 1.5], [1.0, 1.74, top + 1.5]])
+    bulk = Atoms("Cu4", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]],
+                 cell=np.eye(3) * 3.61, pbc=True)
+    bulk.rattle(0.05, seed=1)
+    return [slab, bulk]

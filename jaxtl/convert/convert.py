@@ -46,22 +46,30 @@ def _check_tree(config: MACEConfig, variables: dict) -> None:
         )
 
 
-def verify(torch_model, config: MACEConfig, variables: dict, dtype: str = "float64", head: Optional[str] = None) -> dict:
-    """Evaluate both models on structures of the model's elements; return the largest differences."""
+def compare_with_torch(torch_model, config: MACEConfig, variables: dict, atoms_list, dtype: str = "float64",
+                       head: Optional[str] = None) -> tuple[dict, dict, dict]:
+    """Evaluate mace-torch and jaxtl on `atoms_list`; return (largest differences, torch outputs, jaxtl outputs)."""
     from jaxtl.api import build_loaded_model
     from jaxtl.convert.torch_eval import evaluate_torch
-    from jaxtl.convert.verify import compare, jaxtl_batch, verification_structures
+    from jaxtl.convert.verify import compare, jaxtl_batch
 
-    atoms = verification_structures(config.atomic_numbers, config.r_max)
     heads = config.heads
     head = head or heads[0]
-    for a in atoms:
+    for a in atoms_list:
         a.info["head"] = head
-    ref = evaluate_torch(torch_model, atoms, dtype=dtype, head=head, compute_stress=True)
+    ref = evaluate_torch(torch_model, atoms_list, dtype=dtype, head=head, compute_stress=True)
     loaded = build_loaded_model(config, variables, dtype=dtype, head=head if len(heads) > 1 else None)
-    batch = jaxtl_batch(atoms, config.r_max, np.float64 if dtype == "float64" else np.float32)
+    batch = jaxtl_batch(atoms_list, config.r_max, np.float64 if dtype == "float64" else np.float32)
     out = {k: np.asarray(v) for k, v in loaded.predict(batch.graph, compute_stress=True).items()}
-    return compare(ref, out, atoms)
+    return compare(ref, out, atoms_list), ref, out
+
+
+def verify(torch_model, config: MACEConfig, variables: dict, dtype: str = "float64", head: Optional[str] = None) -> dict:
+    """Largest differences on structures made of the model's own elements (the converter's self-check)."""
+    from jaxtl.convert.verify import verification_structures
+
+    atoms = verification_structures(config.atomic_numbers, config.r_max)
+    return compare_with_torch(torch_model, config, variables, atoms, dtype, head)[0]
 
 
 def convert_file(
