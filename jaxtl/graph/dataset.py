@@ -13,6 +13,10 @@ Budget policy (`choose_budgets`), for batches of `batch_size` structures:
   packed only with oversize structures of the same budget. An epoch thus uses the main
   shape plus at most `steps_per_octave` shapes per doubling of structure size above it,
   whatever the dataset.
+- Size tiers (`tiers`, default 4): a closed batch of main-budget structures is padded to
+  the smallest of the budgets main * k / tiers (k = 1..tiers, nodes and edges scaled
+  together) that holds it, so batches of small structures do not carry the padding of
+  the largest. An epoch then uses at most `tiers` main shapes; `tiers=1` gives one.
 
 `batch_iterator` packs greedily in a shuffled order: a batch is closed when it holds
 `batch_size` structures or the next one does not fit. The order depends only on
@@ -124,6 +128,19 @@ class Budgets:
 
     main: Budget
     steps_per_octave: int = 4
+    tiers: int = 4
+
+    def tier_for(self, used_nodes: int, used_edges: int) -> Budget:
+        """The smallest main-budget tier holding a batch of this many real nodes and edges."""
+        for k in range(1, self.tiers + 1):
+            budget = Budget(
+                n_node=-(-self.main.n_node * k // self.tiers),
+                n_edge=-(-self.main.n_edge * k // self.tiers),
+                n_graph=self.main.n_graph,
+            )
+            if used_nodes + 1 <= budget.n_node and used_edges <= budget.n_edge:
+                return budget
+        return self.main
 
     def fits_main(self, n_node: int, n_edge: int) -> bool:
         return n_node + 1 <= self.main.n_node and n_edge <= self.main.n_edge
@@ -148,11 +165,13 @@ class Budgets:
 
 
 def choose_budgets(
-    dataset: GraphDataset, batch_size: int, steps_per_octave: int = 4, quantile: float = 0.95
+    dataset: GraphDataset, batch_size: int, steps_per_octave: int = 4, quantile: float = 0.95, tiers: int = 4
 ) -> Budgets:
     """Budgets for batches of `batch_size` structures of `dataset` (policy: module docstring)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if tiers < 1:
+        raise ValueError(f"tiers must be at least 1, got {tiers}")
 
     def capacity(sizes: np.ndarray) -> int:
         sizes = sizes.astype(np.float64)
@@ -164,7 +183,7 @@ def choose_budgets(
         n_edge=round_capacity(max(capacity(dataset.n_edges), 1), steps_per_octave),
         n_graph=batch_size + 1,
     )
-    return Budgets(main=main, steps_per_octave=steps_per_octave)
+    return Budgets(main=main, steps_per_octave=steps_per_octave, tiers=tiers)
 
 
 def plan_batches(
@@ -194,11 +213,18 @@ def plan_batches(
             and used_edges + edges <= budget.n_edge
         )
         if members and not fits:
-            plan.append((budget, members))
+            plan.append(_closed(budgets, budget, members, used_nodes, used_edges))
             members, used_nodes, used_edges = [], 0, 0
         open_batches[budget] = (members + [index], used_nodes + nodes, used_edges + edges)
-    plan.extend((budget, members) for budget, (members, _, _) in open_batches.items() if members)
+    plan.extend(_closed(budgets, budget, *open_batch) for budget, open_batch in open_batches.items() if open_batch[0])
     return plan
+
+
+def _closed(budgets: Budgets, budget: Budget, members: list[int], used_nodes: int, used_edges: int):
+    """A finished batch: main-budget batches drop to their size tier (oversize keep theirs)."""
+    if budget == budgets.main:
+        budget = budgets.tier_for(used_nodes, used_edges)
+    return budget, members
 
 
 class EpochBatches:

@@ -68,7 +68,7 @@ def test_oversize_structures_get_their_own_budget():
     edges = sizes * 30
     budgets = Budgets(main=Budget(64, 2048, 5))
     plan = plan_batches(sizes, edges, 4, budgets, seed=0)
-    big = [(b, m) for b, m in plan if b != budgets.main]
+    big = [(b, m) for b, m in plan if b.n_node > budgets.main.n_node]
     assert sorted(i for _, m in big for i in m) == [20, 21]
     for budget, members in big:
         assert budget.n_node >= sizes[members].sum() + 1 and budget.n_edge >= edges[members].sum()
@@ -107,7 +107,31 @@ def test_few_distinct_shapes_on_real_data(shared_data, name):
         shapes = set()
         for epoch in range(3):
             shapes |= set(batch_iterator(dataset, batch_size, budgets, seed=0, epoch=epoch).shapes)
-        assert budgets.main in shapes
-        assert len(shapes) <= 8, (batch_size, sorted(shapes))
+        main_tiers = {s for s in shapes if s.n_node <= budgets.main.n_node}
+        assert 1 <= len(main_tiers) <= budgets.tiers
+        assert len(shapes) <= 8 + budgets.tiers, (batch_size, sorted(shapes))
         if batch_size >= 4:
-            assert len(shapes) <= 3, (batch_size, sorted(shapes))
+            assert len(shapes - main_tiers) <= 2, (batch_size, sorted(shapes))
+
+
+def test_size_tiers_pad_each_batch_to_the_smallest_tier_that_holds_it():
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1, 60, size=400)
+    edges = sizes * rng.integers(5, 40, size=400)
+    main = Budget(256, 8192, 11)
+    one = plan_batches(sizes, edges, 10, Budgets(main=main, tiers=1), seed=3)
+    four = plan_batches(sizes, edges, 10, Budgets(main=main, tiers=4), seed=3)
+    assert [m for _, m in one] == [m for _, m in four]  # same batches, only the padding differs
+    assert {b for b, _ in one} == {main} and len({b for b, _ in four}) > 1
+    waste = {}
+    for name, plan in (("one", one), ("four", four)):
+        padded = real = 0
+        for budget, members in plan:
+            n, e = sizes[members].sum(), edges[members].sum()
+            assert n + 1 <= budget.n_node and e <= budget.n_edge
+            if name == "four" and budget != Budget(64, 2048, 11):  # the next tier down must not fit
+                smaller = Budget(budget.n_node - 64, budget.n_edge - 2048, 11)
+                assert n + 1 > smaller.n_node or e > smaller.n_edge
+            padded, real = padded + budget.n_node, real + n
+        waste[name] = 1 - real / padded
+    assert waste["four"] < waste["one"]
