@@ -84,10 +84,16 @@ def build_loaded_model(config: MACEConfig, variables: dict, metadata: dict | Non
 
 
 def load_model(path: str | Path, dtype: str | None = None, head: str | None = None) -> LoadedModel:
-    """Load a jaxtl model folder (written by convert_mace.py or `jaxtl train`).
+    """Load a jaxtl model folder (written by convert_mace.py or `jaxtl train`), or a
+    released foundation model by name ("mace-mp-0-medium", see `jaxtl.foundations`):
+    downloaded and converted into the cache ($JAXTL_CACHE, else ~/.cache/jaxtl) once.
 
     dtype: "float32" or "float64" (default: the dtype it was saved in).
     head: keep only this head of a multi-head model.
     """
+    if not Path(path).exists():
+        from jaxtl.foundations import resolve
+
+        path = resolve(path)
     config, variables, metadata = load_model_files(path)
     return build_loaded_model(config, variables, metadata, dtype, head)

@@ -1,6 +1,8 @@
 """The `jaxtl` command: one entry point, a thin subcommand per capability.
 
     jaxtl convert IN.model OUT_DIR       mace-torch file -> jaxtl model folder (verified)
+    jaxtl convert NAME [OUT_DIR]        a released foundation model, downloaded and converted once
+    jaxtl models                        the released foundation models jaxtl knows by name
     jaxtl train --train F --out DIR     train a new MACE from scratch
     jaxtl finetune --foundation M ...   frozen transfer learning of a foundation model
     jaxtl eval --model DIR --data F     errors of a model on labelled structures
@@ -99,14 +101,36 @@ def _apply_config_file(parser, args, argv):
 
 
 def cmd_convert(args) -> int:
+    from pathlib import Path
+
+    from jaxtl import foundations
     from jaxtl.convert.convert import convert_file
     from jaxtl.convert.torch_reader import ConversionError
 
+    by_name = not Path(args.model).exists() and not Path(args.model).suffix
     try:
-        convert_file(args.model, args.out_dir, dtype=args.dtype, head=args.head, check=not args.no_verify)
-    except (ConversionError, NotImplementedError) as err:
+        if by_name:  # a released model: download and convert into the cache once, then copy out
+            if args.out_dir is None and (args.dtype or args.head):
+                raise foundations.FoundationError("--dtype and --head need OUT_DIR (the cached copy keeps them all)")
+            folder = foundations.model_dir(args.model, cache=args.cache, sha256=args.sha256,
+                                           check=not args.no_verify)
+            if args.out_dir is not None:
+                foundations.export(folder, args.out_dir, dtype=args.dtype, head=args.head)
+            print(f"wrote {args.out_dir or folder}")
+        elif args.out_dir is None:
+            raise foundations.FoundationError(f"{args.model}: give OUT_DIR, the folder to write the model into")
+        else:
+            convert_file(args.model, args.out_dir, dtype=args.dtype, head=args.head, check=not args.no_verify)
+    except (ConversionError, NotImplementedError, foundations.FoundationError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_models(args) -> int:
+    from jaxtl import foundations
+
+    print(foundations.describe(args.cache))
     return 0
 
 
@@ -140,13 +164,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxtl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    cache_help = "cache of downloaded and converted foundation models (default: $JAXTL_CACHE, else ~/.cache/jaxtl)"
     p = sub.add_parser("convert", help="convert a mace-torch .model file and verify it against mace-torch")
-    p.add_argument("model", help="mace-torch .model file (pickled ScaleShiftMACE or MACE)")
-    p.add_argument("out_dir", help="output model folder")
+    p.add_argument("model", help="mace-torch .model file (pickled ScaleShiftMACE or MACE), or the name of a "
+                   "released foundation model (see `jaxtl models`), downloaded into --cache and converted once")
+    p.add_argument("out_dir", nargs="?", default=None,
+                   help="output model folder (needed for a file; for a name, default: the cached folder)")
+    p.add_argument("--cache", default=None, help=cache_help)
+    p.add_argument("--sha256", default=None, help="expected sha256 (hex) of the downloaded file (default: the "
+                   "registry's, when known; the zip CRCs and length are always checked)")
     p.add_argument("--dtype", choices=["float32", "float64"], default=None, help="saved dtype (default: the model's)")
     p.add_argument("--head", default=None, help="keep only this head of a multi-head model")
     p.add_argument("--no-verify", action="store_true", help="skip the parity check against mace-torch")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("models", help="list the released foundation models `convert NAME` accepts")
+    p.add_argument("--cache", default=None, help=cache_help)
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("train", help="train a MACE from scratch")
     _add_data_args(p)

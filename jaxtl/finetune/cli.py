@@ -13,8 +13,9 @@ def add_parser(sub) -> None:
         description="Fine-tune a MACE foundation model (jaxtl folder or mace-torch .model) on new data, "
                     "with mace-torch's --freeze N, per-layer, pattern or soft freezing.",
     )
-    p.add_argument("--foundation", required=True, help="jaxtl model folder or mace-torch .model file "
-                   "(converted into OUT/foundation and verified)")
+    p.add_argument("--foundation", required=True, help="jaxtl model folder, mace-torch .model file "
+                   "(converted into OUT/foundation and verified), or a released model's name such as "
+                   "mace-mp-0-medium (see `jaxtl models`; downloaded and converted once into $JAXTL_CACHE)")
     p.add_argument("--head", default=None, help="head of a multi-head foundation to fine-tune")
     g = p.add_argument_group("freezing")
     g.add_argument("--freeze", type=int, default=None,

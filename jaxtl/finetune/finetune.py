@@ -65,12 +65,17 @@ def mace_decay_filter(path, leaf) -> bool:
 def load_foundation(foundation: str | Path | LoadedModel, out_dir: Path, head: str | None = None,
                     check_conversion: bool = True, log=print) -> tuple[MACEConfig, dict, dict]:
     """(config, variables as numpy, metadata) of a model folder, a LoadedModel or a
-    mace-torch `.model` file (converted into out_dir/foundation)."""
+    mace-torch `.model` file (converted into out_dir/foundation), or a released model's
+    name (`jaxtl.foundations`, converted once into the cache)."""
     if isinstance(foundation, LoadedModel):
         config, variables, meta = foundation.config, jax.tree.map(np.asarray, foundation.variables), \
             dict(foundation.metadata)
     else:
         path = Path(foundation)
+        if not path.exists():  # a released model's name: its converted folder in the cache
+            from jaxtl.foundations import resolve
+
+            path = resolve(foundation, log=log)
         if path.is_file():
             from jaxtl.convert.convert import convert_file  # the only door to torch
 
@@ -78,7 +83,7 @@ def load_foundation(foundation: str | Path | LoadedModel, out_dir: Path, head: s
             convert_file(path, out_dir / "foundation", check=check_conversion, log=log)
             path = out_dir / "foundation"
         config, variables, meta = load_model_files(path)
-        meta = {**meta, "foundation": str(Path(foundation).absolute())}
+        meta = {**meta, "foundation": str(Path(foundation).absolute()) if Path(foundation).exists() else foundation}
     if head is not None:
         config, variables = select_head(config, variables, head)
     elif len(config.heads) > 1:
@@ -155,7 +160,8 @@ def finetune(
     Args:
         foundation: a jaxtl model folder, a `LoadedModel`, or a mace-torch `.model`
             file (converted into out_dir/foundation, verified unless
-            `check_conversion=False`).
+            `check_conversion=False`), or a released model's name such as
+            "mace-mp-0-medium" (downloaded and converted once into the cache).
         train_file: structures with REF_energy/REF_forces (`keys`), any ASE format.
         out_dir: the run folder (engine outputs, out_dir/model).
         freeze: `--freeze N` (int), a label pytree or a function params -> labels.
