@@ -3,6 +3,7 @@
     jaxtl convert IN.model OUT_DIR       mace-torch file -> jaxtl model folder (verified)
     jaxtl convert NAME [OUT_DIR]        a released foundation model, downloaded and converted once
     jaxtl models                        the released foundation models jaxtl knows by name
+    jaxtl export MODEL_DIR OUT.model    jaxtl model folder -> mace-torch .model file (verified)
     jaxtl train --train F --out DIR     train a new MACE from scratch
     jaxtl finetune --foundation M ...   frozen transfer learning of a foundation model
     jaxtl eval --model DIR --data F     errors of a model on labelled structures
@@ -127,6 +128,19 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from jaxtl.convert.export import export_file
+    from jaxtl.convert.torch_reader import ConversionError
+    from jaxtl.model_io import ModelFileError
+
+    try:
+        export_file(args.model_dir, args.out, dtype=args.dtype, head=args.head)
+    except (ConversionError, ModelFileError, NotImplementedError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_models(args) -> int:
     from jaxtl import foundations
 
@@ -177,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default=None, help="keep only this head of a multi-head model")
     p.add_argument("--no-verify", action="store_true", help="skip the parity check against mace-torch")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("export", help="write a jaxtl model as a mace-torch .model file, verified against mace-torch")
+    p.add_argument("model_dir", help="jaxtl model folder (config.json + variables/)")
+    p.add_argument("out", help="mace-torch .model file to write (a pickled MACE / ScaleShiftMACE)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default=None, help="dtype of the file (default: the model's)")
+    p.add_argument("--head", default=None, help="write only this head of a multi-head model")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("models", help="list the released foundation models `convert NAME` accepts")
     p.add_argument("--cache", default=None, help=cache_help)
