@@ -213,6 +213,7 @@ def test_cli_export(native, tmp_path, capsys):
 @pytest.mark.parametrize("change, message", [
     (dict(num_polynomial_cutoff=5.5), "num_polynomial_cutoff"),
     (dict(gate_cst=1.5), "gate_cst"),
+    (dict(gate="None", gate_cst=1.0), "gate='None'"),
 ])
 def test_inexpressible_config_is_refused(native, tmp_path, change, message):
     config, variables, _ = native
@@ -237,7 +238,7 @@ def test_failed_verification_leaves_nothing(native, tmp_path, monkeypatch):
     import jaxtl.convert.export as export
 
     _, _, folder = native
-    monkeypatch.setattr(export, "TOLERANCE_FLOAT64", -1.0)
+    monkeypatch.setattr(export, "TOLERANCE", {"float64": -1.0, "float32": -1.0})
     with pytest.raises(ExportError, match="nothing was written"):
         export.export_file(folder, tmp_path / "m.model", log=lambda *a: None)
     assert list(tmp_path.iterdir()) == []
