@@ -4,6 +4,7 @@
     labels = freeze_labels(params, 6)            # mace-torch --freeze 6: only readouts train
     print(describe(params, labels))              # the dry run
     finetune("foundation.model", "data.xyz", "runs/f6", freeze=6, epochs=50)
+    finetune("foundation.model", "data.xyz", "runs/lora", strategy="replay+lora", lora_rank=4)
 """
 
 from jaxtl.finetune.e0s import RankDeficientWarning, element_counts, fit_e0s, lstsq_e0s
@@ -14,6 +15,10 @@ from jaxtl.finetune.freeze import (FROZEN, GROUPS, LR_FACTOR_KEYS, TRAINABLE, fr
 from jaxtl.finetune.gradients import (merge_params, split_params, step_time_saving, stop_frozen,
                                       stop_frozen_gradients, trainable_value_and_grad)
 from jaxtl.finetune.report import FreezeReport, describe
+from jaxtl.finetune.lora import LoRA
+from jaxtl.finetune.magnitude import Magnitude
+from jaxtl.finetune.replay import Replay, pseudolabel, rattled_copies, replay_structures
+from jaxtl.finetune.strategies import STRATEGIES, Strategy, StrategyReport, describe_strategy, make_strategy
 # Binds the name to the function (importing the submodule of the same name set it to the module).
 from jaxtl.finetune.finetune import FinetuneResult, finetune, load_foundation, resolve_labels  # noqa: E402
 
@@ -24,5 +29,7 @@ __all__ = [
     "layer_labels", "layer_of", "lr_factor_transforms", "paper_children", "path_str", "pattern_labels", "soft",
     "soft_factor", "soft_labels", "merge_params", "split_params", "step_time_saving", "stop_frozen",
     "stop_frozen_gradients", "trainable_value_and_grad", "FreezeReport", "describe", "finetune",
-    "FinetuneResult", "resolve_labels", "load_foundation",
+    "FinetuneResult", "resolve_labels", "load_foundation", "LoRA", "Magnitude", "Replay", "pseudolabel",
+    "rattled_copies", "replay_structures", "STRATEGIES", "Strategy", "StrategyReport", "describe_strategy",
+    "make_strategy",
 ]

@@ -1,4 +1,4 @@
-"""`jaxtl finetune`: frozen transfer learning from the command line."""
+"""`jaxtl finetune`: transfer learning (freezing, adapters, replay) from the command line."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "finetune", help="fine-tune a foundation model with frozen layers",
         description="Fine-tune a MACE foundation model (jaxtl folder or mace-torch .model) on new data, "
-                    "with mace-torch's --freeze N, per-layer, pattern or soft freezing.",
+                    "with mace-torch's --freeze N, per-layer, pattern or soft freezing, equivariant LoRA or "
+                    "magnitude adapters, and pseudolabelled replay.",
     )
     p.add_argument("--foundation", required=True, help="jaxtl model folder, mace-torch .model file "
                    "(converted into OUT/foundation and verified), or a released model's name such as "
@@ -34,6 +35,26 @@ def add_parser(sub) -> None:
                    help="E0s: average (least squares on the data), estimated (fit the foundation's residual), "
                         "foundation (keep), or a JSON dict/file {symbol: eV} (default average)")
     g.add_argument("--dry-run", action="store_true", help="print which parameters train and stop")
+    s = p.add_argument_group("strategy")
+    s.add_argument("--strategy", default="freeze",
+                   help="naive (everything trains) | freeze (the freezing options; default) | lora | magnitude | "
+                        "replay | replay+lora, or '+'-joined parts; adapters freeze the foundation's weights "
+                        "unless freezing options are given; the saved model is always merged")
+    s.add_argument("--lora-rank", type=int, default=None, help="LoRA rank r (default 4)")
+    s.add_argument("--lora-alpha", type=float, default=None, help="LoRA scale alpha: W0 + (alpha/r) A B "
+                   "(default r)")
+    s.add_argument("--adapter-patterns", action="append", default=None,
+                   help="glob over parameter paths getting LoRA/magnitude adapters, e.g. 'interactions_*/linear/*' "
+                        "(repeatable; default LoRA: every 2-D weight at least r wide; magnitude: interactions' and "
+                        "products' linear)")
+    s.add_argument("--replay-size", type=int, default=None,
+                   help="rattled copies of the training structures labelled by the foundation (default: as many "
+                        "as training structures, none when --replay-file is given)")
+    s.add_argument("--replay-weight", type=float, default=None, help="loss weight of each replay structure "
+                   "(default 1)")
+    s.add_argument("--replay-file", action="append", default=[],
+                   help="structures to label with the foundation and replay (repeatable)")
+    s.add_argument("--replay-rattle", type=float, default=None, help="displacement of the copies in A (default 0.05)")
     _add_data_args(p)
     _add_train_args(p)
     p.set_defaults(func=run)
@@ -61,9 +82,13 @@ def run(args) -> int:
         e0s=args.e0s, batch_size=args.batch_size, train_config=_train_config(args), valid_file=args.valid,
         valid_fraction=args.valid_fraction, test_file=args.test, head=args.head, keys=keys, dry_run=args.dry_run,
         train_fraction=args.train_fraction, max_force=args.max_force, resume=args.resume,
+        strategy=args.strategy, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
+        adapter_patterns=args.adapter_patterns, replay_size=args.replay_size, replay_weight=args.replay_weight,
+        replay_files=args.replay_file, replay_rattle=args.replay_rattle,
     )
     if result.train is not None:
         print(json.dumps({split: m.get("all") for split, m in result.train.metrics.items()}, indent=2))
+        print(result.report.summary())
         print(f"frozen weights unchanged: {result.frozen_unchanged}; {result.steps_per_s:.2f} steps/s; "
               f"model written to {result.model_dir}")
     return 0

@@ -4,9 +4,13 @@
 
 Steps: load the foundation (a jaxtl model folder, or a mace-torch `.model` converted
 into OUT/foundation), check the data's elements, refit the E0s (`jaxtl.finetune.e0s`),
-label the parameters (`jaxtl.finetune.freeze`), train with `jaxtl.train.train`
-(frozen leaves: no update, no optimiser state, no gradient), and write OUT/model, a
-model folder like any other (`jaxtl.load_model`, MACECalculator).
+label the parameters (`jaxtl.finetune.freeze`) or set up a strategy's adapters and
+replay set (`jaxtl.finetune.strategies`), train with `jaxtl.train.train` (frozen
+leaves: no update, no optimiser state, no gradient), and write OUT/model, a model
+folder like any other (`jaxtl.load_model`, MACECalculator) with any adapters merged.
+
+    finetune("spice_mace.model", "aspirin.xyz", "runs/aspirin_lora", strategy="replay+lora",
+             lora_rank=4, replay_weight=0.5, epochs=50)
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtl.api import LoadedModel, enable_x64_if
+from jaxtl.api import LoadedModel, build_loaded_model, enable_x64_if
 from jaxtl.finetune.e0s import fit_e0s
-from jaxtl.finetune.freeze import (FROZEN, freeze_labels, group_of, lr_factor_transforms, path_str,
-                                   soft_labels)
+from jaxtl.finetune.freeze import (FROZEN, freeze_labels, group_of, lr_factor_transforms, map_paths,
+                                   path_str, soft_labels)
 from jaxtl.finetune.gradients import stop_frozen_gradients
-from jaxtl.finetune.report import FreezeReport, describe
+from jaxtl.finetune.replay import describe_replay, pseudolabel, replay_structures
+from jaxtl.finetune.strategies import Strategy, StrategyReport, describe_strategy, make_strategy
 from jaxtl.graph import (Configuration, DataKeys, GraphDataset, batch_iterator, check_elements,
                          choose_budgets)
 from jaxtl.heads import select_head
@@ -41,19 +46,24 @@ Freeze = int | None | Callable[[Any], Any] | Mapping
 
 @dataclasses.dataclass
 class FinetuneResult:
-    """model_dir: OUT/model (None for a dry run); report: the freezing report;
-    atomic_energies: the E0s used [n_heads, n_elements] (eV); train: the engine's
-    result; frozen_unchanged: every frozen leaf bit-identical to the foundation's;
-    wall_s, steps_per_s: training time."""
+    """model_dir: OUT/model (None for a dry run); report: what the strategy trains
+    (labels, adapters, optimiser memory); atomic_energies: the E0s used
+    [n_heads, n_elements] (eV); labels: over the optimised tree (the parameters, or
+    {"base", "adapters"}); train: the engine's result (its variables hold the
+    unmerged tree); frozen_unchanged: every frozen leaf bit-identical to the
+    foundation's; wall_s, steps_per_s: training time; strategy: the strategy used;
+    n_replay: replay structures trained on."""
 
     model_dir: Path | None
-    report: FreezeReport
+    report: StrategyReport
     atomic_energies: np.ndarray
     labels: Any
     train: TrainResult | None = None
     frozen_unchanged: bool | None = None
     wall_s: float | None = None
     steps_per_s: float | None = None
+    strategy: Strategy | None = None
+    n_replay: int = 0
 
 
 def mace_decay_filter(path, leaf) -> bool:
@@ -106,6 +116,19 @@ def resolve_labels(params, config: MACEConfig, freeze: Freeze = None, counting: 
     return labels
 
 
+def strategy_base_labels(strategy: Strategy, params, config: MACEConfig, freeze: Freeze = None,
+                         counting: str = "mace", lr_factors: Mapping[str, float] | None = None):
+    """Labels of the foundation's weights under `strategy`: from the freezing options
+    (`resolve_labels`) when given; else all trainable, or all frozen for a strategy
+    with adapters (LoRA, magnitude: only the adapters train)."""
+    chosen = freeze is not None or bool(lr_factors)
+    if strategy.naive and chosen:
+        raise ValueError("strategy naive trains every weight; drop the freezing options or use strategy freeze")
+    if strategy.reparametrised and not chosen:
+        return map_paths(lambda _: FROZEN, params)
+    return resolve_labels(params, config, freeze, counting, lr_factors)
+
+
 def foundation_energies(config: MACEConfig, variables: dict, r_max: float, batch_size: int = 16):
     """configs -> the foundation's total energies [n] (eV), for E0s "estimated"."""
 
@@ -154,6 +177,14 @@ def finetune(
     check_conversion: bool = True,
     dry_run: bool = False,
     log: Callable[[str], None] = print,
+    strategy: str | Strategy = "freeze",
+    lora_rank: int | None = None,
+    lora_alpha: float | None = None,
+    adapter_patterns: Sequence[str] | None = None,
+    replay_size: int | None = None,
+    replay_weight: float | None = None,
+    replay_files: Sequence[str | Path] = (),
+    replay_rattle: float | None = None,
 ) -> FinetuneResult:
     """Fine-tune a foundation MACE on `train_file` and write `out_dir/model`.
 
@@ -181,9 +212,21 @@ def finetune(
         cut_frozen_gradients: do not compute gradients of frozen leaves.
         decay_filter: (path, leaf) -> whether weight decay applies (mace-torch groups).
         dry_run: stop after printing the freezing report (nothing is trained).
+        strategy: "naive", "freeze" (default: the freezing options above; none
+            given = naive), "lora", "magnitude", "replay", "replay+lora" or any
+            '+'-joined parts (see `jaxtl.finetune.strategies`), or a `Strategy`.
+            With adapters the foundation's weights are frozen unless freezing
+            options are given (then those rule the non-adapted weights).
+        lora_rank, lora_alpha: W = W0 + (alpha/rank) A B (defaults 4 and rank).
+        adapter_patterns: globs over parameter paths choosing the adapted weights.
+        replay_size, replay_weight, replay_files, replay_rattle: the pseudolabelled
+            replay set (`jaxtl.finetune.replay.Replay`).
 
     Raises:
-        DataError: an element the foundation does not know (names element, file, frame).
+        DataError: an element the foundation does not know (names element, file, frame),
+            in the training data or the replay set.
+        ValueError: an adapter pattern that matches nothing, a LoRA rank above a chosen
+            weight's dimensions, an option the strategy does not use.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -193,6 +236,11 @@ def finetune(
     if lr is not None:
         cfg = cfg.replace(optimizer=dataclasses.replace(cfg.optimizer, lr=lr))
     enable_x64_if(cfg.dtype)
+    if not isinstance(strategy, Strategy):
+        strategy = make_strategy(strategy, lora_rank=lora_rank, lora_alpha=lora_alpha,
+                                 adapter_patterns=adapter_patterns, replay_size=replay_size,
+                                 replay_weight=replay_weight, replay_files=[str(f) for f in replay_files],
+                                 replay_rattle=replay_rattle, seed=cfg.seed)
 
     config, variables, meta = load_foundation(foundation, out, head, check_conversion, log)
     head_name = config.heads[0]
@@ -209,6 +257,7 @@ def finetune(
         check_elements(cs, config.atomic_numbers)
 
     foundation_e0s = np.asarray(variables["constants"]["atomic_energies"])
+    teacher = (config, variables)  # the frozen foundation labels the replay set
     atomic_energies = fit_e0s(configs, config.atomic_numbers, foundation_e0s, e0s,
                               foundation_energies(config, variables, config.r_max, batch_size))
     log("E0s (eV): " + ", ".join(f"Z={z}: {e:.6f}" for z, e in zip(config.atomic_numbers, atomic_energies[0])))
@@ -218,26 +267,45 @@ def finetune(
     config = config.replace(dtype=cfg.dtype)
 
     params = variables["params"]
-    labels = resolve_labels(params, config, freeze, counting, lr_factors)
-    report = describe(params, labels, optimizer=lambda l: make_optimizer(
-        cfg.optimizer, l, lr_factor_transforms(l), decay_filter))
+    tree = strategy.init(params, seed=cfg.seed)
+    labels = strategy.labels(tree, strategy_base_labels(strategy, params, config, freeze, counting, lr_factors))
+    decay_filter = strategy.decay_filter(decay_filter)
+    replay_set = replay_line = None
+    if strategy.replay is not None:
+        replay_set = replay_structures(strategy.replay, configs, config.atomic_numbers)
+        replay_line = describe_replay(strategy.replay, replay_set)
+    report = describe_strategy(strategy, params, tree, labels, optimizer=lambda l: make_optimizer(
+        cfg.optimizer, l, lr_factor_transforms(l), decay_filter), replay=replay_line)
     log(str(report))
     if dry_run:
-        return FinetuneResult(None, report, atomic_energies, labels)
+        return FinetuneResult(None, report, atomic_energies, labels, strategy=strategy)
 
     np_dtype = np.dtype(cfg.dtype)
-    train_set = GraphDataset(configs, config.r_max, heads=config.heads, progress=False)
+    replay = []
+    if replay_set:
+        replay = pseudolabel(build_loaded_model(*teacher, dtype=cfg.dtype), replay_set, strategy.replay, head_name,
+                             foundation_e0s[0], np.asarray(atomic_energies)[0], batch_size)
+        log(f"labelled {len(replay)} replay structures with the foundation")
+    train_configs = configs + replay
+    train_set = GraphDataset(train_configs, config.r_max, heads=config.heads, progress=False)
     budgets = choose_budgets(train_set, batch_size)
-    train_batches = lambda epoch: list(batch_iterator(train_set, batch_size, budgets, shuffle=True,
-                                                      seed=cfg.seed, epoch=epoch, dtype=np_dtype))
+
+    def train_batches(epoch):
+        batches = batch_iterator(train_set, batch_size, budgets, shuffle=True, seed=cfg.seed, epoch=epoch,
+                                 dtype=np_dtype)
+        if not replay:
+            return list(batches)
+        # with their config types, so the training metrics show the replay error apart
+        return [(b, [train_configs[i].config_type for i in members]) for (_, members), b in zip(batches.plan, batches)]
+
     fixed = lambda cs: list(batch_iterator(GraphDataset(cs, config.r_max, heads=config.heads, progress=False),
                                            batch_size, shuffle=False, dtype=np_dtype)) if cs else []
-    predict = make_predict(MACE(config))
+    predict = strategy.reparametrise(make_predict(MACE(config)))
     if cut_frozen_gradients:
         predict = stop_frozen_gradients(predict, labels)
 
     t0 = time.perf_counter()
-    result = train(predict, variables, train_batches, fixed(valid), cfg, out,
+    result = train(predict, {**variables, "params": tree}, train_batches, fixed(valid), cfg, out,
                    test_batches=fixed(test) if test else None, param_labels=labels,
                    label_transforms=lr_factor_transforms(labels), decay_filter=decay_filter,
                    model_config=config.to_dict(), resume=resume)
@@ -246,18 +314,22 @@ def finetune(
     train_time = sum(r.get("time_s", 0.0) for r in result.history)
 
     trained = jax.tree.map(np.asarray, result.variables)
-    frozen_before = [x for x, l in zip(jax.tree.leaves(params), jax.tree.leaves(labels)) if l == FROZEN]
+    frozen_before = [x for x, l in zip(jax.tree.leaves(tree), jax.tree.leaves(labels)) if l == FROZEN]
     frozen_after = [x for x, l in zip(jax.tree.leaves(trained["params"]), jax.tree.leaves(labels)) if l == FROZEN]
     unchanged = _leaves_equal(frozen_before, frozen_after)
     if not unchanged:
         raise RuntimeError("a frozen parameter changed during fine-tuning; this is a bug")
+    trained = {**trained, "params": strategy.merge(trained["params"])}  # a plain jaxtl model
     metadata = {**meta, "finetune": {
         "train_file": str(Path(train_file).absolute()), "freeze": freeze if isinstance(freeze, int) else
         ("custom" if freeze is not None else None), "counting": counting, "lr_factors": dict(lr_factors or {}),
         "e0s": e0s if isinstance(e0s, str) else "given", "n_trainable": report.n_trainable,
         "n_frozen": report.n_frozen, "frozen": report.frozen_paths(), "wall_s": wall,
+        "strategy": strategy.to_dict(), "n_adapter": report.n_adapter, "n_replay": len(replay),
+        "optimiser_state_bytes": report.state_bytes,
         "train_config": cfg.to_dict()}}
     model_dir = save_model(out / "model", config, trained, metadata)
+    log(report.summary())
     log(f"wrote {model_dir} ({n_steps} steps in {train_time:.1f} s)")
     return FinetuneResult(model_dir, report, atomic_energies, labels, result, unchanged, wall,
-                          n_steps / train_time if train_time > 0 else None)
+                          n_steps / train_time if train_time > 0 else None, strategy, len(replay))

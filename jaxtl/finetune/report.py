@@ -73,13 +73,15 @@ def _nbytes(tree) -> int:
     return int(sum(np.prod(x.shape, dtype=np.int64) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)))
 
 
-def describe(params, labels, optimizer=None, moments: int = 2) -> FreezeReport:
+def describe(params, labels, optimizer=None, moments: int = 2, group=group_of) -> FreezeReport:
     """A dry-run report of `labels` over `params`.
 
     optimizer: optional; either a function `labels -> optax transformation` (e.g.
         `lambda l: make_optimizer(cfg, param_labels=l, ...)`) whose state is sized
         with and without the labels by `jax.eval_shape` (exact), or None for the
         nominal Adam count (`moments` arrays per trainable leaf).
+    group: path -> parameter group (default `group_of`; strategies map their
+        {"base", "adapters"} paths back to the foundation's groups).
     """
     flat, _ = jax.tree_util.tree_flatten_with_path(params)
     flat_labels = jax.tree.leaves(labels)
@@ -91,7 +93,7 @@ def describe(params, labels, optimizer=None, moments: int = 2) -> FreezeReport:
         p, size = path_str(path), int(np.prod(np.shape(x), dtype=np.int64))
         leaves.append((p, tuple(np.shape(x)), size, label))
         by_label[label] += size
-        by_group[group_of(p)][label] += size
+        by_group[group(p)][label] += size
         nbytes = size * np.dtype(x.dtype).itemsize
         full_bytes += nbytes
         frozen_bytes += nbytes if label == FROZEN else 0
