@@ -52,6 +52,11 @@ STUDENTS = {
                           num_bessel=8),
     "L 16x0e L1 c3": dict(hidden_irreps="16x0e", max_ell=1, correlation=3, radial_MLP=(16, 16), MLP_irreps="16x0e",
                           num_bessel=8),
+    # two interactions: the teacher's receptive field (2 x 5 A), few channels
+    "A2 8x0e L1 c2 x2": dict(num_interactions=2, hidden_irreps="8x0e", max_ell=1, correlation=2, radial_MLP=(16, 16),
+                             MLP_irreps="8x0e", num_bessel=6),
+    "D2 8x0e L2 c2 x2 r4.5": dict(num_interactions=2, hidden_irreps="8x0e", max_ell=2, correlation=2,
+                                  radial_MLP=(32, 32), MLP_irreps="8x0e", num_bessel=8, r_max=4.5),
 }
 MAIN_STUDENT = "M 16x0e L1 c2"
 
@@ -97,6 +102,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=None, help="override the training epochs")
     p.add_argument("--md-steps", type=int, default=None, help="override the MD steps per start")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--students", nargs="+", default=None, help=f"student names (first word), from {list(STUDENTS)}")
     args = p.parse_args(argv)
 
     import logging
@@ -121,6 +127,12 @@ def main(argv=None) -> int:
         s["epochs"] = args.epochs
     if args.md_steps is not None:
         s["md_steps"] = args.md_steps
+    if args.students:
+        by_key = {name.split()[0]: name for name in STUDENTS}
+        unknown = [k for k in args.students if k not in by_key]
+        if unknown:
+            p.error(f"unknown students {unknown}; choose from {list(by_key)}")
+        s["students"] = [by_key[k] for k in args.students]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

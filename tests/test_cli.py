@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-SUBCOMMANDS = ["convert", "train", "finetune", "eval", "demo"]
+SUBCOMMANDS = ["convert", "export", "models", "train", "finetune", "eval", "distill", "md", "demo"]
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 H2CU = os.path.join(SHARED, "models", "h2cu_mace.model")
 
@@ -27,7 +27,8 @@ def test_help_of_every_subcommand():
     helps = {name: jaxtl(name, "--help").stdout for name in SUBCOMMANDS}
     assert "default" in helps["train"] and "eV/A" in helps["train"]
     assert "--freeze" in helps["finetune"] and "--dry-run" in helps["finetune"]
-    assert "--dtype" in helps["convert"]
+    assert "--dtype" in helps["convert"] and "--cache" in helps["convert"] and "--dtype" in helps["export"]
+    assert "--strategy" in helps["finetune"] and "--lora-rank" in helps["finetune"]
 
 
 @pytest.fixture(scope="module")
