@@ -2,6 +2,7 @@
 
     python notebooks/make_notebooks.py            # full settings (minutes)
     JAXTL_FAST=1 python notebooks/make_notebooks.py --check   # fast settings, in a temp dir (tests)
+    python notebooks/make_notebooks.py 03_distill_and_md.ipynb  # only the notebooks named
 """
 
 import os
@@ -56,7 +57,10 @@ FINETUNE = [
     ("code", "from IPython.display import Image\nImage(filename=str(study / 'learning_curves.png'))"),
 ]
 
-NOTEBOOKS = {"01_convert_and_check.ipynb": CONVERT, "02_frozen_finetuning_aspirin.ipynb": FINETUNE}
+from distill_and_md_cells import CELLS as DISTILL_AND_MD  # noqa: E402  (a long notebook: its own file)
+
+NOTEBOOKS = {"01_convert_and_check.ipynb": CONVERT, "02_frozen_finetuning_aspirin.ipynb": FINETUNE,
+             "03_distill_and_md.ipynb": DISTILL_AND_MD}
 
 
 def build(cells):
@@ -75,8 +79,12 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     check = "--check" in argv
     root = HERE.parent
-    for name, cells in NOTEBOOKS.items():
-        nb = execute(build(cells), root)
+    chosen = [a for a in argv if a.endswith(".ipynb")] or list(NOTEBOOKS)  # e.g. only 03_distill_and_md.ipynb
+    unknown = sorted(set(chosen) - set(NOTEBOOKS))
+    if unknown:
+        sys.exit(f"unknown notebooks {unknown}; choose from {list(NOTEBOOKS)}")
+    for name in chosen:
+        nb = execute(build(NOTEBOOKS[name]), root)
         if not check:
             nbformat.write(nb, HERE / name)
             print("wrote", HERE / name)
