@@ -1,5 +1,7 @@
-"""The notebooks run, with the fine-tuning study script in its fast settings, so neither can rot."""
+"""The notebooks run (the fine-tuning study script and the distillation chain in their fast
+settings), so none can rot."""
 
+import json
 import os
 import subprocess
 import sys
@@ -20,8 +22,14 @@ def test_notebooks_execute(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "notebooks" / "make_notebooks.py"), "--check"],
                           capture_output=True, text=True, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert proc.stdout.count("executed") == 2
+    sys.path.insert(0, str(ROOT / "notebooks"))
+    from make_notebooks import NOTEBOOKS
+
+    assert proc.stdout.count("executed") == len(NOTEBOOKS)
     assert (tmp_path / "aspirin_fast" / "results.md").exists()
+    chain = json.loads((tmp_path / "aspirin_chain" / "results" / "results.json").read_text())  # 03_distill_and_md
+    assert chain["speed"]["speedup"] > 0 and chain["nve"]["error"] is None
+    assert chain["ase_vs_jit_max_position_diff_A"] < 1e-8  # ASE's VelocityVerlet retraces the jit-compiled NVE
 
 
 @needs_shared
