@@ -11,9 +11,9 @@ reading, neighbour lists, 3 train + 6 eval compilations and the test included); 
 (25 structures) energy RMSE 3.32 meV/atom (MAE 2.81), forces RMSE 92.4 meV/A (MAE 60.9).
 For scale on the same mlearn split: PyXtal_FF's NN potentials (MaterSim/PyXtal_FF,
 examples/UCSD-Si-214-25) report test MAEs of 3.8-9.3 meV/atom and 82.6-120 meV/A after
-4000 BFGS epochs; Zuo et al. (J. Phys. Chem. A 124, 731, 2020) report the GAP, MTP,
-NNP, SNAP and qSNAP errors on this split in their paper (Fig. 2 and SI), which is not
-reproduced here.
+4000 BFGS epochs. Zuo et al. (J. Phys. Chem. A 124, 731, 2020) give the GAP, MTP, NNP,
+SNAP and qSNAP errors on this split; their table could not be retrieved offline, so it
+is not quoted here (compare with the paper directly: they report MAEs).
 """
 
 import argparse
