@@ -58,9 +58,10 @@ FINETUNE = [
 ]
 
 from distill_and_md_cells import CELLS as DISTILL_AND_MD  # noqa: E402  (a long notebook: its own file)
+from strategies_cells import CELLS as STRATEGIES  # noqa: E402
 
 NOTEBOOKS = {"01_convert_and_check.ipynb": CONVERT, "02_frozen_finetuning_aspirin.ipynb": FINETUNE,
-             "03_distill_and_md.ipynb": DISTILL_AND_MD}
+             "03_distill_and_md.ipynb": DISTILL_AND_MD, "04_finetuning_strategies.ipynb": STRATEGIES}
 
 
 def build(cells):

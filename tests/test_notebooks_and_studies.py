@@ -30,6 +30,7 @@ def test_notebooks_execute(tmp_path):
     chain = json.loads((tmp_path / "aspirin_chain" / "results" / "results.json").read_text())  # 03_distill_and_md
     assert chain["speed"]["speedup"] > 0 and chain["nve"]["error"] is None
     assert chain["ase_vs_jit_max_position_diff_A"] < 1e-8  # ASE's VelocityVerlet retraces the jit-compiled NVE
+    assert (tmp_path / "strategies_fast" / "strategies.png").exists()  # 04_finetuning_strategies
 
 
 @needs_shared
