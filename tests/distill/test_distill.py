@@ -79,6 +79,26 @@ def test_sampling_keeps_every_kth_frame_and_rattles(teacher):
     assert not np.allclose(structures[0].positions, structures[2].positions)
 
 
+
+def test_sampling_keeps_frames_of_an_exploding_run_and_goes_on(teacher, caplog):
+    """Two Cu atoms shot at each other: that start's MD stops naming the step, its frames so
+    far are kept, the error is reported, and the next start is sampled in full."""
+    import logging
+
+    from ase import units
+
+    bad = Atoms("Cu2", positions=[[0, 0, 0], [3.0, 0, 0]])
+    bad.set_velocities(np.array([[0.2, 0, 0], [-0.2, 0, 0]]) / units.fs)  # 0.4 A/fs closing speed
+    config = SamplingConfig(md_steps=30, temperature=300, keep_every=1, check_every=10)
+    with caplog.at_level(logging.WARNING, logger="jaxtl.md"):
+        structures, report = sample_structures(teacher, [bad, h_on_cu(0)], config, progress=False)
+    [error] = report["md_errors"]
+    assert error.startswith("start 0: MD stopped at step") and "atoms 0 and 1" in error
+    assert "keeping" in caplog.text
+    from_bad = [a for a in structures if a.info["sample_start"] == 0]
+    assert 1 < len(from_bad) < 31 and all(np.isfinite(a.positions).all() for a in from_bad)
+    assert sum(a.info["sample_start"] == 1 for a in structures) == 31
+
 def test_distill_cli_end_to_end(teacher, tmp_path):
     """`jaxtl distill` (a thin call into `distill`): MD sampling, labels, student, report."""
     from jaxtl.cli import main
