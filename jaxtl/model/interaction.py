@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jaxtl.model import tensor_product as tp
 from jaxtl.model.irreps import IrrepsSpec, blocks_to_channel_major
 from jaxtl.model.linear import ElementLinear, IrrepsLinear
-from jaxtl.model.radial import RadialMLP
+from jaxtl.model.radial import RadialMLP, radial_mlp
 
 INTERACTION_CLASSES = (
     "RealAgnosticInteractionBlock",
@@ -25,13 +25,6 @@ INTERACTION_CLASSES = (
     "RealAgnosticDensityResidualInteractionBlock",
     "RealAgnosticResidualNonLinearInteractionBlock",
 )
-
-
-def scatter_messages(
-    messages: Sequence[jnp.ndarray], receivers: jnp.ndarray, n_nodes: int
-) -> tuple[jnp.ndarray, ...]:
-    """Sum per-edge blocks onto receiving nodes."""
-    return tuple(jax.ops.segment_sum(m, receivers, num_segments=n_nodes) for m in messages)
 
 
 class Interaction(nn.Module):
@@ -85,11 +78,17 @@ class Interaction(nn.Module):
 
         h = IrrepsLinear(self.node_feats_irreps, self.edge_irreps, self.dtype, name="linear_up")(node_feats)
         paths = tp.conv_tp_paths(self.edge_irreps, self.sh_irreps, self.target_irreps)
-        tp_weights = RadialMLP(
+        mlp = RadialMLP(
             (self.num_radial, *self.radial_MLP, tp.weight_numel(paths)), dtype=self.dtype, name="conv_tp_weights"
-        )(edge_feats)
-        if cutoff is not None:
-            tp_weights = tp_weights * cutoff
+        )
+        layers, act_cst = mlp.weights(), mlp.act_cst
+
+        def edge_fn(data):
+            # the radial MLP runs chunk by chunk too: its [n_edges, weight_numel]
+            # output would otherwise be one of the largest tensors of the model
+            feats, cut, sh_chunk = data
+            w = radial_mlp(layers, feats, act_cst)
+            return sh_chunk, (w if cut is None else w * cut)
 
         if self.density:
             edge_density = jnp.tanh(RadialMLP((self.num_radial, 1), dtype=self.dtype, name="density_fn")(edge_feats) ** 2)
@@ -97,9 +96,7 @@ class Interaction(nn.Module):
                 edge_density = edge_density * cutoff
             density = jax.ops.segment_sum(edge_density, receivers, num_segments=n_nodes)  # [n, 1]
 
-        h_senders = [b[senders] for b in h]
-        messages = tp.conv_tp(h_senders, sh, tp_weights, paths)
-        message = scatter_messages(messages, receivers, n_nodes)
+        message = tp.chunked_messages(h, senders, receivers, n_nodes, (edge_feats, cutoff, tuple(sh)), edge_fn, paths)
         message = IrrepsLinear(tp.mid_irreps(paths), self.target_irreps, self.dtype, name="linear")(message)
         if self.density:
             message = tuple(m / (density[:, :, None] + 1.0) for m in message)

@@ -134,6 +134,9 @@ class MACE(nn.Module):
                 lengths, z_s, z_r, graph.receivers, n_nodes
             )
 
+        # Padding nodes borrow a real node's element in the product basis: their outputs
+        # are masked, and an element of their own would cost its weight tables.
+        real_species = jnp.where(graph.node_mask, species, species[jnp.argmax(graph.node_mask)])
         h = ElementEmbedding(Z, scalar_channels(parse_irreps(cfg.hidden_irreps)), dtype, name="node_embedding")(species)
         sh_irreps = spherical_harmonics_irreps(cfg.max_ell)
         layers = layer_irreps(cfg)
@@ -150,7 +153,7 @@ class MACE(nn.Module):
             else:
                 block = Interaction(kind=lay["cls"], **common)
             message, sc = block(h, species, sh, edge_feats, cutoff, graph.senders, graph.receivers)
-            prod_species = jnp.zeros_like(species) if cfg.use_agnostic_product else species
+            prod_species = jnp.zeros_like(species) if cfg.use_agnostic_product else real_species
             h = ProductBlock(
                 lay["target"], lay["hidden_out"], cfg.correlation[t], 1 if cfg.use_agnostic_product else Z,
                 lay["use_sc"], dtype, name=f"products_{t}",

@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 
 from jaxtl.model import tensor_product as tp
-from jaxtl.model.interaction import scatter_messages
 from jaxtl.model.irreps import IrrepsSpec, blocks_to_channel_major, scalar_channels, sort_simplify
 from jaxtl.model.linear import ElementEmbedding, IrrepsLinear
 from jaxtl.model.radial import SIGMOID_CST, SILU_CST, LayerNormMLP
@@ -80,8 +79,7 @@ class NonLinearInteraction(nn.Module):
             edge_density = edge_density * cutoff
         density = jax.ops.segment_sum(edge_density, receivers, num_segments=n_nodes)[:, :, None]
 
-        messages = tp.conv_tp([b[senders] for b in h], sh, tp_weights, paths)
-        message = scatter_messages(messages, receivers, n_nodes)
+        message = tp.chunked_messages(h, senders, receivers, n_nodes, (tuple(sh), tp_weights), lambda d: d, paths)
         message = IrrepsLinear(tp.mid_irreps(paths), nonlin_irreps, self.dtype, name="linear_1")(message)
         alpha = self.param("alpha", lambda k: jnp.asarray(20.0, self.dtype))
         beta = self.param("beta", lambda k: jnp.asarray(0.0, self.dtype))

@@ -76,26 +76,39 @@ def soft_transform(r, r_cov_sender, r_cov_receiver, alpha):
     return p0 + (r - p0) * s
 
 
+def radial_mlp(layers: Sequence[jnp.ndarray], x: jnp.ndarray, act_cst: float = SILU_CST) -> jnp.ndarray:
+    """e3nn's FullyConnectedNet as a pure function of its weights [h_in, h_out] (see RadialMLP)."""
+    for k, w in enumerate(layers):
+        x = x @ w.astype(x.dtype) / math.sqrt(w.shape[0])
+        if k < len(layers) - 1:
+            x = jax.nn.silu(x) * act_cst
+    return x
+
+
 class RadialMLP(nn.Module):
     """e3nn's `FullyConnectedNet` as used for MACE's `conv_tp_weights`.
 
     Each layer is `x @ W / sqrt(h_in)` (W ~ N(0,1), no bias); hidden layers apply
     `silu(x) * SILU_CST`. Parameters are `layer_k` of shape `[h_in, h_out]`.
+    `weights()` hands them out for `radial_mlp` to be applied inside a loop over
+    edge chunks (see `tensor_product.chunked_messages`).
     """
 
     hidden: Sequence[int]  # [num_basis, *radial_MLP, weight_numel]
     act_cst: float = SILU_CST
     dtype: jnp.dtype = jnp.float32
 
-    @nn.compact
+    def setup(self):
+        self.layers = tuple(
+            self.param(f"layer_{k}", nn.initializers.normal(1.0), (h_in, h_out), self.dtype)
+            for k, (h_in, h_out) in enumerate(zip(self.hidden[:-1], self.hidden[1:]))
+        )
+
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        n_layers = len(self.hidden) - 1
-        for k, (h_in, h_out) in enumerate(zip(self.hidden[:-1], self.hidden[1:])):
-            w = self.param(f"layer_{k}", nn.initializers.normal(1.0), (h_in, h_out), self.dtype)
-            x = x @ w.astype(x.dtype) / math.sqrt(h_in)
-            if k < n_layers - 1:
-                x = jax.nn.silu(x) * self.act_cst
-        return x
+        return radial_mlp(self.layers, x, self.act_cst)
+
+    def weights(self) -> tuple[jnp.ndarray, ...]:
+        return self.layers
 
 
 class LayerNormMLP(nn.Module):
