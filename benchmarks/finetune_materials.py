@@ -136,6 +136,13 @@ def main(argv=None) -> int:
     if not (Path(args.data) / DATASETS[args.datasets[0]]).exists():
         print(f"skipped: {args.data} has no {DATASETS[args.datasets[0]]}", file=sys.stderr)
         return 0
+    if args.foundation and Path(args.foundation).is_file():  # a mace-torch file: convert once (verified unless --fast)
+        from jaxtl.convert.convert import convert_file
+
+        converted = Path(args.out) / "foundation"
+        if not (converted / "config.json").exists():
+            convert_file(args.foundation, converted, dtype="float32", check=not args.fast, log=lambda *_: None)
+        args.foundation = str(converted)
     for name in args.datasets:
         run_dataset(name, args)
     return 0
