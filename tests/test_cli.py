@@ -103,6 +103,11 @@ def test_convert(tmp_path):
 def test_demo_fast(tmp_path):
     proc = jaxtl("demo", "--fast", "--out", tmp_path / "demo")
     assert "freeze 6" in proc.stdout and "scratch" in proc.stdout
-    rows = json.loads((tmp_path / "demo" / "results.json").read_text())
+    results = json.loads((tmp_path / "demo" / "results.json").read_text())
+    rows = results["rows"]
     assert {r["model"] for r in rows} == {"scratch", "freeze 5", "freeze 6"}
     assert all(np.isfinite(r["forces_rmse"]) for r in rows)
+    student = results["distillation"]
+    assert "faster than its teacher" in proc.stdout
+    assert student["n_labelled"] > 0 and np.isfinite(student["forces_rmse"]) and student["speedup"] > 0
+    assert (tmp_path / "demo" / "student" / "student" / "model" / "config.json").exists()
