@@ -55,11 +55,6 @@ def check_expressible(config: MACEConfig) -> None:
     if p != int(p):
         problems.append(f"num_polynomial_cutoff={p} (mace-torch stores the envelope power as an integer)")
     if config.num_interactions > 1:
-        if config.gate == "None":
-            problems.append(
-                "gate='None' (jaxtl's non-linear readout then applies an unnormalised SiLU, "
-                "mace-torch's gate=None is the identity)"
-            )
         if config.gate == "silu" and abs(config.gate_cst - SILU_CST) > 1e-15:
             problems.append(
                 f"gate_cst={config.gate_cst} (mace-torch's SiLU readout gate is normalised by e3nn's "

@@ -168,7 +168,7 @@ class MACE(nn.Module):
             # mace-torch: the last layer's readout is non-linear, except in one-layer models
             if i == n_readouts - 1 and len(layers) > 1:
                 readout = NonLinearReadout(
-                    irreps, mlp_channels, H, cfg.gate_cst if cfg.gate == "silu" else 1.0, dtype, name=f"readouts_{i}"
+                    irreps, mlp_channels, H, cfg.gate_cst if cfg.gate == "silu" else None, dtype, name=f"readouts_{i}"
                 )
             else:
                 readout = LinearReadout(irreps, H, dtype, name=f"readouts_{i}")

@@ -27,7 +27,7 @@ class LinearReadout(nn.Module):
 
 
 class NonLinearReadout(nn.Module):
-    """linear_1 -> silu * cst -> (head mask) -> linear_2; returns [n_nodes, num_heads].
+    """linear_1 -> silu * cst (or nothing, gate "None") -> (head mask) -> linear_2; returns [n_nodes, num_heads].
 
     With several heads the hidden layer holds `mlp_channels` units per head and a
     node only keeps its own head's block (mace's `mask_head`); linear_2 keeps the
@@ -37,14 +37,15 @@ class NonLinearReadout(nn.Module):
     irreps_in: IrrepsSpec
     mlp_channels: int = 16
     num_heads: int = 1
-    act_cst: float = SILU_CST
+    act_cst: float | None = SILU_CST  # None: no activation (mace's gate=None)
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, node_feats: Sequence[jnp.ndarray], node_heads: jnp.ndarray) -> jnp.ndarray:
         hidden = ((self.num_heads * self.mlp_channels, 0, 1),)
         (x,) = IrrepsLinear(self.irreps_in, hidden, self.dtype, name="linear_1")(node_feats)
-        x = jax.nn.silu(x) * self.act_cst
+        if self.act_cst is not None:
+            x = jax.nn.silu(x) * self.act_cst
         if self.num_heads > 1:
             unit_head = jnp.arange(self.num_heads * self.mlp_channels) // self.mlp_channels
             x = x * (unit_head[None, :] == node_heads[:, None])[:, :, None]

@@ -213,7 +213,6 @@ def test_cli_export(native, tmp_path, capsys):
 @pytest.mark.parametrize("change, message", [
     (dict(num_polynomial_cutoff=5.5), "num_polynomial_cutoff"),
     (dict(gate_cst=1.5), "gate_cst"),
-    (dict(gate="None", gate_cst=1.0), "gate='None'"),
 ])
 def test_inexpressible_config_is_refused(native, tmp_path, change, message):
     config, variables, _ = native

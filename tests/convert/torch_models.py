@@ -130,6 +130,7 @@ def _build(
     scale=1.3,
     shift=-0.4,
     perturbation: float = 0.2,
+    gate="silu",
 ) -> torch.nn.Module:
     n_heads = len(heads) if heads else 1
     kwargs = dict(
@@ -147,7 +148,7 @@ def _build(
         avg_num_neighbors=avg_num_neighbors,
         atomic_numbers=list(atomic_numbers),
         correlation=correlation,
-        gate=torch.nn.functional.silu,
+        gate=torch.nn.functional.silu if gate == "silu" else None,
         pair_repulsion=pair_repulsion,
         apply_cutoff=apply_cutoff,
         use_reduced_cg=False,  # the CLI default; the class default is True

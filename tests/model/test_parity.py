@@ -56,6 +56,18 @@ def test_foundation_shaped_models_float64(name):
     assert_close(errors, TOL64)
 
 
+def test_identity_readout_gate():
+    """mace-torch's gate=None is no activation in the non-linear readout (e3nn's Activation
+    passes an irrep with act None through), not an unnormalised SiLU."""
+    from convert.torch_models import _build
+
+    model = _build(seed=5, gate=None)
+    zs = [int(z) for z in torch_eval.model_atomic_numbers(model)]
+    structures = list(all_structures(zs, seed=4, r_max=torch_eval.model_r_max(model)).values())[:3]
+    errors, _, _ = parity(model, structures)
+    assert_close(errors, TOL64)
+
+
 def test_isolated_atom_has_zero_force():
     model, _ = REGISTRY["l0_interaction_residual"]()
     zs = [int(z) for z in torch_eval.model_atomic_numbers(model)]
