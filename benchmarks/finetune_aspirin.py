@@ -84,10 +84,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING)
 
     from jaxtl.convert.convert import convert_file
-    from jaxtl.finetune import finetune
     from jaxtl.model_io import load_model_files
-    from jaxtl.train.data import DataConfig
-    from jaxtl.train.run import train_from_scratch
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -111,17 +108,9 @@ def main(argv=None):
         for name in args.strategies:
             run_dir = out / f"{name}_{int(round(fraction * 100))}pct"
             t0 = time.time()
-            if name == "scratch":
-                result = train_from_scratch(
-                    DataConfig(train_file=str(pool), test_file=str(test), batch_size=args.batch_size,
-                               train_fraction=fraction, seed=args.seed),
-                    run_dir, model=scratch_model, train_config=train_config(epochs, 0.01, args.seed))
-                metrics, n_trainable = result.metrics, None
-            else:
-                ft = finetune(foundation, pool, run_dir, freeze=STRATEGIES[name], e0s="average",
-                              batch_size=args.batch_size, train_fraction=fraction, test_file=test,
-                              train_config=train_config(epochs, args.lr, args.seed), log=lambda *_: None)
-                metrics, n_trainable = ft.train.metrics, ft.report.n_trainable
+            freeze = None if name == "scratch" else STRATEGIES[name]
+            metrics, n_trainable = run_one(freeze, foundation, scratch_model, pool, test, run_dir, fraction, epochs,
+                                           args)
             test_m = metrics["test"]["all"]
             row = {"fraction": fraction, "n_train": n_train, "strategy": name, "epochs": epochs,
                    "energy_rmse": test_m["energy_rmse"], "forces_rmse": test_m["forces_rmse"],
@@ -134,6 +123,27 @@ def main(argv=None):
     (out / "results.md").write_text(table(rows))
     print(table(rows))
     plot(rows, out / "learning_curves.png")
+
+
+def run_one(freeze, foundation, scratch_model: dict, pool, test, run_dir: Path, fraction: float, epochs: int,
+            args) -> tuple[dict, int | None]:
+    """One cell of a data-efficiency study: fine-tune with `freeze` (None: train
+    `scratch_model` from scratch, lr 0.01) on `fraction` of `pool`, test on `test`.
+    Returns (final metrics, number of trained parameters or None for scratch)."""
+    from jaxtl.finetune import finetune
+    from jaxtl.train.data import DataConfig
+    from jaxtl.train.run import train_from_scratch
+
+    if freeze is None:
+        result = train_from_scratch(
+            DataConfig(train_file=str(pool), test_file=str(test), batch_size=args.batch_size,
+                       train_fraction=fraction, seed=args.seed),
+            run_dir, model=scratch_model, train_config=train_config(epochs, 0.01, args.seed))
+        return result.metrics, None
+    ft = finetune(foundation, pool, run_dir, freeze=freeze, e0s="average", batch_size=args.batch_size,
+                  train_fraction=fraction, test_file=test, train_config=train_config(epochs, args.lr, args.seed),
+                  log=lambda *_: None)
+    return ft.train.metrics, ft.report.n_trainable
 
 
 def merge(files, out: Path) -> None:

@@ -33,7 +33,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from finetune_aspirin import table, train_config  # noqa: E402  (one table format, one schedule)
+from finetune_aspirin import run_one, table  # noqa: E402  (one way to run a cell, one table format)
 
 SHARED = HERE.parent.parent / "shared"
 DATASETS = {"co2_ni100": "co2_ni100/co2_ni100.extxyz", "alniti": "alniti/alniti.extxyz"}
@@ -59,10 +59,6 @@ def split_pool_and_test(src: Path, out: Path, test_fraction: float, max_force: f
 
 
 def run_dataset(name: str, args) -> list[dict]:
-    from jaxtl.finetune import finetune
-    from jaxtl.train.data import DataConfig
-    from jaxtl.train.run import train_from_scratch
-
     out = Path(args.out) / name
     out.mkdir(parents=True, exist_ok=True)
     max_force = args.max_force if name == "alniti" else None
@@ -83,17 +79,8 @@ def run_dataset(name: str, args) -> list[dict]:
         for strategy in strategies:
             run_dir = out / f"{strategy}_{int(round(fraction * 100))}pct"
             t0 = time.time()
-            if strategy == "scratch":
-                result = train_from_scratch(
-                    DataConfig(train_file=str(pool), test_file=str(test), batch_size=args.batch_size,
-                               train_fraction=fraction, seed=args.seed),
-                    run_dir, model=SCRATCH_MODEL, train_config=train_config(epochs, 0.01, args.seed))
-                metrics, n_trainable = result.metrics, None
-            else:
-                ft = finetune(args.foundation, pool, run_dir, freeze=FREEZE[strategy], e0s="average",
-                              batch_size=args.batch_size, train_fraction=fraction, test_file=test,
-                              train_config=train_config(epochs, args.lr, args.seed), log=lambda *_: None)
-                metrics, n_trainable = ft.train.metrics, ft.report.n_trainable
+            metrics, n_trainable = run_one(FREEZE.get(strategy), args.foundation, SCRATCH_MODEL, pool, test, run_dir,
+                                           fraction, epochs, args)
             test_m = metrics["test"]["all"]
             row = {"dataset": name, "fraction": fraction, "n_train": n_train, "strategy": strategy, "epochs": epochs,
                    "energy_rmse": test_m["energy_rmse"], "forces_rmse": test_m["forces_rmse"],
