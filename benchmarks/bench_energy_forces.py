@@ -27,14 +27,15 @@ Results go to `benchmarks/results/energy_forces_<device>.json` and `.md`.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import run_metadata, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -351,18 +352,11 @@ def main(argv=None) -> int:
         "warmup": args.warmup,
         "torch_threads": threads,
         "jax_matmul_precision": args.matmul_precision,
-        "versions": {"jax": jax.__version__, "torch": torch.__version__,
-                     "mace": getattr(mace, "__version__", "?"), "python": platform.python_version()},
         "load_average_at_end": os.getloadavg(),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": "python benchmarks/bench_energy_forces.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        **run_metadata("bench_energy_forces.py", argv),
     }
     stem = Path(args.out) if args.out else RESULTS / f"energy_forces_{device}"
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    table = markdown(rows, meta)
-    stem.with_suffix(".md").write_text(table)
-    print(table)
+    write_results(stem, meta, rows, markdown)
     return 0
 
 

@@ -39,9 +39,7 @@ Writes `benchmarks/results/train_step_<device>.json` and `.md` (or `--out STEM`)
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
-import json
 import os
 import platform
 import statistics
@@ -52,6 +50,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_energy_forces import RESULTS, ROOT, interleaved, resolve_device  # noqa: E402
+from _results import run_metadata, write_results  # noqa: E402
 
 DTYPES = ("float32", "float64")
 DATA = Path(os.environ.get("JAXTL_SHARED", ROOT.parent / "shared")) / "data" / "mlearn" / "Si_train.extxyz"
@@ -363,18 +362,11 @@ def main(argv=None) -> int:
         "loss": {"energy_weight": ENERGY_WEIGHT, "forces_weight": FORCES_WEIGHT},
         "torch_threads": threads,
         "jax_matmul_precision": args.matmul_precision,
-        "versions": {"jax": jax.__version__, "torch": torch.__version__,
-                     "mace": getattr(mace, "__version__", "?"), "python": platform.python_version()},
         "load_average_at_end": os.getloadavg(),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": "python benchmarks/bench_train_step.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        **run_metadata("bench_train_step.py", argv),
     }
     stem = Path(args.out) if args.out else RESULTS / f"train_step_{device}"
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    table = markdown(rows, meta)
-    stem.with_suffix(".md").write_text(table)
-    print(table)
+    write_results(stem, meta, rows, markdown)
     return 0
 
 

@@ -25,8 +25,6 @@ Results: benchmarks/results/speed_cpu.json and .md.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import platform
 import statistics
@@ -37,6 +35,7 @@ from pathlib import Path
 os.environ["JAX_PLATFORMS"] = "cpu"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_energy_forces as bench  # noqa: E402
+from _results import run_metadata, write_results  # noqa: E402
 
 RESULTS = bench.RESULTS
 
@@ -261,17 +260,10 @@ def main(argv=None) -> int:
         "repeats": args.repeats,
         "warmup": args.warmup,
         "torch_threads": threads,
-        "versions": {"jax": jax.__version__, "torch": torch.__version__,
-                     "mace": getattr(mace, "__version__", "?"), "python": platform.python_version()},
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        **run_metadata("speed.py", argv),
     }
     stem = Path(args.out)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    table = markdown(rows, meta)
-    stem.with_suffix(".md").write_text(table)
-    print(table)
+    write_results(stem, meta, rows, markdown)
     return 0
 
 

@@ -1,0 +1,34 @@
+"""What every benchmark script writes: its metadata and rows as JSON, its table as Markdown."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+
+def run_metadata(script: str, argv: Optional[Sequence[str]]) -> dict:
+    """Versions, date and the command line that reproduces the run."""
+    import jax
+    import mace
+    import torch
+
+    args = sys.argv[1:] if argv is None else argv
+    return {"versions": {"jax": jax.__version__, "torch": torch.__version__,
+                         "mace": getattr(mace, "__version__", "?"), "python": platform.python_version()},
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "command": f"python benchmarks/{script} " + " ".join(args)}
+
+
+def write_results(stem: Path, meta: dict, rows: list, markdown: Callable[[list, dict], str]) -> str:
+    """STEM.json ({"meta", "rows"}) and STEM.md (the table, also printed)."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    table = markdown(rows, meta)
+    stem.with_suffix(".md").write_text(table)
+    print(table)
+    return table
