@@ -57,6 +57,10 @@ STUDENTS = {
                              MLP_irreps="8x0e", num_bessel=6),
     "D2 8x0e L2 c2 x2 r4.5": dict(num_interactions=2, hidden_irreps="8x0e", max_ell=2, correlation=2,
                                   radial_MLP=(32, 32), MLP_irreps="8x0e", num_bessel=8, r_max=4.5),
+    "B2 16x0e L1 c2 x2": dict(num_interactions=2, hidden_irreps="16x0e", max_ell=1, correlation=2,
+                              radial_MLP=(16, 16), MLP_irreps="16x0e", num_bessel=6),
+    "C2 12x0e L1 c3 x2": dict(num_interactions=2, hidden_irreps="12x0e", max_ell=1, correlation=3,
+                              radial_MLP=(32, 32), MLP_irreps="12x0e", num_bessel=8),
 }
 MAIN_STUDENT = "M 16x0e L1 c2"
 
@@ -103,6 +107,11 @@ def main(argv=None) -> int:
     p.add_argument("--md-steps", type=int, default=None, help="override the MD steps per start")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--students", nargs="+", default=None, help=f"student names (first word), from {list(STUDENTS)}")
+    p.add_argument("--labelled", default=None,
+                   help="teacher-labelled extended XYZ of an earlier run (skips MD sampling and labelling)")
+    p.add_argument("--starts-per-slab", type=int, default=1, help="H2 placements (MD starts) per slab")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--speed-repeats", type=int, default=None, help="override the timed calls of the speed ratio")
     args = p.parse_args(argv)
 
     import logging
@@ -127,6 +136,8 @@ def main(argv=None) -> int:
         s["epochs"] = args.epochs
     if args.md_steps is not None:
         s["md_steps"] = args.md_steps
+    if args.speed_repeats is not None:
+        s["speed_repeats"] = args.speed_repeats
     if args.students:
         by_key = {name.split()[0]: name for name in STUDENTS}
         unknown = [k for k in args.students if k not in by_key]
@@ -150,14 +161,15 @@ def main(argv=None) -> int:
                                optimizer=OptimizerConfig(lr=0.01, scheduler="cosine", decay_epochs=s["epochs"],
                                                          min_lr_factor=0.02))
     results = {"settings": s, "students": {}}
-    labelled = None
+    labelled = args.labelled
     for name in s["students"]:
         run_dir = out / name.split()[0]
-        report = distill(teacher, run_dir, structures=None if labelled else starts(s["slabs"], args.seed),
+        report = distill(teacher, run_dir, structures=None if labelled else starts(s["slabs"] * args.starts_per_slab, args.seed),
                          sampling=None if labelled else sampling, student=STUDENTS[name], train_config=train_config,
-                         labelled_file=labelled, speed_repeats=s["speed_repeats"], seed=args.seed, progress=False)
-        if labelled is None:
-            labelled = str(run_dir / "labelled.xyz")
+                         labelled_file=labelled, speed_repeats=s["speed_repeats"], seed=args.seed, progress=False,
+                         batch_size=args.batch_size)
+        if "n_structures" not in results:
+            labelled = labelled or str(run_dir / "labelled.xyz")
             results["sampling"] = report.get("sampling")
             results["labelling"] = report.get("labelling")
             results["n_structures"] = report["n_structures"]
