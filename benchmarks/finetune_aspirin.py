@@ -113,6 +113,7 @@ def main(argv=None):
                                            args)
             test_m = metrics["test"]["all"]
             row = {"fraction": fraction, "n_train": n_train, "strategy": name, "epochs": epochs,
+                   "steps": epochs * math.ceil(n_train / args.batch_size),
                    "energy_rmse": test_m["energy_rmse"], "forces_rmse": test_m["forces_rmse"],
                    "energy_mae": test_m["energy_mae"], "forces_mae": test_m["forces_mae"],
                    "n_trainable": n_trainable, "wall_s": time.time() - t0}
