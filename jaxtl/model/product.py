@@ -230,6 +230,32 @@ def element_contraction(
     return out
 
 
+# Nodes per step of `over_node_chunks`: the monomials of 4096 nodes (MACE-MP-0 medium, 128
+# channels, ~1100 kept monomials) are ~2 GB in float32; all nodes of a 10^5-atom cell at
+# once would be ~56 GB. Small systems (the usual case) take the single-step path.
+NODE_CHUNK = 4096
+
+
+def over_node_chunks(fn, xc: jnp.ndarray, species: jnp.ndarray, chunk: int | None = None) -> jnp.ndarray:
+    """fn(xc [c, n, D], species [n]) -> [c, n, M], applied `chunk` nodes at a time.
+
+    The contraction is independent per node, so large systems are split into node
+    chunks (a scan; the backward pass recomputes each chunk's monomials) and memory
+    stays linear in the number of atoms with a small constant. Padded nodes are zero
+    and element 0; their rows are cut off.
+    """
+    chunk = NODE_CHUNK if chunk is None else chunk
+    c, n, D = xc.shape
+    if n <= chunk:
+        return fn(xc, species)
+    n_chunks = -(-n // chunk)
+    pad = n_chunks * chunk - n
+    xs = jnp.pad(xc, ((0, 0), (0, pad), (0, 0))).reshape(c, n_chunks, chunk, D).transpose(1, 0, 2, 3)
+    ss = jnp.pad(species, (0, pad)).reshape(n_chunks, chunk)
+    out = jax.lax.map(jax.checkpoint(lambda a: fn(*a)), (xs, ss))  # [n_chunks, c, chunk, M]
+    return out.transpose(1, 0, 2, 3).reshape(c, n_chunks * chunk, -1)[:, :n]
+
+
 class Contraction(nn.Module):
     """One output irrep (l, p) of the symmetric contraction.
 
@@ -275,7 +301,9 @@ class Contraction(nn.Module):
             return jnp.zeros((x.shape[0], self.channels, 2 * self.l + 1), x.dtype)
         # channels leading: the contraction is then one batched matmul per channel
         xc = jnp.swapaxes(x, 0, 1)  # [c, n, D]
-        out = element_contraction(xc, factors, U_syms, Ws, species)  # [c, n, 2l+1]
+        out = over_node_chunks(
+            lambda x_, s_: element_contraction(x_, factors, U_syms, Ws, s_), xc, species
+        )  # [c, n, 2l+1]
         return jnp.swapaxes(out, 0, 1)
 
     def _fresh_U(self, nu: int) -> np.ndarray:
