@@ -304,31 +304,42 @@ def finetune(
     if cut_frozen_gradients:
         predict = stop_frozen_gradients(predict, labels)
 
+    def metadata(wall: float | None) -> dict:
+        return {**meta, "finetune": {
+            "train_file": str(Path(train_file).absolute()), "freeze": freeze if isinstance(freeze, int) else
+            ("custom" if freeze is not None else None), "counting": counting, "lr_factors": dict(lr_factors or {}),
+            "e0s": e0s if isinstance(e0s, str) else "given", "n_trainable": report.n_trainable,
+            "n_frozen": report.n_frozen, "frozen": report.frozen_paths(), "wall_s": wall,
+            "strategy": strategy.to_dict(), "n_adapter": report.n_adapter, "n_replay": len(replay),
+            "optimiser_state_bytes": report.state_bytes,
+            "train_config": cfg.to_dict()}}
+
+    def write_model(directory: Path, variables: dict) -> None:
+        """OUT/model, written once: frozen leaves checked bit for bit against the foundation's,
+        adapters merged into a plain jaxtl model, the metadata added."""
+        variables = jax.tree.map(np.asarray, variables)
+        if not frozen_unchanged(variables["params"]):
+            raise RuntimeError("a frozen parameter changed during fine-tuning; this is a bug")
+        save_model(directory, config, {**variables, "params": strategy.merge(variables["params"])},
+                   metadata(time.perf_counter() - t0))
+
+    def frozen_unchanged(trained_params) -> bool:
+        frozen_labels = [l == FROZEN for l in jax.tree.leaves(labels)]
+        before = [x for x, f in zip(jax.tree.leaves(tree), frozen_labels) if f]
+        after = [x for x, f in zip(jax.tree.leaves(trained_params), frozen_labels) if f]
+        return _leaves_equal(before, after)
+
     t0 = time.perf_counter()
     result = train(predict, {**variables, "params": tree}, train_batches, fixed(valid), cfg, out,
                    test_batches=fixed(test) if test else None, param_labels=labels,
                    label_transforms=lr_factor_transforms(labels), decay_filter=decay_filter,
-                   model_config=config.to_dict(), resume=resume)
+                   model_config=config.to_dict(), resume=resume, write_model=write_model)
     wall = time.perf_counter() - t0
     n_steps = sum(len(train_batches(r["epoch"])) for r in result.history if "epoch" in r and "time_s" in r)
     train_time = sum(r.get("time_s", 0.0) for r in result.history)
 
-    trained = jax.tree.map(np.asarray, result.variables)
-    frozen_before = [x for x, l in zip(jax.tree.leaves(tree), jax.tree.leaves(labels)) if l == FROZEN]
-    frozen_after = [x for x, l in zip(jax.tree.leaves(trained["params"]), jax.tree.leaves(labels)) if l == FROZEN]
-    unchanged = _leaves_equal(frozen_before, frozen_after)
-    if not unchanged:
-        raise RuntimeError("a frozen parameter changed during fine-tuning; this is a bug")
-    trained = {**trained, "params": strategy.merge(trained["params"])}  # a plain jaxtl model
-    metadata = {**meta, "finetune": {
-        "train_file": str(Path(train_file).absolute()), "freeze": freeze if isinstance(freeze, int) else
-        ("custom" if freeze is not None else None), "counting": counting, "lr_factors": dict(lr_factors or {}),
-        "e0s": e0s if isinstance(e0s, str) else "given", "n_trainable": report.n_trainable,
-        "n_frozen": report.n_frozen, "frozen": report.frozen_paths(), "wall_s": wall,
-        "strategy": strategy.to_dict(), "n_adapter": report.n_adapter, "n_replay": len(replay),
-        "optimiser_state_bytes": report.state_bytes,
-        "train_config": cfg.to_dict()}}
-    model_dir = save_model(out / "model", config, trained, metadata)
+    unchanged = frozen_unchanged(jax.tree.map(np.asarray, result.variables["params"]))  # checked before writing too
+    model_dir = out / "model"
     log(report.summary())
     log(f"wrote {model_dir} ({n_steps} steps in {train_time:.1f} s)")
     return FinetuneResult(model_dir, report, atomic_energies, labels, result, unchanged, wall,

@@ -126,7 +126,8 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
           valid_batches: Batches, cfg: TrainConfig, out_dir: str | Path, *,
           test_batches: Batches | None = None, param_labels: Any = None,
           label_transforms: dict | None = None, decay_filter: Callable | None = None,
-          resume: bool = False, model_config: dict | None = None) -> TrainResult:
+          resume: bool = False, model_config: dict | None = None,
+          write_model: Callable[[Path, dict], Any] | None = None) -> TrainResult:
     """Train `variables["params"]` of `predict_fn` (constants stay fixed).
 
     Args:
@@ -142,6 +143,9 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
             (freezing, soft freezing, weight-decay selection).
         resume: continue from `out_dir/checkpoints/latest` exactly.
         model_config: JSON-able model configuration saved with the final model.
+        write_model: `write_model(out_dir / "model", variables)` writes the final
+            model instead of the plain `save_model` (fine-tuning uses it to merge
+            adapters and add its metadata first, so the folder is written once).
 
     Raises:
         NonFiniteLossError: a training or validation loss is NaN/inf; the
@@ -271,7 +275,7 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
                 break
 
         return _finish(ckpt, state, constants, cfg, out, eval_step, train_batches, valid_batches,
-                       test_batches, dtype, compiles, model_config, log_path)
+                       test_batches, dtype, compiles, model_config, log_path, write_model)
     finally:
         ckpt.close()
 
@@ -282,7 +286,7 @@ def _append(path: Path, record: dict) -> None:
 
 
 def _finish(ckpt, state, constants, cfg, out, eval_step, train_batches, valid_batches, test_batches,
-            dtype, compiles, model_config, log_path) -> TrainResult:
+            dtype, compiles, model_config, log_path, write_model=None) -> TrainResult:
     """Final model from the best checkpoint of the last stage; metrics on every split."""
     template = pack_state(state, constants)
     template_sharding = jax.tree.map(lambda x: x.sharding, (state, constants))
@@ -301,7 +305,10 @@ def _finish(ckpt, state, constants, cfg, out, eval_step, train_batches, valid_ba
             metrics[split] = {"loss": loss, **m}
     (out / "final_metrics.json").write_text(json.dumps(metrics, indent=2))
     variables = {"params": params, "constants": constants}
-    save_model(out / "model", model_config or {}, variables)
+    if write_model is None:
+        save_model(out / "model", model_config or {}, variables)
+    else:
+        write_model(out / "model", variables)
     if cfg.plot:
         plot_learning_curve(log_path, out / "learning_curve.png")
     log.info("compilations: %s", dict(compiles))

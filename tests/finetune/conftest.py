@@ -68,3 +68,12 @@ def labelled_structures(n=8, seed=0, symbols=("Cu", "H")):
         atoms.calc = None
         frames.append(atoms)
     return frames
+
+
+def write_train_valid(folder, n_train: int):
+    """`folder`/train.xyz (`n_train` labelled structures) and valid.xyz (2); returns `folder`."""
+    import ase.io
+
+    ase.io.write(folder / "train.xyz", labelled_structures(n_train, seed=0))
+    ase.io.write(folder / "valid.xyz", labelled_structures(2, seed=1))
+    return folder

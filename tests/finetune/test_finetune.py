@@ -4,7 +4,7 @@ import ase.io
 import jax
 import numpy as np
 import pytest
-from conftest import labelled_structures
+from conftest import labelled_structures, write_train_valid
 
 from jaxtl.finetune import FROZEN, finetune
 from jaxtl.graph import DataError
@@ -15,10 +15,7 @@ QUIET = dict(log=lambda _: None)
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    ase.io.write(folder / "train.xyz", labelled_structures(8, seed=0))
-    ase.io.write(folder / "valid.xyz", labelled_structures(2, seed=1))
-    return folder
+    return write_train_valid(tmp_path_factory.mktemp("data"), 8)
 
 
 def test_finetune_f5_writes_a_loadable_model(h2cu_dir, h2cu, data, tmp_path):

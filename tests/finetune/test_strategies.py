@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import labelled_structures, tiny_model
+from conftest import labelled_structures, tiny_model, write_train_valid
 
 from jaxtl.finetune import FROZEN, STRATEGIES, Strategy, finetune, make_strategy
 from jaxtl.finetune.strategies import ADAPTERS, BASE
@@ -36,10 +36,7 @@ def foundation(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    ase.io.write(folder / "train.xyz", labelled_structures(6, seed=0))
-    ase.io.write(folder / "valid.xyz", labelled_structures(2, seed=1))
-    return folder
+    return write_train_valid(tmp_path_factory.mktemp("data"), 6)
 
 
 @pytest.fixture(scope="module")
@@ -275,3 +272,20 @@ def test_cli_lora_dry_run_and_tiny_run(foundation, data, tmp_path, capsys):
     atoms.calc = MACECalculator(str(tmp_path / "run" / "model"))
     assert np.isfinite(atoms.get_potential_energy())
     assert jnp.all(jnp.isfinite(jnp.asarray(atoms.get_forces())))
+
+
+def test_lora_run_resumes_exactly(foundation, data, tmp_path):
+    """An adapter run stopped after one epoch and resumed ends where an uninterrupted run ends."""
+    folder, *_ = foundation
+    run = dict(strategy="lora", lora_rank=2, batch_size=8, lr=0.01, valid_file=data / "valid.xyz",
+               train_config=CFG, **QUIET)
+    whole = finetune(folder, data / "train.xyz", tmp_path / "whole", epochs=2, **run)
+    finetune(folder, data / "train.xyz", tmp_path / "split", epochs=1, **run)
+    resumed = finetune(folder, data / "train.xyz", tmp_path / "split", epochs=2, resume=True, **run)
+    assert leaves_equal(jax.tree.map(np.asarray, resumed.train.variables["params"]),
+                        jax.tree.map(np.asarray, whole.train.variables["params"]))
+    import jaxtl
+
+    merged_whole, merged_resumed = jaxtl.load_model(whole.model_dir), jaxtl.load_model(resumed.model_dir)
+    assert leaves_equal(merged_resumed.params, merged_whole.params)
+    assert [r["epoch"] for r in resumed.train.history if "time_s" in r] == [0, 1]
