@@ -183,6 +183,9 @@ def _contract_group(xc: jnp.ndarray, factors, U_syms, Ws, onehot: jnp.ndarray) -
 
 
 ELEMENT_GROUP = 4
+# Distinct elements a batch may hold for the single-step path of `element_contraction`
+# (a structure or batch with more takes the group scan).
+PRESENT_ELEMENTS = 8
 
 
 def element_contraction(
@@ -192,6 +195,7 @@ def element_contraction(
     Ws: Sequence[jnp.ndarray],
     species: jnp.ndarray,
     group: int | None = None,
+    present: int | None = None,
 ) -> jnp.ndarray:
     """sum_nu sum_k W_nu[z_n, k, c] sum_m U_sym_nu[m, M, k] P_nu[c, n, m], weights first.
 
@@ -200,15 +204,36 @@ def element_contraction(
 
     Contracting U with the element weights first costs m*M*K*c per element instead
     of per node, and leaves a per-node contraction over m: a batched matmul over
-    channels against the tables of `group` elements at a time, each node keeping
-    its own element's columns. Only groups that some node belongs to are computed
-    (a scan over groups that skips the others), so a foundation model with 89
-    elements pays for the elements present, not for all of them.
+    channels against the tables of the elements, each node keeping its own
+    element's columns. A foundation model with 89 elements pays only for the
+    elements present: when at most `present` distinct elements occur (found with a
+    static-size `jnp.unique`), their weights are gathered and contracted in one
+    step; otherwise a scan goes over groups of `group` elements, skipping the
+    groups no node belongs to.
     """
     group = ELEMENT_GROUP if group is None else group
+    present = PRESENT_ELEMENTS if present is None else present
     Z, dtype = Ws[0].shape[0], xc.dtype
-    if Z <= group:
+    if Z <= max(group, present):
         return _contract_group(xc, factors, U_syms, Ws, jax.nn.one_hot(species, Z, dtype=dtype))
+
+    def few_elements(xc):
+        # padding slots repeat an element already there: their columns are never picked twice
+        elements = jnp.unique(species, size=present, fill_value=species[0])
+        onehot = (species[:, None] == elements[None, :]).astype(dtype)
+        first = jnp.cumsum(onehot, axis=1) == 1  # a node keeps one slot even if its element repeats
+        return _contract_group(xc, factors, U_syms, [W[elements] for W in Ws], onehot * first)
+
+    def many_elements(xc):
+        return _grouped_contraction(xc, factors, U_syms, Ws, species, group)
+
+    n_distinct = jnp.sum(jnp.zeros((Z,), jnp.int32).at[species].set(1))
+    return jax.lax.cond(n_distinct <= present, few_elements, many_elements, xc)
+
+
+def _grouped_contraction(xc, factors, U_syms, Ws, species, group: int) -> jnp.ndarray:
+    """`element_contraction` as a scan over groups of `group` elements, skipping absent groups."""
+    Z, dtype = Ws[0].shape[0], xc.dtype
     n_groups = -(-Z // group)
     stacked = [
         jnp.pad(W, ((0, n_groups * group - Z), (0, 0), (0, 0))).reshape(n_groups, group, *W.shape[1:]) for W in Ws

@@ -29,3 +29,38 @@ def test_chunked_messages_and_products_match_single_step(monkeypatch):
     np.testing.assert_allclose(many["energy"][0], one["energy"][0], rtol=1e-12)
     np.testing.assert_allclose(many["forces"][:n], one["forces"][:n], atol=1e-12)
     np.testing.assert_allclose(many["stress"][0], one["stress"][0], atol=1e-12)
+
+
+def test_element_contraction_paths_agree():
+    """The single-step path (few distinct elements) and the group scan give the same contraction."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxtl.model.product import coupled_monomials, coupling_basis, element_contraction, symmetrize_U
+
+    jax.config.update("jax_enable_x64", True)
+
+    coupling = ((1, 0, 1), (1, 1, -1))
+    factors, U_syms, Ws = [], [], []
+    keys = iter(jax.random.split(jax.random.PRNGKey(0), 8))
+    for nu in (3, 2, 1):
+        keep = coupled_monomials(coupling, 1, -1, nu)
+        U = jnp.asarray(coupling_basis(coupling, 1, -1, nu))
+        U_syms.append(symmetrize_U(U, 4, nu, keep))
+        Ws.append(jax.random.normal(next(keys), (12, U.shape[-1], 5), jnp.float64))
+        factors.append((nu, keep))
+    xc = jax.random.normal(next(keys), (5, 9, 4), jnp.float64)
+    species = jnp.array([3, 7, 3, 11, 0, 7, 5, 5, 3])  # 5 distinct of 12 elements
+
+    def run(present, group):
+        fn = lambda x: element_contraction(x, factors, U_syms, Ws, species, group=group, present=present)
+        return fn(xc), jax.grad(lambda x: (fn(x) ** 2).sum())(xc)
+
+    single, d_single = run(present=8, group=4)  # 5 <= 8: one step
+    scanned, d_scanned = run(present=2, group=4)  # 5 > 2: the group scan
+    # reference: every node with its own element's weights, one node at a time
+    ref = jnp.stack([element_contraction(xc[:, i:i + 1], factors, U_syms, [W[s:s + 1] for W in Ws],
+                                         jnp.zeros((1,), int))[:, 0] for i, s in enumerate(species.tolist())], axis=1)
+    np.testing.assert_allclose(single, ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(scanned, ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(d_single, d_scanned, rtol=1e-10, atol=1e-12)
