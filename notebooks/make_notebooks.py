@@ -55,6 +55,20 @@ FINETUNE = [
              "else:\n    study = ROOT / 'benchmarks/results/aspirin'\n"
              "rows = json.loads((study / 'results.json').read_text())\nprint((study / 'results.md').read_text())"),
     ("code", "from IPython.display import Image\nImage(filename=str(study / 'learning_curves.png'))"),
+    ("md", "The paper's claim, checked on these numbers: does fine-tuning on 10-20 % of the pool match the same "
+           "architecture trained from scratch on all of it? The reference is the best scratch run on 100 % "
+           "(at the study's step budget, and with a longer budget where the study has one)."),
+    ("code", "scratch_all = [r for r in rows if r['strategy'].startswith('scratch') and r['fraction'] == 1.0]\n"
+             "if scratch_all:\n"
+             "    ref = min(scratch_all, key=lambda r: r['forces_rmse'])\n"
+             "    print(f\"scratch on 100 % ({ref['strategy']}, {ref['n_train']} structures): \"\n"
+             "          f\"E {ref['energy_rmse']:.2f} meV/atom, F {ref['forces_rmse']:.1f} meV/A\")\n"
+             "    for r in rows:\n"
+             "        if r['fraction'] in (0.1, 0.2) and not r['strategy'].startswith('scratch'):\n"
+             "            e_ok, f_ok = r['energy_rmse'] <= ref['energy_rmse'], r['forces_rmse'] <= ref['forces_rmse']\n"
+             "            verdict = 'matches (E and F)' if e_ok and f_ok else 'E only' if e_ok else 'F only' if f_ok else 'does not match'\n"
+             "            print(f\"{r['strategy']:6s} on {r['fraction']:.0%} ({r['n_train']:4d}): E {r['energy_rmse']:6.2f}  \"\n"
+             "                  f\"F {r['forces_rmse']:6.1f}  -> {verdict}\")"),
 ]
 
 from distill_and_md_cells import CELLS as DISTILL_AND_MD  # noqa: E402  (a long notebook: its own file)
