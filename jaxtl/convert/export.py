@@ -25,10 +25,13 @@ from typing import Optional
 
 import numpy as np
 
-from jaxtl.convert.torch_reader import ConversionError, import_torch
+from jaxtl.convert.inverse_weights import (
+    ExportError, check_expressible, copy_into, leftover, plain, pop, set_constants, set_interaction,
+    set_linear_tree, set_product, sub,
+)
+from jaxtl.convert.torch_reader import import_torch
 from jaxtl.model.config import MACEConfig
 from jaxtl.model.irreps import ir_str
-from jaxtl.model.radial import SILU_CST
 
 # Largest relative difference (energy, forces, virials, stress) between the written file
 # evaluated by mace-torch and jaxtl, both in float64 on the same (file-dtype) weights. A
@@ -38,261 +41,6 @@ from jaxtl.model.radial import SILU_CST
 TOLERANCE = {"float64": 1e-10, "float32": 1e-6}
 # a float32 file run in float32 against itself in float64: a sanity bound, not round-off
 FLOAT32_DRIFT = 1e-2
-
-
-class ExportError(ConversionError):
-    """The jaxtl model cannot be written as a mace-torch model (the message says why)."""
-
-
-# --------------------------------------------------------------------------------------
-# what mace-torch can express
-
-
-def check_expressible(config: MACEConfig) -> None:
-    """Raise `ExportError` listing every part of `config` mace-torch has no way to build."""
-    problems = []
-    p = float(config.num_polynomial_cutoff)
-    if p != int(p):
-        problems.append(f"num_polynomial_cutoff={p} (mace-torch stores the envelope power as an integer)")
-    if config.num_interactions > 1:
-        if config.gate == "silu" and abs(config.gate_cst - SILU_CST) > 1e-15:
-            problems.append(
-                f"gate_cst={config.gate_cst} (mace-torch's SiLU readout gate is normalised by e3nn's "
-                f"constant {SILU_CST})"
-            )
-    mlp = config.MLP_irreps.replace(" ", "")
-    if not all(term.endswith("x0e") for term in mlp.split("+")):
-        problems.append(f"MLP_irreps={config.MLP_irreps} (the readout MLP of mace-torch is scalar)")
-    if config.model_type not in ("MACE", "ScaleShiftMACE"):
-        problems.append(f"model_type={config.model_type}")
-    if problems:
-        raise ExportError("this jaxtl model cannot be written as a mace-torch model: " + "; ".join(problems))
-
-
-# --------------------------------------------------------------------------------------
-# walking the jaxtl variables: every leaf is taken exactly once
-
-
-def _plain(tree):
-    if hasattr(tree, "items"):
-        return {str(k): _plain(v) for k, v in tree.items()}
-    return np.asarray(tree)
-
-
-def _pop(tree: dict, key: str, where: str):
-    if key not in tree:
-        raise ExportError(f"the jaxtl variables have no {where}/{key} (have {sorted(tree)})")
-    return tree.pop(key)
-
-
-def _sub(tree: dict, key: str, where: str) -> dict:
-    """A subtree, left in place (its leaves are popped one by one as they are used)."""
-    if not isinstance(tree.get(key), dict):
-        raise ExportError(f"the jaxtl variables have no {where}/{key} (have {sorted(tree)})")
-    return tree[key]
-
-
-def _leftover(tree, where: str = "") -> list[str]:
-    if not isinstance(tree, dict):
-        return [where]
-    out = []
-    for k, v in tree.items():
-        out += _leftover(v, f"{where}/{k}" if where else k)
-    return out
-
-
-def _copy(dst, value, where: str) -> None:
-    """Copy a numpy array into a torch parameter or buffer of the same number of elements."""
-    import torch
-
-    value = np.asarray(value)
-    if value.size != dst.numel():
-        raise ExportError(f"{where}: jaxtl has shape {value.shape}, mace-torch expects {tuple(dst.shape)}")
-    with torch.no_grad():
-        dst.copy_(torch.tensor(value).reshape(dst.shape).to(dst.dtype))
-
-
-# --------------------------------------------------------------------------------------
-# inverse maps, block by block (see weights.py for the forward direction)
-
-
-def _out_names(irreps_out) -> list[str]:
-    keys = [ir_str(mul_ir.ir.l, mul_ir.ir.p) for mul_ir in irreps_out]
-    return [k if keys.count(k) == 1 else f"{j}_{k}" for j, k in enumerate(keys)]
-
-
-def set_o3_linear(linear, blocks: dict, where: str) -> None:
-    """{irrep name: [sum mul_in, mul_out]} -> e3nn `o3.Linear` flat weight (instruction order)."""
-    names = _out_names(linear.irreps_out)
-    rows: dict[int, int] = {}
-    pieces = []
-    for ins in linear.instructions:
-        mul_in, mul_out = ins.path_shape
-        name = names[ins.i_out]
-        block = np.asarray(blocks[name]) if name in blocks else None
-        if block is None:
-            raise ExportError(f"the jaxtl variables have no {where}/{name}")
-        start = rows.get(ins.i_out, 0)
-        piece = block[start : start + mul_in]
-        if piece.shape != (mul_in, mul_out):
-            raise ExportError(f"{where}/{name}: jaxtl has shape {block.shape}, mace-torch needs rows "
-                              f"{start}:{start + mul_in} of width {mul_out}")
-        pieces.append(piece.reshape(-1))
-        rows[ins.i_out] = start + mul_in
-    for i_out, used in rows.items():
-        name = names[i_out]
-        if np.asarray(blocks[name]).shape[0] != used:
-            raise ExportError(f"{where}/{name}: jaxtl has {np.asarray(blocks[name]).shape[0]} input rows, "
-                              f"mace-torch {used}")
-    extra = set(blocks) - {names[i] for i in rows}
-    if extra:
-        raise ExportError(f"{where}: jaxtl has weights for outputs {sorted(extra)} that mace-torch does not")
-    _copy(linear.weight, np.concatenate(pieces) if pieces else np.zeros(0), where)
-    for i_out in rows:
-        blocks.pop(names[i_out])
-
-
-def set_element_linear(fctp, blocks: dict, num_elements: int, where: str) -> None:
-    """{irrep: [Z, sum mul_in, mul_out]} -> FullyConnectedTensorProduct(x, one-hot) flat weight."""
-    names = _out_names(fctp.irreps_out)
-    rows: dict[int, int] = {}
-    pieces = []
-    for ins in fctp.instructions:
-        mul_in, z, mul_out = ins.path_shape
-        if z != num_elements:
-            raise ExportError(f"{where}: mace-torch couples {z} elements, the model has {num_elements}")
-        name = names[ins.i_out]
-        if name not in blocks:
-            raise ExportError(f"the jaxtl variables have no {where}/{name}")
-        block = np.asarray(blocks[name])
-        start = rows.get(ins.i_out, 0)
-        piece = block[:, start : start + mul_in]
-        if piece.shape != (z, mul_in, mul_out):
-            raise ExportError(f"{where}/{name}: jaxtl has shape {block.shape}, mace-torch needs "
-                              f"[{z}, {start}:{start + mul_in}, {mul_out}]")
-        pieces.append(piece.transpose(1, 0, 2).reshape(-1))
-        rows[ins.i_out] = start + mul_in
-    extra = set(blocks) - {names[i] for i in rows}
-    if extra:
-        raise ExportError(f"{where}: jaxtl has weights for outputs {sorted(extra)} that mace-torch does not")
-    _copy(fctp.weight, np.concatenate(pieces), where)
-    for i_out in rows:
-        blocks.pop(names[i_out])
-
-
-def set_fcnet(net, layers: dict, where: str) -> None:
-    """{layer_k: [h_in, h_out]} -> e3nn FullyConnectedNet."""
-    for k in range(len(net.hs) - 1):
-        _copy(getattr(net, f"layer{k}").weight, _pop(layers, f"layer_{k}", where), f"{where}/layer_{k}")
-    if layers:
-        raise ExportError(f"{where}: jaxtl has layers {sorted(layers)} that mace-torch does not")
-
-
-def set_layernorm_mlp(net, tree: dict, where: str) -> None:
-    """flax Dense/LayerNorm params -> mace RadialMLP (torch Linear / LayerNorm / SiLU)."""
-    import torch
-
-    n_lin = n_norm = 0
-    for mod in net.net:
-        if isinstance(mod, torch.nn.Linear):
-            name = f"linear_{n_lin}"
-            dense = _sub(tree, name, where)
-            _copy(mod.weight, np.asarray(_pop(dense, "kernel", f"{where}/{name}")).T, f"{where}/{name}/kernel")
-            _copy(mod.bias, _pop(dense, "bias", f"{where}/{name}"), f"{where}/{name}/bias")
-            n_lin += 1
-        elif isinstance(mod, torch.nn.LayerNorm):
-            name = f"norm_{n_norm}"
-            norm = _sub(tree, name, where)
-            _copy(mod.weight, _pop(norm, "scale", f"{where}/{name}"), f"{where}/{name}/scale")
-            _copy(mod.bias, _pop(norm, "bias", f"{where}/{name}"), f"{where}/{name}/bias")
-            n_norm += 1
-
-
-def _set_linear_tree(linear, tree: dict, key: str, where: str) -> None:
-    set_o3_linear(linear, _sub(tree, key, where), f"{where}/{key}")
-
-
-def _set_interaction(block, params: dict, num_elements: int, where: str) -> None:
-    _set_linear_tree(block.linear_up, params, "linear_up", where)
-    if type(block).__name__ == "RealAgnosticResidualNonLinearInteractionBlock":
-        set_layernorm_mlp(block.conv_tp_weights, _sub(params, "conv_tp_weights", where), f"{where}/conv_tp_weights")
-        set_layernorm_mlp(block.density_fn, _sub(params, "density_fn", where), f"{where}/density_fn")
-        for key in ("skip_tp", "linear_res", "linear_1", "linear_2"):
-            _set_linear_tree(getattr(block, key), params, key, where)
-        for key in ("source_embedding", "target_embedding"):
-            emb = _sub(params, key, where)
-            _copy(getattr(block, key).weight, _pop(emb, "embeddings", f"{where}/{key}"), f"{where}/{key}/embeddings")
-        _copy(block.alpha, _pop(params, "alpha", where), f"{where}/alpha")
-        _copy(block.beta, _pop(params, "beta", where), f"{where}/beta")
-        return
-    set_fcnet(block.conv_tp_weights, _sub(params, "conv_tp_weights", where), f"{where}/conv_tp_weights")
-    _set_linear_tree(block.linear, params, "linear", where)
-    set_element_linear(block.skip_tp, _sub(params, "skip_tp", where), num_elements, f"{where}/skip_tp")
-    if hasattr(block, "density_fn"):
-        set_fcnet(block.density_fn, _sub(params, "density_fn", where), f"{where}/density_fn")
-
-
-def _set_product(product, params: dict, consts: dict, correlation: int, where: str) -> None:
-    sc_params = _sub(params, "symmetric_contraction", where)
-    sc_consts = _sub(consts, "symmetric_contraction", where)
-    for contraction, mul_ir in zip(product.symmetric_contractions.contractions, product.symmetric_contractions.irreps_out):
-        name = f"contraction_{ir_str(mul_ir.ir.l, mul_ir.ir.p)}"
-        w = _sub(sc_params, name, f"{where}/symmetric_contraction")
-        U = _sub(sc_consts, name, f"{where}/symmetric_contraction")
-        here = f"{where}/symmetric_contraction/{name}"
-        _copy(contraction.weights_max, _pop(w, f"weights_{correlation}", here), f"{here}/weights_{correlation}")
-        for i, wi in enumerate(contraction.weights):
-            key = f"weights_{correlation - 1 - i}"
-            _copy(wi, _pop(w, key, here), f"{here}/{key}")
-        for nu in range(1, correlation + 1):
-            _copy(getattr(contraction, f"U_matrix_{nu}"), _pop(U, f"U_{nu}", here), f"{here}/U_{nu}")
-    _set_linear_tree(product.linear, params, "linear", where)
-
-
-def _integer(value, where: str) -> int:
-    v = float(np.asarray(value).reshape(()))
-    if v != int(v):
-        raise ExportError(f"{where}={v}: mace-torch stores it as an integer")
-    return int(v)
-
-
-def _set_constants(model, config: MACEConfig, consts: dict) -> None:
-    import torch
-
-    radial = model.radial_embedding
-    rc = _sub(consts, "radial_embedding", "constants")
-    where = "constants/radial_embedding"
-    _copy(radial.cutoff_fn.p, np.asarray(_integer(_pop(rc, "p", where), f"{where}/p")), f"{where}/p")
-    _copy(radial.cutoff_fn.r_max, _pop(rc, "r_max", where), f"{where}/r_max")
-    basis = radial.bessel_fn
-    if config.radial_type == "bessel":
-        _copy(basis.bessel_weights, _pop(rc, "bessel_weights", where), f"{where}/bessel_weights")
-        _copy(basis.prefactor, _pop(rc, "prefactor", where), f"{where}/prefactor")
-    elif config.radial_type == "gaussian":
-        _copy(basis.gaussian_weights, _pop(rc, "gaussian_weights", where), f"{where}/gaussian_weights")
-    if config.distance_transform == "Agnesi":
-        t = radial.distance_transform
-        for key in ("q", "p", "a"):
-            _copy(getattr(t, key), _pop(rc, f"agnesi_{key}", where), f"{where}/agnesi_{key}")
-        _copy(t.covalent_radii, _pop(rc, "covalent_radii", where), f"{where}/covalent_radii")
-    elif config.distance_transform == "Soft":
-        t = radial.distance_transform
-        _copy(t.alpha, _pop(rc, "soft_alpha", where), f"{where}/soft_alpha")
-        _copy(t.covalent_radii, _pop(rc, "covalent_radii", where), f"{where}/covalent_radii")
-    with torch.no_grad():
-        model.r_max.fill_(float(config.r_max))
-
-    _copy(model.atomic_energies_fn.atomic_energies, _pop(consts, "atomic_energies", "constants"),
-          "constants/atomic_energies")
-    if config.model_type == "ScaleShiftMACE":
-        for key in ("scale", "shift"):
-            _copy(getattr(model.scale_shift, key), _pop(consts, key, "constants"), f"constants/{key}")
-    if config.pair_repulsion:
-        zbl, zc = model.pair_repulsion_fn, _sub(consts, "pair_repulsion", "constants")
-        where = "constants/pair_repulsion"
-        for key in ("c", "a_exp", "a_prefactor", "covalent_radii"):
-            _copy(getattr(zbl, key), _pop(zc, key, where), f"{where}/{key}")
-        _copy(zbl.p, np.asarray(_integer(_pop(zc, "p", where), f"{where}/p")), f"{where}/p")
 
 
 # --------------------------------------------------------------------------------------
@@ -477,31 +225,31 @@ def to_torch_module(config: MACEConfig, variables: dict, dtype: Optional[str] = 
     if dtype not in ("float32", "float64"):
         raise ExportError(f"dtype must be float32 or float64, not {dtype!r}")
     check_expressible(config)
-    tree = _plain(variables)
+    tree = plain(variables)
     if set(tree) != {"params", "constants"}:
         raise ExportError(f"variables must be {{'params', 'constants'}}, got {sorted(tree)}")
-    reference = _plain(variables)
+    reference = plain(variables)
     params, consts = tree["params"], tree["constants"]
     model = _build(config, consts)
 
     Z = config.num_elements
-    emb = _sub(params, "node_embedding", "params")
-    _copy(model.node_embedding.linear.weight, _pop(emb, "embeddings", "params/node_embedding"),
+    emb = sub(params, "node_embedding", "params")
+    copy_into(model.node_embedding.linear.weight, pop(emb, "embeddings", "params/node_embedding"),
           "params/node_embedding/embeddings")
-    _set_constants(model, config, consts)
+    set_constants(model, config, consts)
     for t, (block, product) in enumerate(zip(model.interactions, model.products)):
-        _set_interaction(block, _sub(params, f"interactions_{t}", "params"), Z, f"params/interactions_{t}")
+        set_interaction(block, sub(params, f"interactions_{t}", "params"), Z, f"params/interactions_{t}")
         block.avg_num_neighbors = float(config.avg_num_neighbors[t])
-        _set_product(product, _sub(params, f"products_{t}", "params"), _sub(consts, f"products_{t}", "constants"),
+        set_product(product, sub(params, f"products_{t}", "params"), sub(consts, f"products_{t}", "constants"),
                      config.correlation[t], f"params/products_{t}")
     for i, readout in enumerate(model.readouts):
-        r = _sub(params, f"readouts_{i}", "params")
+        r = sub(params, f"readouts_{i}", "params")
         if type(readout).__name__ == "LinearReadoutBlock":
-            _set_linear_tree(readout.linear, r, "linear", f"params/readouts_{i}")
+            set_linear_tree(readout.linear, r, "linear", f"params/readouts_{i}")
         else:
-            _set_linear_tree(readout.linear_1, r, "linear_1", f"params/readouts_{i}")
-            _set_linear_tree(readout.linear_2, r, "linear_2", f"params/readouts_{i}")
-    unused = _leftover(tree)
+            set_linear_tree(readout.linear_1, r, "linear_1", f"params/readouts_{i}")
+            set_linear_tree(readout.linear_2, r, "linear_2", f"params/readouts_{i}")
+    unused = leftover(tree)
     if unused:
         raise ExportError(f"mace-torch has no place for these jaxtl variables: {unused[:8]}"
                           + (f" and {len(unused) - 8} more" if len(unused) > 8 else ""))
