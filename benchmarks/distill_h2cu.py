@@ -59,6 +59,8 @@ STUDENTS = {
                                   radial_MLP=(32, 32), MLP_irreps="8x0e", num_bessel=8, r_max=4.5),
     "E2 8x0e L1 c2 x2 r4.5": dict(num_interactions=2, hidden_irreps="8x0e", max_ell=1, correlation=2,
                                   radial_MLP=(16, 16), MLP_irreps="8x0e", num_bessel=6, r_max=4.5),
+    "F2 8x0e L1 c2 x2 r4": dict(num_interactions=2, hidden_irreps="8x0e", max_ell=1, correlation=2,
+                                radial_MLP=(16, 16), MLP_irreps="8x0e", num_bessel=6, r_max=4.0),
     "B2 16x0e L1 c2 x2": dict(num_interactions=2, hidden_irreps="16x0e", max_ell=1, correlation=2,
                               radial_MLP=(16, 16), MLP_irreps="16x0e", num_bessel=6),
     "C2 12x0e L1 c3 x2": dict(num_interactions=2, hidden_irreps="12x0e", max_ell=1, correlation=3,
