@@ -6,7 +6,8 @@
 #     plus scratch at 100 % with a longer budget (the converged reference of the paper's claim);
 #   * distill_h2cu.py: MD sampling + labelling with the teacher and student A2, then the other
 #     students on the same labels, one process each.
-# Whatever has finished when the time limit hits is packed into $OUT/gpu_studies.tgz.
+# Whatever has finished when the time limit hits is packed into $OUT/gpu_studies.tgz (results,
+# reports, logs) and $OUT/h2cu_labelled.xyz.gz (the teacher's labels, for `--labelled`).
 #
 # Expects ../shared (data and models; on a machine without it, a copy in .gpu/shared is linked
 # there) and the wheels of packages the machine lacks in .whl/ (see benchmarks/README.md).
@@ -50,5 +51,8 @@ if [ -f $R/distill/A2/train.xyz ]; then
 fi
 wait
 nvidia-smi --query-gpu=name,memory.used --format=csv 2>/dev/null
-rm -rf $R/distill*/teacher
-tar czf "$OUT/gpu_studies.tgz" -C $R . && ls -la "$OUT"
+# results and reports only (returned files are limited in size): no checkpoints, no structures
+(cd $R && find . \( -name '*.json' -o -name '*.md' -o -name 'metrics.jsonl' -o -name '*.log' \) -not -path '*teacher*' \
+  | tar czf "$OUT/gpu_studies.tgz" -T -)
+[ -f $R/distill/A2/labelled.xyz ] && gzip -c $R/distill/A2/labelled.xyz > "$OUT/h2cu_labelled.xyz.gz"
+ls -la "$OUT"
