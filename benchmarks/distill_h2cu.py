@@ -177,7 +177,8 @@ def main(argv=None) -> int:
     labelled = args.labelled
     for name in s["students"]:
         run_dir = out / name.split()[0]
-        report = distill(teacher, run_dir, structures=None if labelled else starts(s["slabs"] * args.starts_per_slab, args.seed),
+        structures = None if labelled else starts(s["slabs"] * args.starts_per_slab, args.seed)
+        report = distill(teacher, run_dir, structures=structures,
                          sampling=None if labelled else sampling, student=STUDENTS[name], train_config=train_config,
                          labelled_file=labelled, speed_repeats=s["speed_repeats"], seed=args.seed, progress=False,
                          batch_size=args.batch_size)

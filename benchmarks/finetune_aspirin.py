@@ -83,14 +83,11 @@ def main(argv=None):
         args.strategies = ["f6", "scratch"]
     logging.basicConfig(level=logging.WARNING)
 
-    from jaxtl.convert.convert import convert_file
     from jaxtl.model_io import load_model_files
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    foundation = out / "foundation"
-    if not (foundation / "config.json").exists():
-        convert_file(args.foundation, foundation, dtype="float32", log=lambda *_: None)
+    foundation = converted_foundation(args.foundation, out)
     pool = Path(args.data) / "aspirin_train.extxyz"
     if args.pool:
         pool = write_subset(pool, out / "pool.xyz", args.pool, args.seed)
@@ -124,6 +121,17 @@ def main(argv=None):
     (out / "results.md").write_text(table(rows))
     print(table(rows))
     plot(rows, out / "learning_curves.png")
+
+
+def converted_foundation(model_file, out: Path, check: bool = True) -> Path:
+    """A mace-torch `.model` file converted once into OUT/foundation (float32; verified
+    against mace-torch when `check`); later runs in OUT reuse the folder."""
+    from jaxtl.convert.convert import convert_file
+
+    folder = out / "foundation"
+    if not (folder / "config.json").exists():
+        convert_file(model_file, folder, dtype="float32", check=check, log=lambda *_: None)
+    return folder
 
 
 def run_one(freeze, foundation, scratch_model: dict, pool, test, run_dir: Path, fraction: float, epochs: int,

@@ -33,7 +33,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from finetune_aspirin import run_one, table  # noqa: E402  (one way to run a cell, one table format)
+from finetune_aspirin import converted_foundation, run_one, table  # noqa: E402  (one way to run a cell)
 
 SHARED = HERE.parent.parent / "shared"
 DATASETS = {"co2_ni100": "co2_ni100/co2_ni100.extxyz", "alniti": "alniti/alniti.extxyz"}
@@ -124,12 +124,7 @@ def main(argv=None) -> int:
         print(f"skipped: {args.data} has no {DATASETS[args.datasets[0]]}", file=sys.stderr)
         return 0
     if args.foundation and Path(args.foundation).is_file():  # a mace-torch file: convert once (verified unless --fast)
-        from jaxtl.convert.convert import convert_file
-
-        converted = Path(args.out) / "foundation"
-        if not (converted / "config.json").exists():
-            convert_file(args.foundation, converted, dtype="float32", check=not args.fast, log=lambda *_: None)
-        args.foundation = str(converted)
+        args.foundation = str(converted_foundation(args.foundation, Path(args.out), check=not args.fast))
     for name in args.datasets:
         run_dataset(name, args)
     return 0

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -57,11 +58,6 @@ def cube_cells(n_atoms: int) -> int:
     return max(1, round((n_atoms / 4) ** (1 / 3)))
 
 
-def median(xs):
-    xs = sorted(xs)
-    return xs[len(xs) // 2]
-
-
 def peak_memory_bytes(device: str) -> int | None:
     if device == "gpu":
         import jax
@@ -75,13 +71,10 @@ def peak_memory_bytes(device: str) -> int | None:
 
 def one_size(args) -> dict:
     """Time and measure one cell in this process (run as a child of `main`)."""
-    if args.device == "cpu":
-        os.environ["JAX_PLATFORMS"] = "cpu"
-    else:
-        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     import bench_energy_forces as bench
 
-    torch_model = bench.build_torch_model(args.model) if args.torch else None
+    args.device = bench.resolve_device(args.device)  # before jax is imported
+    torch_model = bench.build_torch_model(args.model)
     import jax
     import numpy as np
 
@@ -92,8 +85,6 @@ def one_size(args) -> dict:
     from jaxtl.convert.convert import from_torch_module
     from jaxtl.convert.verify import jaxtl_batch
 
-    if torch_model is None:
-        torch_model = bench.build_torch_model(args.model)
     config, variables = from_torch_module(torch_model)
     loaded = build_loaded_model(config, variables, dtype=args.dtype)
     atoms = bench.copper_cell(cube_cells(args.one))
@@ -127,9 +118,9 @@ def one_size(args) -> dict:
         "n_edges": n_edges,
         "padded_nodes": int(graph.positions.shape[0]),
         "padded_edges": int(graph.senders.shape[0]),
-        "neighbours_ms": 1e3 * median(nl),
-        "model_ms": 1e3 * median(model),
-        "total_ms": 1e3 * median(total),
+        "neighbours_ms": 1e3 * statistics.median(nl),
+        "model_ms": 1e3 * statistics.median(model),
+        "total_ms": 1e3 * statistics.median(total),
         "first_call_s": first_call,
         "first_neighbours_s": first_nl,
         "peak_memory_bytes": peak_memory_bytes(args.device),
@@ -142,7 +133,7 @@ def one_size(args) -> dict:
             t0 = time.perf_counter()
             side.sync(side())
             times.append(time.perf_counter() - t0)
-        row["torch_model_ms"] = 1e3 * median(times)
+        row["torch_model_ms"] = 1e3 * statistics.median(times)
     return row
 
 

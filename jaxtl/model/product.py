@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtl.model.irreps import IrrepsSpec, ir_str
+from jaxtl.model.tensor_product import backend_chunk
 
 
 @functools.lru_cache(maxsize=None)
@@ -217,18 +218,19 @@ def element_contraction(
     if Z <= max(group, present):
         return _contract_group(xc, factors, U_syms, Ws, jax.nn.one_hot(species, Z, dtype=dtype))
 
+    # sorted distinct elements, padded with -1 (no node's element); one slot more than
+    # `present` tells whether they all fit
+    elements = jnp.unique(species, size=present + 1, fill_value=-1)
+
     def few_elements(xc):
-        # padding slots repeat an element already there: their columns are never picked twice
-        elements = jnp.unique(species, size=present, fill_value=species[0])
-        onehot = (species[:, None] == elements[None, :]).astype(dtype)
-        first = jnp.cumsum(onehot, axis=1) == 1  # a node keeps one slot even if its element repeats
-        return _contract_group(xc, factors, U_syms, [W[elements] for W in Ws], onehot * first)
+        chosen = elements[:present]
+        onehot = (species[:, None] == chosen[None, :]).astype(dtype)  # padding slots match no node
+        return _contract_group(xc, factors, U_syms, [W[chosen] for W in Ws], onehot)
 
     def many_elements(xc):
         return _grouped_contraction(xc, factors, U_syms, Ws, species, group)
 
-    n_distinct = jnp.sum(jnp.zeros((Z,), jnp.int32).at[species].set(1))
-    return jax.lax.cond(n_distinct <= present, few_elements, many_elements, xc)
+    return jax.lax.cond(elements[present] < 0, few_elements, many_elements, xc)
 
 
 def _grouped_contraction(xc, factors, U_syms, Ws, species, group: int) -> jnp.ndarray:
@@ -271,7 +273,7 @@ def over_node_chunks(fn, xc: jnp.ndarray, species: jnp.ndarray, chunk: int | Non
     and element 0; their rows are cut off.
     """
     if chunk is None:
-        chunk = NODE_CHUNK if jax.default_backend() == "cpu" else NODE_CHUNK_ACCELERATOR
+        chunk = backend_chunk(NODE_CHUNK, NODE_CHUNK_ACCELERATOR)
     c, n, D = xc.shape
     if n <= chunk:
         return fn(xc, species)

@@ -12,6 +12,7 @@ import math
 from typing import NamedTuple, Sequence
 
 import e3nn_jax as e3nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -91,11 +92,9 @@ EDGE_CHUNK = 256
 EDGE_CHUNK_ACCELERATOR = 65536
 
 
-def default_edge_chunk() -> int:
-    """`EDGE_CHUNK` on the CPU, `EDGE_CHUNK_ACCELERATOR` on a GPU or TPU (jax's default backend)."""
-    import jax
-
-    return EDGE_CHUNK if jax.default_backend() == "cpu" else EDGE_CHUNK_ACCELERATOR
+def backend_chunk(cpu: int, accelerator: int) -> int:
+    """The chunk size for jax's default backend: `cpu` on the CPU, `accelerator` on a GPU or TPU."""
+    return cpu if jax.default_backend() == "cpu" else accelerator
 
 
 def chunked_messages(
@@ -119,10 +118,10 @@ def chunked_messages(
     and memory traffic on every call) with a working set that stays in cache.
     Returns one block `[n_nodes, mul, 2l3+1]` per path, as `conv_tp` + a segment sum.
     """
-    import jax
-
     n_edges = senders.shape[0]
-    chunk = max(1, min(default_edge_chunk() if chunk is None else chunk, n_edges))
+    if chunk is None:
+        chunk = backend_chunk(EDGE_CHUNK, EDGE_CHUNK_ACCELERATOR)
+    chunk = max(1, min(chunk, n_edges))
     n_chunks = -(-n_edges // chunk)
     pad = n_chunks * chunk - n_edges
     dtype = node_blocks[0].dtype
