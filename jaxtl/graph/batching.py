@@ -18,18 +18,23 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from jaxtl.graph.graph import Graph
+from jaxtl.graph.graph import ELEMENT_SLOTS, Graph
 from jaxtl.graph.io import Configuration
 from jaxtl.graph.labels import Batch, Labels
 from jaxtl.graph.neighbours import neighbour_list
 
 
 class Budget(NamedTuple):
-    """Static shape of a padded batch (padding included)."""
+    """Static shape of a padded batch (padding included).
+
+    `n_neighbour` is the width K of the neighbour matrix (`Graph.neighbours`); 0 lets
+    `pad_batch` size it to the batch.
+    """
 
     n_node: int
     n_edge: int
     n_graph: int
+    n_neighbour: int = 0
 
 
 def round_capacity(x: int, steps_per_octave: int = 4) -> int:
@@ -99,6 +104,42 @@ def graph_from_configuration(
     return Batch(graph, labels)
 
 
+def max_in_degree(items: Sequence[Batch]) -> int:
+    """The most edges any node of the items receives (0 without edges)."""
+    return max((int(np.bincount(np.asarray(item.graph.receivers)).max(initial=0)) for item in items), default=0)
+
+
+def neighbour_matrix(receivers: np.ndarray, n_node: int, n_edge: int, n_neighbour: int) -> np.ndarray:
+    """The receiver-major edge ids `Graph.neighbours` [n_node, n_neighbour].
+
+    receivers: [n_real_edges] of the real edges (padding edges are left out); slots a
+    node does not fill hold `n_edge`. Within a node, edges keep their order.
+    """
+    receivers = np.asarray(receivers, np.int64)
+    degree = np.bincount(receivers, minlength=n_node)
+    if degree.size and degree.max(initial=0) > n_neighbour:
+        node = int(np.argmax(degree))
+        raise ValueError(
+            f"node {node} receives {int(degree[node])} edges, more than the neighbour budget {n_neighbour}"
+        )
+    order = np.argsort(receivers, kind="stable")
+    first = np.cumsum(degree) - degree
+    slot = np.arange(len(receivers)) - first[receivers[order]]
+    matrix = np.full((n_node, n_neighbour), n_edge, np.int32)
+    matrix[receivers[order], slot] = order
+    return matrix
+
+
+def element_list(atomic_numbers: np.ndarray) -> np.ndarray | None:
+    """`Graph.elements`: the distinct atomic numbers, ascending, padded with 0 to
+    ELEMENT_SLOTS; None when there are more."""
+    present = np.unique(np.asarray(atomic_numbers, np.int32))
+    present = present[present > 0]
+    if len(present) > ELEMENT_SLOTS:
+        return None
+    return np.pad(present, (0, ELEMENT_SLOTS - len(present))).astype(np.int32)
+
+
 def item_size(item: Batch) -> tuple[int, int]:
     """(n_nodes, n_edges) of an unpadded item."""
     return item.graph.positions.shape[0], item.graph.senders.shape[0]
@@ -111,6 +152,7 @@ def pad_batch(
     n_graph: int,
     r_max: float,
     dtype=np.float64,
+    n_neighbour: int | None = None,
 ) -> Batch:
     """Concatenate unpadded items into one `Batch` of static shape.
 
@@ -122,6 +164,8 @@ def pad_batch(
         n_graph: graphs of the result; at least one more than the items hold.
         r_max: the model cutoff in A (sets the length of padding edges).
         dtype: float dtype of positions, cell, shifts and labels.
+        n_neighbour: width of the neighbour matrix `Graph.neighbours`; None or 0 sizes
+            it to the items (the largest in-degree, rounded by `round_capacity`).
 
     Returns a `Batch` whose last graph is the padding graph described in the module
     docstring.
@@ -153,11 +197,14 @@ def pad_batch(
     pad_shift = np.zeros((pad_edges, 3))
     pad_shift[:, 0] = 1.0
 
+    receivers = cat([g.receivers + o for g, o in zip(gs, node_offsets)], (pad_edges,), padding_node, np.int32)
+    if not n_neighbour:
+        n_neighbour = round_capacity(max(max_in_degree(items), 1))
     graph = Graph(
         positions=cat([g.positions for g in gs], (pad_nodes, 3), 0.0, dtype),
         atomic_numbers=cat([g.atomic_numbers for g in gs], (pad_nodes,), 0, np.int32),
         senders=cat([g.senders + o for g, o in zip(gs, node_offsets)], (pad_edges,), padding_node, np.int32),
-        receivers=cat([g.receivers + o for g, o in zip(gs, node_offsets)], (pad_edges,), padding_node, np.int32),
+        receivers=receivers,
         unit_shifts=np.concatenate([np.asarray(g.unit_shifts, dtype) for g in gs] + [pad_shift.astype(dtype)]),
         cell=np.concatenate([np.asarray(g.cell, dtype) for g in gs] + [pad_cell.astype(dtype)]),
         node_graph=cat([g.node_graph + o for g, o in zip(gs, graph_offsets)], (pad_nodes,), n_graph - 1, np.int32),
@@ -165,6 +212,8 @@ def pad_batch(
         head=cat([g.head for g in gs], (pad_graphs,), 0, np.int32),
         node_mask=cat([g.node_mask for g in gs], (pad_nodes,), False, bool),
         graph_mask=cat([g.graph_mask for g in gs], (pad_graphs,), False, bool),
+        neighbours=neighbour_matrix(receivers[:edges], n_node, n_edge, n_neighbour),
+        elements=element_list(np.concatenate([np.asarray(g.atomic_numbers) for g in gs])),
     )
     labels = Labels(
         energy=cat([l.energy for l in ls], (pad_graphs,), 0.0, dtype),
@@ -201,10 +250,11 @@ def pad_to_capacity(
         n_node=round_capacity(nodes + 1, steps_per_octave),
         n_edge=round_capacity(max(edges, 1), steps_per_octave),
         n_graph=round_capacity(graphs + 1, steps_per_octave),
+        n_neighbour=round_capacity(max(max_in_degree(items), 1), steps_per_octave),
     )
     if at_least is not None:
         budget = Budget(*(max(a, b) for a, b in zip(budget, at_least)))
-    return pad_batch(items, *budget, r_max=r_max, dtype=dtype), budget
+    return pad_batch(items, *budget[:3], r_max=r_max, dtype=dtype, n_neighbour=budget.n_neighbour), budget
 
 
 def batch_atoms(atoms_list, r_max: float, dtype=np.float64, heads: Sequence[str] = ("Default",)) -> Batch:

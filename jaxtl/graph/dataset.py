@@ -32,7 +32,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from jaxtl.graph.batching import Budget, graph_from_configuration, pad_batch, round_capacity
+from jaxtl.graph.batching import Budget, graph_from_configuration, max_in_degree, pad_batch, round_capacity
 from jaxtl.graph.io import Configuration
 from jaxtl.graph.labels import Batch
 from jaxtl.graph.neighbours import neighbour_list
@@ -137,6 +137,7 @@ class Budgets:
                 n_node=-(-self.main.n_node * k // self.tiers),
                 n_edge=-(-self.main.n_edge * k // self.tiers),
                 n_graph=self.main.n_graph,
+                n_neighbour=self.main.n_neighbour,
             )
             if used_nodes + 1 <= budget.n_node and used_edges <= budget.n_edge:
                 return budget
@@ -159,6 +160,7 @@ class Budgets:
                 n_node=-(-self.main.n_node * grid // steps),
                 n_edge=-(-self.main.n_edge * grid // steps),
                 n_graph=self.main.n_graph,
+                n_neighbour=self.main.n_neighbour,
             )
             if n_node + 1 <= budget.n_node and n_edge <= budget.n_edge:
                 return budget
@@ -182,6 +184,8 @@ def choose_budgets(
         n_node=round_capacity(capacity(dataset.n_nodes) + 1, steps_per_octave),
         n_edge=round_capacity(max(capacity(dataset.n_edges), 1), steps_per_octave),
         n_graph=batch_size + 1,
+        # one neighbour-matrix width for the whole dataset: it adds no compilations
+        n_neighbour=round_capacity(max(max_in_degree(dataset.items), 1), steps_per_octave),
     )
     return Budgets(main=main, steps_per_octave=steps_per_octave, tiers=tiers)
 
@@ -256,9 +260,10 @@ class EpochBatches:
         for budget, members in self.plan:
             yield pad_batch(
                 [self.dataset.items[i] for i in members],
-                *budget,
+                *budget[:3],
                 r_max=self.dataset.r_max,
                 dtype=self.dtype,
+                n_neighbour=budget.n_neighbour,
             )
 
 

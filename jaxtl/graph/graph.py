@@ -13,10 +13,15 @@ Conventions (the same as mace-torch):
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax.numpy as jnp
 import numpy as np
+
+
+# Distinct elements a batch may hold for `Graph.elements` (the product basis then
+# contracts the weights of just those elements, in one step).
+ELEMENT_SLOTS = 8
 
 
 class Graph(NamedTuple):
@@ -34,6 +39,13 @@ class Graph(NamedTuple):
         head: [n_graphs] int32, model head of each graph (0 for single-head models).
         node_mask: [n_nodes] bool, False for padding nodes.
         graph_mask: [n_graphs] bool, False for padding graphs.
+        neighbours: [n_nodes, K] int32 or None: the ids of the edges each node
+            receives, then n_edges in the unused slots (padding edges are left out).
+            Built by `pad_batch`; the model then sums messages over K without a
+            scatter. None: the model scatters over `receivers` instead.
+        elements: [ELEMENT_SLOTS] int32 or None: the distinct atomic numbers of the
+            real nodes, ascending, then 0. None when there are more than
+            ELEMENT_SLOTS (or not known): the model then finds them under jit.
     """
 
     positions: jnp.ndarray
@@ -47,6 +59,8 @@ class Graph(NamedTuple):
     head: jnp.ndarray
     node_mask: jnp.ndarray
     graph_mask: jnp.ndarray
+    neighbours: Optional[jnp.ndarray] = None
+    elements: Optional[jnp.ndarray] = None
 
     @property
     def n_graphs(self) -> int:
@@ -76,4 +90,4 @@ def edge_vectors(graph: Graph, positions=None, cell=None) -> jnp.ndarray:
 
 def to_numpy(graph: Graph) -> Graph:
     """A copy of `graph` with numpy leaves (for host-side inspection)."""
-    return Graph(*(np.asarray(x) for x in graph))
+    return Graph(*(None if x is None else np.asarray(x) for x in graph))

@@ -65,10 +65,12 @@ class Interaction(nn.Module):
         cutoff: Optional[jnp.ndarray],
         senders: jnp.ndarray,
         receivers: jnp.ndarray,
+        neighbours: Optional[jnp.ndarray] = None,
     ):
         """node_feats: blocks [n_nodes, mul, 2l+1]; species: [n_nodes];
         sh: [n_edges, 2l+1] per l; edge_feats: [n_edges, num_radial];
-        cutoff: [n_edges, 1] or None. Returns (message [n, C, D], sc blocks or None)."""
+        cutoff: [n_edges, 1] or None; neighbours: [n_nodes, K] incoming edge ids or
+        None (see `Graph`). Returns (message [n, C, D], sc blocks or None)."""
         n_nodes = species.shape[0]
         sc = None
         if self.residual:
@@ -96,7 +98,7 @@ class Interaction(nn.Module):
                 edge_density = edge_density * cutoff
             density = jax.ops.segment_sum(edge_density, receivers, num_segments=n_nodes)  # [n, 1]
 
-        message = tp.chunked_messages(h, senders, receivers, n_nodes, (edge_feats, cutoff, tuple(sh)), edge_fn, paths)
+        message = tp.messages(h, senders, receivers, neighbours, (edge_feats, cutoff, tuple(sh)), edge_fn, paths)
         message = IrrepsLinear(tp.mid_irreps(paths), self.target_irreps, self.dtype, name="linear")(message)
         if self.density:
             message = tuple(m / (density[:, :, None] + 1.0) for m in message)

@@ -75,11 +75,12 @@ class ProductBlock(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, message, sc, species):
+    def __call__(self, message, sc, species, elements=None):
+        """elements: [slots] model element indices present (-1 for none) or None."""
         feats = SymmetricContraction(
             self.coupling_irreps, self.hidden_out, self.correlation, self.num_elements, self.dtype,
             name="symmetric_contraction",
-        )(message, species)
+        )(message, species, elements)
         feats = IrrepsLinear(self.hidden_out, self.hidden_out, self.dtype, name="linear")(feats)
         if self.use_sc and sc is not None:
             feats = tuple(f + s for f, s in zip(feats, sc))
@@ -137,6 +138,10 @@ class MACE(nn.Module):
         # Padding nodes borrow a real node's element in the product basis: their outputs
         # are masked, and an element of their own would cost its weight tables.
         real_species = jnp.where(graph.node_mask, species, species[jnp.argmax(graph.node_mask)])
+        elements = None  # the model's indices of the elements present, -1 in empty slots
+        if graph.elements is not None and not cfg.use_agnostic_product:
+            lookup = jnp.asarray(species_lookup(cfg.atomic_numbers))
+            elements = jnp.where(graph.elements > 0, lookup[graph.elements], -1)
         h = ElementEmbedding(Z, scalar_channels(parse_irreps(cfg.hidden_irreps)), dtype, name="node_embedding")(species)
         sh_irreps = spherical_harmonics_irreps(cfg.max_ell)
         layers = layer_irreps(cfg)
@@ -152,12 +157,12 @@ class MACE(nn.Module):
                 block = NonLinearInteraction(**common)
             else:
                 block = Interaction(kind=lay["cls"], **common)
-            message, sc = block(h, species, sh, edge_feats, cutoff, graph.senders, graph.receivers)
+            message, sc = block(h, species, sh, edge_feats, cutoff, graph.senders, graph.receivers, graph.neighbours)
             prod_species = jnp.zeros_like(species) if cfg.use_agnostic_product else real_species
             h = ProductBlock(
                 lay["target"], lay["hidden_out"], cfg.correlation[t], 1 if cfg.use_agnostic_product else Z,
                 lay["use_sc"], dtype, name=f"products_{t}",
-            )(message, sc, prod_species)
+            )(message, sc, prod_species, elements)
             feats_per_layer.append((h, lay["hidden_out"]))
 
         readout_energies = []

@@ -57,7 +57,8 @@ class NonLinearInteraction(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, node_feats, species, sh, edge_feats, cutoff: Optional[jnp.ndarray], senders, receivers):
+    def __call__(self, node_feats, species, sh, edge_feats, cutoff: Optional[jnp.ndarray], senders, receivers,
+                 neighbours: Optional[jnp.ndarray] = None):
         n_nodes = species.shape[0]
         C = scalar_channels(self.node_feats_irreps)
         nonlin_irreps = gate_irreps(self.target_irreps)
@@ -79,7 +80,7 @@ class NonLinearInteraction(nn.Module):
             edge_density = edge_density * cutoff
         density = jax.ops.segment_sum(edge_density, receivers, num_segments=n_nodes)[:, :, None]
 
-        message = tp.chunked_messages(h, senders, receivers, n_nodes, (tuple(sh), tp_weights), lambda d: d, paths)
+        message = tp.messages(h, senders, receivers, neighbours, (tuple(sh), tp_weights), lambda d: d, paths)
         message = IrrepsLinear(tp.mid_irreps(paths), nonlin_irreps, self.dtype, name="linear_1")(message)
         alpha = self.param("alpha", lambda k: jnp.asarray(20.0, self.dtype))
         beta = self.param("beta", lambda k: jnp.asarray(0.0, self.dtype))

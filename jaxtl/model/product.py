@@ -197,6 +197,7 @@ def element_contraction(
     species: jnp.ndarray,
     group: int | None = None,
     present: int | None = None,
+    elements: jnp.ndarray | None = None,
 ) -> jnp.ndarray:
     """sum_nu sum_k W_nu[z_n, k, c] sum_m U_sym_nu[m, M, k] P_nu[c, n, m], weights first.
 
@@ -210,27 +211,36 @@ def element_contraction(
     elements present: when at most `present` distinct elements occur (found with a
     static-size `jnp.unique`), their weights are gathered and contracted in one
     step; otherwise a scan goes over groups of `group` elements, skipping the
-    groups no node belongs to.
+    groups no node belongs to. `elements` ([slots] element indices, -1 for an
+    empty slot, covering every node's element), when the batch lists them
+    (`Graph.elements`), takes the one-step path without the search and the branch
+    (whose backward pass is slow on CPU).
     """
     group = ELEMENT_GROUP if group is None else group
     present = PRESENT_ELEMENTS if present is None else present
     Z, dtype = Ws[0].shape[0], xc.dtype
     if Z <= max(group, present):
         return _contract_group(xc, factors, U_syms, Ws, jax.nn.one_hot(species, Z, dtype=dtype))
+    if elements is not None:
+        return _present_contraction(xc, factors, U_syms, Ws, species, elements)
 
     # sorted distinct elements, padded with -1 (no node's element); one slot more than
     # `present` tells whether they all fit
     elements = jnp.unique(species, size=present + 1, fill_value=-1)
 
     def few_elements(xc):
-        chosen = elements[:present]
-        onehot = (species[:, None] == chosen[None, :]).astype(dtype)  # padding slots match no node
-        return _contract_group(xc, factors, U_syms, [W[chosen] for W in Ws], onehot)
+        return _present_contraction(xc, factors, U_syms, Ws, species, elements[:present])
 
     def many_elements(xc):
         return _grouped_contraction(xc, factors, U_syms, Ws, species, group)
 
     return jax.lax.cond(elements[present] < 0, few_elements, many_elements, xc)
+
+
+def _present_contraction(xc, factors, U_syms, Ws, species, chosen) -> jnp.ndarray:
+    """The contraction with the weights of the elements `chosen` [slots] (-1: empty slot)."""
+    onehot = (species[:, None] == chosen[None, :]).astype(xc.dtype)  # empty slots match no node
+    return _contract_group(xc, factors, U_syms, [W[jnp.maximum(chosen, 0)] for W in Ws], onehot)
 
 
 def _grouped_contraction(xc, factors, U_syms, Ws, species, group: int) -> jnp.ndarray:
@@ -301,8 +311,9 @@ class Contraction(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, species: jnp.ndarray) -> jnp.ndarray:
-        """x: [n, channels, D]; species: [n]. Returns [n, channels, 2l+1]."""
+    def __call__(self, x: jnp.ndarray, species: jnp.ndarray, elements: jnp.ndarray | None = None) -> jnp.ndarray:
+        """x: [n, channels, D]; species: [n]; elements: see `element_contraction`.
+        Returns [n, channels, 2l+1]."""
         dim = x.shape[-1]
         U_syms, Ws, factors = [], [], []
         for nu in range(self.correlation, 0, -1):
@@ -331,7 +342,7 @@ class Contraction(nn.Module):
         # channels leading: the contraction is then one batched matmul per channel
         xc = jnp.swapaxes(x, 0, 1)  # [c, n, D]
         out = over_node_chunks(
-            lambda x_, s_: element_contraction(x_, factors, U_syms, Ws, s_), xc, species
+            lambda x_, s_: element_contraction(x_, factors, U_syms, Ws, s_, elements=elements), xc, species
         )  # [c, n, 2l+1]
         return jnp.swapaxes(out, 0, 1)
 
@@ -350,12 +361,12 @@ class SymmetricContraction(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, species: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
+    def __call__(self, x: jnp.ndarray, species: jnp.ndarray, elements=None) -> tuple[jnp.ndarray, ...]:
         return tuple(
             Contraction(
                 self.coupling_irreps, l, p, self.correlation, self.num_elements, mul, self.dtype,
                 name=f"contraction_{ir_str(l, p)}",
-            )(x, species)
+            )(x, species, elements)
             for mul, l, p in self.irreps_out
         )
 

@@ -57,7 +57,8 @@ def test_batches_have_the_planned_static_shapes():
     epoch = batch_iterator(dataset, 3, seed=0)
     for (budget, members), batch in zip(epoch.plan, epoch):
         graph = batch.graph
-        assert (graph.positions.shape[0], graph.senders.shape[0], graph.cell.shape[0]) == tuple(budget)
+        shape = (graph.positions.shape[0], graph.senders.shape[0], graph.cell.shape[0], graph.neighbours.shape[1])
+        assert shape == tuple(budget)
         assert graph.graph_mask.sum() == len(members) and not graph.graph_mask[-1]
     waste = epoch.padding_waste
     assert set(waste) == {"nodes", "edges", "graphs"} and all(0 <= v < 1 for v in waste.values())

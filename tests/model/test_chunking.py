@@ -1,6 +1,9 @@
-"""Edge and node chunking change nothing: chunked and single-step messages and products agree."""
+"""Edge and node chunking change nothing: chunked and single-step messages and products agree,
+and so do the two message layouts (scatter over receivers, neighbour matrix) and the two
+ways of finding the elements present (listed by the batch, or searched under jit)."""
 
 import numpy as np
+import pytest
 from ase.build import bulk
 
 from helpers import random_jaxtl_model
@@ -9,8 +12,10 @@ from jaxtl.graph.io import configuration_from_atoms
 from jaxtl.model import product, tensor_product
 
 
-def _predict(monkeypatch, edge_chunk: int, node_chunk: int):
+def _predict(monkeypatch, edge_chunk: int, node_chunk: int, slots: int = 1024, layout: bool = False):
+    """layout: keep the batch's neighbour matrix and element list (else drop both)."""
     monkeypatch.setattr(tensor_product, "EDGE_CHUNK", edge_chunk)
+    monkeypatch.setattr(tensor_product, "NODE_MAJOR_SLOTS", slots)
     monkeypatch.setattr(product, "NODE_CHUNK", node_chunk)
     model = random_jaxtl_model(seed=7, hidden_irreps="4x0e+4x1o", max_ell=2, correlation=(3, 2), radial_MLP=(8,),
                                atomic_numbers=(8, 29))
@@ -19,7 +24,8 @@ def _predict(monkeypatch, edge_chunk: int, node_chunk: int):
     atoms.numbers[[1, 6]] = 8
     item = graph_from_configuration(configuration_from_atoms(atoms, read_labels=False), model.config.r_max)
     batch = pad_batch([item], len(atoms) + 3, item.graph.senders.shape[0] + 11, 2, r_max=model.config.r_max)
-    return model.predict(batch.graph), len(atoms), item.graph.senders.shape[0]
+    graph = batch.graph if layout else batch.graph._replace(neighbours=None, elements=None)
+    return model.predict(graph), len(atoms), item.graph.senders.shape[0]
 
 
 def test_chunked_messages_and_products_match_single_step(monkeypatch):
@@ -29,6 +35,29 @@ def test_chunked_messages_and_products_match_single_step(monkeypatch):
     np.testing.assert_allclose(many["energy"][0], one["energy"][0], rtol=1e-12)
     np.testing.assert_allclose(many["forces"][:n], one["forces"][:n], atol=1e-12)
     np.testing.assert_allclose(many["stress"][0], one["stress"][0], atol=1e-12)
+
+
+def test_neighbour_matrix_messages_match_scatter(monkeypatch):
+    scatter, n, _ = _predict(monkeypatch, edge_chunk=10**6, node_chunk=10**6)
+    for slots in (10**6, 5):  # all nodes in one step; one node per step (K > 5)
+        matrix, _, _ = _predict(monkeypatch, edge_chunk=10**6, node_chunk=10**6, slots=slots, layout=True)
+        np.testing.assert_allclose(matrix["energy"][0], scatter["energy"][0], rtol=1e-12)
+        np.testing.assert_allclose(matrix["forces"][:n], scatter["forces"][:n], atol=1e-12)
+        np.testing.assert_allclose(matrix["stress"][0], scatter["stress"][0], atol=1e-12)
+
+
+def test_neighbour_matrix_lists_each_real_edge_once():
+    from jaxtl.graph.batching import neighbour_matrix
+
+    receivers = np.array([2, 0, 2, 2, 1, 0])
+    matrix = neighbour_matrix(receivers, n_node=4, n_edge=9, n_neighbour=4)
+    assert matrix.shape == (4, 4)
+    for node in range(4):
+        listed = matrix[node][matrix[node] < 9]
+        np.testing.assert_array_equal(listed, np.nonzero(receivers == node)[0])
+    assert (matrix[3] == 9).all()
+    with pytest.raises(ValueError, match="node 2 receives 3 edges"):
+        neighbour_matrix(receivers, n_node=4, n_edge=9, n_neighbour=2)
 
 
 def test_element_contraction_paths_agree():
@@ -52,15 +81,19 @@ def test_element_contraction_paths_agree():
     xc = jax.random.normal(next(keys), (5, 9, 4), jnp.float64)
     species = jnp.array([3, 7, 3, 11, 0, 7, 5, 5, 3])  # 5 distinct of 12 elements
 
-    def run(present, group):
-        fn = lambda x: element_contraction(x, factors, U_syms, Ws, species, group=group, present=present)
+    def run(present, group, elements=None):
+        fn = lambda x: element_contraction(x, factors, U_syms, Ws, species, group=group, present=present,
+                                           elements=elements)
         return fn(xc), jax.grad(lambda x: (fn(x) ** 2).sum())(xc)
 
     single, d_single = run(present=8, group=4)  # 5 <= 8: one step
     scanned, d_scanned = run(present=2, group=4)  # 5 > 2: the group scan
+    listed, d_listed = run(present=2, group=4, elements=jnp.array([0, 3, 5, 7, 11, -1, -1, -1]))  # as the batch lists
     # reference: every node with its own element's weights, one node at a time
     ref = jnp.stack([element_contraction(xc[:, i:i + 1], factors, U_syms, [W[s:s + 1] for W in Ws],
                                          jnp.zeros((1,), int))[:, 0] for i, s in enumerate(species.tolist())], axis=1)
     np.testing.assert_allclose(single, ref, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(scanned, ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(listed, ref, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(d_single, d_scanned, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(d_listed, d_scanned, rtol=1e-10, atol=1e-12)
