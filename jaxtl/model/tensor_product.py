@@ -211,18 +211,25 @@ def node_major_messages(
             wx = jnp.concatenate(
                 [(w[:, o : o + t.mul, None] * x[t.i_in]).reshape(per_step, K, -1) for _, t, o in group], axis=-1
             )
-            # sum over the K neighbour slots: [nodes, channels * dims, 2l2+1]
-            summed = jnp.einsum("nkq,nkb->nqb", wx, sh[l_sh].reshape(per_step, K, -1))
+            # sum over the K neighbour slots, harmonics leading so that the large
+            # operand keeps its layout: [nodes, 2l2+1, channels * dims]
+            summed = jnp.einsum("nkb,nkq->nbq", sh[l_sh].reshape(per_step, K, -1), wx)
             start = 0
             for p, t, _ in group:
                 dim_in = x[t.i_in].shape[-1]
-                block = summed[:, start : start + t.mul * dim_in].reshape(per_step, t.mul, dim_in, 2 * l_sh + 1)
+                block = summed[:, :, start : start + t.mul * dim_in].reshape(per_step, 2 * l_sh + 1, t.mul, dim_in)
                 start += t.mul * dim_in
-                cg = jnp.asarray(_cg((dim_in - 1) // 2, l_sh, t.l_out), dtype) * math.sqrt(2 * t.l_out + 1)
-                out[p] = jnp.einsum("ncab,abm->ncm", block, cg).reshape(per_step, -1)
+                cg = _cg((dim_in - 1) // 2, l_sh, t.l_out) * math.sqrt(2 * t.l_out + 1)
+                if dim_in == 1:  # scalar inputs: the coupling is a multiple of the identity
+                    out[p] = (block[..., 0] * float(cg[0, 0, 0])).transpose(0, 2, 1).reshape(per_step, -1)
+                else:
+                    out[p] = jnp.einsum("nbca,abm->ncm", block, jnp.asarray(cg, dtype)).reshape(per_step, -1)
         return jnp.concatenate(out, axis=-1)
 
-    total = jax.lax.map(jax.checkpoint(step), ids).reshape(n_steps * per_step, -1)[:n_nodes]
+    if n_steps == 1:  # no loop, and nothing recomputed in the backward pass
+        total = step(ids[0])[:n_nodes]
+    else:
+        total = jax.lax.map(jax.checkpoint(step), ids).reshape(n_steps * per_step, -1)[:n_nodes]
     blocks, start = [], 0
     for t in paths:
         width = t.mul * (2 * t.l_out + 1)
