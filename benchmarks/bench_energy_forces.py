@@ -116,12 +116,20 @@ def timed(fn, sync) -> float:
     return time.perf_counter() - t0
 
 
-def interleaved(sides, repeats: int, warmup: int) -> tuple[list[float], list[list[float]]]:
+# Seconds of rest before each timed call. A side's worker threads keep spinning for a
+# while after its call returns (torch's OpenMP threads by default): the other side's call
+# would then share the cores with them. On the 2-core CPU, jaxtl's small-model call took
+# ~150 ms right after a mace-torch call and ~95 ms alone.
+SETTLE_S = 0.05
+
+
+def interleaved(sides, repeats: int, warmup: int, settle: float = SETTLE_S) -> tuple[list[float], list[list[float]]]:
     """First-call seconds and timed calls of each side, alternating side by side.
 
     Alternating (a, b, a, b, ...) rather than timing one side's block and then the
     other's makes the ratio robust to load from other processes on a shared machine:
-    both sides see the same background, call for call.
+    both sides see the same background, call for call. Each timed call starts after
+    `settle` seconds of rest, so that neither side runs among the other's spinning threads.
     """
     first = [timed(side, side.sync) for side in sides]
     for _ in range(max(warmup - 1, 0)):
@@ -130,6 +138,7 @@ def interleaved(sides, repeats: int, warmup: int) -> tuple[list[float], list[lis
     times = [[] for _ in sides]
     for _ in range(repeats):
         for k, side in enumerate(sides):
+            time.sleep(settle)
             times[k].append(timed(side, side.sync))
     return first, times
 

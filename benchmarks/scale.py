@@ -126,14 +126,17 @@ def one_size(args) -> dict:
         "peak_memory_bytes": peak_memory_bytes(args.device),
     }
     if args.torch:
-        side = bench.TorchSide(torch_model, atoms, args.dtype, args.device)
-        side.sync(side())
-        times = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
+        try:
+            side = bench.TorchSide(torch_model, atoms, args.dtype, args.device)
             side.sync(side())
-            times.append(time.perf_counter() - t0)
-        row["torch_model_ms"] = 1e3 * statistics.median(times)
+            times = []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                side.sync(side())
+                times.append(time.perf_counter() - t0)
+            row["torch_model_ms"] = 1e3 * statistics.median(times)
+        except RuntimeError as err:  # mace-torch out of memory: keep jaxtl's row
+            row["torch_error"] = str(err).splitlines()[0][:120]
     return row
 
 
@@ -155,6 +158,8 @@ def markdown(rows, meta) -> str:
         mem = r["peak_memory_bytes"] or 0
         torch_ms = r.get("torch_model_ms")
         torch_cells = ("", "") if torch_ms is None else (f"{torch_ms:.1f}", f"{torch_ms / r['model_ms']:.2f}")
+        if "torch_error" in r:
+            torch_cells = (f"failed: {r['torch_error']}", "")
         lines.append(
             f"| {r['n_atoms']} | {r['n_edges']} | {r['neighbours_ms']:.1f} | {r['model_ms']:.1f} | "
             f"{r['total_ms']:.1f} | {1e3 * r['model_ms'] / r['n_atoms']:.2f} | "

@@ -66,17 +66,19 @@ class Interaction(nn.Module):
         senders: jnp.ndarray,
         receivers: jnp.ndarray,
         neighbours: Optional[jnp.ndarray] = None,
+        elements: Optional[jnp.ndarray] = None,
     ):
         """node_feats: blocks [n_nodes, mul, 2l+1]; species: [n_nodes];
         sh: [n_edges, 2l+1] per l; edge_feats: [n_edges, num_radial];
         cutoff: [n_edges, 1] or None; neighbours: [n_nodes, K] incoming edge ids or
-        None (see `Graph`). Returns (message [n, C, D], sc blocks or None)."""
+        None; elements: [slots] element indices present or None (see `Graph`).
+        Returns (message [n, C, D], sc blocks or None)."""
         n_nodes = species.shape[0]
         sc = None
         if self.residual:
             sc = ElementLinear(
                 self.node_feats_irreps, self.hidden_irreps, self.num_elements, self.dtype, name="skip_tp"
-            )(node_feats, species)
+            )(node_feats, species, elements)
 
         h = IrrepsLinear(self.node_feats_irreps, self.edge_irreps, self.dtype, name="linear_up")(node_feats)
         paths = tp.conv_tp_paths(self.edge_irreps, self.sh_irreps, self.target_irreps)
@@ -107,5 +109,5 @@ class Interaction(nn.Module):
         if not self.residual:
             message = ElementLinear(
                 self.target_irreps, self.target_irreps, self.num_elements, self.dtype, name="skip_tp"
-            )(message, species)
+            )(message, species, elements)
         return blocks_to_channel_major(message), sc

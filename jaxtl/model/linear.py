@@ -12,6 +12,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxtl.graph.graph import ELEMENT_SLOTS
 from jaxtl.model.irreps import IrrepsSpec, ir_str
 
 
@@ -72,9 +73,21 @@ class ElementLinear(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, blocks: Sequence[jnp.ndarray], species: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
-        """species: [n] int, index into the model's element table."""
+    def __call__(
+        self, blocks: Sequence[jnp.ndarray], species: jnp.ndarray, elements: jnp.ndarray | None = None
+    ) -> tuple[jnp.ndarray, ...]:
+        """species: [n] int, index into the model's element table; elements: [slots]
+        the indices present (-1: empty slot) or None (see `Graph.elements`).
+
+        With `elements` (or few elements in the model), each node's output is picked
+        from the outputs of the weights of every element present (one matmul, slots x
+        the work of one element) instead of gathering a weight matrix per node
+        ([n, fan_in, mul_out], slow and large; its transpose in training a scatter).
+        Nodes of an element not listed (padding nodes) get zeros."""
         n = blocks[0].shape[0]
+        if self.num_elements <= ELEMENT_SLOTS:  # every element is a slot: no list needed
+            elements = jnp.arange(self.num_elements)
+        onehot = None if elements is None else (species[:, None] == elements[None, :]).astype(blocks[0].dtype)
         out = []
         for name, mul_out, l, x in _per_output(self.irreps_in, self.irreps_out, blocks):
             if x is None:
@@ -85,7 +98,11 @@ class ElementLinear(nn.Module):
                 name, nn.initializers.normal(1.0), (self.num_elements, fan_in, mul_out), self.dtype
             )
             norm = 1.0 / math.sqrt(fan_in * self.num_elements)
-            out.append(jnp.einsum("nui,nuw->nwi", x, w[species].astype(x.dtype)) * norm)
+            if onehot is None:
+                out.append(jnp.einsum("nui,nuw->nwi", x, w[species].astype(x.dtype)) * norm)
+            else:
+                per_element = jnp.einsum("nui,suw->nswi", x, w[jnp.maximum(elements, 0)].astype(x.dtype))
+                out.append(jnp.einsum("nswi,ns->nwi", per_element, onehot) * norm)
         return tuple(out)
 
 

@@ -139,7 +139,7 @@ class MACE(nn.Module):
         # are masked, and an element of their own would cost its weight tables.
         real_species = jnp.where(graph.node_mask, species, species[jnp.argmax(graph.node_mask)])
         elements = None  # the model's indices of the elements present, -1 in empty slots
-        if graph.elements is not None and not cfg.use_agnostic_product:
+        if graph.elements is not None:
             lookup = jnp.asarray(species_lookup(cfg.atomic_numbers))
             elements = jnp.where(graph.elements > 0, lookup[graph.elements], -1)
         h = ElementEmbedding(Z, scalar_channels(parse_irreps(cfg.hidden_irreps)), dtype, name="node_embedding")(species)
@@ -157,12 +157,14 @@ class MACE(nn.Module):
                 block = NonLinearInteraction(**common)
             else:
                 block = Interaction(kind=lay["cls"], **common)
-            message, sc = block(h, species, sh, edge_feats, cutoff, graph.senders, graph.receivers, graph.neighbours)
+            message, sc = block(
+                h, species, sh, edge_feats, cutoff, graph.senders, graph.receivers, graph.neighbours, elements
+            )
             prod_species = jnp.zeros_like(species) if cfg.use_agnostic_product else real_species
             h = ProductBlock(
                 lay["target"], lay["hidden_out"], cfg.correlation[t], 1 if cfg.use_agnostic_product else Z,
                 lay["use_sc"], dtype, name=f"products_{t}",
-            )(message, sc, prod_species, elements)
+            )(message, sc, prod_species, None if cfg.use_agnostic_product else elements)
             feats_per_layer.append((h, lay["hidden_out"]))
 
         readout_energies = []

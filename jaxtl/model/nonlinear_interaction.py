@@ -58,7 +58,7 @@ class NonLinearInteraction(nn.Module):
 
     @nn.compact
     def __call__(self, node_feats, species, sh, edge_feats, cutoff: Optional[jnp.ndarray], senders, receivers,
-                 neighbours: Optional[jnp.ndarray] = None):
+                 neighbours: Optional[jnp.ndarray] = None, elements: Optional[jnp.ndarray] = None):
         n_nodes = species.shape[0]
         C = scalar_channels(self.node_feats_irreps)
         nonlin_irreps = gate_irreps(self.target_irreps)
