@@ -49,7 +49,9 @@ class MACECalculator(Calculator):
             raise ValueError(f"MACECalculator: {err}") from err
         check_elements([config], self.model.config.atomic_numbers)
         item = graph_from_configuration(config, self.r_max)
-        batch, self._budget = pad_to_capacity([item], self.r_max, at_least=self._budget, dtype=self._dtype)
+        batch, self._budget = pad_to_capacity(
+            [item], self.r_max, at_least=self._budget, dtype=self._dtype, neighbour_headroom=0.125
+        )
         periodic = bool(np.any(self.atoms.pbc))
         out = self.model.predict(batch.graph, compute_stress=periodic)
         n = len(self.atoms)

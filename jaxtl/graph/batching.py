@@ -234,12 +234,15 @@ def pad_to_capacity(
     steps_per_octave: int = 4,
     at_least: Budget | None = None,
     dtype=np.float64,
+    neighbour_headroom: float = 0.0,
 ) -> tuple[Batch, Budget]:
     """Pad items to capacities rounded up by `round_capacity` (for inference and MD).
 
     The rounding keeps the number of distinct shapes (and so jit compilations) small
     when edge counts drift during MD. Passing the previous budget as `at_least` makes
-    capacities never shrink, so a trajectory settles on one shape.
+    capacities never shrink, so a trajectory settles on one shape. `neighbour_headroom`
+    widens the neighbour matrix beyond the largest in-degree by that fraction: in MD the
+    in-degree drifts between neighbour-list rebuilds, and each new width compiles again.
 
     Returns (the padded `Batch`, the `Budget` used).
     """
@@ -250,7 +253,7 @@ def pad_to_capacity(
         n_node=round_capacity(nodes + 1, steps_per_octave),
         n_edge=round_capacity(max(edges, 1), steps_per_octave),
         n_graph=round_capacity(graphs + 1, steps_per_octave),
-        n_neighbour=round_capacity(max(max_in_degree(items), 1), steps_per_octave),
+        n_neighbour=round_capacity(max(math.ceil(max_in_degree(items) * (1 + neighbour_headroom)), 1), steps_per_octave),
     )
     if at_least is not None:
         budget = Budget(*(max(a, b) for a, b in zip(budget, at_least)))

@@ -196,7 +196,9 @@ class MDEngine:
         config = Configuration(atomic_numbers=numbers, positions=positions, cell=cell, pbc=pbc)
         item = graph_from_configuration(config, self.r_max + skin)
         nodes = len(numbers) + 1
-        batch, budget = pad_to_capacity([item], self.r_max, at_least=self._budgets.get(nodes), dtype=self.dtype)
+        batch, budget = pad_to_capacity(
+            [item], self.r_max, at_least=self._budgets.get(nodes), dtype=self.dtype, neighbour_headroom=0.25
+        )
         self._budgets[nodes] = budget
         return batch.graph
 
