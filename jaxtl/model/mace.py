@@ -140,8 +140,10 @@ class MACE(nn.Module):
         real_species = jnp.where(graph.node_mask, species, species[jnp.argmax(graph.node_mask)])
         elements = None  # the model's indices of the elements present, -1 in empty slots
         if graph.elements is not None:
+            known = np.zeros(119, bool)
+            known[list(cfg.atomic_numbers)] = True  # (element 0 is not, so empty slots map to -1)
             lookup = jnp.asarray(species_lookup(cfg.atomic_numbers))
-            elements = jnp.where(graph.elements > 0, lookup[graph.elements], -1)
+            elements = jnp.where(jnp.asarray(known)[graph.elements], lookup[graph.elements], -1)
         h = ElementEmbedding(Z, scalar_channels(parse_irreps(cfg.hidden_irreps)), dtype, name="node_embedding")(species)
         sh_irreps = spherical_harmonics_irreps(cfg.max_ell)
         layers = layer_irreps(cfg)

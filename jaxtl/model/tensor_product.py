@@ -221,6 +221,7 @@ def node_major_messages(
                 start += t.mul * dim_in
                 cg = _cg((dim_in - 1) // 2, l_sh, t.l_out) * math.sqrt(2 * t.l_out + 1)
                 if dim_in == 1:  # scalar inputs: the coupling is a multiple of the identity
+                    assert np.allclose(cg[0], cg[0, 0, 0] * np.eye(2 * l_sh + 1), atol=1e-12)
                     out[p] = (block[..., 0] * float(cg[0, 0, 0])).transpose(0, 2, 1).reshape(per_step, -1)
                 else:
                     out[p] = jnp.einsum("nbca,abm->ncm", block, jnp.asarray(cg, dtype)).reshape(per_step, -1)
