@@ -124,14 +124,14 @@ class JaxCase(bench.JaxSide):
         return time.perf_counter() - t0
 
     def cost(self) -> dict:
-        """XLA's FLOPs and bytes, the edge loop as one step so that nothing is counted once for many."""
+        """XLA's FLOPs and bytes, the message loops as one step so that nothing is counted once for many."""
         import jax
 
         from jaxtl.model import make_predict
         from jaxtl.model import tensor_product as tp
 
-        saved = tp.EDGE_CHUNK
-        tp.EDGE_CHUNK = 1 << 30
+        saved = tp.EDGE_CHUNK, tp.NODE_MAJOR_SLOTS
+        tp.EDGE_CHUNK = tp.NODE_MAJOR_SLOTS = 1 << 30
         try:
             fn = jax.jit(make_predict(self.loaded.module), static_argnums=2)
             c = fn.lower(self.loaded.variables, self.graph, self.stress).compile()
@@ -139,7 +139,7 @@ class JaxCase(bench.JaxSide):
             cost = cost[0] if isinstance(cost, (list, tuple)) else cost
             temp = c.memory_analysis().temp_size_in_bytes
         finally:
-            tp.EDGE_CHUNK = saved
+            tp.EDGE_CHUNK, tp.NODE_MAJOR_SLOTS = saved
         return {"gflop": cost.get("flops", 0.0) / 1e9, "gbytes": cost.get("bytes accessed", 0.0) / 1e9,
                 "temp_mb": temp / 1e6}
 

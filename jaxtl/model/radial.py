@@ -90,8 +90,8 @@ class RadialMLP(nn.Module):
 
     Each layer is `x @ W / sqrt(h_in)` (W ~ N(0,1), no bias); hidden layers apply
     `silu(x) * SILU_CST`. Parameters are `layer_k` of shape `[h_in, h_out]`.
-    `weights()` hands them out for `radial_mlp` to be applied inside a loop over
-    edge chunks (see `tensor_product.chunked_messages`).
+    `weights()` hands them out for `radial_mlp` to be applied inside the loops over
+    edges (see `tensor_product.node_major_messages` and `chunked_messages`).
     """
 
     hidden: Sequence[int]  # [num_basis, *radial_MLP, weight_numel]
