@@ -19,7 +19,6 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxtl.graph.graph import Graph
 from jaxtl.graph.labels import Batch, Labels
 
 DATA = "data"
