@@ -119,3 +119,24 @@ def test_pad_to_capacity_is_stable_for_md():
     assert len(shapes) <= 3
     assert budget.n_node == round_capacity(41) and budget.n_graph == 2
     assert isinstance(budget, Budget)
+
+
+def test_element_list_names_up_to_eight_elements():
+    from jaxtl.graph.batching import element_list
+    from jaxtl.graph.graph import ELEMENT_SLOTS
+
+    listed = element_list(np.array([29, 1, 29, 8, 0]))  # 0: a padding node
+    np.testing.assert_array_equal(listed, [1, 8, 29] + [0] * (ELEMENT_SLOTS - 3))
+    assert element_list(np.arange(1, ELEMENT_SLOTS + 2)) is None  # nine elements: the model searches
+
+
+def test_stacked_batches_drop_the_element_list_if_one_lacks_it():
+    from jaxtl.graph.labels import Batch
+    from jaxtl.train.parallel import stack_batches
+
+    items = [graph_from_configuration(random_config(6), R_MAX)]
+    batch = pad_batch(items, 8, 200, 2, R_MAX, n_neighbour=32)
+    assert batch.graph.elements is not None
+    lacking = Batch(batch.graph._replace(elements=None), batch.labels)
+    assert stack_batches([batch, batch]).graph.elements.shape == (2, batch.graph.elements.shape[0])
+    assert stack_batches([batch, lacking]).graph.elements is None
