@@ -338,9 +338,9 @@ def finetune(
     n_steps = sum(len(train_batches(r["epoch"])) for r in result.history if "epoch" in r and "time_s" in r)
     train_time = sum(r.get("time_s", 0.0) for r in result.history)
 
-    unchanged = True  # write_model checked result.variables leaf by leaf before writing (raises otherwise)
     model_dir = out / "model"
     log(report.summary())
     log(f"wrote {model_dir} ({n_steps} steps in {train_time:.1f} s)")
-    return FinetuneResult(model_dir, report, atomic_energies, labels, result, unchanged, wall,
+    # frozen_unchanged: write_model compared every frozen leaf before writing and raises otherwise
+    return FinetuneResult(model_dir, report, atomic_energies, labels, result, True, wall,
                           n_steps / train_time if train_time > 0 else None, strategy, len(replay))

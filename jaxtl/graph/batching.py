@@ -109,14 +109,23 @@ def max_in_degree(items: Sequence[Batch]) -> int:
     return max((int(np.bincount(np.asarray(item.graph.receivers)).max(initial=0)) for item in items), default=0)
 
 
-def neighbour_matrix(receivers: np.ndarray, n_node: int, n_edge: int, n_neighbour: int) -> np.ndarray:
+def neighbour_width(max_degree: int, steps_per_octave: int = 4, headroom: float = 0.0) -> int:
+    """Width of the neighbour matrix for nodes of at most `max_degree` incoming edges:
+    widened by the fraction `headroom`, rounded up by `round_capacity`."""
+    return round_capacity(max(math.ceil(max_degree * (1 + headroom)), 1), steps_per_octave)
+
+
+def neighbour_matrix(receivers: np.ndarray, n_node: int, n_edge: int, n_neighbour: int | None = None) -> np.ndarray:
     """The receiver-major edge ids `Graph.neighbours` [n_node, n_neighbour].
 
     receivers: [n_real_edges] of the real edges (padding edges are left out); slots a
     node does not fill hold `n_edge`. Within a node, edges keep their order.
+    n_neighbour None or 0: `neighbour_width` of the largest in-degree.
     """
     receivers = np.asarray(receivers, np.int64)
     degree = np.bincount(receivers, minlength=n_node)
+    if not n_neighbour:
+        n_neighbour = neighbour_width(int(degree.max(initial=0)))
     if degree.size and degree.max(initial=0) > n_neighbour:
         node = int(np.argmax(degree))
         raise ValueError(
@@ -165,7 +174,7 @@ def pad_batch(
         r_max: the model cutoff in A (sets the length of padding edges).
         dtype: float dtype of positions, cell, shifts and labels.
         n_neighbour: width of the neighbour matrix `Graph.neighbours`; None or 0 sizes
-            it to the items (the largest in-degree, rounded by `round_capacity`).
+            it to the items (`neighbour_width` of the largest in-degree).
 
     Returns a `Batch` whose last graph is the padding graph described in the module
     docstring.
@@ -198,8 +207,6 @@ def pad_batch(
     pad_shift[:, 0] = 1.0
 
     receivers = cat([g.receivers + o for g, o in zip(gs, node_offsets)], (pad_edges,), padding_node, np.int32)
-    if not n_neighbour:
-        n_neighbour = round_capacity(max(max_in_degree(items), 1))
     graph = Graph(
         positions=cat([g.positions for g in gs], (pad_nodes, 3), 0.0, dtype),
         atomic_numbers=cat([g.atomic_numbers for g in gs], (pad_nodes,), 0, np.int32),
@@ -253,7 +260,7 @@ def pad_to_capacity(
         n_node=round_capacity(nodes + 1, steps_per_octave),
         n_edge=round_capacity(max(edges, 1), steps_per_octave),
         n_graph=round_capacity(graphs + 1, steps_per_octave),
-        n_neighbour=round_capacity(max(math.ceil(max_in_degree(items) * (1 + neighbour_headroom)), 1), steps_per_octave),
+        n_neighbour=neighbour_width(max_in_degree(items), steps_per_octave, neighbour_headroom),
     )
     if at_least is not None:
         budget = Budget(*(max(a, b) for a, b in zip(budget, at_least)))

@@ -32,7 +32,14 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from jaxtl.graph.batching import Budget, graph_from_configuration, max_in_degree, pad_batch, round_capacity
+from jaxtl.graph.batching import (
+    Budget,
+    graph_from_configuration,
+    max_in_degree,
+    neighbour_width,
+    pad_batch,
+    round_capacity,
+)
 from jaxtl.graph.io import Configuration
 from jaxtl.graph.labels import Batch
 from jaxtl.graph.neighbours import neighbour_list
@@ -185,7 +192,7 @@ def choose_budgets(
         n_edge=round_capacity(max(capacity(dataset.n_edges), 1), steps_per_octave),
         n_graph=batch_size + 1,
         # one neighbour-matrix width for the whole dataset: it adds no compilations
-        n_neighbour=round_capacity(max(max_in_degree(dataset.items), 1), steps_per_octave),
+        n_neighbour=neighbour_width(max_in_degree(dataset.items), steps_per_octave),
     )
     return Budgets(main=main, steps_per_octave=steps_per_octave, tiers=tiers)
 

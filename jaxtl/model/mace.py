@@ -110,7 +110,8 @@ class MACE(nn.Module):
 
         positions = graph.positions.astype(dtype)
         graph = graph._replace(positions=positions, cell=graph.cell.astype(dtype))
-        species = jnp.asarray(species_lookup(cfg.atomic_numbers))[graph.atomic_numbers]
+        lookup = jnp.asarray(species_lookup(cfg.atomic_numbers))
+        species = lookup[graph.atomic_numbers]
         model_z = jnp.asarray(np.asarray(cfg.atomic_numbers, np.int32))
         z_nodes = model_z[species]  # padding nodes look like element 0
         z_s, z_r = z_nodes[graph.senders], z_nodes[graph.receivers]
@@ -139,11 +140,9 @@ class MACE(nn.Module):
         # are masked, and an element of their own would cost its weight tables.
         real_species = jnp.where(graph.node_mask, species, species[jnp.argmax(graph.node_mask)])
         elements = None  # the model's indices of the elements present, -1 in empty slots
-        if graph.elements is not None:
-            known = np.zeros(119, bool)
-            known[list(cfg.atomic_numbers)] = True  # (element 0 is not, so empty slots map to -1)
-            lookup = jnp.asarray(species_lookup(cfg.atomic_numbers))
-            elements = jnp.where(jnp.asarray(known)[graph.elements], lookup[graph.elements], -1)
+        if graph.elements is not None:  # unknown numbers and the empty slots' 0 map to -1
+            listed = lookup[graph.elements]
+            elements = jnp.where(model_z[listed] == graph.elements, listed, -1)
         h = ElementEmbedding(Z, scalar_channels(parse_irreps(cfg.hidden_irreps)), dtype, name="node_embedding")(species)
         sh_irreps = spherical_harmonics_irreps(cfg.max_ell)
         layers = layer_irreps(cfg)

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtl.graph.graph import ELEMENT_SLOTS
 from jaxtl.model.irreps import IrrepsSpec, ir_str
 from jaxtl.model.tensor_product import backend_chunk
 
@@ -185,8 +186,8 @@ def _contract_group(xc: jnp.ndarray, factors, U_syms, Ws, onehot: jnp.ndarray) -
 
 ELEMENT_GROUP = 4
 # Distinct elements a batch may hold for the single-step path of `element_contraction`
-# (a structure or batch with more takes the group scan).
-PRESENT_ELEMENTS = 8
+# (a structure or batch with more takes the group scan): as many as `Graph.elements` lists.
+PRESENT_ELEMENTS = ELEMENT_SLOTS
 
 
 def element_contraction(

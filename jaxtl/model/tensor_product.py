@@ -144,11 +144,17 @@ def chunked_messages(
 
     total0 = jnp.zeros((n_nodes, sum(widths)), dtype)
     total, _ = jax.lax.scan(jax.checkpoint(body), total0, xs)
-    out, start = [], 0
-    for t, wdt in zip(paths, widths):
-        out.append(total[:, start : start + wdt].reshape(n_nodes, t.mul, 2 * t.l_out + 1))
-        start += wdt
-    return out
+    return path_blocks(total, paths)
+
+
+def path_blocks(total: jnp.ndarray, paths: Sequence[TPPath]) -> list[jnp.ndarray]:
+    """[n, sum of path widths] -> one block [n, mul, 2l3+1] per path, in path order."""
+    blocks, start = [], 0
+    for t in paths:
+        width = t.mul * (2 * t.l_out + 1)
+        blocks.append(total[:, start : start + width].reshape(total.shape[0], t.mul, 2 * t.l_out + 1))
+        start += width
+    return blocks
 
 
 # Edge slots (nodes x neighbour slots) per step of `node_major_messages`: measured on a
@@ -231,12 +237,7 @@ def node_major_messages(
         total = step(ids[0])[:n_nodes]
     else:
         total = jax.lax.map(jax.checkpoint(step), ids).reshape(n_steps * per_step, -1)[:n_nodes]
-    blocks, start = [], 0
-    for t in paths:
-        width = t.mul * (2 * t.l_out + 1)
-        blocks.append(total[:, start : start + width].reshape(n_nodes, t.mul, 2 * t.l_out + 1))
-        start += width
-    return blocks
+    return path_blocks(total, paths)
 
 
 def messages(
