@@ -16,10 +16,13 @@ def run_metadata(script: str, argv: Optional[Sequence[str]]) -> dict:
     import mace
     import torch
 
+    from jaxtl import _allocator
+
     args = sys.argv[1:] if argv is None else argv
     return {"versions": {"jax": jax.__version__, "torch": torch.__version__,
                          "mace": getattr(mace, "__version__", "?"), "python": platform.python_version()},
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "malloc_hugetlb": _allocator.active(),  # see jaxtl/_allocator.py
             "command": f"python benchmarks/{script} " + " ".join(args)}
 
 

@@ -192,4 +192,7 @@ def plot(rows, path: Path) -> None:
 
 
 if __name__ == "__main__":
+    from jaxtl._allocator import restart_with_hugepages
+
+    restart_with_hugepages()  # huge pages for XLA's buffers, as the jaxtl command
     main()

@@ -61,4 +61,7 @@ def main():
 
 
 if __name__ == "__main__":
+    from jaxtl._allocator import restart_with_hugepages
+
+    restart_with_hugepages()  # huge pages for XLA's buffers, as the jaxtl command
     main()

@@ -268,4 +268,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from jaxtl._allocator import restart_with_hugepages
+
+    restart_with_hugepages()  # huge pages for XLA's buffers, as the jaxtl command
     sys.exit(main())

@@ -8,17 +8,25 @@ __version__ = "0.1.0"
 
 from jaxtl import _xla_flags
 
-_xla_flags.apply()  # before anything below imports and initialises JAX
+_xla_flags.apply()  # before anything imports and initialises JAX
 
-from jaxtl.model import MACE, MACEConfig, make_predict  # noqa: E402
-from jaxtl.api import LoadedModel, load_model  # noqa: E402
+_LAZY = {
+    "MACE": "jaxtl.model",
+    "MACEConfig": "jaxtl.model",
+    "make_predict": "jaxtl.model",
+    "LoadedModel": "jaxtl.api",
+    "load_model": "jaxtl.api",
+    "MACECalculator": "jaxtl.calculator",  # ASE is imported only when the calculator is asked for
+}
 
 
 def __getattr__(name):
-    if name == "MACECalculator":  # ASE is imported only when the calculator is asked for
-        from jaxtl.calculator import MACECalculator
+    """The public names, imported on first use: `import jaxtl` alone does not start JAX,
+    so the `jaxtl` command can restart itself (see `_allocator`) before paying for it."""
+    if name in _LAZY:
+        import importlib
 
-        return MACECalculator
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'jaxtl' has no attribute {name!r}")
 
 

@@ -234,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    if argv is None:  # the command line, not a call from Python: restart with huge pages
+        from jaxtl import _allocator
+
+        _allocator.restart_with_hugepages()
     argv = sys.argv[1:] if argv is None else argv
     _quiet_libraries()
     from jaxtl import _xla_flags
