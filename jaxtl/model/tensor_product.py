@@ -147,6 +147,30 @@ def chunked_messages(
     return path_blocks(total, paths)
 
 
+@jax.custom_vjp
+def _permute_rows(a: jnp.ndarray, rows: jnp.ndarray, inverse: jnp.ndarray) -> jnp.ndarray:
+    """`a` [n, ...] with a zero row appended, taken at `rows` [m] (index n: the zero row).
+
+    `inverse` [n] is the position in `rows` of each row of `a` (m if none), so that
+    every row is taken at most once: the transpose is then the gather
+    `_permute_rows(g, inverse, rows)`, where a plain gather's is a scatter-add (slow on
+    CPU), at any order of differentiation.
+    """
+    return jnp.concatenate([a, jnp.zeros((1,) + a.shape[1:], a.dtype)])[rows]
+
+
+def _permute_rows_fwd(a, rows, inverse):
+    return _permute_rows(a, rows, inverse), (rows, inverse)
+
+
+def _permute_rows_bwd(res, g):
+    rows, inverse = res
+    return _permute_rows(g, inverse, rows), None, None
+
+
+_permute_rows.defvjp(_permute_rows_fwd, _permute_rows_bwd)
+
+
 def _split(a: jnp.ndarray, sizes: Sequence[int], axis: int) -> list[jnp.ndarray]:
     """`a` cut along `axis` into consecutive pieces of `sizes` (which sum to its length).
 
@@ -217,12 +241,13 @@ def node_major_messages(
     for p, t in enumerate(paths):
         by_l_sh[t.l_sh].append((p, t))
 
-    def step(e):
-        full = (e < n_edges).astype(dtype)
-        sh, w = edge_fn(jax.tree_util.tree_map(lambda a: a[e], edge_data_))
+    def step(e, sh=None, w=None):
+        # an empty slot reads row n_edges: zero harmonics, so it adds nothing
+        if w is None:
+            sh, w = edge_fn(jax.tree_util.tree_map(lambda a: a[e], edge_data_))
         # lax.split rather than slices: its transpose is one concatenate, where the
         # transposes of slices are zero-padded arrays summed in one loop over all of them
-        w = _split(w * full[:, None], [t.mul for t in paths], axis=1)
+        w = _split(w, [t.mul for t in paths], axis=1)
         x = [b[senders_[e]] for b in node_blocks]  # [slots, mul, 2l1+1]
         out = [None] * len(paths)
         for l_sh, group in by_l_sh.items():
@@ -245,7 +270,14 @@ def node_major_messages(
         return jnp.concatenate(out, axis=-1)
 
     if n_steps == 1:  # no loop, and nothing recomputed in the backward pass
-        total = step(ids[0])[:n_nodes]
+        # the radial MLP over the edges, not over the (padded) slots, then moved into
+        # the slots by a permutation whose transpose is a gather too (not a scatter)
+        e = ids[0]
+        sh, w = edge_fn(edge_data)
+        slot_of_edge = jnp.full((n_edges,), e.shape[0], e.dtype).at[e].set(jnp.arange(e.shape[0], dtype=e.dtype),
+                                                                            mode="drop")
+        sh, w = jax.tree_util.tree_map(lambda a: _permute_rows(a, e, slot_of_edge), (sh, w))
+        total = step(e, sh, w)[:n_nodes]
     else:
         total = jax.lax.map(jax.checkpoint(step), ids).reshape(n_steps * per_step, -1)[:n_nodes]
     return path_blocks(total, paths)

@@ -12,8 +12,7 @@ from jaxtl.graph.io import configuration_from_atoms
 from jaxtl.model import product, tensor_product
 
 
-def _predict(monkeypatch, edge_chunk: int, node_chunk: int, slots: int = 1024, layout: bool = False):
-    """layout: keep the batch's neighbour matrix and element list (else drop both)."""
+def _model_and_graph(monkeypatch, edge_chunk: int, node_chunk: int, slots: int, layout: bool):
     monkeypatch.setattr(tensor_product, "EDGE_CHUNK", edge_chunk)
     monkeypatch.setattr(tensor_product, "NODE_MAJOR_SLOTS", slots)
     monkeypatch.setattr(product, "NODE_CHUNK", node_chunk)
@@ -25,7 +24,30 @@ def _predict(monkeypatch, edge_chunk: int, node_chunk: int, slots: int = 1024, l
     item = graph_from_configuration(configuration_from_atoms(atoms, read_labels=False), model.config.r_max)
     batch = pad_batch([item], len(atoms) + 3, item.graph.senders.shape[0] + 11, 2, r_max=model.config.r_max)
     graph = batch.graph if layout else batch.graph._replace(neighbours=None, elements=None)
-    return model.predict(graph), len(atoms), item.graph.senders.shape[0]
+    return model, graph, len(atoms), item.graph.senders.shape[0]
+
+
+def _predict(monkeypatch, edge_chunk: int, node_chunk: int, slots: int = 1024, layout: bool = False):
+    """layout: keep the batch's neighbour matrix and element list (else drop both)."""
+    model, graph, n, n_edges = _model_and_graph(monkeypatch, edge_chunk, node_chunk, slots, layout)
+    return model.predict(graph), n, n_edges
+
+
+def _training_gradient(monkeypatch, slots: int, layout: bool):
+    """d/dparams of an energy + force loss: the second derivative a training step takes."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxtl.model import make_predict
+
+    model, graph, n, _ = _model_and_graph(monkeypatch, 10**6, 10**6, slots, layout)
+    predict = make_predict(model.module)
+
+    def loss(params):
+        out = predict({"params": params, "constants": model.constants}, graph, False)
+        return jnp.sum(out["energy"] ** 2) + jnp.sum((out["forces"][:n] - 0.3) ** 2)
+
+    return jax.jit(jax.grad(loss))(model.params)
 
 
 def test_chunked_messages_and_products_match_single_step(monkeypatch):
@@ -44,6 +66,20 @@ def test_neighbour_matrix_messages_match_scatter(monkeypatch):
         np.testing.assert_allclose(matrix["energy"][0], scatter["energy"][0], rtol=1e-12)
         np.testing.assert_allclose(matrix["forces"][:n], scatter["forces"][:n], atol=1e-12)
         np.testing.assert_allclose(matrix["stress"][0], scatter["stress"][0], atol=1e-12)
+
+
+def test_training_gradient_same_in_every_message_layout(monkeypatch):
+    """The one-step neighbour-matrix path moves the radial MLP's edge rows into the slots
+    with a permutation whose transpose is hand-written (`_permute_rows`): second
+    derivatives through it must equal the scatter path's and the multi-step path's."""
+    import jax
+
+    scatter = _training_gradient(monkeypatch, slots=1024, layout=False)
+    for slots in (10**6, 5):  # one step (the permutation); one node per step (gathers)
+        matrix = _training_gradient(monkeypatch, slots=slots, layout=True)
+        for a, b in zip(jax.tree_util.tree_leaves(matrix), jax.tree_util.tree_leaves(scatter)):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert max(float(np.abs(a).max()) for a in jax.tree_util.tree_leaves(scatter)) > 1e-3
 
 
 def test_neighbour_matrix_lists_each_real_edge_once():
