@@ -32,6 +32,10 @@ def write_results(stem: Path, meta: dict, rows: list, markdown: Callable[[list, 
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     table = markdown(rows, meta)
+    if "malloc_hugetlb" in meta:
+        table += ("\nProcess: glibc huge pages for large allocations "
+                  f"{'on' if meta['malloc_hugetlb'] else 'off'} (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, "
+                  "set by the script's restart as by the `jaxtl` command; see jaxtl/_allocator.py).\n")
     stem.with_suffix(".md").write_text(table)
     print(table)
     return table

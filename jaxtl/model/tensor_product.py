@@ -156,7 +156,7 @@ def _permute_rows(a: jnp.ndarray, rows: jnp.ndarray, inverse: jnp.ndarray) -> jn
     `_permute_rows(g, inverse, rows)`, where a plain gather's is a scatter-add (slow on
     CPU), at any order of differentiation.
     """
-    return jnp.concatenate([a, jnp.zeros((1,) + a.shape[1:], a.dtype)])[rows]
+    return jnp.take(a, rows, axis=0, mode="fill", fill_value=0)
 
 
 def _permute_rows_fwd(a, rows, inverse):
@@ -269,15 +269,18 @@ def node_major_messages(
                     out[p] = jnp.einsum("nbca,abm->ncm", block, jnp.asarray(cg, dtype)).reshape(per_step, -1)
         return jnp.concatenate(out, axis=-1)
 
-    if n_steps == 1:  # no loop, and nothing recomputed in the backward pass
-        # the radial MLP over the edges, not over the (padded) slots, then moved into
-        # the slots by a permutation whose transpose is a gather too (not a scatter)
+    if n_steps == 1 and n_edges < ids.shape[1]:  # no loop, and nothing recomputed in the backward pass
+        # fewer edges than slots (in-degrees that vary, as in most training sets): the
+        # radial MLP over the edges, not over the slots, then moved into the slots by a
+        # permutation whose transpose is a gather too (not a scatter)
         e = ids[0]
         sh, w = edge_fn(edge_data)
         slot_of_edge = jnp.full((n_edges,), e.shape[0], e.dtype).at[e].set(jnp.arange(e.shape[0], dtype=e.dtype),
                                                                             mode="drop")
         sh, w = jax.tree_util.tree_map(lambda a: _permute_rows(a, e, slot_of_edge), (sh, w))
         total = step(e, sh, w)[:n_nodes]
+    elif n_steps == 1:
+        total = step(ids[0])[:n_nodes]
     else:
         total = jax.lax.map(jax.checkpoint(step), ids).reshape(n_steps * per_step, -1)[:n_nodes]
     return path_blocks(total, paths)

@@ -12,7 +12,7 @@ from jaxtl.graph.io import configuration_from_atoms
 from jaxtl.model import product, tensor_product
 
 
-def _model_and_graph(monkeypatch, edge_chunk: int, node_chunk: int, slots: int, layout: bool):
+def _model_and_graph(monkeypatch, edge_chunk: int, node_chunk: int, slots: int, layout: bool, extra_edges: int = 11):
     monkeypatch.setattr(tensor_product, "EDGE_CHUNK", edge_chunk)
     monkeypatch.setattr(tensor_product, "NODE_MAJOR_SLOTS", slots)
     monkeypatch.setattr(product, "NODE_CHUNK", node_chunk)
@@ -22,7 +22,7 @@ def _model_and_graph(monkeypatch, edge_chunk: int, node_chunk: int, slots: int, 
     atoms.rattle(0.1, seed=1)
     atoms.numbers[[1, 6]] = 8
     item = graph_from_configuration(configuration_from_atoms(atoms, read_labels=False), model.config.r_max)
-    batch = pad_batch([item], len(atoms) + 3, item.graph.senders.shape[0] + 11, 2, r_max=model.config.r_max)
+    batch = pad_batch([item], len(atoms) + 3, item.graph.senders.shape[0] + extra_edges, 2, r_max=model.config.r_max)
     graph = batch.graph if layout else batch.graph._replace(neighbours=None, elements=None)
     return model, graph, len(atoms), item.graph.senders.shape[0]
 
@@ -33,14 +33,17 @@ def _predict(monkeypatch, edge_chunk: int, node_chunk: int, slots: int = 1024, l
     return model.predict(graph), n, n_edges
 
 
-def _training_gradient(monkeypatch, slots: int, layout: bool):
+def _training_gradient(monkeypatch, slots: int, layout: bool, extra_edges: int = 11):
     """d/dparams of an energy + force loss: the second derivative a training step takes."""
     import jax
     import jax.numpy as jnp
 
     from jaxtl.model import make_predict
 
-    model, graph, n, _ = _model_and_graph(monkeypatch, 10**6, 10**6, slots, layout)
+    model, graph, n, _ = _model_and_graph(monkeypatch, 10**6, 10**6, slots, layout, extra_edges)
+    if layout:  # which one-step variant runs: the MLP over the edges only when they are fewer
+        n_slots = graph.neighbours.shape[0] * graph.neighbours.shape[1]
+        assert (graph.senders.shape[0] < n_slots) == (extra_edges < 100)
     predict = make_predict(model.module)
 
     def loss(params):
@@ -75,8 +78,10 @@ def test_training_gradient_same_in_every_message_layout(monkeypatch):
     import jax
 
     scatter = _training_gradient(monkeypatch, slots=1024, layout=False)
-    for slots in (10**6, 5):  # one step (the permutation); one node per step (gathers)
-        matrix = _training_gradient(monkeypatch, slots=slots, layout=True)
+    # one step, the MLP over the edges (the permutation); one step, the MLP over the
+    # slots (an edge budget larger than nodes x K); one node per step (gathers)
+    for slots, extra_edges in ((10**6, 11), (10**6, 1000), (5, 11)):
+        matrix = _training_gradient(monkeypatch, slots=slots, layout=True, extra_edges=extra_edges)
         for a, b in zip(jax.tree_util.tree_leaves(matrix), jax.tree_util.tree_leaves(scatter)):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
     assert max(float(np.abs(a).max()) for a in jax.tree_util.tree_leaves(scatter)) > 1e-3
