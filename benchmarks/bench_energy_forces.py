@@ -123,23 +123,27 @@ def timed(fn, sync) -> float:
 SETTLE_S = 0.05
 
 
-def interleaved(sides, repeats: int, warmup: int, settle: float = SETTLE_S) -> tuple[list[float], list[list[float]]]:
+def interleaved(sides, repeats: int, warmup: int, settle: float = SETTLE_S,
+                block: int = 1) -> tuple[list[float], list[list[float]]]:
     """First-call seconds and timed calls of each side, alternating side by side.
 
     Alternating (a, b, a, b, ...) rather than timing one side's block and then the
     other's makes the ratio robust to load from other processes on a shared machine:
     both sides see the same background, call for call. Each timed call starts after
     `settle` seconds of rest, so that neither side runs among the other's spinning threads.
+    With `block` > 1 each side makes `block` consecutive calls per turn (a, a, a, b, b,
+    b, ...), as a training loop does; every call is timed, the first of a turn included.
     """
     first = [timed(side, side.sync) for side in sides]
     for _ in range(max(warmup - 1, 0)):
         for side in sides:
             timed(side, side.sync)
     times = [[] for _ in sides]
-    for _ in range(repeats):
+    while len(times[0]) < repeats:
         for k, side in enumerate(sides):
-            time.sleep(settle)
-            times[k].append(timed(side, side.sync))
+            for _ in range(min(block, repeats - len(times[k]))):
+                time.sleep(settle)
+                times[k].append(timed(side, side.sync))
     return first, times
 
 
