@@ -149,12 +149,11 @@ def chunked_messages(
 
 @jax.custom_vjp
 def _permute_rows(a: jnp.ndarray, rows: jnp.ndarray, inverse: jnp.ndarray) -> jnp.ndarray:
-    """`a` [n, ...] with a zero row appended, taken at `rows` [m] (index n: the zero row).
+    """The rows of `a` [n, ...] at `rows` [m]; an index n or above reads a row of zeros.
 
-    `inverse` [n] is the position in `rows` of each row of `a` (m if none), so that
-    every row is taken at most once: the transpose is then the gather
-    `_permute_rows(g, inverse, rows)`, where a plain gather's is a scatter-add (slow on
-    CPU), at any order of differentiation.
+    `inverse` [n] is the position in `rows` of each row of `a` (m if none): every row is
+    taken at most once, so the transpose is the gather `_permute_rows(g, inverse, rows)`,
+    at any order of differentiation, where a plain gather's is a scatter-add (slow on CPU).
     """
     return jnp.take(a, rows, axis=0, mode="fill", fill_value=0)
 
@@ -193,7 +192,7 @@ def path_blocks(total: jnp.ndarray, paths: Sequence[TPPath]) -> list[jnp.ndarray
 # fastest: a 32x0e Si training step (5 structures, 12,800 slots) took 115 ms in one step,
 # 159 ms in 13 steps of 1024 and 179 ms in 4 of 4096 (the loop recomputes each step in
 # both backward passes); energy+forces of MP-0-shaped models on a 108-atom Cu cell
-# (8,640 slots) were the same within noise at 1024 and 16384 slots. Large systems still
+# (8,960 slots) were the same within noise at 1024 and 16384 slots. Large systems still
 # go in steps, so memory stays linear in the number of atoms. GPU/TPU: as many as
 # `EDGE_CHUNK_ACCELERATOR`.
 NODE_MAJOR_SLOTS = 16384
@@ -219,8 +218,9 @@ def node_major_messages(
     so the per-edge message (channels x irrep dims, 2048-5120 numbers in MACE-MP-0)
     is never formed, and no scatter-add (slow on CPU) is needed: the per-edge tensors
     are w * x (channels x input dims) and the harmonics. Nodes are taken `slots // K`
-    at a time (a scan; the backward pass recomputes each step). Same arguments and
-    result as `chunked_messages`, one block `[n_nodes, mul, 2l3+1]` per path.
+    at a time (a scan; the backward pass recomputes each step), all at once when they
+    fit (a training batch, a cell of a few hundred atoms). Same arguments and result as
+    `chunked_messages`, one block `[n_nodes, mul, 2l3+1]` per path.
     """
     n_edges = senders.shape[0]
     n_nodes, K = neighbours.shape
@@ -245,8 +245,6 @@ def node_major_messages(
         # an empty slot reads row n_edges: zero harmonics, so it adds nothing
         if w is None:
             sh, w = edge_fn(jax.tree_util.tree_map(lambda a: a[e], edge_data_))
-        # lax.split rather than slices: its transpose is one concatenate, where the
-        # transposes of slices are zero-padded arrays summed in one loop over all of them
         w = _split(w, [t.mul for t in paths], axis=1)
         x = [b[senders_[e]] for b in node_blocks]  # [slots, mul, 2l1+1]
         out = [None] * len(paths)
@@ -269,10 +267,10 @@ def node_major_messages(
                     out[p] = jnp.einsum("nbca,abm->ncm", block, jnp.asarray(cg, dtype)).reshape(per_step, -1)
         return jnp.concatenate(out, axis=-1)
 
-    if n_steps == 1 and n_edges < ids.shape[1]:  # no loop, and nothing recomputed in the backward pass
-        # fewer edges than slots (in-degrees that vary, as in most training sets): the
-        # radial MLP over the edges, not over the slots, then moved into the slots by a
-        # permutation whose transpose is a gather too (not a scatter)
+    # One step: no loop, and nothing recomputed in the backward passes. With fewer edges
+    # than slots (in-degrees that vary, as in most training sets) the radial MLP runs over
+    # the edges and its rows are moved into the slots by a permutation.
+    if n_steps == 1 and n_edges < ids.shape[1]:
         e = ids[0]
         sh, w = edge_fn(edge_data)
         slot_of_edge = jnp.full((n_edges,), e.shape[0], e.dtype).at[e].set(jnp.arange(e.shape[0], dtype=e.dtype),

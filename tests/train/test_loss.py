@@ -1,6 +1,5 @@
 """Losses: hand-computed values, parity with mace-torch, padding and batching invariance."""
 
-import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
