@@ -23,10 +23,13 @@ _LAZY = {
 def __getattr__(name):
     """The public names, imported on first use: `import jaxtl` alone does not start JAX,
     so the `jaxtl` command can restart itself (see `_allocator`) before paying for it."""
-    if name in _LAZY:
-        import importlib
+    import importlib
+    import importlib.util
 
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if not name.startswith("_") and importlib.util.find_spec(f"jaxtl.{name}") is not None:
+        return importlib.import_module(f"jaxtl.{name}")  # `jaxtl.model` etc. without an import
     raise AttributeError(f"module 'jaxtl' has no attribute {name!r}")
 
 

@@ -74,3 +74,11 @@ def test_restart_cuts_page_faults():
     # 5 calls x ~98 MB in 4 kB pages is ~120,000 faults; in 2 MB pages a few hundred
     assert plain > 20_000, plain
     assert restarted < plain / 10, (plain, restarted)
+
+
+def test_import_jaxtl_is_light_and_names_resolve():
+    """The restart happens before JAX is paid for: `import jaxtl` must not import it."""
+    code = ("import sys, jaxtl; assert 'jax' not in sys.modules, 'jax imported'; "
+            "from jaxtl import MACE, load_model; assert jaxtl.model.MACE is MACE and callable(load_model); print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
