@@ -33,4 +33,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'jaxtl' has no attribute {name!r}")
 
 
-__all__ = ["MACE", "MACEConfig", "make_predict", "LoadedModel", "load_model", "MACECalculator"]
+__all__ = list(_LAZY)
