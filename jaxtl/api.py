@@ -73,27 +73,30 @@ class LoadedModel:
 
 
 def build_loaded_model(config: MACEConfig, variables: dict, metadata: dict | None = None,
-                       dtype: str | None = None, head: str | None = None) -> LoadedModel:
+                       dtype: str | None = None, head: str | None = None, backend: str = "xla") -> LoadedModel:
     if head is not None:
         config, variables = select_head(config, variables, head)
     dtype = dtype or config.dtype
     enable_x64_if(dtype)
     config = config.replace(dtype=dtype)
     variables = jax.tree_util.tree_map(jnp.asarray, cast_variables(variables, dtype))
-    return LoadedModel(config=config, variables=variables, module=MACE(config), metadata=metadata or {})
+    return LoadedModel(config=config, variables=variables, module=MACE(config, backend),
+                       metadata=metadata or {})
 
 
-def load_model(path: str | Path, dtype: str | None = None, head: str | None = None) -> LoadedModel:
+def load_model(path: str | Path, dtype: str | None = None, head: str | None = None,
+               backend: str = "xla") -> LoadedModel:
     """Load a jaxtl model folder (written by convert_mace.py or `jaxtl train`), or a
     released foundation model by name ("mace-mp-0-medium", see `jaxtl.foundations`):
     downloaded and converted into the cache ($JAXTL_CACHE, else ~/.cache/jaxtl) once.
 
     dtype: "float32" or "float64" (default: the dtype it was saved in).
     head: keep only this head of a multi-head model.
+    backend: "xla", or "cueq" for NVIDIA cuEquivariance kernels (`jaxtl.model.cueq`).
     """
     if not Path(path).exists():
         from jaxtl.foundations import resolve
 
         path = resolve(path)
     config, variables, metadata = load_model_files(path)
-    return build_loaded_model(config, variables, metadata, dtype, head)
+    return build_loaded_model(config, variables, metadata, dtype, head, backend)

@@ -46,6 +46,7 @@ class Interaction(nn.Module):
     radial_MLP: Sequence[int]
     avg_num_neighbors: float
     dtype: jnp.dtype = jnp.float32
+    backend: str = "xla"  # see `jaxtl.model.cueq`
 
     @property
     def residual(self) -> bool:
@@ -100,7 +101,8 @@ class Interaction(nn.Module):
                 edge_density = edge_density * cutoff
             density = jax.ops.segment_sum(edge_density, receivers, num_segments=n_nodes)  # [n, 1]
 
-        message = tp.messages(h, senders, receivers, neighbours, (edge_feats, cutoff, tuple(sh)), edge_fn, paths)
+        message = tp.messages(h, senders, receivers, neighbours, (edge_feats, cutoff, tuple(sh)), edge_fn, paths,
+                               self.backend)
         message = IrrepsLinear(tp.mid_irreps(paths), self.target_irreps, self.dtype, name="linear")(message)
         if self.density:
             message = tuple(m / (density[:, :, None] + 1.0) for m in message)

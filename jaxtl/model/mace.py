@@ -73,13 +73,14 @@ class ProductBlock(nn.Module):
     num_elements: int
     use_sc: bool
     dtype: jnp.dtype = jnp.float32
+    backend: str = "xla"
 
     @nn.compact
     def __call__(self, message, sc, species, elements=None):
         """elements: [slots] model element indices present (-1 for none) or None."""
         feats = SymmetricContraction(
             self.coupling_irreps, self.hidden_out, self.correlation, self.num_elements, self.dtype,
-            name="symmetric_contraction",
+            self.backend, name="symmetric_contraction",
         )(message, species, elements)
         feats = IrrepsLinear(self.hidden_out, self.hidden_out, self.dtype, name="linear")(feats)
         if self.use_sc and sc is not None:
@@ -92,9 +93,20 @@ class MACE(nn.Module):
 
     Returns a dict with `node_energy [n_nodes]` (E0 + interaction, eV, zero on
     padding nodes), `energy [n_graphs]` (eV), `interaction_energy [n_graphs]`.
+
+    backend: "xla" (default) or "cueq", NVIDIA cuEquivariance kernels for the
+    convolution and the symmetric contraction (`jaxtl.model.cueq`); the weights
+    are the same. A runtime choice, not saved with the model.
     """
 
     config: MACEConfig
+    backend: str = "xla"
+
+    def __post_init__(self):
+        from jaxtl.model.cueq import check_backend
+
+        check_backend(self.backend)
+        super().__post_init__()
 
     @property
     def dtype(self):
@@ -152,7 +164,8 @@ class MACE(nn.Module):
                 node_feats_irreps=lay["node_feats"], edge_irreps=lay["edge"], sh_irreps=sh_irreps,
                 target_irreps=lay["target"], hidden_irreps=lay["hidden_out"], num_elements=Z,
                 num_radial=edge_feats.shape[-1], radial_MLP=cfg.radial_MLP,
-                avg_num_neighbors=cfg.avg_num_neighbors[t], dtype=dtype, name=f"interactions_{t}",
+                avg_num_neighbors=cfg.avg_num_neighbors[t], dtype=dtype, backend=self.backend,
+                name=f"interactions_{t}",
             )
             if lay["cls"] == "RealAgnosticResidualNonLinearInteractionBlock":
                 block = NonLinearInteraction(**common)
@@ -164,7 +177,7 @@ class MACE(nn.Module):
             prod_species = jnp.zeros_like(species) if cfg.use_agnostic_product else real_species
             h = ProductBlock(
                 lay["target"], lay["hidden_out"], cfg.correlation[t], 1 if cfg.use_agnostic_product else Z,
-                lay["use_sc"], dtype, name=f"products_{t}",
+                lay["use_sc"], dtype, self.backend, name=f"products_{t}",
             )(message, sc, prod_species, None if cfg.use_agnostic_product else elements)
             feats_per_layer.append((h, lay["hidden_out"]))
 

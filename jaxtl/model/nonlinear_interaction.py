@@ -55,6 +55,7 @@ class NonLinearInteraction(nn.Module):
     radial_MLP: Sequence[int]
     avg_num_neighbors: float  # unused by this block, kept for a uniform signature
     dtype: jnp.dtype = jnp.float32
+    backend: str = "xla"  # see `jaxtl.model.cueq`
 
     @nn.compact
     def __call__(self, node_feats, species, sh, edge_feats, cutoff: Optional[jnp.ndarray], senders, receivers,
@@ -80,7 +81,8 @@ class NonLinearInteraction(nn.Module):
             edge_density = edge_density * cutoff
         density = jax.ops.segment_sum(edge_density, receivers, num_segments=n_nodes)[:, :, None]
 
-        message = tp.messages(h, senders, receivers, neighbours, (tuple(sh), tp_weights), lambda d: d, paths)
+        message = tp.messages(h, senders, receivers, neighbours, (tuple(sh), tp_weights), lambda d: d, paths,
+                               self.backend)
         message = IrrepsLinear(tp.mid_irreps(paths), nonlin_irreps, self.dtype, name="linear_1")(message)
         alpha = self.param("alpha", lambda k: jnp.asarray(20.0, self.dtype))
         beta = self.param("beta", lambda k: jnp.asarray(0.0, self.dtype))

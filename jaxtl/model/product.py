@@ -310,6 +310,7 @@ class Contraction(nn.Module):
     num_elements: int
     channels: int
     dtype: jnp.dtype = jnp.float32
+    backend: str = "xla"  # see `jaxtl.model.cueq`
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, species: jnp.ndarray, elements: jnp.ndarray | None = None) -> jnp.ndarray:
@@ -340,6 +341,10 @@ class Contraction(nn.Module):
                 factors.append((nu, keep))
         if not factors:
             return jnp.zeros((x.shape[0], self.channels, 2 * self.l + 1), x.dtype)
+        if self.backend == "cueq":
+            from jaxtl.model import cueq
+
+            return cueq.contraction(x, factors, U_syms, Ws, species, elements)
         # channels leading: the contraction is then one batched matmul per channel
         xc = jnp.swapaxes(x, 0, 1)  # [c, n, D]
         out = over_node_chunks(
@@ -360,12 +365,13 @@ class SymmetricContraction(nn.Module):
     correlation: int
     num_elements: int
     dtype: jnp.dtype = jnp.float32
+    backend: str = "xla"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, species: jnp.ndarray, elements=None) -> tuple[jnp.ndarray, ...]:
         return tuple(
             Contraction(
-                self.coupling_irreps, l, p, self.correlation, self.num_elements, mul, self.dtype,
+                self.coupling_irreps, l, p, self.correlation, self.num_elements, mul, self.dtype, self.backend,
                 name=f"contraction_{ir_str(l, p)}",
             )(x, species, elements)
             for mul, l, p in self.irreps_out

@@ -292,9 +292,16 @@ def messages(
     edge_data,
     edge_fn,
     paths: Sequence[TPPath],
+    backend: str = "xla",
 ) -> list[jnp.ndarray]:
     """The summed messages of every node: `node_major_messages` when the graph has a
-    neighbour matrix (every batch jaxtl builds), else `chunked_messages`."""
+    neighbour matrix (every batch jaxtl builds), else `chunked_messages`; with
+    backend "cueq", one cuEquivariance call over all edges (`jaxtl.model.cueq`)."""
+    if backend == "cueq":
+        from jaxtl.model import cueq
+
+        sh, w = edge_fn(edge_data)
+        return cueq.conv_messages(node_blocks, sh, w, senders, receivers, paths)
     if neighbours is not None:
         return node_major_messages(node_blocks, senders, neighbours, edge_data, edge_fn, paths)
     n_nodes = node_blocks[0].shape[0]
