@@ -50,6 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="timed calls per code (median reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls before timing (after compile)")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    p.add_argument("--backends", default="xla",
+                   help="comma list of jaxtl backends, timed side by side: xla, cueq (cuEquivariance)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--matmul-precision", default="highest", choices=("default", "high", "highest"),
                    help="jax float32 matmul precision on GPU ('highest' = full fp32, as torch)")
@@ -58,6 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     bad = [m for m in args.models if m not in MODELS] + [d for d in args.dtypes if d not in DTYPES]
     if bad:
         p.error(f"unknown model/dtype {bad}; models: {sorted(MODELS)}, dtypes: {list(DTYPES)}")
@@ -195,7 +198,7 @@ class TorchSide:
 class JaxSide:
     """The same weights converted in memory to jaxtl; a padded graph put on the device once."""
 
-    def __init__(self, config, variables, atoms, dtype: str):
+    def __init__(self, config, variables, atoms, dtype: str, backend: str = "xla"):
         import jax
         import numpy as np
 
@@ -203,7 +206,7 @@ class JaxSide:
         from jaxtl.convert.verify import jaxtl_batch
 
         self.jax = jax
-        self.loaded = build_loaded_model(config, variables, dtype=dtype)
+        self.loaded = build_loaded_model(config, variables, dtype=dtype, backend=backend)
         batch = jaxtl_batch([atoms], config.r_max, np.dtype(dtype))
         self.graph = jax.device_put(batch.graph)
         self.n_edges_padded = int(batch.graph.senders.shape[0])
@@ -242,53 +245,59 @@ def build_torch_model(name: str):
     return model
 
 
-def run_case(name, dtype, torch_model, jax_cv, atoms, args, device) -> dict:
+def run_case(name, dtype, torch_model, jax_cv, atoms, args, device) -> list[dict]:
+    """One row per jaxtl backend; all backends and mace-torch alternate in one loop."""
     import numpy as np
 
     n_atoms = len(atoms)
-    jside = JaxSide(*jax_cv, atoms, dtype)
+    jsides = [JaxSide(*jax_cv, atoms, dtype, backend) for backend in args.backends]
     tside = TorchSide(torch_model, atoms, dtype, device)
 
-    (j_first, t_first), (j_times, t_times) = interleaved([jside, tside], args.repeats, args.warmup)
-    j_out, t_out = jside(), tside()
-
+    firsts, times = interleaved([*jsides, tside], args.repeats, args.warmup)
+    t_first, t_times, t_out = firsts[-1], times[-1], tside()
     f_t = t_out["forces"].detach().cpu().numpy()
-    f_j = np.asarray(j_out["forces"])[:n_atoms]
     e_t = float(t_out["energy"].detach().cpu().numpy().reshape(-1)[0])
-    e_j = float(np.asarray(j_out["energy"])[0])
-    j_med, t_med = statistics.median(j_times), statistics.median(t_times)
-    flops = jside.flops()
-    row = {
-        "model": name,
-        "dtype": dtype,
-        "device": device,
-        "n_atoms": n_atoms,
-        "n_edges": tside.n_edges,
-        "padded_nodes": jside.n_nodes_padded,
-        "padded_edges": jside.n_edges_padded,
-        "jaxtl_first_call_s": j_first,
-        "jaxtl_median_ms": 1e3 * j_med,
-        "jaxtl_times_ms": [1e3 * t for t in j_times],
-        "torch_first_call_s": t_first,
-        "torch_median_ms": 1e3 * t_med,
-        "torch_times_ms": [1e3 * t for t in t_times],
-        "ratio_torch_over_jaxtl": t_med / j_med,
-        "jaxtl_atoms_per_s": n_atoms / j_med,
-        "torch_atoms_per_s": n_atoms / t_med,
-        "max_abs_dF": float(np.max(np.abs(f_t - f_j))),
-        "max_abs_F": float(np.max(np.abs(f_t))),
-        "abs_dE": abs(e_t - e_j),
-        "energy": e_t,
-        "jaxtl_xla_gflop": None if flops is None else flops / 1e9,
-    }
-    print(
-        f"[bench] {name:6s} {dtype}: jaxtl {row['jaxtl_median_ms']:8.1f} ms "
-        f"(first call {j_first:5.1f} s) | mace-torch {row['torch_median_ms']:8.1f} ms | "
-        f"torch/jaxtl {row['ratio_torch_over_jaxtl']:5.2f} | max|dF| {row['max_abs_dF']:.2e} "
-        f"|dE| {row['abs_dE']:.2e}",
-        flush=True,
-    )
-    return row
+    t_med = statistics.median(t_times)
+    rows = []
+    for backend, jside, j_first, j_times in zip(args.backends, jsides, firsts, times):
+        j_out = jside()
+        f_j = np.asarray(j_out["forces"])[:n_atoms]
+        e_j = float(np.asarray(j_out["energy"])[0])
+        j_med = statistics.median(j_times)
+        flops = jside.flops()
+        row = {
+            "model": name,
+            "dtype": dtype,
+            "backend": backend,
+            "device": device,
+            "n_atoms": n_atoms,
+            "n_edges": tside.n_edges,
+            "padded_nodes": jside.n_nodes_padded,
+            "padded_edges": jside.n_edges_padded,
+            "jaxtl_first_call_s": j_first,
+            "jaxtl_median_ms": 1e3 * j_med,
+            "jaxtl_times_ms": [1e3 * t for t in j_times],
+            "torch_first_call_s": t_first,
+            "torch_median_ms": 1e3 * t_med,
+            "torch_times_ms": [1e3 * t for t in t_times],
+            "ratio_torch_over_jaxtl": t_med / j_med,
+            "jaxtl_atoms_per_s": n_atoms / j_med,
+            "torch_atoms_per_s": n_atoms / t_med,
+            "max_abs_dF": float(np.max(np.abs(f_t - f_j))),
+            "max_abs_F": float(np.max(np.abs(f_t))),
+            "abs_dE": abs(e_t - e_j),
+            "energy": e_t,
+            "jaxtl_xla_gflop": None if flops is None else flops / 1e9,
+        }
+        print(
+            f"[bench] {name:6s} {dtype} {backend:4s}: jaxtl {row['jaxtl_median_ms']:8.1f} ms "
+            f"(first call {j_first:5.1f} s) | mace-torch {row['torch_median_ms']:8.1f} ms | "
+            f"torch/jaxtl {row['ratio_torch_over_jaxtl']:5.2f} | max|dF| {row['max_abs_dF']:.2e} "
+            f"|dE| {row['abs_dE']:.2e}",
+            flush=True,
+        )
+        rows.append(row)
+    return rows
 
 
 def markdown(rows, meta) -> str:
@@ -302,14 +311,14 @@ def markdown(rows, meta) -> str:
         f"jax {meta['versions']['jax']}, torch {meta['versions']['torch']}, "
         f"mace-torch {meta['versions']['mace']}; {meta['date']}.",
         "",
-        "| model | dtype | jaxtl ms | mace-torch ms | torch/jaxtl | jaxtl atoms/s | "
+        "| model | dtype | backend | jaxtl ms | mace-torch ms | torch/jaxtl | jaxtl atoms/s | "
         "mace-torch atoms/s | jaxtl first call s | XLA GFLOP | max abs dF eV/A | abs dE eV |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         gflop = "n/a" if r["jaxtl_xla_gflop"] is None else f"{r['jaxtl_xla_gflop']:.1f}"
         lines.append(
-            f"| {r['model']} | {r['dtype']} | {r['jaxtl_median_ms']:.1f} | {r['torch_median_ms']:.1f} | "
+            f"| {r['model']} | {r['dtype']} | {r.get('backend', 'xla')} | {r['jaxtl_median_ms']:.1f} | {r['torch_median_ms']:.1f} | "
             f"{r['ratio_torch_over_jaxtl']:.2f} | {r['jaxtl_atoms_per_s']:.0f} | "
             f"{r['torch_atoms_per_s']:.0f} | {r['jaxtl_first_call_s']:.1f} | {gflop} | "
             f"{r['max_abs_dF']:.1e} | {r['abs_dE']:.1e} |"
@@ -353,7 +362,7 @@ def main(argv=None) -> int:
         print(f"[bench] built {name} (torch + conversion) in {time.perf_counter() - t0:.1f} s",
               flush=True)
         for dtype in args.dtypes:
-            rows.append(run_case(name, dtype, torch_model, jax_cv, atoms, args, device))
+            rows += run_case(name, dtype, torch_model, jax_cv, atoms, args, device)
 
     meta = {
         "device": device,

@@ -70,6 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "re-zeroing and compacting memory torch released; a block shows the steady state")
     p.add_argument("--ema", action="store_true", help="keep an EMA of the weights (mace --ema, decay 0.99)")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    p.add_argument("--backends", default="xla",
+                   help="comma list of jaxtl backends, timed side by side: xla, cueq (cuEquivariance)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--matmul-precision", default="highest", choices=("default", "high", "highest"),
                    help="jax float32 matmul precision on GPU ('highest' = full fp32, as torch)")
@@ -78,6 +80,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.hidden = [h.strip() for h in args.hidden.split(",") if h.strip()]
     args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if [d for d in args.dtypes if d not in DTYPES]:
         p.error(f"dtypes must be among {list(DTYPES)}")
     if args.repeats < 1 or args.structures < 1 or args.block < 1:
@@ -179,7 +182,7 @@ class TorchTrainer:
 class JaxTrainer:
     """jaxtl's jitted train step, built as `jaxtl.train.loop.train` builds it."""
 
-    def __init__(self, config, variables, frames, dtype: str, ema: bool):
+    def __init__(self, config, variables, frames, dtype: str, ema: bool, backend: str = "xla"):
         import jax
         import jax.numpy as jnp
         import numpy as np
@@ -210,7 +213,7 @@ class JaxTrainer:
                                    decay_filter=mace_decay_filter)
         mesh = make_mesh(1)
         self.step_fn, self.compiles = make_train_step(
-            make_predict(MACE(config)), loss_cfg.loss, loss_cfg.huber_delta, False, optimizer,
+            make_predict(MACE(config, backend)), loss_cfg.loss, loss_cfg.huber_delta, False, optimizer,
             0.99 if ema else None, mesh)
         variables = _cast(variables, np_dtype)
         params = variables["params"]
@@ -235,55 +238,62 @@ class JaxTrainer:
         return out
 
 
-def run_case(hidden, dtype, torch_model, jax_cv, frames, args, device) -> dict:
+def run_case(hidden, dtype, torch_model, jax_cv, frames, args, device) -> list[dict]:
+    """One row per jaxtl backend; all backends and mace-torch alternate in one loop."""
     import jax
 
     # x64 only for float64 cases: a float32 run is then what `jaxtl train` runs by default.
     jax.config.update("jax_enable_x64", dtype == "float64")
     t0 = time.perf_counter()
-    jside = JaxTrainer(*jax_cv, frames, dtype, args.ema)
+    jsides = [JaxTrainer(*jax_cv, frames, dtype, args.ema, backend) for backend in args.backends]
     tside = TorchTrainer(torch_model, frames, dtype, device, args.ema)
     setup_s = time.perf_counter() - t0
 
-    (j_first, t_first), (j_times, t_times) = interleaved([jside, tside], args.repeats, args.warmup,
-                                                         block=args.block)
-    j_med, t_med = statistics.median(j_times), statistics.median(t_times)
+    firsts, times = interleaved([*jsides, tside], args.repeats, args.warmup, block=args.block)
+    t_first, t_times = firsts[-1], times[-1]
+    t_med = statistics.median(t_times)
     n_atoms = sum(len(a) for a in frames)
     rel = lambda a, b: abs(a - b) / max(abs(b), 1e-30)
-    row = {
-        "hidden_irreps": hidden,
-        "dtype": dtype,
-        "device": device,
-        "n_structures": len(frames),
-        "n_atoms": n_atoms,
-        "n_edges": tside.n_edges,
-        "padded": {"n_node": jside.padded.n_node, "n_edge": jside.padded.n_edge, "n_graph": jside.padded.n_graph},
-        "padding_waste": jside.padding_waste,
-        "n_parameters": int(sum(p.numel() for p in tside.model.parameters())),
-        "setup_s": setup_s,
-        "jaxtl_first_step_s": j_first,
-        "jaxtl_compilations": dict(jside.compiles),
-        "jaxtl_median_ms": 1e3 * j_med,
-        "jaxtl_times_ms": [1e3 * t for t in j_times],
-        "jaxtl_steps_per_s": 1.0 / j_med,
-        "torch_first_step_s": t_first,
-        "torch_median_ms": 1e3 * t_med,
-        "torch_times_ms": [1e3 * t for t in t_times],
-        "torch_steps_per_s": 1.0 / t_med,
-        "ratio_torch_over_jaxtl": t_med / j_med,
-        "jaxtl_losses": jside.losses,
-        "torch_losses": tside.losses,
-        "loss_rel_diff_first": rel(jside.losses[0], tside.losses[0]),
-        "loss_rel_diff_last": rel(jside.losses[-1], tside.losses[-1]),
-    }
-    print(
-        f"[bench] {hidden:12s} {dtype}: jaxtl {row['jaxtl_median_ms']:8.1f} ms "
-        f"(first step {j_first:5.1f} s) | mace-torch {row['torch_median_ms']:8.1f} ms | "
-        f"torch/jaxtl {row['ratio_torch_over_jaxtl']:5.2f} | loss rel. diff first "
-        f"{row['loss_rel_diff_first']:.1e} last {row['loss_rel_diff_last']:.1e}",
-        flush=True,
-    )
-    return row
+    rows = []
+    for backend, jside, j_first, j_times in zip(args.backends, jsides, firsts, times):
+        j_med = statistics.median(j_times)
+        row = {
+            "hidden_irreps": hidden,
+            "dtype": dtype,
+            "backend": backend,
+            "device": device,
+            "n_structures": len(frames),
+            "n_atoms": n_atoms,
+            "n_edges": tside.n_edges,
+            "padded": {"n_node": jside.padded.n_node, "n_edge": jside.padded.n_edge,
+                       "n_graph": jside.padded.n_graph},
+            "padding_waste": jside.padding_waste,
+            "n_parameters": int(sum(p.numel() for p in tside.model.parameters())),
+            "setup_s": setup_s,
+            "jaxtl_first_step_s": j_first,
+            "jaxtl_compilations": dict(jside.compiles),
+            "jaxtl_median_ms": 1e3 * j_med,
+            "jaxtl_times_ms": [1e3 * t for t in j_times],
+            "jaxtl_steps_per_s": 1.0 / j_med,
+            "torch_first_step_s": t_first,
+            "torch_median_ms": 1e3 * t_med,
+            "torch_times_ms": [1e3 * t for t in t_times],
+            "torch_steps_per_s": 1.0 / t_med,
+            "ratio_torch_over_jaxtl": t_med / j_med,
+            "jaxtl_losses": jside.losses,
+            "torch_losses": tside.losses,
+            "loss_rel_diff_first": rel(jside.losses[0], tside.losses[0]),
+            "loss_rel_diff_last": rel(jside.losses[-1], tside.losses[-1]),
+        }
+        print(
+            f"[bench] {hidden:12s} {dtype} {backend:4s}: jaxtl {row['jaxtl_median_ms']:8.1f} ms "
+            f"(first step {j_first:5.1f} s) | mace-torch {row['torch_median_ms']:8.1f} ms | "
+            f"torch/jaxtl {row['ratio_torch_over_jaxtl']:5.2f} | loss rel. diff first "
+            f"{row['loss_rel_diff_first']:.1e} last {row['loss_rel_diff_last']:.1e}",
+            flush=True,
+        )
+        rows.append(row)
+    return rows
 
 
 def markdown(rows, meta) -> str:
@@ -303,13 +313,13 @@ def markdown(rows, meta) -> str:
         f"jax {meta['versions']['jax']}, torch {meta['versions']['torch']}, mace-torch "
         f"{meta['versions']['mace']}; {meta['date']}.",
         "",
-        "| hidden irreps | dtype | params | jaxtl ms/step | mace-torch ms/step | torch/jaxtl | jaxtl steps/s | "
+        "| hidden irreps | dtype | backend | params | jaxtl ms/step | mace-torch ms/step | torch/jaxtl | jaxtl steps/s | "
         "mace-torch steps/s | jaxtl first step s | compiles | loss rel. diff first / last |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['hidden_irreps']} | {r['dtype']} | {r['n_parameters']} | {r['jaxtl_median_ms']:.1f} | "
+            f"| {r['hidden_irreps']} | {r['dtype']} | {r.get('backend', 'xla')} | {r['n_parameters']} | {r['jaxtl_median_ms']:.1f} | "
             f"{r['torch_median_ms']:.1f} | {r['ratio_torch_over_jaxtl']:.2f} | {r['jaxtl_steps_per_s']:.2f} | "
             f"{r['torch_steps_per_s']:.2f} | {r['jaxtl_first_step_s']:.1f} | "
             f"{r['jaxtl_compilations'].get('train', 0)} | "
@@ -354,7 +364,7 @@ def main(argv=None) -> int:
         jax_cv = from_torch_module(torch_model)
         print(f"[bench] built {hidden} (torch + conversion) in {time.perf_counter() - t0:.1f} s", flush=True)
         for dtype in args.dtypes:
-            rows.append(run_case(hidden, dtype, torch_model, jax_cv, frames, args, device))
+            rows += run_case(hidden, dtype, torch_model, jax_cv, frames, args, device)
 
     meta = {
         "device": device,

@@ -45,6 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sizes", default="1000,10000", help="comma list of approximate atom counts")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    p.add_argument("--backend", default="xla", choices=("xla", "cueq"), help="jaxtl backend (cueq: cuEquivariance)")
     p.add_argument("--torch", action="store_true", help="also time mace-torch (up to --torch-max-atoms)")
     p.add_argument("--torch-max-atoms", type=int, default=20000,
                    help="largest cell given to mace-torch: it keeps every per-edge tensor (default 20000)")
@@ -86,7 +87,7 @@ def one_size(args) -> dict:
     from jaxtl.convert.verify import jaxtl_batch
 
     config, variables = from_torch_module(torch_model)
-    loaded = build_loaded_model(config, variables, dtype=args.dtype)
+    loaded = build_loaded_model(config, variables, dtype=args.dtype, backend=args.backend)
     atoms = bench.copper_cell(cube_cells(args.one))
 
     def host_graph():
@@ -144,7 +145,7 @@ def markdown(rows, meta) -> str:
     lines = [
         f"# Energy+forces at scale ({meta['device']})",
         "",
-        f"{meta['model']} model, {meta['dtype']}; rattled Cu fcc cubes, periodic; median of {meta['repeats']} calls "
+        f"{meta['model']} model, {meta['dtype']}, jaxtl backend {meta.get('backend', 'xla')}; rattled Cu fcc cubes, periodic; median of {meta['repeats']} calls "
         f"after one; {meta['hardware']}; {meta.get('versions', '')}; {meta.get('date', '')}.",
         "",
         "| atoms | edges | neighbours ms | model ms | total ms | model us/atom | total us/atom | peak MB | "
@@ -180,7 +181,7 @@ def main(argv=None) -> int:
     rows = []
     for n in [int(s) for s in args.sizes.split(",") if s.strip()]:
         cmd = [sys.executable, __file__, "--one", str(n), "--model", args.model, "--dtype", args.dtype,
-               "--repeats", str(args.repeats), "--device", args.device]
+               "--repeats", str(args.repeats), "--device", args.device, "--backend", args.backend]
         cmd += ["--torch"] if args.torch and n <= args.torch_max_atoms else []
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -191,7 +192,8 @@ def main(argv=None) -> int:
         else:
             rows.append(json.loads(found[0]))
         print(f"[scale] {n} atoms: {rows[-1]} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    meta = {"device": args.device, "model": args.model, "dtype": args.dtype, "repeats": args.repeats,
+    meta = {"device": args.device, "model": args.model, "dtype": args.dtype, "backend": args.backend,
+            "repeats": args.repeats,
             "hardware": f"{platform.machine()}, {os.cpu_count()} cores", **run_metadata("scale.py", argv)}
     stem = Path(args.out) if args.out else RESULTS / f"scale_{args.device}"
     write_results(stem, meta, rows, markdown)
