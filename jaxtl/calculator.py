@@ -20,6 +20,8 @@ class MACECalculator(Calculator):
         model: a jaxtl model folder, or a `LoadedModel`.
         default_dtype: "float64" or "float32" (default: the model's own).
         head: which head of a multi-head model to use.
+        backend: "xla" (default) or "cueq", NVIDIA cuEquivariance kernels (a folder
+            given as `model` only).
 
     Structures are padded to rounded capacities that never shrink during a run,
     so an MD trajectory compiles a handful of times, not once per step.
@@ -27,12 +29,13 @@ class MACECalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
-    def __init__(self, model, default_dtype: Optional[str] = None, head: Optional[str] = None, **kwargs):
+    def __init__(self, model, default_dtype: Optional[str] = None, head: Optional[str] = None,
+                 backend: str = "xla", **kwargs):
         super().__init__(**kwargs)
         if isinstance(model, LoadedModel):
             self.model = model
         else:
-            self.model = load_model(model, dtype=default_dtype, head=head)
+            self.model = load_model(model, dtype=default_dtype, head=head, backend=backend)
         self.r_max = float(self.model.config.r_max)
         self._budget: Optional[Budget] = None
         self._dtype = np.float64 if self.model.config.dtype == "float64" else np.float32

@@ -52,6 +52,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ema", action="store_true", help="evaluate and save an EMA of the weights (decay 0.99)")
     g.add_argument("--stage-two", action="store_true", help="mace's stage two (SWA) in the last quarter of training")
     g.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="training dtype (default float32)")
+    g.add_argument("--backend", default="xla", choices=["xla", "cueq"],
+                   help="xla (default) or cueq: NVIDIA cuEquivariance kernels (pip install jaxtl[cueq])")
     g.add_argument("--seed", type=int, default=123, help="seed of the split, init and data order (default 123)")
     g.add_argument("--out", required=True, help="run folder (checkpoints, logs, model/)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out exactly")
@@ -65,7 +67,7 @@ def _train_config(args):
     from jaxtl.train.stage_two import StageTwoConfig
 
     return TrainConfig(
-        max_num_epochs=args.epochs, seed=args.seed, dtype=args.dtype, ema=args.ema,
+        max_num_epochs=args.epochs, seed=args.seed, dtype=args.dtype, ema=args.ema, backend=args.backend,
         loss=LossConfig(loss=args.loss, energy_weight=args.energy_weight, forces_weight=args.forces_weight,
                         stress_weight=args.stress_weight),
         optimizer=OptimizerConfig(lr=args.lr, scheduler=args.scheduler),
@@ -169,7 +171,8 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from jaxtl.evaluate import evaluate_file
 
-    metrics = evaluate_file(args.model, args.data, batch_size=args.batch_size, dtype=args.dtype)
+    metrics = evaluate_file(args.model, args.data, batch_size=args.batch_size, dtype=args.dtype,
+                            backend=args.backend)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -222,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="labelled structures")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--dtype", default=None, choices=["float32", "float64"])
+    p.add_argument("--backend", default="xla", choices=["xla", "cueq"], help="xla (default) or cueq (cuEquivariance)")
     p.set_defaults(func=cmd_eval)
 
     for module in ("jaxtl.finetune.cli", "jaxtl.demo", "jaxtl.distill.cli", "jaxtl.md.cli"):

@@ -24,6 +24,6 @@ def evaluate_configs(loaded, configs, batch_size: int = 16) -> dict:
     return acc.result()
 
 
-def evaluate_file(model_dir, data_file, batch_size: int = 16, dtype=None) -> dict:
-    loaded = load_model(model_dir, dtype=dtype)
+def evaluate_file(model_dir, data_file, batch_size: int = 16, dtype=None, backend: str = "xla") -> dict:
+    loaded = load_model(model_dir, dtype=dtype, backend=backend)
     return evaluate_configs(loaded, read_configurations(data_file), batch_size)

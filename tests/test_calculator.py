@@ -75,3 +75,19 @@ def test_import_jaxtl_does_not_import_torch():
     code = "import jaxtl, sys; jaxtl.MACECalculator; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_calculator_cueq_backend_matches_default(model_dir):
+    """backend="cueq" (cuEquivariance; its JAX reference on a CPU) gives the same results."""
+    pytest.importorskip("cuequivariance_jax", reason="cuequivariance-jax not installed")
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 1, 1)
+    atoms.rattle(0.05, seed=3)
+    results = []
+    for backend in ("xla", "cueq"):
+        a = atoms.copy()
+        a.calc = jaxtl.MACECalculator(model_dir, default_dtype="float64", backend=backend)
+        results.append((a.get_potential_energy(), a.get_forces(), a.get_stress()))
+    (e0, f0, s0), (e1, f1, s1) = results
+    assert abs(e1 - e0) < 1e-10 * abs(e0)
+    np.testing.assert_allclose(f1, f0, rtol=0, atol=1e-11 * np.abs(f0).max())
+    np.testing.assert_allclose(s1, s0, rtol=0, atol=1e-11 * np.abs(s0).max())

@@ -300,7 +300,7 @@ def finetune(
 
     fixed = lambda cs: list(batch_iterator(GraphDataset(cs, config.r_max, heads=config.heads, progress=False),
                                            batch_size, shuffle=False, dtype=np_dtype)) if cs else []
-    predict = strategy.reparametrise(make_predict(MACE(config)))
+    predict = strategy.reparametrise(make_predict(MACE(config, cfg.backend)))
     if cut_frozen_gradients:
         predict = stop_frozen_gradients(predict, labels)
 

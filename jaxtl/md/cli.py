@@ -45,7 +45,7 @@ def cmd_md(args) -> int:
     from jaxtl.api import load_model
 
     atoms = ase.io.read(args.structure, index=args.index)
-    model = load_model(args.model, dtype=args.dtype)
+    model = load_model(args.model, dtype=args.dtype, backend=args.backend)
     config = md_config(args, args.steps, args.save_every, args.ensemble)
     if args.ase:
         from jaxtl.md.ase_md import run_ase_md
@@ -84,6 +84,8 @@ def add_parser(sub) -> None:
     p.add_argument("--save-every", type=int, default=10, help="write every k-th frame (default 10)")
     p.add_argument("--dtype", choices=["float32", "float64"], default=None,
                    help="model dtype for the run (default: the model's; float64 for careful NVE)")
+    p.add_argument("--backend", default="xla", choices=["xla", "cueq"],
+                   help="xla (default) or cueq: NVIDIA cuEquivariance kernels (pip install jaxtl[cueq])")
     p.add_argument("--ase", action="store_true", help="run through ASE's integrators and MACECalculator")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="trajectory file to write (extended XYZ)")

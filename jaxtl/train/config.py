@@ -34,6 +34,7 @@ class TrainConfig:
             n_devices batches (one per device).
         progress_bar: show a tqdm bar.
         plot: write a learning-curve PNG (needs matplotlib).
+        backend: "xla", or "cueq" for NVIDIA cuEquivariance kernels (`jaxtl.model.cueq`).
     """
 
     max_num_epochs: int = 2048
@@ -49,10 +50,13 @@ class TrainConfig:
     n_devices: int = 1
     progress_bar: bool = True
     plot: bool = True
+    backend: str = "xla"
 
     def __post_init__(self):
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if self.backend not in ("xla", "cueq"):
+            raise ValueError(f"backend must be 'xla' or 'cueq', got {self.backend!r}")
 
     @property
     def wants_stress(self) -> bool:

@@ -105,7 +105,7 @@ def train_from_scratch(
     log.info("batch shapes per epoch: %s", train_batches.budgets.main)
 
     result = train(
-        make_predict(MACE(config)), variables, train_batches, valid_batches, train_config, out_dir,
+        make_predict(MACE(config, train_config.backend)), variables, train_batches, valid_batches, train_config, out_dir,
         test_batches=test_batches, resume=resume, model_config=config.to_dict(),
     )
     save_model(out_dir / "model", config, jax.tree_util.tree_map(np.asarray, result.variables),
