@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ def run_metadata(script: str, argv: Optional[Sequence[str]]) -> dict:
                          "mace": getattr(mace, "__version__", "?"), "python": platform.python_version()},
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "malloc_hugetlb": _allocator.active(),  # see jaxtl/_allocator.py
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
             "command": f"python benchmarks/{script} " + " ".join(args)}
 
 
@@ -34,7 +36,7 @@ def write_results(stem: Path, meta: dict, rows: list, markdown: Callable[[list, 
     table = markdown(rows, meta)
     if "malloc_hugetlb" in meta:
         table += ("\nProcess: glibc huge pages for large allocations "
-                  f"{'on' if meta['malloc_hugetlb'] else 'off'} (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, "
+                  f"{'on' if meta['malloc_hugetlb'] else 'off'} (`GLIBC_TUNABLES={meta.get('glibc_tunables', '')}`, "
                   "set by the script's restart as by the `jaxtl` command; see jaxtl/_allocator.py).\n")
     stem.with_suffix(".md").write_text(table)
     print(table)
