@@ -98,6 +98,20 @@ def backend_chunk(cpu: int, accelerator: int) -> int:
     return cpu if jax.default_backend() == "cpu" else accelerator
 
 
+def split_edges(per_edge, chunk: int):
+    """A pytree of per-edge arrays [n_edges, ...] -> [n_chunks, chunk, ...], zero-padded, plus a
+    mask [n_chunks, chunk] of the real edges (1) and the padding (0), for a scan over chunks."""
+    n_edges = jax.tree_util.tree_leaves(per_edge)[0].shape[0]
+    n_chunks = -(-n_edges // chunk)
+    pad = n_chunks * chunk - n_edges
+
+    def split(a):
+        a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1))
+        return a.reshape(n_chunks, chunk, *a.shape[1:])
+
+    return jax.tree_util.tree_map(split, per_edge), split(jnp.ones((n_edges,), jnp.int8))
+
+
 def chunked_messages(
     node_blocks: Sequence[jnp.ndarray],
     senders: jnp.ndarray,
@@ -123,22 +137,14 @@ def chunked_messages(
     if chunk is None:
         chunk = backend_chunk(EDGE_CHUNK, EDGE_CHUNK_ACCELERATOR)
     chunk = max(1, min(chunk, n_edges))
-    n_chunks = -(-n_edges // chunk)
-    pad = n_chunks * chunk - n_edges
     dtype = node_blocks[0].dtype
-
-    def split(a):
-        a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1))
-        return a.reshape(n_chunks, chunk, *a.shape[1:])
-
-    valid = jnp.ones((n_edges,), dtype)
-    xs = jax.tree_util.tree_map(split, (senders, receivers, valid, edge_data))
+    xs = split_edges((senders, receivers, edge_data), chunk)
     widths = [t.mul * (2 * t.l_out + 1) for t in paths]
 
     def body(total, x):
-        s, r, ok, data = x
+        (s, r, data), ok = x
         sh, w = edge_fn(data)
-        msgs = conv_tp([b[s] for b in node_blocks], sh, w * ok[:, None], paths)
+        msgs = conv_tp([b[s] for b in node_blocks], sh, w * ok[:, None].astype(dtype), paths)
         flat = jnp.concatenate([m.reshape(chunk, -1) for m in msgs], axis=-1)
         return total.at[r].add(flat), None
 
@@ -300,8 +306,7 @@ def messages(
     if backend == "cueq":
         from jaxtl.model import cueq
 
-        sh, w = edge_fn(edge_data)
-        return cueq.conv_messages(node_blocks, sh, w, senders, receivers, paths)
+        return cueq.conv_messages(node_blocks, senders, receivers, edge_data, edge_fn, paths)
     if neighbours is not None:
         return node_major_messages(node_blocks, senders, neighbours, edge_data, edge_fn, paths)
     n_nodes = node_blocks[0].shape[0]

@@ -86,6 +86,24 @@ def test_training_gradient_matches_default_backend(monkeypatch, layout):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-11 * scale)
 
 
+def test_edge_chunks_change_nothing(monkeypatch):
+    """Large systems take the convolution in edge chunks (a scan): same energy, forces, stress."""
+    from jaxtl.model import cueq
+
+    model, graph, n, n_edges = _model_and_graph(monkeypatch, 10**6, 10**6, 16384, True)
+
+    def predict():
+        return jax.jit(make_predict(MACE(model.config, "cueq")), static_argnums=2)(model.variables, graph, True)
+
+    one = predict()
+    monkeypatch.setattr(cueq, "EDGE_CHUNK", 7)  # uneven: a padded last chunk
+    many = predict()
+    assert n_edges > 7 * 10
+    np.testing.assert_allclose(many["energy"], one["energy"], rtol=1e-12)
+    for key in ("forces", "stress"):
+        np.testing.assert_allclose(many[key], one[key], rtol=0, atol=1e-12 * np.abs(one[key]).max())
+
+
 @pytest.mark.parametrize("name", ["density_zbl_agnesi", "l3_corr1_three_layers", "corr4_small", "nonlinear_edge_agnostic"])
 def test_block_variants_match_mace_torch(name):
     """Density-normalised, max_L 3, correlation 4 and non-linear interaction blocks."""
