@@ -186,9 +186,9 @@ def conv_polynomial(in_dims: tuple[tuple[int, int], ...], sh_dims: tuple[int, ..
 
 
 # Edges per cuEquivariance call of the convolution: the radial MLP's weights of a chunk,
-# [chunk, weight_numel], are its largest tensor (about 2 GB of float32 at 2^19 edges for
-# MACE-MP-0 medium's 1,024 weights per edge); a 10^5-atom cell (7.6 million edges) then
-# takes 15 calls in a scan instead of one 30 GB tensor.
+# [chunk, weight_numel], are its largest tensor (2.7 GB of float32 at 2^19 edges for
+# MACE-MP-0 medium's 1,280 weights per edge); a 10^5-atom cell (7.6 million edges) then
+# takes 15 calls in a scan instead of one 39 GB tensor.
 EDGE_CHUNK = 1 << 19
 
 
