@@ -1,8 +1,8 @@
 """The cuEquivariance backend (`MACE(config, backend="cueq")`) computes what the default one does.
 
 On a CPU the polynomials run through cuEquivariance's pure-JAX reference ("naive"); on a GPU
-the same tests run its fused kernels ("uniform_1d"): `benchmarks/gpu_speed.sh` runs this file
-there. Parity is against mace-torch on real model files, as for the default backend.
+the same tests run its fused kernels ("uniform_1d"): `benchmarks/gpu_speed.sh` runs the parity
+and gradient tests there. Parity is against mace-torch on real model files, as for the default backend.
 """
 
 import os
