@@ -55,8 +55,9 @@ class TrainConfig:
     def __post_init__(self):
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        if self.backend not in ("xla", "cueq"):
-            raise ValueError(f"backend must be 'xla' or 'cueq', got {self.backend!r}")
+        from jaxtl.model.cueq import check_backend
+
+        check_backend(self.backend)
 
     @property
     def wants_stress(self) -> bool:

@@ -23,3 +23,27 @@ def random_jaxtl_model(seed=0, **overrides):
     variables["constants"]["scale"] = np.full((H,), 1.3)
     variables["constants"]["shift"] = np.full((H,), 0.1)
     return build_loaded_model(config, variables)
+
+
+def model_and_graph(monkeypatch, edge_chunk: int, node_chunk: int, slots: int, layout: bool, extra_edges: int = 11):
+    """A 3x1x1 Cu/O cell and a small two-layer model, with the message and product chunk
+    sizes set (through `monkeypatch`) and a padded graph; layout: keep the batch's
+    neighbour matrix and element list. Returns (model, graph, number of atoms, number of real edges)."""
+    from ase.build import bulk
+
+    from jaxtl.graph.batching import graph_from_configuration, pad_batch
+    from jaxtl.graph.io import configuration_from_atoms
+    from jaxtl.model import product, tensor_product
+
+    monkeypatch.setattr(tensor_product, "EDGE_CHUNK", edge_chunk)
+    monkeypatch.setattr(tensor_product, "NODE_MAJOR_SLOTS", slots)
+    monkeypatch.setattr(product, "NODE_CHUNK", node_chunk)
+    model = random_jaxtl_model(seed=7, hidden_irreps="4x0e+4x1o", max_ell=2, correlation=(3, 2), radial_MLP=(8,),
+                               atomic_numbers=(8, 29))
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((3, 1, 1))
+    atoms.rattle(0.1, seed=1)
+    atoms.numbers[[1, 6]] = 8
+    item = graph_from_configuration(configuration_from_atoms(atoms, read_labels=False), model.config.r_max)
+    batch = pad_batch([item], len(atoms) + 3, item.graph.senders.shape[0] + extra_edges, 2, r_max=model.config.r_max)
+    graph = batch.graph if layout else batch.graph._replace(neighbours=None, elements=None)
+    return model, graph, len(atoms), item.graph.senders.shape[0]

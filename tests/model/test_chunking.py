@@ -4,32 +4,13 @@ ways of finding the elements present (listed by the batch, or searched under jit
 
 import numpy as np
 import pytest
-from ase.build import bulk
 
-from helpers import random_jaxtl_model
-from jaxtl.graph.batching import graph_from_configuration, pad_batch
-from jaxtl.graph.io import configuration_from_atoms
-from jaxtl.model import product, tensor_product
-
-
-def _model_and_graph(monkeypatch, edge_chunk: int, node_chunk: int, slots: int, layout: bool, extra_edges: int = 11):
-    monkeypatch.setattr(tensor_product, "EDGE_CHUNK", edge_chunk)
-    monkeypatch.setattr(tensor_product, "NODE_MAJOR_SLOTS", slots)
-    monkeypatch.setattr(product, "NODE_CHUNK", node_chunk)
-    model = random_jaxtl_model(seed=7, hidden_irreps="4x0e+4x1o", max_ell=2, correlation=(3, 2), radial_MLP=(8,),
-                               atomic_numbers=(8, 29))
-    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((3, 1, 1))
-    atoms.rattle(0.1, seed=1)
-    atoms.numbers[[1, 6]] = 8
-    item = graph_from_configuration(configuration_from_atoms(atoms, read_labels=False), model.config.r_max)
-    batch = pad_batch([item], len(atoms) + 3, item.graph.senders.shape[0] + extra_edges, 2, r_max=model.config.r_max)
-    graph = batch.graph if layout else batch.graph._replace(neighbours=None, elements=None)
-    return model, graph, len(atoms), item.graph.senders.shape[0]
+from helpers import model_and_graph
 
 
 def _predict(monkeypatch, edge_chunk: int, node_chunk: int, slots: int = 1024, layout: bool = False):
     """layout: keep the batch's neighbour matrix and element list (else drop both)."""
-    model, graph, n, n_edges = _model_and_graph(monkeypatch, edge_chunk, node_chunk, slots, layout)
+    model, graph, n, n_edges = model_and_graph(monkeypatch, edge_chunk, node_chunk, slots, layout)
     return model.predict(graph), n, n_edges
 
 
@@ -40,7 +21,7 @@ def _training_gradient(monkeypatch, slots: int, layout: bool, extra_edges: int =
 
     from jaxtl.model import make_predict
 
-    model, graph, n, _ = _model_and_graph(monkeypatch, 10**6, 10**6, slots, layout, extra_edges)
+    model, graph, n, _ = model_and_graph(monkeypatch, 10**6, 10**6, slots, layout, extra_edges)
     if layout:  # which one-step variant runs: the MLP over the edges only when they are fewer
         n_slots = graph.neighbours.shape[0] * graph.neighbours.shape[1]
         assert (graph.senders.shape[0] < n_slots) == (extra_edges < 100)

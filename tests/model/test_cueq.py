@@ -17,8 +17,7 @@ import jax.numpy as jnp  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-from helpers import random_jaxtl_model  # noqa: E402
-from test_chunking import _model_and_graph  # noqa: E402
+from helpers import model_and_graph, random_jaxtl_model  # noqa: E402
 
 from jaxtl.model import MACE, make_predict  # noqa: E402
 
@@ -66,7 +65,7 @@ def test_foundation_shaped_model_matches_mace_torch():
 def test_training_gradient_matches_default_backend(monkeypatch, layout):
     """d/dparams of an energy + force loss (a second derivative through the kernels), with the
     batch's element list (tables of the listed elements) and without (tables of all)."""
-    model, graph, n, _ = _model_and_graph(monkeypatch, 10**6, 10**6, 16384, layout)
+    model, graph, n, _ = model_and_graph(monkeypatch, 10**6, 10**6, 16384, layout)
 
     def gradient(backend):
         predict = make_predict(MACE(model.config, backend))
@@ -90,7 +89,7 @@ def test_edge_chunks_change_nothing(monkeypatch):
     """Large systems take the convolution in edge chunks (a scan): same energy, forces, stress."""
     from jaxtl.model import cueq
 
-    model, graph, n, n_edges = _model_and_graph(monkeypatch, 10**6, 10**6, 16384, True)
+    model, graph, n, n_edges = model_and_graph(monkeypatch, 10**6, 10**6, 16384, True)
 
     def predict():
         return jax.jit(make_predict(MACE(model.config, "cueq")), static_argnums=2)(model.variables, graph, True)
