@@ -1,17 +1,31 @@
-"""Transparent huge pages for XLA's buffers: the `jaxtl` command restarts itself with them.
+"""glibc settings for XLA's buffers: the `jaxtl` command restarts itself with them.
 
-On Linux, glibc serves every large allocation with a fresh `mmap` and returns it on
-free, so each call of a jitted step touches its working memory anew: a training
-step of a 32x0e Si model (5 structures) took 64,000 page faults and spent a third
-of its CPU time in the kernel. With glibc's `glibc.malloc.hugetlb=1` tunable those
-regions are advised as transparent huge pages (2 MB instead of 4 kB), faults drop
-to a few hundred, and the same step went from 162 to 98 ms (2-core CPU; see
-benchmarks/README.md). glibc reads tunables only when a process starts, so the
-command re-executes itself once with the tunable set; a Python session that
-imports jaxtl must be started with it (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`).
+XLA's CPU runtime allocates all temporaries of a jitted call as one buffer (231 MB for
+a training step of a 32x0e Si model on 5 structures). By default glibc serves it with
+a fresh `mmap` and returns it on free, so every call faults its memory in anew: 64,000
+page faults and a third of the step's CPU time in the kernel. Three glibc tunables and
+one JAX setting keep the buffer instead:
 
-Nothing happens off Linux, without glibc >= 2.35, when the kernel's transparent
-huge pages are `never`, or with JAXTL_NO_HUGEPAGES=1.
+  * `glibc.malloc.hugetlb=1`: memory glibc takes from the kernel is advised as
+    transparent huge pages (2 MB instead of 4 kB pages: fewer faults and TLB misses);
+  * `glibc.malloc.mmap_max=0` and a large `glibc.malloc.trim_threshold`: large blocks
+    come from the heap and stay there when freed, so the next call reuses them;
+  * `jax_cpu_enable_async_dispatch=False` (set by `restart_with_hugepages` in the
+    restarted process): CPU computations run on the calling thread, so the buffer is
+    allocated from glibc's main heap. Allocated from one of XLA's worker threads, a
+    block over 64 MB is served by `mmap` whatever `mmap_max` says.
+
+With all four a training step takes ~0 faults and ~0 kernel time; right after a
+mace-torch step in the same process, where a fresh huge-page fault could stall 0.4-2 s
+in compaction, a 64x0e+64x1o float64 step went from 2.0 s to 0.9 s (benchmarks/README.md).
+The price: memory a call used stays with the process until it exits.
+
+glibc reads tunables only when a process starts, so the command re-executes itself
+once with them set; a Python session that imports jaxtl gets the same by being started
+with `GLIBC_TUNABLES` set to `TUNABLES` joined by ':' and calling
+`jax.config.update("jax_cpu_enable_async_dispatch", False)` before its first
+computation. Nothing happens off Linux, without glibc >= 2.35, when the kernel's
+transparent huge pages are `never`, or with JAXTL_NO_HUGEPAGES=1.
 """
 
 from __future__ import annotations
@@ -21,7 +35,8 @@ import platform
 import sys
 from pathlib import Path
 
-TUNABLE = "glibc.malloc.hugetlb=1"
+TUNABLES = ("glibc.malloc.hugetlb=1", "glibc.malloc.mmap_max=0", f"glibc.malloc.trim_threshold={64 << 30}")
+TUNABLE = ":".join(TUNABLES)
 _THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
@@ -73,11 +88,24 @@ def restart_with_hugepages() -> None:
     """Re-execute this process's own command line with `TUNABLE`, when `wanted()`.
 
     Returns only when no restart is needed (or possible); otherwise never returns.
-    Call it first thing in a program's entry point, before any work is done.
+    Returning in a process that runs with the tunables, it turns JAX's asynchronous
+    CPU dispatch off (see the module's docstring). Call it first thing in a program's
+    entry point, before any JAX computation.
     """
     argv = getattr(sys, "orig_argv", None)
     if not argv or not sys.executable or not wanted():
+        if active():
+            inline_cpu_dispatch()
         return
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, argv, with_tunable())
+
+
+def inline_cpu_dispatch() -> None:
+    """Run JAX's CPU computations on the calling thread (before the first one: the CPU
+    client reads the setting when it starts). Training and MD read a result back after
+    every step, so nothing is lost by not dispatching asynchronously."""
+    import jax
+
+    jax.config.update("jax_cpu_enable_async_dispatch", False)

@@ -1,4 +1,4 @@
-"""The `jaxtl` command's restart with transparent huge pages (jaxtl/_allocator.py)."""
+"""The `jaxtl` command's restart with glibc's tunables for XLA's buffers (jaxtl/_allocator.py)."""
 
 import os
 import subprocess
@@ -56,6 +56,8 @@ _CHILD = textwrap.dedent(
     for _ in range(5):
         f(x).block_until_ready()
     print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    from jax._src import xla_bridge
+    assert xla_bridge._CPU_ENABLE_ASYNC_DISPATCH.value == (sys.argv[1] != "restart")
     """
 )
 
@@ -71,9 +73,11 @@ def test_restart_cuts_page_faults():
         return int(out.stdout.split()[-1])
 
     plain, restarted = faults("plain"), faults("restart")
-    # 5 calls x ~98 MB in 4 kB pages is ~120,000 faults; in 2 MB pages a few hundred
+    # 5 calls x ~98 MB in fresh 4 kB pages is ~120,000 faults; with the buffer kept in the
+    # main heap (huge pages, no mmap, no trim, computations on the calling thread) a few
+    # dozen. Huge pages alone, still fresh per call, gave ~2,600.
     assert plain > 20_000, plain
-    assert restarted < plain / 10, (plain, restarted)
+    assert restarted < plain / 200, (plain, restarted)
 
 
 def test_import_jaxtl_is_light_and_names_resolve():
