@@ -29,17 +29,31 @@ jaxtl is faster), jaxtl's number of compilations (1 expected) and, as a check th
 two steps compute the same thing, the losses of both codes at the first and last step
 (identical weights, data, loss and optimiser: the sequences agree to round-off).
 
+Where mace-torch runs (`--torch-process`):
+
+  * `same` (default): in this process, which the script restarts with jaxtl's glibc
+    tunables (jaxtl/_allocator.py). mace-torch profits from them too: on the 2-core CPU
+    its 64x0e+64x1o float64 step took 1.7 s with them and 3.2 s without.
+  * `own`: in a child process started with the environment this script was started with
+    (jaxtl's tunables taken out), stepped in strict alternation with jaxtl's steps over a
+    pipe: each code as its own command runs it (`jaxtl train` restarts with the tunables,
+    `mace_run_train` does not). The child builds the same model and loads the same weights;
+    its steps are timed here, pipe round trip included (well under a millisecond).
+
 Writes `benchmarks/results/train_step_<device>.json` and `.md` (or `--out STEM`).
 
     python benchmarks/bench_train_step.py                          # CPU, both models, both dtypes
     python benchmarks/bench_train_step.py --hidden 32x0e --dtypes float32 --repeats 5
     python benchmarks/bench_train_step.py --device gpu --repeats 10  # falls back to CPU if none
+    python benchmarks/bench_train_step.py --torch-process own        # mace-torch with glibc's defaults
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import multiprocessing
 import os
 import platform
 import statistics
@@ -68,6 +82,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="consecutive steps per code per turn (default 1: strict alternation). On this "
                         "2-core VM a jaxtl step right after a mace-torch step often pays for the kernel "
                         "re-zeroing and compacting memory torch released; a block shows the steady state")
+    p.add_argument("--torch-process", choices=("same", "own"), default="same",
+                   help="mace-torch in this process (with jaxtl's glibc tunables) or in a child process "
+                        "with the environment the script was started with (see the module docstring)")
     p.add_argument("--ema", action="store_true", help="keep an EMA of the weights (mace --ema, decay 0.99)")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     p.add_argument("--backends", default="xla",
@@ -150,6 +167,7 @@ class TorchTrainer:
             ]
             self.batch = torch_geometric.Batch.from_data_list(data).to(self.device)
         self.n_edges = int(self.batch.edge_index.shape[1])
+        self.n_parameters = int(sum(p.numel() for p in self.model.parameters()))
         self.loss_fn = WeightedEnergyForcesLoss(energy_weight=ENERGY_WEIGHT, forces_weight=FORCES_WEIGHT)
         options = get_params_options(types.SimpleNamespace(
             lr=LR, amsgrad=True, beta=0.9, weight_decay=WEIGHT_DECAY, lr_params_factors="{}", freeze=0), self.model)
@@ -173,6 +191,64 @@ class TorchTrainer:
             )
         self.losses.append(float(loss.detach()))  # take_step already brought it to the host
         return self.losses[-1]
+
+    @staticmethod
+    def sync(out):
+        return out
+
+
+def _serve_torch_steps(conn, hidden, avg_num_neighbors, state, frames, dtype, device, ema, threads):
+    """The child of `ChildTorchTrainer`: build the trainer, then one step per "step" received."""
+    import mace  # noqa: F401  (must precede e3nn)
+    import torch
+
+    torch.set_num_threads(threads)
+    model = build_torch_model(hidden, avg_num_neighbors)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    trainer = TorchTrainer(model, frames, dtype, device, ema)
+    conn.send((trainer.n_edges, trainer.n_parameters, os.environ.get("GLIBC_TUNABLES", "")))
+    while conn.recv() == "step":
+        conn.send(trainer())
+
+
+@contextlib.contextmanager
+def _environ(env: dict):
+    """os.environ replaced by `env` inside the block (a spawned child inherits it)."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+class ChildTorchTrainer:
+    """`TorchTrainer` in a child process with jaxtl's glibc tunables taken out (`--torch-process own`)."""
+
+    def __init__(self, hidden: str, model, frames, dtype: str, device: str, ema: bool, threads: int):
+        from jaxtl._allocator import without_tunable
+
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child_conn = ctx.Pipe()
+        state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+        args = (child_conn, hidden, float(model.interactions[0].avg_num_neighbors), state, frames, dtype, device,
+                ema, threads)
+        with _environ(without_tunable(os.environ)):
+            self.process = ctx.Process(target=_serve_torch_steps, args=args, daemon=True)
+            self.process.start()
+        self.n_edges, self.n_parameters, self.glibc_tunables = self.conn.recv()
+        self.losses: list[float] = []
+
+    def __call__(self) -> float:
+        self.conn.send("step")
+        self.losses.append(self.conn.recv())
+        return self.losses[-1]
+
+    def close(self) -> None:
+        self.conn.send("stop")
+        self.process.join(timeout=60)
 
     @staticmethod
     def sync(out):
@@ -246,10 +322,15 @@ def run_case(hidden, dtype, torch_model, jax_cv, frames, args, device) -> list[d
     jax.config.update("jax_enable_x64", dtype == "float64")
     t0 = time.perf_counter()
     jsides = [JaxTrainer(*jax_cv, frames, dtype, args.ema, backend) for backend in args.backends]
-    tside = TorchTrainer(torch_model, frames, dtype, device, args.ema)
+    if args.torch_process == "own":
+        tside = ChildTorchTrainer(hidden, torch_model, frames, dtype, device, args.ema, args.threads or os.cpu_count())
+    else:
+        tside = TorchTrainer(torch_model, frames, dtype, device, args.ema)
     setup_s = time.perf_counter() - t0
 
     firsts, times = interleaved([*jsides, tside], args.repeats, args.warmup, block=args.block)
+    if args.torch_process == "own":
+        tside.close()
     t_first, t_times = firsts[-1], times[-1]
     t_med = statistics.median(t_times)
     n_atoms = sum(len(a) for a in frames)
@@ -268,7 +349,9 @@ def run_case(hidden, dtype, torch_model, jax_cv, frames, args, device) -> list[d
             "padded": {"n_node": jside.padded.n_node, "n_edge": jside.padded.n_edge,
                        "n_graph": jside.padded.n_graph},
             "padding_waste": jside.padding_waste,
-            "n_parameters": int(sum(p.numel() for p in tside.model.parameters())),
+            "n_parameters": tside.n_parameters,
+            "torch_process": args.torch_process,
+            "torch_glibc_tunables": getattr(tside, "glibc_tunables", os.environ.get("GLIBC_TUNABLES", "")),
             "setup_s": setup_s,
             "jaxtl_first_step_s": j_first,
             "jaxtl_compilations": dict(jside.compiles),
@@ -308,6 +391,9 @@ def markdown(rows, meta) -> str:
         f"{meta['warmup']} warm-up step(s), "
         + ("steps alternating jaxtl / torch" if meta.get("block", 1) == 1
            else f"blocks of {meta['block']} consecutive steps alternating jaxtl / torch")
+        + ("; mace-torch in a process of its own with "
+           f"`GLIBC_TUNABLES={r0.get('torch_glibc_tunables', '') or '(unset)'}`"
+           if meta.get("torch_process") == "own" else "; both codes in this process")
         + f"; {meta['hardware']}; torch threads "
         f"{meta['torch_threads']}; load average at end {meta['load_average_at_end'][0]:.1f}; "
         f"jax {meta['versions']['jax']}, torch {meta['versions']['torch']}, mace-torch "
@@ -377,6 +463,7 @@ def main(argv=None) -> int:
         "warmup": args.warmup,
         "ema": args.ema,
         "block": args.block,
+        "torch_process": args.torch_process,
         "optimizer": {"lr": LR, "amsgrad": True, "weight_decay": WEIGHT_DECAY, "clip_grad": CLIP},
         "loss": {"energy_weight": ENERGY_WEIGHT, "forces_weight": FORCES_WEIGHT},
         "torch_threads": threads,

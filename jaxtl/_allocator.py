@@ -84,6 +84,18 @@ def with_tunable(environ=os.environ) -> dict:
     return env
 
 
+def without_tunable(environ=os.environ) -> dict:
+    """A copy of `environ` as it was before `with_tunable` (for a child process that should
+    run with glibc's defaults, as mace-torch does in `benchmarks/bench_train_step.py`)."""
+    env = dict(environ)
+    parts = [p for p in environ.get("GLIBC_TUNABLES", "").split(":") if p and p not in TUNABLES]
+    if parts:
+        env["GLIBC_TUNABLES"] = ":".join(parts)
+    else:
+        env.pop("GLIBC_TUNABLES", None)
+    return env
+
+
 def restart_with_hugepages() -> None:
     """Re-execute this process's own command line with `TUNABLE`, when `wanted()`.
 

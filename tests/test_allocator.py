@@ -33,6 +33,12 @@ def test_tunable_is_added_to_the_users_own():
     assert _allocator.with_tunable({})["GLIBC_TUNABLES"] == _allocator.TUNABLE
 
 
+def test_without_tunable_gives_back_the_users_own():
+    users = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "HOME": "/h"}
+    assert _allocator.without_tunable(_allocator.with_tunable(users)) == users
+    assert "GLIBC_TUNABLES" not in _allocator.without_tunable(_allocator.with_tunable({}))
+
+
 def test_thp_mode_reads_the_kernels_choice(tmp_path):
     f = tmp_path / "enabled"
     f.write_text("always [madvise] never\n")
