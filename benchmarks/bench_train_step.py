@@ -51,9 +51,7 @@ Writes `benchmarks/results/train_step_<device>.json` and `.md` (or `--out STEM`)
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
-import multiprocessing
 import os
 import platform
 import statistics
@@ -64,6 +62,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_energy_forces import RESULTS, ROOT, interleaved, resolve_device  # noqa: E402
+from _child import ChildSide, load_state, state_arrays  # noqa: E402
 from _results import run_metadata, write_results  # noqa: E402
 
 DTYPES = ("float32", "float64")
@@ -197,62 +196,14 @@ class TorchTrainer:
         return out
 
 
-def _serve_torch_steps(conn, hidden, avg_num_neighbors, state, frames, dtype, device, ema, threads):
-    """The child of `ChildTorchTrainer`: build the trainer, then one step per "step" received."""
+def _torch_trainer(hidden, avg_num_neighbors, state, frames, dtype, device, ema, threads) -> TorchTrainer:
+    """The mace-torch trainer built in `ChildSide`'s child (`--torch-process own`), same weights."""
     import mace  # noqa: F401  (must precede e3nn)
     import torch
 
     torch.set_num_threads(threads)
-    model = build_torch_model(hidden, avg_num_neighbors)
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
-    trainer = TorchTrainer(model, frames, dtype, device, ema)
-    conn.send((trainer.n_edges, trainer.n_parameters, os.environ.get("GLIBC_TUNABLES", "")))
-    while conn.recv() == "step":
-        conn.send(trainer())
-
-
-@contextlib.contextmanager
-def _environ(env: dict):
-    """os.environ replaced by `env` inside the block (a spawned child inherits it)."""
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-class ChildTorchTrainer:
-    """`TorchTrainer` in a child process with jaxtl's glibc tunables taken out (`--torch-process own`)."""
-
-    def __init__(self, hidden: str, model, frames, dtype: str, device: str, ema: bool, threads: int):
-        from jaxtl._allocator import without_tunable
-
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child_conn = ctx.Pipe()
-        state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-        args = (child_conn, hidden, float(model.interactions[0].avg_num_neighbors), state, frames, dtype, device,
-                ema, threads)
-        with _environ(without_tunable(os.environ)):
-            self.process = ctx.Process(target=_serve_torch_steps, args=args, daemon=True)
-            self.process.start()
-        self.n_edges, self.n_parameters, self.glibc_tunables = self.conn.recv()
-        self.losses: list[float] = []
-
-    def __call__(self) -> float:
-        self.conn.send("step")
-        self.losses.append(self.conn.recv())
-        return self.losses[-1]
-
-    def close(self) -> None:
-        self.conn.send("stop")
-        self.process.join(timeout=60)
-
-    @staticmethod
-    def sync(out):
-        return out
+    model = load_state(build_torch_model(hidden, avg_num_neighbors), state)
+    return TorchTrainer(model, frames, dtype, device, ema)
 
 
 class JaxTrainer:
@@ -323,7 +274,9 @@ def run_case(hidden, dtype, torch_model, jax_cv, frames, args, device) -> list[d
     t0 = time.perf_counter()
     jsides = [JaxTrainer(*jax_cv, frames, dtype, args.ema, backend) for backend in args.backends]
     if args.torch_process == "own":
-        tside = ChildTorchTrainer(hidden, torch_model, frames, dtype, device, args.ema, args.threads or os.cpu_count())
+        tside = ChildSide(_torch_trainer, (hidden, float(torch_model.interactions[0].avg_num_neighbors),
+                                           state_arrays(torch_model), frames, dtype, device, args.ema,
+                                           args.threads or os.cpu_count()))
     else:
         tside = TorchTrainer(torch_model, frames, dtype, device, args.ema)
     setup_s = time.perf_counter() - t0
@@ -331,6 +284,7 @@ def run_case(hidden, dtype, torch_model, jax_cv, frames, args, device) -> list[d
     firsts, times = interleaved([*jsides, tside], args.repeats, args.warmup, block=args.block)
     if args.torch_process == "own":
         tside.close()
+        tside.losses = tside.returned  # the loss of every step, as TorchTrainer keeps them
     t_first, t_times = firsts[-1], times[-1]
     t_med = statistics.median(t_times)
     n_atoms = sum(len(a) for a in frames)

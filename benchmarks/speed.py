@@ -4,9 +4,11 @@ One run measures, for MACE-MP-0 small- and medium-shaped models (the factories o
 tests/convert/torch_models.py, see bench_energy_forces.py) on a rattled 108-atom Cu fcc
 cell, in float32 and float64, energy+forces and energy+forces+stress:
 
-  * jaxtl and mace-torch median times, their calls interleaved in this one process
-    (jaxtl, torch, jaxtl, ...) so both see the same background load; the ratio
-    torch / jaxtl is the figure to read on a shared machine;
+  * jaxtl and mace-torch median times, their calls interleaved (jaxtl, torch, jaxtl, ...)
+    so both see the same background load; the ratio torch / jaxtl is the figure to read
+    on a shared machine. mace-torch runs in this process, with the glibc tunables the
+    script restarts with (jaxtl/_allocator.py), or with `--torch-process own` in a child
+    process with the environment the script was started with (benchmarks/_child.py);
   * the load average (1 min) when each row was measured;
   * jaxtl's first call (trace + XLA compile + one run) and XLA's compile alone;
   * the FLOPs and bytes XLA's cost analysis gives for jaxtl's compiled program (counted
@@ -35,6 +37,7 @@ from pathlib import Path
 os.environ["JAX_PLATFORMS"] = "cpu"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_energy_forces as bench  # noqa: E402
+from _child import ChildSide, load_state, state_arrays  # noqa: E402
 from _results import run_metadata, write_results  # noqa: E402
 
 RESULTS = bench.RESULTS
@@ -48,6 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=7, help="timed calls per code (median reported)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--torch-process", choices=("same", "own"), default="same",
+                   help="mace-torch in this process (with jaxtl's glibc tunables) or in a child process "
+                        "without them (benchmarks/_child.py)")
     p.add_argument("--out", default=str(RESULTS / "speed_cpu"))
     args = p.parse_args(argv)
     for attr in ("models", "dtypes", "tasks"):
@@ -103,6 +109,24 @@ class TorchCase(bench.TorchSide):
                               compute_virials=False, compute_stress=self.stress)
 
 
+def _torch_case(name, state, atoms, dtype, stress, threads) -> TorchCase:
+    """The mace-torch side built in `ChildSide`'s child (`--torch-process own`), same weights."""
+    import mace  # noqa: F401  (before e3nn)
+    import torch
+
+    torch.set_num_threads(threads)
+    return TorchCase(load_state(bench.build_torch_model(name), state), atoms, dtype, stress)
+
+
+def _numpy(x):
+    """A torch tensor or numpy array as numpy."""
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else x
+
+
+def _outputs_to_host(out: dict) -> dict:
+    return {k: _numpy(out[k]) for k in ("energy", "forces", "stress") if out.get(k) is not None}
+
+
 class JaxCase(bench.JaxSide):
     def __init__(self, config, variables, atoms, dtype, stress: bool):
         super().__init__(config, variables, atoms, dtype)
@@ -149,11 +173,17 @@ def run_row(name, dtype, task, torch_model, jax_cv, atoms, machine, args) -> dic
 
     stress = task == "stress"
     jside = JaxCase(*jax_cv, atoms, dtype, stress)
-    tside = TorchCase(torch_model, atoms, dtype, stress)
+    if args.torch_process == "own":
+        tside = ChildSide(_torch_case, (name, state_arrays(torch_model), atoms, dtype, stress,
+                                        args.threads or os.cpu_count()), _outputs_to_host)
+    else:
+        tside = TorchCase(torch_model, atoms, dtype, stress)
     (j_first, t_first), (j_times, t_times) = bench.interleaved([jside, tside], args.repeats, args.warmup)
     load = os.getloadavg()
     j_out, t_out = jside(), tside()
-    f_t = t_out["forces"].detach().numpy()
+    if args.torch_process == "own":
+        tside.close()
+    f_t = _numpy(t_out["forces"])
     f_j = np.asarray(j_out["forces"])[: len(atoms)]
     j_med, t_med = statistics.median(j_times), statistics.median(t_times)
     cost = jside.cost()
@@ -167,14 +197,16 @@ def run_row(name, dtype, task, torch_model, jax_cv, atoms, machine, args) -> dic
         "load_avg_1min": load[0],
         "jaxtl_first_call_s": j_first, "jaxtl_compile_s": jside.compile_seconds(),
         "torch_first_call_s": t_first,
+        "torch_process": args.torch_process,
+        "torch_glibc_tunables": getattr(tside, "glibc_tunables", os.environ.get("GLIBC_TUNABLES", "")),
         "xla_gflop": cost["gflop"], "xla_gbytes": cost["gbytes"], "xla_temp_mb": cost["temp_mb"],
         "jaxtl_gflops": cost["gflop"] / j_med,
         "roofline_ms": 1e3 * roofline_s, "roofline_fraction": roofline_s / j_med,
         "max_abs_dF": float(np.max(np.abs(f_t - f_j))),
-        "abs_dE": abs(float(t_out["energy"].detach().numpy().reshape(-1)[0]) - float(np.asarray(j_out["energy"])[0])),
+        "abs_dE": abs(float(_numpy(t_out["energy"]).reshape(-1)[0]) - float(np.asarray(j_out["energy"])[0])),
     }
     if stress:
-        s_t = t_out["stress"].detach().numpy().reshape(3, 3)
+        s_t = _numpy(t_out["stress"]).reshape(3, 3)
         row["max_abs_dstress"] = float(np.max(np.abs(s_t - np.asarray(j_out["stress"])[0])))
     print(f"[speed] {name:6s} {dtype} {row['task']:21s} jaxtl {row['jaxtl_ms']:7.1f} ms | torch "
           f"{row['torch_ms']:7.1f} ms | x{row['torch_over_jaxtl']:5.2f} | load {load[0]:.1f} | first call "
@@ -190,8 +222,11 @@ def markdown(rows, meta) -> str:
         "",
         f"{meta['n_atoms']}-atom rattled Cu fcc cell, {meta['n_edges']} edges (r_max 6 A); "
         f"{meta['hardware']}; torch threads {meta['torch_threads']}; median of {meta['repeats']} "
-        f"calls after {meta['warmup']} warm-up calls, jaxtl and torch calls alternating in one process; "
-        f"jax {meta['versions']['jax']}, torch {meta['versions']['torch']}, mace-torch "
+        f"calls after {meta['warmup']} warm-up calls, jaxtl and torch calls alternating"
+        + (" (mace-torch in a process of its own with `GLIBC_TUNABLES="
+           f"{rows[0].get('torch_glibc_tunables', '') or '(unset)'}`); " if meta.get("torch_process") == "own"
+           else " in one process; ")
+        + f"jax {meta['versions']['jax']}, torch {meta['versions']['torch']}, mace-torch "
         f"{meta['versions']['mace']}; {meta['date']}.",
         "",
         f"Machine (measured at start, load average {meta['load_avg_at_start']:.1f}): matmul "
@@ -260,6 +295,7 @@ def main(argv=None) -> int:
         "repeats": args.repeats,
         "warmup": args.warmup,
         "torch_threads": threads,
+        "torch_process": args.torch_process,
         **run_metadata("speed.py", argv),
     }
     stem = Path(args.out)
