@@ -15,15 +15,20 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import traceback
 from typing import Callable
 
 
 def _serve(conn, factory: Callable, args: tuple, to_host: Callable) -> None:
-    side = factory(*args)
-    conn.send({name: getattr(side, name) for name in ("n_edges", "n_parameters") if hasattr(side, name)}
-              | {"glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")})
-    while conn.recv() == "call":
-        conn.send(to_host(side.sync(side())))
+    """The child: build the side, then answer each "call" with ("ok", output) or ("error", traceback)."""
+    try:
+        side = factory(*args)
+        conn.send(("ok", {name: getattr(side, name) for name in ("n_edges", "n_parameters") if hasattr(side, name)}
+                   | {"glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}))
+        while conn.recv() == "call":
+            conn.send(("ok", to_host(side.sync(side()))))
+    except Exception:  # noqa: BLE001  (handed to the parent, which raises it)
+        conn.send(("error", traceback.format_exc()))
 
 
 @contextlib.contextmanager
@@ -60,12 +65,22 @@ class ChildSide:
         with _environ(without_tunable(os.environ)):
             self.process = ctx.Process(target=_serve, args=(child_conn, factory, args, to_host), daemon=True)
             self.process.start()
-        self.__dict__.update(self.conn.recv())
+        self.__dict__.update(self._receive())
         self.returned: list = []
+
+    def _receive(self):
+        """The child's next answer; an error in the child, or its death, raised here."""
+        while not self.conn.poll(1.0):
+            if not self.process.is_alive():
+                raise RuntimeError(f"the mace-torch child process died (exit code {self.process.exitcode})")
+        status, payload = self.conn.recv()
+        if status == "error":
+            raise RuntimeError(f"the mace-torch child process failed:\n{payload}")
+        return payload
 
     def __call__(self):
         self.conn.send("call")
-        self.returned.append(self.conn.recv())
+        self.returned.append(self._receive())
         return self.returned[-1]
 
     @staticmethod
