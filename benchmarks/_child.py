@@ -54,7 +54,8 @@ class ChildSide:
     factory and to_host must be module-level functions (they are pickled): factory builds
     the side (an object with `__call__` and `sync`), to_host turns a call's output into
     something picklable. The side's `n_edges`, `n_parameters` and the child's
-    `GLIBC_TUNABLES` are copied to attributes here.
+    `GLIBC_TUNABLES` are copied to attributes here; `returned` keeps every call's output.
+    An error in the child, or its death, is raised in this process.
     """
 
     def __init__(self, factory: Callable, args: tuple, to_host: Callable = _identity):

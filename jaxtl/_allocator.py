@@ -86,7 +86,7 @@ def with_tunable(environ=os.environ) -> dict:
 
 def without_tunable(environ=os.environ) -> dict:
     """A copy of `environ` as it was before `with_tunable` (for a child process that should
-    run with glibc's defaults, as mace-torch does in `benchmarks/bench_train_step.py`)."""
+    run with glibc's defaults, as mace-torch does in `benchmarks/_child.py`)."""
     env = dict(environ)
     parts = [p for p in environ.get("GLIBC_TUNABLES", "").split(":") if p and p not in TUNABLES]
     if parts:
