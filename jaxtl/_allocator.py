@@ -8,8 +8,8 @@ one JAX setting keep the buffer instead:
 
   * `glibc.malloc.hugetlb=1`: memory glibc takes from the kernel is advised as
     transparent huge pages (2 MB instead of 4 kB pages: fewer faults and TLB misses);
-  * `glibc.malloc.mmap_max=0` and a large `glibc.malloc.trim_threshold`: large blocks
-    come from the heap and stay there when freed, so the next call reuses them;
+  * `glibc.malloc.mmap_max=0` and `glibc.malloc.trim_threshold` of 4 GB: large blocks
+    come from the heap and, up to 4 GB, stay there when freed, so the next call reuses them;
   * `jax_cpu_enable_async_dispatch=False` (set by `restart_with_hugepages` in the
     restarted process): CPU computations run on the calling thread, so the buffer is
     allocated from glibc's main heap. Allocated from one of XLA's worker threads, a
@@ -18,7 +18,7 @@ one JAX setting keep the buffer instead:
 With all four a training step takes ~0 faults and ~0 kernel time; right after a
 mace-torch step in the same process, where a fresh huge-page fault could stall 0.4-2 s
 in compaction, a 64x0e+64x1o float64 step went from 2.0 s to 0.9 s (benchmarks/README.md).
-The price: memory a call used stays with the process until it exits.
+The price: freed memory stays with the process (at the top of the heap, up to 4 GB).
 
 glibc reads tunables only when a process starts, so the command re-executes itself
 once with them set; a Python session that imports jaxtl gets the same by being started
@@ -35,7 +35,13 @@ import platform
 import sys
 from pathlib import Path
 
-TUNABLES = ("glibc.malloc.hugetlb=1", "glibc.malloc.mmap_max=0", f"glibc.malloc.trim_threshold={64 << 30}")
+# trim_threshold: free memory at the top of the heap is kept for the next call while it
+# stays under 4 GB (a training step's buffer: 0.23-1.7 GB for the Si benchmark models); a larger one
+# goes back to the kernel. With 64 GB instead, the 10,976-atom energy+forces of
+# benchmarks/scale.py peaked at 10.8 GB instead of 6.1 GB and the 97,556-atom one ran
+# out of the 24 GB (freed blocks were split for smaller requests and the next call's
+# buffer no longer fit); with 4 GB the 10,976-atom peak was 6.1 GB again.
+TUNABLES = ("glibc.malloc.hugetlb=1", "glibc.malloc.mmap_max=0", f"glibc.malloc.trim_threshold={4 << 30}")
 TUNABLE = ":".join(TUNABLES)
 _THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
