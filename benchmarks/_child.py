@@ -19,9 +19,14 @@ import traceback
 from typing import Callable
 
 
-def _serve(conn, factory: Callable, args: tuple, to_host: Callable) -> None:
-    """The child: build the side, then answer each "call" with ("ok", output) or ("error", traceback)."""
+def _serve(conn, factory: Callable, args: tuple, to_host: Callable, threads: int) -> None:
+    """The child: torch with `threads` threads, the side built, then each "call" answered
+    with ("ok", output) or ("error", traceback)."""
     try:
+        import mace  # noqa: F401  (before e3nn)
+        import torch
+
+        torch.set_num_threads(threads)
         side = factory(*args)
         conn.send(("ok", {name: getattr(side, name) for name in ("n_edges", "n_parameters") if hasattr(side, name)}
                    | {"glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}))
@@ -51,6 +56,7 @@ def _identity(out):
 class ChildSide:
     """`factory(*args)` built and called in a child process without jaxtl's glibc tunables.
 
+    The child runs torch with `threads` threads (all cores by default).
     factory and to_host must be module-level functions (they are pickled): factory builds
     the side (an object with `__call__` and `sync`), to_host turns a call's output into
     something picklable. The side's `n_edges`, `n_parameters` and the child's
@@ -58,13 +64,14 @@ class ChildSide:
     An error in the child, or its death, is raised in this process.
     """
 
-    def __init__(self, factory: Callable, args: tuple, to_host: Callable = _identity):
+    def __init__(self, factory: Callable, args: tuple, to_host: Callable = _identity, threads: int | None = None):
         from jaxtl._allocator import without_tunable
 
         ctx = multiprocessing.get_context("spawn")
         self.conn, child_conn = ctx.Pipe()
         with _environ(without_tunable(os.environ)):
-            self.process = ctx.Process(target=_serve, args=(child_conn, factory, args, to_host), daemon=True)
+            self.process = ctx.Process(target=_serve, args=(child_conn, factory, args, to_host, threads or os.cpu_count()),
+                                       daemon=True)
             self.process.start()
         self.__dict__.update(self._receive())
         self.returned: list = []

@@ -196,12 +196,8 @@ class TorchTrainer:
         return out
 
 
-def _torch_trainer(hidden, avg_num_neighbors, state, frames, dtype, device, ema, threads) -> TorchTrainer:
+def _torch_trainer(hidden, avg_num_neighbors, state, frames, dtype, device, ema) -> TorchTrainer:
     """The mace-torch trainer built in `ChildSide`'s child (`--torch-process own`), same weights."""
-    import mace  # noqa: F401  (must precede e3nn)
-    import torch
-
-    torch.set_num_threads(threads)
     model = load_state(build_torch_model(hidden, avg_num_neighbors), state)
     return TorchTrainer(model, frames, dtype, device, ema)
 
@@ -275,8 +271,8 @@ def run_case(hidden, dtype, torch_model, jax_cv, frames, args, device) -> list[d
     jsides = [JaxTrainer(*jax_cv, frames, dtype, args.ema, backend) for backend in args.backends]
     if args.torch_process == "own":
         tside = ChildSide(_torch_trainer, (hidden, float(torch_model.interactions[0].avg_num_neighbors),
-                                           state_arrays(torch_model), frames, dtype, device, args.ema,
-                                           args.threads or os.cpu_count()))
+                                           state_arrays(torch_model), frames, dtype, device, args.ema),
+                          threads=args.threads)
     else:
         tside = TorchTrainer(torch_model, frames, dtype, device, args.ema)
     setup_s = time.perf_counter() - t0

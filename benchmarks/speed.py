@@ -109,12 +109,8 @@ class TorchCase(bench.TorchSide):
                               compute_virials=False, compute_stress=self.stress)
 
 
-def _torch_case(name, state, atoms, dtype, stress, threads) -> TorchCase:
+def _torch_case(name, state, atoms, dtype, stress) -> TorchCase:
     """The mace-torch side built in `ChildSide`'s child (`--torch-process own`), same weights."""
-    import mace  # noqa: F401  (before e3nn)
-    import torch
-
-    torch.set_num_threads(threads)
     return TorchCase(load_state(bench.build_torch_model(name), state), atoms, dtype, stress)
 
 
@@ -174,16 +170,16 @@ def run_row(name, dtype, task, torch_model, jax_cv, atoms, machine, args) -> dic
     stress = task == "stress"
     jside = JaxCase(*jax_cv, atoms, dtype, stress)
     if args.torch_process == "own":
-        tside = ChildSide(_torch_case, (name, state_arrays(torch_model), atoms, dtype, stress,
-                                        args.threads or os.cpu_count()), _outputs_to_host)
+        tside = ChildSide(_torch_case, (name, state_arrays(torch_model), atoms, dtype, stress), _outputs_to_host,
+                          threads=args.threads)
     else:
         tside = TorchCase(torch_model, atoms, dtype, stress)
     (j_first, t_first), (j_times, t_times) = bench.interleaved([jside, tside], args.repeats, args.warmup)
     load = os.getloadavg()
-    j_out, t_out = jside(), tside()
+    j_out, t_out = jside(), _outputs_to_host(tside())  # the child's outputs are on the host already
     if args.torch_process == "own":
         tside.close()
-    f_t = _numpy(t_out["forces"])
+    f_t = t_out["forces"]
     f_j = np.asarray(j_out["forces"])[: len(atoms)]
     j_med, t_med = statistics.median(j_times), statistics.median(t_times)
     cost = jside.cost()
@@ -203,10 +199,10 @@ def run_row(name, dtype, task, torch_model, jax_cv, atoms, machine, args) -> dic
         "jaxtl_gflops": cost["gflop"] / j_med,
         "roofline_ms": 1e3 * roofline_s, "roofline_fraction": roofline_s / j_med,
         "max_abs_dF": float(np.max(np.abs(f_t - f_j))),
-        "abs_dE": abs(float(_numpy(t_out["energy"]).reshape(-1)[0]) - float(np.asarray(j_out["energy"])[0])),
+        "abs_dE": abs(float(t_out["energy"].reshape(-1)[0]) - float(np.asarray(j_out["energy"])[0])),
     }
     if stress:
-        s_t = _numpy(t_out["stress"]).reshape(3, 3)
+        s_t = t_out["stress"].reshape(3, 3)
         row["max_abs_dstress"] = float(np.max(np.abs(s_t - np.asarray(j_out["stress"])[0])))
     print(f"[speed] {name:6s} {dtype} {row['task']:21s} jaxtl {row['jaxtl_ms']:7.1f} ms | torch "
           f"{row['torch_ms']:7.1f} ms | x{row['torch_over_jaxtl']:5.2f} | load {load[0]:.1f} | first call "
