@@ -218,6 +218,8 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", choices=bench.DTYPES, default="float32")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--blocks-only", action="store_true",
+                   help="time the blocks only, not the contraction and scatter alternatives")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/profile_<model>_<dtype>_<device>.json)")
     args = p.parse_args(argv)
     device = bench.resolve_device(args.device)
@@ -254,7 +256,7 @@ def main(argv=None) -> int:
               f"GFLOP {c['gflop'] if c['gflop'] is None else round(c['gflop'], 2)}  "
               f"GB {c['gbytes'] if c['gbytes'] is None else round(c['gbytes'], 2)}", flush=True)
 
-        if not path.endswith("symmetric_contraction"):
+        if args.blocks_only or not path.endswith("symmetric_contraction"):
             continue
         from jaxtl.model.irreps import ir_str
         from jaxtl.model.product import Contraction
@@ -265,7 +267,7 @@ def main(argv=None) -> int:
             con = Contraction(unbound.coupling_irreps, l, par, unbound.correlation,
                               unbound.num_elements, mul, unbound.dtype)
             cvars = {"params": mvars["params"][name], "constants": mvars["constants"][name]}
-            x, species = bargs
+            x, species = bargs[:2]  # the batch's element list, if any, is left out here
             ref_fwd, ref_fb = forward_and_backward(con, {})
             t_ref = median_time(ref_fwd, (cvars, (x, species)), args.repeats)
             t_ref_fb = median_time(ref_fb, (cvars, (x, species)), args.repeats)
@@ -287,7 +289,7 @@ def main(argv=None) -> int:
 
     g = side.graph
     n_nodes = int(g.positions.shape[0])
-    for width in message_widths(config):
+    for width in ([] if args.blocks_only else message_widths(config)):
         sv = scatter_variants(n_nodes, g.receivers, g.senders, width, np.dtype(args.dtype), args.repeats)
         rows.append({"block": f"message gather*scatter, width {width}", "variants_fwd_bwd_ms": sv})
         print(f"[profile] gather*scatter fwd+bwd, width {width}: "

@@ -243,9 +243,14 @@ def node_major_messages(
 
     senders_ = with_empty_slot(senders)
     edge_data_ = jax.tree_util.tree_map(with_empty_slot, edge_data)
-    by_l_sh = defaultdict(list)  # paths grouped by the harmonic they contract with
+    # paths grouped by (input irrep, harmonic): the paths of a group share the sender
+    # features and the harmonics and differ only in their radial weights, so their
+    # products w * x come out of one broadcast multiply, straight into the layout the
+    # sum over neighbour slots reads (no concatenate), and each input's gradient is a
+    # sum over few groups
+    groups = defaultdict(list)
     for p, t in enumerate(paths):
-        by_l_sh[t.l_sh].append((p, t))
+        groups[(t.i_in, t.l_sh)].append(p)
 
     def step(e, sh=None, w=None):
         # an empty slot reads row n_edges: zero harmonics, so it adds nothing
@@ -254,17 +259,16 @@ def node_major_messages(
         w = _split(w, [t.mul for t in paths], axis=1)
         x = [b[senders_[e]] for b in node_blocks]  # [slots, mul, 2l1+1]
         out = [None] * len(paths)
-        for l_sh, group in by_l_sh.items():
-            wx = jnp.concatenate(
-                [(w[p][:, :, None] * x[t.i_in]).reshape(per_step, K, -1) for p, t in group], axis=-1
-            )
+        for (i_in, l_sh), group in groups.items():
+            dim_in = x[i_in].shape[-1]
+            w_group = jnp.stack([w[p] for p in group], axis=1)  # [slots, paths, mul]
+            wx = (w_group[:, :, :, None] * x[i_in][:, None]).reshape(per_step, K, -1)
             # sum over the K neighbour slots, harmonics leading so that the large
-            # operand keeps its layout: [nodes, 2l2+1, channels * dims]
+            # operand keeps its layout: [nodes, 2l2+1, paths * channels * dims]
             summed = jnp.einsum("nkb,nkq->nbq", sh[l_sh].reshape(per_step, K, -1), wx)
-            dims_in = [x[t.i_in].shape[-1] for _, t in group]
-            blocks = _split(summed, [t.mul * d for (_, t), d in zip(group, dims_in)], axis=2)
-            for (p, t), dim_in, block in zip(group, dims_in, blocks):
-                block = block.reshape(per_step, 2 * l_sh + 1, t.mul, dim_in)
+            summed = summed.reshape(per_step, 2 * l_sh + 1, len(group), -1, dim_in)
+            for j, p in enumerate(group):
+                t, block = paths[p], summed[:, :, j]  # [nodes, 2l2+1, mul, dim_in]
                 cg = _cg((dim_in - 1) // 2, l_sh, t.l_out) * math.sqrt(2 * t.l_out + 1)
                 if dim_in == 1:  # scalar inputs: the coupling is a multiple of the identity
                     assert np.allclose(cg[0], cg[0, 0, 0] * np.eye(2 * l_sh + 1), atol=1e-12)
