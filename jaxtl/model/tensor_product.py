@@ -261,14 +261,16 @@ def node_major_messages(
         out = [None] * len(paths)
         for (i_in, l_sh), group in groups.items():
             dim_in = x[i_in].shape[-1]
-            w_group = jnp.stack([w[p] for p in group], axis=1)  # [slots, paths, mul]
+            w_group = jnp.stack([w[p] for p in group], axis=1) if len(group) > 1 else w[group[0]][:, None]  # [slots, paths, mul]
             wx = (w_group[:, :, :, None] * x[i_in][:, None]).reshape(per_step, K, -1)
             # sum over the K neighbour slots, harmonics leading so that the large
             # operand keeps its layout: [nodes, 2l2+1, paths * channels * dims]
             summed = jnp.einsum("nkb,nkq->nbq", sh[l_sh].reshape(per_step, K, -1), wx)
             summed = summed.reshape(per_step, 2 * l_sh + 1, len(group), -1, dim_in)
-            for j, p in enumerate(group):
-                t, block = paths[p], summed[:, :, j]  # [nodes, 2l2+1, mul, dim_in]
+            blocks = _split(summed, [1] * len(group), axis=2) if len(group) > 1 else [summed]
+            for p, block in zip(group, blocks):
+                t = paths[p]
+                block = block.reshape(per_step, 2 * l_sh + 1, t.mul, dim_in)
                 cg = _cg((dim_in - 1) // 2, l_sh, t.l_out) * math.sqrt(2 * t.l_out + 1)
                 if dim_in == 1:  # scalar inputs: the coupling is a multiple of the identity
                     assert np.allclose(cg[0], cg[0, 0, 0] * np.eye(2 * l_sh + 1), atol=1e-12)
