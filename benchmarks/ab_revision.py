@@ -61,6 +61,7 @@ def module_at(revision: str, module: str):
     path.write_text(source)
     spec = importlib.util.spec_from_file_location(f"{module}_at_{revision}".replace(".", "_"), path)
     old = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = old  # dataclasses (flax modules) look their module up there
     spec.loader.exec_module(old)
     return old
 
