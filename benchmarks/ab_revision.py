@@ -9,8 +9,8 @@ prints the largest difference between the two outputs, and XLA's instruction cou
 each compiled program.
 
 Cases (`--case`):
-  * `forces`: energy+forces of the MP-0-shaped model `--model` on the 108-atom Cu cell
-    of `bench_energy_forces.py`;
+  * `forces`: energy+forces of the MP-0-shaped model `--model` on the rattled Cu cell of
+    `bench_energy_forces.py` (108 atoms; `--cells 14`: 10,976);
   * `train`: the training step of `bench_train_step.py` (5 Si cells, AMSGrad) for the
     hidden irreps `--hidden`.
 
@@ -45,6 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--function", default="node_major_messages")
     p.add_argument("--case", choices=("forces", "train"), default="forces")
     p.add_argument("--model", choices=("small", "medium"), default="medium", help="forces case")
+    p.add_argument("--cells", type=int, default=3,
+                   help="forces case: conventional fcc cells per side (3: 108 atoms, 14: 10,976)")
     p.add_argument("--hidden", default="64x0e+64x1o", help="train case: hidden irreps")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--repeats", type=int, default=11, help="timed calls per side (median reported)")
@@ -74,7 +76,7 @@ def forces_case(args):
     from jaxtl.convert.convert import from_torch_module
 
     config, variables = from_torch_module(bench.build_torch_model(args.model))
-    side = bench.JaxSide(config, variables, bench.copper_cell(3), args.dtype)
+    side = bench.JaxSide(config, variables, bench.copper_cell(args.cells), args.dtype)
     call_args = (side.loaded.variables, side.graph, False)
     out = jax.block_until_ready(side.loaded._predict(*call_args))  # traced and compiled now
     return (lambda: jax.block_until_ready(side.loaded._predict(*call_args))), out["forces"], \
@@ -130,7 +132,7 @@ def main(argv=None) -> int:
             call()
             if r >= args.warmup:
                 times[name].append(time.perf_counter() - t0)
-    what = f"{args.model} energy+forces" if args.case == "forces" else f"{args.hidden} training step"
+    what = f"{args.model} energy+forces ({4 * args.cells ** 3} atoms)" if args.case == "forces" else f"{args.hidden} training step"
     print(f"[ab] {what}, {args.dtype}: {args.module}.{args.function}, median of {args.repeats} alternating calls")
     for name, (_, _, compile_fn) in sides.items():
         t = times[name]
