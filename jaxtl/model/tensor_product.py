@@ -217,7 +217,7 @@ def node_major_messages(
 
     neighbours: [n_nodes, K] edge ids of each node's incoming edges, padded with
     n_edges (a slot with no edge). The sum over a node's edges is then a contraction
-    over K, done as one batched matmul per spherical-harmonic degree:
+    over K, done as one batched matmul per (input irrep, spherical-harmonic degree):
 
         msg[i, c, M3] = sum_ab CG[a, b, M3] sum_k (w[ik, c] x[s_ik, c, a]) Y[ik, b]
 
@@ -261,7 +261,8 @@ def node_major_messages(
         out = [None] * len(paths)
         for (i_in, l_sh), group in groups.items():
             dim_in = x[i_in].shape[-1]
-            w_group = jnp.stack([w[p] for p in group], axis=1) if len(group) > 1 else w[group[0]][:, None]  # [slots, paths, mul]
+            # [slots, paths, mul]: the paths from one input irrep share its multiplicity
+            w_group = jnp.stack([w[p] for p in group], axis=1) if len(group) > 1 else w[group[0]][:, None]
             wx = (w_group[:, :, :, None] * x[i_in][:, None]).reshape(per_step, K, -1)
             # sum over the K neighbour slots, harmonics leading so that the large
             # operand keeps its layout: [nodes, 2l2+1, paths * channels * dims]
