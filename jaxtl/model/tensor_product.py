@@ -262,13 +262,15 @@ def node_major_messages(
         for (i_in, l_sh), group in groups.items():
             dim_in = x[i_in].shape[-1]
             # [slots, paths, mul]: the paths from one input irrep share its multiplicity
-            w_group = jnp.stack([w[p] for p in group], axis=1) if len(group) > 1 else w[group[0]][:, None]
+            w_group = jnp.stack([w[p] for p in group], axis=1)
             wx = (w_group[:, :, :, None] * x[i_in][:, None]).reshape(per_step, K, -1)
             # sum over the K neighbour slots, harmonics leading so that the large
             # operand keeps its layout: [nodes, 2l2+1, paths * channels * dims]
             summed = jnp.einsum("nkb,nkq->nbq", sh[l_sh].reshape(per_step, K, -1), wx)
+            # cut into paths on an axis of their own: the gradient then keeps the same
+            # layout (fewer XLA instructions than cutting the flat last axis)
             summed = summed.reshape(per_step, 2 * l_sh + 1, len(group), -1, dim_in)
-            blocks = _split(summed, [1] * len(group), axis=2) if len(group) > 1 else [summed]
+            blocks = _split(summed, [1] * len(group), axis=2)
             for p, block in zip(group, blocks):
                 t = paths[p]
                 block = block.reshape(per_step, 2 * l_sh + 1, t.mul, dim_in)
