@@ -17,6 +17,10 @@ Cases (`--case`):
     python benchmarks/ab_revision.py --base 3920622~1 --case forces --model medium --dtype float32
     python benchmarks/ab_revision.py --base 3920622~1 --case train --hidden 64x0e+64x1o --dtype float64
 
+`--without FIELD` compares instead the working tree with itself, the 'old' side given a
+graph whose optional field FIELD is None (e.g. `--without edge_pairs`: the radial MLP
+once per edge instead of once per pair of opposite edges).
+
 The function is looked up by name in the module at the moment the model is traced, so it
 must be called as `module.function` (or from inside that module) for the swap to take.
 """
@@ -40,7 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--base", required=True, help="git revision of the 'old' side, e.g. HEAD~1")
+    p.add_argument("--base", help="git revision of the 'old' side, e.g. HEAD~1")
+    p.add_argument("--without", help="'old' side: the working tree with this optional Graph field set to None")
     p.add_argument("--module", default="jaxtl.model.tensor_product")
     p.add_argument("--function", default="node_major_messages")
     p.add_argument("--case", choices=("forces", "train"), default="forces")
@@ -68,8 +73,9 @@ def module_at(revision: str, module: str):
     return old
 
 
-def forces_case(args):
-    """(call, forces, XLA entry instructions) of energy+forces, traced and compiled now."""
+def forces_case(args, without=None):
+    """(call, forces, XLA entry instructions) of energy+forces, traced and compiled now;
+    without: a Graph field to set to None."""
     import jax
 
     import bench_energy_forces as bench
@@ -77,14 +83,16 @@ def forces_case(args):
 
     config, variables = from_torch_module(bench.build_torch_model(args.model))
     side = bench.JaxSide(config, variables, bench.copper_cell(args.cells), args.dtype)
-    call_args = (side.loaded.variables, side.graph, False)
+    graph = side.graph._replace(**{without: None}) if without else side.graph
+    call_args = (side.loaded.variables, graph, False)
     out = jax.block_until_ready(side.loaded._predict(*call_args))
     count = instructions(side.loaded._predict.lower(*call_args).compile())
     return (lambda: jax.block_until_ready(side.loaded._predict(*call_args))), out["forces"], count
 
 
-def train_case(args):
-    """(call, first loss, XLA entry instructions) of the training step, traced and compiled now."""
+def train_case(args, without=None):
+    """(call, first loss, XLA entry instructions) of the training step, traced and compiled now;
+    without: a Graph field to set to None."""
     import jax
 
     import bench_train_step as b
@@ -92,6 +100,8 @@ def train_case(args):
 
     frames = b.read_structures(str(b.DATA), 5)
     side = b.JaxTrainer(*from_torch_module(b.build_torch_model(args.hidden, 10.0)), frames, args.dtype, False)
+    if without:
+        side.batch = side.batch._replace(graph=side.batch.graph._replace(**{without: None}))
     count = instructions(side.step_fn.lower(side.state, side.constants, side.batch, side.lr, side.weights).compile())
     loss = side()
     return (lambda: jax.block_until_ready(side())), jax.numpy.asarray(loss), count
@@ -111,19 +121,24 @@ def main(argv=None) -> int:
 
     jax.config.update("jax_enable_x64", args.dtype == "float64")
     jax.config.update("jax_default_matmul_precision", "highest")
-    target = importlib.import_module(args.module)
-    current = getattr(target, args.function)
-    old = getattr(module_at(args.base, args.module), args.function)
     build = forces_case if args.case == "forces" else train_case
-
-    # each side is traced and compiled while its version of the function is in place
     sides = {}
-    for name, impl in ((args.base, old), ("working tree", current)):
-        setattr(target, args.function, impl)
-        try:
-            sides[name] = build(args)
-        finally:
-            setattr(target, args.function, current)
+    if args.without:
+        sides[f"no {args.without}"] = build(args, without=args.without)
+        sides["working tree"] = build(args)
+    elif not args.base:
+        raise SystemExit("give --base REVISION or --without FIELD")
+    else:
+        target = importlib.import_module(args.module)
+        current = getattr(target, args.function)
+        old = getattr(module_at(args.base, args.module), args.function)
+        # each side is traced and compiled while its version of the function is in place
+        for name, impl in ((args.base, old), ("working tree", current)):
+            setattr(target, args.function, impl)
+            try:
+                sides[name] = build(args)
+            finally:
+                setattr(target, args.function, current)
     (_, out_a, _), (_, out_b, _) = sides.values()
     diff = float(np.max(np.abs(np.asarray(out_a) - np.asarray(out_b))))
     times = {name: [] for name in sides}
@@ -137,7 +152,8 @@ def main(argv=None) -> int:
         what = f"{args.model} energy+forces ({4 * args.cells ** 3} atoms)"
     else:
         what = f"{args.hidden} training step"
-    print(f"[ab] {what}, {args.dtype}: {args.module}.{args.function}, median of {args.repeats} alternating calls")
+    change = f"Graph.{args.without}" if args.without else f"{args.module}.{args.function}"
+    print(f"[ab] {what}, {args.dtype}: {change}, median of {args.repeats} alternating calls")
     for name, (_, _, count) in sides.items():
         t = times[name]
         print(f"[ab]   {name:14s} {1e3 * statistics.median(t):8.1f} ms (min {1e3 * min(t):.1f}), "

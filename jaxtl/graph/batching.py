@@ -139,6 +139,50 @@ def neighbour_matrix(receivers: np.ndarray, n_node: int, n_edge: int, n_neighbou
     return matrix
 
 
+def edge_pairs(senders, receivers, unit_shifts, n_edge: int) -> np.ndarray | None:
+    """`Graph.edge_pairs` [2, n_edge // 2] of the real edges (padding edges are left out).
+
+    senders, receivers: [n_real_edges]; unit_shifts: [n_real_edges, 3] integers (may
+    be float). The reverse of edge j -> i with shift S is i -> j with shift -S. An
+    edge whose reverse is missing (a list cut at r_max asymmetrically by round-off) is
+    a pair of its own. None when an edge is listed twice or the pairs do not fit.
+    """
+    s = np.asarray(senders, np.int64)
+    r = np.asarray(receivers, np.int64)
+    shifts = np.rint(np.asarray(unit_shifts, np.float64)).astype(np.int64).reshape(-1, 3)
+    n_real, n_pairs = len(s), n_edge // 2
+    if n_real == 0:
+        return np.full((2, n_pairs), n_edge, np.int32)
+    # one integer per edge: (sender, receiver, shift) in mixed radix
+    n_nodes = int(max(s.max(), r.max())) + 1
+    bound = int(np.abs(shifts).max())
+    base = 2 * bound + 1
+    if n_nodes * n_nodes * base**3 >= 2**62:
+        return None
+
+    def key(a, b, S):
+        k = a * n_nodes + b
+        for c in range(3):
+            k = k * base + (S[:, c] + bound)
+        return k
+
+    forward, backward = key(s, r, shifts), key(r, s, -shifts)
+    order = np.argsort(forward, kind="stable")
+    ordered = forward[order]
+    if np.any(ordered[1:] == ordered[:-1]):
+        return None
+    at = np.minimum(np.searchsorted(ordered, backward), n_real - 1)
+    reverse = np.where(ordered[at] == backward, order[at], -1)
+    edges = np.arange(n_real)
+    first = edges[(reverse < 0) | (edges < reverse)]
+    if len(first) > n_pairs:
+        return None
+    pairs = np.full((2, n_pairs), n_edge, np.int32)
+    pairs[0, : len(first)] = first
+    pairs[1, : len(first)] = np.where(reverse[first] < 0, n_edge, reverse[first])
+    return pairs
+
+
 def element_list(atomic_numbers: np.ndarray) -> np.ndarray | None:
     """`Graph.elements`: the distinct atomic numbers, ascending, padded with 0 to
     ELEMENT_SLOTS; None when there are more."""
@@ -207,12 +251,14 @@ def pad_batch(
     pad_shift[:, 0] = 1.0
 
     receivers = cat([g.receivers + o for g, o in zip(gs, node_offsets)], (pad_edges,), padding_node, np.int32)
+    senders = cat([g.senders + o for g, o in zip(gs, node_offsets)], (pad_edges,), padding_node, np.int32)
+    unit_shifts = np.concatenate([np.asarray(g.unit_shifts, dtype) for g in gs] + [pad_shift.astype(dtype)])
     graph = Graph(
         positions=cat([g.positions for g in gs], (pad_nodes, 3), 0.0, dtype),
         atomic_numbers=cat([g.atomic_numbers for g in gs], (pad_nodes,), 0, np.int32),
-        senders=cat([g.senders + o for g, o in zip(gs, node_offsets)], (pad_edges,), padding_node, np.int32),
+        senders=senders,
         receivers=receivers,
-        unit_shifts=np.concatenate([np.asarray(g.unit_shifts, dtype) for g in gs] + [pad_shift.astype(dtype)]),
+        unit_shifts=unit_shifts,
         cell=np.concatenate([np.asarray(g.cell, dtype) for g in gs] + [pad_cell.astype(dtype)]),
         node_graph=cat([g.node_graph + o for g, o in zip(gs, graph_offsets)], (pad_nodes,), n_graph - 1, np.int32),
         n_node=np.concatenate([np.asarray(g.n_node, np.int32) for g in gs] + [pad_n_node]),
@@ -221,6 +267,7 @@ def pad_batch(
         graph_mask=cat([g.graph_mask for g in gs], (pad_graphs,), False, bool),
         neighbours=neighbour_matrix(receivers[:edges], n_node, n_edge, n_neighbour),
         elements=element_list(np.concatenate([np.asarray(g.atomic_numbers) for g in gs])),
+        edge_pairs=edge_pairs(senders[:edges], receivers[:edges], unit_shifts[:edges], n_edge),
     )
     labels = Labels(
         energy=cat([l.energy for l in ls], (pad_graphs,), 0.0, dtype),

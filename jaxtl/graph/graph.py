@@ -46,6 +46,11 @@ class Graph(NamedTuple):
         elements: [ELEMENT_SLOTS] int32 or None: the distinct atomic numbers of the
             real nodes, ascending, then 0. None when there are more than
             ELEMENT_SLOTS (or not known): the model then finds them under jit.
+        edge_pairs: [2, n_edges // 2] int32 or None: each real edge j -> i (shift S)
+            with its reverse i -> j (shift -S), as two edge ids, the smaller first;
+            n_edges in unused columns and for an edge without a reverse. Both edges
+            of a pair have the same length, so the model runs the radial MLP once per
+            pair. Built by `pad_batch` (`edge_pairs`); None: once per edge.
     """
 
     positions: jnp.ndarray
@@ -61,6 +66,7 @@ class Graph(NamedTuple):
     graph_mask: jnp.ndarray
     neighbours: Optional[jnp.ndarray] = None
     elements: Optional[jnp.ndarray] = None
+    edge_pairs: Optional[jnp.ndarray] = None
 
     @property
     def n_graphs(self) -> int:

@@ -196,16 +196,18 @@ def conv_messages(
     node_blocks: Sequence[jnp.ndarray],
     senders: jnp.ndarray,
     receivers: jnp.ndarray,
-    edge_data,
-    edge_fn,
+    sh: Sequence[jnp.ndarray],
+    radial_data,
+    radial_fn,
     paths: Sequence[TPPath],
     chunk: int | None = None,
 ) -> list[jnp.ndarray]:
     """`tensor_product.messages` as cuEquivariance calls: gather, product and scatter in one.
 
     node_blocks: [n_nodes, mul, 2l1+1] per edge irrep; senders, receivers: [n_edges];
-    edge_data, edge_fn: as `tensor_product.chunked_messages` (edge_fn gives the harmonics
-    [n, 2l2+1] per l2 and the weights [n, weight_numel] of n edges). Edges go `chunk`
+    sh, radial_data, radial_fn: as `tensor_product.chunked_messages` (the harmonics
+    [n_edges, 2l2+1] per l2; radial_fn gives the weights [n, weight_numel] of n rows of
+    radial_data). Edges go `chunk`
     (default `EDGE_CHUNK`) at a time. Returns one block [n_nodes, mul, 2l3+1] per path,
     summed over incoming edges.
     """
@@ -216,8 +218,8 @@ def conv_messages(
     x = jnp.concatenate([jnp.swapaxes(b, 1, 2).reshape(n_nodes, -1) for b in node_blocks], axis=1)
     width = sum(t.mul * (2 * t.l_out + 1) for t in paths)
 
-    def call(s, r, data, mask=None):
-        sh, w = edge_fn(data)
+    def call(s, r, sh, data, mask=None):
+        w = radial_fn(data)
         if mask is not None:  # padding edges of the last chunk add nothing
             w = w * mask[:, None].astype(w.dtype)
         poly = conv_polynomial(in_dims, tuple(a.shape[-1] for a in sh), tuple(paths))
@@ -225,13 +227,13 @@ def conv_messages(
         return _run(poly, [w.astype(dtype), x, y], (n_nodes, width), dtype, indices=[None, s, None, r])
 
     if chunk == n_edges:
-        out = call(senders, receivers, edge_data)
+        out = call(senders, receivers, tuple(sh), radial_data)
     else:
         def body(total, xs):
-            (s, r, data), mask = xs
-            return total + call(s, r, data, mask), None
+            (s, r, sh_chunk, data), mask = xs
+            return total + call(s, r, sh_chunk, data, mask), None
 
-        xs = split_edges((senders, receivers, edge_data), chunk)
+        xs = split_edges((senders, receivers, tuple(sh), radial_data), chunk)
         out, _ = jax.lax.scan(jax.checkpoint(body), jnp.zeros((n_nodes, width), dtype), xs)
     # ir_mul per path -> the [n_nodes, mul, 2l3+1] blocks of `path_blocks`
     pieces = _split(out, [t.mul * (2 * t.l_out + 1) for t in paths], axis=1)

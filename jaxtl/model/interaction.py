@@ -68,11 +68,13 @@ class Interaction(nn.Module):
         receivers: jnp.ndarray,
         neighbours: Optional[jnp.ndarray] = None,
         elements: Optional[jnp.ndarray] = None,
+        edge_pairs: Optional[jnp.ndarray] = None,
     ):
         """node_feats: blocks [n_nodes, mul, 2l+1]; species: [n_nodes];
         sh: [n_edges, 2l+1] per l; edge_feats: [n_edges, num_radial];
         cutoff: [n_edges, 1] or None; neighbours: [n_nodes, K] incoming edge ids or
-        None; elements: [slots] element indices present or None (see `Graph`).
+        None; elements: [slots] element indices present or None; edge_pairs: [2, n_pairs]
+        the two edge ids of each pair of opposite edges, or None (see `Graph`).
         Returns (message [n, C, D], sc blocks or None)."""
         n_nodes = species.shape[0]
         sc = None
@@ -88,12 +90,13 @@ class Interaction(nn.Module):
         )
         layers, act_cst = mlp.weights(), mlp.act_cst
 
-        def edge_fn(data):
-            # the radial MLP runs chunk by chunk too: its [n_edges, weight_numel]
-            # output would otherwise be one of the largest tensors of the model
-            feats, cut, sh_chunk = data
+        def radial_fn(data):
+            # the message functions apply it to the rows they need (chunks of edges,
+            # slots, one edge of each pair): its [n_edges, weight_numel] output would
+            # otherwise be one of the largest tensors of the model
+            feats, cut = data
             w = radial_mlp(layers, feats, act_cst)
-            return sh_chunk, (w if cut is None else w * cut)
+            return w if cut is None else w * cut
 
         if self.density:
             edge_density = jnp.tanh(RadialMLP((self.num_radial, 1), dtype=self.dtype, name="density_fn")(edge_feats) ** 2)
@@ -101,8 +104,11 @@ class Interaction(nn.Module):
                 edge_density = edge_density * cutoff
             density = jax.ops.segment_sum(edge_density, receivers, num_segments=n_nodes)  # [n, 1]
 
-        message = tp.messages(h, senders, receivers, neighbours, (edge_feats, cutoff, tuple(sh)), edge_fn, paths,
-                               self.backend)
+        # edge_feats and cutoff depend on the length and on the two elements symmetrically
+        # (the distance transforms use the sum of their radii), so one MLP row serves
+        # both edges of a pair
+        message = tp.messages(h, senders, receivers, neighbours, sh, (edge_feats, cutoff), radial_fn, paths,
+                               self.backend, edge_pairs)
         message = IrrepsLinear(tp.mid_irreps(paths), self.target_irreps, self.dtype, name="linear")(message)
         if self.density:
             message = tuple(m / (density[:, :, None] + 1.0) for m in message)

@@ -167,13 +167,12 @@ class MACE(nn.Module):
                 avg_num_neighbors=cfg.avg_num_neighbors[t], dtype=dtype, backend=self.backend,
                 name=f"interactions_{t}",
             )
+            args = (h, species, sh, edge_feats, cutoff, graph.senders, graph.receivers, graph.neighbours, elements)
             if lay["cls"] == "RealAgnosticResidualNonLinearInteractionBlock":
-                block = NonLinearInteraction(**common)
+                # its radial MLP reads the sender's and the receiver's embeddings: no pairs
+                message, sc = NonLinearInteraction(**common)(*args)
             else:
-                block = Interaction(kind=lay["cls"], **common)
-            message, sc = block(
-                h, species, sh, edge_feats, cutoff, graph.senders, graph.receivers, graph.neighbours, elements
-            )
+                message, sc = Interaction(kind=lay["cls"], **common)(*args, graph.edge_pairs)
             prod_species = jnp.zeros_like(species) if cfg.use_agnostic_product else real_species
             h = ProductBlock(
                 lay["target"], lay["hidden_out"], cfg.correlation[t], 1 if cfg.use_agnostic_product else Z,

@@ -117,15 +117,17 @@ def chunked_messages(
     senders: jnp.ndarray,
     receivers: jnp.ndarray,
     n_nodes: int,
-    edge_data,
-    edge_fn,
+    sh: Sequence[jnp.ndarray],
+    radial_data,
+    radial_fn,
     paths: Sequence[TPPath],
     chunk: int | None = None,
 ) -> list[jnp.ndarray]:
     """sum_{e -> i} conv_tp(h[senders[e]], sh_e, w_e) for every node i, edges taken `chunk` at a time.
 
-    `edge_data` is a pytree of per-edge arrays `[n_edges, ...]`; `edge_fn(chunk_data)`
-    returns `(sh blocks [chunk, 2l+1], weights [chunk, weight_numel])` for one chunk.
+    sh: the spherical harmonics `[n_edges, 2l2+1]` per l2; `radial_data` is a pytree of
+    per-edge arrays `[n_edges, ...]` and `radial_fn(rows)` the radial weights
+    `[rows, weight_numel]` of any rows of it (the radial MLP runs chunk by chunk too).
     The per-edge messages (channels x irrep dims, 2048 to 5120 numbers per edge for
     MACE-MP-0) then only ever exist for one chunk at a time, summed into the node
     messages as they are made; the backward pass recomputes them chunk by chunk. On
@@ -138,13 +140,13 @@ def chunked_messages(
         chunk = backend_chunk(EDGE_CHUNK, EDGE_CHUNK_ACCELERATOR)
     chunk = max(1, min(chunk, n_edges))
     dtype = node_blocks[0].dtype
-    xs = split_edges((senders, receivers, edge_data), chunk)
+    xs = split_edges((senders, receivers, tuple(sh), radial_data), chunk)
     widths = [t.mul * (2 * t.l_out + 1) for t in paths]
 
     def body(total, x):
-        (s, r, data), ok = x
-        sh, w = edge_fn(data)
-        msgs = conv_tp([b[s] for b in node_blocks], sh, w * ok[:, None].astype(dtype), paths)
+        (s, r, sh_chunk, data), ok = x
+        w = radial_fn(data)
+        msgs = conv_tp([b[s] for b in node_blocks], sh_chunk, w * ok[:, None].astype(dtype), paths)
         flat = jnp.concatenate([m.reshape(chunk, -1) for m in msgs], axis=-1)
         return total.at[r].add(flat), None
 
@@ -204,14 +206,49 @@ def path_blocks(total: jnp.ndarray, paths: Sequence[TPPath]) -> list[jnp.ndarray
 NODE_MAJOR_SLOTS = 16384
 
 
+def pair_weights_in_slots(
+    radial_data, radial_fn, pairs: jnp.ndarray, slot_edges: jnp.ndarray, slot_of_edge: jnp.ndarray
+) -> jnp.ndarray:
+    """The radial weights of each slot's edge, computed once per pair of edges.
+
+    An edge j -> i (shift S) and its reverse i -> j (shift -S) have the same length, so
+    the same radial embedding and radial weights: the MLP runs on the first edge of
+    each pair only, and the weights go to the slots of both edges.
+
+    radial_data: pytree of per-edge arrays [n_edges, ...]; radial_fn: rows -> weights
+    [rows, weight_numel]; pairs: [2, n_pairs] the edge ids of each pair (n_edges in
+    unused columns, see `Graph.edge_pairs`); slot_edges: [n_slots] the edge of each slot
+    (n_edges when empty); slot_of_edge: [n_edges] its inverse (n_slots when none).
+    Returns [n_slots, weight_numel], zero in empty slots. Every move is a
+    `_permute_rows`, so every derivative is a gather too.
+    """
+    n_edges = slot_of_edge.shape[0]
+    n_slots, n_pairs = slot_edges.shape[0], pairs.shape[1]
+    pair_ids = jnp.arange(n_pairs, dtype=pairs.dtype)
+
+    def pair_of_edge(edges):  # [n_edges]: the pair of each edge listed in `edges`, n_pairs if none
+        return jnp.full((n_edges,), n_pairs, pairs.dtype).at[edges].set(pair_ids, mode="drop")
+
+    first_pair = pair_of_edge(pairs[0])
+    w_pairs = radial_fn(jax.tree_util.tree_map(lambda a: _permute_rows(a, pairs[0], first_pair), radial_data))
+    w = 0
+    for edges, pair_of in ((pairs[0], first_pair), (pairs[1], pair_of_edge(pairs[1]))):
+        pair_of_slot = jnp.take(pair_of, slot_edges, mode="fill", fill_value=n_pairs)
+        slot_of_pair = jnp.take(slot_of_edge, edges, mode="fill", fill_value=n_slots)
+        w = w + _permute_rows(w_pairs, pair_of_slot, slot_of_pair)
+    return w
+
+
 def node_major_messages(
     node_blocks: Sequence[jnp.ndarray],
     senders: jnp.ndarray,
     neighbours: jnp.ndarray,
-    edge_data,
-    edge_fn,
+    sh: Sequence[jnp.ndarray],
+    radial_data,
+    radial_fn,
     paths: Sequence[TPPath],
     slots: int | None = None,
+    pairs: jnp.ndarray | None = None,
 ) -> list[jnp.ndarray]:
     """`chunked_messages` over a receiver-major neighbour matrix, without a scatter.
 
@@ -225,7 +262,9 @@ def node_major_messages(
     is never formed, and no scatter-add (slow on CPU) is needed: the per-edge tensors
     are w * x (channels x input dims) and the harmonics. Nodes are taken `slots // K`
     at a time (a scan; the backward pass recomputes each step), all at once when they
-    fit (a training batch, a cell of a few hundred atoms). Same arguments and result as
+    fit (a training batch, a cell of a few hundred atoms). In that one step, `pairs`
+    ([2, n_pairs], `Graph.edge_pairs`) halves the radial MLP: it runs once per pair of
+    opposite edges (`pair_weights_in_slots`). Same arguments and result as
     `chunked_messages`, one block `[n_nodes, mul, 2l3+1]` per path.
     """
     n_edges = senders.shape[0]
@@ -237,12 +276,12 @@ def node_major_messages(
     n_steps = -(-n_nodes // per_step)
     pad = n_steps * per_step - n_nodes
     ids = jnp.pad(neighbours, ((0, pad), (0, 0)), constant_values=n_edges).reshape(n_steps, per_step * K)
+    sh = tuple(sh)
 
     def with_empty_slot(a):  # row n_edges: what an empty slot reads
         return jnp.concatenate([a, jnp.zeros((1,) + a.shape[1:], a.dtype)])
 
     senders_ = with_empty_slot(senders)
-    edge_data_ = jax.tree_util.tree_map(with_empty_slot, edge_data)
     # paths grouped by (input irrep, harmonic): the paths of a group share the sender
     # features and the harmonics and differ only in their radial weights, so their
     # products w * x come out of one broadcast multiply, straight into the layout the
@@ -252,10 +291,9 @@ def node_major_messages(
     for p, t in enumerate(paths):
         groups[(t.i_in, t.l_sh)].append(p)
 
-    def step(e, sh=None, w=None):
-        # an empty slot reads row n_edges: zero harmonics, so it adds nothing
-        if w is None:
-            sh, w = edge_fn(jax.tree_util.tree_map(lambda a: a[e], edge_data_))
+    def step(e, sh_slots, w):
+        """e: [per_step * K] edge ids; sh_slots, w: the harmonics and radial weights of
+        those slots (zero in empty ones, so that they add nothing)."""
         w = _split(w, [t.mul for t in paths], axis=1)
         x = [b[senders_[e]] for b in node_blocks]  # [slots, mul, 2l1+1]
         out = [None] * len(paths)
@@ -266,7 +304,7 @@ def node_major_messages(
             wx = (w_group[:, :, :, None] * x[i_in][:, None]).reshape(per_step, K, -1)
             # sum over the K neighbour slots, harmonics leading so that the large
             # operand keeps its layout: [nodes, 2l2+1, paths * channels * dims]
-            summed = jnp.einsum("nkb,nkq->nbq", sh[l_sh].reshape(per_step, K, -1), wx)
+            summed = jnp.einsum("nkb,nkq->nbq", sh_slots[l_sh].reshape(per_step, K, -1), wx)
             # cut into paths on an axis of their own: the gradient then keeps the same
             # layout (fewer XLA instructions than cutting the flat last axis)
             summed = summed.reshape(per_step, 2 * l_sh + 1, len(group), -1, dim_in)
@@ -282,21 +320,31 @@ def node_major_messages(
                     out[p] = jnp.einsum("nbca,abm->ncm", block, jnp.asarray(cg, dtype)).reshape(per_step, -1)
         return jnp.concatenate(out, axis=-1)
 
-    # One step: no loop, and nothing recomputed in the backward passes. With fewer edges
-    # than slots (in-degrees that vary, as in most training sets) the radial MLP runs over
-    # the edges and its rows are moved into the slots by a permutation.
-    if n_steps == 1 and n_edges < ids.shape[1]:
-        e = ids[0]
-        sh, w = edge_fn(edge_data)
-        slot_of_edge = jnp.full((n_edges,), e.shape[0], e.dtype).at[e].set(jnp.arange(e.shape[0], dtype=e.dtype),
-                                                                            mode="drop")
-        sh, w = jax.tree_util.tree_map(lambda a: _permute_rows(a, e, slot_of_edge), (sh, w))
-        total = step(e, sh, w)[:n_nodes]
-    elif n_steps == 1:
-        total = step(ids[0])[:n_nodes]
+    per_edge_ = jax.tree_util.tree_map(with_empty_slot, (sh, radial_data))
+
+    def gathered(e):  # plain gathers of the slots' rows; the radial MLP over the slots
+        sh_slots, rows = jax.tree_util.tree_map(lambda a: a[e], per_edge_)
+        return step(e, sh_slots, radial_fn(rows))
+
+    if n_steps > 1:
+        total = jax.lax.map(jax.checkpoint(gathered), ids).reshape(n_steps * per_step, -1)[:n_nodes]
+        return path_blocks(total, paths)
+    # One step: no loop, and nothing recomputed in the backward passes. The radial MLP
+    # runs over the edge pairs, or over the edges when they are fewer than the slots
+    # (in-degrees that vary, as in most training sets), and its rows are moved into
+    # the slots by permutations.
+    e = ids[0]
+    n_slots = e.shape[0]
+    use_pairs = pairs is not None and pairs.shape[1] < min(n_edges, n_slots)
+    if not use_pairs and n_edges >= n_slots:
+        return path_blocks(gathered(e)[:n_nodes], paths)
+    slot_of_edge = jnp.full((n_edges,), n_slots, e.dtype).at[e].set(jnp.arange(n_slots, dtype=e.dtype), mode="drop")
+    sh_slots = tuple(_permute_rows(a, e, slot_of_edge) for a in sh)
+    if use_pairs:
+        w = pair_weights_in_slots(radial_data, radial_fn, pairs, e, slot_of_edge)
     else:
-        total = jax.lax.map(jax.checkpoint(step), ids).reshape(n_steps * per_step, -1)[:n_nodes]
-    return path_blocks(total, paths)
+        w = _permute_rows(radial_fn(radial_data), e, slot_of_edge)
+    return path_blocks(step(e, sh_slots, w)[:n_nodes], paths)
 
 
 def messages(
@@ -304,19 +352,26 @@ def messages(
     senders: jnp.ndarray,
     receivers: jnp.ndarray,
     neighbours: Optional[jnp.ndarray],
-    edge_data,
-    edge_fn,
+    sh: Sequence[jnp.ndarray],
+    radial_data,
+    radial_fn,
     paths: Sequence[TPPath],
     backend: str = "xla",
+    pairs: Optional[jnp.ndarray] = None,
 ) -> list[jnp.ndarray]:
     """The summed messages of every node: `node_major_messages` when the graph has a
     neighbour matrix (every batch jaxtl builds), else `chunked_messages`; with
-    backend "cueq", one cuEquivariance call over all edges (`jaxtl.model.cueq`)."""
+    backend "cueq", one cuEquivariance call over all edges (`jaxtl.model.cueq`).
+
+    sh: harmonics [n_edges, 2l2+1] per l2; radial_data: pytree of per-edge arrays;
+    radial_fn: rows of radial_data -> radial weights [rows, weight_numel]; pairs:
+    `Graph.edge_pairs` or None (only for a radial_data symmetric under edge reversal).
+    """
     if backend == "cueq":
         from jaxtl.model import cueq
 
-        return cueq.conv_messages(node_blocks, senders, receivers, edge_data, edge_fn, paths)
+        return cueq.conv_messages(node_blocks, senders, receivers, sh, radial_data, radial_fn, paths)
     if neighbours is not None:
-        return node_major_messages(node_blocks, senders, neighbours, edge_data, edge_fn, paths)
+        return node_major_messages(node_blocks, senders, neighbours, sh, radial_data, radial_fn, paths, pairs=pairs)
     n_nodes = node_blocks[0].shape[0]
-    return chunked_messages(node_blocks, senders, receivers, n_nodes, edge_data, edge_fn, paths)
+    return chunked_messages(node_blocks, senders, receivers, n_nodes, sh, radial_data, radial_fn, paths)

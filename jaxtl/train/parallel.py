@@ -63,10 +63,11 @@ def stack_batches(batches: Sequence[Batch]) -> Batch:
     """Stack batches of identical shapes along a new leading axis.
 
     If some batch lists too many elements for `Graph.elements`, none of them keeps
-    the list (the model then finds the elements itself).
+    the list (the model then finds the elements itself); likewise `Graph.edge_pairs`.
     """
-    if any(b.graph.elements is None for b in batches):
-        batches = [Batch(b.graph._replace(elements=None), b.labels) for b in batches]
+    for field in ("elements", "edge_pairs"):
+        if any(getattr(b.graph, field) is None for b in batches):
+            batches = [Batch(b.graph._replace(**{field: None}), b.labels) for b in batches]
     shapes = {tuple(np.shape(x) for x in jax.tree.leaves(b)) for b in batches}
     if len(shapes) > 1:
         raise ValueError("batches of one data-parallel step must have the same padded shapes; "

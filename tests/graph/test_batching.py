@@ -140,3 +140,45 @@ def test_stacked_batches_drop_the_element_list_if_one_lacks_it():
     lacking = Batch(batch.graph._replace(elements=None), batch.labels)
     assert stack_batches([batch, batch]).graph.elements.shape == (2, batch.graph.elements.shape[0])
     assert stack_batches([batch, lacking]).graph.elements is None
+
+
+def test_edge_pairs_join_each_edge_with_its_reverse(items):
+    edges = sum(len(i.graph.senders) for i in items)
+    graph, _ = pad_batch(items, 20, edges + 9, 6, R_MAX)
+    pairs = np.asarray(graph.edge_pairs)
+    n_edge = graph.senders.shape[0]
+    assert pairs.shape == (2, n_edge // 2)
+    used = pairs[0] < n_edge
+    first, second = pairs[0][used], pairs[1][used]
+    assert (second < n_edge).all()  # the neighbour list is symmetric: no edge alone
+    np.testing.assert_array_equal(np.sort(np.concatenate([first, second])), np.arange(edges))  # each edge once
+    np.testing.assert_array_equal(graph.senders[first], graph.receivers[second])
+    np.testing.assert_array_equal(graph.receivers[first], graph.senders[second])
+    np.testing.assert_array_equal(graph.unit_shifts[first], -graph.unit_shifts[second])
+    lengths = np.linalg.norm(np.asarray(edge_vectors(graph)), axis=1)
+    np.testing.assert_array_equal(lengths[first], lengths[second])  # bit for bit
+
+
+def test_edge_pairs_of_an_asymmetric_or_repeated_edge_list():
+    from jaxtl.graph.batching import edge_pairs
+
+    senders, receivers = np.array([0, 1, 0, 2]), np.array([1, 0, 2, 1])
+    shifts = np.array([[1, 0, 0], [-1, 0, 0], [0, 0, 0], [0, 0, 0]])
+    # 0 -> 1 and 1 -> 0 are a pair; 0 -> 2 and 2 -> 1 have no reverse: pairs of their own
+    pairs = edge_pairs(senders, receivers, shifts, n_edge=8)
+    np.testing.assert_array_equal(pairs, [[0, 2, 3, 8], [1, 8, 8, 8]])
+    assert edge_pairs(senders, receivers, shifts, n_edge=5) is None  # three pairs in two columns
+    shifts[1] = [1, 0, 0]  # same ends, shifts not opposite: no pair
+    np.testing.assert_array_equal(edge_pairs(senders, receivers, shifts, n_edge=8)[1], [8, 8, 8, 8])
+    repeated = edge_pairs(np.array([0, 0, 1]), np.array([1, 1, 0]), np.zeros((3, 3)), n_edge=8)
+    assert repeated is None
+
+
+def test_stacked_batches_drop_the_edge_pairs_if_one_lacks_them():
+    from jaxtl.graph.labels import Batch
+    from jaxtl.train.parallel import stack_batches
+
+    batch = pad_batch([graph_from_configuration(random_config(6), R_MAX)], 8, 200, 2, R_MAX, n_neighbour=32)
+    lacking = Batch(batch.graph._replace(edge_pairs=None), batch.labels)
+    assert stack_batches([batch, batch]).graph.edge_pairs.shape == (2, 2, 100)
+    assert stack_batches([lacking, batch]).graph.edge_pairs is None

@@ -25,10 +25,11 @@ def random_jaxtl_model(seed=0, **overrides):
     return build_loaded_model(config, variables)
 
 
-def model_and_graph(monkeypatch, edge_chunk: int, node_chunk: int, slots: int, layout: bool, extra_edges: int = 11):
+def model_and_graph(monkeypatch, edge_chunk: int, node_chunk: int, slots: int, layout: bool, extra_edges: int = 11,
+                    pairs: bool = True):
     """A 3x1x1 Cu/O cell and a small two-layer model, with the message and product chunk
     sizes set (through `monkeypatch`) and a padded graph; layout: keep the batch's
-    neighbour matrix and element list. Returns (model, graph, number of atoms, number of real edges)."""
+    neighbour matrix and element list, and with pairs its edge pairs. Returns (model, graph, number of atoms, number of real edges)."""
     from ase.build import bulk
 
     from jaxtl.graph.batching import graph_from_configuration, pad_batch
@@ -45,5 +46,7 @@ def model_and_graph(monkeypatch, edge_chunk: int, node_chunk: int, slots: int, l
     atoms.numbers[[1, 6]] = 8
     item = graph_from_configuration(configuration_from_atoms(atoms, read_labels=False), model.config.r_max)
     batch = pad_batch([item], len(atoms) + 3, item.graph.senders.shape[0] + extra_edges, 2, r_max=model.config.r_max)
-    graph = batch.graph if layout else batch.graph._replace(neighbours=None, elements=None)
+    graph = batch.graph if layout else batch.graph._replace(neighbours=None, elements=None, edge_pairs=None)
+    if not pairs:
+        graph = graph._replace(edge_pairs=None)
     return model, graph, len(atoms), item.graph.senders.shape[0]

@@ -14,14 +14,14 @@ def _predict(monkeypatch, edge_chunk: int, node_chunk: int, slots: int = 1024, l
     return model.predict(graph), n, n_edges
 
 
-def _training_gradient(monkeypatch, slots: int, layout: bool, extra_edges: int = 11):
+def _training_gradient(monkeypatch, slots: int, layout: bool, extra_edges: int = 11, pairs: bool = True):
     """d/dparams of an energy + force loss: the second derivative a training step takes."""
     import jax
     import jax.numpy as jnp
 
     from jaxtl.model import make_predict
 
-    model, graph, n, _ = model_and_graph(monkeypatch, 10**6, 10**6, slots, layout, extra_edges)
+    model, graph, n, _ = model_and_graph(monkeypatch, 10**6, 10**6, slots, layout, extra_edges, pairs)
     if layout:  # which one-step variant runs: the MLP over the edges only when they are fewer
         n_slots = graph.neighbours.shape[0] * graph.neighbours.shape[1]
         assert (graph.senders.shape[0] < n_slots) == (extra_edges < 100)
@@ -53,16 +53,17 @@ def test_neighbour_matrix_messages_match_scatter(monkeypatch):
 
 
 def test_training_gradient_same_in_every_message_layout(monkeypatch):
-    """The one-step neighbour-matrix path moves the radial MLP's edge rows into the slots
-    with a permutation whose transpose is hand-written (`_permute_rows`): second
-    derivatives through it must equal the scatter path's and the multi-step path's."""
+    """The one-step neighbour-matrix path moves the radial MLP's rows (of edges, or of edge
+    pairs) into the slots with permutations whose transposes are hand-written
+    (`_permute_rows`): second derivatives through them must equal the scatter path's and
+    the multi-step path's."""
     import jax
 
     scatter = _training_gradient(monkeypatch, slots=1024, layout=False)
-    # one step, the MLP over the edges (the permutation); one step, the MLP over the
-    # slots (an edge budget larger than nodes x K); one node per step (gathers)
-    for slots, extra_edges in ((10**6, 11), (10**6, 1000), (5, 11)):
-        matrix = _training_gradient(monkeypatch, slots=slots, layout=True, extra_edges=extra_edges)
+    # one step, the MLP over the edge pairs; over the edges (the permutation); over the
+    # slots (an edge budget larger than nodes x K, no pairs); one node per step (gathers)
+    for slots, extra_edges, pairs in ((10**6, 11, True), (10**6, 11, False), (10**6, 1000, False), (5, 11, True)):
+        matrix = _training_gradient(monkeypatch, slots=slots, layout=True, extra_edges=extra_edges, pairs=pairs)
         for a, b in zip(jax.tree_util.tree_leaves(matrix), jax.tree_util.tree_leaves(scatter)):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
     assert max(float(np.abs(a).max()) for a in jax.tree_util.tree_leaves(scatter)) > 1e-3
@@ -119,3 +120,24 @@ def test_element_contraction_paths_agree():
     np.testing.assert_allclose(listed, ref, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(d_single, d_scanned, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(d_listed, d_scanned, rtol=1e-10, atol=1e-12)
+
+
+def test_radial_mlp_runs_once_per_edge_pair(monkeypatch):
+    """With `Graph.edge_pairs` the radial MLP's first layer (6 Bessel functions in) takes
+    one row per pair of opposite edges, n_edges / 2, instead of one per edge; the
+    energies and forces agree to round-off."""
+    import re
+
+    import jax
+
+    rows, outputs = {}, {}
+    for pairs in (True, False):
+        model, graph, n, _ = model_and_graph(monkeypatch, 10**6, 10**6, 10**6, layout=True, pairs=pairs)
+        text = jax.jit(model.module.apply).lower(model.variables, graph).as_text()
+        rows[pairs] = {int(m) for m in re.findall(r"dot_general[^\n]*\(tensor<(\d+)x6xf64>", text)}
+        outputs[pairs] = model.predict(graph)
+    n_edges = graph.senders.shape[0]
+    assert rows == {True: {n_edges // 2}, False: {n_edges}}
+    np.testing.assert_allclose(outputs[True]["energy"][0], outputs[False]["energy"][0], rtol=1e-13)
+    np.testing.assert_allclose(outputs[True]["forces"][:n], outputs[False]["forces"][:n], atol=1e-13)
+    np.testing.assert_allclose(outputs[True]["stress"][0], outputs[False]["stress"][0], atol=1e-13)
