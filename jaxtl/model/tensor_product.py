@@ -200,10 +200,14 @@ def path_blocks(total: jnp.ndarray, paths: Sequence[TPPath]) -> list[jnp.ndarray
 # fastest: a 32x0e Si training step (5 structures, 12,800 slots) took 115 ms in one step,
 # 159 ms in 13 steps of 1024 and 179 ms in 4 of 4096 (the loop recomputes each step in
 # both backward passes); energy+forces of MP-0-shaped models on a 108-atom Cu cell
-# (8,960 slots) were the same within noise at 1024 and 16384 slots. Large systems still
+# (8,960 slots) were the same within noise at 1024 and 16384 slots. Since the radial MLP
+# runs once per edge pair in one step (session 9), one step pays off for larger cells
+# too: MP-0-medium float32 energy+forces of 256 Cu atoms (20,480 slots) took 444 ms in
+# one step against 728 ms in two of 16,384 (one process, alternating; 864 atoms: 1.40
+# against 2.03 s, but 6.3 GB of XLA temporaries in float64 against 2.4). Larger systems
 # go in steps, so memory stays linear in the number of atoms. GPU/TPU: as many as
 # `EDGE_CHUNK_ACCELERATOR`.
-NODE_MAJOR_SLOTS = 16384
+NODE_MAJOR_SLOTS = 32768
 
 
 def pair_weights_in_slots(
