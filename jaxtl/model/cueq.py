@@ -206,8 +206,8 @@ def conv_messages(
 
     node_blocks: [n_nodes, mul, 2l1+1] per edge irrep; senders, receivers: [n_edges];
     sh, radial_data, radial_fn: as `tensor_product.chunked_messages` (the harmonics
-    [n_edges, 2l2+1] per l2; radial_fn gives the weights [n, weight_numel] of n rows of
-    radial_data). Edges go `chunk`
+    [n_edges, 2l2+1] per l2; radial_fn gives the weights [n, mul] of each path for n rows
+    of radial_data). Edges go `chunk`
     (default `EDGE_CHUNK`) at a time. Returns one block [n_nodes, mul, 2l3+1] per path,
     summed over incoming edges.
     """
@@ -219,7 +219,7 @@ def conv_messages(
     width = sum(t.mul * (2 * t.l_out + 1) for t in paths)
 
     def call(s, r, sh, data, mask=None):
-        w = radial_fn(data)
+        w = jnp.concatenate(radial_fn(data), axis=1)
         if mask is not None:  # padding edges of the last chunk add nothing
             w = w * mask[:, None].astype(w.dtype)
         poly = conv_polynomial(in_dims, tuple(a.shape[-1] for a in sh), tuple(paths))

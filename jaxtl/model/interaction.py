@@ -93,10 +93,10 @@ class Interaction(nn.Module):
         def radial_fn(data):
             # the message functions apply it to the rows they need (chunks of edges,
             # slots, one edge of each pair): its [n_edges, weight_numel] output would
-            # otherwise be one of the largest tensors of the model
+            # otherwise be one of the largest tensors of the model; one array per path
             feats, cut = data
-            w = radial_mlp(layers, feats, act_cst)
-            return w if cut is None else w * cut
+            weights = radial_mlp(layers, feats, act_cst, split=[t.mul for t in paths])
+            return weights if cut is None else [w * cut for w in weights]
 
         if self.density:
             edge_density = jnp.tanh(RadialMLP((self.num_radial, 1), dtype=self.dtype, name="density_fn")(edge_feats) ** 2)

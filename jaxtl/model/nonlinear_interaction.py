@@ -81,8 +81,8 @@ class NonLinearInteraction(nn.Module):
             edge_density = edge_density * cutoff
         density = jax.ops.segment_sum(edge_density, receivers, num_segments=n_nodes)[:, :, None]
 
-        message = tp.messages(h, senders, receivers, neighbours, sh, tp_weights, lambda w: w, paths,
-                               self.backend)
+        message = tp.messages(h, senders, receivers, neighbours, sh, tp_weights,
+                               lambda w: tp.path_weights(w, paths), paths, self.backend)
         message = IrrepsLinear(tp.mid_irreps(paths), nonlin_irreps, self.dtype, name="linear_1")(message)
         alpha = self.param("alpha", lambda k: jnp.asarray(20.0, self.dtype))
         beta = self.param("beta", lambda k: jnp.asarray(0.0, self.dtype))

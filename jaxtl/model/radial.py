@@ -13,6 +13,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # e3nn-torch's `normalize2mom` constants (Monte-Carlo estimates, seed 0, 1e6 samples).
 # They are part of every saved mace-torch model; these are the values it stores.
@@ -76,13 +77,21 @@ def soft_transform(r, r_cov_sender, r_cov_receiver, alpha):
     return p0 + (r - p0) * s
 
 
-def radial_mlp(layers: Sequence[jnp.ndarray], x: jnp.ndarray, act_cst: float = SILU_CST) -> jnp.ndarray:
-    """e3nn's FullyConnectedNet as a pure function of its weights [h_in, h_out] (see RadialMLP)."""
-    for k, w in enumerate(layers):
-        x = x @ w.astype(x.dtype) / math.sqrt(w.shape[0])
-        if k < len(layers) - 1:
-            x = jax.nn.silu(x) * act_cst
-    return x
+def radial_mlp(layers: Sequence[jnp.ndarray], x: jnp.ndarray, act_cst: float = SILU_CST, split=None):
+    """e3nn's FullyConnectedNet as a pure function of its weights [h_in, h_out] (see RadialMLP).
+
+    x: [rows, h_0]; returns [rows, h_out]. split: widths of consecutive column blocks of
+    the last layer (summing to h_out); the result is then a list of [rows, width]
+    arrays, one matmul each, so that their gradients never meet in one concatenated
+    [rows, h_out] array (a pass over memory of its own on the CPU).
+    """
+    for k, w in enumerate(layers[:-1]):
+        x = jax.nn.silu(x @ w.astype(x.dtype) / math.sqrt(w.shape[0])) * act_cst
+    w = layers[-1].astype(x.dtype)
+    if split is None:
+        return x @ w / math.sqrt(w.shape[0])
+    ends = np.cumsum(split)
+    return [x @ w[:, end - width : end] / math.sqrt(w.shape[0]) for width, end in zip(split, ends)]
 
 
 class RadialMLP(nn.Module):

@@ -3,7 +3,7 @@
 mace-torch builds it with `tp_out_irreps_with_instructions`: every path
 (edge irrep l1) x (spherical harmonic l2) -> l3 whose output irrep is in the
 target irreps, outputs stably sorted by irrep. Each output slot k has exactly one
-path, weighted per edge and channel by `weights[:, off_k : off_k + mul]`.
+path, weighted per edge and channel by its own radial weights [n_edges, mul].
 """
 
 from __future__ import annotations
@@ -57,25 +57,28 @@ def _cg(l1: int, l2: int, l3: int) -> np.ndarray:
     return e3nn.clebsch_gordan(l1, l2, l3)
 
 
+def path_weights(weights: jnp.ndarray, paths: Sequence[TPPath]) -> list[jnp.ndarray]:
+    """[n, weight_numel] -> one [n, mul] per path, in path order."""
+    return _split(weights, [t.mul for t in paths], axis=1)
+
+
 def conv_tp(
     x_edges: Sequence[jnp.ndarray],
     sh: Sequence[jnp.ndarray],
-    weights: jnp.ndarray,
+    weights: Sequence[jnp.ndarray],
     paths: Sequence[TPPath],
 ) -> list[jnp.ndarray]:
     """Per-edge messages.
 
     x_edges: blocks of sender features `[n_edges, mul, 2l1+1]` (edge irreps);
-    sh: `[n_edges, 2l2+1]` per l2; weights: `[n_edges, weight_numel]`.
+    sh: `[n_edges, 2l2+1]` per l2; weights: `[n_edges, mul]` per path.
     Returns one block `[n_edges, mul, 2l3+1]` per sorted output slot.
     """
-    out, offset = [], 0
-    for t in paths:
+    out = []
+    for t, w in zip(paths, weights):
         x = x_edges[t.i_in]
         l1 = (x.shape[-1] - 1) // 2
         cg = jnp.asarray(_cg(l1, t.l_sh, t.l_out), x.dtype) * math.sqrt(2 * t.l_out + 1)
-        w = weights[:, offset : offset + t.mul]
-        offset += t.mul
         # Contract the harmonics with the CG first ([e, a, c], a few numbers per edge),
         # then the features by broadcasting: per-edge matrices are far too small for
         # a batched matmul to pay off, and XLA fuses this into one loop.
@@ -126,8 +129,8 @@ def chunked_messages(
     """sum_{e -> i} conv_tp(h[senders[e]], sh_e, w_e) for every node i, edges taken `chunk` at a time.
 
     sh: the spherical harmonics `[n_edges, 2l2+1]` per l2; `radial_data` is a pytree of
-    per-edge arrays `[n_edges, ...]` and `radial_fn(rows)` the radial weights
-    `[rows, weight_numel]` of any rows of it (the radial MLP runs chunk by chunk too).
+    per-edge arrays `[n_edges, ...]` and `radial_fn(rows)` the radial weights of any
+    rows of it, one `[rows, mul]` per path (the radial MLP runs chunk by chunk too).
     The per-edge messages (channels x irrep dims, 2048 to 5120 numbers per edge for
     MACE-MP-0) then only ever exist for one chunk at a time, summed into the node
     messages as they are made; the backward pass recomputes them chunk by chunk. On
@@ -145,8 +148,8 @@ def chunked_messages(
 
     def body(total, x):
         (s, r, sh_chunk, data), ok = x
-        w = radial_fn(data)
-        msgs = conv_tp([b[s] for b in node_blocks], sh_chunk, w * ok[:, None].astype(dtype), paths)
+        mask = ok[:, None].astype(dtype)
+        msgs = conv_tp([b[s] for b in node_blocks], sh_chunk, [w * mask for w in radial_fn(data)], paths)
         flat = jnp.concatenate([m.reshape(chunk, -1) for m in msgs], axis=-1)
         return total.at[r].add(flat), None
 
@@ -212,19 +215,20 @@ NODE_MAJOR_SLOTS = 32768
 
 def pair_weights_in_slots(
     radial_data, radial_fn, pairs: jnp.ndarray, slot_edges: jnp.ndarray, slot_of_edge: jnp.ndarray
-) -> jnp.ndarray:
-    """The radial weights of each slot's edge, computed once per pair of edges.
+) -> list[jnp.ndarray]:
+    """The radial weights of each slot's edge, one [n_slots, mul] per path, computed once
+    per pair of edges.
 
     An edge j -> i (shift S) and its reverse i -> j (shift -S) have the same length, so
     the same radial embedding and radial weights: the MLP runs on the first edge of
     each pair only, and the weights go to the slots of both edges.
 
     radial_data: pytree of per-edge arrays [n_edges, ...]; radial_fn: rows -> weights
-    [rows, weight_numel]; pairs: [2, n_pairs] the edge ids of each pair (n_edges in
+    [rows, mul] per path; pairs: [2, n_pairs] the edge ids of each pair (n_edges in
     unused columns, see `Graph.edge_pairs`); slot_edges: [n_slots] the edge of each slot
     (n_edges when empty); slot_of_edge: [n_edges] its inverse (n_slots when none).
-    Returns [n_slots, weight_numel], zero in empty slots. Every move is a
-    `_permute_rows`, so every derivative is a gather too.
+    Zero in empty slots. Every move is a `_permute_rows`, so every derivative is a
+    gather too, and XLA can fuse the moves into the products that read the weights.
     """
     n_edges = slot_of_edge.shape[0]
     n_slots, n_pairs = slot_edges.shape[0], pairs.shape[1]
@@ -235,12 +239,13 @@ def pair_weights_in_slots(
 
     first_pair = pair_of_edge(pairs[0])
     w_pairs = radial_fn(jax.tree_util.tree_map(lambda a: _permute_rows(a, pairs[0], first_pair), radial_data))
-    w = 0
+    moves = []  # (rows, inverse) of the first and of the second edges
     for edges, pair_of in ((pairs[0], first_pair), (pairs[1], pair_of_edge(pairs[1]))):
         pair_of_slot = jnp.take(pair_of, slot_edges, mode="fill", fill_value=n_pairs)
         slot_of_pair = jnp.take(slot_of_edge, edges, mode="fill", fill_value=n_slots)
-        w = w + _permute_rows(w_pairs, pair_of_slot, slot_of_pair)
-    return w
+        moves.append((pair_of_slot, slot_of_pair))
+    first, second = moves
+    return [_permute_rows(w, *first) + _permute_rows(w, *second) for w in w_pairs]
 
 
 def node_major_messages(
@@ -296,9 +301,8 @@ def node_major_messages(
         groups[(t.i_in, t.l_sh)].append(p)
 
     def step(e, sh_slots, w):
-        """e: [per_step * K] edge ids; sh_slots, w: the harmonics and radial weights of
-        those slots (zero in empty ones, so that they add nothing)."""
-        w = _split(w, [t.mul for t in paths], axis=1)
+        """e: [per_step * K] edge ids; sh_slots, w: the harmonics and the radial weights
+        (one [per_step * K, mul] per path) of those slots, zero in empty ones."""
         x = [b[senders_[e]] for b in node_blocks]  # [slots, mul, 2l1+1]
         out = [None] * len(paths)
         for (i_in, l_sh), group in groups.items():
@@ -347,7 +351,7 @@ def node_major_messages(
     if use_pairs:
         w = pair_weights_in_slots(radial_data, radial_fn, pairs, e, slot_of_edge)
     else:
-        w = _permute_rows(radial_fn(radial_data), e, slot_of_edge)
+        w = [_permute_rows(a, e, slot_of_edge) for a in radial_fn(radial_data)]
     return path_blocks(step(e, sh_slots, w)[:n_nodes], paths)
 
 
@@ -368,7 +372,7 @@ def messages(
     backend "cueq", one cuEquivariance call over all edges (`jaxtl.model.cueq`).
 
     sh: harmonics [n_edges, 2l2+1] per l2; radial_data: pytree of per-edge arrays;
-    radial_fn: rows of radial_data -> radial weights [rows, weight_numel]; pairs:
+    radial_fn: rows of radial_data -> radial weights, one [rows, mul] per path; pairs:
     `Graph.edge_pairs` or None (only for a radial_data symmetric under edge reversal).
     """
     if backend == "cueq":
