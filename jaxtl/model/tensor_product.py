@@ -213,6 +213,13 @@ def path_blocks(total: jnp.ndarray, paths: Sequence[TPPath]) -> list[jnp.ndarray
 NODE_MAJOR_SLOTS = 32768
 
 
+def _positions(rows: jnp.ndarray, n: int) -> jnp.ndarray:
+    """The inverse of a partial index map: [n] the position in `rows` [m] of each index
+    0..n-1, m where it is absent (indices n and above in `rows` are ignored)."""
+    m = rows.shape[0]
+    return jnp.full((n,), m, rows.dtype).at[rows].set(jnp.arange(m, dtype=rows.dtype), mode="drop")
+
+
 def pair_weights_in_slots(
     radial_data, radial_fn, pairs: jnp.ndarray, slot_edges: jnp.ndarray, slot_of_edge: jnp.ndarray
 ) -> list[jnp.ndarray]:
@@ -232,15 +239,10 @@ def pair_weights_in_slots(
     """
     n_edges = slot_of_edge.shape[0]
     n_slots, n_pairs = slot_edges.shape[0], pairs.shape[1]
-    pair_ids = jnp.arange(n_pairs, dtype=pairs.dtype)
-
-    def pair_of_edge(edges):  # [n_edges]: the pair of each edge listed in `edges`, n_pairs if none
-        return jnp.full((n_edges,), n_pairs, pairs.dtype).at[edges].set(pair_ids, mode="drop")
-
-    first_pair = pair_of_edge(pairs[0])
+    first_pair = _positions(pairs[0], n_edges)  # [n_edges]: the pair of each first edge, n_pairs if none
     w_pairs = radial_fn(jax.tree_util.tree_map(lambda a: _permute_rows(a, pairs[0], first_pair), radial_data))
     moves = []  # (rows, inverse) of the first and of the second edges
-    for edges, pair_of in ((pairs[0], first_pair), (pairs[1], pair_of_edge(pairs[1]))):
+    for edges, pair_of in ((pairs[0], first_pair), (pairs[1], _positions(pairs[1], n_edges))):
         pair_of_slot = jnp.take(pair_of, slot_edges, mode="fill", fill_value=n_pairs)
         slot_of_pair = jnp.take(slot_of_edge, edges, mode="fill", fill_value=n_slots)
         moves.append((pair_of_slot, slot_of_pair))
@@ -346,7 +348,7 @@ def node_major_messages(
     use_pairs = pairs is not None and pairs.shape[1] < min(n_edges, n_slots)
     if not use_pairs and n_edges >= n_slots:
         return path_blocks(gathered(e)[:n_nodes], paths)
-    slot_of_edge = jnp.full((n_edges,), n_slots, e.dtype).at[e].set(jnp.arange(n_slots, dtype=e.dtype), mode="drop")
+    slot_of_edge = _positions(e, n_edges)
     sh_slots = tuple(_permute_rows(a, e, slot_of_edge) for a in sh)
     if use_pairs:
         w = pair_weights_in_slots(radial_data, radial_fn, pairs, e, slot_of_edge)
