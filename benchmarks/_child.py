@@ -5,7 +5,8 @@ The scripts restart themselves with jaxtl's glibc tunables (jaxtl/_allocator.py)
 2-core CPU its 64x0e+64x1o float64 training step took 1.7 s with them and 3.2 s
 without), which is not how `mace_run_train` or mace's calculator run. `ChildSide` builds
 a side in a child process started with the environment the script was started with
-(jaxtl's tunables taken out) and calls it over a pipe, so that both codes still alternate
+(jaxtl's tunables taken out, and JAXTL_NO_HUGEPAGES=1 so that an `import jaxtl` there
+does not make the same settings with `mallopt`) and calls it over a pipe, so that both codes still alternate
 call for call, each as its own command runs it. A call's time, taken in the parent,
 includes the pipe's round trip (well under a millisecond).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import sys
 import traceback
 from typing import Callable
 
@@ -28,8 +30,10 @@ def _serve(conn, factory: Callable, args: tuple, to_host: Callable, threads: int
 
         torch.set_num_threads(threads)
         side = factory(*args)
+        heap = sys.modules.get("jaxtl._allocator")  # imported if the factory's module imports jaxtl
         conn.send(("ok", {name: getattr(side, name) for name in ("n_edges", "n_parameters") if hasattr(side, name)}
-                   | {"glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}))
+                   | {"glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+                      "jaxtl_heap_settings": bool(heap and heap.heap_settings_made())}))
         while conn.recv() == "call":
             conn.send(("ok", to_host(side.sync(side()))))
     except Exception:  # noqa: BLE001  (handed to the parent, which raises it)
@@ -60,7 +64,8 @@ class ChildSide:
     factory and to_host must be module-level functions (they are pickled): factory builds
     the side (an object with `__call__` and `sync`), to_host turns a call's output into
     something picklable. The side's `n_edges`, `n_parameters` and the child's
-    `GLIBC_TUNABLES` are copied to attributes here; `returned` keeps every call's output.
+    `GLIBC_TUNABLES` and whether it ran with jaxtl's heap settings (`jaxtl_heap_settings`)
+    are copied to attributes here; `returned` keeps every call's output.
     An error in the child, or its death, is raised in this process.
     """
 
@@ -69,7 +74,9 @@ class ChildSide:
 
         ctx = multiprocessing.get_context("spawn")
         self.conn, child_conn = ctx.Pipe()
-        with _environ(without_tunable(os.environ)):
+        # JAXTL_NO_HUGEPAGES: an `import jaxtl` in the child (the factory's module may
+        # import it) must not make jaxtl's heap settings in mace-torch's process either
+        with _environ({**without_tunable(os.environ), "JAXTL_NO_HUGEPAGES": "1"}):
             self.process = ctx.Process(target=_serve, args=(child_conn, factory, args, to_host, threads or os.cpu_count()),
                                        daemon=True)
             self.process.start()

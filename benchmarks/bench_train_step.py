@@ -302,6 +302,7 @@ def run_case(hidden, dtype, torch_model, jax_cv, frames, args, device) -> list[d
             "n_parameters": tside.n_parameters,
             "torch_process": args.torch_process,
             "torch_glibc_tunables": getattr(tside, "glibc_tunables", os.environ.get("GLIBC_TUNABLES", "")),
+            "torch_jaxtl_heap_settings": getattr(tside, "jaxtl_heap_settings", True),
             "setup_s": setup_s,
             "jaxtl_first_step_s": j_first,
             "jaxtl_compilations": dict(jside.compiles),

@@ -195,6 +195,7 @@ def run_row(name, dtype, task, torch_model, jax_cv, atoms, machine, args) -> dic
         "torch_first_call_s": t_first,
         "torch_process": args.torch_process,
         "torch_glibc_tunables": getattr(tside, "glibc_tunables", os.environ.get("GLIBC_TUNABLES", "")),
+        "torch_jaxtl_heap_settings": getattr(tside, "jaxtl_heap_settings", True),
         "xla_gflop": cost["gflop"], "xla_gbytes": cost["gbytes"], "xla_temp_mb": cost["temp_mb"],
         "jaxtl_gflops": cost["gflop"] / j_med,
         "roofline_ms": 1e3 * roofline_s, "roofline_fraction": roofline_s / j_med,

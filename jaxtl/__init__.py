@@ -6,9 +6,10 @@ jaxtl never imports torch (only `jaxtl.convert` does, lazily).
 
 __version__ = "0.1.0"
 
-from jaxtl import _xla_flags
+from jaxtl import _allocator, _xla_flags
 
 _xla_flags.apply()  # before anything imports and initialises JAX
+_allocator.keep_buffers_in_heap()  # XLA's per-call buffer reused, not faulted in anew (glibc only)
 
 _LAZY = {
     "MACE": "jaxtl.model",

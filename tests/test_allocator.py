@@ -1,4 +1,5 @@
-"""The `jaxtl` command's restart with glibc's tunables for XLA's buffers (jaxtl/_allocator.py)."""
+"""jaxtl's heap settings for XLA's buffers: the `jaxtl` command's restart with glibc's tunables, and
+the same settings made in a running process by `import jaxtl` (jaxtl/_allocator.py)."""
 
 import os
 import subprocess
@@ -46,11 +47,26 @@ def test_thp_mode_reads_the_kernels_choice(tmp_path):
     assert _allocator._thp_mode(tmp_path / "missing") == ""
 
 
+def test_in_process_settings_only_where_they_change_something():
+    linux = {"system": "Linux", "glibc": (2, 36)}
+    assert _allocator.in_process_wanted({}, **linux)
+    assert _allocator.in_process_wanted({}, **{**linux, "glibc": (2, 17)})  # mallopt is old
+    assert not _allocator.in_process_wanted({}, **{**linux, "glibc": ()})  # musl, or no libc found
+    assert not _allocator.in_process_wanted({}, **{**linux, "system": "Darwin"})
+    assert not _allocator.in_process_wanted({"JAXTL_NO_HUGEPAGES": "1"}, **linux)
+    # the restart's tunables already did it (with a 4 GB trim threshold mallopt could not set)
+    assert not _allocator.in_process_wanted({"GLIBC_TUNABLES": _allocator.TUNABLE}, **linux)
+
+
 # A jitted function with ~100 MB of temporaries, called five times: the minor page
-# faults of those calls, from a child process that restarts itself or not.
+# faults of those calls, and whether CPU dispatch is asynchronous, in a child process
+# that has jaxtl's settings turned off ("off"), that imports jaxtl.model before its
+# first computation, as a script or a notebook does ("import"), or that restarts
+# itself with glibc's tunables, as the `jaxtl` command does ("restart").
 _CHILD = textwrap.dedent(
     """
     import resource, sys
+    import jaxtl.model
     from jaxtl._allocator import restart_with_hugepages
     if sys.argv[1] == "restart":
         restart_with_hugepages()
@@ -61,29 +77,33 @@ _CHILD = textwrap.dedent(
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(5):
         f(x).block_until_ready()
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     from jax._src import xla_bridge
-    assert xla_bridge._CPU_ENABLE_ASYNC_DISPATCH.value == (sys.argv[1] != "restart")
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, xla_bridge._CPU_ENABLE_ASYNC_DISPATCH.value)
     """
 )
 
 
-@pytest.mark.skipif(not _allocator.wanted(), reason="no glibc huge-page tunable or THP on this machine")
-def test_restart_cuts_page_faults():
+def _child_faults(mode: str) -> tuple[int, bool]:
     env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "JAXTL_NO_HUGEPAGES")}
+    if mode == "off":
+        env["JAXTL_NO_HUGEPAGES"] = "1"
+    out = subprocess.run([sys.executable, "-c", _CHILD, mode], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    faults, asynchronous = out.stdout.split()[-2:]
+    return int(faults), asynchronous == "True"
 
-    def faults(mode):
-        out = subprocess.run([sys.executable, "-c", _CHILD, mode], env=env, capture_output=True, text=True,
-                             timeout=120)
-        assert out.returncode == 0, out.stderr[-2000:]
-        return int(out.stdout.split()[-1])
 
-    plain, restarted = faults("plain"), faults("restart")
+@pytest.mark.skipif(not _allocator.in_process_wanted({}), reason="no glibc on this machine")
+def test_heap_settings_cut_page_faults():
     # 5 calls x ~98 MB in fresh 4 kB pages is ~120,000 faults; with the buffer kept in the
-    # main heap (huge pages, no mmap, no trim, computations on the calling thread) a few
-    # dozen. Huge pages alone, still fresh per call, gave ~2,600.
-    assert plain > 20_000, plain
-    assert restarted < plain / 200, (plain, restarted)
+    # main heap (no mmap, no trim, computations on the calling thread) a few dozen.
+    off, asynchronous = _child_faults("off")
+    assert off > 20_000 and asynchronous, off
+    in_process, asynchronous = _child_faults("import")
+    assert in_process < off / 200 and not asynchronous, (off, in_process)
+    if _allocator.wanted({}):  # huge pages alone, still fresh per call, gave ~2,600
+        restarted, asynchronous = _child_faults("restart")
+        assert restarted < off / 200 and not asynchronous, (off, restarted)
 
 
 def test_import_jaxtl_is_light_and_names_resolve():
