@@ -289,6 +289,7 @@ def over_node_chunks(fn, xc: jnp.ndarray, species: jnp.ndarray, chunk: int | Non
     if n <= chunk:
         return fn(xc, species)
     n_chunks = -(-n // chunk)
+    chunk = -(-n // n_chunks)  # as many chunks, evenly filled
     pad = n_chunks * chunk - n
     xs = jnp.pad(xc, ((0, 0), (0, pad), (0, 0))).reshape(c, n_chunks, chunk, D).transpose(1, 0, 2, 3)
     ss = jnp.pad(species, (0, pad)).reshape(n_chunks, chunk)

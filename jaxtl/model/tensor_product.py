@@ -285,6 +285,7 @@ def node_major_messages(
         slots = backend_chunk(NODE_MAJOR_SLOTS, EDGE_CHUNK_ACCELERATOR)
     per_step = max(1, min(slots // max(K, 1), n_nodes))
     n_steps = -(-n_nodes // per_step)
+    per_step = -(-n_nodes // n_steps)  # as many steps, evenly filled: little padding to sum over
     pad = n_steps * per_step - n_nodes
     ids = jnp.pad(neighbours, ((0, pad), (0, 0)), constant_values=n_edges).reshape(n_steps, per_step * K)
     sh = tuple(sh)

@@ -45,7 +45,12 @@ def test_chunked_messages_and_products_match_single_step(monkeypatch):
 
 def test_neighbour_matrix_messages_match_scatter(monkeypatch):
     scatter, n, _ = _predict(monkeypatch, edge_chunk=10**6, node_chunk=10**6)
-    for slots in (10**6, 5):  # all nodes in one step; one node per step (K > 5)
+    _, graph, _, _ = model_and_graph(monkeypatch, 10**6, 10**6, 10**6, True)
+    n_nodes, K = graph.neighbours.shape
+    assert n_nodes == 15 and K > 5
+    # all nodes in one step; one node per step; room for 6 nodes a step, so 3 steps,
+    # filled evenly with 5 nodes each
+    for slots in (10**6, 5, 6 * K):
         matrix, _, _ = _predict(monkeypatch, edge_chunk=10**6, node_chunk=10**6, slots=slots, layout=True)
         np.testing.assert_allclose(matrix["energy"][0], scatter["energy"][0], rtol=1e-12)
         np.testing.assert_allclose(matrix["forces"][:n], scatter["forces"][:n], atol=1e-12)
