@@ -24,6 +24,7 @@ def run_metadata(script: str, argv: Optional[Sequence[str]]) -> dict:
                          "mace": getattr(mace, "__version__", "?"), "python": platform.python_version()},
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "malloc_hugetlb": _allocator.active(),  # see jaxtl/_allocator.py
+            "heap_settings": _allocator.heap_settings_made(),
             "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
             "command": f"python benchmarks/{script} " + " ".join(args)}
 
@@ -37,7 +38,9 @@ def write_results(stem: Path, meta: dict, rows: list, markdown: Callable[[list, 
     if "malloc_hugetlb" in meta:
         table += ("\nProcess: glibc huge pages for large allocations "
                   f"{'on' if meta['malloc_hugetlb'] else 'off'} (`GLIBC_TUNABLES={meta.get('glibc_tunables', '')}`, "
-                  "set by the script's restart as by the `jaxtl` command; see jaxtl/_allocator.py).\n")
+                  "set by the script's restart as by the `jaxtl` command; see jaxtl/_allocator.py)"
+                  + (", jaxtl's heap settings made with `mallopt` by `import jaxtl`" if meta.get("heap_settings")
+                     and not meta["malloc_hugetlb"] else "") + ".\n")
     stem.with_suffix(".md").write_text(table)
     print(table)
     return table
