@@ -31,3 +31,24 @@ def test_train_step_benchmark_with_torch_in_its_own_process(tmp_path):
     assert len(row["torch_losses"]) == len(row["jaxtl_losses"]) == 3  # first step, then 2 timed
     assert row["loss_rel_diff_first"] < 1e-12 and row["loss_rel_diff_last"] < 1e-12, row
     assert row["torch_losses"][0] != row["torch_losses"][-1]  # the optimiser moved the weights
+
+
+H2CU = ROOT.parent / "shared" / "models" / "h2cu_mace.model"
+
+
+@pytest.mark.skipif(not H2CU.exists(), reason="shared H2/Cu model not present")
+def test_md_speed_benchmark_runs_the_same_trajectory_three_ways(tmp_path):
+    """benchmarks/md_speed.py in its fast setting: mace-torch and jaxtl under ASE, and jaxtl's
+    engine, integrate the same float64 NVE trajectory from the real H2/Cu model file."""
+    out = tmp_path / "md"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "md_speed.py"), "--steps", "6", "--check-every", "3",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    rows = {r["code"]: r for r in result["rows"]}
+    assert set(rows) == {"mace-torch + ASE", "jaxtl + ASE", "jaxtl MDEngine"}
+    assert all(r["steps_per_s"] > 0 for r in rows.values())
+    assert rows["jaxtl + ASE"]["max_position_diff_vs_torch_A"] < 1e-9
+    assert rows["jaxtl MDEngine"]["max_position_diff_vs_torch_A"] < 1e-9
+    assert result["meta"]["n_atoms"] == 56 and result["meta"]["n_fixed"] == 18
+    assert result["meta"]["engine_compilations_timed_run"] == 0  # the warm-up run compiled the chunk
