@@ -27,9 +27,10 @@ once with them set. A Python session (a script, a notebook) cannot restart; ther
 `import jaxtl.model` (which every model, calculator, trainer and MD run imports) turns
 asynchronous CPU dispatch off if JAX has not started its CPU backend yet
 (`inline_cpu_dispatch_if_unstarted`). Huge pages are not needed for the effect: in a
-plain process MP-0-medium float32 energy+forces of 108 Cu atoms took 160-168 ms with
-88,000 page faults a call, and 77 ms with 32 faults after the two `mallopt` calls and
-inline dispatch (79.6 ms with the restart's tunables). Nothing happens off Linux or
+plain process MP-0-medium float32 energy+forces of 108 Cu atoms took 160-161 ms with
+88,000 page faults and 132 ms in the kernel a call, and 79-80 ms with 30-56 faults after
+the two `mallopt` calls and inline dispatch (76-81 ms with the restart's tunables;
+benchmarks/heap_settings.py). Nothing happens off Linux or
 without glibc; JAXTL_NO_HUGEPAGES=1 turns off the restart and both in-process settings;
 the restart also needs glibc >= 2.35 and transparent huge pages not `never`.
 """
@@ -178,7 +179,7 @@ def inline_cpu_dispatch_if_unstarted() -> bool:
     """`inline_cpu_dispatch` when the heap settings are on (restart or `mallopt`) and JAX's
     backends have not started (the CPU client reads the setting once, when it starts).
     Returns whether it was set."""
-    if os.environ.get("JAXTL_NO_HUGEPAGES") or not (active() or in_process_wanted()):
+    if os.environ.get("JAXTL_NO_HUGEPAGES") or not heap_settings_made():
         return False
     from jax._src import xla_bridge
 
