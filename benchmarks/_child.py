@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-import sys
 import traceback
 from typing import Callable
 
@@ -28,12 +27,15 @@ def _serve(conn, factory: Callable, args: tuple, to_host: Callable, threads: int
         import mace  # noqa: F401  (before e3nn)
         import torch
 
+        # jaxtl imported here on purpose (a light import, no JAX): were the child's
+        # JAXTL_NO_HUGEPAGES missing, its heap settings would be made now, and reported
+        from jaxtl import _allocator
+
         torch.set_num_threads(threads)
         side = factory(*args)
-        heap = sys.modules.get("jaxtl._allocator")  # imported if the factory's module imports jaxtl
         conn.send(("ok", {name: getattr(side, name) for name in ("n_edges", "n_parameters") if hasattr(side, name)}
                    | {"glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
-                      "jaxtl_heap_settings": bool(heap and heap.heap_settings_made())}))
+                      "jaxtl_heap_settings": _allocator.heap_settings_made()}))
         while conn.recv() == "call":
             conn.send(("ok", to_host(side.sync(side()))))
     except Exception:  # noqa: BLE001  (handed to the parent, which raises it)
