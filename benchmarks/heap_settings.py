@@ -42,8 +42,6 @@ def measure(model: str, dtype: str, repeats: int) -> dict:
     from jax._src import xla_bridge
 
     jax.config.update("jax_enable_x64", dtype == "float64")
-    if _allocator.active():
-        _allocator.inline_cpu_dispatch()  # as restart_with_hugepages does in the restarted process
     side = bench.JaxSide(*from_torch_module(bench.build_torch_model(model)), bench.copper_cell(3), dtype)
     for _ in range(2):
         jax.block_until_ready(side())

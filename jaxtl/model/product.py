@@ -34,7 +34,7 @@ import numpy as np
 
 from jaxtl.graph.graph import ELEMENT_SLOTS
 from jaxtl.model.irreps import IrrepsSpec, ir_str
-from jaxtl.model.tensor_product import backend_chunk
+from jaxtl.model.tensor_product import backend_chunk, even_chunks
 
 
 @functools.lru_cache(maxsize=None)
@@ -288,8 +288,7 @@ def over_node_chunks(fn, xc: jnp.ndarray, species: jnp.ndarray, chunk: int | Non
     c, n, D = xc.shape
     if n <= chunk:
         return fn(xc, species)
-    n_chunks = -(-n // chunk)
-    chunk = -(-n // n_chunks)  # as many chunks, evenly filled
+    n_chunks, chunk = even_chunks(n, chunk)
     pad = n_chunks * chunk - n
     xs = jnp.pad(xc, ((0, 0), (0, pad), (0, 0))).reshape(c, n_chunks, chunk, D).transpose(1, 0, 2, 3)
     ss = jnp.pad(species, (0, pad)).reshape(n_chunks, chunk)

@@ -101,6 +101,14 @@ def backend_chunk(cpu: int, accelerator: int) -> int:
     return cpu if jax.default_backend() == "cpu" else accelerator
 
 
+def even_chunks(n: int, at_most: int) -> tuple[int, int]:
+    """(count, size): the fewest chunks of at most `at_most` items that cover `n` (>= 1),
+    all of one size, so that the padding (count * size - n) is less than one item a chunk
+    rather than most of a last chunk."""
+    count = -(-n // at_most)
+    return count, -(-n // count)
+
+
 def split_edges(per_edge, chunk: int):
     """A pytree of per-edge arrays [n_edges, ...] -> [n_chunks, chunk, ...], zero-padded, plus a
     mask [n_chunks, chunk] of the real edges (1) and the padding (0), for a scan over chunks."""
@@ -283,9 +291,7 @@ def node_major_messages(
     dtype = node_blocks[0].dtype
     if slots is None:
         slots = backend_chunk(NODE_MAJOR_SLOTS, EDGE_CHUNK_ACCELERATOR)
-    per_step = max(1, min(slots // max(K, 1), n_nodes))
-    n_steps = -(-n_nodes // per_step)
-    per_step = -(-n_nodes // n_steps)  # as many steps, evenly filled: little padding to sum over
+    n_steps, per_step = even_chunks(n_nodes, max(1, min(slots // max(K, 1), n_nodes)))
     pad = n_steps * per_step - n_nodes
     ids = jnp.pad(neighbours, ((0, pad), (0, 0)), constant_values=n_edges).reshape(n_steps, per_step * K)
     sh = tuple(sh)
