@@ -25,8 +25,10 @@ def _quiet_libraries() -> None:
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data")
-    g.add_argument("--train", required=True, help="training structures (extended XYZ or any ASE format)")
+    g = p.add_argument_group("data (mace-torch names and defaults)")
+    g.add_argument("--train", default=None, help="training structures (extended XYZ, an ASE database .db, or any ASE "
+                   "format); IsolatedAtom frames (one atom, config_type=IsolatedAtom) give E0s and are not trained "
+                   "on; frames with only some labels are kept, the missing labels weigh 0")
     g.add_argument("--valid", default=None, help="validation structures (default: --valid-fraction of --train)")
     g.add_argument("--valid-fraction", type=float, default=0.1, help="fraction of --train held out (default 0.1)")
     g.add_argument("--test", default=None, help="test structures, evaluated at the end")
@@ -34,30 +36,95 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                    "falling back to the ASE calculator's energy)")
     g.add_argument("--forces-key", default="REF_forces", help="arrays key of forces in eV/A (default REF_forces)")
     g.add_argument("--stress-key", default="REF_stress", help="info key of stress in eV/A^3 (default REF_stress)")
+    g.add_argument("--virials-key", default="REF_virials", help="info key of virials in eV (default REF_virials)")
+    g.add_argument("--head-key", default="head", help="info key naming the head a structure trains (default head)")
+    g.add_argument("--config-type-weights", default=None,
+                   help='loss weight per config_type, JSON or a Python dict: \'{"Default": 1.0, "bulk": 2.0}\' '
+                        "(types not named weigh 1; per-frame config_weight and config_{energy,forces,stress}_weight "
+                        "info keys multiply it)")
+    g.add_argument("--E0s", "--e0s", dest="e0s", default=None,
+                   help="isolated-atom energies: average (least squares on the data), isolated (the IsolatedAtom "
+                        "frames), estimated / foundation (finetune: fit the foundation's residual / keep its E0s), "
+                        "a JSON file, or a dict by atomic number such as '{1: -13.6, 8: -2042.0}' (default: the "
+                        "IsolatedAtom frames when --train has them, else average)")
     g.add_argument("--batch-size", type=int, default=10, help="structures per batch (default 10)")
+    g.add_argument("--valid-batch-size", type=int, default=None, help="structures per evaluation batch "
+                   "(default: --batch-size)")
     g.add_argument("--max-force", type=float, default=None, help="drop structures with |F| above this (eV/A)")
     g.add_argument("--train-fraction", type=float, default=1.0, help="train on this fraction only (default 1)")
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=100, help="number of epochs (default 100)")
+    g = p.add_argument_group("training (mace-torch names and defaults, except EMA and stage two, on here)")
+    g.add_argument("--epochs", type=int, default=100, help="number of epochs (default 100; mace's max_num_epochs)")
     g.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01, mace-torch's)")
     g.add_argument("--scheduler", default="plateau", choices=["plateau", "exponential", "cosine", "constant"],
-                   help="learning-rate schedule (default plateau: x0.8 after 50 epochs without improvement)")
+                   help="learning-rate schedule (default plateau: x--lr-factor after --scheduler-patience epochs "
+                        "without improvement)")
+    g.add_argument("--scheduler-patience", type=int, default=50, help="plateau scheduler patience (default 50)")
+    g.add_argument("--lr-factor", type=float, default=0.8, help="plateau scheduler factor (default 0.8)")
+    g.add_argument("--lr-scheduler-gamma", type=float, default=0.9993, help="exponential schedule factor per epoch")
+    g.add_argument("--optimizer", default="adam", choices=["adam", "adamw"], help="optimiser (default adam)")
+    g.add_argument("--weight-decay", type=float, default=5e-7, help="weight decay (default 5e-7)")
+    g.add_argument("--amsgrad", action=argparse.BooleanOptionalAction, default=True, help="AMSGrad (default on)")
+    g.add_argument("--clip-grad", type=float, default=10.0, help="max gradient norm (default 10)")
+    g.add_argument("--patience", type=int, default=2048, help="stop after this many epochs without a better "
+                   "validation loss (default 2048)")
     g.add_argument("--energy-weight", type=float, default=1.0, help="loss weight of energy per atom (default 1)")
     g.add_argument("--forces-weight", type=float, default=100.0, help="loss weight of forces (default 100)")
     g.add_argument("--stress-weight", type=float, default=1.0, help="loss weight of stress (default 1)")
-    g.add_argument("--loss", default="weighted", help="weighted | stress | virials | huber | universal | l1l2")
-    g.add_argument("--ema", action="store_true", help="evaluate and save an EMA of the weights (decay 0.99)")
-    g.add_argument("--stage-two", action="store_true", help="mace's stage two (SWA) in the last quarter of training")
+    g.add_argument("--virials-weight", type=float, default=1.0, help="loss weight of virials (default 1)")
+    g.add_argument("--loss", default="weighted", help="weighted | forces_only | stress | virials | huber | universal "
+                   "| l1l2 (default weighted)")
+    g.add_argument("--huber-delta", type=float, default=0.01, help="delta of the Huber losses (default 0.01)")
+    g.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True,
+                   help="evaluate and save an exponential moving average of the weights (default on; --no-ema: off)")
+    g.add_argument("--ema-decay", type=float, default=0.99, help="EMA decay (default 0.99)")
+    g.add_argument("--stage-two", "--swa", action=argparse.BooleanOptionalAction, default=True,
+                   help="mace's stage two (--swa): energy-heavy loss weights and --stage-two-lr from "
+                        "--start-stage-two on (default on; --no-stage-two or --no-swa: off)")
+    g.add_argument("--start-stage-two", "--start-swa", type=int, default=None,
+                   help="first stage-two epoch, 0-based (default: epochs // 4 * 3, as mace)")
+    g.add_argument("--stage-two-lr", "--swa-lr", type=float, default=1e-3, help="stage-two learning rate "
+                   "(default 1e-3)")
+    for name, default in (("energy", 1000.0), ("forces", 100.0), ("stress", 10.0), ("virials", 10.0)):
+        g.add_argument(f"--stage-two-{name}-weight", f"--swa-{name}-weight", type=float, default=default,
+                       help=f"stage-two loss weight of {name} (default {default:g})")
     g.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="training dtype (default float32)")
     g.add_argument("--backend", default="xla", choices=["xla", "cueq"],
                    help="xla (default) or cueq: NVIDIA cuEquivariance kernels (pip install jaxtl[cueq])")
     g.add_argument("--seed", type=int, default=123, help="seed of the split, init and data order (default 123)")
-    g.add_argument("--out", required=True, help="run folder (checkpoints, logs, model/)")
-    g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out exactly")
-    g.add_argument("--config", default=None, help="YAML/JSON file of settings; flags given explicitly win")
+    g.add_argument("--out", default=None, help="run folder (checkpoints, logs, run_config.yaml, model/)")
+    g.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
+                   help="continue an interrupted run exactly: --resume RUN_DIR alone restores every setting from "
+                        "RUN_DIR/run_config.yaml (a flag that differs from the saved value is an error; --epochs "
+                        "may be raised); plain --resume continues the run in --out")
+    g.add_argument("--config", default=None,
+                   help="YAML/JSON settings: a mace-torch run_train YAML (options jaxtl lacks are named and "
+                        "ignored), or the run_config.yaml / train_config.yaml of a jaxtl run; flags win")
+
+
+# Settings that are not part of a run's configuration (where it runs, how to start it).
+_NOT_SAVED = {"config", "resume", "func", "command", "dry_run"}
+# Settings a resumed run may change: raising the length continues a run.
+_RESUME_MAY_CHANGE = {"epochs", "out"}
+RUN_CONFIG = "run_config.yaml"
+
+
+def _parse_mapping(text, what: str) -> dict | None:
+    """A dict from a mapping, a JSON string or a Python dict literal (never eval)."""
+    import ast
+
+    if text is None or isinstance(text, dict):
+        return text
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            value = parse(str(text))
+        except (ValueError, SyntaxError, TypeError):
+            continue
+        if isinstance(value, dict):
+            return value
+    raise ValueError(f"{what} {text!r} cannot be read: expected a dict such as '{{\"Default\": 1.0}}'")
 
 
 def _train_config(args):
@@ -67,40 +134,174 @@ def _train_config(args):
     from jaxtl.train.stage_two import StageTwoConfig
 
     return TrainConfig(
-        max_num_epochs=args.epochs, seed=args.seed, dtype=args.dtype, ema=args.ema, backend=args.backend,
+        max_num_epochs=args.epochs, patience=args.patience, seed=args.seed, dtype=args.dtype, ema=args.ema,
+        ema_decay=args.ema_decay, backend=args.backend,
         loss=LossConfig(loss=args.loss, energy_weight=args.energy_weight, forces_weight=args.forces_weight,
-                        stress_weight=args.stress_weight),
-        optimizer=OptimizerConfig(lr=args.lr, scheduler=args.scheduler),
-        stage_two=StageTwoConfig(enabled=args.stage_two),
+                        stress_weight=args.stress_weight, virials_weight=args.virials_weight,
+                        huber_delta=args.huber_delta),
+        optimizer=OptimizerConfig(optimizer=args.optimizer, lr=args.lr, amsgrad=args.amsgrad,
+                                  weight_decay=args.weight_decay, clip_grad=args.clip_grad, scheduler=args.scheduler,
+                                  lr_factor=args.lr_factor, scheduler_patience=args.scheduler_patience,
+                                  lr_scheduler_gamma=args.lr_scheduler_gamma),
+        stage_two=StageTwoConfig(enabled=args.stage_two, start_epoch=args.start_stage_two, swa_lr=args.stage_two_lr,
+                                 energy_weight=args.stage_two_energy_weight,
+                                 forces_weight=args.stage_two_forces_weight,
+                                 stress_weight=args.stage_two_stress_weight,
+                                 virials_weight=args.stage_two_virials_weight),
     )
 
 
-def _data_config(args):
+def _data_keys(args):
     from jaxtl.graph.io import DataKeys
-    from jaxtl.train.data import DataConfig
 
-    keys = DataKeys(energy=args.energy_key, forces=args.forces_key, stress=args.stress_key)
+    return DataKeys(energy=args.energy_key, forces=args.forces_key, stress=args.stress_key,
+                    virials=args.virials_key, head=args.head_key)
+
+
+def _data_config(args):
+    """The data settings; also checks --E0s, so a bad value fails before a run starts."""
+    from jaxtl.train.data import DataConfig
+    from jaxtl.train.e0s import parse_e0s
+
+    if args.e0s is not None:
+        parse_e0s(args.e0s)
+    weights = _parse_mapping(args.config_type_weights, "--config-type-weights")
     return DataConfig(train_file=args.train, valid_file=args.valid, valid_fraction=args.valid_fraction,
-                      test_file=args.test, keys=keys, batch_size=args.batch_size, valid_batch_size=args.batch_size,
-                      max_force=args.max_force, train_fraction=args.train_fraction, seed=args.seed)
+                      test_file=args.test, keys=_data_keys(args), batch_size=args.batch_size,
+                      valid_batch_size=args.valid_batch_size or args.batch_size, max_force=args.max_force,
+                      train_fraction=args.train_fraction, seed=args.seed,
+                      config_type_weights={str(k): float(v) for k, v in weights.items()} if weights else None)
+
+
+def _subparser(parser, command):
+    """The subcommand's parser (for its flags and defaults)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]
+    return parser
+
+
+def _given(parser, argv) -> dict[str, str]:
+    """{dest: the flag as typed} of the options given on the command line."""
+    options = {o: a.dest for a in parser._actions for o in a.option_strings}
+    given = {}
+    for token in argv:
+        if not token.startswith("--"):
+            continue
+        flag = token.split("=")[0]
+        matches = [o for o in options if o == flag] or [o for o in options if o.startswith(flag)]
+        if len(matches) == 1:
+            given[options[matches[0]]] = matches[0]
+    return given
+
+
+def _same(a, b) -> bool:
+    """Setting values equal across YAML round trips (tuples/lists, ints/floats, paths)."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b or a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return float(a) == float(b)
+    return a == b
+
+
+def _file_setting(dest: str) -> bool:
+    return dest in ("train", "valid", "test", "foundation", "replay_file")
+
+
+def _absolute(dest: str, value):
+    import os
+
+    if not _file_setting(dest) or value is None:
+        return value
+    if isinstance(value, list):
+        return [os.path.abspath(v) if os.path.exists(v) else v for v in value]
+    return os.path.abspath(value) if os.path.exists(str(value)) else value
+
+
+def save_run_config(args, sub) -> None:
+    """Write every setting of the command (its flags' values) to OUT/run_config.yaml."""
+    from pathlib import Path
+
+    import yaml
+
+    dests = {a.dest for a in sub._actions if a.dest not in _NOT_SAVED and a.dest != "help"}
+    values = {d: _absolute(d, getattr(args, d)) for d in sorted(dests) if hasattr(args, d)}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / (RUN_CONFIG + ".tmp")
+    tmp.write_text(yaml.safe_dump({"command": args.command, **values}, sort_keys=False))
+    tmp.replace(out / RUN_CONFIG)
+
+
+def _read_settings(path: str) -> dict:
+    import yaml
+
+    with open(path) as f:
+        values = yaml.safe_load(f) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of settings, got {type(values).__name__}")
+    return values
 
 
 def _apply_config_file(parser, args, argv):
-    """Settings from --config, overridden by flags given on the command line."""
-    if not args.config:
-        return args
-    import yaml
+    """Settings from --config and, on --resume, from the run folder; flags win over
+    --config, and must agree with a resumed run's saved settings."""
+    from pathlib import Path
 
-    with open(args.config) as f:
-        values = yaml.safe_load(f) or {}
-    given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
-    for key, value in values.items():
-        key = key.replace("-", "_")
-        if not hasattr(args, key):
-            parser.error(f"{args.config}: unknown setting {key!r}")
-        if key not in given:
-            setattr(args, key, value)
+    from jaxtl.mace_config import translate
+
+    sub = _subparser(parser, args.command)
+    given = _given(sub, argv)
+    dests = {a.dest for a in sub._actions} - {"help"}
+    from_file: dict[str, str] = {}
+    if args.config:
+        settings, ignored = translate(_read_settings(args.config), dests - _NOT_SAVED)
+        if ignored:
+            print(f"warning: {args.config}: jaxtl {args.command} ignores these settings: {', '.join(ignored)}",
+                  file=sys.stderr)
+        for dest, value in settings.items():
+            if dest not in given:
+                setattr(args, dest, value)
+                from_file[dest] = f"{args.config}: {dest}"
+
+    if args.resume:
+        run_dir = args.out if args.resume is True else args.resume
+        if run_dir is None:
+            parser.error("--resume needs the run folder: --resume RUN_DIR (or --resume with --out)")
+        if args.resume is not True and args.out is not None and Path(args.out).resolve() != Path(run_dir).resolve():
+            parser.error(f"--resume {run_dir} and --out {args.out} name different folders")
+        saved_path = Path(run_dir) / RUN_CONFIG
+        if saved_path.exists():
+            saved = _read_settings(str(saved_path))
+            if saved.get("command", args.command) != args.command:
+                parser.error(f"{run_dir} is a `jaxtl {saved['command']}` run, not `jaxtl {args.command}`")
+            chosen = {**from_file, **{d: f for d, f in given.items()}}
+            for dest, source in chosen.items():
+                if dest in saved and dest not in _RESUME_MAY_CHANGE | _NOT_SAVED \
+                        and not _same(_absolute(dest, getattr(args, dest)), saved[dest]):
+                    parser.error(f"{source} {getattr(args, dest)!r} conflicts with the resumed run's {dest} = "
+                                 f"{saved[dest]!r} ({saved_path}); drop it to resume, or start a new run")
+            for dest, value in saved.items():
+                if dest in dests and dest not in given and not (dest in from_file and dest in _RESUME_MAY_CHANGE):
+                    setattr(args, dest, value)
+        elif args.resume is not True:
+            parser.error(f"--resume {run_dir}: no {RUN_CONFIG} there (a run started by `jaxtl {args.command}` "
+                         f"writes one); give the run's flags with --out {run_dir} --resume")
+        args.out, args.resume = str(run_dir), True
+    missing = [f"--{d}" for d in ("train", "out") if d in dests and getattr(args, d, None) is None]
+    if missing:
+        parser.error(f"{args.command}: the following arguments are required: {', '.join(missing)}")
     return args
+
+
+def _check_fresh_run(args) -> None:
+    """A new run must not start in a folder that holds one (its settings would be overwritten)."""
+    from pathlib import Path
+
+    if not args.resume and (Path(args.out) / "checkpoints" / "latest").exists():
+        raise FileExistsError(f"{args.out} already holds checkpoints: use --resume {args.out} or a new --out")
 
 
 def cmd_convert(args) -> int:
@@ -157,12 +358,15 @@ def cmd_train(args) -> int:
         jax.config.update("jax_enable_x64", True)
     from jaxtl.train.run import train_from_scratch
 
-    model = dict(r_max=args.r_max, num_bessel=args.num_bessel, hidden_irreps=args.hidden_irreps,
-                 max_ell=args.max_ell, correlation=(args.correlation,) * args.num_interactions,
-                 num_interactions=args.num_interactions, radial_MLP=tuple(args.radial_mlp),
-                 MLP_irreps=args.mlp_irreps)
-    result = train_from_scratch(_data_config(args), args.out, model=model, train_config=_train_config(args),
-                                resume=args.resume)
+    model = dict(r_max=args.r_max, num_bessel=args.num_bessel, num_polynomial_cutoff=args.num_cutoff_basis,
+                 radial_type=args.radial_type, hidden_irreps=args.hidden_irreps, max_ell=args.max_ell,
+                 correlation=(args.correlation,) * args.num_interactions, num_interactions=args.num_interactions,
+                 radial_MLP=tuple(args.radial_mlp), MLP_irreps=args.mlp_irreps, model_type=args.model_type)
+    data, train_config = _data_config(args), _train_config(args)  # bad settings fail before anything is written
+    _check_fresh_run(args)
+    save_run_config(args, args.parser)
+    result = train_from_scratch(data, args.out, model=model, train_config=train_config, e0s=args.e0s,
+                                scaling=args.scaling, resume=args.resume)
     print(json.dumps({split: m.get("all") for split, m in result.metrics.items()}, indent=2))
     print(f"compilations: {result.n_compiles}; model written to {args.out}/model")
     return 0
@@ -211,14 +415,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     g = p.add_argument_group("model")
     g.add_argument("--r-max", type=float, default=5.0, help="cutoff radius in A (default 5)")
-    g.add_argument("--num-bessel", type=int, default=8, help="radial Bessel functions (default 8)")
+    g.add_argument("--num-bessel", "--num-radial-basis", type=int, default=8,
+                   help="radial basis functions (default 8)")
+    g.add_argument("--num-cutoff-basis", type=int, default=5, help="order of the polynomial cutoff (default 5)")
+    g.add_argument("--radial-type", default="bessel", choices=["bessel", "gaussian", "chebyshev"],
+                   help="radial basis (default bessel)")
     g.add_argument("--hidden-irreps", default="32x0e", help="node features, e.g. 128x0e+128x1o (default 32x0e)")
     g.add_argument("--max-ell", type=int, default=3, help="spherical harmonics degree (default 3)")
     g.add_argument("--correlation", type=int, default=3, help="body order - 1 of the product basis (default 3)")
     g.add_argument("--num-interactions", type=int, default=2, help="message-passing layers (default 2)")
     g.add_argument("--radial-mlp", type=int, nargs="+", default=[64, 64, 64], help="radial MLP widths")
     g.add_argument("--mlp-irreps", default="16x0e", help="hidden width of the last readout (default 16x0e)")
-    p.set_defaults(func=cmd_train)
+    g.add_argument("--model-type", default="ScaleShiftMACE", choices=["ScaleShiftMACE", "MACE"],
+                   help="ScaleShiftMACE (default) or MACE (no scale and shift)")
+    g.add_argument("--scaling", default="rms_forces_scaling", choices=["rms_forces_scaling", "std_scaling",
+                   "no_scaling"], help="scale/shift from the data (default rms_forces_scaling)")
+    p.set_defaults(func=cmd_train, parser=p)
 
     p = sub.add_parser("eval", help="energy/force/stress errors of a model on a labelled file")
     p.add_argument("--model", required=True, help="jaxtl model folder")
@@ -237,6 +449,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv):
+    """The settings of a command line, with --config and a resumed run's folder applied."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if hasattr(args, "config") and hasattr(args, "resume"):
+        args = _apply_config_file(parser, args, argv)
+    return args
+
+
 def main(argv=None) -> int:
     if argv is None:  # the command line, not a call from Python: restart with huge pages
         from jaxtl import _allocator
@@ -247,10 +468,7 @@ def main(argv=None) -> int:
     from jaxtl import _xla_flags
 
     _xla_flags.enable_compilation_cache()
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if hasattr(args, "config"):
-        args = _apply_config_file(parser, args, argv)
+    args = parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError) as err:

@@ -31,9 +31,6 @@ def add_parser(sub) -> None:
                    help="glob over parameter paths to train; with only train patterns everything else freezes")
     g.add_argument("--lr-factors", default=None,
                    help='soft freezing, JSON: {"interactions_lr_factor": 0.1, "products_lr_factor": 0.5}')
-    g.add_argument("--e0s", default="average",
-                   help="E0s: average (least squares on the data), estimated (fit the foundation's residual), "
-                        "foundation (keep), or a JSON dict/file {symbol: eV} (default average)")
     g.add_argument("--dry-run", action="store_true", help="print which parameters train and stop")
     s = p.add_argument_group("strategy")
     s.add_argument("--strategy", default="freeze",
@@ -57,7 +54,7 @@ def add_parser(sub) -> None:
     s.add_argument("--replay-rattle", type=float, default=None, help="displacement of the copies in A (default 0.05)")
     _add_data_args(p)
     _add_train_args(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, parser=p)
 
 
 def run(args) -> int:
@@ -65,9 +62,8 @@ def run(args) -> int:
 
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
-    from jaxtl.cli import _train_config
+    from jaxtl.cli import _check_fresh_run, _data_config, _train_config, save_run_config
     from jaxtl.finetune import finetune, pattern_labels
-    from jaxtl.graph.io import DataKeys
 
     freeze = args.freeze
     if args.freeze_pattern or args.train_pattern:
@@ -75,12 +71,18 @@ def run(args) -> int:
             raise ValueError("give either --freeze or --freeze-pattern/--train-pattern, not both")
         fp, tp = list(args.freeze_pattern), list(args.train_pattern)
         freeze = lambda params: pattern_labels(params, freeze=fp, train=tp)  # noqa: E731
-    lr_factors = json.loads(args.lr_factors) if args.lr_factors else None
-    keys = DataKeys(energy=args.energy_key, forces=args.forces_key, stress=args.stress_key)
+    lr_factors = args.lr_factors
+    if isinstance(lr_factors, str):
+        lr_factors = json.loads(lr_factors)
+    data, train_config = _data_config(args), _train_config(args)
+    if not args.dry_run:
+        _check_fresh_run(args)
+        save_run_config(args, args.parser)
     result = finetune(
         args.foundation, args.train, args.out, freeze=freeze, counting=args.counting, lr_factors=lr_factors,
-        e0s=args.e0s, batch_size=args.batch_size, train_config=_train_config(args), valid_file=args.valid,
-        valid_fraction=args.valid_fraction, test_file=args.test, head=args.head, keys=keys, dry_run=args.dry_run,
+        e0s=args.e0s, batch_size=args.batch_size, train_config=train_config, valid_file=args.valid,
+        valid_fraction=args.valid_fraction, test_file=args.test, head=args.head, keys=data.keys,
+        config_type_weights=data.config_type_weights, dry_run=args.dry_run,
         train_fraction=args.train_fraction, max_force=args.max_force, resume=args.resume,
         strategy=args.strategy, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
         adapter_patterns=args.adapter_patterns, replay_size=args.replay_size, replay_weight=args.replay_weight,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -159,7 +158,7 @@ def finetune(
     freeze: Freeze = None,
     counting: str = "mace",
     lr_factors: Mapping[str, float] | None = None,
-    e0s: str | Mapping = "average",
+    e0s: str | Mapping | None = None,
     epochs: int | None = None,
     batch_size: int = 5,
     lr: float | None = None,
@@ -169,6 +168,7 @@ def finetune(
     test_file: str | Path | None = None,
     head: str | None = None,
     keys: DataKeys = DataKeys(),
+    config_type_weights: Mapping[str, float] | None = None,
     train_fraction: float = 1.0,
     max_force: float | None = None,
     resume: bool = False,
@@ -198,7 +198,8 @@ def finetune(
         freeze: `--freeze N` (int), a label pytree or a function params -> labels.
         counting: "mace" (upstream, by name) or "paper" (the fork's child modules).
         lr_factors: soft freezing, e.g. {"interactions_lr_factor": 0.1}.
-        e0s: "average", "estimated", "foundation" or given E0s (see `fit_e0s`).
+        e0s: "average", "estimated", "foundation", "isolated" or given E0s (see `fit_e0s`);
+            None: the IsolatedAtom frames of `train_file` when it has them, else "average".
         epochs, lr: override `train_config`'s max_num_epochs and optimizer.lr.
         batch_size: structures per batch.
         train_config: engine settings (default `TrainConfig()`, mace-torch defaults).
@@ -206,6 +207,7 @@ def finetune(
             training file (seeded by train_config.seed) is held out.
         test_file: evaluated at the end (metrics in out_dir/final_metrics.json).
         head: the head of a multi-head foundation to fine-tune.
+        keys: where labels live in the files; config_type_weights: mace's --config_type_weights.
         train_fraction: train on this fraction of the training pool (data-efficiency studies).
         max_force: drop structures with any force component above this (eV/A).
         resume: continue an interrupted run in `out_dir` exactly.
@@ -247,9 +249,8 @@ def finetune(
     splits = read_splits(DataConfig(
         train_file=str(train_file), valid_file=str(valid_file) if valid_file else None,
         valid_fraction=valid_fraction, test_file=str(test_file) if test_file else None, keys=keys,
-        batch_size=batch_size, max_force=max_force, train_fraction=train_fraction, seed=cfg.seed))
-    if splits.isolated_e0s:
-        warnings.warn(f"{train_file}: IsolatedAtom frames are not trained on (E0s come from --e0s)")
+        batch_size=batch_size, max_force=max_force, train_fraction=train_fraction, seed=cfg.seed,
+        config_type_weights=config_type_weights))
     configs, valid, test = ([dataclasses.replace(c, head=head_name) for c in cs]
                             for cs in (splits.train, splits.valid, splits.test))
     test = test or None
@@ -259,7 +260,8 @@ def finetune(
     foundation_e0s = np.asarray(variables["constants"]["atomic_energies"])
     teacher = (config, variables)  # the frozen foundation labels the replay set
     atomic_energies = fit_e0s(configs, config.atomic_numbers, foundation_e0s, e0s,
-                              foundation_energies(config, variables, config.r_max, batch_size))
+                              foundation_energies(config, variables, config.r_max, batch_size),
+                              isolated=splits.isolated)
     log("E0s (eV): " + ", ".join(f"Z={z}: {e:.6f}" for z, e in zip(config.atomic_numbers, atomic_energies[0])))
     variables = {"params": variables["params"],
                  "constants": {**variables["constants"], "atomic_energies": atomic_energies}}
@@ -308,7 +310,7 @@ def finetune(
         return {**meta, "finetune": {
             "train_file": str(Path(train_file).absolute()), "freeze": freeze if isinstance(freeze, int) else
             ("custom" if freeze is not None else None), "counting": counting, "lr_factors": dict(lr_factors or {}),
-            "e0s": e0s if isinstance(e0s, str) else "given", "n_trainable": report.n_trainable,
+            "e0s": e0s if isinstance(e0s, str) or e0s is None else "given", "n_trainable": report.n_trainable,
             "n_frozen": report.n_frozen, "frozen": report.frozen_paths(), "wall_s": wall,
             "strategy": strategy.to_dict(), "n_adapter": report.n_adapter, "n_replay": len(replay),
             "optimiser_state_bytes": report.state_bytes,

@@ -1,9 +1,17 @@
 """Reading structure files into `Configuration`s (host side, numpy).
 
-Anything `ase.io.read` reads works; extended XYZ is the usual format. Labels are
-looked up under the keys of a `DataKeys` (mace-torch defaults: `REF_energy`, ...) and
-fall back to the ASE calculator results that ASE attaches when a file stores plain
-`energy=`/`forces`/`stress` (ASE >= 3.23 moves those into a SinglePointCalculator).
+Anything `ase.io.read` reads works; extended XYZ is the usual format. An ASE database
+(`.db`) is read row by row with its key-value pairs in `atoms.info` and its `data`
+entries in `atoms.info` (or `atoms.arrays` when they have one row per atom), so the
+same keys find the labels. Labels are looked up under the keys of a `DataKeys`
+(mace-torch defaults: `REF_energy`, ...) and fall back to the ASE calculator results
+that ASE attaches when a file stores plain `energy=`/`forces`/`stress` (ASE >= 3.23
+moves those into a SinglePointCalculator).
+
+As in mace-torch, a frame may carry only some labels: the missing ones are None with
+weight 0, so they add nothing to a loss. Per-frame weights are read from the info keys
+`config_weight` and `config_{energy,forces,stress,virials}_weight`, times the weight of
+the frame's `config_type` (mace's `--config_type_weights`).
 
 Every error is a `DataError` that names the file and the frame index.
 """
@@ -226,6 +234,34 @@ def configuration_from_atoms(
     )
 
 
+def _db_frames(path: str, index: str):
+    """The rows of an ASE database as Atoms, key-value pairs and data in info/arrays."""
+    import ase.db
+    from ase.io.formats import string2index
+
+    selection = string2index(index)
+    with ase.db.connect(path) as db:
+        rows = list(db.select())
+    rows = rows[selection] if isinstance(selection, slice) else [rows[selection]]
+    for row in rows:
+        atoms = row.toatoms()
+        atoms.info.update(row.key_value_pairs)
+        for key, value in (row.get("data") or {}).items():
+            value = np.asarray(value)
+            if value.ndim >= 1 and value.shape[0] == len(atoms) and value.dtype != object:
+                atoms.arrays[key] = value
+            else:
+                atoms.info[key] = value
+        yield atoms
+
+
+def read_frames(path: str, index: str = ":", format: str | None = None):
+    """Atoms of a structure file; ASE databases with their key-value pairs (module docstring)."""
+    if format == "db" or (format is None and path.endswith(".db")):
+        return _db_frames(path, index)
+    return ase.io.iread(path, index=index, format=format)
+
+
 def read_configurations(
     path: str | os.PathLike,
     keys: DataKeys = DataKeys(),
@@ -250,7 +286,7 @@ def read_configurations(
     configs = []
     frame = 0
     try:
-        for frame, atoms in enumerate(ase.io.iread(path, index=index, format=format)):
+        for frame, atoms in enumerate(read_frames(path, index=index, format=format)):
             configs.append(
                 configuration_from_atoms(
                     atoms,
@@ -273,6 +309,11 @@ def read_configurations(
     return configs
 
 
+def is_isolated_atom(config: Configuration) -> bool:
+    """mace-torch's test: one atom with config_type `IsolatedAtom`."""
+    return config.n_atoms == 1 and config.config_type == ISOLATED_ATOM
+
+
 def split_isolated_atoms(
     configs: Iterable[Configuration], keep: bool = False
 ) -> tuple[list[Configuration], dict[int, float]]:
@@ -283,7 +324,7 @@ def split_isolated_atoms(
     """
     rest, e0s = [], {}
     for config in configs:
-        if config.n_atoms == 1 and config.config_type == ISOLATED_ATOM:
+        if is_isolated_atom(config):
             z = int(config.atomic_numbers[0])
             if config.energy is None:
                 warnings.warn(f"{config.where}: IsolatedAtom without energy, E0 of Z={z} set to 0")
@@ -310,4 +351,23 @@ def check_elements(configs: Iterable[Configuration], atomic_numbers: Sequence[in
             raise DataError(
                 f"{config.where}: element {symbol} (Z={z}) is not one of the model's elements "
                 f"[{model}]"
+            )
+
+
+def check_config_type_weights(weights: Mapping[str, float], configs: Sequence[Configuration], source: str) -> None:
+    """Raise `DataError` if `weights` names a config_type no structure has.
+
+    "Default" (mace-torch's default `{"Default": 1.0}`) is always accepted. A
+    misspelt type would otherwise weight nothing, silently.
+    """
+    present = {c.config_type for c in configs}
+    for name, value in weights.items():
+        try:
+            float(value)
+        except (TypeError, ValueError) as err:
+            raise DataError(f"config_type_weights: the weight of {name!r} is not a number: {value!r}") from err
+        if name != "Default" and name not in present:
+            raise DataError(
+                f"config_type_weights names config_type {name!r}, which no structure of {source} has "
+                f"(config types there: {sorted(present)})"
             )

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Callable, Optional, Sequence
+from collections import Counter
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
 from jaxtl.graph.dataset import Budgets, GraphDataset, batch_iterator, choose_budgets
-from jaxtl.graph.io import Configuration, DataError, DataKeys, read_configurations, split_isolated_atoms
+from jaxtl.graph.io import (LABELS, Configuration, DataError, DataKeys, check_config_type_weights,
+                            is_isolated_atom, read_configurations)
+from jaxtl.train.e0s import isolated_e0s
 
 log = logging.getLogger("jaxtl.train")
 
@@ -35,6 +38,8 @@ class DataConfig:
         train_fraction: use only this fraction of the training structures (data-efficiency studies).
         seed: seed of the split and of the epoch order.
         cache_dir: where neighbour lists are cached (None: no cache).
+        config_type_weights: loss weight of each config_type (mace's
+            --config_type_weights; types not named weigh 1); None: all 1.
     """
 
     train_file: str
@@ -48,14 +53,20 @@ class DataConfig:
     train_fraction: float = 1.0
     seed: int = 123
     cache_dir: Optional[str] = None
+    config_type_weights: Optional[Mapping[str, float]] = None
 
 
 @dataclasses.dataclass
 class Splits:
+    """The structures of each split; `isolated`: the IsolatedAtom frames of the
+    training file (not trained on; their energies are E0s); `isolated_e0s`: {Z: eV}
+    of those frames."""
+
     train: list[Configuration]
     valid: list[Configuration]
     test: list[Configuration]
     isolated_e0s: dict[int, float]
+    isolated: list[Configuration] = dataclasses.field(default_factory=list)
 
 
 def _filter(configs: list[Configuration], max_force: Optional[float], where: str) -> list[Configuration]:
@@ -68,15 +79,40 @@ def _filter(configs: list[Configuration], max_force: Optional[float], where: str
     return kept
 
 
-def read_splits(cfg: DataConfig, require: Sequence[str] = ("energy", "forces")) -> Splits:
-    """Read and split the structures; raises `DataError` naming file and frame."""
-    train = read_configurations(cfg.train_file, cfg.keys, require=require)
-    train, e0s = split_isolated_atoms(train)
+def _read(path: str, cfg: DataConfig, require: Sequence[str]) -> tuple[list[Configuration], list[Configuration]]:
+    """(structures, IsolatedAtom frames) of one file."""
+    configs = read_configurations(path, cfg.keys, require=require, config_type_weights=cfg.config_type_weights)
+    return [c for c in configs if not is_isolated_atom(c)], [c for c in configs if is_isolated_atom(c)]
+
+
+def describe_labels(configs: Sequence[Configuration], where: str) -> str:
+    """One line: how many structures carry each label, by config_type."""
+    types = Counter(c.config_type for c in configs)
+    have = {name: sum(getattr(c, name) is not None for c in configs) for name in LABELS}
+    labels = ", ".join(f"{name} {n}" for name, n in have.items() if n)
+    return (f"{where}: {len(configs)} structures ({', '.join(f'{t} {n}' for t, n in types.items())}); "
+            f"with labels: {labels or 'none'}")
+
+
+def read_splits(cfg: DataConfig, require: Sequence[str] = ()) -> Splits:
+    """Read and split the structures; raises `DataError` naming file and frame.
+
+    Frames with only some labels are kept (the missing ones weigh 0); the
+    IsolatedAtom frames of the training file are set apart (`Splits.isolated`) and
+    those of the other files dropped, as in mace-torch. A training file with neither
+    energies nor forces under the configured keys is an error naming the keys.
+    """
+    train, isolated = _read(cfg.train_file, cfg, require)
+    if train and not any(c.energy is not None or c.forces is not None for c in train):
+        raise DataError(f"{cfg.train_file}: no structure has an energy ('{cfg.keys.energy}') or forces "
+                        f"('{cfg.keys.forces}'); set --energy-key/--forces-key to the keys the file uses")
+    for name in ("energy", "forces"):
+        if train and all(getattr(c, name) is None for c in train):
+            log.warning("%s: no structure has %s under '%s'", cfg.train_file, name, getattr(cfg.keys, name))
     train = _filter(train, cfg.max_force, cfg.train_file)
     rng = np.random.default_rng(cfg.seed)
     if cfg.valid_file:
-        valid = _filter(read_configurations(cfg.valid_file, cfg.keys, require=require), cfg.max_force, cfg.valid_file)
-        valid, _ = split_isolated_atoms(valid)
+        valid = _filter(_read(cfg.valid_file, cfg, require)[0], cfg.max_force, cfg.valid_file)
     else:
         order = rng.permutation(len(train))
         n_valid = max(1, int(round(cfg.valid_fraction * len(train)))) if len(train) > 1 else 0
@@ -85,12 +121,13 @@ def read_splits(cfg: DataConfig, require: Sequence[str] = ("energy", "forces")) 
     if cfg.train_fraction < 1.0:
         keep = np.sort(rng.permutation(len(train))[: max(1, int(round(cfg.train_fraction * len(train))))])
         train = [train[i] for i in keep]
-    test = []
-    if cfg.test_file:
-        test, _ = split_isolated_atoms(read_configurations(cfg.test_file, cfg.keys, require=require))
+    test = _read(cfg.test_file, cfg, require)[0] if cfg.test_file else []
     if not train:
         raise DataError(f"{cfg.train_file}: no training structures left after splitting and filtering")
-    return Splits(train, valid, test, e0s)
+    if cfg.config_type_weights:
+        check_config_type_weights(cfg.config_type_weights, train + valid + isolated, cfg.train_file)
+    log.info(describe_labels(train, "train"))
+    return Splits(train, valid, test, isolated_e0s(isolated), isolated)
 
 
 def epoch_batches(dataset: GraphDataset, batch_size: int, seed: int, shuffle: bool,

@@ -19,11 +19,19 @@ Definitions (mace-torch 0.3.16 `mace/modules/loss.py`; `n_g` atoms of graph g,
 - `forces_only`: the F term of `weighted`
 - `stress`:      `weighted` + S: mean_{g,ab}[w w_S (s - s_ref)^2]
 - `virials`:     `weighted` + V: mean_{g,ab}[w w_V ((V - V_ref)/n_g)^2]
-- `huber`:       Huber(delta) of E/n_g, F and s (no per-config or label weights)
+- `huber`:       Huber(delta) of E/n_g, F and s (no per-config weights; a missing label,
+                 label weight 0, adds nothing)
 - `universal`:   Huber(delta) of w_E E/n_g and w_S s; forces: conditional Huber of
                  w_F F whose delta is delta x (1, 0.7, 0.4, 0.1) for |w_F F_ref| in
                  [0, 100), [100, 200), [200, 300), >= 300 eV/A
-- `l1l2`:        E: mean_g[w w_E |E - E_ref|/n_g],  F: mean_i |F - F_ref|_2
+- `l1l2`:        E: mean_g[w w_E |E - E_ref|/n_g],  F: mean_i |F - F_ref|_2 over atoms whose
+                 forces are labels (w_F > 0)
+
+Missing labels have label weight 0 (`jaxtl.graph.io`), so they add nothing to any
+loss while still counting in its mean, as in mace-torch. mace-torch's `huber` and
+`l1l2` ignore the label weights and would fit a frame without forces to zero forces;
+here their errors are masked by `label weight > 0` instead, which is the same loss
+whenever every label is present.
 """
 
 from __future__ import annotations
@@ -145,9 +153,12 @@ def loss_terms(pred: Mapping[str, jnp.ndarray], labels: Labels, graph: Graph, lo
             d_vir = (pred["virials"] - labels.virials) / n_atoms[:, None, None]
             terms["virials"] = _graph_term(w_v * d_vir**2, gmask, 9)
     elif loss == "huber":
-        terms["energy"] = _graph_term(huber(d_energy, huber_delta), gmask, 1)
-        terms["forces"] = _node_term(huber(d_forces, huber_delta), nmask, 3)
-        terms["stress"] = _graph_term(huber(pred["stress"] - labels.stress, huber_delta), gmask, 9)
+        has = lambda weight: (weight > 0).astype(d_energy.dtype)  # noqa: E731
+        terms["energy"] = _graph_term(has(labels.energy_weight) * huber(d_energy, huber_delta), gmask, 1)
+        has_f = has(labels.forces_weight)[node_graph][:, None]
+        terms["forces"] = _node_term(has_f * huber(d_forces, huber_delta), nmask, 3)
+        has_s = has(labels.stress_weight)[:, None, None]
+        terms["stress"] = _graph_term(has_s * huber(pred["stress"] - labels.stress, huber_delta), gmask, 9)
     elif loss == "universal":
         w_f = labels.forces_weight[node_graph][:, None]
         terms["energy"] = _graph_term(huber(labels.energy_weight * d_energy, huber_delta), gmask, 1)
@@ -161,7 +172,8 @@ def loss_terms(pred: Mapping[str, jnp.ndarray], labels: Labels, graph: Graph, lo
         sq = jnp.sum(d_forces**2, axis=-1)
         safe = jnp.where(sq > 0, sq, 1.0)
         norm = jnp.where(sq > 0, jnp.sqrt(safe), 0.0)
-        terms["forces"] = _node_term(norm, nmask, 1)
+        has_f = (labels.forces_weight > 0)[node_graph]
+        terms["forces"] = _node_term(jnp.where(has_f, norm, 0.0), nmask, 1)
     return terms
 
 

@@ -1,9 +1,12 @@
 """`train_from_scratch`: data files in, a trained MACE model folder out.
 
 The mace-torch recipe for a new model: E0s from IsolatedAtom frames or a least-
-squares fit ("average"), `avg_num_neighbors` from the training set, and
-scale/shift from the training labels (`rms_forces_scaling`: shift = mean
-per-atom interaction energy, scale = RMS force), then the training loop.
+squares fit ("average"; see `jaxtl.train.e0s`), `avg_num_neighbors` from the
+training set, and scale/shift from the training labels (`rms_forces_scaling`:
+shift = mean per-atom interaction energy, scale = RMS force), then the training
+loop. Structures carrying a `head` key train the head of that name: the model gets
+one head per name (in order of first appearance), each with its own E0s, scale and
+shift, as mace-torch's multi-head models.
 """
 
 from __future__ import annotations
@@ -22,18 +25,33 @@ from jaxtl.model import MACE, MACEConfig, init_variables, make_predict
 from jaxtl.model_io import save_model
 from jaxtl.train.config import TrainConfig
 from jaxtl.train.data import DataConfig, average_num_neighbors, epoch_batches, read_splits
+from jaxtl.train.e0s import E0Spec, average_e0s, data_elements, resolve_e0s
 from jaxtl.train.loop import TrainResult, train
 
 log = logging.getLogger("jaxtl.train")
 
 
 def fit_average_e0s(configs: list[Configuration], atomic_numbers) -> np.ndarray:
-    """Least-squares E0s [n_elements] from total energies and element counts."""
-    from jaxtl.finetune.e0s import element_counts, lstsq_e0s
+    """Least-squares E0s [n_elements] from total energies and element counts (0 for absent elements)."""
+    fitted = average_e0s(configs, atomic_numbers)
+    return np.array([fitted.get(int(z), 0.0) for z in atomic_numbers])
 
-    with_energy = [c for c in configs if c.energy is not None]
-    counts = element_counts(with_energy, atomic_numbers)
-    return np.asarray(lstsq_e0s(counts, np.array([c.energy for c in with_energy])))
+
+def head_e0s(spec: E0Spec | None, splits, heads, atomic_numbers) -> tuple[np.ndarray, dict]:
+    """atomic_energies [n_heads, n_elements] (eV) and {head: how they were found}.
+
+    Each head's E0s come from its own structures; IsolatedAtom frames without a head
+    key serve every head that has none of its own.
+    """
+    rows, sources = [], {}
+    shared = [c for c in splits.isolated if c.head == "Default"]
+    for head in heads:
+        own = [c for c in splits.train if c.head == head]
+        isolated = [c for c in splits.isolated if c.head == head] or shared
+        needed = data_elements([c for c in splits.train + splits.valid + splits.test if c.head == head])
+        row, sources[head] = resolve_e0s(spec, own, atomic_numbers, isolated, needed=needed)
+        rows.append(row)
+    return np.stack(rows), sources
 
 
 def scale_shift(configs: list[Configuration], atomic_numbers, e0s: np.ndarray, scaling: str) -> tuple[float, float]:
@@ -57,11 +75,15 @@ def train_from_scratch(
     out_dir: str | Path,
     model: Optional[Mapping] = None,
     train_config: TrainConfig = TrainConfig(),
-    e0s: str | Mapping = "average",
+    e0s: E0Spec | None = None,
     scaling: str = "rms_forces_scaling",
     resume: bool = False,
 ) -> TrainResult:
-    """Train a new MACE. `model` holds MACEConfig fields (r_max, hidden_irreps, ...)."""
+    """Train a new MACE. `model` holds MACEConfig fields (r_max, hidden_irreps, ...).
+
+    `e0s`: mace's --E0s (see `jaxtl.train.e0s`); None: the IsolatedAtom frames when the
+    training file has them, else "average".
+    """
     out_dir = Path(out_dir)
     model = dict(model or {})
     splits = read_splits(data)
@@ -70,32 +92,32 @@ def train_from_scratch(
     check_elements(splits.train + splits.valid + splits.test, model["atomic_numbers"])
     r_max = float(model.get("r_max", MACEConfig.r_max))
 
-    train_set = GraphDataset(splits.train, r_max, cache_dir=data.cache_dir)
-    valid_set = GraphDataset(splits.valid, r_max, cache_dir=data.cache_dir) if splits.valid else None
-    test_set = GraphDataset(splits.test, r_max, cache_dir=data.cache_dir) if splits.test else None
+    heads = tuple(model.setdefault("heads", tuple(dict.fromkeys(
+        c.head for c in splits.train + splits.valid + splits.test)) or ("Default",)))
+    train_set = GraphDataset(splits.train, r_max, heads=heads, cache_dir=data.cache_dir)
+    valid_set = GraphDataset(splits.valid, r_max, heads=heads, cache_dir=data.cache_dir) if splits.valid else None
+    test_set = GraphDataset(splits.test, r_max, heads=heads, cache_dir=data.cache_dir) if splits.test else None
 
     atomic_numbers = tuple(model["atomic_numbers"])
-    if isinstance(e0s, str) and e0s == "average":
-        e0 = fit_average_e0s(splits.train, atomic_numbers)
-        for z, e in splits.isolated_e0s.items():  # IsolatedAtom frames win, as in mace-torch
-            e0[atomic_numbers.index(z)] = e
-    else:
-        from jaxtl.finetune.e0s import fit_e0s
-
-        e0 = fit_e0s(splits.train, atomic_numbers, np.zeros((1, len(atomic_numbers))), e0s)[0]
-    scale, shift = scale_shift(splits.train, atomic_numbers, e0, scaling)
+    e0, e0_sources = head_e0s(e0s, splits, heads, atomic_numbers)
+    scale, shift = np.ones(len(heads)), np.zeros(len(heads))
+    for h, head in enumerate(heads):
+        own = [c for c in splits.train if c.head == head]
+        scale[h], shift[h] = scale_shift(own, atomic_numbers, e0[h], scaling)
     n_layers = int(model.get("num_interactions", MACEConfig.num_interactions))
     model.setdefault("avg_num_neighbors", (average_num_neighbors(train_set),) * n_layers)
     model.setdefault("dtype", train_config.dtype)
     config = MACEConfig(**model)
-    log.info("E0s %s, scale %.4f, shift %.4f, avg_num_neighbors %.3f", dict(zip(atomic_numbers, e0.round(4))),
-             scale, shift, config.avg_num_neighbors[0])
+    for h, head in enumerate(heads):
+        log.info("head %s: E0s %s (%s), scale %.4f, shift %.4f", head,
+                 {z: round(float(e), 4) for z, e in zip(atomic_numbers, e0[h])}, e0_sources[head], scale[h], shift[h])
+    log.info("avg_num_neighbors %.3f", config.avg_num_neighbors[0])
 
     variables = init_variables(config, seed=train_config.seed)
     constants = dict(variables["constants"])
-    constants["atomic_energies"] = e0[None].astype(constants["atomic_energies"].dtype)
-    constants["scale"] = np.array([scale], constants["scale"].dtype)
-    constants["shift"] = np.array([shift], constants["shift"].dtype)
+    constants["atomic_energies"] = e0.astype(constants["atomic_energies"].dtype)
+    constants["scale"] = scale.astype(constants["scale"].dtype)
+    constants["shift"] = shift.astype(constants["shift"].dtype)
     variables = {"params": variables["params"], "constants": constants}
 
     dtype = np.float64 if train_config.dtype == "float64" else np.float32
@@ -110,5 +132,5 @@ def train_from_scratch(
     )
     save_model(out_dir / "model", config, jax.tree_util.tree_map(np.asarray, result.variables),
                {"trained_on": data.train_file, "data": dataclasses.asdict(data) | {"keys": None},
-                "metrics": result.metrics})
+                "e0s": e0_sources, "metrics": result.metrics})
     return result
