@@ -100,17 +100,26 @@ def translate(values: Mapping[str, Any], known: Iterable[str]) -> tuple[dict[str
         else:
             ignored.append(source)
 
+    defaults = _train_config_defaults() if any(k in _TRAIN_CONFIG or k in _TRAIN_CONFIG_TOP for k in values) else {}
+
+    def put_train_config(name: str, dest: str | None, value: Any) -> None:
+        """A TrainConfig field: a setting the command has is taken; one it lacks is named
+        only when it differs from the default (a default loses nothing)."""
+        if dest is not None and dest in known:
+            settings[dest] = value
+        elif defaults.get(name, object()) != value:
+            ignored.append(name)
+
     for key, value in values.items():
         name = str(key)
         flat = name.replace("-", "_")
+        if name == "command":  # the subcommand a run_config.yaml was written by
+            continue
         if name in _TRAIN_CONFIG and isinstance(value, Mapping):
             for sub, sub_value in value.items():
-                if sub in _TRAIN_CONFIG[name]:
-                    put(f"{name}.{sub}", _TRAIN_CONFIG[name][sub], sub_value)
-                else:
-                    ignored.append(f"{name}.{sub}")
+                put_train_config(f"{name}.{sub}", _TRAIN_CONFIG[name].get(sub), sub_value)
         elif name in _TRAIN_CONFIG_TOP and flat not in known:
-            put(name, _TRAIN_CONFIG_TOP[name], value)
+            put_train_config(name, _TRAIN_CONFIG_TOP[name], value)
         elif flat in known and name not in MACE_NAMES:
             settings[flat] = value  # jaxtl's own name (run_config.yaml)
         elif name in MACE_NAMES:
@@ -129,6 +138,19 @@ def translate(values: Mapping[str, Any], known: Iterable[str]) -> tuple[dict[str
         if _truthy(values["lora"]):
             put("lora", "strategy", "lora")
     return settings, sorted(set(ignored))
+
+
+def _train_config_defaults() -> dict[str, Any]:
+    """{"optimizer.lr": 0.01, "n_devices": 1, ...}: TrainConfig's defaults, flattened."""
+    from jaxtl.train.config import TrainConfig
+
+    flat = {}
+    for key, value in TrainConfig().to_dict().items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{sub}": v for sub, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
 
 
 def _truthy(value: Any) -> bool:

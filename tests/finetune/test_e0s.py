@@ -77,3 +77,23 @@ def test_unknown_element_is_named():
         fit_e0s(configs, ZS, np.zeros((1, 3)), "average")
     with pytest.raises(DataError, match="does not know"):
         fit_e0s(synthetic(), ZS, np.zeros((1, 3)), {"H": 1.0, "N": 2.0})
+
+
+def test_mace_forms_on_finetune_and_missing_elements():
+    foundation = np.array([[-1.0, -2.0, -3.0]])
+    configs = synthetic()
+    literal = fit_e0s(configs, ZS, foundation, "{1: -13.0, 6: -1030.0, 8: -2040.0}")
+    np.testing.assert_array_equal(literal[0], [-13.0, -1030.0, -2040.0])
+    with pytest.raises(DataError, match=r"no E0 for O \(Z=8\) in the E0s from --E0s"):
+        fit_e0s(configs, ZS, foundation, "{1: -13.0, 6: -1030.0}")
+    with pytest.raises(ValueError, match="cannot be read"):
+        fit_e0s(configs, ZS, foundation, "{1: -13.0, 6: }")
+    # IsolatedAtom frames: "isolated", and the default when there are some
+    iso = [config([z], e, index=i) for i, (z, e) in enumerate(zip(ZS, TRUE + 1.0))]
+    hc = [config([1, 1, 6], -1056.7, 0), config([1, 6, 6], -2072.6, 1)]
+    for method in ("isolated", None):
+        fitted = fit_e0s(hc, ZS, foundation, method, isolated=iso)
+        np.testing.assert_array_equal(fitted[0], TRUE + 1.0)
+    with pytest.raises(DataError, match=r"no E0 for C \(Z=6\) in the E0s from the IsolatedAtom frames"):
+        fit_e0s(hc, ZS, foundation, "isolated", isolated=iso[:1])
+    np.testing.assert_allclose(fit_e0s(configs, ZS, foundation, None)[0], TRUE, atol=2e-3)  # no frames: average

@@ -142,3 +142,66 @@ def test_structure_only():
         configuration_from_atoms(atoms)
     c = configuration_from_atoms(atoms, read_labels=False)
     assert c.energy is None and c.forces is None and c.energy_weight == 0.0
+
+
+MACE_STYLE = (
+    '1\nProperties=species:S:1:pos:R:3 REF_energy=-0.5 config_type=IsolatedAtom pbc="F F F"\nSi 0 0 0\n'
+    + GOOD_FRAME
+    + GOOD_FRAME.replace("Properties=species:S:1:pos:R:3:REF_forces:R:3", "Properties=species:S:1:pos:R:3")
+    .replace("Si 0.0 0.0 0.0 0.1 0.2 0.3", "Si 0.0 0.0 0.0").replace("Si 1.3 1.3 1.3 -0.1 -0.2 -0.3", "Si 1.3 1.3 1.3")
+    .replace("config_type=bulk", "config_type=md config_weight=0.5 config_energy_weight=3.0 head=pbe")
+)
+
+
+def test_frames_with_some_labels_are_kept_with_zero_weight(tmp_path):
+    """An IsolatedAtom frame with only an energy and an energy-only frame read as mace-torch
+    reads them: the missing labels are None with weight 0, nothing is refused."""
+    iso, full, energy_only = read_configurations(write(tmp_path, MACE_STYLE))
+    assert iso.forces is None and iso.forces_weight == 0.0 and iso.energy == -0.5
+    assert full.forces_weight == 1.0 and full.energy_weight == 1.0 and full.stress_weight == 1.0
+    assert energy_only.forces is None and energy_only.forces_weight == 0.0
+    # per-config weights under mace-torch's info keys, times the config_type weight
+    assert energy_only.energy_weight == 3.0 and energy_only.head == "pbe"
+    assert energy_only.weight == 0.5
+    weighted = read_configurations(write(tmp_path, MACE_STYLE), config_type_weights={"md": 4.0, "bulk": 2.0})
+    assert [c.weight for c in weighted] == [1.0, 2.0, 2.0]
+    # mace's --head_key: the head is read from another info key
+    (_, _, c) = read_configurations(write(tmp_path, MACE_STYLE.replace("head=pbe", "dataset=pbe")),
+                                    DataKeys(head="dataset"))
+    assert c.head == "pbe"
+
+
+def test_config_type_weights_must_name_config_types_of_the_data(tmp_path):
+    from jaxtl.graph.io import check_config_type_weights
+
+    configs = read_configurations(write(tmp_path, MACE_STYLE))
+    check_config_type_weights({"Default": 1.0, "bulk": 2.0, "IsolatedAtom": 1.0}, configs, "data.extxyz")
+    with pytest.raises(DataError, match=r"config_type 'Bulk', which no structure of data.extxyz has "
+                                        r"\(config types there: \['IsolatedAtom', 'bulk', 'md'\]\)"):
+        check_config_type_weights({"Bulk": 2.0}, configs, "data.extxyz")
+    with pytest.raises(DataError, match="weight of 'bulk' is not a number"):
+        check_config_type_weights({"bulk": "heavy"}, configs, "data.extxyz")
+
+
+def test_ase_database_with_key_value_pairs(tmp_path):
+    """An ASE .db: labels, config_type and weights from key-value pairs, forces from data."""
+    import ase.db
+
+    frames = ase.io.read(write(tmp_path, MACE_STYLE), index=":")
+    path = tmp_path / "data.db"
+    with ase.db.connect(path) as db:
+        for atoms in frames:
+            kv = {k: v for k, v in atoms.info.items() if isinstance(v, (int, float, str))}
+            data = {"REF_forces": atoms.arrays["REF_forces"]} if "REF_forces" in atoms.arrays else {}
+            db.write(ase.Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc),
+                     key_value_pairs=kv, data=data)
+    from_db = read_configurations(path)
+    from_xyz = read_configurations(tmp_path / "data.extxyz")
+    assert len(from_db) == 3
+    for a, b in zip(from_db, from_xyz):
+        assert (a.energy, a.config_type, a.weight, a.energy_weight, a.forces_weight, a.head) == \
+            (b.energy, b.config_type, b.weight, b.energy_weight, b.forces_weight, b.head)
+        assert (a.forces is None) == (b.forces is None)
+        if a.forces is not None:
+            np.testing.assert_array_equal(a.forces, b.forces)
+    assert [c.index for c in read_configurations(path, index="1:")] == [0, 1]

@@ -71,7 +71,9 @@ def test_l1l2_by_hand():
     lab = b.labels
     n = np.array([2.0, 1.0])
     e = (lab.weight[:2] * lab.energy_weight[:2] * np.abs(pred["energy"][:2] - lab.energy[:2]) / n).mean()
-    f = np.linalg.norm(pred["forces"][:3] - lab.forces[:3], axis=1).mean()
+    # graph 1 has forces weight 0 (no forces label): its atom adds 0 but counts in the mean
+    has_f = np.array([1.0, 1.0, 0.0])
+    f = (has_f * np.linalg.norm(pred["forces"][:3] - lab.forces[:3], axis=1)).mean()
     got = compute_loss(pred, lab, b.graph, LossConfig(loss="l1l2", energy_weight=2.0, forces_weight=3.0))
     np.testing.assert_allclose(float(got), 2 * e + 3 * f, rtol=1e-12)
 
@@ -85,6 +87,11 @@ def test_parity_with_mace_torch(kind):
     # Universal bands are exercised by large forces on one atom.
     lab = lab._replace(forces=lab.forces * np.array([150.0, 1.0, 320.0, 0, 0])[:, None])
     lab = lab._replace(forces_weight=np.array([1.0, 1.0, 0.0]))
+    if kind in ("huber", "l1l2"):
+        # mace-torch's huber and l1l2 ignore label weights (they would fit a missing label);
+        # jaxtl masks labels of weight 0, so the two agree when every label is present.
+        present = np.array([1.0, 1.0, 0.0])
+        lab = lab._replace(energy_weight=present, forces_weight=present, stress_weight=present)
     cls = {"weighted": "WeightedEnergyForcesLoss", "forces_only": "WeightedForcesLoss",
            "stress": "WeightedEnergyForcesStressLoss", "virials": "WeightedEnergyForcesVirialsLoss",
            "huber": "WeightedHuberEnergyForcesStressLoss", "universal": "UniversalLoss",
@@ -111,6 +118,25 @@ def test_parity_with_mace_torch(kind):
     expected = float(torch_loss(ref, tp))
     got = float(compute_loss(pred, lab, b.graph, LossConfig(loss=kind, huber_delta=0.3, **weights)))
     np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", LOSSES)
+def test_missing_labels_add_nothing(kind):
+    """A label of weight 0 (missing in the file) may hold anything: the loss is unchanged."""
+    pred, b = _two_graph_batch()
+    lab = b.labels._replace(energy_weight=np.array([1.0, 0.0, 0.0]), forces_weight=np.array([1.0, 0.0, 0.0]),
+                            stress_weight=np.array([0.0, 1.0, 0.0]), virials_weight=np.array([0.0, 1.0, 0.0]))
+    garbage = lab._replace(
+        energy=lab.energy + np.array([0.0, 1e3, 0.0]),
+        forces=lab.forces + np.array([0, 0, 1, 0, 0])[:, None] * 1e3,  # atom 2 is graph 1's
+        stress=lab.stress + np.array([1, 0, 0])[:, None, None] * 1e3,
+        virials=lab.virials + np.array([1, 0, 0])[:, None, None] * 1e3)
+    cfg = LossConfig(loss=kind)
+    base = float(compute_loss(pred, lab, b.graph, cfg))
+    assert float(compute_loss(pred, garbage, b.graph, cfg)) == pytest.approx(base, rel=1e-12, abs=1e-12)
+    # the labels of weight 1 do count: garbage there changes the loss
+    seen = lab._replace(forces=lab.forces + np.array([1, 0, 0, 0, 0])[:, None] * 1e3)
+    assert float(compute_loss(pred, seen, b.graph, cfg)) != pytest.approx(base, rel=1e-6)
 
 
 @jax.jit
