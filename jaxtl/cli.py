@@ -84,7 +84,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="mace's stage two (--swa): energy-heavy loss weights and --stage-two-lr from "
                         "--start-stage-two on (default on; --no-stage-two or --no-swa: off)")
     g.add_argument("--start-stage-two", "--start-swa", type=int, default=None,
-                   help="first stage-two epoch, 0-based (default: epochs // 4 * 3, as mace)")
+                   help="first stage-two epoch, 0-based (default: 60 %% of --epochs, so stage two runs over the "
+                        "last 40 %%; mace-torch's default is 75 %%)")
     g.add_argument("--stage-two-lr", "--swa-lr", type=float, default=1e-3, help="stage-two learning rate "
                    "(default 1e-3)")
     for name, default in (("energy", 1000.0), ("forces", 100.0), ("stress", 10.0), ("virials", 10.0)):
@@ -127,6 +128,17 @@ def _parse_mapping(text, what: str) -> dict | None:
     raise ValueError(f"{what} {text!r} cannot be read: expected a dict such as '{{\"Default\": 1.0}}'")
 
 
+STAGE_TWO_AT = 0.6  # fraction of the epochs before stage two, when --start-stage-two is not given
+
+
+def _stage_two_start(args) -> int | None:
+    if not args.stage_two:
+        return None
+    if args.start_stage_two is not None:
+        return int(args.start_stage_two)
+    return max(1, int(STAGE_TWO_AT * args.epochs))
+
+
 def _train_config(args):
     from jaxtl.train.config import TrainConfig
     from jaxtl.train.loss import LossConfig
@@ -143,7 +155,7 @@ def _train_config(args):
                                   weight_decay=args.weight_decay, clip_grad=args.clip_grad, scheduler=args.scheduler,
                                   lr_factor=args.lr_factor, scheduler_patience=args.scheduler_patience,
                                   lr_scheduler_gamma=args.lr_scheduler_gamma),
-        stage_two=StageTwoConfig(enabled=args.stage_two, start_epoch=args.start_stage_two, swa_lr=args.stage_two_lr,
+        stage_two=StageTwoConfig(enabled=args.stage_two, start_epoch=_stage_two_start(args), swa_lr=args.stage_two_lr,
                                  energy_weight=args.stage_two_energy_weight,
                                  forces_weight=args.stage_two_forces_weight,
                                  stress_weight=args.stage_two_stress_weight,
@@ -290,7 +302,7 @@ def _apply_config_file(parser, args, argv):
             parser.error(f"--resume {run_dir}: no {RUN_CONFIG} there (a run started by `jaxtl {args.command}` "
                          f"writes one); give the run's flags with --out {run_dir} --resume")
         args.out, args.resume = str(run_dir), True
-    missing = [f"--{d}" for d in ("train", "out") if d in dests and getattr(args, d, None) is None]
+    missing = [f"--{d}" for d in ("foundation", "train", "out") if d in dests and getattr(args, d, None) is None]
     if missing:
         parser.error(f"{args.command}: the following arguments are required: {', '.join(missing)}")
     return args

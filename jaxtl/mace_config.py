@@ -132,6 +132,10 @@ def translate(values: Mapping[str, Any], known: Iterable[str]) -> tuple[dict[str
             put("num_channels/max_L", "hidden_irreps", hidden_irreps(values["num_channels"], values["max_L"]))
         elif "hidden_irreps" not in values:
             ignored.append("num_channels/max_L (both are needed)")
+    if _truthy(values.get("swa", values.get("stage_two"))) and values.get("start_swa", values.get("start_stage_two")) \
+            is None and "max_num_epochs" in values and "start_stage_two" in known:
+        # mace-torch starts stage two at max(1, epochs // 4 * 3) when --start_swa is not given
+        settings["start_stage_two"] = max(1, int(values["max_num_epochs"]) // 4 * 3)
     if _truthy(values.get("enable_cueq")):
         put("enable_cueq", "backend", "cueq")
     if "lora" in values:

@@ -252,3 +252,25 @@ def test_mace_yaml_settings_translate():
                         "hidden_irreps": "8x0e + 8x1o", "radial_mlp": [16, 16], "e0s": "{1: -13.6}",
                         "backend": "cueq"}
     assert ignored == ["device", "foundation_model"]
+    # --swa without --start_swa: mace-torch's start, max(1, epochs // 4 * 3)
+    settings, _ = translate({"swa": True, "max_num_epochs": 100}, known={"stage_two", "start_stage_two", "epochs"})
+    assert settings["start_stage_two"] == 75
+    # jaxtl's own default without a config: the last 40 % of the epochs, EMA on
+    args = cli.parse_args(["train", "--train", "x.xyz", "--out", "y", "--epochs", "200"])
+    assert cli._train_config(args).stage_two.start_epoch == 120 and cli._train_config(args).ema
+    off = cli._train_config(cli.parse_args(["train", "--train", "x.xyz", "--out", "y", "--no-swa", "--no-ema"]))
+    assert not off.stage_two.enabled and not off.ema
+
+
+def test_finetune_resumes_from_its_folder_alone(data, tmp_path):
+    out = tmp_path / "ft"
+    args = cli.parse_args(["finetune", "--foundation", str(data / "mace.yaml"), "--train", str(data / "train.xyz"),
+                           "--freeze", "6", "--E0s", "isolated", "--no-swa", "--out", str(out)])
+    cli.save_run_config(args, args.parser)
+    resumed = cli.parse_args(["finetune", "--resume", str(out)])
+    assert (resumed.freeze, resumed.e0s, resumed.stage_two, resumed.ema) == (6, "isolated", False, True)
+    assert cli._train_config(resumed) == cli._train_config(args)
+    with pytest.raises(SystemExit):
+        cli.parse_args(["finetune", "--resume", str(out), "--freeze", "5"])
+    with pytest.raises(SystemExit):  # a train run folder is not a finetune run
+        cli.parse_args(["train", "--resume", str(out)])

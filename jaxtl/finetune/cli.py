@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
                     "with mace-torch's --freeze N, per-layer, pattern or soft freezing, equivariant LoRA or "
                     "magnitude adapters, and pseudolabelled replay.",
     )
-    p.add_argument("--foundation", required=True, help="jaxtl model folder, mace-torch .model file "
+    p.add_argument("--foundation", default=None, help="jaxtl model folder, mace-torch .model file "
                    "(converted into OUT/foundation and verified), or a released model's name such as "
                    "mace-mp-0-medium (see `jaxtl models`; downloaded and converted once into $JAXTL_CACHE)")
     p.add_argument("--head", default=None, help="head of a multi-head foundation to fine-tune")
