@@ -172,7 +172,8 @@ def learning_curve(config: LearningCurveConfig, out_dir: str | Path, *, command:
         computed.append(cell.name)
         log.info("cell %s: force RMSE %.2f meV/A, energy RMSE %.3f meV/atom, %d epochs (%.0f s)", cell.name,
                  record["forces_rmse"], record["energy_rmse"], record["epochs_run"], record["wall_s"])
-        write_report(out, config, _records(out, cells), command, commit)
+        # the plot costs seconds: redrawn between cells only when that is small beside a cell
+        write_report(out, config, _records(out, cells), command, commit, with_plot=record["wall_s"] > 60)
     records = _records(out, cells)
     summary = write_report(out, config, records, command, commit)
     return GridResult(records, computed, summary, out)

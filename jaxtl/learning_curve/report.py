@@ -79,8 +79,9 @@ def provenance(command: str, commit: str) -> dict:
             "versions": versions, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
 
 
-def write_report(out: Path, config: LearningCurveConfig, records: Sequence[dict], command: str, commit: str) -> dict:
-    """Write OUT/results.json, OUT/results.md and OUT/learning_curve.png; return the JSON."""
+def write_report(out: Path, config: LearningCurveConfig, records: Sequence[dict], command: str, commit: str,
+                 with_plot: bool = True) -> dict:
+    """Write OUT/results.json, OUT/results.md and (`with_plot`) OUT/learning_curve.png; return the JSON."""
     rows = summarise(records, config)
     summary = {"provenance": provenance(command, commit), "config": config.to_dict(),
                "n_cells": {"finished": len(records),
@@ -89,7 +90,8 @@ def write_report(out: Path, config: LearningCurveConfig, records: Sequence[dict]
                "rows": rows, "cells": list(records)}
     (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "results.md").write_text(markdown(summary))
-    plot(rows, out / "learning_curve.png")
+    if with_plot:
+        plot(rows, out / "learning_curve.png")
     return summary
 
 

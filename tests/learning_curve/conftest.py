@@ -1,4 +1,4 @@
-"""A tiny foundation (random two-element MACE, saved as a model folder) and small
+"""A tiny foundation (random two-element one-layer MACE, saved as a model folder) and small
 EMT-labelled Cu-H files: the pool, a test file and a test file with an element it lacks."""
 
 import numpy as np
@@ -35,6 +35,7 @@ def tiny(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("lc_data")
     config = MACEConfig(atomic_numbers=(1, 29), r_max=3.0, num_bessel=4, max_ell=1, hidden_irreps="4x0e",
+                        num_interactions=1,
                         MLP_irreps="4x0e", correlation=2, radial_MLP=(8, 8), avg_num_neighbors=8.0,
                         dtype="float32")
     save_model(root / "foundation", config, init_variables(config, seed=0))
