@@ -127,14 +127,16 @@ def markdown(summary: dict) -> str:
     lines = [title, "", counts, ""]
     if len(devices) > 1:
         lines += [f"**Cells ran on different devices** ({'; '.join(devices)}): see the device column.", ""]
+    stress = any(r["stress_rmse"]["mean"] is not None for r in rows)
     head = ("| fraction | n_train | strategy | seeds | trainable | E RMSE (meV/atom) | F RMSE (meV/A) | "
-            "epochs to convergence | hit max epochs | wall (s) |")
+            + ("S RMSE (meV/A^3) | " if stress else "") + "epochs to convergence | hit max epochs | wall (s) |")
     lines += [head + (" device |" if len(devices) > 1 else ""),
-              "|" + "---|" * (10 + (len(devices) > 1))]
+              "|" + "---|" * (10 + stress + (len(devices) > 1))]
     for r in rows:
         line = (f"| {r['fraction']:.0%} | {r['n_train']:.0f} | {r['strategy']} | {len(r['seeds'])} | "
                 f"{r['n_trainable']['mean']:.0f} | {_fmt(r['energy_rmse'], 2)} | {_fmt(r['forces_rmse'], 1)} | "
-                f"{_fmt(r['epochs_to_convergence'], 0)} | {r['hit_max_epochs']} of {len(r['seeds'])} | "
+                + (f"{_fmt(r['stress_rmse'], 2)} | " if stress else "")
+                + f"{_fmt(r['epochs_to_convergence'], 0)} | {r['hit_max_epochs']} of {len(r['seeds'])} | "
                 f"{_fmt(r['wall_s'], 0)} |")
         lines.append(line + (f" {', '.join(r['devices'])} |" if len(devices) > 1 else ""))
     rule = ("Smallest fraction at which each strategy's mean test error is within the seeds' spread of "

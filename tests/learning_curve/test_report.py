@@ -1,7 +1,7 @@
 """Spread over seeds and the verdict against scratch at the largest fraction."""
 
 from jaxtl.learning_curve import DataSettings, GridSettings, LearningCurveConfig
-from jaxtl.learning_curve.report import summarise, verdict
+from jaxtl.learning_curve.report import summarise, verdict, write_report
 
 
 def _record(fraction, strategy, seed, forces):
@@ -25,3 +25,19 @@ def test_verdict_is_the_smallest_fraction_within_scratch_spread():
     v = verdict(rows, "forces_rmse")
     assert v["f5"]["fraction"] == 0.5  # 44 <= 42 + 2.83; 51 is not
     assert v["f6"]["fraction"] is None
+
+
+def test_report_says_when_cells_ran_on_other_devices(tmp_path):
+    config = LearningCurveConfig(DataSettings("f", "p", "t"),
+                                 GridSettings(fractions=(1.0,), strategies=("scratch", "f5"), seeds=2))
+    records = [_record(1.0, s, seed, 10.0 + seed) for s in ("scratch", "f5") for seed in (0, 1)]
+    summary = write_report(tmp_path, config, records, "jaxtl learning-curve ...", "abc123", with_plot=False)
+    md = (tmp_path / "results.md").read_text()
+    assert "different devices" not in md and "abc123" in md and "jaxtl learning-curve ..." in md
+    assert summary["verdict"]["forces_rmse"]["f5"]["fraction"] == 1.0
+    records[-1] = {**records[-1], "device": "gpu: NVIDIA H100"}
+    write_report(tmp_path, config, records, "cmd", "abc123", with_plot=False)
+    md = (tmp_path / "results.md").read_text()
+    assert "**Cells ran on different devices** (cpu; gpu: NVIDIA H100)" in md
+    assert "| 100% | 100 | f5 | 2 | 7 | 1.05 ± 0.07 [1.00, 1.10] | 10.5 ± 0.7 [10.0, 11.0] |" in md
+    assert md.rstrip().endswith("`cmd`") or "Command: `cmd`" in md

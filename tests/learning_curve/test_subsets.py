@@ -1,5 +1,7 @@
 """Seeded nested subsets: prefixes of one permutation per seed, validation set apart."""
 
+import itertools
+
 import numpy as np
 
 from jaxtl.learning_curve import split_pool
@@ -11,7 +13,7 @@ def test_subsets_nest_and_avoid_the_validation_set():
     fractions = (0.05, 0.1, 0.2, 0.5, 1.0)
     subsets = [set(split.subset(f).tolist()) for f in fractions]
     assert [len(s) for s in subsets] == [54, 108, 216, 540, 1080]
-    for small, large in zip(subsets, subsets[1:]):
+    for small, large in itertools.pairwise(subsets):
         assert small < large
     assert not subsets[-1] & set(split.valid.tolist())
     assert subsets[-1] | set(split.valid.tolist()) == set(range(1200))
