@@ -37,7 +37,9 @@ MACE_MODEL_FLAGS = {  # mace-torch flags of scratch cells, from the foundation's
 
 
 def resave_foundation(src: Path, dst: Path, dtype: str) -> Path:
-    """The 2022 SPICE model as mace-torch 0.3.16's `--foundation_model` takes it."""
+    """The 2022 SPICE model as mace-torch 0.3.16's `--foundation_model` takes it: r_max,
+    num_interactions and atomic_numbers as tensor buffers (plain Python values in the 2022
+    file), a `heads` attribute."""
     import mace  # noqa: F401  (unpickling needs mace's classes)
     import torch
 
@@ -47,6 +49,10 @@ def resave_foundation(src: Path, dst: Path, dtype: str) -> Path:
     r_max = float(model.r_max)
     del model.r_max
     model.register_buffer("r_max", torch.tensor(r_max, dtype=torch.get_default_dtype()))
+    model.register_buffer("num_interactions", torch.tensor(len(model.interactions), dtype=torch.int64))
+    atomic_numbers = [int(z) for z in model.atomic_numbers]
+    del model.atomic_numbers
+    model.register_buffer("atomic_numbers", torch.tensor(atomic_numbers, dtype=torch.int64))
     model.heads = ["Default"]
     model = model.double() if dtype == "float64" else model.float()
     torch.save(model, dst)

@@ -80,6 +80,7 @@ def run_cell(cell: Cell, cell_dir: Path, config: LearningCurveConfig, pool: list
     """
     import ase.io
 
+    previous = finished(cell_dir)  # capped by a smaller max_epochs: this run continues it
     cell_dir.mkdir(parents=True, exist_ok=True)
     ase.io.write(cell_dir / "train.xyz", [pool[i] for i in subset], format="extxyz")
     ase.io.write(cell_dir / "valid.xyz", [pool[i] for i in valid], format="extxyz")
@@ -96,7 +97,7 @@ def run_cell(cell: Cell, cell_dir: Path, config: LearningCurveConfig, pool: list
         resume = False
         t0 = time.perf_counter()
         metrics, n_trainable = _train(cell, cell_dir, run_dir, config, foundation_dir, scratch_model, False)
-    wall = time.perf_counter() - t0
+    wall = time.perf_counter() - t0 + (previous["wall_s"] if previous and resume else 0.0)
 
     history = [r for r in read_log(run_dir / "metrics.jsonl") if "valid_loss" in r]
     losses = [r["valid_loss"] for r in history]

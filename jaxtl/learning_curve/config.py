@@ -2,7 +2,8 @@
 
 Saved as OUT/grid_config.json; running again in the same OUT with other settings is an
 error naming the key, except for the grid's axes (fractions, strategies, seeds), which
-may change: each cell stands on its own, so a grid can grow over several runs.
+may change: each cell stands on its own, so a grid can grow over several runs; and a
+larger epoch cap, which continues the cells that stopped at the old one.
 """
 
 from __future__ import annotations
@@ -141,9 +142,12 @@ class LearningCurveConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
     def differences(self, other: LearningCurveConfig) -> list[str]:
-        """Dotted keys whose values differ between the two configs, the grid's axes left out."""
+        """Dotted keys whose values differ from this (saved) config's in `other`, leaving out
+        the grid's axes and a larger `convergence.max_epochs` in `other`."""
         a, b = flatten(self.to_dict()), flatten(other.to_dict())
-        return [k for k in sorted(set(a) | set(b)) if k not in AXES and a.get(k) != b.get(k)]
+        grown = b["convergence.max_epochs"] > a["convergence.max_epochs"]
+        return [k for k in sorted(set(a) | set(b)) if k not in AXES and a.get(k) != b.get(k)
+                and not (k == "convergence.max_epochs" and grown)]
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:

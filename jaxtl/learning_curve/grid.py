@@ -122,6 +122,9 @@ def learning_curve(config: LearningCurveConfig, out_dir: str | Path, *, command:
                    first: Sequence[tuple[float, str]] = (), max_cells: int | None = None) -> GridResult:
     """Run (or complete) the grid of `config` in `out_dir` and write its report.
 
+    Finished cells are skipped; an interrupted cell resumes from its checkpoint; with a
+    larger `max_epochs` than before, the cells that stopped at the old cap continue.
+
     Args:
         config: data, grid, convergence and training settings (saved as OUT/grid_config.json).
         out_dir: the run folder; cells in OUT/cells/<fraction>_<strategy>_s<seed>/.
@@ -159,7 +162,7 @@ def learning_curve(config: LearningCurveConfig, out_dir: str | Path, *, command:
     commit = jaxtl_commit()
     command = command or f"jaxtl.learning_curve.learning_curve({config!r}, {str(out)!r})"
     cells = cells_of(config, first)
-    todo = [c for c in cells if finished(out / "cells" / c.name) is None]
+    todo = [c for c in cells if not done(finished(out / "cells" / c.name), config)]
     log.info("%d of %d cells finished; %d to run", len(cells) - len(todo), len(cells), len(todo))
     frames = ase.io.read(d.train_file, ":") if todo else []
     if todo and len(frames) != len(pool):
@@ -177,6 +180,13 @@ def learning_curve(config: LearningCurveConfig, out_dir: str | Path, *, command:
     records = _records(out, cells)
     summary = write_report(out, config, records, command, commit)
     return GridResult(records, computed, summary, out)
+
+
+def done(record: dict | None, config: LearningCurveConfig) -> bool:
+    """Whether a cell's record stands: it exists, and it converged or ran to the current cap
+    (a cell capped by a smaller `max_epochs` continues from its checkpoint)."""
+    return record is not None and (not record["hit_max_epochs"]
+                                   or record["epochs_run"] >= config.convergence.max_epochs)
 
 
 def _records(out: Path, cells: Sequence[Cell]) -> list[dict]:

@@ -139,6 +139,19 @@ def test_a_grid_may_grow_but_not_change(tiny, full, tmp_path):
     grown = learning_curve(tiny_config(tiny, seeds=3), out, max_cells=1)
     assert grown.computed == ["0.5_scratch_s2"]
     assert not (out / "cells" / "0.5_f5_s2").exists()
+    # a larger epoch cap continues the capped cells from their checkpoints
+    log = out / "cells" / "0.5_f5_s0" / "run" / "metrics.jsonl"
+    before = log.read_text().splitlines()
+    longer = LearningCurveConfig(tiny_config(tiny).data, tiny_config(tiny).grid,
+                                 ConvergenceSettings(patience=5, max_epochs=3))
+    extended = learning_curve(longer, out, first=[(0.5, "f5")], max_cells=1)
+    assert extended.computed == ["0.5_f5_s0"]
+    after = log.read_text().splitlines()
+    assert after[:2] == before and len(after) == 3
+    record = json.loads((out / "cells" / "0.5_f5_s0" / "cell.json").read_text())
+    assert record["epochs_run"] == 3 and record["resumed"]
+    with pytest.raises(ValueError, match=r"convergence.max_epochs is 3 there, 2 now"):
+        learning_curve(tiny_config(tiny), out)
 
 
 def test_bad_input_fails_before_training(tiny, tmp_path):
