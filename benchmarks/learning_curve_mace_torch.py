@@ -135,9 +135,13 @@ def run_cell(config: dict, foundation: Path, f_config: dict, strategy: str, seed
              folder: Path) -> dict:
     """Train one cell with `mace_run_train` and test it; the record is cached in folder/cell.json."""
     done = folder / "cell.json"
-    if done.exists():
-        return json.loads(done.read_text())
     d, c, t = config["data"], config["convergence"], config["train"]
+    if done.exists():
+        record = json.loads(done.read_text())
+        if record["max_epochs"] != c["max_epochs"]:
+            raise ValueError(f"{done} was trained with max_epochs {record['max_epochs']}, not {c['max_epochs']}: "
+                             "use another --out")
+        return record
     train, valid, n_train = write_cell_data(config, seed, fraction, folder)
     name = f"{strategy}_s{seed}"
     args = [shutil.which("mace_run_train") or "mace_run_train", "--name", name, "--seed", str(seed),
@@ -162,6 +166,7 @@ def run_cell(config: dict, foundation: Path, f_config: dict, strategy: str, seed
     subprocess.run(args, check=True, cwd=folder)
     wall = time.perf_counter() - t0
     record = {"strategy": strategy, "seed": seed, "fraction": fraction, "n_train": n_train, "wall_s": wall,
+              "max_epochs": c["max_epochs"],
               "epochs_run": epochs_run(folder), "command": " ".join(args),
               **test_errors(folder / f"{name}.model", d["test_file"], folder, t["dtype"], _keys(config))}
     done.write_text(json.dumps(record, indent=1))
