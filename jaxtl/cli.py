@@ -7,6 +7,8 @@
     jaxtl train --train F --out DIR     train a new MACE from scratch
     jaxtl finetune --foundation M ...   frozen transfer learning of a foundation model
     jaxtl eval --model DIR --data F     errors of a model on labelled structures
+    jaxtl learning-curve --foundation M --train POOL --test F --out DIR
+                                        error against training-set size, per strategy and seed, at convergence
     jaxtl demo                          the whole workflow on data it makes itself
 """
 
@@ -452,7 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="xla", choices=["xla", "cueq"], help="xla (default) or cueq (cuEquivariance)")
     p.set_defaults(func=cmd_eval)
 
-    for module in ("jaxtl.finetune.cli", "jaxtl.demo", "jaxtl.distill.cli", "jaxtl.md.cli"):
+    for module in ("jaxtl.finetune.cli", "jaxtl.learning_curve.cli", "jaxtl.demo", "jaxtl.distill.cli",
+                   "jaxtl.md.cli"):
         try:
             mod = __import__(module, fromlist=["add_parser"])
         except ImportError:

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-SUBCOMMANDS = ["convert", "export", "models", "train", "finetune", "eval", "distill", "md", "demo"]
+SUBCOMMANDS = ["convert", "export", "models", "train", "finetune", "eval", "distill", "md", "demo", "learning-curve"]
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 H2CU = os.path.join(SHARED, "models", "h2cu_mace.model")
 
@@ -29,6 +29,7 @@ def test_help_of_every_subcommand():
     assert "--freeze" in helps["finetune"] and "--dry-run" in helps["finetune"]
     assert "--dtype" in helps["convert"] and "--cache" in helps["convert"] and "--dtype" in helps["export"]
     assert "--strategy" in helps["finetune"] and "--lora-rank" in helps["finetune"]
+    assert "--max-epochs" in helps["learning-curve"] and "--patience" in helps["learning-curve"]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,150 @@
+"""One cell of a learning-curve grid: (fraction, strategy, seed) trained to convergence and tested.
+
+The cell's folder holds its data (train.xyz: the nested subset, valid.xyz: the seed's
+validation set), the training run (run/: checkpoints, metrics.jsonl, model/) and, once
+finished, cell.json (written atomically: its presence means the cell is done).
+Fine-tuning cells run `jaxtl.finetune.finetune`, scratch cells
+`jaxtl.train.run.train_from_scratch` (the foundation's architecture, new weights),
+both under the same `TrainConfig` rule: early stopping on the validation loss with
+`patience`, best-validation (EMA) weights kept, `max_epochs` cap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxtl.learning_curve.config import SCRATCH, LearningCurveConfig, freeze_level
+from jaxtl.train.checkpoint import LATEST, Checkpointer
+from jaxtl.train.config import TrainConfig
+from jaxtl.train.loss import LossConfig
+from jaxtl.train.optimizer import OptimizerConfig
+from jaxtl.train.plot import read_log
+
+log = logging.getLogger("jaxtl.learning_curve")
+CELL_FILE = "cell.json"
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Cell:
+    """fraction of the pool's training part, strategy name, seed."""
+
+    fraction: float
+    strategy: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.fraction:g}_{self.strategy}_s{self.seed}"
+
+
+def device_name() -> str:
+    """The accelerator the cell runs on, e.g. "cpu" or "gpu: NVIDIA H100 80GB HBM3"."""
+    d = jax.devices()[0]
+    return d.platform if d.platform == "cpu" else f"{d.platform}: {d.device_kind}"
+
+
+def train_config(config: LearningCurveConfig, cell: Cell) -> TrainConfig:
+    """The engine settings of `cell`: the grid's convergence rule, the seed, the strategy's lr."""
+    c, t = config.convergence, config.train
+    lr = t.scratch_lr if cell.strategy == SCRATCH else t.lr
+    return TrainConfig(
+        max_num_epochs=c.max_epochs, patience=c.patience, seed=cell.seed, dtype=t.dtype, ema=t.ema,
+        ema_decay=t.ema_decay, progress_bar=False, plot=False,
+        loss=LossConfig(energy_weight=t.energy_weight, forces_weight=t.forces_weight),
+        optimizer=OptimizerConfig(lr=lr, scheduler="plateau", scheduler_patience=c.scheduler_patience,
+                                  lr_factor=c.lr_factor))
+
+
+def finished(cell_dir: Path) -> dict | None:
+    """The record of a finished cell, or None."""
+    path = cell_dir / CELL_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def run_cell(cell: Cell, cell_dir: Path, config: LearningCurveConfig, pool: list, subset: np.ndarray,
+             valid: np.ndarray, foundation_dir: Path, scratch_model: dict, n_test: int, commit: str) -> dict:
+    """Train and test `cell`; write and return its record.
+
+    pool: the pool's ase.Atoms; subset, valid: [n] pool indices of the training subset
+    and validation set. An interrupted run in cell_dir/run resumes exactly; one that
+    cannot be resumed restarts (this cell only).
+    """
+    import ase.io
+
+    previous = finished(cell_dir)  # capped by a smaller max_epochs: this run continues it
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    ase.io.write(cell_dir / "train.xyz", [pool[i] for i in subset], format="extxyz")
+    ase.io.write(cell_dir / "valid.xyz", [pool[i] for i in valid], format="extxyz")
+    run_dir = cell_dir / "run"
+    resume = run_dir.exists() and Checkpointer(run_dir).latest_step(LATEST) is not None
+    t0 = time.perf_counter()
+    try:
+        metrics, n_trainable = _train(cell, cell_dir, run_dir, config, foundation_dir, scratch_model, resume)
+    except (ValueError, FileNotFoundError) as err:
+        if not resume:
+            raise
+        log.warning("%s: cannot resume (%s); restarting the cell", cell.name, err)
+        shutil.rmtree(run_dir)
+        resume = False
+        t0 = time.perf_counter()
+        metrics, n_trainable = _train(cell, cell_dir, run_dir, config, foundation_dir, scratch_model, False)
+    wall = time.perf_counter() - t0 + (previous["wall_s"] if previous and resume else 0.0)
+
+    history = [r for r in read_log(run_dir / "metrics.jsonl") if "valid_loss" in r]
+    losses = [r["valid_loss"] for r in history]
+    best_epoch = int(np.argmin(losses)) if losses else None
+    converged = best_epoch is not None and len(history) - 1 - best_epoch >= config.convergence.patience
+    test = metrics["test"]["all"]
+    record = {
+        **dataclasses.asdict(cell), "n_train": len(subset), "n_valid": len(valid), "n_test": n_test,
+        "energy_rmse": test.get("energy_rmse"), "forces_rmse": test.get("forces_rmse"),
+        "energy_mae": test.get("energy_mae"), "forces_mae": test.get("forces_mae"),
+        "stress_rmse": test.get("stress_rmse"), "epochs_run": len(history),
+        "epochs_to_convergence": None if best_epoch is None else best_epoch + 1,
+        "hit_max_epochs": not converged, "best_valid_loss": None if not losses else float(min(losses)),
+        "wall_s": wall, "train_s": float(sum(r.get("time_s", 0.0) for r in history)),
+        "n_trainable": int(n_trainable), "device": device_name(), "resumed": resume, "jaxtl_commit": commit,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    tmp = cell_dir / f".{CELL_FILE}.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, cell_dir / CELL_FILE)
+    return record
+
+
+def _train(cell, cell_dir, run_dir, config, foundation_dir, scratch_model, resume) -> tuple[dict, int]:
+    """(final metrics {split: {group: metrics}}, trainable parameters) of one training run."""
+    from jaxtl.graph.io import DataKeys
+
+    d, t = config.data, config.train
+    keys = DataKeys(energy=d.energy_key, forces=d.forces_key, stress=d.stress_key)
+    cfg = train_config(config, cell)
+    if cell.strategy == SCRATCH:
+        from jaxtl.train.data import DataConfig
+        from jaxtl.train.run import train_from_scratch
+
+        data = DataConfig(train_file=str(cell_dir / "train.xyz"), valid_file=str(cell_dir / "valid.xyz"),
+                          test_file=d.test_file, keys=keys, batch_size=d.batch_size, valid_batch_size=d.batch_size,
+                          seed=cell.seed)
+        result = train_from_scratch(data, run_dir, model=scratch_model, train_config=cfg, e0s=t.e0s, resume=resume)
+        return result.metrics, sum(int(np.size(x)) for x in jax.tree.leaves(result.variables["params"]))
+
+    from jaxtl.finetune import finetune
+
+    level = freeze_level(cell.strategy)
+    lora = level is None and "lora" in cell.strategy.split("+")
+    result = finetune(foundation_dir, cell_dir / "train.xyz", run_dir, freeze=level, counting=t.counting,
+                      e0s=t.e0s, batch_size=d.batch_size, train_config=cfg, valid_file=cell_dir / "valid.xyz",
+                      test_file=d.test_file, keys=keys, resume=resume,
+                      strategy="freeze" if level is not None else cell.strategy,
+                      lora_rank=t.lora_rank if lora else None, log=log.info)
+    return result.train.metrics, result.report.n_trainable

@@ -1,0 +1,193 @@
+"""`learning_curve`: the whole grid, cell by cell, resumable; the report after every cell.
+
+    from jaxtl.learning_curve import DataSettings, GridSettings, LearningCurveConfig, learning_curve
+    config = LearningCurveConfig(DataSettings("spice_mace.model", "pool.xyz", "test.xyz"),
+                                 GridSettings(fractions=(0.1, 1.0), strategies=("scratch", "f5"), seeds=3))
+    learning_curve(config, "runs/lc")          # run again: finished cells are skipped
+
+Everything that can be wrong with the input is checked before the first cell trains:
+strategy names, subsets smaller than a batch, elements the foundation lacks, a run folder
+holding another grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from jaxtl.learning_curve.cell import Cell, finished, run_cell
+from jaxtl.learning_curve.config import LearningCurveConfig, check_strategy, flatten
+from jaxtl.learning_curve.report import write_report
+from jaxtl.learning_curve.subsets import Split, split_pool
+
+log = logging.getLogger("jaxtl.learning_curve")
+CONFIG_FILE = "grid_config.json"
+
+
+@dataclasses.dataclass
+class GridResult:
+    """records: every finished cell of the grid (cell.json contents); computed: the cells
+    this call trained; summary: the results.json contents."""
+
+    records: list[dict]
+    computed: list[str]
+    summary: dict
+    out_dir: Path
+
+
+def jaxtl_commit() -> str:
+    """The jaxtl checkout's commit ("+dirty" with uncommitted changes), or "unknown"."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty else "")
+
+
+def cells_of(config: LearningCurveConfig, first: Sequence[tuple[float, str]] = ()) -> list[Cell]:
+    """The grid's cells: the (fraction, strategy) pairs of `first` (all seeds), then the
+    rest by fraction, strategy and seed."""
+    g = config.grid
+    every = [Cell(f, s, seed) for f in g.fractions for s in g.strategies for seed in range(g.seeds)]
+    ahead = [Cell(float(f), s, seed) for f, s in first for seed in range(g.seeds)]
+    unknown = [c for c in ahead if c not in every]
+    if unknown:
+        raise ValueError(f"first: {unknown[0].fraction:g} {unknown[0].strategy} is not a cell of the grid")
+    return list(dict.fromkeys(ahead + every))
+
+
+def prepare_foundation(foundation: str, out: Path, dtype: str, head: str | None) -> Path:
+    """A jaxtl model folder of the foundation: the folder itself, or a mace-torch file or a
+    released name converted once into OUT/foundation (reused by every cell and rerun)."""
+    path = Path(foundation)
+    if path.is_dir():
+        return path
+    folder = out / "foundation"
+    if not (folder / "config.json").exists():
+        if not path.exists():
+            from jaxtl.foundations import resolve
+
+            path = resolve(foundation, log=log.info)
+            if path.is_dir():
+                return path
+        from jaxtl.convert.convert import convert_file  # the only door to torch
+
+        log.info("converting %s into %s", path, folder)
+        convert_file(path, folder, dtype=dtype, head=head, log=log.info)
+    return folder
+
+
+def _check_saved_config(out: Path, config: LearningCurveConfig) -> None:
+    """Refuse a run folder holding a grid with other settings (the axes may differ)."""
+    path = out / CONFIG_FILE
+    if not path.exists():
+        return
+    saved = LearningCurveConfig.load(path)
+    differ = saved.differences(config)
+    if differ:
+        before, now = flatten(saved.to_dict()), flatten(config.to_dict())
+        key = differ[0]
+        raise ValueError(f"{out} holds a grid with other settings: {key} is {before.get(key)!r} there, "
+                         f"{now.get(key)!r} now (differing: {', '.join(differ)}); use another --out")
+
+
+def check_inputs(config: LearningCurveConfig, pool: list, test: list, atomic_numbers: Sequence[int],
+                 splits: dict[int, Split]) -> None:
+    """Every input error the grid can meet, before any training.
+
+    pool, test: `Configuration`s of the pool and test files; atomic_numbers: the foundation's.
+    """
+    from jaxtl.graph.io import check_elements
+
+    for name in config.grid.strategies:
+        check_strategy(name)
+    batch = config.data.batch_size
+    for fraction in config.grid.fractions:
+        n = min(split.subset_size(fraction) for split in splits.values())
+        if n < batch:
+            raise ValueError(f"fraction {fraction:g} leaves {n} training structures of the pool's "
+                             f"{len(splits[0].order)}, fewer than the batch size {batch}")
+    check_elements(pool, atomic_numbers)
+    check_elements(test, atomic_numbers)
+
+
+def learning_curve(config: LearningCurveConfig, out_dir: str | Path, *, command: str | None = None,
+                   first: Sequence[tuple[float, str]] = (), max_cells: int | None = None) -> GridResult:
+    """Run (or complete) the grid of `config` in `out_dir` and write its report.
+
+    Finished cells are skipped; an interrupted cell resumes from its checkpoint; with a
+    larger `max_epochs` than before, the cells that stopped at the old cap continue.
+
+    Args:
+        config: data, grid, convergence and training settings (saved as OUT/grid_config.json).
+        out_dir: the run folder; cells in OUT/cells/<fraction>_<strategy>_s<seed>/.
+        command: the command line recorded in the report (default: the Python call).
+        first: (fraction, strategy) pairs to run before the others, every seed.
+        max_cells: train at most this many cells in this call, then report and return.
+
+    Raises:
+        ValueError: an unknown strategy, a fraction smaller than a batch, a folder holding a
+            grid with other settings. DataError: an element the foundation lacks (names
+            element, file and frame).
+    """
+    import ase.io
+
+    from jaxtl.graph.io import DataKeys, read_configurations
+    from jaxtl.model_io import load_model_files
+
+    out = Path(out_dir)
+    _check_saved_config(out, config)
+    for name in config.grid.strategies:
+        check_strategy(name)
+    d = config.data
+    keys = DataKeys(energy=d.energy_key, forces=d.forces_key, stress=d.stress_key)
+    pool = read_configurations(d.train_file, keys, require=("energy", "forces"))
+    test = read_configurations(d.test_file, keys, require=("energy", "forces"))
+    splits = {seed: split_pool(len(pool), d.valid_fraction, seed) for seed in range(config.grid.seeds)}
+    out.mkdir(parents=True, exist_ok=True)
+    foundation_dir = prepare_foundation(d.foundation, out, config.train.dtype, d.head)
+    f_config, _, _ = load_model_files(foundation_dir)
+    check_inputs(config, pool, test, f_config.atomic_numbers, splits)
+    config.save(out / CONFIG_FILE)
+
+    scratch_model = {k: v for k, v in f_config.to_dict().items()
+                     if k not in ("atomic_numbers", "avg_num_neighbors", "dtype")}
+    commit = jaxtl_commit()
+    command = command or f"jaxtl.learning_curve.learning_curve({config!r}, {str(out)!r})"
+    cells = cells_of(config, first)
+    todo = [c for c in cells if not done(finished(out / "cells" / c.name), config)]
+    log.info("%d of %d cells finished; %d to run", len(cells) - len(todo), len(cells), len(todo))
+    frames = ase.io.read(d.train_file, ":") if todo else []
+    if todo and len(frames) != len(pool):
+        raise ValueError(f"{d.train_file}: ASE reads {len(frames)} frames, jaxtl {len(pool)}")
+    computed = []
+    for cell in todo[:max_cells] if max_cells is not None else todo:
+        log.info("cell %s: %d training structures", cell.name, splits[cell.seed].subset_size(cell.fraction))
+        record = run_cell(cell, out / "cells" / cell.name, config, frames, splits[cell.seed].subset(cell.fraction),
+                          splits[cell.seed].valid, foundation_dir, scratch_model, len(test), commit)
+        computed.append(cell.name)
+        log.info("cell %s: force RMSE %.2f meV/A, energy RMSE %.3f meV/atom, %d epochs (%.0f s)", cell.name,
+                 record["forces_rmse"], record["energy_rmse"], record["epochs_run"], record["wall_s"])
+        # the plot costs seconds: redrawn between cells only when that is small beside a cell
+        write_report(out, config, _records(out, cells), command, commit, with_plot=record["wall_s"] > 60)
+    records = _records(out, cells)
+    summary = write_report(out, config, records, command, commit)
+    return GridResult(records, computed, summary, out)
+
+
+def done(record: dict | None, config: LearningCurveConfig) -> bool:
+    """Whether a cell's record stands: it exists, and it converged or ran to the current cap
+    (a cell capped by a smaller `max_epochs` continues from its checkpoint)."""
+    return record is not None and (not record["hit_max_epochs"]
+                                   or record["epochs_run"] >= config.convergence.max_epochs)
+
+
+def _records(out: Path, cells: Sequence[Cell]) -> list[dict]:
+    return [r for r in (finished(out / "cells" / c.name) for c in cells) if r is not None]
