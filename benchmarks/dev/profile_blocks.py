@@ -17,7 +17,7 @@ Experiments (alternatives computed here, outside jaxtl, numerics checked against
     forward+backward: unsorted segment_sum (jaxtl), receiver-sorted segment_sum, and a
     dense one-hot matmul.
 
-    python benchmarks/profile_blocks.py --model medium --dtype float32
+    python benchmarks/dev/profile_blocks.py --model medium --dtype float32
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_energy_forces as bench  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
+import _harness as harness  # noqa: E402
 
 TRACKED = ("radial_embedding", "interactions", "products", "readouts", "node_embedding")
 INNER = ("symmetric_contraction", "conv_tp_weights", "skip_tp", "linear_up", "linear")
@@ -214,18 +214,18 @@ def message_widths(config) -> list[int]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", choices=sorted(bench.MODELS), default="medium")
-    p.add_argument("--dtype", choices=bench.DTYPES, default="float32")
+    p.add_argument("--model", choices=sorted(harness.MODELS), default="medium")
+    p.add_argument("--dtype", choices=harness.DTYPES, default="float32")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--blocks-only", action="store_true",
                    help="time the blocks only, not the contraction and scatter alternatives")
-    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/profile_<model>_<dtype>_<device>.json)")
+    p.add_argument("--out", default=None, help="JSON path (default runs/profile_<model>_<dtype>_<device>.json)")
     args = p.parse_args(argv)
-    device = bench.resolve_device(args.device)
+    device = harness.resolve_device(args.device)
 
-    import mace  # noqa: F401
     import jax
+    import mace  # noqa: F401
     import numpy as np
 
     if args.dtype == "float64":
@@ -233,9 +233,9 @@ def main(argv=None) -> int:
     jax.config.update("jax_default_matmul_precision", "highest")
     from jaxtl.convert.convert import from_torch_module
 
-    atoms = bench.copper_cell(3)
-    config, variables = from_torch_module(bench.build_torch_model(args.model))
-    side = bench.JaxSide(config, variables, atoms, args.dtype)
+    atoms = harness.copper_cell(3)
+    config, variables = from_torch_module(harness.build_torch_model(args.model))
+    side = harness.JaxSide(config, variables, atoms, args.dtype)
     loaded, graph = side.loaded, side.graph
 
     rows = []
@@ -295,7 +295,7 @@ def main(argv=None) -> int:
         print(f"[profile] gather*scatter fwd+bwd, width {width}: "
               + ", ".join(f"{k} {v:.1f} ms" for k, v in sv.items()), flush=True)
 
-    out = Path(args.out) if args.out else bench.RESULTS / f"profile_{args.model}_{args.dtype}_{device}.json"
+    out = Path(args.out) if args.out else harness.ROOT / "runs" / f"profile_{args.model}_{args.dtype}_{device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"model": args.model, "dtype": args.dtype, "device": device,
                                "n_cpus": os.cpu_count(), "rows": rows}, indent=1) + "\n")

@@ -1,6 +1,6 @@
 """jaxtl's heap settings for XLA's buffers, in a plain Python process (jaxtl/_allocator.py).
 
-Energy+forces of an MP-0-shaped model on the 108-atom Cu cell of `bench_energy_forces.py`,
+Energy+forces of an MP-0-shaped model on the 108-atom Cu cell of `benchmarks/_harness.py`,
 each setting in a fresh `python` process (the settings are per process):
 
   * `off`: `JAXTL_NO_HUGEPAGES=1`, glibc's and JAX's defaults;
@@ -10,7 +10,7 @@ each setting in a fresh `python` process (the settings are per process):
 
 Prints the median time of the calls and the minor page faults and kernel time per call.
 
-    python benchmarks/heap_settings.py --model medium --dtype float32
+    python benchmarks/dev/heap_settings.py --model medium --dtype float32
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
+import _harness as harness  # noqa: E402
+
 MODES = ("off", "import", "restart")
 
 
@@ -32,17 +34,15 @@ def measure(model: str, dtype: str, repeats: int) -> dict:
     import statistics
     import time
 
-    sys.path.insert(0, str(HERE))
-    import mace  # noqa: F401  (before e3nn, see the README)
     import jax
-
-    import bench_energy_forces as bench
-    from jaxtl import _allocator
-    from jaxtl.convert.convert import from_torch_module
+    import mace  # noqa: F401  (before e3nn, see the README)
     from jax._src import xla_bridge
 
+    from jaxtl import _allocator
+    from jaxtl.convert.convert import from_torch_module
+
     jax.config.update("jax_enable_x64", dtype == "float64")
-    side = bench.JaxSide(*from_torch_module(bench.build_torch_model(model)), bench.copper_cell(3), dtype)
+    side = harness.JaxSide(*from_torch_module(harness.build_torch_model(model)), harness.copper_cell(3), dtype)
     for _ in range(2):
         jax.block_until_ready(side())
     times, before = [], resource.getrusage(resource.RUSAGE_SELF)

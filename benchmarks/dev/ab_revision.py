@@ -10,12 +10,12 @@ each compiled program.
 
 Cases (`--case`):
   * `forces`: energy+forces of the MP-0-shaped model `--model` on the rattled Cu cell of
-    `bench_energy_forces.py` (108 atoms; `--cells 14`: 10,976);
+    benchmarks/_harness.py (108 atoms; `--cells 14`: 10,976);
   * `train`: the training step of `bench_train_step.py` (5 Si cells, AMSGrad) for the
     hidden irreps `--hidden`.
 
-    python benchmarks/ab_revision.py --base 3920622~1 --case forces --model medium --dtype float32
-    python benchmarks/ab_revision.py --base 3920622~1 --case train --hidden 64x0e+64x1o --dtype float64
+    python benchmarks/dev/ab_revision.py --base 3920622~1 --case forces --model medium --dtype float32
+    python benchmarks/dev/ab_revision.py --base 3920622~1 --case train --hidden 64x0e+64x1o --dtype float64
 
 `--without FIELD` compares instead the working tree with itself, the 'old' side given a
 graph whose optional field FIELD is None (e.g. `--without edge_pairs`: the radial MLP
@@ -37,9 +37,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
+import _harness as harness  # noqa: E402
+import bench_train_step  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = harness.ROOT
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -78,11 +80,10 @@ def forces_case(args, without=None):
     without: a Graph field to set to None."""
     import jax
 
-    import bench_energy_forces as bench
     from jaxtl.convert.convert import from_torch_module
 
-    config, variables = from_torch_module(bench.build_torch_model(args.model))
-    side = bench.JaxSide(config, variables, bench.copper_cell(args.cells), args.dtype)
+    config, variables = from_torch_module(harness.build_torch_model(args.model))
+    side = harness.JaxSide(config, variables, harness.copper_cell(args.cells), args.dtype)
     graph = side.graph._replace(**{without: None}) if without else side.graph
     call_args = (side.loaded.variables, graph, False)
     out = jax.block_until_ready(side.loaded._predict(*call_args))
@@ -95,9 +96,9 @@ def train_case(args, without=None):
     without: a Graph field to set to None."""
     import jax
 
-    import bench_train_step as b
     from jaxtl.convert.convert import from_torch_module
 
+    b = bench_train_step
     frames = b.read_structures(str(b.DATA), 5)
     side = b.JaxTrainer(*from_torch_module(b.build_torch_model(args.hidden, 10.0)), frames, args.dtype, False)
     if without:
@@ -115,8 +116,8 @@ def instructions(compiled) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import mace  # noqa: F401  (before e3nn, see the README)
     import jax
+    import mace  # noqa: F401  (before e3nn, see the README)
     import numpy as np
 
     jax.config.update("jax_enable_x64", args.dtype == "float64")

@@ -1,16 +1,15 @@
 """Page faults and kernel time per training step, under the glibc settings the process has.
 
-The measurement behind jaxtl/_allocator.py (benchmarks/README.md, "XLA's buffer kept in
-the heap"): jaxtl's training step of bench_train_step.py (5 mlearn Si cells), timed one
-step at a time with `getrusage` (wall ms, kernel ms, minor faults), either alone or each
-step right after a mace-torch step in the same process. The script does not restart
-itself: set `GLIBC_TUNABLES` by hand to compare settings, e.g.
+The measurement behind jaxtl/_allocator.py: jaxtl's training step of
+benchmarks/bench_train_step.py (5 mlearn Si cells), timed one step at a time with
+`getrusage` (wall ms, kernel ms, minor faults), either alone or each step right after a
+mace-torch step in the same process. The script does not restart itself: set `GLIBC_TUNABLES` by hand to compare settings, e.g.
 
     T=glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967296
-    GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python benchmarks/step_faults.py --dispatch async
-    GLIBC_TUNABLES=$T python benchmarks/step_faults.py --dispatch async
-    GLIBC_TUNABLES=$T python benchmarks/step_faults.py --dispatch inline          # what jaxtl runs
-    GLIBC_TUNABLES=$T python benchmarks/step_faults.py --hidden 64x0e+64x1o --dtype float64 --after-torch
+    GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python benchmarks/dev/step_faults.py --dispatch async
+    GLIBC_TUNABLES=$T python benchmarks/dev/step_faults.py --dispatch async
+    GLIBC_TUNABLES=$T python benchmarks/dev/step_faults.py --dispatch inline          # what jaxtl runs
+    GLIBC_TUNABLES=$T python benchmarks/dev/step_faults.py --hidden 64x0e+64x1o --dtype float64 --after-torch
 
 Prints one line per code: median (min-max) wall ms, median kernel ms, median faults.
 """
@@ -25,7 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
+import bench_train_step as bench  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -57,7 +57,6 @@ def summary(name: str, rows, args) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import bench_train_step as bench
     import mace  # noqa: F401  (before e3nn)
     import torch
 
