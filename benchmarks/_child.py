@@ -17,7 +17,7 @@ import contextlib
 import multiprocessing
 import os
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 
 def _serve(conn, factory: Callable, args: tuple, to_host: Callable, threads: int) -> None:
@@ -79,8 +79,8 @@ class ChildSide:
         # JAXTL_NO_HUGEPAGES: an `import jaxtl` in the child (the factory's module may
         # import it) must not make jaxtl's heap settings in mace-torch's process either
         with _environ({**without_tunable(os.environ), "JAXTL_NO_HUGEPAGES": "1"}):
-            self.process = ctx.Process(target=_serve, args=(child_conn, factory, args, to_host, threads or os.cpu_count()),
-                                       daemon=True)
+            self.process = ctx.Process(target=_serve, daemon=True,
+                                       args=(child_conn, factory, args, to_host, threads or os.cpu_count()))
             self.process.start()
         self.__dict__.update(self._receive())
         self.returned: list = []

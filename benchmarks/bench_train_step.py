@@ -61,9 +61,8 @@ import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_energy_forces import RESULTS, ROOT, interleaved, resolve_device  # noqa: E402
 from _child import ChildSide, load_state, state_arrays  # noqa: E402
-from _results import run_metadata, write_results  # noqa: E402
+from _harness import RESULTS, ROOT, interleaved, resolve_device, run_metadata, write_results  # noqa: E402
 
 DTYPES = ("float32", "float64")
 DATA = Path(os.environ.get("JAXTL_SHARED", ROOT.parent / "shared")) / "data" / "mlearn" / "Si_train.extxyz"
@@ -209,7 +208,8 @@ class JaxTrainer:
         import jax
         import jax.numpy as jnp
         import numpy as np
-        from jax.sharding import NamedSharding, PartitionSpec as P
+        from jax.sharding import NamedSharding
+        from jax.sharding import PartitionSpec as P
 
         from jaxtl.finetune.finetune import mace_decay_filter
         from jaxtl.graph import GraphDataset, batch_iterator, configuration_from_atoms
@@ -350,13 +350,14 @@ def markdown(rows, meta) -> str:
         f"jax {meta['versions']['jax']}, torch {meta['versions']['torch']}, mace-torch "
         f"{meta['versions']['mace']}; {meta['date']}.",
         "",
-        "| hidden irreps | dtype | backend | params | jaxtl ms/step | mace-torch ms/step | torch/jaxtl | jaxtl steps/s | "
-        "mace-torch steps/s | jaxtl first step s | compiles | loss rel. diff first / last |",
+        "| hidden irreps | dtype | backend | params | jaxtl ms/step | mace-torch ms/step | torch/jaxtl | "
+        "jaxtl steps/s | mace-torch steps/s | jaxtl first step s | compiles | loss rel. diff first / last |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['hidden_irreps']} | {r['dtype']} | {r.get('backend', 'xla')} | {r['n_parameters']} | {r['jaxtl_median_ms']:.1f} | "
+            f"| {r['hidden_irreps']} | {r['dtype']} | {r.get('backend', 'xla')} | {r['n_parameters']} | "
+            f"{r['jaxtl_median_ms']:.1f} | "
             f"{r['torch_median_ms']:.1f} | {r['ratio_torch_over_jaxtl']:.2f} | {r['jaxtl_steps_per_s']:.2f} | "
             f"{r['torch_steps_per_s']:.2f} | {r['jaxtl_first_step_s']:.1f} | "
             f"{r['jaxtl_compilations'].get('train', 0)} | "

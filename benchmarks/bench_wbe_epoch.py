@@ -45,8 +45,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _harness as harness  # noqa: E402
+
+ROOT, RESULTS = harness.ROOT, harness.RESULTS
 DATA = Path(os.environ.get("JAXTL_SHARED", ROOT.parent / "shared")) / "data" / "wbe" / "wbe.extxyz.xz"
 
 
@@ -217,7 +219,7 @@ def markdown(result: dict) -> str:
         "",
         f"{m['subset']}; batch size {m['batch_size']}, r_max {m['r_max']} A, seed {m['seed']}, epoch {m['epoch']}; "
         f"{m['hardware']}; load average at end {m['load_average_at_end'][0]:.1f}; jax {m['versions']['jax']}; "
-        f"{m['date']}.",
+        f"{m['date']}; jaxtl commit `{m.get('jaxtl_commit', 'not recorded')}`.",
         "",
         f"- structures: {m['n_structures']}, atoms per structure {ep['atoms_min']}-{ep['atoms_max']} "
         f"(mean {ep['atoms_mean']:.1f}), edges per structure {ep['edges_min']}-{ep['edges_max']} "
@@ -249,8 +251,6 @@ def markdown(result: dict) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    import jax
-
     from jaxtl.graph import GraphDataset, batch_iterator, choose_budgets
 
     cache_dir = Path(args.cache_dir)
@@ -308,7 +308,7 @@ def main(argv=None) -> int:
         "batch_size": args.batch_size, "r_max": args.r_max, "seed": args.seed, "epoch": args.epoch,
         "read_s": read_info["read_s"], "from_cache": read_info["from_cache"], "neighbours_s": neighbours_s,
         "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "versions": {"jax": jax.__version__, "numpy": np.__version__, "python": platform.python_version()},
+        "versions": harness.library_versions(), "jaxtl_commit": harness.jaxtl_commit(),
         "load_average_at_end": os.getloadavg(),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": "python benchmarks/bench_wbe_epoch.py " + " ".join(sys.argv[1:] if argv is None else argv),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 8's speed benchmarks on one GPU machine, in one go (energy+forces against mace-torch,
+# The speed benchmarks on one GPU machine, in one go (energy+forces against mace-torch,
 # training step, scale to 10^5 atoms), each under its own share of LIMIT_S seconds. When
 # cuequivariance-jax is importable (with its GPU kernels: cuequivariance-ops-jax-cu12/13), the
 # cuEquivariance backend's tests run first on the GPU's kernels, and the energy+forces and
@@ -32,13 +32,13 @@ if python3 -c "import cuequivariance_jax" 2>/dev/null; then
     -k "real_models or foundation or gradient" > "$OUT/test_cueq_gpu.log" 2>&1 && BACKENDS=xla,cueq
   tail -15 "$OUT/test_cueq_gpu.log"
   if [ $BACKENDS = xla ]; then  # some test failed: still time the float32 medium case, apart
-    timeout $(( $(left) * 15 / 100 )) python3 benchmarks/bench_energy_forces.py --device gpu --repeats 5 --models medium \
-      --dtypes float32 --backends xla,cueq --out "$OUT/energy_forces_gpu_cueq" 2>&1 | grep "\[bench\]\|Error" | tail -5
+    timeout $(( $(left) * 15 / 100 )) python3 benchmarks/speed.py --device gpu --tasks forces --repeats 5 --models medium \
+      --dtypes float32 --backends xla,cueq --out "$OUT/speed_gpu_cueq" 2>&1 | grep "\[speed\]\|Error" | tail -5
   fi
 fi
 
-timeout $(( $(left) * 40 / 100 )) python3 benchmarks/bench_energy_forces.py --device gpu --repeats 10 --backends $BACKENDS \
-  --out "$OUT/energy_forces_gpu" 2>&1 | grep -v Warning | tail -12
+timeout $(( $(left) * 40 / 100 )) python3 benchmarks/speed.py --device gpu --tasks forces --repeats 10 --backends $BACKENDS \
+  --out "$OUT/speed_gpu" 2>&1 | grep -v Warning | tail -12
 timeout $(( $(left) * 40 / 100 )) python3 benchmarks/bench_train_step.py --device gpu --repeats 10 --dtypes float32 \
   --backends $BACKENDS --out "$OUT/train_step_gpu" 2>&1 | grep -v Warning | tail -8
 # the scale run with the last backend listed (cuEquivariance's when it passed its tests)

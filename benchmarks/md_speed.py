@@ -114,10 +114,10 @@ def main(argv=None) -> int:
     import mace  # noqa: F401  (before e3nn, see the README)
     import numpy as np
     import torch
+    from _harness import run_metadata, write_results
     from mace.calculators import MACECalculator as TorchCalculator
 
     import jaxtl
-    from _results import run_metadata, write_results
     from jaxtl.convert.convert import from_torch_module
     from jaxtl.convert.torch_reader import load_torch_model
     from jaxtl.md.simulate import MDConfig, MDEngine

@@ -1,6 +1,6 @@
 """Largest differences between jaxtl and mace-torch, per model, float64 and float32.
 
-    python benchmarks/parity_report.py            # writes benchmarks/results/parity.md
+    python benchmarks/parity_report.py            # writes benchmarks/results/parity.md (or --out FILE)
 
 Models: the two real files in ../shared/models and the random mace-torch models of
 tests/convert/torch_models.py (every block and option; MP-0-shaped ones included),
@@ -10,6 +10,7 @@ energy against |E - sum E0|, forces / virials / stress against the largest refer
 component.
 """
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -18,10 +19,12 @@ import jax
 jax.config.update("jax_enable_x64", True)
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-
+import _harness as harness  # noqa: E402
 from convert.torch_models import REGISTRY  # noqa: E402
 from structures import all_structures, real_model_structures  # noqa: E402
+
 from jaxtl.convert import torch_eval  # noqa: E402
 from jaxtl.convert.convert import compare_with_torch, from_torch_module  # noqa: E402
 from jaxtl.convert.torch_reader import load_torch_model  # noqa: E402
@@ -35,10 +38,14 @@ def errors(model, atoms_list, dtype):
     return compare_with_torch(model, config, variables, atoms_list, dtype)[0]
 
 
-def main():
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=str(harness.RESULTS / "parity.md"), help="Markdown file to write")
+    args = p.parse_args(argv)
     rows = []
+    real = [n for n in ("spice", "h2cu") if (SHARED / f"{n}_mace.model").exists()]
     cases = [(f"{n}_mace.model (real)", lambda n=n: load_torch_model(SHARED / f"{n}_mace.model"),
-              lambda m, n=n: real_model_structures(n)) for n in ("spice", "h2cu") if (SHARED / f"{n}_mace.model").exists()]
+              lambda m, n=n: real_model_structures(n)) for n in real]
     for name, factory in REGISTRY.items():
         def structs(m):
             zs = [int(z) for z in torch_eval.model_atomic_numbers(m)]
@@ -55,7 +62,10 @@ def main():
     lines = ["| model | dtype | " + " | ".join(KEYS) + " |", "|---|---|" + "---|" * len(KEYS)]
     for name, dtype, e in rows:
         lines.append(f"| {name} | {dtype} | " + " | ".join(f"{e[k]:.1e}" if k in e else "-" for k in KEYS) + " |")
-    out = ROOT / "benchmarks" / "results" / "parity.md"
+    meta = harness.run_metadata("parity_report.py", argv)
+    lines += ["", f"Command: `{meta['command'].strip()}`; jaxtl commit `{meta['jaxtl_commit']}`; "
+              f"{harness.hardware_line()}; versions {meta['versions']}; {meta['date']}."]
+    out = Path(args.out)
     out.write_text("\n".join(lines) + "\n")
     print(out.read_text())
 

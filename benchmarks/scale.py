@@ -32,10 +32,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import run_metadata, write_results  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+import _harness as harness  # noqa: E402
+from _harness import RESULTS, run_metadata, write_results  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -72,10 +70,8 @@ def peak_memory_bytes(device: str) -> int | None:
 
 def one_size(args) -> dict:
     """Time and measure one cell in this process (run as a child of `main`)."""
-    import bench_energy_forces as bench
-
-    args.device = bench.resolve_device(args.device)  # before jax is imported
-    torch_model = bench.build_torch_model(args.model)
+    args.device = harness.resolve_device(args.device)  # before jax is imported
+    torch_model = harness.build_torch_model(args.model)
     import jax
     import numpy as np
 
@@ -88,7 +84,7 @@ def one_size(args) -> dict:
 
     config, variables = from_torch_module(torch_model)
     loaded = build_loaded_model(config, variables, dtype=args.dtype, backend=args.backend)
-    atoms = bench.copper_cell(cube_cells(args.one))
+    atoms = harness.copper_cell(cube_cells(args.one))
 
     def host_graph():
         return jaxtl_batch([atoms], config.r_max, np.dtype(args.dtype)).graph
@@ -128,7 +124,7 @@ def one_size(args) -> dict:
     }
     if args.torch:
         try:
-            side = bench.TorchSide(torch_model, atoms, args.dtype, args.device)
+            side = harness.TorchSide(torch_model, atoms, args.dtype, args.device)
             side.sync(side())
             times = []
             for _ in range(args.repeats):
@@ -145,8 +141,9 @@ def markdown(rows, meta) -> str:
     lines = [
         f"# Energy+forces at scale ({meta['device']})",
         "",
-        f"{meta['model']} model, {meta['dtype']}, jaxtl backend {meta.get('backend', 'xla')}; rattled Cu fcc cubes, periodic; median of {meta['repeats']} calls "
-        f"after one; {meta['hardware']}; {meta.get('versions', '')}; {meta.get('date', '')}.",
+        f"{meta['model']} model, {meta['dtype']}, jaxtl backend {meta.get('backend', 'xla')}; rattled Cu fcc cubes, "
+        f"periodic; median of {meta['repeats']} calls after one; {meta['hardware']}; {meta.get('versions', '')}; "
+        f"{meta.get('date', '')}.",
         "",
         "| atoms | edges | neighbours ms | model ms | total ms | model us/atom | total us/atom | peak MB | "
         "peak kB/atom | first call s | mace-torch ms | torch/jaxtl |",

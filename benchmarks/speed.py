@@ -1,27 +1,39 @@
-"""CPU speed of jaxtl against mace-torch, with the machine's own limits next to it.
+"""Energy + forces (+ stress) of jaxtl against mace-torch: same weights, same cell, calls alternating.
 
-One run measures, for MACE-MP-0 small- and medium-shaped models (the factories of
-tests/convert/torch_models.py, see bench_energy_forces.py) on a rattled 108-atom Cu fcc
-cell, in float32 and float64, energy+forces and energy+forces+stress:
+Models: MACE-MP-0 small-shaped (89 elements, 128x0e) and medium-shaped (128x0e+128x1o),
+both correlation 3, r_max 6 A, 10 Bessel functions, radial MLP [64, 64, 64], max_ell 3
+(benchmarks/_harness.py: the factories of tests/convert/torch_models.py, randomly
+initialised and perturbed; the cost is the real models'). Structure: a rattled Cu fcc cell
+(`--cells 3`: 108 atoms, 8424 edges within 6 A).
+
+One row per (model, dtype, task, jaxtl backend):
 
   * jaxtl and mace-torch median times, their calls interleaved (jaxtl, torch, jaxtl, ...)
     so both see the same background load; the ratio torch / jaxtl is the figure to read
-    on a shared machine. mace-torch runs in this process, with the glibc tunables the
-    script restarts with (jaxtl/_allocator.py), or with `--torch-process own` in a child
-    process with the environment the script was started with (benchmarks/_child.py);
+    on a shared machine. mace-torch runs in this process (`--torch-process same`: with the
+    glibc tunables the script restarts with, jaxtl/_allocator.py) or in a child process
+    with the environment the script was started with (`own`: each code as it ships,
+    benchmarks/_child.py). torch: `model(batch, compute_force=True)` as mace's calculator
+    runs it (eval mode, the batch built once by mace's own data pipeline); jaxtl: the
+    jit-compiled `predict` on a device-resident padded graph;
   * the load average (1 min) when each row was measured;
   * jaxtl's first call (trace + XLA compile + one run) and XLA's compile alone;
   * the FLOPs and bytes XLA's cost analysis gives for jaxtl's compiled program (counted
-    with the edge loop as a single step, since XLA counts a loop body once), the
+    with the message loops as a single step, since XLA counts a loop body once), the
     roofline time max(FLOPs / matmul peak, bytes / bandwidth) and the fraction of it
-    reached;
-  * the machine: numpy and jax matmul GFLOP/s (float32, float64) and memory
-    bandwidth (numpy copy, jax reduction).
+    reached; the machine's own limits are measured at the start (jax and numpy matmul
+    GFLOP/s, memory bandwidth);
+  * largest |dF| and |dE| (and |d stress|) between the two codes, from the same run.
 
-Results: benchmarks/results/speed_cpu.json and .md.
+`--device gpu` runs both codes on a CUDA GPU when torch and jax both see one (otherwise it
+says why and uses the CPU); `--backends xla,cueq` times jaxtl's default and
+cuEquivariance backends side by side against the same mace-torch calls.
 
-    nice -n 19 python benchmarks/speed.py                          # everything
+Results: benchmarks/results/speed_<device>.json and .md (or `--out STEM`).
+
+    nice -n 19 python benchmarks/speed.py                          # CPU, everything
     nice -n 19 python benchmarks/speed.py --models small --dtypes float32 --repeats 5
+    python benchmarks/speed.py --device gpu --tasks forces --backends xla,cueq --repeats 10
 """
 
 from __future__ import annotations
@@ -34,30 +46,42 @@ import sys
 import time
 from pathlib import Path
 
-os.environ["JAX_PLATFORMS"] = "cpu"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_energy_forces as bench  # noqa: E402
+import _harness as harness  # noqa: E402
 from _child import ChildSide, load_state, state_arrays  # noqa: E402
-from _results import run_metadata, write_results  # noqa: E402
 
-RESULTS = bench.RESULTS
+TASKS = ("forces", "stress")
+BACKENDS = ("xla", "cueq")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="small,medium")
-    p.add_argument("--dtypes", default="float32,float64")
+    p.add_argument("--models", default="small,medium", help="comma list of: small, medium")
+    p.add_argument("--dtypes", default="float32,float64", help="comma list of: float32, float64")
     p.add_argument("--tasks", default="forces,stress", help="forces: energy+forces; stress: + stress")
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    p.add_argument("--backends", default="xla",
+                   help="comma list of jaxtl backends, timed side by side: xla, cueq (cuEquivariance)")
+    p.add_argument("--cells", type=int, default=3, help="conventional fcc cells per side (3: 108 atoms)")
+    p.add_argument("--matmul-precision", default="highest", choices=("default", "high", "highest"),
+                   help="jax float32 matmul precision ('highest' = full float32, as torch computes)")
     p.add_argument("--repeats", type=int, default=7, help="timed calls per code (median reported)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--torch-process", choices=("same", "own"), default="same",
                    help="mace-torch in this process (with jaxtl's glibc tunables) or in a child process "
                         "without them (benchmarks/_child.py)")
-    p.add_argument("--out", default=str(RESULTS / "speed_cpu"))
+    p.add_argument("--out", default=None, help="output stem (default benchmarks/results/speed_<device>)")
     args = p.parse_args(argv)
-    for attr in ("models", "dtypes", "tasks"):
+    for attr in ("models", "dtypes", "tasks", "backends"):
         setattr(args, attr, [x.strip() for x in getattr(args, attr).split(",") if x.strip()])
+    bad = ([m for m in args.models if m not in harness.MODELS] + [d for d in args.dtypes if d not in harness.DTYPES]
+           + [t for t in args.tasks if t not in TASKS] + [b for b in args.backends if b not in BACKENDS])
+    if bad:
+        p.error(f"unknown {bad}; models: {sorted(harness.MODELS)}, dtypes: {list(harness.DTYPES)}, "
+                f"tasks: {list(TASKS)}, backends: {list(BACKENDS)}")
+    if args.repeats < 1:
+        p.error("--repeats must be >= 1")
     return args
 
 
@@ -71,8 +95,11 @@ def _best(fn, repeats: int) -> float:
     return best
 
 
-def machine_limits() -> dict:
-    """Matmul GFLOP/s and memory bandwidth of this machine, as numpy and jax see them."""
+def machine_limits(device: str) -> dict:
+    """Matmul GFLOP/s and memory bandwidth of this machine, as numpy (host) and jax (device) see them.
+
+    `bandwidth_gbs`, the roofline's, is the host's copy bandwidth on the CPU and jax's
+    reduction bandwidth on a GPU."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -82,10 +109,9 @@ def machine_limits() -> dict:
     rng = np.random.default_rng(0)
     for dt in ("float32", "float64"):
         a = rng.normal(size=(n, n)).astype(dt)
-        out[f"numpy_matmul_gflops_{dt}"] = 2 * n**3 / _best(lambda: a @ a, 3) / 1e9
-        aj = jnp.asarray(a)
-        mm = jax.jit(lambda x: x @ x)
-        out[f"jax_matmul_gflops_{dt}"] = 2 * n**3 / _best(lambda: mm(aj).block_until_ready(), 3) / 1e9
+        out[f"numpy_matmul_gflops_{dt}"] = 2 * n**3 / _best(lambda a=a: a @ a, 3) / 1e9
+        aj, mm = jnp.asarray(a), jax.jit(lambda x: x @ x)
+        out[f"jax_matmul_gflops_{dt}"] = 2 * n**3 / _best(lambda mm=mm, aj=aj: mm(aj).block_until_ready(), 3) / 1e9
     big = np.ones(32 * 2**20)  # 256 MB of float64
     dst = np.empty_like(big)
     # a copy reads and writes every byte
@@ -93,12 +119,13 @@ def machine_limits() -> dict:
     bj = jnp.asarray(big)
     red = jax.jit(jnp.sum)
     out["jax_sum_gbs"] = big.nbytes / _best(lambda: red(bj).block_until_ready(), 5) / 1e9
+    out["bandwidth_gbs"] = out["numpy_copy_gbs"] if device == "cpu" else out["jax_sum_gbs"]
     return out
 
 
-class TorchCase(bench.TorchSide):
-    def __init__(self, model, atoms, dtype, stress: bool):
-        super().__init__(model, atoms, dtype, "cpu")
+class TorchCase(harness.TorchSide):
+    def __init__(self, model, atoms, dtype, stress: bool, device: str = "cpu"):
+        super().__init__(model, atoms, dtype, device)
         self.stress = stress
 
     def __call__(self):
@@ -109,9 +136,9 @@ class TorchCase(bench.TorchSide):
                               compute_virials=False, compute_stress=self.stress)
 
 
-def _torch_case(name, state, atoms, dtype, stress) -> TorchCase:
+def _torch_case(name, state, atoms, dtype, stress, device) -> TorchCase:
     """The mace-torch side built in `ChildSide`'s child (`--torch-process own`), same weights."""
-    return TorchCase(load_state(bench.build_torch_model(name), state), atoms, dtype, stress)
+    return TorchCase(load_state(harness.build_torch_model(name), state), atoms, dtype, stress, device)
 
 
 def _numpy(x):
@@ -123,9 +150,10 @@ def _outputs_to_host(out: dict) -> dict:
     return {k: _numpy(out[k]) for k in ("energy", "forces", "stress") if out.get(k) is not None}
 
 
-class JaxCase(bench.JaxSide):
-    def __init__(self, config, variables, atoms, dtype, stress: bool):
-        super().__init__(config, variables, atoms, dtype)
+class JaxCase(harness.JaxSide):
+    def __init__(self, config, variables, atoms, dtype, stress: bool, backend: str = "xla"):
+        super().__init__(config, variables, atoms, dtype, backend)
+        self.backend = backend
         self.stress = stress
 
     def __call__(self):
@@ -164,58 +192,64 @@ class JaxCase(bench.JaxSide):
                 "temp_mb": temp / 1e6}
 
 
-def run_row(name, dtype, task, torch_model, jax_cv, atoms, machine, args) -> dict:
+def run_rows(name, dtype, task, torch_model, jax_cv, atoms, machine, args, device) -> list[dict]:
+    """One row per jaxtl backend; every backend and mace-torch alternate in one loop."""
     import numpy as np
 
     stress = task == "stress"
-    jside = JaxCase(*jax_cv, atoms, dtype, stress)
+    jsides = [JaxCase(*jax_cv, atoms, dtype, stress, backend) for backend in args.backends]
     if args.torch_process == "own":
-        tside = ChildSide(_torch_case, (name, state_arrays(torch_model), atoms, dtype, stress), _outputs_to_host,
-                          threads=args.threads)
+        tside = ChildSide(_torch_case, (name, state_arrays(torch_model), atoms, dtype, stress, device),
+                          _outputs_to_host, threads=args.threads)
     else:
-        tside = TorchCase(torch_model, atoms, dtype, stress)
-    (j_first, t_first), (j_times, t_times) = bench.interleaved([jside, tside], args.repeats, args.warmup)
+        tside = TorchCase(torch_model, atoms, dtype, stress, device)
+    firsts, times = harness.interleaved([*jsides, tside], args.repeats, args.warmup)
     load = os.getloadavg()
-    j_out, t_out = jside(), _outputs_to_host(tside())  # the child's outputs are on the host already
+    t_out = _outputs_to_host(tside())  # the child's outputs are on the host already
     if args.torch_process == "own":
         tside.close()
-    f_t = t_out["forces"]
-    f_j = np.asarray(j_out["forces"])[: len(atoms)]
-    j_med, t_med = statistics.median(j_times), statistics.median(t_times)
-    cost = jside.cost()
-    peak = machine[f"jax_matmul_gflops_{dtype}"]
-    bw = machine["numpy_copy_gbs"]
-    roofline_s = max(cost["gflop"] / peak, cost["gbytes"] / bw)
-    row = {
-        "model": name, "dtype": dtype, "task": "energy+forces" + ("+stress" if stress else ""),
-        "jaxtl_ms": 1e3 * j_med, "torch_ms": 1e3 * t_med, "torch_over_jaxtl": t_med / j_med,
-        "jaxtl_times_ms": [1e3 * t for t in j_times], "torch_times_ms": [1e3 * t for t in t_times],
-        "load_avg_1min": load[0],
-        "jaxtl_first_call_s": j_first, "jaxtl_compile_s": jside.compile_seconds(),
-        "torch_first_call_s": t_first,
-        "torch_process": args.torch_process,
-        "torch_glibc_tunables": getattr(tside, "glibc_tunables", os.environ.get("GLIBC_TUNABLES", "")),
-        "torch_jaxtl_heap_settings": getattr(tside, "jaxtl_heap_settings", True),
-        "xla_gflop": cost["gflop"], "xla_gbytes": cost["gbytes"], "xla_temp_mb": cost["temp_mb"],
-        "jaxtl_gflops": cost["gflop"] / j_med,
-        "roofline_ms": 1e3 * roofline_s, "roofline_fraction": roofline_s / j_med,
-        "max_abs_dF": float(np.max(np.abs(f_t - f_j))),
-        "abs_dE": abs(float(t_out["energy"].reshape(-1)[0]) - float(np.asarray(j_out["energy"])[0])),
-    }
-    if stress:
-        s_t = t_out["stress"].reshape(3, 3)
-        row["max_abs_dstress"] = float(np.max(np.abs(s_t - np.asarray(j_out["stress"])[0])))
-    print(f"[speed] {name:6s} {dtype} {row['task']:21s} jaxtl {row['jaxtl_ms']:7.1f} ms | torch "
-          f"{row['torch_ms']:7.1f} ms | x{row['torch_over_jaxtl']:5.2f} | load {load[0]:.1f} | first call "
-          f"{j_first:.1f} s, compile {row['jaxtl_compile_s']:.1f} s | {cost['gflop']:.2f} GFLOP, "
-          f"roofline {row['roofline_fraction']:.0%} | max|dF| {row['max_abs_dF']:.1e}", flush=True)
-    return row
+    t_first, t_med = firsts[-1], statistics.median(times[-1])
+    rows = []
+    for jside, j_first, j_times in zip(jsides, firsts, times):
+        j_out = jside()
+        f_j = np.asarray(j_out["forces"])[: len(atoms)]
+        j_med = statistics.median(j_times)
+        cost = jside.cost()
+        roofline_s = max(cost["gflop"] / machine[f"jax_matmul_gflops_{dtype}"],
+                         cost["gbytes"] / machine["bandwidth_gbs"])
+        row = {
+            "model": name, "dtype": dtype, "task": "energy+forces" + ("+stress" if stress else ""),
+            "backend": jside.backend, "device": device,
+            "jaxtl_ms": 1e3 * j_med, "torch_ms": 1e3 * t_med, "torch_over_jaxtl": t_med / j_med,
+            "jaxtl_times_ms": [1e3 * t for t in j_times], "torch_times_ms": [1e3 * t for t in times[-1]],
+            "load_avg_1min": load[0],
+            "jaxtl_first_call_s": j_first, "jaxtl_compile_s": jside.compile_seconds(),
+            "torch_first_call_s": t_first,
+            "torch_process": args.torch_process,
+            "torch_glibc_tunables": getattr(tside, "glibc_tunables", os.environ.get("GLIBC_TUNABLES", "")),
+            "torch_jaxtl_heap_settings": getattr(tside, "jaxtl_heap_settings", True),
+            "padded_nodes": jside.n_nodes_padded, "padded_edges": jside.n_edges_padded,
+            "xla_gflop": cost["gflop"], "xla_gbytes": cost["gbytes"], "xla_temp_mb": cost["temp_mb"],
+            "jaxtl_gflops": cost["gflop"] / j_med,
+            "roofline_ms": 1e3 * roofline_s, "roofline_fraction": roofline_s / j_med,
+            "max_abs_dF": float(np.max(np.abs(t_out["forces"] - f_j))),
+            "abs_dE": abs(float(t_out["energy"].reshape(-1)[0]) - float(np.asarray(j_out["energy"])[0])),
+        }
+        if stress:
+            s_t = t_out["stress"].reshape(3, 3)
+            row["max_abs_dstress"] = float(np.max(np.abs(s_t - np.asarray(j_out["stress"])[0])))
+        print(f"[speed] {name:6s} {dtype} {row['task']:21s} {jside.backend:4s} jaxtl {row['jaxtl_ms']:7.1f} ms | "
+              f"torch {row['torch_ms']:7.1f} ms | x{row['torch_over_jaxtl']:5.2f} | load {load[0]:.1f} | first call "
+              f"{j_first:.1f} s, compile {row['jaxtl_compile_s']:.1f} s | {cost['gflop']:.2f} GFLOP, "
+              f"roofline {row['roofline_fraction']:.0%} | max|dF| {row['max_abs_dF']:.1e}", flush=True)
+        rows.append(row)
+    return rows
 
 
 def markdown(rows, meta) -> str:
     m = meta["machine"]
     lines = [
-        "# CPU speed: jaxtl vs mace-torch",
+        f"# Energy + forces: jaxtl vs mace-torch ({meta['device']})",
         "",
         f"{meta['n_atoms']}-atom rattled Cu fcc cell, {meta['n_edges']} edges (r_max 6 A); "
         f"{meta['hardware']}; torch threads {meta['torch_threads']}; median of {meta['repeats']} "
@@ -232,24 +266,25 @@ def markdown(rows, meta) -> str:
         f"GFLOP/s float64; memory {m['numpy_copy_gbs']:.0f} GB/s (numpy copy), "
         f"{m['jax_sum_gbs']:.0f} GB/s (jax sum).",
         "",
-        "| model | dtype | task | jaxtl ms | mace-torch ms | torch/jaxtl | load avg | jaxtl first call s | "
+        "| model | dtype | task | backend | jaxtl ms | mace-torch ms | torch/jaxtl | load avg | jaxtl first call s | "
         "XLA compile s | XLA GFLOP | jaxtl GFLOP/s | roofline ms | of roofline | max abs dF eV/A |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['dtype']} | {r['task']} | {r['jaxtl_ms']:.1f} | {r['torch_ms']:.1f} | "
+            f"| {r['model']} | {r['dtype']} | {r['task']} | {r['backend']} | {r['jaxtl_ms']:.1f} | "
+            f"{r['torch_ms']:.1f} | "
             f"{r['torch_over_jaxtl']:.2f} | {r['load_avg_1min']:.1f} | {r['jaxtl_first_call_s']:.1f} | "
             f"{r['jaxtl_compile_s']:.1f} | {r['xla_gflop']:.2f} | {r['jaxtl_gflops']:.1f} | "
             f"{r['roofline_ms']:.1f} | {r['roofline_fraction']:.0%} | {r['max_abs_dF']:.1e} |"
         )
+    bandwidth = "copy bandwidth" if meta["device"] == "cpu" else "jax sum bandwidth"
     lines += [
         "",
-        "Roofline: max(XLA FLOPs / jax matmul peak of the dtype, XLA bytes / copy bandwidth); XLA's "
+        f"Roofline: max(XLA FLOPs / jax matmul peak of the dtype, XLA bytes / {bandwidth}); XLA's "
         "byte count is an upper bound on traffic (it counts every operand of every fusion), so the "
-        "fraction is a rough guide. The machine is shared: read the ratios, and the load average "
-        "next to each row (2 cores). Above a load of 2, mace-torch's two threads suffer more from "
-        "the contention than XLA's (its times for one case spread over a factor 2 to 4), so "
+        "fraction is a rough guide. On a shared machine read the ratios, and the load average "
+        "next to each row: under contention mace-torch's threads suffer more than XLA's, so "
         "ratios measured under load overstate jaxtl's lead over a quiet machine.",
         "",
         f"Command: `{meta['command']}`",
@@ -259,6 +294,7 @@ def markdown(rows, meta) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    device = harness.resolve_device(args.device)  # before jax is imported
     import mace  # noqa: F401  (before e3nn)
     import torch
 
@@ -267,23 +303,31 @@ def main(argv=None) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    # torch computes float32 matmuls in full float32 (no TF32); on a GPU jax's default may not
+    jax.config.update("jax_default_matmul_precision", args.matmul_precision)
     from jaxtl.convert.convert import from_torch_module
 
+    if device == "gpu":
+        hardware = f"{torch.cuda.get_device_name(0)}; jax {jax.devices()[0].device_kind}"
+    else:
+        hardware = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     load0 = os.getloadavg()[0]
-    machine = machine_limits()
-    print(f"[speed] machine {machine} (load {load0:.1f})", flush=True)
-    atoms = bench.copper_cell(3)
+    machine = machine_limits(device)
+    print(f"[speed] device {device} ({hardware}); machine {machine} (load {load0:.1f})", flush=True)
+    atoms = harness.copper_cell(args.cells)
     rows, n_edges = [], None
     for name in args.models:
-        torch_model = bench.build_torch_model(name)
+        torch_model = harness.build_torch_model(name)
         jax_cv = from_torch_module(torch_model)
         for dtype in args.dtypes:
             for task in args.tasks:
-                rows.append(run_row(name, dtype, task, torch_model, jax_cv, atoms, machine, args))
+                rows += run_rows(name, dtype, task, torch_model, jax_cv, atoms, machine, args, device)
         if n_edges is None:
-            n_edges = bench.TorchSide(torch_model, atoms, "float64", "cpu").n_edges
+            n_edges = harness.TorchSide(torch_model, atoms, "float64", "cpu").n_edges
     meta = {
-        "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "device": device,
+        "requested_device": args.device,
+        "hardware": hardware,
         "machine": machine,
         "load_avg_at_start": load0,
         "load_avg_at_end": os.getloadavg()[0],
@@ -293,10 +337,11 @@ def main(argv=None) -> int:
         "warmup": args.warmup,
         "torch_threads": threads,
         "torch_process": args.torch_process,
-        **run_metadata("speed.py", argv),
+        "jax_matmul_precision": args.matmul_precision,
+        **harness.run_metadata("speed.py", argv),
     }
-    stem = Path(args.out)
-    write_results(stem, meta, rows, markdown)
+    stem = Path(args.out) if args.out else harness.RESULTS / f"speed_{device}"
+    harness.write_results(stem, meta, rows, markdown)
     return 0
 
 

@@ -16,6 +16,15 @@ def select_head(config: MACEConfig, variables: dict, head: str) -> tuple[MACECon
     E0s, scale/shift and readout weights keep the chosen head; the non-linear
     readout's second layer is rescaled by 1/sqrt(H) because its e3nn fan-in
     normalisation counted every head's hidden units.
+
+    Examples:
+        >>> config = MACEConfig(atomic_numbers=(29,), heads=("Default",))
+        >>> select_head(config, {}, "Default")[0] is config  # a single-head model is returned as it is
+        True
+        >>> select_head(config, {}, "mp_pbe")
+        Traceback (most recent call last):
+        ...
+        ValueError: head 'mp_pbe' is not one of the model's heads ['Default']
     """
     if head not in config.heads:
         raise ValueError(f"head {head!r} is not one of the model's heads {list(config.heads)}")

@@ -1,4 +1,6 @@
-"""benchmarks/_child.py: mace-torch in a process of its own computes what it does in ours."""
+"""The benchmark scripts: each answers --help (its imports resolve), speed.py and the training-step
+benchmark run in their fast settings with the provenance every results file records, and
+mace-torch in a process of its own (benchmarks/_child.py) computes what it does in ours."""
 
 import json
 import subprocess
@@ -33,6 +35,42 @@ def test_train_step_benchmark_with_torch_in_its_own_process(tmp_path):
     assert row["torch_losses"][0] != row["torch_losses"][-1]  # the optimiser moved the weights
 
 
+SCRIPTS = sorted(p for p in [*(ROOT / "benchmarks").glob("*.py"), *(ROOT / "benchmarks" / "dev").glob("*.py")]
+                 if not p.name.startswith("_"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(ROOT / "benchmarks")))
+def test_benchmark_script_answers_help(script):
+    """Every script in benchmarks/ and benchmarks/dev/ imports what it needs (the shared
+    harness included) and parses its arguments."""
+    proc = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "usage:" in proc.stdout
+
+
+def test_speed_benchmark_records_parity_and_provenance(tmp_path):
+    """benchmarks/speed.py on the MP-0-small-shaped model in float64: jaxtl's and mace-torch's
+    forces agree to round-off, and the results files carry commit, command, versions and date."""
+    pytest.importorskip("mace", reason="the benchmark times mace-torch")
+    out = tmp_path / "speed"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--models", "small", "--dtypes", "float64",
+         "--tasks", "forces", "--repeats", "1", "--warmup", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    (row,) = result["rows"]
+    assert row["model"] == "small" and row["backend"] == "xla" and row["device"] == "cpu"
+    assert row["jaxtl_ms"] > 0 and row["torch_ms"] > 0
+    assert row["max_abs_dF"] < 1e-10 and row["abs_dE"] < 1e-8, row
+    meta = result["meta"]
+    assert len(meta["jaxtl_commit"].split("+")[0]) == 40  # a full git hash (+dirty for local changes)
+    assert meta["command"].startswith("python benchmarks/speed.py --models small")
+    assert {"jax", "flax", "torch", "mace"} <= set(meta["versions"]) and meta["date"]
+    assert meta["jaxtl_commit"] in out.with_suffix(".md").read_text()
+
+
 H2CU = ROOT.parent / "shared" / "models" / "h2cu_mace.model"
 
 
@@ -41,8 +79,8 @@ def test_md_speed_benchmark_runs_the_same_trajectory_three_ways(tmp_path):
     """benchmarks/md_speed.py in its fast setting: mace-torch and jaxtl under ASE, and jaxtl's
     engine, integrate the same float64 NVE trajectory from the real H2/Cu model file."""
     out = tmp_path / "md"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "md_speed.py"), "--steps", "6", "--check-every", "3",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "md_speed.py"), "--steps", "6",
+                           "--check-every", "3", "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.with_suffix(".json").read_text())
     rows = {r["code"]: r for r in result["rows"]}

@@ -54,7 +54,6 @@ def test_materials_study_fast_with_a_foundation_file(tmp_path):
     """The CO2/Ni script end to end: scratch plus --freeze 0/5/6 from a mace-torch file
     shaped like MACE-MP-0 small (89 elements; random weights stand in for the real file)."""
     import torch
-
     from convert.torch_models import REGISTRY
 
     foundation = tmp_path / "mp0_small.model"

@@ -61,6 +61,19 @@ def neighbour_list(
         unit_shifts: [n_edges, 3] int32, such that
             r_ij = positions[i] - positions[j] + unit_shifts @ cell.
         Edges are sorted by (sender, receiver, unit_shifts).
+
+    Examples:
+        Two atoms 1.5 A apart in a non-periodic box: one edge each way.
+
+        >>> senders, receivers, shifts = neighbour_list([[0.0, 0.0, 0.0], [1.5, 0.0, 0.0]], None, False, r_max=2.0)
+        >>> senders.tolist(), receivers.tolist(), shifts.tolist()
+        ([0, 1], [1, 0], [[0, 0, 0], [0, 0, 0]])
+
+        One atom in a periodic cubic cell of side 2 A: its six nearest images.
+
+        >>> senders, receivers, shifts = neighbour_list([[0.0, 0.0, 0.0]], 2.0 * np.eye(3), True, r_max=2.5)
+        >>> len(senders), sorted(map(tuple, shifts.tolist()))[:2]
+        (6, [(-1, 0, 0), (0, -1, 0)])
     """
     positions = np.ascontiguousarray(positions, dtype=np.float64)
     if positions.ndim != 2 or positions.shape[1] != 3:

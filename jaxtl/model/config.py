@@ -18,6 +18,24 @@ class MACEConfig:
     Numbers that are *data* rather than architecture (E0s, scale and shift,
     radial-basis frequencies, coupling tensors) live in the `constants` collection
     of the variables, not here.
+
+    Examples:
+        A per-layer field given one value applies to every interaction:
+
+        >>> config = MACEConfig(atomic_numbers=(1, 8), r_max=5.0, hidden_irreps="32x0e+32x1o", correlation=3)
+        >>> config.correlation, config.num_elements
+        ((3, 3), 2)
+        >>> MACEConfig.from_dict(config.to_dict()) == config
+        True
+        >>> config.replace(num_interactions=3, correlation=2, avg_num_neighbors=12.0).avg_num_neighbors
+        (12.0, 12.0, 12.0)
+
+        Inconsistent fields are refused when the config is made:
+
+        >>> MACEConfig(atomic_numbers=(1, 1))
+        Traceback (most recent call last):
+        ...
+        ValueError: atomic_numbers has duplicates: (1, 1)
     """
 
     atomic_numbers: tuple[int, ...]

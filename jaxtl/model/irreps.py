@@ -16,13 +16,25 @@ IrrepsSpec = tuple[tuple[int, int, int], ...]
 
 
 def parse_irreps(irreps: str | Sequence) -> IrrepsSpec:
-    """'128x0e+128x1o' -> ((128, 0, 1), (128, 1, -1))."""
+    """'128x0e+128x1o' -> ((128, 0, 1), (128, 1, -1)).
+
+    Examples:
+        >>> parse_irreps("128x0e+128x1o")
+        ((128, 0, 1), (128, 1, -1))
+        >>> parse_irreps([(16, 2, 1)])
+        ((16, 2, 1),)
+    """
     if isinstance(irreps, str):
         return tuple((m.mul, m.ir.l, m.ir.p) for m in e3nn.Irreps(irreps))
     return tuple((int(m), int(l), int(p)) for m, l, p in irreps)
 
 
 def irreps_str(irreps: IrrepsSpec) -> str:
+    """The e3nn string of an irreps list, the inverse of `parse_irreps`.
+
+    >>> irreps_str(((128, 0, 1), (128, 1, -1)))
+    '128x0e+128x1o'
+    """
     return "+".join(f"{m}x{l}{'e' if p == 1 else 'o'}" for m, l, p in irreps)
 
 
@@ -37,7 +49,12 @@ def torch_sort_key(entry: tuple[int, int, int]) -> tuple[int, int]:
 
 
 def sort_simplify(irreps: IrrepsSpec) -> IrrepsSpec:
-    """e3nn-torch `irreps.sort().irreps.simplify()`."""
+    """e3nn-torch `irreps.sort().irreps.simplify()`: sorted by (l, p), equal irreps merged, empty ones dropped.
+
+    Examples:
+        >>> sort_simplify(parse_irreps("8x1o+16x0e+8x0e+0x2e"))
+        ((24, 0, 1), (8, 1, -1))
+    """
     out: list[list[int]] = []
     for mul, l, p in sorted(irreps, key=torch_sort_key):
         if out and out[-1][1] == l and out[-1][2] == p:
@@ -48,6 +65,11 @@ def sort_simplify(irreps: IrrepsSpec) -> IrrepsSpec:
 
 
 def spherical_harmonics_irreps(max_ell: int) -> IrrepsSpec:
+    """The irreps of the spherical harmonics up to `max_ell` (one copy each, natural parity).
+
+    >>> irreps_str(spherical_harmonics_irreps(3))
+    '1x0e+1x1o+1x2e+1x3o'
+    """
     return tuple((1, l, (-1) ** l) for l in range(max_ell + 1))
 
 
@@ -71,6 +93,15 @@ def blocks_to_flat(blocks: Sequence[jnp.ndarray]) -> jnp.ndarray:
 
 
 def flat_to_blocks(x: jnp.ndarray, irreps: IrrepsSpec) -> tuple[jnp.ndarray, ...]:
+    """mul_ir array [n, sum mul (2l+1)] -> blocks [n, mul, 2l+1], the inverse of `blocks_to_flat`.
+
+    Examples:
+        >>> blocks = flat_to_blocks(jnp.zeros((5, 2 + 3 * 3)), parse_irreps("2x0e+3x1o"))
+        >>> [b.shape for b in blocks]
+        [(5, 2, 1), (5, 3, 3)]
+        >>> blocks_to_flat(blocks).shape
+        (5, 11)
+    """
     out, start = [], 0
     for mul, l, _ in irreps:
         d = mul * (2 * l + 1)
