@@ -107,13 +107,6 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                         "ignored), or the run_config.yaml / train_config.yaml of a jaxtl run; flags win")
 
 
-# Settings that are not part of a run's configuration (where it runs, how to start it).
-_NOT_SAVED = {"config", "resume", "func", "command", "dry_run"}
-# Settings a resumed run may change: raising the length continues a run.
-_RESUME_MAY_CHANGE = {"epochs", "out"}
-RUN_CONFIG = "run_config.yaml"
-
-
 def _parse_mapping(text, what: str) -> dict | None:
     """A dict from a mapping, a JSON string or a Python dict literal (never eval)."""
     import ast
@@ -187,127 +180,18 @@ def _data_config(args):
                       config_type_weights={str(k): float(v) for k, v in weights.items()} if weights else None)
 
 
-def _subparser(parser, command):
-    """The subcommand's parser (for its flags and defaults)."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
-            return action.choices[command]
-    return parser
+def _apply_config_file(parser, args, argv):
+    """Settings from --config and, on --resume, from the run folder (`jaxtl.settings`)."""
+    from jaxtl.settings import apply_settings
 
-
-def _given(parser, argv) -> dict[str, str]:
-    """{dest: the flag as typed} of the options given on the command line."""
-    options = {o: a.dest for a in parser._actions for o in a.option_strings}
-    given = {}
-    for token in argv:
-        if not token.startswith("--"):
-            continue
-        flag = token.split("=")[0]
-        matches = [o for o in options if o == flag] or [o for o in options if o.startswith(flag)]
-        if len(matches) == 1:
-            given[options[matches[0]]] = matches[0]
-    return given
-
-
-def _same(a, b) -> bool:
-    """Setting values equal across YAML round trips (tuples/lists, ints/floats, paths)."""
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b or a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return float(a) == float(b)
-    return a == b
-
-
-def _file_setting(dest: str) -> bool:
-    return dest in ("train", "valid", "test", "foundation", "replay_file")
-
-
-def _absolute(dest: str, value):
-    import os
-
-    if not _file_setting(dest) or value is None:
-        return value
-    if isinstance(value, list):
-        return [os.path.abspath(v) if os.path.exists(v) else v for v in value]
-    return os.path.abspath(value) if os.path.exists(str(value)) else value
+    return apply_settings(parser, args, argv)
 
 
 def save_run_config(args, sub) -> None:
-    """Write every setting of the command (its flags' values) to OUT/run_config.yaml."""
-    from pathlib import Path
+    """Every setting of the command in OUT/run_config.yaml (`jaxtl.settings`)."""
+    from jaxtl.settings import save_run_config as save
 
-    import yaml
-
-    dests = {a.dest for a in sub._actions if a.dest not in _NOT_SAVED and a.dest != "help"}
-    values = {d: _absolute(d, getattr(args, d)) for d in sorted(dests) if hasattr(args, d)}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / (RUN_CONFIG + ".tmp")
-    tmp.write_text(yaml.safe_dump({"command": args.command, **values}, sort_keys=False))
-    tmp.replace(out / RUN_CONFIG)
-
-
-def _read_settings(path: str) -> dict:
-    import yaml
-
-    with open(path) as f:
-        values = yaml.safe_load(f) or {}
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a mapping of settings, got {type(values).__name__}")
-    return values
-
-
-def _apply_config_file(parser, args, argv):
-    """Settings from --config and, on --resume, from the run folder; flags win over
-    --config, and must agree with a resumed run's saved settings."""
-    from pathlib import Path
-
-    from jaxtl.mace_config import translate
-
-    sub = _subparser(parser, args.command)
-    given = _given(sub, argv)
-    dests = {a.dest for a in sub._actions} - {"help"}
-    from_file: dict[str, str] = {}
-    if args.config:
-        settings, ignored = translate(_read_settings(args.config), dests - _NOT_SAVED)
-        if ignored:
-            print(f"warning: {args.config}: jaxtl {args.command} ignores these settings: {', '.join(ignored)}",
-                  file=sys.stderr)
-        for dest, value in settings.items():
-            if dest not in given:
-                setattr(args, dest, value)
-                from_file[dest] = f"{args.config}: {dest}"
-
-    if args.resume:
-        run_dir = args.out if args.resume is True else args.resume
-        if run_dir is None:
-            parser.error("--resume needs the run folder: --resume RUN_DIR (or --resume with --out)")
-        if args.resume is not True and args.out is not None and Path(args.out).resolve() != Path(run_dir).resolve():
-            parser.error(f"--resume {run_dir} and --out {args.out} name different folders")
-        saved_path = Path(run_dir) / RUN_CONFIG
-        if saved_path.exists():
-            saved = _read_settings(str(saved_path))
-            if saved.get("command", args.command) != args.command:
-                parser.error(f"{run_dir} is a `jaxtl {saved['command']}` run, not `jaxtl {args.command}`")
-            chosen = {**from_file, **{d: f for d, f in given.items()}}
-            for dest, source in chosen.items():
-                if dest in saved and dest not in _RESUME_MAY_CHANGE | _NOT_SAVED \
-                        and not _same(_absolute(dest, getattr(args, dest)), saved[dest]):
-                    parser.error(f"{source} {getattr(args, dest)!r} conflicts with the resumed run's {dest} = "
-                                 f"{saved[dest]!r} ({saved_path}); drop it to resume, or start a new run")
-            for dest, value in saved.items():
-                if dest in dests and dest not in given and not (dest in from_file and dest in _RESUME_MAY_CHANGE):
-                    setattr(args, dest, value)
-        elif args.resume is not True:
-            parser.error(f"--resume {run_dir}: no {RUN_CONFIG} there (a run started by `jaxtl {args.command}` "
-                         f"writes one); give the run's flags with --out {run_dir} --resume")
-        args.out, args.resume = str(run_dir), True
-    missing = [f"--{d}" for d in ("foundation", "train", "out") if d in dests and getattr(args, d, None) is None]
-    if missing:
-        parser.error(f"{args.command}: the following arguments are required: {', '.join(missing)}")
-    return args
+    save(args, sub)
 
 
 def _check_fresh_run(args) -> None:

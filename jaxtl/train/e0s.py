@@ -149,7 +149,7 @@ def isolated_e0s(isolated: Sequence[Configuration]) -> dict[int, float]:
     for config in isolated:
         z = int(config.atomic_numbers[0])
         if config.energy is None:
-            warnings.warn(f"{config.where}: IsolatedAtom without energy, E0 of {_symbol(z)} set to 0")
+            warnings.warn(f"{config.where}: IsolatedAtom without energy, E0 of {_symbol(z)} set to 0", stacklevel=2)
         out[z] = 0.0 if config.energy is None else float(config.energy)
     return out
 
