@@ -17,6 +17,8 @@ import json
 import logging
 import sys
 
+NO_CPU_TUNING = "--no-cpu-tuning"
+
 
 def _quiet_libraries() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -179,6 +181,9 @@ def cmd_eval(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxtl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(NO_CPU_TUNING, action="store_true",
+                        help="leave glibc's allocator, XLA_FLAGS and JAX's CPU dispatch as they are: no "
+                        "jaxtl.configure_cpu() (slower on CPU, less memory kept; also JAXTL_NO_CPU_TUNING=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     cache_help = "cache of downloaded and converted foundation models (default: $JAXTL_CACHE, else ~/.cache/jaxtl)"
@@ -238,11 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    if argv is None:  # the command line, not a call from Python: restart with huge pages
-        from jaxtl import _allocator
+    command_line = argv is None
+    argv = sys.argv[1:] if argv is None else list(argv)
+    tuning = NO_CPU_TUNING not in argv
+    argv = [a for a in argv if a != NO_CPU_TUNING]  # accepted anywhere on the line
+    if command_line and tuning:  # this process is the command's own: tune it (may restart it)
+        from jaxtl.cpu import configure_cpu
 
-        _allocator.restart_with_hugepages()
-    argv = sys.argv[1:] if argv is None else argv
+        configure_cpu(restart=True)
     _quiet_libraries()
     from jaxtl import _xla_flags
 
