@@ -60,6 +60,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", required=True, help="run folder (checkpoints, logs, model/)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out exactly")
     g.add_argument("--config", default=None, help="YAML/JSON file of settings; flags given explicitly win")
+    g = p.add_argument_group("watching the run")
+    g.add_argument("--quiet", action="store_true", help="no progress bars and no epoch lines on screen (batch "
+                   "jobs); train.log and metrics.jsonl in --out still get every epoch")
+    g.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="also write each epoch's scalars as TensorBoard events in DIR (pip install jaxtl[tensorboard])")
+    g.add_argument("--wandb", default=None, metavar="PROJECT",
+                   help="also log each epoch's scalars to this Weights & Biases project (pip install jaxtl[wandb])")
 
 
 def _train_config(args):
@@ -70,6 +77,7 @@ def _train_config(args):
 
     return TrainConfig(
         max_num_epochs=args.epochs, seed=args.seed, dtype=args.dtype, ema=args.ema, backend=args.backend,
+        progress_bar=not getattr(args, "quiet", False),
         loss=LossConfig(loss=args.loss, energy_weight=args.energy_weight, forces_weight=args.forces_weight,
                         stress_weight=args.stress_weight),
         optimizer=OptimizerConfig(lr=args.lr, scheduler=args.scheduler),
@@ -279,11 +287,46 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if hasattr(args, "config"):
         args = _apply_config_file(parser, args, argv)
+    if command_line and getattr(args, "quiet", False):
+        _quiet_run()
+    try:
+        writers = _scalar_writers(args)
+    except ImportError as err:  # an extra that is not installed
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        for writer in writers:
+            writer.close()
+
+
+def _quiet_run() -> None:
+    """--quiet in the command's own process: nothing but warnings on screen (the run
+    folder's logs are unaffected). Called from Python, --quiet only turns progress bars off."""
+    import os
+
+    os.environ["TQDM_DISABLE"] = "1"  # tqdm reads it for every bar; this process is the command's
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.WARNING)
+
+
+def _scalar_writers(args) -> list:
+    """--tensorboard / --wandb as the writers every training run of this command uses."""
+    if not (getattr(args, "tensorboard", None) or getattr(args, "wandb", None)):
+        return []
+    from jaxtl.train import progress
+
+    writers = []
+    if args.tensorboard:
+        writers.append(progress.TensorBoardWriter(args.tensorboard))
+    if args.wandb:
+        writers.append(progress.WandbWriter(args.wandb, run_dir=getattr(args, "out", None)))
+    progress.use_writers(writers)
+    return writers
 
 
 if __name__ == "__main__":
