@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -18,6 +19,7 @@ def run_metadata(script: str, argv: Optional[Sequence[str]]) -> dict:
     import torch
 
     from jaxtl import _allocator
+    from jaxtl.cpu import cpu_settings
 
     args = sys.argv[1:] if argv is None else argv
     return {"versions": {"jax": jax.__version__, "torch": torch.__version__,
@@ -25,6 +27,7 @@ def run_metadata(script: str, argv: Optional[Sequence[str]]) -> dict:
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "malloc_hugetlb": _allocator.active(),  # see jaxtl/_allocator.py
             "heap_settings": _allocator.heap_settings_made(),
+            "cpu_settings": dataclasses.asdict(settings) if (settings := cpu_settings()) else None,
             "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
             "command": f"python benchmarks/{script} " + " ".join(args)}
 
@@ -39,7 +42,7 @@ def write_results(stem: Path, meta: dict, rows: list, markdown: Callable[[list, 
         table += ("\nProcess: glibc huge pages for large allocations "
                   f"{'on' if meta['malloc_hugetlb'] else 'off'} (`GLIBC_TUNABLES={meta.get('glibc_tunables', '')}`, "
                   "set by the script's restart as by the `jaxtl` command; see jaxtl/_allocator.py)"
-                  + (", jaxtl's heap settings made with `mallopt` by `import jaxtl`" if meta.get("heap_settings")
+                  + (", jaxtl's heap settings made with `mallopt` by `jaxtl.configure_cpu()`" if meta.get("heap_settings")
                      and not meta["malloc_hugetlb"] else "") + ".\n")
     stem.with_suffix(".md").write_text(table)
     print(table)
