@@ -6,7 +6,7 @@
     jaxtl export MODEL_DIR OUT.model    jaxtl model folder -> mace-torch .model file (verified)
     jaxtl train --train F --out DIR     train a new MACE from scratch
     jaxtl finetune --foundation M ...   frozen transfer learning of a foundation model
-    jaxtl eval --model DIR --data F     errors of a model on labelled structures
+    jaxtl eval --model DIR --data F     predictions (--output) and errors per config_type
     jaxtl demo                          the whole workflow on data it makes itself
 """
 
