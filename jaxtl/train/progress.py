@@ -155,7 +155,9 @@ class RunMonitor:
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
         jaxtl_log.addHandler(self._handler)
         self._level = jaxtl_log.level
-        if jaxtl_log.getEffectiveLevel() > logging.INFO:  # the file gets every epoch whatever the screen shows
+        # the file gets every epoch whatever the screen shows (a screen handler's own level
+        # decides what is printed), unless the caller set jaxtl's logger level themselves
+        if jaxtl_log.level == logging.NOTSET and jaxtl_log.getEffectiveLevel() > logging.INFO:
             jaxtl_log.setLevel(logging.INFO)
         log.info("run folder %s; errors as RMSE: E meV/atom, F meV/A, S meV/A^3 (train: running over the "
                  "epoch's steps, config weights applied; valid: after the epoch)", self.out)
