@@ -15,6 +15,7 @@ The scripts put this folder on `sys.path` and `import _harness as harness`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import importlib.util
 import json
@@ -246,6 +247,7 @@ def library_versions() -> dict:
 def run_metadata(script: str, argv: Sequence[str] | None) -> dict:
     """The jaxtl commit, library versions, date, heap settings and the command line that reproduces the run."""
     from jaxtl import _allocator
+    from jaxtl.cpu import cpu_settings
 
     args = sys.argv[1:] if argv is None else argv
     return {"jaxtl_commit": jaxtl_commit(),
@@ -254,6 +256,7 @@ def run_metadata(script: str, argv: Sequence[str] | None) -> dict:
             "malloc_hugetlb": _allocator.active(),  # see jaxtl/_allocator.py
             "heap_settings": _allocator.heap_settings_made(),
             "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+            "cpu_settings": dataclasses.asdict(settings) if (settings := cpu_settings()) else None,
             "command": f"python benchmarks/{script} " + " ".join(args)}
 
 
@@ -267,7 +270,7 @@ def write_results(stem: Path, meta: dict, rows: list, markdown: Callable[[list, 
         table += ("\nProcess: glibc huge pages for large allocations "
                   f"{'on' if meta['malloc_hugetlb'] else 'off'} (`GLIBC_TUNABLES={meta.get('glibc_tunables', '')}`, "
                   "set by the script's restart as by the `jaxtl` command; see jaxtl/_allocator.py)"
-                  + (", jaxtl's heap settings made with `mallopt` by `import jaxtl`" if meta.get("heap_settings")
+                  + (", jaxtl's heap settings made with `mallopt` by `jaxtl.configure_cpu()`" if meta.get("heap_settings")
                      and not meta["malloc_hugetlb"] else "") + ".\n")
     if "jaxtl_commit" in meta:
         table += f"\njaxtl commit `{meta['jaxtl_commit']}`; versions {meta['versions']}; {meta['date']}.\n"

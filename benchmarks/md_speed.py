@@ -118,6 +118,8 @@ def main(argv=None) -> int:
     from mace.calculators import MACECalculator as TorchCalculator
 
     import jaxtl
+
+    jaxtl.configure_cpu()  # the settings the `jaxtl` command runs with (before JAX starts)
     from jaxtl.convert.convert import from_torch_module
     from jaxtl.convert.torch_reader import load_torch_model
     from jaxtl.md.simulate import MDConfig, MDEngine

@@ -1,15 +1,12 @@
 """jaxtl: frozen transfer learning and distillation of MACE foundation models in JAX.
 
-The public face: `load_model`, `MACECalculator`, `MACEConfig`, `MACE`. Importing
-jaxtl never imports torch (only `jaxtl.convert` does, lazily).
+The public face: `load_model`, `MACECalculator`, `MACEConfig`, `MACE`, and
+`configure_cpu()`: the process-wide CPU settings (allocator, XLA flags, JAX dispatch)
+behind jaxtl's CPU speed, made only when called (see `jaxtl.cpu`). Importing jaxtl
+changes nothing outside jaxtl and never imports torch (only `jaxtl.convert` does, lazily).
 """
 
 __version__ = "0.1.0"
-
-from jaxtl import _allocator, _xla_flags
-
-_xla_flags.apply()  # before anything imports and initialises JAX
-_allocator.keep_buffers_in_heap()  # XLA's per-call buffer reused, not faulted in anew (glibc only)
 
 _LAZY = {
     "MACE": "jaxtl.model",
@@ -18,12 +15,14 @@ _LAZY = {
     "LoadedModel": "jaxtl.api",
     "load_model": "jaxtl.api",
     "MACECalculator": "jaxtl.calculator",  # ASE is imported only when the calculator is asked for
+    "configure_cpu": "jaxtl.cpu",
+    "cpu_settings": "jaxtl.cpu",
 }
 
 
 def __getattr__(name):
-    """The public names, imported on first use: `import jaxtl` alone does not start JAX,
-    so the `jaxtl` command can restart itself (see `_allocator`) before paying for it."""
+    """The public names, imported on first use: `import jaxtl` alone does not import JAX,
+    so `configure_cpu` can still act (and the `jaxtl` command restart) before it starts."""
     import importlib
     import importlib.util
 

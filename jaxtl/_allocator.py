@@ -10,8 +10,8 @@ one JAX setting keep the buffer instead:
     transparent huge pages (2 MB instead of 4 kB pages: fewer faults and TLB misses);
   * `glibc.malloc.mmap_max=0` and `glibc.malloc.trim_threshold` of 4 GB: large blocks
     come from the heap and, up to 4 GB, stay there when freed, so the next call reuses them;
-  * `jax_cpu_enable_async_dispatch=False` (set by `restart_with_hugepages` in the
-    restarted process): CPU computations run on the calling thread, so the buffer is
+  * `jax_cpu_enable_async_dispatch=False` (set by `jaxtl.configure_cpu`, in the
+    restarted process too): CPU computations run on the calling thread, so the buffer is
     allocated from glibc's main heap. Allocated from one of XLA's worker threads, a
     block over 64 MB is served by `mmap` whatever `mmap_max` says.
 
@@ -20,19 +20,18 @@ mace-torch step in the same process, where a fresh huge-page fault could stall 0
 in compaction, a 64x0e+64x1o float64 step went from 2.0 s to 0.9 s (benchmarks/README.md).
 The price: freed memory stays with the process (at the top of the heap, up to 4 GB).
 
-glibc reads tunables only when a process starts, so the command re-executes itself
-once with them set. A Python session (a script, a notebook) cannot restart; there
-`import jaxtl` sets the two heap settings at run time with glibc's `mallopt`
-(`keep_buffers_in_heap`; the trim threshold is then 2 GB, the most an int holds), and
-`import jaxtl.model` (which every model, calculator, trainer and MD run imports) turns
-asynchronous CPU dispatch off if JAX has not started its CPU backend yet
-(`inline_cpu_dispatch_if_unstarted`). Huge pages are not needed for the effect: in a
-plain process MP-0-medium float32 energy+forces of 108 Cu atoms took 160-161 ms with
-88,000 page faults and 132 ms in the kernel a call, and 79-80 ms with 30-56 faults after
-the two `mallopt` calls and inline dispatch (76-81 ms with the restart's tunables;
-benchmarks/heap_settings.py). Nothing happens off Linux or
-without glibc; JAXTL_NO_HUGEPAGES=1 turns off the restart and both in-process settings;
-the restart also needs glibc >= 2.35 and transparent huge pages not `never`.
+glibc reads tunables only when a process starts, so the `jaxtl` command re-executes itself
+once with them set (`restart_if_wanted`). A Python session (a script, a notebook) cannot
+restart; there `jaxtl.configure_cpu()` sets the two heap settings at run time with glibc's
+`mallopt` (`keep_buffers_in_heap`; the trim threshold is then 2 GB, the most an int holds)
+and turns asynchronous CPU dispatch off. Nothing here runs on import: `jaxtl.cpu` decides.
+Huge pages are not needed for the effect: in a plain process MP-0-medium float32
+energy+forces of 108 Cu atoms took 160-161 ms with 88,000 page faults and 132 ms in the
+kernel a call, and 79-80 ms with 30-56 faults after the two `mallopt` calls and inline
+dispatch (76-81 ms with the restart's tunables; benchmarks/heap_settings.py). Nothing
+happens off Linux or without glibc; JAXTL_NO_CPU_TUNING=1 (or JAXTL_NO_HUGEPAGES=1) turns
+off the restart and both in-process settings; the restart also needs glibc >= 2.35 and
+transparent huge pages not `never`.
 """
 
 from __future__ import annotations
@@ -52,6 +51,12 @@ from pathlib import Path
 TUNABLES = ("glibc.malloc.hugetlb=1", "glibc.malloc.mmap_max=0", f"glibc.malloc.trim_threshold={4 << 30}")
 TUNABLE = ":".join(TUNABLES)
 _THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+OFF_SWITCHES = ("JAXTL_NO_CPU_TUNING", "JAXTL_NO_HUGEPAGES")  # either turns the settings off
+
+
+def turned_off(environ=os.environ) -> str:
+    """The environment variable that turns jaxtl's CPU settings off, "" if none does."""
+    return next((name for name in OFF_SWITCHES if environ.get(name)), "")
 
 
 def _glibc_version() -> tuple[int, ...]:
@@ -86,7 +91,7 @@ def wanted(environ=os.environ, system: str | None = None, glibc: tuple[int, ...]
         system == "Linux"
         and glibc >= (2, 35)
         and thp in ("always", "madvise")
-        and not environ.get("JAXTL_NO_HUGEPAGES")
+        and not turned_off(environ)
         and not active(environ)
     )
 
@@ -110,22 +115,25 @@ def without_tunable(environ=os.environ) -> dict:
     return env
 
 
-def restart_with_hugepages() -> None:
+def restart_if_wanted() -> None:
     """Re-execute this process's own command line with `TUNABLE`, when `wanted()`.
 
     Returns only when no restart is needed (or possible); otherwise never returns.
-    Returning in a process that runs with the tunables, it turns JAX's asynchronous
-    CPU dispatch off (see the module's docstring). Call it first thing in a program's
-    entry point, before any JAX computation.
+    Called by `jaxtl.configure_cpu(restart=True)`, first thing in a program's entry point.
     """
     argv = getattr(sys, "orig_argv", None)
     if not argv or not sys.executable or not wanted():
-        if active():
-            inline_cpu_dispatch()
         return
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, argv, with_tunable())
+
+
+def restart_with_hugepages() -> None:
+    """The benchmark scripts' entry: `jaxtl.configure_cpu(restart=True)`."""
+    from jaxtl.cpu import configure_cpu
+
+    configure_cpu(restart=True)
 
 
 def inline_cpu_dispatch() -> None:
@@ -148,7 +156,7 @@ def in_process_wanted(environ=os.environ, system: str | None = None, glibc: tupl
     Linux with glibc, not turned off, and not already set by the restart's tunables."""
     system = platform.system() if system is None else system
     glibc = _glibc_version() if glibc is None else glibc
-    return system == "Linux" and bool(glibc) and not environ.get("JAXTL_NO_HUGEPAGES") and not active(environ)
+    return system == "Linux" and bool(glibc) and not turned_off(environ) and not active(environ)
 
 
 def keep_buffers_in_heap() -> bool:
@@ -157,7 +165,7 @@ def keep_buffers_in_heap() -> bool:
 
     Returns whether the settings were made. Safe at any time; blocks already mapped stay
     as they are. With asynchronous CPU dispatch on, XLA allocates from worker threads,
-    whose arenas map large blocks anyway: see `inline_cpu_dispatch_if_unstarted`.
+    whose arenas map large blocks anyway: `jaxtl.configure_cpu` turns that off too.
     """
     global _made_in_process
     if not in_process_wanted():
@@ -173,18 +181,3 @@ def keep_buffers_in_heap() -> bool:
 def heap_settings_made() -> bool:
     """Whether this process runs with jaxtl's heap settings (the restart's tunables or `mallopt`)."""
     return active() or _made_in_process
-
-
-def inline_cpu_dispatch_if_unstarted() -> bool:
-    """`inline_cpu_dispatch` when the heap settings are on (restart or `mallopt`) and JAX's
-    backends have not started (the CPU client reads the setting once, when it starts).
-    Returns whether it was set."""
-    if os.environ.get("JAXTL_NO_HUGEPAGES") or not heap_settings_made():
-        return False
-    from jax._src import xla_bridge
-
-    started = getattr(xla_bridge, "backends_are_initialized", None)
-    if started is None or started():
-        return False
-    inline_cpu_dispatch()
-    return True

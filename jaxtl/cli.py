@@ -6,7 +6,7 @@
     jaxtl export MODEL_DIR OUT.model    jaxtl model folder -> mace-torch .model file (verified)
     jaxtl train --train F --out DIR     train a new MACE from scratch
     jaxtl finetune --foundation M ...   frozen transfer learning of a foundation model
-    jaxtl eval --model DIR --data F     errors of a model on labelled structures
+    jaxtl eval --model DIR --data F     predictions (--output) and errors per config_type
     jaxtl learning-curve --foundation M --train POOL --test F --out DIR
                                         error against training-set size, per strategy and seed, at convergence
     jaxtl demo                          the whole workflow on data it makes itself
@@ -18,6 +18,8 @@ import argparse
 import json
 import logging
 import sys
+
+NO_CPU_TUNING = "--no-cpu-tuning"
 
 
 def _quiet_libraries() -> None:
@@ -105,6 +107,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", default=None,
                    help="YAML/JSON settings: a mace-torch run_train YAML (options jaxtl lacks are named and "
                         "ignored), or the run_config.yaml / train_config.yaml of a jaxtl run; flags win")
+    g = p.add_argument_group("watching the run")
+    g.add_argument("--quiet", action="store_true", help="no progress bars and no epoch lines on screen (batch "
+                   "jobs); train.log and metrics.jsonl in --out still get every epoch")
+    g.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="also write each epoch's scalars as TensorBoard events in DIR (pip install jaxtl[tensorboard])")
+    g.add_argument("--wandb", default=None, metavar="PROJECT",
+                   help="also log each epoch's scalars to this Weights & Biases project (pip install jaxtl[wandb])")
 
 
 def _parse_mapping(text, what: str) -> dict | None:
@@ -143,6 +152,7 @@ def _train_config(args):
     return TrainConfig(
         max_num_epochs=args.epochs, patience=args.patience, seed=args.seed, dtype=args.dtype, ema=args.ema,
         ema_decay=args.ema_decay, backend=args.backend,
+        progress_bar=not getattr(args, "quiet", False),
         loss=LossConfig(loss=args.loss, energy_weight=args.energy_weight, forces_weight=args.forces_weight,
                         stress_weight=args.stress_weight, virials_weight=args.virials_weight,
                         huber_delta=args.huber_delta),
@@ -271,16 +281,33 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from jaxtl.evaluate import evaluate_file
+    from jaxtl.api import load_model
+    from jaxtl.evaluate import error_table, evaluate_and_predict, write_predictions
+    from jaxtl.graph.io import read_configurations
 
-    metrics = evaluate_file(args.model, args.data, batch_size=args.batch_size, dtype=args.dtype,
-                            backend=args.backend)
-    print(json.dumps(metrics, indent=2))
+    loaded = load_model(args.model, dtype=args.dtype, backend=args.backend)
+    configs = read_configurations(args.data)
+    stress = any(c.stress is not None for c in configs) or (None if args.output else False)
+    metrics, predictions = evaluate_and_predict(loaded, configs, args.batch_size, stress=stress)
+    if args.output:
+        write_predictions(args.data, predictions, args.output, prefix=args.info_prefix)
+        print(f"predictions written to {args.output} ({args.info_prefix}energy, {args.info_prefix}forces"
+              + (f", {args.info_prefix}stress)" if "stress" in predictions[0] else ")"), file=sys.stderr)
+    labelled = any(m["n_graphs"] for m in metrics.values())
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    elif labelled:
+        print(error_table(metrics))
+    else:
+        print(f"{args.data}: no reference labels, no errors to show", file=sys.stderr)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxtl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(NO_CPU_TUNING, action="store_true",
+                        help="leave glibc's allocator, XLA_FLAGS and JAX's CPU dispatch as they are: no "
+                        "jaxtl.configure_cpu() (slower on CPU, less memory kept; also JAXTL_NO_CPU_TUNING=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     cache_help = "cache of downloaded and converted foundation models (default: $JAXTL_CACHE, else ~/.cache/jaxtl)"
@@ -330,9 +357,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "no_scaling"], help="scale/shift from the data (default rms_forces_scaling)")
     p.set_defaults(func=cmd_train, parser=p)
 
-    p = sub.add_parser("eval", help="energy/force/stress errors of a model on a labelled file")
+    p = sub.add_parser("eval", help="predictions of a model on a file, and its errors per config_type "
+                       "where the file has labels (as mace_eval_configs)")
     p.add_argument("--model", required=True, help="jaxtl model folder")
-    p.add_argument("--data", required=True, help="labelled structures")
+    p.add_argument("--data", required=True, help="structures, labelled or not (REF_energy, REF_forces, REF_stress)")
+    p.add_argument("--output", default=None, help="write the structures with the predictions to this file "
+                   "(extended XYZ; energy eV, forces eV/A, stress eV/A^3 as 9 values)")
+    p.add_argument("--info-prefix", "--key-prefix", dest="info_prefix", default="MACE_",
+                   help="prefix of the predicted keys in --output (default MACE_: MACE_energy, MACE_forces, ...)")
+    p.add_argument("--json", action="store_true", help="print the errors as JSON instead of a table")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--dtype", default=None, choices=["float32", "float64"])
     p.add_argument("--backend", default="xla", choices=["xla", "cueq"], help="xla (default) or cueq (cuEquivariance)")
@@ -358,21 +391,59 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
-    if argv is None:  # the command line, not a call from Python: restart with huge pages
-        from jaxtl import _allocator
+    command_line = argv is None
+    argv = sys.argv[1:] if argv is None else list(argv)
+    tuning = NO_CPU_TUNING not in argv
+    argv = [a for a in argv if a != NO_CPU_TUNING]  # accepted anywhere on the line
+    if command_line and tuning:  # this process is the command's own: tune it (may restart it)
+        from jaxtl.cpu import configure_cpu
 
-        _allocator.restart_with_hugepages()
-    argv = sys.argv[1:] if argv is None else argv
+        configure_cpu(restart=True)
     _quiet_libraries()
     from jaxtl import _xla_flags
 
     _xla_flags.enable_compilation_cache()
     args = parse_args(argv)
+    if command_line and getattr(args, "quiet", False):
+        _quiet_run()
+    try:
+        writers = _scalar_writers(args)
+    except ImportError as err:  # an extra that is not installed
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        for writer in writers:
+            writer.close()
+
+
+def _quiet_run() -> None:
+    """--quiet in the command's own process: nothing but warnings on screen (the run
+    folder's logs are unaffected). Called from Python, --quiet only turns progress bars off."""
+    import os
+
+    os.environ["TQDM_DISABLE"] = "1"  # tqdm reads it for every bar; this process is the command's
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.WARNING)
+
+
+def _scalar_writers(args) -> list:
+    """--tensorboard / --wandb as the writers every training run of this command uses."""
+    if not (getattr(args, "tensorboard", None) or getattr(args, "wandb", None)):
+        return []
+    from jaxtl.train import progress
+
+    writers = []
+    if args.tensorboard:
+        writers.append(progress.TensorBoardWriter(args.tensorboard))
+    if args.wandb:
+        writers.append(progress.WandbWriter(args.wandb, run_dir=getattr(args, "out", None)))
+    progress.use_writers(writers)
+    return writers
 
 
 if __name__ == "__main__":

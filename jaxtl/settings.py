@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 # Settings that are not part of a run's configuration (where it runs, how to start it).
-NOT_SAVED = {"config", "resume", "func", "command", "dry_run"}
+NOT_SAVED = {"config", "resume", "func", "command", "dry_run", "quiet", "tensorboard", "wandb"}
 # Settings a resumed run may change: raising the length continues a run.
 RESUME_MAY_CHANGE = {"epochs", "out"}
 RUN_CONFIG = "run_config.yaml"

@@ -12,7 +12,9 @@ if _TESTS not in sys.path:
 # Compiled XLA programs are cached on disk for the whole test session (and its
 # subprocesses, through the environment), so models compiled once are reused.
 os.environ.setdefault("JAXTL_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "jaxtl-tests"))
-import jaxtl  # noqa: E402  (applies jaxtl's XLA flags before JAX starts)
+import jaxtl  # noqa: E402
 from jaxtl import _xla_flags  # noqa: E402
+
+jaxtl.configure_cpu()  # the speed the `jaxtl` command runs at (before JAX starts; inherited XLA_FLAGS too)
 
 _xla_flags.enable_compilation_cache()

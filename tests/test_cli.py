@@ -60,7 +60,7 @@ def test_train_eval_and_resume(tiny_data, tmp_path):
     # a finished run refuses to start again in the same folder without --resume
     again = jaxtl(*args, check=False)
     assert again.returncode != 0 and "resume" in again.stderr
-    metrics = json.loads(jaxtl("eval", "--model", out / "model", "--data", tiny_data["target_test"]).stdout)
+    metrics = json.loads(jaxtl("eval", "--model", out / "model", "--data", tiny_data["target_test"], "--json").stdout)
     assert np.isfinite(metrics["all"]["forces_rmse"])
 
 

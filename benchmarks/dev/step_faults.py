@@ -61,6 +61,9 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(os.cpu_count())
+    from jaxtl import _xla_flags
+
+    _xla_flags.apply()  # XLA as jaxtl.configure_cpu() sets it; glibc as GLIBC_TUNABLES says, nothing else
     import jax
 
     if args.dispatch == "inline":

@@ -8,6 +8,7 @@ takes the same `MDConfig` and returns the same `MDResult`. Langevin here is ASE'
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import ase
 import numpy as np
@@ -17,8 +18,11 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from jaxtl.md.simulate import MDConfig, MDResult, drop_labels, fixed_atoms, initial_velocities
 
 
-def run_ase_md(model, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress: bool = False) -> MDResult:
+def run_ase_md(model, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress: bool = False,
+               on_frames: Callable[[list], None] | None = None, start_step: int = 0) -> MDResult:
     """MD with ASE's VelocityVerlet (nve) or Langevin; `model` a folder, LoadedModel or calculator.
+
+    `on_frames` and `start_step` as in `MDEngine.run` (each saved frame is handed over at once).
 
     A non-finite energy or forces, or atoms closer than `config.min_distance`, stops the
     run with a message naming the step; frames so far are kept. `config.skin` and
@@ -41,7 +45,7 @@ def run_ase_md(model, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress:
         dyn = VelocityVerlet(atoms, timestep=dt)
     else:
         dyn = Langevin(atoms, timestep=dt, temperature_K=config.temperature, friction=config.friction / units.fs,
-                       fixcm=False, rng=np.random.default_rng(config.seed))
+                       fixcm=False, rng=np.random.default_rng([config.seed, start_step] if start_step else config.seed))
     dof = max(3 * int((~fixed).sum()), 1)
     epot, ekin, frames = [], [], []
     error = None
@@ -56,15 +60,17 @@ def run_ase_md(model, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress:
             a.calc = SinglePointCalculator(a, energy=epot[-1], forces=atoms.get_forces())
             a.info.update(md_step=step, time_fs=step * config.dt)
             frames.append(a)
+            if on_frames is not None and (step != start_step or not start_step):
+                on_frames([a])
 
-    record(0)
+    record(start_step)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.steps, unit="step", desc="ASE MD")
+        bar = tqdm(total=max(config.steps - start_step, 0), unit="step", desc="ASE MD")
     done = 0
-    for step in range(1, config.steps + 1):
+    for step in range(start_step + 1, config.steps + 1):
         try:
             dyn.run(1)
         except FloatingPointError:
@@ -75,14 +81,14 @@ def run_ase_md(model, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress:
             error = f"MD stopped at step {step}: two atoms came {d.min():.3f} A apart (< {config.min_distance} A)"
             break
         record(step)
-        done = step
+        done = step - start_step
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
     ekin_a = np.array(ekin)
     return MDResult(
-        frames=frames, time=np.arange(len(epot)) * config.dt, potential_energy=np.array(epot),
+        frames=frames, time=(start_step + np.arange(len(epot))) * config.dt, potential_energy=np.array(epot),
         kinetic_energy=ekin_a, temperature=2 * ekin_a / (dof * units.kB), steps_done=done, error=error,
         n_atoms=len(atoms), n_compilations=calc.n_compilations - compilations,
         wall_s=time.perf_counter() - start_time,

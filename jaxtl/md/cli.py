@@ -11,8 +11,10 @@ Run MD with a jaxtl model. Units: positions A, time fs, temperature K, energy eV
 By default the whole run is jit-compiled in chunks of --check-every steps (lax.scan),
 with the neighbour list (cutoff r_max + --skin) rebuilt on the host between chunks;
 --ase runs the same MD through ASE and MACECalculator instead. Frames are written to
---out as extended XYZ (energy, forces, velocities). A run that explodes stops with a
-message naming the step, writes the frames so far and exits with status 3.
+--out as they are produced (extended XYZ, or an ASE trajectory for a .traj name; energy,
+forces, velocities), flushed after every chunk, so a killed run keeps them; --resume
+continues from the last frame in --out. A run that explodes stops with a message naming
+the step, keeps the frames so far and exits with status 3.
 """
 
 
@@ -47,22 +49,39 @@ def cmd_md(args) -> int:
     import ase.io
 
     from jaxtl.api import load_model
+    from jaxtl.md.trajectory import FrameWriter, complete_frames
 
-    atoms = ase.io.read(args.structure, index=args.index)
-    model = load_model(args.model, dtype=args.dtype, backend=args.backend)
     config = md_config(args, args.steps, args.save_every, args.ensemble)
-    if args.ase:
-        from jaxtl.md.ase_md import run_ase_md
+    start_step, atoms = 0, None
+    if args.resume:
+        done = complete_frames(args.out)
+        if done:
+            atoms = done[-1]
+            start_step = int(atoms.info.get("md_step", -1))
+            if start_step < 0:
+                raise ValueError(f"{args.out}: frame {len(done) - 1} has no md_step: not a jaxtl md trajectory")
+            if start_step >= args.steps:
+                print(f"{args.out}: already at step {start_step} of {args.steps}; nothing to do", file=sys.stderr)
+                return 0
+            print(f"resuming {args.out} from step {start_step} ({len(done)} frames kept)", file=sys.stderr)
+    if atoms is None:
+        atoms = ase.io.read(args.structure, index=args.index)
+    model = load_model(args.model, dtype=args.dtype, backend=args.backend)
+    with FrameWriter(args.out, resume=start_step > 0) as writer:
+        if args.ase:
+            from jaxtl.md.ase_md import run_ase_md
 
-        result = run_ase_md(model, atoms, config, progress=not args.quiet)
-    else:
-        from jaxtl.md.simulate import run_md
+            result = run_ase_md(model, atoms, config, progress=not args.quiet, on_frames=writer.write,
+                                start_step=start_step)
+        else:
+            from jaxtl.md.simulate import run_md
 
-        result = run_md(model, atoms, config, progress=not args.quiet)
-    ase.io.write(args.out, result.frames, format="extxyz")
+            result = run_md(model, atoms, config, progress=not args.quiet, on_frames=writer.write,
+                            start_step=start_step)
     half = result.temperature[len(result.temperature) // 2:]
     summary = {
-        "steps_done": result.steps_done, "time_fs": result.steps_done * args.dt, "frames": len(result.frames),
+        "steps_done": result.steps_done, "time_fs": result.steps_done * args.dt, "frames": writer.n_frames,
+        "first_step": start_step,
         "steps_per_s": round(result.steps_per_s, 2), "mean_temperature_K_second_half": float(half.mean()),
         "compilations": result.n_compilations, "neighbour_list_rebuilds": result.n_rebuilds,
         "error": result.error, "trajectory": args.out,
@@ -92,6 +111,10 @@ def add_parser(sub) -> None:
                    help="xla (default) or cueq: NVIDIA cuEquivariance kernels (pip install jaxtl[cueq])")
     p.add_argument("--ase", action="store_true", help="run through ASE's integrators and MACECalculator")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--out", required=True, help="trajectory file to write (extended XYZ)")
+    p.add_argument("--out", required=True, help="trajectory file, written as frames are produced (extended XYZ; "
+                   "an ASE trajectory for a .traj name)")
+    p.add_argument("--resume", action="store_true", help="continue from the last complete frame in --out (its "
+                   "positions, velocities and step) up to --steps in all, appending to --out; without it --out "
+                   "is started anew")
     add_md_args(p)
     p.set_defaults(func=cmd_md)

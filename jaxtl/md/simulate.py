@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import ase
 import jax
@@ -85,7 +85,7 @@ class MDResult:
         time: [n_steps_done + 1] in fs.
         potential_energy, kinetic_energy: [n_steps_done + 1] in eV.
         temperature: [n_steps_done + 1] in K (over the mobile atoms).
-        steps_done: steps completed (fewer than asked when `error` is set).
+        steps_done: steps completed by this run (fewer than asked when `error` is set).
         error: None, or why the run stopped early (names the step).
         n_atoms: atoms in the structure.
         n_compilations: jit traces during the run (chunk and initial forces).
@@ -202,10 +202,17 @@ class MDEngine:
         self._budgets[nodes] = budget
         return batch.graph
 
-    def run(self, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress=False) -> MDResult:
+    def run(self, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress=False,
+            on_frames: Optional[Callable[[list], None]] = None, start_step: int = 0) -> MDResult:
         """Run MD from `atoms` (not modified). See `MDConfig` for the settings.
 
         progress: True for a tqdm bar, or a tqdm bar of the caller's to update.
+        on_frames: called with the frames saved in each chunk as soon as the chunk is done
+            (the start frame first, unless resuming), so a writer keeps them if the run dies.
+        start_step: `atoms` is the frame of this step of a longer run (its velocities
+            included): the run continues to `config.steps` in all, numbering steps and
+            saving frames as the uninterrupted run would. The Langevin noise after a
+            resume is drawn from (seed, start_step), so it differs from the uninterrupted run.
         """
         start_time = time.perf_counter()
         compilations = self.n_compilations
@@ -231,6 +238,8 @@ class MDEngine:
         energy, forces = self._initial(variables, graph)
         state = MDState(jnp.asarray(graph.positions), jnp.asarray(velocities, self.dtype), forces, energy)
         key = jax.random.PRNGKey(config.seed)
+        if start_step:
+            key = jax.random.fold_in(key, start_step)
         params = ChunkParams(
             dt=jnp.asarray(config.dt * units.fs, self.dtype),
             kT=jnp.asarray(units.kB * (config.temperature or 0.0), self.dtype),
@@ -255,40 +264,46 @@ class MDEngine:
             a.info.update(md_step=step, time_fs=step * config.dt)
             return a
 
+        n_steps = max(config.steps - start_step, 0)
         epot, ekin = [float(energy)], [kinetic(velocities)]
-        frames = [frame(0, graph.positions, velocities, energy, forces)]
+        frames = [frame(start_step, graph.positions, velocities, energy, forces)]
+        if on_frames is not None and not start_step:
+            on_frames(frames[:1])
         error = self._check_start(float(energy), np.asarray(forces), graph, config.min_distance)
         done, rebuilds = 0, 0
-        bar = _progress(config.steps, progress)
-        while error is None and done < config.steps:
-            params = params._replace(limit=jnp.asarray(min(config.check_every, config.steps - done), jnp.int32))
+        bar = _progress(n_steps, progress)
+        while error is None and done < n_steps:
+            params = params._replace(limit=jnp.asarray(min(config.check_every, n_steps - done), jnp.int32))
             state, key, record = chunk(variables, graph, masses, mobile, state, key, params)
             status = np.asarray(record.status)
             accepted = int(np.argmax(status != OK)) if np.any(status != OK) else len(status)
             energies, vels = np.asarray(record.energy), np.asarray(record.velocities)
             positions, all_forces = np.asarray(record.positions), np.asarray(record.forces)
+            saved = len(frames)
             for j in range(accepted):
-                step = done + j + 1
+                step = start_step + done + j + 1
                 epot.append(float(energies[j]))
                 ekin.append(kinetic(vels[j]))
                 if step % config.save_every == 0:
                     frames.append(frame(step, positions[j], vels[j], energies[j], all_forces[j]))
+            if on_frames is not None and len(frames) > saved:
+                on_frames(frames[saved:])
             done += accepted
             bar.update(accepted)
             reason = int(status[accepted]) if accepted < len(status) else LIMIT
             if reason == NOT_FINITE:
-                error = (f"MD stopped at step {done + 1}: energy, forces or positions became NaN/inf "
+                error = (f"MD stopped at step {start_step + done + 1}: energy, forces or positions became NaN/inf "
                          f"(the run exploded; try a smaller dt, or the model is outside its training domain)")
             elif reason == TOO_CLOSE:
                 e = int(record.closest_edge[accepted])
                 i, j = int(graph.senders[e]), int(graph.receivers[e])
-                error = (f"MD stopped at step {done + 1}: atoms {i} and {j} came "
+                error = (f"MD stopped at step {start_step + done + 1}: atoms {i} and {j} came "
                          f"{float(record.min_distance[accepted]):.3f} A apart (< min_distance "
                          f"{config.min_distance} A); the run exploded or the model lets atoms collapse")
             elif reason == REBUILD and accepted == 0:
-                error = (f"MD stopped at step {done + 1}: an atom moved more than skin/2 = "
+                error = (f"MD stopped at step {start_step + done + 1}: an atom moved more than skin/2 = "
                          f"{config.skin / 2} A in one step; use a smaller dt or a larger skin")
-            if error is None and done < config.steps:
+            if error is None and done < n_steps:
                 graph = self.graph(numbers, np.asarray(state.positions, np.float64)[:n], cell, pbc, config.skin)
                 if graph.n_nodes != n_nodes:
                     raise MDError("node capacity changed during a run")  # budgets never shrink: a bug
@@ -299,7 +314,7 @@ class MDEngine:
             log.warning("%s; keeping %d frames", error, len(frames))
         ekin_a = np.array(ekin)
         return MDResult(
-            frames=frames, time=np.arange(len(epot)) * config.dt, potential_energy=np.array(epot),
+            frames=frames, time=(start_step + np.arange(len(epot))) * config.dt, potential_energy=np.array(epot),
             kinetic_energy=ekin_a, temperature=2 * ekin_a / (dof * units.kB), steps_done=done, error=error,
             n_atoms=n, n_compilations=self.n_compilations - compilations, n_rebuilds=rebuilds,
             wall_s=time.perf_counter() - start_time,
@@ -320,9 +335,10 @@ class MDEngine:
         return None
 
 
-def run_md(model, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress: bool = False) -> MDResult:
-    """One MD run with a fresh `MDEngine` (see there). `model`: a folder or a LoadedModel."""
-    return MDEngine(model).run(atoms, config, progress)
+def run_md(model, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress: bool = False,
+           on_frames: Optional[Callable[[list], None]] = None, start_step: int = 0) -> MDResult:
+    """One MD run with a fresh `MDEngine` (see `MDEngine.run`). `model`: a folder or a LoadedModel."""
+    return MDEngine(model).run(atoms, config, progress, on_frames=on_frames, start_step=start_step)
 
 
 class _NoBar:

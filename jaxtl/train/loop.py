@@ -8,9 +8,9 @@ pure function of (seed, epoch) and a resumed run sees the same batches:
           valid_batches=[...], cfg=TrainConfig(), out_dir="runs/x")
 
 Outputs in `out_dir`: train_config.json/.yaml, metrics.jsonl (one record per
-epoch), checkpoints/{latest,best,best_stage_two}, model/ (final variables, from
-the best checkpoint, EMA weights when on), final_metrics.json and
-learning_curve.png.
+epoch), train.log (the epoch lines, see `progress`), checkpoints/{latest,best,
+best_stage_two}, model/ (final variables, from the best checkpoint, EMA weights
+when on), final_metrics.json and learning_curve.png (redrawn as the run goes).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from jaxtl.train.metrics import MetricsAccumulator
 from jaxtl.train.optimizer import PlateauState, make_optimizer, plateau_update, scheduled_lr
 from jaxtl.train.parallel import group_batches, make_mesh
 from jaxtl.train.plot import plot_learning_curve, read_log
+from jaxtl.train.progress import RunMonitor, ScalarWriter, default_writers, running_errors
 from jaxtl.train.stage_two import loss_weights, start_epoch
 from jaxtl.train.step import TrainState, make_eval_step, make_train_step
 
@@ -127,7 +128,8 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
           test_batches: Batches | None = None, param_labels: Any = None,
           label_transforms: dict | None = None, decay_filter: Callable | None = None,
           resume: bool = False, model_config: dict | None = None,
-          write_model: Callable[[Path, dict], Any] | None = None) -> TrainResult:
+          write_model: Callable[[Path, dict], Any] | None = None,
+          writers: Sequence[ScalarWriter] | None = None) -> TrainResult:
     """Train `variables["params"]` of `predict_fn` (constants stay fixed).
 
     Args:
@@ -146,6 +148,8 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
         write_model: `write_model(out_dir / "model", variables)` writes the final
             model instead of the plain `save_model` (fine-tuning uses it to merge
             adapters and add its metadata first, so the folder is written once).
+        writers: where each epoch's scalars also go (`progress.ScalarWriter`: TensorBoard,
+            W&B); default `progress.default_writers()`.
 
     Raises:
         NonFiniteLossError: a training or validation loss is NaN/inf; the
@@ -196,7 +200,9 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
     eval_step, _ = make_eval_step(predict_fn, loss, delta, stress, mesh, compiles)
     eval_params = lambda s: s.ema.params if s.ema is not None else s.params
 
+    monitor = RunMonitor(out, cfg.max_num_epochs, default_writers() if writers is None else writers, cfg.plot)
     try:
+        monitor.start()
         first = cfg.max_num_epochs if meta.get("stopped") else meta["epoch"]  # early-stopped: just finish
         for epoch in range(first, cfg.max_num_epochs):
             t0 = time.time()
@@ -259,11 +265,10 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
             meta.update(epoch=epoch + 1, step=int(state.step), stopped=stop)
 
             record = {"epoch": epoch, "stage": meta["stage"], "lr": lr, "train_loss": train_loss,
-                      "valid_loss": valid_loss, "valid": valid_metrics, "time_s": time.time() - t0,
-                      "n_compiles": dict(compiles)}
+                      "train_running": running_errors(terms, loss), "valid_loss": valid_loss,
+                      "valid": valid_metrics, "time_s": time.time() - t0, "n_compiles": dict(compiles)}
+            monitor.epoch(record)  # adds wall_s and eta_s
             _append(log_path, record)
-            log.info("epoch %d: train loss %.6g, valid loss %.6g, lr %.3g, compiles %s",
-                     epoch, train_loss, valid_loss, lr, dict(compiles))
 
             arrays = pack_state(state, constants)
             if improved:
@@ -277,6 +282,7 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
         return _finish(ckpt, state, constants, cfg, out, eval_step, train_batches, valid_batches,
                        test_batches, dtype, compiles, model_config, log_path, write_model)
     finally:
+        monitor.stop()
         ckpt.close()
 
 

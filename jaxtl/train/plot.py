@@ -16,12 +16,12 @@ def read_log(path: str | Path) -> list[dict]:
 
 
 def plot_learning_curve(log_path: str | Path, out_png: str | Path) -> Path | None:
-    """Train/valid loss and valid energy/force RMSE per epoch; None without matplotlib."""
-    try:
-        import matplotlib
+    """Train/valid loss and energy/force RMSE per epoch; None without matplotlib.
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    Drawn on a bare `Figure`: no pyplot, so the caller's matplotlib backend is left alone
+    (a notebook's plots keep working while a run redraws its curve)."""
+    try:
+        from matplotlib.figure import Figure
     except ImportError:
         logging.info("matplotlib not installed: no learning-curve plot")
         return None
@@ -29,22 +29,28 @@ def plot_learning_curve(log_path: str | Path, out_png: str | Path) -> Path | Non
     if not records:
         return None
     epochs = [r["epoch"] for r in records]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig = Figure(figsize=(13, 3.6))
+    axes = fig.subplots(1, 3)
     axes[0].semilogy(epochs, [r["train_loss"] for r in records], label="train")
     axes[0].semilogy(epochs, [r["valid_loss"] for r in records], label="valid")
     axes[0].set_ylabel("loss")
     axes[0].legend()
     for ax, key, unit in ((axes[1], "energy_rmse", "meV/atom"), (axes[2], "forces_rmse", "meV/A")):
-        values = [r.get("valid", {}).get("all", {}).get(key) for r in records]
-        if any(v is not None for v in values):
-            ax.semilogy(epochs, [float("nan") if v is None else v for v in values])
-        ax.set_ylabel(f"valid {key} ({unit})")
+        for split, values in (("train (running)", [r.get("train_running", {}).get(key) for r in records]),
+                              ("valid", [r.get("valid", {}).get("all", {}).get(key) for r in records])):
+            if any(v is not None for v in values):
+                ax.semilogy(epochs, [float("nan") if v is None else v for v in values], label=split)
+        ax.set_ylabel(f"{key} ({unit})")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     for ax in axes:
         ax.set_xlabel("epoch")
     fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return Path(out_png)
+    out_png = Path(out_png)
+    tmp = out_png.with_name(f".{out_png.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    tmp.replace(out_png)  # a viewer never sees a half-written file
+    return out_png
 
 
 def plot_data_efficiency(rows, path, group_key: str, title: str, xlabel: str = "training structures") -> None:
@@ -54,13 +60,11 @@ def plot_data_efficiency(rows, path, group_key: str, title: str, xlabel: str = "
     Does nothing when matplotlib is missing.
     """
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
     for name in dict.fromkeys(r[group_key] for r in rows):
         rs = [r for r in rows if r[group_key] == name]
         for ax, key in zip(axes, ("energy_rmse", "forces_rmse")):
@@ -73,4 +77,3 @@ def plot_data_efficiency(rows, path, group_key: str, title: str, xlabel: str = "
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -1,0 +1,96 @@
+"""`jaxtl eval` (jaxtl/evaluate.py): predictions written as mace_eval_configs writes them, and
+errors per config_type that agree with the written predictions."""
+
+import subprocess
+import sys
+
+import ase.io
+import jax
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.emt import EMT
+
+from jaxtl.model import MACE, MACEConfig
+from jaxtl.model_io import save_model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A small random MACE for Cu and H, saved as a model folder."""
+    from jaxtl.graph.batching import batch_atoms
+
+    config = MACEConfig(atomic_numbers=(1, 29), r_max=3.0, num_bessel=4, max_ell=1, hidden_irreps="4x0e",
+                        MLP_irreps="4x0e", correlation=2, radial_MLP=(8,), avg_num_neighbors=8.0, dtype="float32")
+    batch = batch_atoms([bulk("Cu", "fcc", a=3.6)], config.r_max, np.float32)
+    variables = MACE(config).init(jax.random.PRNGKey(0), batch.graph)
+    return save_model(tmp_path_factory.mktemp("model") / "model", config, variables)
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    """Six EMT-labelled frames of two config_types; the bulk ones carry stress."""
+    rng = np.random.default_rng(0)
+    frames = []
+    for i in range(6):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((1, 1, 1 + i % 2))
+        if i % 3 == 0:
+            atoms[0].symbol = "H"
+        atoms.rattle(0.05, seed=int(rng.integers(1 << 30)))
+        atoms.calc = EMT()
+        atoms.info["REF_energy"] = atoms.get_potential_energy()
+        atoms.arrays["REF_forces"] = atoms.get_forces()
+        atoms.info["REF_stress"] = atoms.get_stress()
+        atoms.info["config_type"] = "bulk" if i < 4 else "defect"
+        atoms.calc = None
+        frames.append(atoms)
+    path = tmp_path_factory.mktemp("data") / "test.xyz"
+    ase.io.write(path, frames, format="extxyz")
+    return path
+
+
+def run_eval(*args):
+    proc = subprocess.run([sys.executable, "-m", "jaxtl.cli", "--no-cpu-tuning", "eval", *map(str, args)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_eval_writes_predictions_and_a_table_per_config_type(model_dir, data_file, tmp_path):
+    out = tmp_path / "pred.xyz"
+    proc = run_eval("--model", model_dir, "--data", data_file, "--output", out, "--batch-size", 4)
+    frames = ase.io.read(out, ":")
+    reference = ase.io.read(data_file, ":")
+    assert len(frames) == len(reference) == 6
+    errors = {"bulk": [], "defect": []}
+    for atoms, ref in zip(frames, reference):
+        np.testing.assert_allclose(atoms.positions, ref.positions)
+        assert atoms.info["REF_energy"] == pytest.approx(ref.info["REF_energy"])  # the file's labels kept
+        forces = atoms.arrays["MACE_forces"]
+        assert forces.shape == (len(atoms), 3) and np.isfinite(atoms.info["MACE_energy"])
+        assert np.asarray(atoms.info["MACE_stress"]).size == 9
+        errors[ref.info["config_type"]].append((atoms.info["MACE_energy"] - ref.info["REF_energy"]) / len(atoms))
+
+    table = proc.stdout.splitlines()
+    assert table[0].split()[:2] == ["config_type", "n"] and "E" in table[0] and "S" in table[0]
+    rows = {line.split()[0]: line.split() for line in table[2:]}
+    assert set(rows) == {"bulk", "defect", "all"}
+    assert rows["bulk"][1] == "4" and rows["defect"][1] == "2" and rows["all"][1] == "6"
+    for group, errs in errors.items():  # the table's E RMSE is that of the written predictions
+        rmse = 1000 * np.sqrt(np.mean(np.square(errs)))
+        assert float(rows[group][2]) == pytest.approx(rmse, rel=1e-3, abs=0.01), (group, rows[group], rmse)
+
+
+def test_eval_key_prefix_and_unlabelled_file(model_dir, data_file, tmp_path):
+    bare = tmp_path / "bare.xyz"
+    frames = ase.io.read(data_file, ":")
+    for atoms in frames:
+        atoms.info = {}
+        del atoms.arrays["REF_forces"]
+    ase.io.write(bare, frames, format="extxyz")
+    out = tmp_path / "pred.xyz"
+    proc = run_eval("--model", model_dir, "--data", bare, "--output", out, "--key-prefix", "jaxtl_")
+    assert "no reference labels" in proc.stderr and proc.stdout.strip() == ""
+    written = ase.io.read(out, ":")
+    assert all("jaxtl_energy" in a.info and "jaxtl_forces" in a.arrays for a in written)
+    assert not any("MACE_energy" in a.info for a in written)
