@@ -34,7 +34,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                    "falling back to the ASE calculator's energy)")
     g.add_argument("--forces-key", default="REF_forces", help="arrays key of forces in eV/A (default REF_forces)")
     g.add_argument("--stress-key", default="REF_stress", help="info key of stress in eV/A^3 (default REF_stress)")
-    g.add_argument("--batch-size", type=int, default=10, help="structures per batch (default 10)")
+    g.add_argument("--batch-size", type=int, default=10, help="structures per optimiser step over all devices "
+                   "(the global batch; a multiple of their number; default 10)")
     g.add_argument("--max-force", type=float, default=None, help="drop structures with |F| above this (eV/A)")
     g.add_argument("--train-fraction", type=float, default=1.0, help="train on this fraction only (default 1)")
 
@@ -58,6 +59,41 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", required=True, help="run folder (checkpoints, logs, model/)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out exactly")
     g.add_argument("--config", default=None, help="YAML/JSON file of settings; flags given explicitly win")
+    _add_distributed_args(p)
+
+
+def _add_distributed_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("devices and processes (data parallel; see examples/slurm_train.sh)")
+    g.add_argument("--devices", type=int, default=None, help="devices of this process to train on (default 1); "
+                   "with --distributed, every device of every process")
+    g.add_argument("--distributed", action="store_true", help="join a multi-process job on JAX's runtime "
+                   "(jax.distributed): start one process per host (or per GPU) with the same arguments; the "
+                   "settings below are detected from SLURM, Open MPI or Cloud TPU when not given")
+    g.add_argument("--coordinator-address", default=None, help="HOST:PORT of process 0's coordinator")
+    g.add_argument("--num-processes", type=int, default=None, help="number of processes in the job")
+    g.add_argument("--process-id", type=int, default=None, help="rank of this process, 0 .. N-1")
+    g.add_argument("--heartbeat-timeout", type=int, default=100, help="seconds after which a silent process is "
+                   "declared dead and the job stops (default 100); restart all with --resume")
+
+
+def _start_distributed(args) -> None:
+    """Join the multi-process job if asked (before any JAX computation), count the devices
+    of the step into `args.n_devices` and split `args.batch_size`, the global batch, over them."""
+    explicit = (args.coordinator_address, args.num_processes, args.process_id)
+    args.n_devices = args.devices or 1
+    if args.distributed or any(v is not None for v in explicit):
+        import jax
+
+        from jaxtl.train.distributed import DistributedConfig, initialize
+
+        initialize(DistributedConfig(*explicit, heartbeat_timeout_s=args.heartbeat_timeout))
+        if args.devices not in (None, jax.device_count()):
+            raise ValueError(f"--devices {args.devices}: a job of {jax.process_count()} processes trains on all "
+                             f"their {jax.device_count()} devices")
+        args.n_devices = jax.device_count()
+    from jaxtl.train.distributed import per_device_batch_size
+
+    args.batch_size = per_device_batch_size(args.batch_size, args.n_devices)
 
 
 def _train_config(args):
@@ -71,7 +107,7 @@ def _train_config(args):
         loss=LossConfig(loss=args.loss, energy_weight=args.energy_weight, forces_weight=args.forces_weight,
                         stress_weight=args.stress_weight),
         optimizer=OptimizerConfig(lr=args.lr, scheduler=args.scheduler),
-        stage_two=StageTwoConfig(enabled=args.stage_two),
+        stage_two=StageTwoConfig(enabled=args.stage_two), n_devices=getattr(args, "n_devices", 1),
     )
 
 
@@ -151,6 +187,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_train(args) -> int:
+    _start_distributed(args)
     import jax
 
     if args.dtype == "float64":

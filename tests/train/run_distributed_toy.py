@@ -6,7 +6,7 @@
 Local devices come from XLA_FLAGS (--xla_force_host_platform_device_count). The job
 first runs `STEPS` optimiser steps by hand (writing OUT/steps-I.json: the loss of each
 step), then trains with `jaxtl.train.train` into OUT/run (checkpoints, model).
---sleep S pauses S seconds after each training step (gives a test time to kill).
+--sleep S pauses S seconds at the start of each epoch (gives a test time to kill).
 """
 
 from __future__ import annotations
@@ -34,7 +34,12 @@ def main() -> int:
     p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--skip-steps", action="store_true")
+    p.add_argument("--cache", default=None, help="persistent compilation cache shared by the test's runs")
     args = p.parse_args()
+    if args.cache:  # every program, however small: most of a run's time is compiling
+        jax.config.update("jax_compilation_cache_dir", args.cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     if args.num_processes > 1:
         initialize(DistributedConfig(f"127.0.0.1:{args.port}", args.num_processes, args.process_id,
                                      heartbeat_timeout_s=5, initialization_timeout_s=60))
