@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="xla", choices=["xla", "cueq"], help="xla (default) or cueq (cuEquivariance)")
     p.set_defaults(func=cmd_eval)
 
-    for module in ("jaxtl.finetune.cli", "jaxtl.demo", "jaxtl.distill.cli", "jaxtl.md.cli"):
+    for module in ("jaxtl.finetune.cli", "jaxtl.demo", "jaxtl.distill.cli", "jaxtl.md.cli", "jaxtl.graph.prepare"):
         try:
             mod = __import__(module, fromlist=["add_parser"])
         except ImportError:
