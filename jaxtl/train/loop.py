@@ -27,7 +27,6 @@ from typing import Any, Callable, Iterable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from jaxtl.train.checkpoint import BEST, BEST_STAGE_TWO, LATEST, Checkpointer, pack_state, save_model, unpack_state

@@ -170,25 +170,24 @@ def group_batches(items: Iterable, mesh: Mesh | int, dtype) -> Iterator[tuple[li
     block = local_block(mesh) if multi else range(k)
     if not hasattr(items, "__getitem__") or not hasattr(items, "__len__"):
         items = list(items)
+    sharding = NamedSharding(mesh, P(DATA)) if multi else None
+
+    def global_array(x):
+        return jax.make_array_from_process_local_data(sharding, x, (k,) + x.shape[1:])
+
     for step in step_plan(_shape_keys(items), k):
         mine = [step[i] for i in block]
-        cache: dict[int, Batch] = {}
-
-        def batch(j: int) -> Batch:
-            if j not in cache:
-                cache[j] = cast_batch(split_item(items[j])[0], dtype)
-            return cache[j]
-
-        template = next((j for j in mine if j is not None), step[0])
-        local = [blank_batch(batch(template)) if j is None else batch(j) for j in mine]
+        local = {j: cast_batch(split_item(items[j])[0], dtype) for j in mine if j is not None}
+        if not local:  # this process's slots are all blank: shapes from the step's first batch
+            template = cast_batch(split_item(items[step[0]])[0], dtype)
+        else:
+            template = next(iter(local.values()))
+        stack = [blank_batch(template) if j is None else local[j] for j in mine]
         types = [None if j is None else _config_types(items, j) for j in step]
         if multi:
-            stacked = stack_batches(local, _agreed_optional_fields(local))
-            sharding = NamedSharding(mesh, P(DATA))
-            stacked = jax.tree.map(
-                lambda x: jax.make_array_from_process_local_data(sharding, x, (k,) + x.shape[1:]), stacked)
+            stacked = jax.tree.map(global_array, stack_batches(stack, _agreed_optional_fields(stack)))
         else:
-            stacked = stack_batches(local)
+            stacked = stack_batches(stack)
         yield [j for j in step if j is not None], stacked, types
 
 

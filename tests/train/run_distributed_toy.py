@@ -47,7 +47,6 @@ def main() -> int:
 
     import jax.numpy as jnp
     import numpy as np
-    from jax.sharding import NamedSharding, PartitionSpec as P
 
     import train_toy as T
     from jaxtl.train import LossConfig, OptimizerConfig, TrainConfig, make_optimizer, shuffled, train
