@@ -26,7 +26,8 @@ def _quiet_libraries() -> None:
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--train", required=True, help="training structures (extended XYZ or any ASE format)")
+    g.add_argument("--train", required=True, help="training structures (extended XYZ or any ASE format), or a "
+                   "folder written by `jaxtl prepare` (train only: streamed from disk)")
     g.add_argument("--valid", default=None, help="validation structures (default: --valid-fraction of --train)")
     g.add_argument("--valid-fraction", type=float, default=0.1, help="fraction of --train held out (default 0.1)")
     g.add_argument("--test", default=None, help="test structures, evaluated at the end")
@@ -198,8 +199,17 @@ def cmd_train(args) -> int:
                  max_ell=args.max_ell, correlation=(args.correlation,) * args.num_interactions,
                  num_interactions=args.num_interactions, radial_MLP=tuple(args.radial_mlp),
                  MLP_irreps=args.mlp_irreps)
-    result = train_from_scratch(_data_config(args), args.out, model=model, train_config=_train_config(args),
-                                resume=args.resume)
+    from pathlib import Path
+
+    if Path(args.train).is_dir():  # a prepared set (`jaxtl prepare`): streamed from disk
+        from jaxtl.train.stream import PreparedData, train_from_prepared
+
+        data = PreparedData(args.train, args.valid, args.valid_fraction, args.batch_size, args.batch_size, args.seed)
+        result = train_from_prepared(data, args.out, model=model, train_config=_train_config(args),
+                                     resume=args.resume)
+    else:
+        result = train_from_scratch(_data_config(args), args.out, model=model, train_config=_train_config(args),
+                                    resume=args.resume)
     print(json.dumps({split: m.get("all") for split, m in result.metrics.items()}, indent=2))
     print(f"compilations: {result.n_compiles}; model written to {args.out}/model")
     return 0
