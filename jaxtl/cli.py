@@ -88,6 +88,8 @@ def _start_distributed(args) -> None:
         from jaxtl.train.distributed import DistributedConfig, initialize
 
         initialize(DistributedConfig(*explicit, heartbeat_timeout_s=args.heartbeat_timeout))
+        if jax.process_index() != 0:  # one copy of the progress messages; warnings from every process
+            logging.getLogger("jaxtl").setLevel(logging.WARNING)
         if args.devices not in (None, jax.device_count()):
             raise ValueError(f"--devices {args.devices}: a job of {jax.process_count()} processes trains on all "
                              f"their {jax.device_count()} devices")
