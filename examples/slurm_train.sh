@@ -17,8 +17,13 @@
 # process 0 writes the logs and the final model.
 #
 # If a task dies, the others stop within --heartbeat-timeout seconds; resubmit with
-# RESUME=1 (same number of nodes and GPUs) to continue bit for bit from the last
-# checkpoint.
+# RESUME=1 (same OUT, same number of nodes and GPUs) to continue bit for bit from the
+# last checkpoint.
+#
+# For sets larger than memory, prepare once (on one node) and train from the folder;
+# each process then reads only the structures of its own batches:
+#   jaxtl prepare data/*.xyz --out prepared/ --r-max 5.0 --shard-size 10000
+#   TRAIN=prepared/ sbatch ... examples/slurm_train.sh
 #
 #SBATCH --job-name=jaxtl-train
 #SBATCH --nodes=2
@@ -31,7 +36,7 @@
 set -euo pipefail
 
 TRAIN=${TRAIN:-train.xyz}
-OUT=${OUT:-runs/slurm-$SLURM_JOB_ID}
+OUT=${OUT:-runs/jaxtl-slurm}              # keep it when resubmitting with RESUME=1
 BATCH=${BATCH:-$((SLURM_NTASKS * 4))}   # 4 structures per GPU and step
 RESUME_FLAG=${RESUME:+--resume}
 
