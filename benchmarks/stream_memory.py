@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -195,7 +196,11 @@ def main(argv=None) -> int:
                          f"{r['peak_rss_mb']:.0f} |")
         return "\n".join(lines) + "\n"
 
-    print(write_results(Path(args.out), run_metadata("stream_memory.py", argv), rows, markdown))
+    meta = run_metadata("stream_memory.py", argv)
+    meta["jaxtl_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True,
+                                          text=True).stdout.strip()
+    meta["device"] = f"CPU, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end"
+    print(write_results(Path(args.out), meta, rows, markdown))
     return 0
 
 
