@@ -15,9 +15,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
+from pathlib import Path
 
 NO_CPU_TUNING = "--no-cpu-tuning"
 
@@ -32,7 +34,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data (mace-torch names and defaults)")
     g.add_argument("--train", default=None, help="training structures (extended XYZ, an ASE database .db, or any ASE "
                    "format); IsolatedAtom frames (one atom, config_type=IsolatedAtom) give E0s and are not trained "
-                   "on; frames with only some labels are kept, the missing labels weigh 0")
+                   "on; frames with only some labels are kept, the missing labels weigh 0; or a folder written "
+                   "by `jaxtl prepare` (train only: streamed from disk)")
     g.add_argument("--valid", default=None, help="validation structures (default: --valid-fraction of --train)")
     g.add_argument("--valid-fraction", type=float, default=0.1, help="fraction of --train held out (default 0.1)")
     g.add_argument("--test", default=None, help="test structures, evaluated at the end")
@@ -51,7 +54,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                         "frames), estimated / foundation (finetune: fit the foundation's residual / keep its E0s), "
                         "a JSON file, or a dict by atomic number such as '{1: -13.6, 8: -2042.0}' (default: the "
                         "IsolatedAtom frames when --train has them, else average)")
-    g.add_argument("--batch-size", type=int, default=10, help="structures per batch (default 10)")
+    g.add_argument("--batch-size", type=int, default=10, help="structures per optimiser step over all devices "
+                   "(the global batch; a multiple of their number; default 10)")
     g.add_argument("--valid-batch-size", type=int, default=None, help="structures per evaluation batch "
                    "(default: --batch-size)")
     g.add_argument("--max-force", type=float, default=None, help="drop structures with |F| above this (eV/A)")
@@ -114,6 +118,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="also write each epoch's scalars as TensorBoard events in DIR (pip install jaxtl[tensorboard])")
     g.add_argument("--wandb", default=None, metavar="PROJECT",
                    help="also log each epoch's scalars to this Weights & Biases project (pip install jaxtl[wandb])")
+    _add_distributed_args(p)
 
 
 def _parse_mapping(text, what: str) -> dict | None:
@@ -143,6 +148,43 @@ def _stage_two_start(args) -> int | None:
     return max(1, int(STAGE_TWO_AT * args.epochs))
 
 
+def _add_distributed_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("devices and processes (data parallel; see examples/slurm_train.sh)")
+    g.add_argument("--devices", type=int, default=None, help="devices of this process to train on (default 1); "
+                   "with --distributed, every device of every process")
+    g.add_argument("--distributed", action="store_true", help="join a multi-process job on JAX's runtime "
+                   "(jax.distributed): start one process per host (or per GPU) with the same arguments; the "
+                   "settings below are detected from SLURM, Open MPI or Cloud TPU when not given")
+    g.add_argument("--coordinator-address", default=None, help="HOST:PORT of process 0's coordinator")
+    g.add_argument("--num-processes", type=int, default=None, help="number of processes in the job")
+    g.add_argument("--process-id", type=int, default=None, help="rank of this process, 0 .. N-1")
+    g.add_argument("--heartbeat-timeout", type=int, default=100, help="seconds after which a silent process is "
+                   "declared dead and the job stops (default 100); restart all with --resume")
+
+
+def _start_distributed(args) -> None:
+    """Join the multi-process job if asked (before any JAX computation), count the devices
+    of the step into `args.n_devices` and split `args.batch_size`, the global batch, over them."""
+    explicit = (args.coordinator_address, args.num_processes, args.process_id)
+    args.n_devices = args.devices or 1
+    if args.distributed or any(v is not None for v in explicit):
+        import jax
+
+        from jaxtl.train.distributed import DistributedConfig, initialize
+
+        initialize(DistributedConfig(*explicit, heartbeat_timeout_s=args.heartbeat_timeout))
+        if jax.process_index() != 0:  # one copy of the progress messages; warnings from every process
+            logging.getLogger("jaxtl").setLevel(logging.WARNING)
+        if args.devices not in (None, jax.device_count()):
+            raise ValueError(f"--devices {args.devices}: a job of {jax.process_count()} processes trains on all "
+                             f"their {jax.device_count()} devices")
+        args.n_devices = jax.device_count()
+    from jaxtl.train.distributed import per_device_batch_size
+
+    args.global_batch_size = args.batch_size  # what the run's settings record
+    args.batch_size = per_device_batch_size(args.batch_size, args.n_devices)
+
+
 def _train_config(args):
     from jaxtl.train.config import TrainConfig
     from jaxtl.train.loss import LossConfig
@@ -165,6 +207,7 @@ def _train_config(args):
                                  forces_weight=args.stage_two_forces_weight,
                                  stress_weight=args.stage_two_stress_weight,
                                  virials_weight=args.stage_two_virials_weight),
+        n_devices=getattr(args, "n_devices", 1),
     )
 
 
@@ -260,6 +303,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_train(args) -> int:
+    _start_distributed(args)
     import jax
 
     if args.dtype == "float64":
@@ -273,8 +317,15 @@ def cmd_train(args) -> int:
     data, train_config = _data_config(args), _train_config(args)  # bad settings fail before anything is written
     _check_fresh_run(args)
     save_run_config(args, args.parser)
-    result = train_from_scratch(data, args.out, model=model, train_config=train_config, e0s=args.e0s,
-                                scaling=args.scaling, resume=args.resume)
+    if Path(args.train).is_dir():  # a prepared set (`jaxtl prepare`): streamed from disk
+        from jaxtl.train.stream import PreparedData, train_from_prepared
+
+        prepared = PreparedData(args.train, args.valid, args.valid_fraction, args.batch_size, args.batch_size,
+                                args.seed)
+        result = train_from_prepared(prepared, args.out, model=model, train_config=train_config, resume=args.resume)
+    else:
+        result = train_from_scratch(data, args.out, model=model, train_config=train_config, e0s=args.e0s,
+                                    scaling=args.scaling, resume=args.resume)
     print(json.dumps({split: m.get("all") for split, m in result.metrics.items()}, indent=2))
     print(f"compilations: {result.n_compiles}; model written to {args.out}/model")
     return 0
@@ -372,12 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     for module in ("jaxtl.finetune.cli", "jaxtl.learning_curve.cli", "jaxtl.demo", "jaxtl.distill.cli",
-                   "jaxtl.md.cli"):
-        try:
-            mod = __import__(module, fromlist=["add_parser"])
-        except ImportError:
-            continue
-        mod.add_parser(sub)
+                   "jaxtl.md.cli", "jaxtl.graph.prepare"):
+        importlib.import_module(module).add_parser(sub)  # a module that fails to import is an error
     return parser
 
 

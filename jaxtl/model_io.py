@@ -29,17 +29,36 @@ class ModelFileError(ValueError):
 
 
 def _checkpointer():
+    """Orbax checkpointer of a model folder: host arrays, read or written by this process alone
+    (in a multi-process job too, where Orbax would otherwise wait for every process)."""
     import orbax.checkpoint as ocp
 
-    return ocp.StandardCheckpointer()
+    if jax.process_count() == 1:
+        return ocp.StandardCheckpointer()
+    me = jax.process_index()
+    return ocp.StandardCheckpointer(
+        multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me}))
 
 
 def save_model(out_dir: str | Path, config: MACEConfig | dict, variables: dict, metadata: dict | None = None) -> Path:
     """Write a model folder atomically; an existing folder is replaced.
 
-    `config` is a MACEConfig, or any JSON-able dict (models other than MACE).
+    `config` is a MACEConfig, or any JSON-able dict (models other than MACE). In a
+    multi-process job every process calls this with the same (replicated) variables;
+    process 0 writes the folder and the others wait for it.
     """
     out_dir = Path(out_dir).absolute()
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        if jax.process_index() == 0:
+            _write_model(out_dir, config, variables, metadata)
+        multihost_utils.sync_global_devices(f"jaxtl model folder {out_dir}")
+        return out_dir
+    return _write_model(out_dir, config, variables, metadata)
+
+
+def _write_model(out_dir: Path, config, variables: dict, metadata: dict | None) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:

@@ -18,7 +18,9 @@ import sys
 from pathlib import Path
 
 # Settings that are not part of a run's configuration (where it runs, how to start it).
-NOT_SAVED = {"config", "resume", "func", "command", "dry_run", "quiet", "tensorboard", "wandb"}
+# where and how a run is watched or started, not what it computes
+NOT_SAVED = {"config", "resume", "func", "command", "dry_run", "quiet", "tensorboard", "wandb", "distributed",
+             "coordinator_address", "num_processes", "process_id", "heartbeat_timeout"}
 # Settings a resumed run may change: raising the length continues a run.
 RESUME_MAY_CHANGE = {"epochs", "out"}
 RUN_CONFIG = "run_config.yaml"
@@ -76,6 +78,8 @@ def save_run_config(args, sub) -> None:
 
     dests = {a.dest for a in sub._actions if a.dest not in NOT_SAVED and a.dest != "help"}
     values = {d: absolute_paths(d, getattr(args, d)) for d in sorted(dests) if hasattr(args, d)}
+    if "batch_size" in values and hasattr(args, "global_batch_size"):  # split over devices by _start_distributed
+        values["batch_size"] = args.global_batch_size
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / (RUN_CONFIG + ".tmp")

@@ -58,6 +58,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from jaxtl.cli import _start_distributed
+
+    _start_distributed(args)
     import jax
 
     if args.dtype == "float64":

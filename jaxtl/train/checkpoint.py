@@ -4,7 +4,10 @@ Training checkpoints live under `OUT/checkpoints/<name>/<epoch>/` with
 `name` in {"latest", "best", "best_stage_two"}; each keeps only its newest
 entry. A checkpoint holds the arrays (params, constants, optimiser state, EMA,
 step) and a JSON `meta` dict (epoch, scheduler state, best losses, seed, ...),
-which is all `resume` needs. Saves are synchronous and atomic: Orbax writes into
+which is all `resume` needs. In a multi-process job every process calls `save`
+and `restore` with the same arguments and Orbax coordinates them (each array
+written once, the folder committed by process 0; the run folder must be on a
+file system all processes share). Saves are synchronous and atomic: Orbax writes into
 a temporary folder and renames it when complete, and only then deletes the
 previous entry, so a process killed mid-save leaves the previous checkpoint
 intact (leftover temporary folders are ignored and cleaned up on the next open).
@@ -41,7 +44,10 @@ class Checkpointer:
 
     def _manager(self, name: str) -> ocp.CheckpointManager:
         if name not in self._managers:
-            self._managers[name] = ocp.CheckpointManager(self.root / name, options=_options())
+            # handlers named up front, so that item_metadata can read a checkpoint before any restore
+            handlers = {"arrays": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+            self._managers[name] = ocp.CheckpointManager(self.root / name, options=_options(),
+                                                         item_handlers=handlers)
         return self._managers[name]
 
     def path(self, name: str) -> Path | None:
@@ -61,12 +67,21 @@ class Checkpointer:
         self._manager(name).wait_until_finished()
 
     def restore(self, name: str, template: Any | None = None, step: int | None = None) -> tuple[Any, dict]:
-        """(arrays, meta) of entry `step` (default newest); `template` fixes the tree and dtypes."""
+        """(arrays, meta) of entry `step` (default newest).
+
+        `template` fixes the tree, dtypes and placement (a resumed run passes its
+        state, replicated on its mesh); without one, the arrays come back whole on this
+        process's first device, whatever devices or processes wrote them.
+        """
         manager = self._manager(name)
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint {name!r} under {self.root}")
-        arrays_arg = ocp.args.StandardRestore(template) if template is not None else ocp.args.StandardRestore()
+        if template is None:
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            template = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                                    manager.item_metadata(step)["arrays"])
+        arrays_arg = ocp.args.StandardRestore(template)
         out = manager.restore(step, args=ocp.args.Composite(arrays=arrays_arg, meta=ocp.args.JsonRestore()))
         return out["arrays"], out["meta"]
 

@@ -30,8 +30,10 @@ class TrainConfig:
         ema_decay: EMA decay (mace-torch 0.99).
         stage_two: stage-two (SWA) settings.
         compute_stress: ask the model for stress/virials; None: when the loss uses them.
-        n_devices: local devices for data parallelism; each step consumes
-            n_devices batches (one per device).
+        n_devices: devices of the data mesh: this process's first n_devices, or in
+            a multi-process job (`jaxtl.train.distributed`) all devices of all
+            processes. Each step consumes n_devices padded batches of one shape
+            (one per device), so the global batch is n_devices x the batch size.
         progress_bar: show a tqdm bar.
         plot: write a learning-curve PNG (needs matplotlib).
         backend: "xla", or "cueq" for NVIDIA cuEquivariance kernels (`jaxtl.model.cueq`).

@@ -14,7 +14,8 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from jaxtl.graph.dataset import Budgets, GraphDataset, batch_iterator, choose_budgets
+from jaxtl.graph.batching import Budget, pad_batch
+from jaxtl.graph.dataset import Budgets, EpochBatches, GraphDataset, batch_iterator, choose_budgets
 from jaxtl.graph.io import (LABELS, Configuration, DataError, DataKeys, check_config_type_weights,
                             is_isolated_atom, read_configurations)
 from jaxtl.train.e0s import isolated_e0s
@@ -130,18 +131,46 @@ def read_splits(cfg: DataConfig, require: Sequence[str] = ()) -> Splits:
     return Splits(train, valid, test, isolated_e0s(isolated), isolated)
 
 
+class PlannedBatches(Sequence):
+    """The (Batch, config_types) of an epoch plan, each padded only when indexed.
+
+    `shape_key(i)` and `config_types(i)` answer without padding, so that a process of
+    a multi-process job pads only the batches of its own devices
+    (`jaxtl.train.parallel.group_batches`).
+    """
+
+    def __init__(self, epoch: EpochBatches):
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.epoch.plan)
+
+    def shape_key(self, i: int) -> Budget:
+        return self.epoch.plan[i][0]
+
+    def config_types(self, i: int) -> list:
+        return [self.epoch.dataset.configs[j].config_type for j in self.epoch.plan[i][1]]
+
+    def __getitem__(self, i: int):
+        budget, members = self.epoch.plan[i]
+        dataset = self.epoch.dataset
+        batch = pad_batch([dataset.items[j] for j in members], *budget[:3], r_max=dataset.r_max,
+                          dtype=self.epoch.dtype, n_neighbour=budget.n_neighbour)
+        return batch, self.config_types(i)
+
+
 def epoch_batches(dataset: GraphDataset, batch_size: int, seed: int, shuffle: bool,
-                  budgets: Optional[Budgets] = None, dtype=np.float64) -> Callable[[int], list]:
-    """epoch -> [(Batch, config_types)] in an order fixed by (seed, epoch).
+                  budgets: Optional[Budgets] = None, dtype=np.float64) -> Callable[[int], PlannedBatches]:
+    """epoch -> the (Batch, config_types) of the epoch in an order fixed by (seed, epoch).
 
     Budgets are fixed once for the dataset, so every epoch reuses the same few shapes.
+    Batches are padded when indexed (`PlannedBatches`).
     """
     budgets = budgets or choose_budgets(dataset, batch_size)
 
-    def at(epoch: int) -> list:
-        batches = batch_iterator(dataset, batch_size, budgets, shuffle=shuffle, seed=seed, epoch=epoch, dtype=dtype)
-        types = [[dataset.configs[i].config_type for i in members] for _, members in batches.plan]
-        return list(zip(batches, types))
+    def at(epoch: int) -> PlannedBatches:
+        return PlannedBatches(batch_iterator(dataset, batch_size, budgets, shuffle=shuffle, seed=seed, epoch=epoch,
+                                             dtype=dtype))
 
     at.budgets = budgets  # type: ignore[attr-defined]
     return at

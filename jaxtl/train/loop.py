@@ -27,16 +27,16 @@ from typing import Any, Callable, Iterable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from jaxtl.train.checkpoint import BEST, BEST_STAGE_TWO, LATEST, Checkpointer, pack_state, save_model, unpack_state
 from jaxtl.train.config import TrainConfig
+from jaxtl.train.distributed import is_primary
 from jaxtl.train.ema import ema_init
 
 from jaxtl.train.metrics import MetricsAccumulator
 from jaxtl.train.optimizer import PlateauState, make_optimizer, plateau_update, scheduled_lr
-from jaxtl.train.parallel import group_batches, make_mesh
+from jaxtl.train.parallel import group_batches, make_mesh, replicate
 from jaxtl.train.plot import plot_learning_curve, read_log
 from jaxtl.train.progress import RunMonitor, ScalarWriter, default_writers, running_errors
 from jaxtl.train.stage_two import loss_weights, start_epoch
@@ -93,11 +93,11 @@ def _host_loss(terms: dict, weights: dict) -> float:
     return float(sum(weights[k] * s / max(c, 1.0) for k, (s, c) in terms.items()))
 
 
-def _run_eval(eval_step, params, constants, items, n_devices, dtype, weights) -> tuple[float, dict]:
+def _run_eval(eval_step, params, constants, items, mesh, dtype, weights) -> tuple[float, dict]:
     """Exact loss and metrics of `items` ({group: metrics})."""
     terms: dict = {}
     acc = MetricsAccumulator()
-    for _, stacked, types in group_batches(items, n_devices, dtype):
+    for _, stacked, types in group_batches(items, mesh, dtype):
         t, errors = eval_step(params, constants, stacked)
         _host_terms(terms, t)
         errors = jax.tree.map(np.asarray, errors)
@@ -119,7 +119,7 @@ def evaluate(predict_fn, variables: dict, batches: Iterable, cfg: TrainConfig) -
     mesh = make_mesh(cfg.n_devices)
     eval_step, _ = make_eval_step(predict_fn, cfg.loss.loss, cfg.loss.huber_delta, cfg.wants_stress, mesh)
     v = _cast(variables, dtype)
-    return _run_eval(eval_step, v["params"], v.get("constants", {}), batches, cfg.n_devices, dtype,
+    return _run_eval(eval_step, v["params"], v.get("constants", {}), batches, mesh, dtype,
                      cfg.loss.weights())
 
 
@@ -162,8 +162,10 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
     log_path = out / "metrics.jsonl"
     if not resume and ckpt.latest_step(LATEST) is not None:
         raise FileExistsError(f"{out} already holds checkpoints: pass resume=True or use a new out_dir")
-    cfg.save(out / "train_config.json")
-    cfg.save(out / "train_config.yaml")
+    primary = is_primary()  # in a multi-process job, process 0 writes the logs and files
+    if primary:
+        cfg.save(out / "train_config.json")
+        cfg.save(out / "train_config.yaml")
 
     variables = _cast(variables, dtype)
     constants = variables.get("constants", {})
@@ -172,13 +174,18 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
     state = TrainState(jnp.zeros([], jnp.int32), params, optimizer.init(params),
                        ema_init(params) if cfg.ema else None)
     meta = _fresh_meta(cfg)
+    mesh = make_mesh(cfg.n_devices)
+    # Replicated on the mesh from the start, as the step returns it (one compilation); the
+    # restored checkpoint takes this placement from its template.
+    state, constants = replicate((state, constants), mesh)
     if resume and ckpt.latest_step(LATEST) is not None:
         arrays, meta = ckpt.restore(LATEST, template=pack_state(state, constants))
         state, constants = unpack_state(arrays, state)
         if meta["seed"] != cfg.seed:
             raise ValueError(f"resuming a run of seed {meta['seed']} with seed {cfg.seed}")
         kept = [r for r in read_log(log_path) if r.get("epoch", -1) < meta["epoch"]]
-        log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        if primary:
+            log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         if meta["stage"] == 1:
             # a run resumed with a new length (or stage-two setting) gets the new start;
             # an unchanged config gives the same value, so exact resume is unaffected
@@ -187,12 +194,9 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
                 log.info("stage two now starts at epoch %s (was %s)", new_start, meta["stage_two_start"])
                 meta["stage_two_start"] = new_start
         log.info("resumed %s at epoch %d (step %d)", out, meta["epoch"], meta["step"])
-    else:
+    elif primary:
         log_path.write_text("")
 
-    mesh = make_mesh(cfg.n_devices)
-    # Replicated on the mesh from the start, as the step returns it: one compilation.
-    state, constants = jax.device_put((state, constants), NamedSharding(mesh, P()))
     compiles: Counter = Counter()
     loss, delta, stress = cfg.loss.loss, cfg.loss.huber_delta, cfg.wants_stress
     ema_decay = cfg.ema_decay if cfg.ema else None
@@ -216,20 +220,20 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
 
             items = _items(train_batches, epoch)
             total = math.ceil(len(items) / cfg.n_devices) if hasattr(items, "__len__") else None
-            bar = tqdm(total=total, desc=f"epoch {epoch}", disable=not cfg.progress_bar, leave=False)
+            bar = tqdm(total=total, desc=f"epoch {epoch}", disable=not (cfg.progress_bar and primary), leave=False)
             terms: dict = {}
             lr = math.nan
-            for idx, stacked, _ in group_batches(items, cfg.n_devices, dtype):
+            for idx, stacked, _ in group_batches(items, mesh, dtype):
                 step = int(state.step)
                 lr = cfg.stage_two.swa_lr if stage_two else scheduled_lr(cfg.optimizer, step, epoch, plateau)
                 state, stats = train_step(state, constants, stacked, jnp.asarray(lr, dtype), weights_dev)
                 value = float(stats["loss"])
                 if not math.isfinite(value):
-                    where = f"batch {idx.start}" if len(idx) == 1 else f"batches {idx.start}-{idx.stop - 1}"
+                    where = f"batch {idx[0]}" if len(idx) == 1 else f"batches {', '.join(map(str, idx))}"
                     last = ckpt.path(LATEST)
                     msg = (f"non-finite training loss ({value}) at epoch {epoch}, {where}; stopping. "
                            f"Last good checkpoint: {last if last else 'none (no epoch completed)'}")
-                    _append(log_path, {"event": "non_finite_loss", "epoch_failed": epoch, "batch": idx.start,
+                    _append(log_path, {"event": "non_finite_loss", "epoch_failed": epoch, "batch": idx[0],
                                        "message": msg})
                     raise NonFiniteLossError(msg)
                 _host_terms(terms, stats["terms"])
@@ -239,7 +243,7 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
             train_loss = _host_loss(terms, weights)
 
             valid_loss, valid_metrics = _run_eval(eval_step, eval_params(state), constants,
-                                                  _items(valid_batches, epoch), cfg.n_devices, dtype, weights)
+                                                  _items(valid_batches, epoch), mesh, dtype, weights)
             if math.isnan(valid_loss) and not valid_metrics:
                 valid_loss = train_loss  # no validation data: track the training loss
             if not math.isfinite(valid_loss):
@@ -287,6 +291,8 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
 
 
 def _append(path: Path, record: dict) -> None:
+    if not is_primary():
+        return
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")
 
@@ -307,15 +313,16 @@ def _finish(ckpt, state, constants, cfg, out, eval_step, train_batches, valid_ba
     for split, batches in (("train", train_batches), ("valid", valid_batches), ("test", test_batches)):
         items = _items(batches, 0)
         if batches is not None:
-            loss, m = _run_eval(eval_step, params, constants, items, cfg.n_devices, dtype, weights)
+            loss, m = _run_eval(eval_step, params, constants, items, make_mesh(cfg.n_devices), dtype, weights)
             metrics[split] = {"loss": loss, **m}
-    (out / "final_metrics.json").write_text(json.dumps(metrics, indent=2))
+    if is_primary():
+        (out / "final_metrics.json").write_text(json.dumps(metrics, indent=2))
     variables = {"params": params, "constants": constants}
     if write_model is None:
         save_model(out / "model", model_config or {}, variables)
     else:
         write_model(out / "model", variables)
-    if cfg.plot:
+    if cfg.plot and is_primary():
         plot_learning_curve(log_path, out / "learning_curve.png")
     log.info("compilations: %s", dict(compiles))
     return TrainResult(variables, read_log(log_path), metrics, dict(compiles), out)

@@ -29,6 +29,7 @@ from jaxtl.graph.labels import Batch
 from jaxtl.train.ema import EMAState, ema_update
 from jaxtl.train.loss import loss_terms
 from jaxtl.train.metrics import graph_errors
+from jaxtl.train.distributed import lost_peer, peer_error
 from jaxtl.train.parallel import DATA
 
 PredictFn = Callable[[dict, Any, bool], dict]
@@ -99,7 +100,7 @@ def make_train_step(predict_fn: PredictFn, loss: str, huber_delta: float, comput
         counter["train"] += 1  # runs only while tracing
         return sharded(state, constants, batch, lr, weights)
 
-    return jax.jit(step), counter
+    return _reporting_lost_peers(jax.jit(step), "a training step"), counter
 
 
 def make_eval_step(predict_fn: PredictFn, loss: str, huber_delta: float, compute_stress: bool,
@@ -107,7 +108,8 @@ def make_eval_step(predict_fn: PredictFn, loss: str, huber_delta: float, compute
     """`eval(params, constants, batch) -> (terms, errors)`.
 
     terms: {name: (sum, count)} summed over the stacked batches; errors: the
-    `graph_errors` of each stacked batch, [n_stack, n_graphs] arrays.
+    `graph_errors` of each stacked batch, [n_stack, n_graphs] arrays, replicated
+    on every device.
     """
     counter = Counter() if counter is None else counter
 
@@ -121,13 +123,32 @@ def make_eval_step(predict_fn: PredictFn, loss: str, huber_delta: float, compute
 
         per_batch, errors = _stacked(one, batch)
         terms = {k: (s.sum(), c.sum()) for k, (s, c) in per_batch.items()}
-        return jax.lax.psum(terms, DATA), errors
+        # every process needs every device's errors for its metrics
+        return jax.lax.psum(terms, DATA), jax.lax.all_gather(errors, DATA, tiled=True)
 
-    sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P(DATA)), out_specs=(P(), P(DATA)),
+    sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P(DATA)), out_specs=(P(), P()),
                             check_vma=False)
 
     def evaluate(params, constants, batch):
         counter["eval"] += 1
         return sharded(params, constants, batch)
 
-    return jax.jit(evaluate), counter
+    return _reporting_lost_peers(jax.jit(evaluate), "an evaluation step"), counter
+
+
+def _reporting_lost_peers(fn, what: str):
+    """`fn` that, in a multi-process job, waits for its result and turns a collective
+    failing on a lost process into a `DistributedError` saying so (not a hang or a
+    bare runtime error)."""
+    if jax.process_count() == 1:
+        return fn
+
+    def call(*args):
+        try:
+            return jax.block_until_ready(fn(*args))
+        except Exception as err:  # XLA reports a failed collective as ValueError/RuntimeError
+            if lost_peer(err):
+                raise peer_error(err, what) from err
+            raise
+
+    return call
