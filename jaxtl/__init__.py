@@ -18,6 +18,7 @@ _LAZY = {
     "LoadedModel": "jaxtl.api",
     "load_model": "jaxtl.api",
     "MACECalculator": "jaxtl.calculator",  # ASE is imported only when the calculator is asked for
+    "load_calculator": "jaxtl.calculator",
 }
 
 
