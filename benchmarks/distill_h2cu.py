@@ -207,6 +207,9 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=None, help="override the MACE training epochs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--students-only", action="store_true",
+                   help="stop after fitting the students (run students in parallel processes, then time them all "
+                        "in one final run)")
     args = p.parse_args(argv)
 
     import logging
@@ -246,6 +249,8 @@ def main(argv=None) -> int:
     for name in s["students"]:
         logging.info("student %s", name)
         reports[name] = stage_student(teacher, name, labelled, out, s, args.seed, args.batch_size)
+    if args.students_only:
+        return 0
     speeds = {}
     for repeat in (1, 2):
         timing = stage_speed(teacher, s["students"], out, s, repeat, s["medium"])

@@ -69,6 +69,12 @@ class ACEStudentConfig:
             (regularises high degrees); off: an isotropic prior.
         wL: weight of the angular degree in the total degree (ace-jax's default 1.5).
         map_steps: L-BFGS iterations of the evidence maximisation.
+        e0: "lsq": one energy per element fitted jointly with the coefficients (a wide
+            prior around least squares on the training energies); the basis has no
+            constant term, so this carries a teacher's per-atom shift. "fixed": the
+            given e0s (isolated-atom energies) kept as they are.
+        uncertainty_structures: test structures per set (evenly spaced) whose posterior
+            std is computed; the variances cost a design-row pass per structure.
         seed: seed of the fit.
     """
 
@@ -82,11 +88,15 @@ class ACEStudentConfig:
     smoothness_prior: bool = True
     wL: float = 1.5
     map_steps: int = 500
+    e0: str = "lsq"
+    uncertainty_structures: int = 200
     seed: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "r0", tuple((int(z), float(r)) for z, r in dict(self.r0).items()))
         object.__setattr__(self, "elements", tuple(int(z) for z in self.elements))
+        if self.e0 not in ("lsq", "fixed"):
+            raise ValueError(f"e0 must be 'lsq' or 'fixed', got {self.e0!r}")
         if self.solver not in ("cholesky", "qr"):
             raise ValueError(f"solver must be 'cholesky' or 'qr', got {self.solver!r}")
         if self.order < 1 or self.degree < 1 or self.r_max <= 0:
@@ -163,11 +173,13 @@ def fit_ace_student(labelled: Sequence[ase.Atoms], config: ACEStudentConfig, out
     Args:
         labelled: training structures.
         config: basis and fit settings.
-        out_dir: the student folder: model.npz (ace-jax's format) and student.json.
-        e0s: isolated-atom energies in eV by atomic number (the teacher's), kept fixed;
-            None: fitted by least squares on the training energies.
-        test_sets: held-out labelled structures by name; their posterior predictive
-            standard deviations go into the returned "uncertainty".
+        out_dir: the student folder: model.npz (ace-jax's format), student.json, and
+            progress.jsonl (ace-jax's stage events while the fit runs).
+        e0s: isolated-atom energies in eV by atomic number (the teacher's), used when
+            config.e0 is "fixed"; recorded either way.
+        test_sets: held-out labelled structures by name; the posterior predictive
+            standard deviations of up to config.uncertainty_structures of each go into
+            the returned "uncertainty".
 
     Returns the fit record (also in student.json): basis size, timings, the evidence
     maximum, and per test set the median predicted energy std (meV/atom) and force std
@@ -178,20 +190,28 @@ def fit_ace_student(labelled: Sequence[ase.Atoms], config: ACEStudentConfig, out
     import ace_jax
     from ace_jax.basis.model import build_model
     from ace_jax.fit.pipeline import FitConfig, fit, load_fit_data, save_model
+    from ace_jax.fit.pipeline.outputs import fitted_e0
+    from ace_jax.fit.progress import progress_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train = _label_frames(labelled)
     elements = list(config.elements) or sorted({int(z) for a in train for z in a.numbers})
     check_student_elements(labelled, elements, "training structures")
-    tests = {name: _label_frames(frames) for name, frames in (test_sets or {}).items() if frames}
-    for name, frames in tests.items():
+    tests = {}
+    for name, frames in (test_sets or {}).items():
         check_student_elements(frames, elements, f"test set {name}")
+        if frames:
+            keep = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), config.uncertainty_structures)).astype(int))
+            tests[name] = _label_frames([frames[i] for i in keep])
 
     started = time.perf_counter()
     basis = build_model(elements, config.order, config.degree, wL=config.wL, rcut=config.r_max,
                         r0=config.r0_table(elements), seed=config.seed, with_gamma=config.smoothness_prior)
-    if e0s is not None:
+    fixed_e0 = config.e0 == "fixed"
+    if fixed_e0:
+        if e0s is None:
+            raise ValueError("ACEStudentConfig.e0 'fixed' needs the e0s (isolated-atom energies)")
         import equinox as eqx
         import jax.numpy as jnp
 
@@ -202,15 +222,16 @@ def fit_ace_student(labelled: Sequence[ase.Atoms], config: ACEStudentConfig, out
         basis = basis._replace(model=eqx.tree_at(lambda m: m.E0, basis.model, e0))
     basis_s = time.perf_counter() - started
     fit_config = FitConfig(model=basis, arm="linear", energy_key=ENERGY_KEY, force_key=FORCES_KEY,
-                           e0="model" if e0s is not None else "prefit", lml_solver=config.solver,
+                           e0="model" if fixed_e0 else "lsq", lml_solver=config.solver,
                            map_polish="on" if config.polish else "off", map_steps=config.map_steps,
                            predict_train=False, seed=config.seed, r0=float(np.mean(config.r0_table(elements))))
     names = list(tests)
     test_frames = [a for name in names for a in tests[name]]
     quiet = lambda *a, **k: None  # noqa: E731  (ace-jax prints every evaluation)
-    data = load_fit_data(fit_config, train=train, test=test_frames or None, log=quiet)
-    result = fit(fit_config, data, log=quiet)
-    path = save_model(result, out, log=quiet)
+    with progress_file(out / "progress.jsonl"):  # ace-jax's stage events, to follow a long fit
+        data = load_fit_data(fit_config, train=train, test=test_frames or None, log=quiet)
+        result = fit(fit_config, data, log=quiet)
+        path = save_model(result, out, log=quiet)
     if path is None:
         raise RuntimeError("ace-jax wrote no model file")
     record = {
@@ -218,7 +239,9 @@ def fit_ace_student(labelled: Sequence[ase.Atoms], config: ACEStudentConfig, out
         "model_file": MODEL_FILE,
         "config": config.to_dict(),
         "elements": elements,
-        "e0s": None if e0s is None else {str(z): float(e0s[z]) for z in elements},
+        "e0": config.e0,
+        "e0_fitted": dict(zip((str(z) for z in elements), map(float, fitted_e0(result)))),
+        "teacher_e0s": None if e0s is None else {str(z): float(e0s[z]) for z in elements if z in e0s},
         "n_basis": int(basis.meta["len_basis"]),
         "n_train": len(train),
         "ace_jax_version": ace_jax.__version__,
