@@ -76,8 +76,8 @@ def load_calculator(path, **kwargs) -> Calculator:
 
     Reads `path/student.json` (written by `jaxtl distill`): kind "mace" gives a
     MACECalculator of its model folder, kind "ace" ace-jax's ACECalculator of its
-    model.npz (needs the `ace` extra). A folder without student.json that is a jaxtl
-    model folder (config.json + variables/) gives a MACECalculator. Keyword arguments go
+    model.npz (needs the `ace` extra). Without student.json, a jaxtl model folder
+    (config.json + variables/), or a folder holding one as `model/`, gives a MACECalculator. Keyword arguments go
     to the calculator. Raises FileNotFoundError / ValueError saying what was expected.
     """
     import json
@@ -97,7 +97,8 @@ def load_calculator(path, **kwargs) -> Calculator:
 
             return ace_calculator(folder, **kwargs)
         raise ValueError(f"{record_file}: unknown student kind {kind!r} (expected 'mace' or 'ace')")
-    if (folder / "config.json").is_file() and (folder / "variables").exists():
-        return MACECalculator(folder, **kwargs)
+    for candidate in (folder, folder / "model"):  # a model folder, or a student folder written before student.json
+        if (candidate / "config.json").is_file() and (candidate / "variables").exists():
+            return MACECalculator(candidate, **kwargs)
     raise ValueError(f"{folder} is not a student folder: expected student.json (a `jaxtl distill` student, "
                      "MACE or ACE) or a jaxtl model folder (config.json + variables/)")

@@ -128,6 +128,8 @@ def test_load_calculator_mace_and_unknown_folders(teacher, tmp_path):
     write_mace_record(tmp_path / "student")
     assert isinstance(jaxtl.load_calculator(tmp_path / "student"), MACECalculator)
     assert isinstance(jaxtl.load_calculator(tmp_path / "student" / "model"), MACECalculator)
+    (tmp_path / "student" / "student.json").unlink()
+    assert isinstance(jaxtl.load_calculator(tmp_path / "student"), MACECalculator)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="expected student.json"):
         jaxtl.load_calculator(tmp_path / "empty")
