@@ -51,6 +51,7 @@ MACE_STUDENTS = {
 ACE_STUDENTS = {
     "ace_o2_d12_r5": dict(order=2, degree=12, r_max=5.0),
     "ace_o3_d8_r5": dict(order=3, degree=8, r_max=5.0),
+    "ace_o3_d8_r4": dict(order=3, degree=8, r_max=4.0),
     "ace_o3_d10_r5": dict(order=3, degree=10, r_max=5.0),
     "ace_o3_d10_r4": dict(order=3, degree=10, r_max=4.0),
     "ace_o3_d12_r5": dict(order=3, degree=12, r_max=5.0),
@@ -67,8 +68,8 @@ SETTINGS = {
                  medium=False),
     "full": dict(train_slabs=["cu111.in", "cu100.in", "cu110.in"], held_out_slabs=["cu211.in"], per_slab=2,
                  md_steps=1000, test_md_steps=500, keep_every=10, rattle=1, temperature=600.0,
-                 test_temperatures=(600.0, 800.0), epochs=40,
-                 students=["ace_o3_d8_r5", "ace_o3_d10_r5", "ace_o3_d10_r4", "ace_o2_d12_r5", "mace_F2_r4"],
+                 test_temperatures=(600.0, 800.0), epochs=20,
+                 students=["ace_o3_d8_r5", "ace_o3_d8_r4", "ace_o2_d12_r5", "mace_F2_r4"],
                  speed_repeats=15, speed_structures=4, medium=True),
 }
 ACE_STUDENTS["ace_fast"] = dict(order=2, degree=5, r_max=5.0, map_steps=60)
