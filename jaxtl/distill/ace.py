@@ -62,7 +62,9 @@ class ACEStudentConfig:
             ace-jax's table, or EXTRA_BOND_LENGTHS (H), else an error naming them.
         elements: atomic numbers of the basis (empty: those of the training structures).
         solver: "cholesky" (evidence and posterior from a Cholesky of the Gram matrix)
-            or "qr" (slower, stable when the fit nearly interpolates its data).
+            or "qr" (stable when the fit nearly interpolates its data). ace-jax writes
+            model.npz from statistics it may reuse only from the QR form: with
+            "cholesky" it makes one more pass over the training set when saving.
         polish: Newton-polish the evidence maximum (a refinement that rarely changes
             the coefficients; off is faster).
         smoothness_prior: ace-jax's algebraic smoothness prior on the coefficients
