@@ -1,41 +1,26 @@
-"""Distillation on the paper's system: H2 over Cu surfaces.
+"""Distillation on the paper's system, H2 over Cu surfaces: linear ACE and small MACE
+students judged on trajectories they never saw.
 
 Teacher: ../shared/models/h2cu_mace.model (mace-torch, converted here). Starts: Cu slabs
-of ../shared/data/h2cu_slabs/*.in (FHI-aims geometry files) with one H2 molecule placed
-at a random lateral position and orientation, its centre 1.5-3 A above the top Cu
-layer. Langevin MD with the teacher samples structures, the teacher labels them, and
-students of a few sizes are trained on the same labels; the report gives each
-student's errors against the teacher on held-out structures and its energy+forces speed
-next to the teacher's (same structures, same CPU, interleaved calls).
+of ../shared/data/h2cu_slabs/*.in (FHI-aims geometry files), each with one H2 at a
+random lateral position and orientation, its centre 1.5-3 A above the top Cu layer.
 
-    python benchmarks/distill_h2cu.py --fast          # about a minute; run by tests/distill
-    python benchmarks/distill_h2cu.py                 # the full run (results below)
+Stages, each skipped when its output exists (the run resumes where it stopped):
+  1. OUT/teacher: the teacher converted to a jaxtl model folder;
+  2. OUT/data: Langevin MD with the teacher (`SamplingPlan`): training runs from the
+     training slabs; test runs from the same starts with other seeds and at other
+     temperatures, and from a slab held out entirely; labels in OUT/data/labelled.xyz,
+     the record in OUT/data/sampling.json;
+  3. OUT/students/NAME: each student distilled from those labels (`distill` with
+     `labelled_file=`): report.json with errors against the teacher per test set;
+  4. OUT/speed_N.json: energy+forces per call through ASE for the teacher, every
+     student and an MP-0-medium-shaped MACE (random weights: speed only), interleaved in
+     one process, on test structures of N = 56 atoms and their 2x2 repeats (224 atoms);
+  5. OUT/results.{json,md} and, with --results STEM, STEM.{json,md}: the trade-off table.
 
-Writes OUT/results.json and OUT/results.md (the trade-off table).
-
-Results (`benchmarks/results/h2cu_students.md`, `benchmarks/results/h2cu_distill/`):
-labels from the teacher's own MD on an H200 (`benchmarks/gpu_studies.sh`: 8 starts, 2 per
-slab, x 2,500 Langevin steps at 600 K, every 10th frame + 1 rattled copy = 4,016
-structures, 402 held out), students trained on this CPU with `--labelled`:
-
-    python benchmarks/distill_h2cu.py --out runs/d3 --students A2 --md-steps 2500 --starts-per-slab 2 \
-        --epochs 80 --batch-size 32                                     # samples, labels, trains A2
-    python benchmarks/distill_h2cu.py --out runs/d3_F2 --students F2 --labelled runs/d3/A2/labelled.xyz \
-        --epochs 40 --batch-size 32
-    python benchmarks/student_speed.py --teacher runs/d3/teacher --students runs/d3_F2/F2/student/model \
-        runs/d3/A2/student/model --structures runs/d3/A2/test.xyz --out benchmarks/results/h2cu_students
-
-| student | params | structures | forces RMSE vs teacher (meV/A) | energy RMSE (meV/atom) | speed-up (quiet CPU) |
-|---|---|---|---|---|---|
-| F2 8x0e L1 c2 x2 r4 | 2304 | 3614 | 19.4 | 10.82 | 5.6x (1.49 vs 8.27 ms) |
-| A2 8x0e L1 c2 x2 | 2304 | 3614 | 14.8 | 4.87 | 3.7x (2.25 ms) |
-| A2 8x0e L1 c2 x2 | 2304 | 295 | 44.5 | 115.69 | 3.7x |
-
-More data, not more capacity, was what the students lacked: the same A2 went from 44.5 to
-14.8 meV/A. A smaller cutoff buys speed (fewer edges) at some accuracy. Speed of these
-small models is dominated by fixed per-call costs (about 1-2 ms), which caps the ratio;
-an earlier run's one-interaction students S, M and L (328 structures, timed under load)
-reached 4.4-10x but 47-105 meV/A.
+    python benchmarks/distill_h2cu.py --fast --out /tmp/h2cu     # about a minute; run by tests/distill
+    nice -n 15 python benchmarks/distill_h2cu.py --out /work/main/runs/h2cu_students \
+        --results benchmarks/results/h2cu_students_ace
 """
 
 from __future__ import annotations
@@ -53,36 +38,41 @@ SHARED = ROOT.parent / "shared"
 TEACHER = SHARED / "models" / "h2cu_mace.model"
 SLABS = SHARED / "data" / "h2cu_slabs"
 
-# name -> student MACEConfig fields (1 interaction each; r_max 5 A like the teacher)
-STUDENTS = {
-    "S 8x0e L1 c1 r4": dict(hidden_irreps="8x0e", max_ell=1, correlation=1, radial_MLP=(16, 16), MLP_irreps="8x0e",
-                            num_bessel=6, r_max=4.0),
-    "M 16x0e L1 c2": dict(hidden_irreps="16x0e", max_ell=1, correlation=2, radial_MLP=(16, 16), MLP_irreps="16x0e",
-                          num_bessel=8),
-    "L 16x0e L1 c3": dict(hidden_irreps="16x0e", max_ell=1, correlation=3, radial_MLP=(16, 16), MLP_irreps="16x0e",
-                          num_bessel=8),
-    # two interactions: the teacher's receptive field (2 x 5 A), few channels
-    "A2 8x0e L1 c2 x2": dict(num_interactions=2, hidden_irreps="8x0e", max_ell=1, correlation=2, radial_MLP=(16, 16),
-                             MLP_irreps="8x0e", num_bessel=6),
-    "D2 8x0e L2 c2 x2 r4.5": dict(num_interactions=2, hidden_irreps="8x0e", max_ell=2, correlation=2,
-                                  radial_MLP=(32, 32), MLP_irreps="8x0e", num_bessel=8, r_max=4.5),
-    "E2 8x0e L1 c2 x2 r4.5": dict(num_interactions=2, hidden_irreps="8x0e", max_ell=1, correlation=2,
-                                  radial_MLP=(16, 16), MLP_irreps="8x0e", num_bessel=6, r_max=4.5),
-    "F2 8x0e L1 c2 x2 r4": dict(num_interactions=2, hidden_irreps="8x0e", max_ell=1, correlation=2,
-                                radial_MLP=(16, 16), MLP_irreps="8x0e", num_bessel=6, r_max=4.0),
-    "B2 16x0e L1 c2 x2": dict(num_interactions=2, hidden_irreps="16x0e", max_ell=1, correlation=2,
-                              radial_MLP=(16, 16), MLP_irreps="16x0e", num_bessel=6),
-    "C2 12x0e L1 c3 x2": dict(num_interactions=2, hidden_irreps="12x0e", max_ell=1, correlation=3,
-                              radial_MLP=(32, 32), MLP_irreps="12x0e", num_bessel=8),
+# name -> student MACEConfig fields; r_max 5 A like the teacher unless given
+MACE_STUDENTS = {
+    "mace_F2_r4": dict(num_interactions=2, hidden_irreps="8x0e", max_ell=1, correlation=2, radial_MLP=(16, 16),
+                       MLP_irreps="8x0e", num_bessel=6, r_max=4.0),
+    "mace_A2_r5": dict(num_interactions=2, hidden_irreps="8x0e", max_ell=1, correlation=2, radial_MLP=(16, 16),
+                       MLP_irreps="8x0e", num_bessel=6),
+    "mace_M1_r5": dict(hidden_irreps="16x0e", max_ell=1, correlation=2, radial_MLP=(16, 16), MLP_irreps="16x0e",
+                       num_bessel=8),
 }
-MAIN_STUDENT = "M 16x0e L1 c2"
+# name -> ACEStudentConfig fields
+ACE_STUDENTS = {
+    "ace_o2_d12_r5": dict(order=2, degree=12, r_max=5.0),
+    "ace_o3_d8_r5": dict(order=3, degree=8, r_max=5.0),
+    "ace_o3_d8_r4": dict(order=3, degree=8, r_max=4.0),
+    "ace_o3_d10_r5": dict(order=3, degree=10, r_max=5.0),
+    "ace_o3_d10_r4": dict(order=3, degree=10, r_max=4.0),
+    "ace_o3_d12_r5": dict(order=3, degree=12, r_max=5.0),
+}
+# The size of the paper's teachers: MACE-MP-0 medium (128x0e+128x1o, L=3, correlation 3, r 6 A)
+MP0_MEDIUM = dict(atomic_numbers=(1, 29), r_max=6.0, num_bessel=8, hidden_irreps="128x0e+128x1o", max_ell=3,
+                  correlation=(3, 3), num_interactions=2, avg_num_neighbors=(40.0, 40.0), radial_MLP=(64, 64, 64),
+                  MLP_irreps="16x0e", dtype="float32")
 
 SETTINGS = {
-    "fast": dict(slabs=["cu111.in", "cu100.in"], md_steps=40, keep_every=10, rattle=1, temperature=600,
-                 epochs=4, students=[MAIN_STUDENT], speed_repeats=3),
-    "full": dict(slabs=["cu111.in", "cu100.in", "cu110.in", "cu211.in"], md_steps=400, keep_every=10, rattle=1,
-                 temperature=600, epochs=50, students=list(STUDENTS), speed_repeats=20),
+    "fast": dict(train_slabs=["cu111.in", "cu100.in"], held_out_slabs=["cu211.in"], per_slab=1, md_steps=30,
+                 test_md_steps=20, keep_every=10, rattle=1, temperature=600.0, test_temperatures=(800.0,),
+                 epochs=3, students=["ace_fast", "mace_M1_r5"], speed_repeats=2, speed_structures=2,
+                 medium=False),
+    "full": dict(train_slabs=["cu111.in", "cu100.in", "cu110.in"], held_out_slabs=["cu211.in"], per_slab=2,
+                 md_steps=1000, test_md_steps=500, keep_every=10, rattle=1, temperature=600.0,
+                 test_temperatures=(600.0, 800.0), epochs=20,
+                 students=["ace_o3_d8_r5", "ace_o3_d8_r4", "ace_o2_d12_r5", "mace_F2_r4"],
+                 speed_repeats=15, speed_structures=4, medium=True),
 }
+ACE_STUDENTS["ace_fast"] = dict(order=2, degree=5, r_max=5.0, map_steps=60)
 
 
 def place_h2(slab, rng: np.random.Generator, height=(1.5, 3.0), bond: float = 0.74):
@@ -112,34 +102,125 @@ def starts(names, seed: int):
     return out
 
 
+def stage_data(teacher, out: Path, s: dict, seed: int) -> Path:
+    """Sampling and labelling (skipped when OUT/data/labelled.xyz is complete)."""
+    from jaxtl.distill import SamplingConfig, SamplingPlan, label_structures, sample_plan
+
+    data = out / "data"
+    record_file = data / "sampling.json"
+    if record_file.exists() and json.loads(record_file.read_text()).get("complete"):
+        return data / "labelled.xyz"
+    data.mkdir(parents=True, exist_ok=True)
+    names = s["train_slabs"] * s["per_slab"] + s["held_out_slabs"] * s["per_slab"]
+    structures = starts(names, seed)
+    n_train = len(s["train_slabs"]) * s["per_slab"]
+    plan = SamplingPlan(train=SamplingConfig(md_steps=s["md_steps"], temperature=s["temperature"], dt=1.0,
+                                             friction=0.01, keep_every=s["keep_every"], n_rattled=s["rattle"],
+                                             rattle_std=0.05, seed=seed),
+                        test_temperatures=s["test_temperatures"], test_md_steps=s["test_md_steps"],
+                        test_seed=seed + 1000, held_out_starts=tuple(range(n_train, len(names))))
+    sampled = data / "sampled.xyz"
+    if record_file.exists() and sampled.exists():  # sampling done, labelling interrupted
+        import ase.io
+
+        candidates, record = ase.io.read(sampled, ":"), json.loads(record_file.read_text())
+    else:
+        t0 = time.perf_counter()
+        candidates, record = sample_plan(teacher, structures, plan, progress=False)
+        record["sampling_s"] = time.perf_counter() - t0
+        record["teacher"] = str(TEACHER)
+        import ase.io
+
+        ase.io.write(data / "sampled.tmp.xyz", candidates, format="extxyz")
+        (data / "sampled.tmp.xyz").rename(sampled)
+        record_file.write_text(json.dumps(record, indent=2, default=str))
+    _, stats = label_structures(teacher, candidates, data / "labelled.xyz", batch_size=8)
+    record.update(labelling=stats.to_dict(), complete=True)
+    record_file.write_text(json.dumps(record, indent=2, default=str))
+    return data / "labelled.xyz"
+
+
+def stage_student(teacher, name: str, labelled: Path, out: Path, s: dict, seed: int, batch_size: int) -> dict:
+    """One student distilled from the labels (skipped when its report exists)."""
+    from jaxtl.distill import ACEStudentConfig, distill
+    from jaxtl.train.config import TrainConfig
+    from jaxtl.train.optimizer import OptimizerConfig
+
+    run = out / "students" / name
+    if (run / "report.json").exists():
+        return json.loads((run / "report.json").read_text())
+    if name in ACE_STUDENTS:
+        student = ACEStudentConfig(**ACE_STUDENTS[name], seed=seed)
+        train_config = None
+    else:
+        student = MACE_STUDENTS[name]
+        train_config = TrainConfig(max_num_epochs=s["epochs"], seed=seed, plot=False,
+                                   optimizer=OptimizerConfig(lr=0.01, scheduler="cosine", decay_epochs=s["epochs"],
+                                                             min_lr_factor=0.02))
+    return distill(teacher, run, labelled_file=str(labelled), student=student, train_config=train_config,
+                   speed_structures=s["speed_structures"], speed_repeats=s["speed_repeats"], seed=seed,
+                   progress=False, batch_size=batch_size)
+
+
+def medium_shaped_model():
+    """An MP-0-medium-shaped MACE with random weights, for speed only."""
+    from jaxtl.api import build_loaded_model
+    from jaxtl.model import MACEConfig
+    from jaxtl.model.mace import init_variables
+
+    config = MACEConfig(**MP0_MEDIUM)
+    variables = init_variables(config, 0)
+    return build_loaded_model(config, {"params": variables["params"], "constants": dict(variables["constants"])})
+
+
+def stage_speed(teacher, names, out: Path, s: dict, repeat: int, medium: bool) -> dict:
+    """Energy+forces per call through ASE, all models interleaved on the same structures."""
+    import ase.io
+
+    from jaxtl.calculator import MACECalculator, load_calculator
+    from jaxtl.distill import compare_calculators
+
+    test = ase.io.read(out / "data" / "labelled.xyz", ":")
+    test = [a for a in test if a.info.get("split") != "train"]
+    picked = [test[i] for i in np.linspace(0, len(test) - 1, s["speed_structures"]).astype(int)]
+    structures = []
+    for a in picked:
+        b = a.repeat((repeat, repeat, 1)) if repeat > 1 else a.copy()
+        b.calc = None
+        structures.append(b)
+    calcs = {"teacher": MACECalculator(teacher)}
+    for name in names:
+        calcs[name] = load_calculator(out / "students" / name / "student")
+    if medium:
+        calcs["mp0_medium_shaped"] = MACECalculator(medium_shaped_model())
+    timing = compare_calculators(calcs, structures, repeats=s["speed_repeats"])
+    (out / f"speed_{len(structures[0])}.json").write_text(json.dumps(timing, indent=2))
+    return timing
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fast", action="store_true", help="tiny settings (about a minute)")
-    p.add_argument("--out", default=str(ROOT / "runs" / "distill_h2cu"), help="output folder")
-    p.add_argument("--epochs", type=int, default=None, help="override the training epochs")
-    p.add_argument("--md-steps", type=int, default=None, help="override the MD steps per start")
+    p.add_argument("--out", default=str(ROOT / "runs" / "distill_h2cu"), help="run folder (resumable)")
+    p.add_argument("--results", default=None, help="also write the table to STEM.json / STEM.md")
+    p.add_argument("--students", nargs="+", default=None,
+                   help=f"students, from {list(ACE_STUDENTS) + list(MACE_STUDENTS)}")
+    p.add_argument("--epochs", type=int, default=None, help="override the MACE training epochs")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--students", nargs="+", default=None, help=f"student names (first word), from {list(STUDENTS)}")
-    p.add_argument("--labelled", default=None,
-                   help="teacher-labelled extended XYZ of an earlier run (skips MD sampling and labelling)")
-    p.add_argument("--starts-per-slab", type=int, default=1, help="H2 placements (MD starts) per slab")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--speed-repeats", type=int, default=None, help="override the timed calls of the speed ratio")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--students-only", action="store_true",
+                   help="stop after fitting the students (run students in parallel processes, then time them all "
+                        "in one final run)")
     args = p.parse_args(argv)
 
     import logging
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for name in ("absl", "jax", "orbax"):
-        logging.getLogger(name).setLevel(logging.WARNING)
     import warnings
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    for name in ("absl", "jax", "orbax"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*FHI-aims IO is moving.*")
-
-    from jaxtl.api import load_model
-    from jaxtl.distill import SamplingConfig, distill
-    from jaxtl.train.config import TrainConfig
-    from jaxtl.train.optimizer import OptimizerConfig
+    warnings.filterwarnings("ignore", message=".*Skipping unhashable information.*")
 
     if not TEACHER.exists():
         print(f"skipped: {TEACHER} not found", file=sys.stderr)
@@ -147,19 +228,16 @@ def main(argv=None) -> int:
     s = dict(SETTINGS["fast" if args.fast else "full"])
     if args.epochs is not None:
         s["epochs"] = args.epochs
-    if args.md_steps is not None:
-        s["md_steps"] = args.md_steps
-    if args.speed_repeats is not None:
-        s["speed_repeats"] = args.speed_repeats
     if args.students:
-        by_key = {name.split()[0]: name for name in STUDENTS}
-        unknown = [k for k in args.students if k not in by_key]
+        unknown = [k for k in args.students if k not in ACE_STUDENTS and k not in MACE_STUDENTS]
         if unknown:
-            p.error(f"unknown students {unknown}; choose from {list(by_key)}")
-        s["students"] = [by_key[k] for k in args.students]
+            p.error(f"unknown students {unknown}")
+        s["students"] = args.students
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+
+    from jaxtl.api import load_model
 
     teacher_dir = out / "teacher"
     if not (teacher_dir / "config.json").exists():
@@ -167,56 +245,108 @@ def main(argv=None) -> int:
 
         convert_file(TEACHER, teacher_dir, check=not args.fast)  # --fast skips the parity check
     teacher = load_model(teacher_dir)
-
-    sampling = SamplingConfig(md_steps=s["md_steps"], temperature=s["temperature"], dt=1.0, friction=0.01,
-                              keep_every=s["keep_every"], n_rattled=s["rattle"], rattle_std=0.05, seed=args.seed)
-    train_config = TrainConfig(max_num_epochs=s["epochs"], seed=args.seed, plot=False,
-                               optimizer=OptimizerConfig(lr=0.01, scheduler="cosine", decay_epochs=s["epochs"],
-                                                         min_lr_factor=0.02))
-    results = {"settings": s, "students": {}}
-    labelled = args.labelled
+    labelled = stage_data(teacher, out, s, args.seed)
+    reports = {}
     for name in s["students"]:
-        run_dir = out / name.split()[0]
-        structures = None if labelled else starts(s["slabs"] * args.starts_per_slab, args.seed)
-        report = distill(teacher, run_dir, structures=structures,
-                         sampling=None if labelled else sampling, student=STUDENTS[name], train_config=train_config,
-                         labelled_file=labelled, speed_repeats=s["speed_repeats"], seed=args.seed, progress=False,
-                         batch_size=args.batch_size)
-        if "n_structures" not in results:
-            labelled = labelled or str(run_dir / "labelled.xyz")
-            results["sampling"] = report.get("sampling")
-            results["labelling"] = report.get("labelling")
-            results["n_structures"] = report["n_structures"]
-        results["students"][name] = {
-            "forces_rmse_meV_per_A": report["student_vs_teacher"]["forces_rmse"],
-            "energy_rmse_meV_per_atom": report["student_vs_teacher"]["energy_rmse"],
-            "speedup": report["speed"]["speedup"],
-            "student_ms": report["speed"]["student"]["ms_per_call"],
-            "teacher_ms": report["speed"]["teacher"]["ms_per_call"],
-            "n_parameters": report["n_parameters"]["student"],
-            "teacher_n_parameters": report["n_parameters"]["teacher"],
-            "training_s": report["training"]["wall_s"],
-            "report": str(run_dir / "report.json"),
-        }
-    results["wall_s"] = time.perf_counter() - started
+        logging.info("student %s", name)
+        reports[name] = stage_student(teacher, name, labelled, out, s, args.seed, args.batch_size)
+    if args.students_only:
+        return 0
+    speeds = {}
+    for repeat in (1, 2):
+        timing = stage_speed(teacher, s["students"], out, s, repeat, s["medium"])
+        speeds[int(timing["n_atoms_mean"])] = timing
+    results = summarise(reports, speeds, json.loads((out / "data" / "sampling.json").read_text()), s, args, argv)
+    results["meta"]["wall_s"] = time.perf_counter() - started
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     table = table_md(results)
     (out / "results.md").write_text(table)
+    if args.results:
+        stem = Path(args.results)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        stem.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str))
+        stem.with_suffix(".md").write_text(table)
     print(table)
     return 0
 
 
+def summarise(reports: dict, speeds: dict, record: dict, s: dict, args, argv) -> dict:
+    import datetime
+    import platform
+    import subprocess
+
+    import ase
+    import jax
+
+    versions = {"jax": jax.__version__, "ase": ase.__version__, "python": platform.python_version()}
+    try:
+        import ace_jax
+
+        versions["ace_jax"] = ace_jax.__version__
+    except ImportError:
+        pass
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True).stdout.strip())
+    meta = {"commit": commit + ("+dirty" if dirty else ""), "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "command": "python benchmarks/distill_h2cu.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "device": next(iter(speeds.values()))["device"], "cpu": platform.processor() or platform.machine(),
+            "versions": versions, "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items()}}
+    students = {}
+    for name, r in reports.items():
+        row = {"kind": r["student_kind"], "n_parameters": r["n_parameters"]["student"],
+               "forces_rmse_by_set": {k: v["forces_rmse"] for k, v in r["student_vs_teacher_by_set"].items()},
+               "energy_rmse_by_set": {k: v["energy_rmse"] for k, v in r["student_vs_teacher_by_set"].items()},
+               "forces_rmse_all_tests": r["student_vs_teacher"]["forces_rmse"],
+               "fit_s": r["training"]["wall_s"], "config": r["student_config"]}
+        if r.get("uncertainty"):
+            row["uncertainty"] = {k: {q: v for q, v in u.items() if q != "energy_std_per_structure"}
+                                  for k, u in r["uncertainty"].items()}
+        for n, timing in speeds.items():
+            row[f"ms_{n}"] = timing[name]["ms_per_call"]
+            row[f"speedup_{n}"] = timing["teacher"]["ms_per_call"] / timing[name]["ms_per_call"]
+            if "mp0_medium_shaped" in timing:
+                row[f"speedup_vs_medium_{n}"] = timing["mp0_medium_shaped"]["ms_per_call"] / timing[name]["ms_per_call"]
+        students[name] = row
+    teacher = {f"ms_{n}": t["teacher"]["ms_per_call"] for n, t in speeds.items()}
+    teacher.update({f"medium_ms_{n}": t["mp0_medium_shaped"]["ms_per_call"] for n, t in speeds.items()
+                    if "mp0_medium_shaped" in t})
+    sampling = {k: record.get(k) for k in ("counts", "plan", "md_errors", "sampling_s")}
+    sampling["starts"] = record.get("starts")
+    return {"meta": meta, "sampling": sampling, "teacher": teacher, "students": students}
+
+
 def table_md(results: dict) -> str:
-    lines = ["| student | params | forces RMSE vs teacher (meV/A) | energy RMSE (meV/atom) | student ms | "
-             "teacher ms | speed-up |", "|---|---|---|---|---|---|---|"]
+    meta = results["meta"]
+    sizes = sorted(int(k[3:]) for k in results["teacher"] if k.startswith("ms_"))
+    sets = sorted({k for r in results["students"].values() for k in r["forces_rmse_by_set"]})
+    head = ["student", "params"] + [f"F RMSE {k} (meV/A)" for k in sets]
+    head += [f"ms @{n}" for n in sizes] + [f"speed-up @{n}" for n in sizes]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    teacher_row = ["teacher (h2cu_mace)", ""] + [""] * len(sets)
+    teacher_row += [f"{results['teacher'][f'ms_{n}']:.2f}" for n in sizes] + ["1.0x"] * len(sizes)
+    lines.append("| " + " | ".join(teacher_row) + " |")
+    if any(k.startswith("medium_ms_") for k in results["teacher"]):
+        row = ["MP-0-medium-shaped (random)", ""] + [""] * len(sets)
+        row += [f"{results['teacher'][f'medium_ms_{n}']:.2f}" for n in sizes]
+        row += [f"{results['teacher'][f'ms_{n}'] / results['teacher'][f'medium_ms_{n}']:.2f}x" for n in sizes]
+        lines.append("| " + " | ".join(row) + " |")
     for name, r in results["students"].items():
-        lines.append(f"| {name} | {r['n_parameters']} | {r['forces_rmse_meV_per_A']:.1f} | "
-                     f"{r['energy_rmse_meV_per_atom']:.2f} | {r['student_ms']:.2f} | {r['teacher_ms']:.2f} | "
-                     f"{r['speedup']:.1f}x |")
-    lab = results.get("labelling") or {}
-    lines.append("")
-    lines.append(f"structures: {results['n_structures']}; labelling {lab.get('structures_per_s', float('nan')):.1f} "
-                 f"structures/s; total {results['wall_s']:.0f} s")
+        row = [name, str(r["n_parameters"])] + [f"{r['forces_rmse_by_set'].get(k, float('nan')):.1f}" for k in sets]
+        row += [f"{r[f'ms_{n}']:.2f}" for n in sizes] + [f"{r[f'speedup_{n}']:.1f}x" for n in sizes]
+        lines.append("| " + " | ".join(row) + " |")
+    counts = results["sampling"]["counts"]
+    lines += ["", f"Labelled structures: {counts}. Test sets never share a trajectory with training "
+              "(other seeds/temperatures from the training starts; the held-out slab only in test runs).",
+              "Speed: energy+forces per ASE calculator call (neighbour lists included), median of interleaved "
+              f"calls in one process on {meta['device']} ({meta['cpu']}); the 224-atom cells are 2x2 repeats.",
+              "", f"Commit {meta['commit']}, {meta['date']}, versions {meta['versions']}.",
+              f"Command: `{meta['command']}`", ""]
+    for name, r in results["students"].items():
+        if r.get("uncertainty"):
+            u = {k: f"std {v['forces_std_median']:.1f} vs RMSE {v['forces_rmse']:.1f} meV/A, "
+                    f"{100 * v['forces_within_1std']:.0f}% within 1 std" for k, v in r["uncertainty"].items()}
+            lines.append(f"- {name} posterior force uncertainty: {u}")
     return "\n".join(lines) + "\n"
 
 

@@ -1,13 +1,15 @@
 """Teacher and students side by side: energy+forces time per call, and force error against the teacher.
 
-All models are timed in one process, calls interleaved structure by structure
-(`jaxtl.distill.speed.compare_speed`), so the ratios hold on a shared machine; the
-errors are against the teacher's labels in the given extended XYZ file (a distillation
-run's test.xyz). Use it to put students of different runs on one trade-off table.
+Any student folder works, MACE or ACE (`jaxtl.load_calculator`). All models are timed
+in one process through their ASE calculators (neighbour lists included), calls
+interleaved structure by structure (`jaxtl.distill.compare_calculators`), so the
+ratios hold on a shared machine; --repeat 2 2 1 times the structures repeated (e.g.
+56 -> 224 atoms). Errors are against the teacher's labels (REF_energy, REF_forces) in
+the given extended XYZ file, e.g. a distillation run's test.xyz.
 
-    python benchmarks/student_speed.py --teacher runs/distill_h2cu/teacher \
-        --students runs/d3_A2/A2/student/model runs/distill_h2cu/M/student/model \
-        --structures runs/d3_A2/A2/test.xyz --out benchmarks/results/h2cu_students
+    python benchmarks/student_speed.py --teacher runs/h2cu/teacher \
+        --students runs/h2cu/students/ace_o3_d8_r5/student runs/h2cu/students/mace_F2_r4/student \
+        --structures runs/h2cu/students/ace_o3_d8_r5/test.xyz --out benchmarks/results/h2cu_students_speed
 
 Writes OUT.json and OUT.md.
 """
@@ -15,59 +17,74 @@ Writes OUT.json and OUT.md.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import platform
+import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", required=True, help="teacher model folder")
-    p.add_argument("--students", nargs="+", required=True, help="student model folders")
+    p.add_argument("--students", nargs="+", required=True, help="student folders (MACE or ACE) or model folders")
     p.add_argument("--structures", required=True, help="teacher-labelled extended XYZ (held-out structures)")
-    p.add_argument("--speed-structures", type=int, default=4, help="structures timed (default 4)")
-    p.add_argument("--repeats", type=int, default=40)
+    p.add_argument("--speed-structures", type=int, default=4, help="structures timed, evenly spaced (default 4)")
+    p.add_argument("--repeat", type=int, nargs=3, default=(1, 1, 1), help="repeat the timed cells (default 1 1 1)")
+    p.add_argument("--repeats", type=int, default=20, help="rounds of interleaved calls (default 20)")
     p.add_argument("--out", required=True, help="output stem")
     args = p.parse_args(argv)
 
     import ase.io
+    import jax
 
-    from jaxtl.api import load_model
-    from jaxtl.distill.speed import compare_speed, n_parameters
-    from jaxtl.evaluate import evaluate_configs
-    from jaxtl.graph.io import read_configurations
+    from jaxtl.calculator import MACECalculator, load_calculator
+    from jaxtl.distill import compare_calculators
+    from jaxtl.distill.students import calculator_errors
 
     frames = ase.io.read(args.structures, ":")
-    configs = read_configurations(args.structures)
-    teacher = load_model(args.teacher)
-    models = {"teacher": teacher}
+    picked = [frames[i] for i in np.linspace(0, len(frames) - 1, min(len(frames), args.speed_structures)).astype(int)]
+    timed = []
+    for a in picked:
+        b = a.repeat(tuple(args.repeat))
+        b.calc = None
+        timed.append(b)
+    calcs = {"teacher": MACECalculator(args.teacher)}
     for path in args.students:
-        models[str(path)] = load_model(path)
-    speed = compare_speed(models, frames[: args.speed_structures], repeats=args.repeats)
+        calcs[str(path)] = load_calculator(path)
+    speed = compare_calculators(calcs, timed, repeats=args.repeats)
     rows = []
-    for name, model in models.items():
-        errors = evaluate_configs(model, configs)["all"] if name != "teacher" else None
-        rows.append({"model": name, "n_parameters": n_parameters(model),
-                     "ms_per_call": speed[name]["ms_per_call"],
+    for name, calc in calcs.items():
+        errors = calculator_errors(calc, frames) if name != "teacher" else None
+        rows.append({"model": name, "ms_per_call": speed[name]["ms_per_call"],
+                     "model_ms_per_call": speed[name].get("model_ms_per_call"),
                      "speedup": speed["teacher"]["ms_per_call"] / speed[name]["ms_per_call"],
                      "forces_rmse_meV_per_A": None if errors is None else errors["forces_rmse"],
                      "energy_rmse_meV_per_atom": None if errors is None else errors["energy_rmse"]})
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     meta = {"structures": args.structures, "n_structures": len(frames), "n_atoms_mean": speed["n_atoms_mean"],
-            "device": speed["device"], "repeats": args.repeats, "command": "python benchmarks/student_speed.py "
-            + " ".join(sys.argv[1:] if argv is None else argv)}
+            "device": speed["device"], "repeats": args.repeats, "commit": commit,
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "versions": {"jax": jax.__version__, "ase": ase.__version__, "python": platform.python_version()},
+            "command": "python benchmarks/student_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    lines = [f"Energy+forces per call on {meta['device']}, {meta['n_atoms_mean']:.0f} atoms, median of "
-             f"{args.repeats} interleaved rounds over {args.speed_structures} structures; errors against the teacher "
+    lines = [f"Energy+forces per ASE calculator call on {meta['device']}, {meta['n_atoms_mean']:.0f} atoms, median of "
+             f"{args.repeats} interleaved rounds over {len(timed)} structures; errors against the teacher "
              f"on {len(frames)} held-out structures ({args.structures}).", "",
-             "| model | params | ms/call | speed-up | F RMSE vs teacher (meV/A) | E RMSE vs teacher (meV/atom) |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "| model | ms/call | speed-up | F RMSE vs teacher (meV/A) | E RMSE vs teacher (meV/atom) |",
+             "|---|---:|---:|---:|---:|"]
     for r in rows:
         f = "" if r["forces_rmse_meV_per_A"] is None else f"{r['forces_rmse_meV_per_A']:.1f}"
         e = "" if r["energy_rmse_meV_per_atom"] is None else f"{r['energy_rmse_meV_per_atom']:.2f}"
-        lines.append(f"| {r['model']} | {r['n_parameters']} | {r['ms_per_call']:.2f} | {r['speedup']:.1f}x | {f} | {e} |")
-    lines += ["", f"Command: `{meta['command']}`", ""]
+        lines.append(f"| {r['model']} | {r['ms_per_call']:.2f} | {r['speedup']:.1f}x | {f} | {e} |")
+    lines += ["", f"Commit {commit}, {meta['date']}. Command: `{meta['command']}`", ""]
     out.with_suffix(".md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0

@@ -15,6 +15,7 @@ _LAZY = {
     "LoadedModel": "jaxtl.api",
     "load_model": "jaxtl.api",
     "MACECalculator": "jaxtl.calculator",  # ASE is imported only when the calculator is asked for
+    "load_calculator": "jaxtl.calculator",
     "configure_cpu": "jaxtl.cpu",
     "cpu_settings": "jaxtl.cpu",
 }

@@ -1,10 +1,13 @@
 """Distillation: sample structures with a teacher, label them, train a small fast student."""
 
+from jaxtl.distill.ace import ACEStudentConfig, fit_ace_student
 from jaxtl.distill.distill import DEFAULT_STUDENT, distill, read_structures, student_config
 from jaxtl.distill.labelling import LabellingError, LabelStats, label_structures
-from jaxtl.distill.sampling import SamplingConfig, rattled_copies, sample_structures
-from jaxtl.distill.speed import compare_speed, n_parameters, speedup
+from jaxtl.distill.sampling import SamplingConfig, SamplingPlan, rattled_copies, sample_plan, sample_structures
+from jaxtl.distill.speed import compare_calculators, compare_speed, n_parameters, speedup
+from jaxtl.distill.splits import split_labelled
 
-__all__ = ["DEFAULT_STUDENT", "LabelStats", "LabellingError", "SamplingConfig", "compare_speed", "distill",
-           "label_structures", "n_parameters", "rattled_copies", "read_structures", "sample_structures", "speedup",
+__all__ = ["DEFAULT_STUDENT", "ACEStudentConfig", "LabelStats", "LabellingError", "SamplingConfig", "SamplingPlan",
+           "compare_calculators", "compare_speed", "distill", "fit_ace_student", "label_structures", "n_parameters",
+           "rattled_copies", "read_structures", "sample_plan", "sample_structures", "speedup", "split_labelled",
            "student_config"]

@@ -13,22 +13,33 @@ Distil a teacher MACE into a small student. Units: positions A, time fs, tempera
 energies eV, forces eV/A; errors are reported in meV/atom and meV/A, timings in ms.
 
   1. structures from --structures (any ASE format; FHI-aims .in files too), MD-sampled
-     with the teacher (Langevin at --temperature for --md-steps steps per structure,
-     every --keep-every-th frame, plus --rattle jittered copies of each); --md-steps 0
-     labels the structures as they are; --labelled reuses an earlier labelled.xyz;
+     with the teacher: training runs (Langevin at --temperature for --md-steps steps per
+     structure, every --keep-every-th frame, plus --rattle jittered copies of each), and
+     independent test runs that training never sees (other seeds, at each
+     --test-temperatures; --held-out-starts are used for test runs only); the record
+     (starts, temperatures, seeds, steps, stride, rattles, counts, teacher) goes to
+     OUT/sampling.json; --md-steps 0 labels the structures as they are (a random
+     --test-fraction is held out); --labelled reuses an earlier labelled.xyz;
   2. teacher energies/forces/stress in jit-compiled batches -> OUT/labelled.xyz
      (REF_energy, REF_forces, REF_stress; labels the inputs had are kept as DFT_*);
-  3. a held-out test split (OUT/test.xyz) and a student trained from scratch on the rest
-     (OUT/student/model, a jaxtl model folder);
-  4. OUT/report.json: student errors against the teacher on the test split, against DFT
-     where labels exist, and the teacher/student speed ratio for energy+forces.
+     a teacher giving NaN stops with an error naming the structure; what was labelled
+     before it stays in OUT/labelled.xyz;
+  3. the test sets (OUT/test.xyz, never frames of a training trajectory) and a student
+     made from the rest (OUT/student: student.json + the model): --student mace trains a
+     small MACE from scratch (a jaxtl model folder in OUT/student/model); --student ace
+     fits a linear ACE with ace-jax (OUT/student/model.npz; needs jaxtl[ace]);
+     jaxtl.load_calculator(OUT/student) loads either as an ASE calculator;
+  4. OUT/report.json: student errors against the teacher on each test set, against DFT
+     where labels exist, the teacher/student speed ratio for energy+forces, and for ACE
+     the posterior's predicted uncertainty next to the actual errors.
 """
 
 
 def cmd_distill(args) -> int:
     from jaxtl.distill.distill import distill
     from jaxtl.distill.labelling import LabellingError
-    from jaxtl.distill.sampling import SamplingConfig
+    from jaxtl.distill.sampling import SamplingConfig, SamplingPlan
+    from jaxtl.graph.io import DataError
     from jaxtl.train.config import TrainConfig
     from jaxtl.train.optimizer import OptimizerConfig
 
@@ -38,12 +49,17 @@ def cmd_distill(args) -> int:
                                   friction=args.friction, keep_every=args.keep_every, n_rattled=args.rattle,
                                   rattle_std=args.rattle_std, skin=args.skin, check_every=args.check_every,
                                   min_distance=args.min_distance, seed=args.seed)
+        sampling = SamplingPlan(train=sampling, test_temperatures=tuple(args.test_temperatures or ()),
+                                test_md_steps=args.test_md_steps, test_seed=args.test_seed,
+                                held_out_starts=tuple(args.held_out_starts or ()))
     student = dict(hidden_irreps=args.student_hidden_irreps, max_ell=args.student_max_ell,
                    correlation=args.student_correlation, num_interactions=args.student_num_interactions,
                    radial_MLP=tuple(args.student_radial_mlp), MLP_irreps=args.student_mlp_irreps,
                    num_bessel=args.student_num_bessel)
     if args.student_r_max is not None:
         student["r_max"] = args.student_r_max
+    if args.student == "ace":
+        student = ace_config(args)
     train_config = TrainConfig(max_num_epochs=args.epochs, seed=args.seed, plot=False,
                                optimizer=OptimizerConfig(lr=args.lr))
     try:
@@ -54,19 +70,45 @@ def cmd_distill(args) -> int:
     except LabellingError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
+    except (DataError, ImportError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     summary = {
+        "student": report["student_kind"],
+        "test_split": report["test_split"],
         "student_vs_teacher": report["student_vs_teacher"],
+        "student_vs_teacher_by_set": report["student_vs_teacher_by_set"],
         "student_vs_dft": report.get("student_vs_dft"),
         "teacher_vs_dft": report.get("teacher_vs_dft"),
         "speedup": report["speed"]["speedup"],
         "teacher_ms_per_call": report["speed"]["teacher"]["ms_per_call"],
         "student_ms_per_call": report["speed"]["student"]["ms_per_call"],
+        "speed_through": report["speed"]["through"],
+        "uncertainty": {name: {k: v for k, v in u.items() if k != "energy_std_per_structure"}
+                        for name, u in (report.get("uncertainty") or {}).items()} or None,
         "labelling_structures_per_s": report.get("labelling", {}).get("structures_per_s"),
         "md_errors": report.get("sampling", {}).get("md_errors"),
         "report": f"{args.out}/report.json",
     }
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def ace_config(args):
+    """ACEStudentConfig from the --ace-* options."""
+    from jaxtl.distill.ace import ACEStudentConfig
+
+    r0 = {}
+    for item in args.ace_r0 or ():
+        symbol, _, value = item.partition("=")
+        from ase.data import atomic_numbers
+
+        if symbol not in atomic_numbers or not value:
+            raise SystemExit(f"error: --ace-r0 {item!r}: expected ELEMENT=LENGTH, e.g. H=0.74")
+        r0[atomic_numbers[symbol]] = float(value)
+    return ACEStudentConfig(order=args.ace_order, degree=args.ace_degree, r_max=args.ace_r_max, r0=tuple(r0.items()),
+                            solver=args.ace_solver, polish=args.ace_polish,
+                            smoothness_prior=not args.ace_no_smoothness_prior, seed=args.seed)
 
 
 def add_parser(sub) -> None:
@@ -82,11 +124,22 @@ def add_parser(sub) -> None:
     g.add_argument("--keep-every", type=int, default=50, help="keep every k-th MD frame (default 50)")
     g.add_argument("--rattle", type=int, default=0, help="jittered copies per kept frame (default 0)")
     g.add_argument("--rattle-std", type=float, default=0.05, help="jitter standard deviation in A (default 0.05)")
+    g.add_argument("--test-temperatures", type=float, nargs="+", default=None,
+                   help="temperatures in K of the independent test runs from every training start "
+                        "(default: the training --temperature)")
+    g.add_argument("--test-md-steps", type=int, default=None, help="steps per test run (default: --md-steps)")
+    g.add_argument("--test-seed", type=int, default=1000,
+                   help="first seed of the test runs; must differ from the training seeds (default 1000)")
+    g.add_argument("--held-out-starts", type=int, nargs="+", default=None,
+                   help="indices of starting structures used for test runs only (a facet, a conformer)")
     add_md_args(p)
     g = p.add_argument_group("labelling and data")
     g.add_argument("--label-batch-size", type=int, default=8, help="structures per labelling batch (default 8)")
-    g.add_argument("--test-fraction", type=float, default=0.1, help="held-out share of labelled structures (default 0.1)")
+    g.add_argument("--test-fraction", type=float, default=0.1,
+                   help="held-out share of structures labelled as given, without MD (default 0.1)")
     g.add_argument("--dft-test", default=None, help="DFT-labelled structures to evaluate teacher and student on")
+    p.add_argument("--student", choices=["mace", "ace"], default="mace",
+                   help="student kind: a small MACE (default) or a linear ACE (ace-jax, pip install 'jaxtl[ace]')")
     g = p.add_argument_group("student (MACE fields; r_max and elements default to the teacher's)")
     g.add_argument("--student-hidden-irreps", default="16x0e", help="node features (default 16x0e)")
     g.add_argument("--student-max-ell", type=int, default=1, help="spherical harmonics degree (default 1)")
@@ -96,6 +149,19 @@ def add_parser(sub) -> None:
     g.add_argument("--student-mlp-irreps", default="16x0e", help="readout hidden width (default 16x0e)")
     g.add_argument("--student-num-bessel", type=int, default=8, help="radial Bessel functions (default 8)")
     g.add_argument("--student-r-max", type=float, default=None, help="cutoff in A (default: the teacher's)")
+    g = p.add_argument_group("ACE student (--student ace)")
+    g.add_argument("--ace-order", type=int, default=3, help="correlation order, body order - 1 (default 3)")
+    g.add_argument("--ace-degree", type=int, default=10, help="total polynomial degree (default 10)")
+    g.add_argument("--ace-r-max", type=float, default=5.0, help="cutoff in A (default 5)")
+    g.add_argument("--ace-r0", nargs="+", default=None, metavar="EL=A",
+                   help="bond lengths in A for elements ace-jax has none for (H defaults to 0.74), e.g. H=0.74")
+    g.add_argument("--ace-solver", choices=["cholesky", "qr"], default="cholesky",
+                   help="evidence and posterior by a Cholesky of the Gram matrix (default) or by QR "
+                        "(slower, stable when the fit nearly interpolates)")
+    g.add_argument("--ace-polish", action="store_true",
+                   help="Newton-polish the evidence maximum (a refinement; slower)")
+    g.add_argument("--ace-no-smoothness-prior", action="store_true",
+                   help="an isotropic prior instead of ace-jax's smoothness prior")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=100, help="training epochs (default 100)")
     g.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")

@@ -129,3 +129,113 @@ def sample_structures(teacher: LoadedModel, starts: Sequence[ase.Atoms], config:
               "md_compilations": engine.n_compilations, "settings": config.to_dict()}
     log.info("sampled %d structures from %d starts (%d MD steps)", len(structures), len(starts), steps)
     return structures, report
+
+
+TRAIN = "train"
+TEST_INDEPENDENT = "test_independent_runs"
+TEST_HELD_OUT_START = "test_held_out_starts"
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingPlan:
+    """Training trajectories and the independent ones the students are judged on.
+
+    Training runs: one Langevin run per starting structure (except the held-out ones) with
+    `train`'s settings, seed `train.seed + i` for start i. Test runs never share a trajectory
+    with training: from every training start, one run per temperature in `test_temperatures`
+    with seed `test_seed + i` (frame 0, the shared start, is dropped); and from every
+    held-out start, runs at the training temperature and at each test temperature, so that
+    starting geometry (a facet, a conformer) is never seen in training. Test frames are
+    not rattled.
+
+    Attributes:
+        train: settings of the training runs (MD steps, temperature, stride, rattles, seed).
+        test_temperatures: temperatures of the independent runs in K (empty: the training
+            temperature).
+        test_md_steps: steps per test run (None: `train.md_steps`).
+        test_seed: first seed of the test runs; must differ from the training seeds.
+        held_out_starts: indices of starting structures used only for test runs.
+    """
+
+    train: SamplingConfig = SamplingConfig()
+    test_temperatures: tuple = ()
+    test_md_steps: int | None = None
+    test_seed: int = 1000
+    held_out_starts: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "test_temperatures", tuple(float(t) for t in self.test_temperatures))
+        object.__setattr__(self, "held_out_starts", tuple(int(i) for i in self.held_out_starts))
+        if self.train.md_steps < 1:
+            raise ValueError("a sampling plan needs MD (train.md_steps >= 1)")
+
+    def trajectories(self, n_starts: int) -> list[dict]:
+        """One dict per MD run: start, split, temperature in K, seed, md_steps."""
+        held = sorted({i % n_starts for i in self.held_out_starts}) if n_starts else []
+        if len(held) >= n_starts:
+            raise ValueError(f"held_out_starts {list(self.held_out_starts)} leave none of the {n_starts} starts "
+                             "for training")
+        temperatures = self.test_temperatures or (self.train.temperature,)
+        steps = self.train.md_steps if self.test_md_steps is None else self.test_md_steps
+        runs = []
+        for i in range(n_starts):
+            if i in held:
+                continue
+            runs.append(dict(start=i, split=TRAIN, temperature=self.train.temperature, seed=self.train.seed + i,
+                             md_steps=self.train.md_steps))
+        for i in range(n_starts):
+            test_temps = temperatures if i not in held else (self.train.temperature, *temperatures)
+            for k, t in enumerate(dict.fromkeys(test_temps)):
+                runs.append(dict(start=i, split=TEST_HELD_OUT_START if i in held else TEST_INDEPENDENT,
+                                 temperature=t, seed=self.test_seed + 100 * k + i, md_steps=steps))
+        train_seeds = {r["seed"] for r in runs if r["split"] == TRAIN}
+        clash = [r for r in runs if r["split"] != TRAIN and r["seed"] in train_seeds]
+        if clash:
+            raise ValueError(f"test seeds {sorted({r['seed'] for r in clash})} repeat training seeds: "
+                             "choose test_seed beyond train.seed + number of starts")
+        return runs
+
+    def to_dict(self) -> dict:
+        return {"train": self.train.to_dict(), "test_temperatures": list(self.test_temperatures),
+                "test_md_steps": self.test_md_steps, "test_seed": self.test_seed,
+                "held_out_starts": list(self.held_out_starts)}
+
+
+def sample_plan(teacher: LoadedModel, starts: Sequence[ase.Atoms], plan: SamplingPlan, progress: bool = True,
+                engine: MDEngine | None = None) -> tuple[list[ase.Atoms], dict]:
+    """Run every trajectory of `plan`; returns (structures, sampling record).
+
+    Each structure carries info `split` (train, test_independent_runs,
+    test_held_out_starts), `trajectory` (index into the record's runs), `sample_start`,
+    `md_temperature` and `md_seed`. The record lists the starts (formula, source),
+    the plan, every run (start, split, temperature, seed, steps, frames kept, MD error)
+    and the counts per split: enough to regenerate the set.
+    """
+    engine = engine or MDEngine(teacher)
+    runs = plan.trajectories(len(starts))
+    structures: list[ase.Atoms] = []
+    for t, run in enumerate(runs):
+        train = run["split"] == TRAIN
+        config = dataclasses.replace(plan.train, md_steps=run["md_steps"], temperature=run["temperature"],
+                                     seed=run["seed"], n_rattled=plan.train.n_rattled if train else 0)
+        frames, report = sample_structures(teacher, [starts[run["start"]]], config, progress=progress, engine=engine)
+        if not train:  # frame 0 is the start itself, which a training run from that start also holds
+            frames = [f for f in frames if f.info.get("md_step", 0) > 0 or f.info.get("rattled")]
+        for f in frames:
+            f.info.update(split=run["split"], trajectory=t, sample_start=run["start"],
+                          md_temperature=run["temperature"], md_seed=run["seed"])
+        structures.extend(frames)
+        run.update(n_structures=len(frames), md_steps_done=report["md_steps"],
+                   md_error=report["md_errors"][0] if report["md_errors"] else None)
+    record = {
+        "starts": [{"index": i, "formula": a.get_chemical_formula(), "n_atoms": len(a),
+                    "source": str(a.info.get("source", f"start {i}"))} for i, a in enumerate(starts)],
+        "plan": plan.to_dict(),
+        "runs": runs,
+        "counts": {split: sum(r["n_structures"] for r in runs if r["split"] == split)
+                   for split in (TRAIN, TEST_INDEPENDENT, TEST_HELD_OUT_START)},
+        "md_steps": sum(r["md_steps_done"] for r in runs),
+        "md_errors": [f"run {t} (start {r['start']}): {r['md_error']}" for t, r in enumerate(runs) if r["md_error"]],
+        "md_compilations": engine.n_compilations,
+    }
+    return structures, record

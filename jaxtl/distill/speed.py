@@ -59,3 +59,51 @@ def speedup(teacher: LoadedModel, student: LoadedModel, structures: Sequence[ase
 
 def n_parameters(model: LoadedModel) -> int:
     return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(model.params)))
+
+
+def _calculator_call(calc, atoms: ase.Atoms) -> float:
+    atoms = atoms.copy()
+    atoms.calc = calc
+    start = time.perf_counter()
+    atoms.get_potential_energy()
+    atoms.get_forces()
+    return time.perf_counter() - start
+
+
+def compare_calculators(calculators: dict, structures: Sequence[ase.Atoms], repeats: int = 20) -> dict:
+    """Median wall time of one energy+forces call through ASE, for any calculators
+    (MACE or ACE students, teachers): host neighbour lists, padding and copies included,
+    as an MD code driving the calculator pays them.
+
+    Each calculator is called once per structure first (compilation); then calls are
+    interleaved structure by structure, calculator by calculator, `repeats` rounds, so
+    background load affects all alike. Consecutive calls of one calculator see different
+    structures, so nothing is served from a cache (with one structure, each call gets a
+    fresh copy, which ASE calculators also recompute).
+
+    Returns {name: {"ms_per_call", "ms_per_atom_call", "n_calls"}, "n_structures",
+    "n_atoms_mean", "device"}; calculators that time their own model (ace-jax's
+    `last_timing["model_s"]`) add "model_ms_per_call", the call without neighbour list
+    and host work.
+    """
+    for name, calc in calculators.items():
+        for a in structures:
+            _calculator_call(calc, a)
+    times: dict[str, list[float]] = {name: [] for name in calculators}
+    model_times: dict[str, list[float]] = {name: [] for name in calculators}
+    for _ in range(repeats):
+        for a in structures:
+            for name, calc in calculators.items():
+                calc.reset()
+                times[name].append(_calculator_call(calc, a))
+                model_s = (getattr(calc, "last_timing", None) or {}).get("model_s")
+                if model_s is not None:  # ace-jax reports its model's share of the call
+                    model_times[name].append(model_s)
+    n_atoms = float(np.mean([len(a) for a in structures]))
+    out = {name: {"ms_per_call": 1e3 * float(np.median(t)), "ms_per_atom_call": 1e3 * float(np.median(t)) / n_atoms,
+                  "n_calls": len(t)} for name, t in times.items()}
+    for name, t in model_times.items():
+        if t:
+            out[name]["model_ms_per_call"] = 1e3 * float(np.median(t))
+    out.update(n_structures=len(structures), n_atoms_mean=n_atoms, device=str(jax.devices()[0]))
+    return out

@@ -1,0 +1,322 @@
+"""Linear ACE students, fitted to a teacher's labels with ace-jax (the `ace` extra).
+
+A linear ACE is a fixed symmetric basis (body order, polynomial degree, cutoff) and
+one coefficient per basis function, found by Bayesian linear regression: the noise of
+energies and forces and the prior scale are set by maximising the evidence, and the
+posterior gives each prediction a variance. The student folder holds ace-jax's own
+`model.npz` (readable by `ace_jax.ACECalculator`, `aj eval`, LAMMPS export) and a
+`student.json` naming its kind and settings, which `jaxtl.load_calculator` reads.
+
+    config = ACEStudentConfig(order=3, degree=10, r_max=5.0)
+    fit = fit_ace_student(train_atoms, config, "out/student", e0s={1: -13.6, 29: -1.2},
+                          test_sets={"independent": test_atoms})
+
+ace-jax fits in float64: `fit_ace_student` switches on `jax_enable_x64`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+import ase
+import numpy as np
+from ase.data import chemical_symbols
+
+from jaxtl.graph.io import DataError
+
+log = logging.getLogger("jaxtl.distill")
+
+KIND = "ace"
+MODEL_FILE = "model.npz"
+STUDENT_FILE = "student.json"
+ENERGY_KEY, FORCES_KEY = "REF_energy", "REF_forces"
+
+# Bond lengths (A) for elements ace-jax's table lacks: r0(Zi, Zj), the distance its
+# radial transform resolves best, is the mean of the two elements' lengths.
+EXTRA_BOND_LENGTHS = {1: 0.74}  # the H2 bond
+
+
+def require_ace_jax():
+    """The ace_jax module, or an ImportError naming the extra that installs it."""
+    try:
+        import ace_jax
+    except ImportError as err:
+        raise ImportError("ACE students need ace-jax: pip install 'jaxtl[ace]' (ace-jax>=0.4.1)") from err
+    return ace_jax
+
+
+@dataclasses.dataclass(frozen=True)
+class ACEStudentConfig:
+    """The basis and the fit of a linear ACE student.
+
+    Attributes:
+        order: correlation order (body order - 1), e.g. 3 for a 4-body ACE.
+        degree: total polynomial degree of the basis (ace-jax's max_degree).
+        r_max: cutoff in A.
+        r0: per-element bond length in A, as ((Z, r), ...); elements not given take
+            ace-jax's table, or EXTRA_BOND_LENGTHS (H), else an error naming them.
+        elements: atomic numbers of the basis (empty: those of the training structures).
+        solver: "cholesky" (evidence and posterior from a Cholesky of the Gram matrix)
+            or "qr" (stable when the fit nearly interpolates its data). ace-jax writes
+            model.npz from statistics it may reuse only from the QR form: with
+            "cholesky" it makes one more pass over the training set when saving.
+        polish: Newton-polish the evidence maximum (a refinement that rarely changes
+            the coefficients; off is faster).
+        smoothness_prior: ace-jax's algebraic smoothness prior on the coefficients
+            (regularises high degrees); off: an isotropic prior.
+        wL: weight of the angular degree in the total degree (ace-jax's default 1.5).
+        map_steps: L-BFGS iterations of the evidence maximisation.
+        e0: "lsq": one energy per element fitted jointly with the coefficients (a wide
+            prior around least squares on the training energies); the basis has no
+            constant term, so this carries a teacher's per-atom shift. "fixed": the
+            given e0s (isolated-atom energies) kept as they are.
+        uncertainty_structures: test structures per set (evenly spaced) whose posterior
+            std is computed; the variances cost a design-row pass per structure.
+        seed: seed of the fit.
+    """
+
+    order: int = 3
+    degree: int = 10
+    r_max: float = 5.0
+    r0: tuple = ()
+    elements: tuple = ()
+    solver: str = "cholesky"
+    polish: bool = False
+    smoothness_prior: bool = True
+    wL: float = 1.5
+    map_steps: int = 500
+    e0: str = "lsq"
+    uncertainty_structures: int = 200
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "r0", tuple((int(z), float(r)) for z, r in dict(self.r0).items()))
+        object.__setattr__(self, "elements", tuple(int(z) for z in self.elements))
+        if self.e0 not in ("lsq", "fixed"):
+            raise ValueError(f"e0 must be 'lsq' or 'fixed', got {self.e0!r}")
+        if self.solver not in ("cholesky", "qr"):
+            raise ValueError(f"solver must be 'cholesky' or 'qr', got {self.solver!r}")
+        if self.order < 1 or self.degree < 1 or self.r_max <= 0:
+            raise ValueError(f"invalid ACE basis: order {self.order}, degree {self.degree}, r_max {self.r_max}")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["r0"] = [list(p) for p in self.r0]
+        d["elements"] = list(self.elements)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "ACEStudentConfig":
+        d = dict(d)
+        d["r0"] = tuple(tuple(p) for p in d.get("r0", ()))
+        d["elements"] = tuple(d.get("elements", ()))
+        return cls(**d)
+
+    def r0_table(self, elements: Sequence[int]) -> np.ndarray:
+        """[n_elements, n_elements] r0 in A: the mean of the two elements' bond lengths."""
+        from ace_jax.basis.radial_init import BOND_LEN
+
+        given = dict(self.r0)
+        lengths, missing = [], []
+        for z in elements:
+            r = given.get(z, BOND_LEN.get(z, EXTRA_BOND_LENGTHS.get(z)))
+            if r is None:
+                missing.append(chemical_symbols[z])
+            lengths.append(r)
+        if missing:
+            raise ValueError(f"no bond length r0 for {', '.join(missing)}: give one (ACEStudentConfig.r0, "
+                             f"--ace-r0 {missing[0]}=<A>)")
+        lengths = np.asarray(lengths, float)
+        return 0.5 * (lengths[:, None] + lengths[None, :])
+
+
+def check_student_elements(frames: Sequence[ase.Atoms], elements: Sequence[int], source: str = "<structures>") -> None:
+    """DataError naming the element and frame when a structure holds an element the basis lacks."""
+    known = set(int(z) for z in elements)
+    for i, atoms in enumerate(frames):
+        missing = sorted(set(np.unique(atoms.numbers).tolist()) - known)
+        if missing:
+            names = ", ".join(chemical_symbols[z] for z in sorted(known))
+            raise DataError(f"{source}, frame {i}: element {chemical_symbols[missing[0]]} (Z={missing[0]}) is not "
+                            f"one of the ACE student's elements [{names}]")
+
+
+def _enable_x64() -> None:
+    import jax
+
+    if not jax.config.jax_enable_x64:
+        log.info("ace-jax fits in float64: switching on jax_enable_x64")
+        jax.config.update("jax_enable_x64", True)
+
+
+def _label_frames(frames: Sequence[ase.Atoms]) -> list[ase.Atoms]:
+    """Copies holding only the teacher's energy and forces (ace-jax reads info/arrays keys)."""
+    out = []
+    for i, a in enumerate(frames):
+        if ENERGY_KEY not in a.info or FORCES_KEY not in a.arrays:
+            raise DataError(f"structure {i}: no teacher labels ({ENERGY_KEY}, {FORCES_KEY})")
+        b = ase.Atoms(numbers=a.numbers, positions=a.positions, cell=a.cell, pbc=a.pbc)
+        b.info[ENERGY_KEY] = float(a.info[ENERGY_KEY])
+        b.arrays[FORCES_KEY] = np.asarray(a.arrays[FORCES_KEY], float)
+        out.append(b)
+    return out
+
+
+def fit_ace_student(labelled: Sequence[ase.Atoms], config: ACEStudentConfig, out_dir,
+                    e0s: Optional[Mapping[int, float]] = None,
+                    test_sets: Optional[Mapping[str, Sequence[ase.Atoms]]] = None) -> dict:
+    """Fit a linear ACE to teacher labels (REF_energy in eV, REF_forces in eV/A).
+
+    Args:
+        labelled: training structures.
+        config: basis and fit settings.
+        out_dir: the student folder: model.npz (ace-jax's format), student.json, and
+            progress.jsonl (ace-jax's stage events while the fit runs).
+        e0s: isolated-atom energies in eV by atomic number (the teacher's), used when
+            config.e0 is "fixed"; recorded either way.
+        test_sets: held-out labelled structures by name; the posterior predictive
+            standard deviations of up to config.uncertainty_structures of each go into
+            the returned "uncertainty".
+
+    Returns the fit record (also in student.json): basis size, timings, the evidence
+    maximum, and per test set the median predicted energy std (meV/atom) and force std
+    (meV/A) next to the actual errors, and the share of errors inside 1 std.
+    """
+    require_ace_jax()
+    _enable_x64()
+    import ace_jax
+    from ace_jax.basis.model import build_model
+    from ace_jax.fit.pipeline import FitConfig, fit, load_fit_data, save_model
+    from ace_jax.fit.pipeline.outputs import fitted_e0
+    from ace_jax.fit.progress import progress_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train = _label_frames(labelled)
+    elements = list(config.elements) or sorted({int(z) for a in train for z in a.numbers})
+    check_student_elements(labelled, elements, "training structures")
+    tests = {}
+    for name, frames in (test_sets or {}).items():
+        check_student_elements(frames, elements, f"test set {name}")
+        if frames:
+            keep = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), config.uncertainty_structures)).astype(int))
+            tests[name] = _label_frames([frames[i] for i in keep])
+
+    started = time.perf_counter()
+    basis = build_model(elements, config.order, config.degree, wL=config.wL, rcut=config.r_max,
+                        r0=config.r0_table(elements), seed=config.seed, with_gamma=config.smoothness_prior)
+    fixed_e0 = config.e0 == "fixed"
+    if fixed_e0:
+        if e0s is None:
+            raise ValueError("ACEStudentConfig.e0 'fixed' needs the e0s (isolated-atom energies)")
+        import equinox as eqx
+        import jax.numpy as jnp
+
+        missing = [chemical_symbols[z] for z in elements if z not in e0s]
+        if missing:
+            raise ValueError(f"no E0 for {', '.join(missing)}")
+        e0 = jnp.asarray([float(e0s[z]) for z in elements])
+        basis = basis._replace(model=eqx.tree_at(lambda m: m.E0, basis.model, e0))
+    basis_s = time.perf_counter() - started
+    fit_config = FitConfig(model=basis, arm="linear", energy_key=ENERGY_KEY, force_key=FORCES_KEY,
+                           e0="model" if fixed_e0 else "lsq", lml_solver=config.solver,
+                           map_polish="on" if config.polish else "off", map_steps=config.map_steps,
+                           predict_train=False, seed=config.seed, r0=float(np.mean(config.r0_table(elements))))
+    names = list(tests)
+    test_frames = [a for name in names for a in tests[name]]
+    quiet = lambda *a, **k: None  # noqa: E731  (ace-jax prints every evaluation)
+    with progress_file(out / "progress.jsonl"):  # ace-jax's stage events, to follow a long fit
+        data = load_fit_data(fit_config, train=train, test=test_frames or None, log=quiet)
+        result = fit(fit_config, data, log=quiet)
+        path = save_model(result, out, log=quiet)
+    if path is None:
+        raise RuntimeError("ace-jax wrote no model file")
+    record = {
+        "kind": KIND,
+        "model_file": MODEL_FILE,
+        "config": config.to_dict(),
+        "elements": elements,
+        "e0": config.e0,
+        "e0_fitted": dict(zip((str(z) for z in elements), map(float, fitted_e0(result)))),
+        "teacher_e0s": None if e0s is None else {str(z): float(e0s[z]) for z in elements if z in e0s},
+        "n_basis": int(basis.meta["len_basis"]),
+        "n_train": len(train),
+        "ace_jax_version": ace_jax.__version__,
+        "fit_s": time.perf_counter() - started,
+        "basis_s": basis_s,
+        "timings": {k: float(v) for k, v in result.timings.items()},
+        "hyperparameters": {k: float(np.asarray(v).reshape(-1)[0]) for k, v in result.theta._asdict().items()
+                            if np.size(v) == 1},
+        "log_evidence": float(result.map.log_evidence) if result.map.log_evidence is not None else None,
+    }
+    if test_frames:
+        record["uncertainty"] = _uncertainty(result.preds.arrays["test/map"], [len(tests[n]) for n in names], names)
+    (out / STUDENT_FILE).write_text(json.dumps(record, indent=2))
+    log.info("ACE student: %d basis functions, fitted to %d structures in %.1f s", record["n_basis"], len(train),
+             record["fit_s"])
+    return record
+
+
+def _uncertainty(arrays: Mapping, sizes: Sequence[int], names: Sequence[str]) -> dict:
+    """Per test set: median posterior std of energy (meV/atom) and forces (meV/A), the
+    RMSE they go with, and the share of errors within one std."""
+    nat = np.asarray(arrays["nat"], int)
+    e_err = np.asarray(arrays["E_mean"]) - np.asarray(arrays["E"])
+    e_std = np.sqrt(np.asarray(arrays["E_var"]))
+    f_err = np.asarray(arrays["F_mean"]) - np.asarray(arrays["F"])
+    f_std = np.sqrt(np.asarray(arrays["F_var"]))
+    out, s0, a0 = {}, 0, 0
+    for name, n in zip(names, sizes):
+        sl, a1 = slice(s0, s0 + n), a0 + int(nat[s0:s0 + n].sum())
+        per_atom_err, per_atom_std = e_err[sl] / nat[sl], e_std[sl] / nat[sl]
+        fe, fs = f_err[a0:a1], f_std[a0:a1]
+        out[name] = {
+            "energy_std_median": 1e3 * float(np.median(per_atom_std)),
+            "energy_rmse": 1e3 * float(np.sqrt(np.mean(per_atom_err**2))),
+            "energy_within_1std": float(np.mean(np.abs(per_atom_err) <= per_atom_std)),
+            "forces_std_median": 1e3 * float(np.median(fs)),
+            "forces_rmse": 1e3 * float(np.sqrt(np.mean(fe**2))),
+            "forces_within_1std": float(np.mean(np.abs(fe) <= fs)),
+            "energy_std_per_structure": (1e3 * per_atom_std).tolist(),
+        }
+        s0, a0 = s0 + n, a1
+    return out
+
+
+def read_student(folder) -> dict:
+    """student.json of an ACE student folder."""
+    path = Path(folder) / STUDENT_FILE
+    record = json.loads(path.read_text())
+    if record.get("kind") != KIND:
+        raise ValueError(f"{path}: kind {record.get('kind')!r}, not an ACE student")
+    return record
+
+
+def ace_calculator(folder, **kwargs):
+    """An ASE calculator for an ACE student folder (ace-jax's ACECalculator, with the
+    student's elements checked first so an unknown element is named, not mis-evaluated)."""
+    require_ace_jax()
+    _enable_x64()
+    from ace_jax.calc.point import ACECalculator
+
+    record = read_student(folder)
+    elements = tuple(int(z) for z in record["elements"])
+
+    class ACEStudentCalculator(ACECalculator):
+        """ace-jax's calculator for one student; refuses elements outside its basis."""
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=None):
+            check_student_elements([atoms if atoms is not None else self.atoms], elements,
+                                   f"ACE student {folder}: structure {(atoms or self.atoms).get_chemical_formula()}")
+            if system_changes is None:
+                from ase.calculators.calculator import all_changes
+
+                system_changes = all_changes
+            super().calculate(atoms, properties, system_changes)
+
+    return ACEStudentCalculator(str(Path(folder) / record.get("model_file", MODEL_FILE)), **kwargs)

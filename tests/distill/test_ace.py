@@ -1,0 +1,213 @@
+"""Linear ACE students (fast settings), load_calculator, honest test sets, a NaN teacher."""
+
+import json
+import os
+import sys
+
+import ase.io
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import fcc100
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "model"))
+from helpers import random_jaxtl_model  # noqa: E402
+
+from jaxtl.distill import SamplingConfig, SamplingPlan, distill, label_structures, sample_plan  # noqa: E402
+from jaxtl.distill.labelling import LabellingError  # noqa: E402
+from jaxtl.distill.sampling import TEST_HELD_OUT_START, TEST_INDEPENDENT, TRAIN  # noqa: E402
+from jaxtl.distill.splits import split_labelled  # noqa: E402
+from jaxtl.graph.io import DataError  # noqa: E402
+from jaxtl.model_io import save_model  # noqa: E402
+
+TINY_ACE = dict(order=2, degree=5, r_max=4.0, map_steps=60)
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    """A tiny random float64 H/Cu MACE standing in for a real teacher."""
+    return random_jaxtl_model(seed=3, atomic_numbers=(1, 29), r_max=4.0, hidden_irreps="4x0e+4x1o", max_ell=1,
+                              correlation=(2,), num_interactions=1, avg_num_neighbors=(12.0,), radial_MLP=(8,))
+
+
+def h_on_cu(seed: int) -> Atoms:
+    rng = np.random.default_rng(seed)
+    atoms = fcc100("Cu", (2, 2, 2), a=3.6, vacuum=5.0, periodic=True)
+    top = atoms.positions[:, 2].max()
+    atoms += Atoms("H", positions=[[*rng.uniform(0, 3.6, 2), top + 1.8]])
+    atoms.rattle(0.05, seed=seed)
+    return atoms
+
+
+@pytest.fixture(scope="module")
+def ace_run(teacher, tmp_path_factory):
+    """One fast ACE distillation (12 structures labelled as given), shared by the checks."""
+    pytest.importorskip("ace_jax", reason="ACE students need the ace extra")
+    from jaxtl.distill import ACEStudentConfig
+
+    out = tmp_path_factory.mktemp("ace")
+    report = distill(teacher, out, structures=[h_on_cu(i) for i in range(12)], student=ACEStudentConfig(**TINY_ACE),
+                     test_fraction=0.25, speed_structures=2, speed_repeats=2, progress=False)
+    return out, report
+
+
+def test_ace_student_reports_like_a_mace_student(ace_run):
+    out, report = ace_run
+    assert report["student_kind"] == "ace" and report["student_config"]["order"] == 2
+    assert report["n_structures"]["test"] == 3 and report["n_structures"]["train_and_valid"] == 9
+    errors = report["student_vs_teacher"]
+    assert errors["n_graphs"] == 3
+    for key in ("energy_rmse", "energy_mae", "forces_rmse", "forces_mae"):
+        assert np.isfinite(errors[key]) and errors[key] > 0
+    assert report["student_vs_teacher_by_set"]["test_random_structures"]["forces_rmse"] == errors["forces_rmse"]
+    speed = report["speed"]
+    assert speed["student"]["ms_per_call"] > 0 and speed["teacher"]["ms_per_call"] > 0 and speed["speedup"] > 0
+    [unc] = report["uncertainty"].values()
+    assert unc["forces_std_median"] > 0 and 0 <= unc["forces_within_1std"] <= 1
+    assert len(unc["energy_std_per_structure"]) == 3
+    assert report["n_parameters"]["student"] > 0
+    record = json.loads((out / "student" / "student.json").read_text())
+    assert record["kind"] == "ace" and (out / "student" / "model.npz").exists()
+    assert json.loads((out / "report.json").read_text())["student_kind"] == "ace"
+
+
+def test_load_calculator_gives_the_fitted_model(ace_run):
+    """load_calculator(folder) is the fitted model: the same numbers as ace-jax's own
+    calculator on the model file, and errors that reproduce the report's."""
+    import jaxtl
+    from ace_jax.calc.point import ACECalculator
+
+    out, report = ace_run
+    calc = jaxtl.load_calculator(out / "student")
+    reference = ACECalculator(str(out / "student" / "model.npz"))
+    test = ase.io.read(out / "test.xyz", ":")
+    for atoms in test:
+        a, b = atoms.copy(), atoms.copy()
+        a.calc, b.calc = calc, reference
+        np.testing.assert_allclose(a.get_potential_energy(), b.get_potential_energy(), rtol=1e-12)
+        np.testing.assert_allclose(a.get_forces(), b.get_forces(), atol=1e-10)
+    from jaxtl.distill.students import calculator_errors
+
+    np.testing.assert_allclose(calculator_errors(calc, test)["forces_rmse"],
+                               report["student_vs_teacher"]["forces_rmse"], rtol=1e-6)  # test.xyz keeps 8 decimals
+    # the student is fitted, not the zero readout of a bare basis
+    a = test[0].copy()
+    a.calc = calc
+    assert np.abs(a.get_forces() - a.arrays["REF_forces"]).max() < np.abs(a.arrays["REF_forces"]).max()
+
+
+def test_ace_student_names_an_element_it_lacks(ace_run):
+    import jaxtl
+
+    out, _ = ace_run
+    atoms = h_on_cu(0)
+    atoms[-1].symbol = "O"
+    atoms.calc = jaxtl.load_calculator(out / "student")
+    with pytest.raises(DataError, match="element O"):
+        atoms.get_potential_energy()
+
+
+def test_ace_fit_names_element_and_frame(teacher, tmp_path):
+    pytest.importorskip("ace_jax")
+    from jaxtl.distill import ACEStudentConfig, fit_ace_student
+
+    labelled, _ = label_structures(teacher, [h_on_cu(i) for i in range(4)])
+    test = [labelled[0].copy(), labelled[1].copy()]
+    test[1][-1].symbol = "O"
+    config = ACEStudentConfig(**TINY_ACE, elements=(1, 29))
+    with pytest.raises(DataError, match=r"test set independent, frame 1: element O"):
+        fit_ace_student(labelled[:3], config, tmp_path, test_sets={"independent": test})
+
+
+def test_load_calculator_mace_and_unknown_folders(teacher, tmp_path):
+    import jaxtl
+    from jaxtl.calculator import MACECalculator
+    from jaxtl.distill.students import write_mace_record
+
+    save_model(tmp_path / "student" / "model", teacher.config, teacher.variables)
+    write_mace_record(tmp_path / "student")
+    assert isinstance(jaxtl.load_calculator(tmp_path / "student"), MACECalculator)
+    assert isinstance(jaxtl.load_calculator(tmp_path / "student" / "model"), MACECalculator)
+    (tmp_path / "student" / "student.json").unlink()
+    assert isinstance(jaxtl.load_calculator(tmp_path / "student"), MACECalculator)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="expected student.json"):
+        jaxtl.load_calculator(tmp_path / "empty")
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "student.json").write_text('{"kind": "gap"}')
+    with pytest.raises(ValueError, match="unknown student kind 'gap'"):
+        jaxtl.load_calculator(tmp_path / "odd")
+
+
+def test_no_test_frame_comes_from_a_training_trajectory(teacher):
+    """The plan's test frames come from other MD runs (other seeds, temperatures, a start
+    held out entirely), never from a trajectory that training uses."""
+    starts = [h_on_cu(i) for i in range(3)]
+    plan = SamplingPlan(train=SamplingConfig(md_steps=10, temperature=300, keep_every=5, n_rattled=1,
+                                             check_every=10),
+                        test_temperatures=(500,), test_md_steps=10, held_out_starts=(2,))
+    structures, record = sample_plan(teacher, starts, plan, progress=False)
+    train, tests, _ = split_labelled(structures)
+    train_runs = {a.info["trajectory"] for a in train}
+    assert train_runs and all(a.info["trajectory"] not in train_runs for frames in tests.values() for a in frames)
+    assert {a.info["sample_start"] for a in train} == {0, 1}
+    assert {a.info["sample_start"] for a in tests[TEST_HELD_OUT_START]} == {2}
+    assert {a.info["md_temperature"] for a in tests[TEST_INDEPENDENT]} == {500.0}
+    train_seeds = {r["seed"] for r in record["runs"] if r["split"] == TRAIN}
+    assert not train_seeds & {r["seed"] for r in record["runs"] if r["split"] != TRAIN}
+    # no test frame repeats a training geometry (frame 0 of a test run is the shared start)
+    train_pos = np.stack([a.positions for a in train])
+    for frames in tests.values():
+        for a in frames:
+            assert np.abs(train_pos - a.positions).reshape(len(train), -1).max(axis=1).min() > 1e-6
+    assert not any(a.info.get("rattled") for frames in tests.values() for a in frames)
+    assert record["counts"] == {TRAIN: len(train), TEST_INDEPENDENT: len(tests[TEST_INDEPENDENT]),
+                                TEST_HELD_OUT_START: len(tests[TEST_HELD_OUT_START])}
+    assert record["plan"]["held_out_starts"] == [2] and record["starts"][2]["n_atoms"] == 9
+    # untagged frames of one trajectory are refused as a test set
+    for a in structures:
+        del a.info["split"]
+    with pytest.raises(ValueError, match="no test"):
+        split_labelled([a for a in structures if a.info["sample_start"] == 0])
+
+
+def test_nan_teacher_keeps_what_was_labelled_and_the_record(teacher, tmp_path):
+    """A teacher that gives NaN on the 4th structure: a clear error naming it, the three
+    before it labelled in labelled.xyz, and sampling.json saying so."""
+    structures = [h_on_cu(i) for i in range(5)]
+    structures[3].positions[1] = structures[3].positions[0]
+    with pytest.raises(LabellingError, match="frame 3") as err:
+        distill(teacher, tmp_path, structures=structures, label_batch_size=1, progress=False)
+    assert len(err.value.labelled) == 3
+    assert len(ase.io.read(tmp_path / "labelled.xyz", ":")) == 3
+    record = json.loads((tmp_path / "sampling.json").read_text())
+    assert record["labelled"] == 3 and "frame 3" in record["labelling_error"]
+    assert len(record["starts"]) == 5
+
+
+def test_missing_ace_jax_names_the_extra(monkeypatch):
+    from jaxtl.distill.ace import require_ace_jax
+
+    monkeypatch.setitem(sys.modules, "ace_jax", None)
+    with pytest.raises(ImportError, match=r"jaxtl\[ace\]"):
+        require_ace_jax()
+
+
+def test_cli_ace_options_and_r0(capsys):
+    """The --ace-* options make the ACEStudentConfig; an H r0 comes from jaxtl's table
+    (ace-jax has none), and an element without one is named."""
+    import argparse
+
+    from jaxtl.distill.ace import ACEStudentConfig
+    from jaxtl.distill.cli import ace_config, add_parser
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(["distill", "--teacher", "t", "--out", "o", "--student", "ace", "--ace-order", "2",
+                              "--ace-degree", "7", "--ace-r-max", "4.5", "--ace-r0", "Cu=2.5", "--ace-solver", "qr"])
+    config = ace_config(args)
+    assert config == ACEStudentConfig(order=2, degree=7, r_max=4.5, r0=((29, 2.5),), solver="qr")
+    pytest.importorskip("ace_jax")
+    np.testing.assert_allclose(config.r0_table([1, 29]), [[0.74, 1.62], [1.62, 2.5]])
+    with pytest.raises(ValueError, match="no bond length r0 for He"):
+        config.r0_table([2, 29])
