@@ -19,7 +19,7 @@ Stages, each skipped when its output exists (the run resumes where it stopped):
   5. OUT/results.{json,md} and, with --results STEM, STEM.{json,md}: the trade-off table.
 
     python benchmarks/distill_h2cu.py --fast --out /tmp/h2cu     # about a minute; run by tests/distill
-    nice -n 15 python benchmarks/distill_h2cu.py --out /work/main/runs/h2cu_students \
+    nice -n 15 python benchmarks/distill_h2cu.py --out runs/h2cu_students \
         --results benchmarks/results/h2cu_students_ace
 """
 

@@ -9,7 +9,8 @@ import pytest
 
 jax.config.update("jax_enable_x64", True)
 
-SHARED = os.environ.get("JAXTL_SHARED", "/work/shared")
+SHARED = os.environ.get(
+    "JAXTL_SHARED", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared"))
 H2CU = os.path.join(SHARED, "models", "h2cu_mace.model")
 
 
