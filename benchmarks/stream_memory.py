@@ -100,7 +100,8 @@ def train(args) -> dict:
 
     from jaxtl.graph.dataset import GraphDataset
     from jaxtl.model import MACE, MACEConfig, init_variables, make_predict
-    from jaxtl.train import TrainConfig, train as train_loop
+    from jaxtl.train import TrainConfig
+    from jaxtl.train import train as train_loop
     from jaxtl.train.data import epoch_batches
 
     config = MACEConfig(atomic_numbers=(1, 6, 8), r_max=R_MAX, hidden_irreps="16x0e", max_ell=2,

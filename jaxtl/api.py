@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -58,7 +58,7 @@ class LoadedModel:
 
         self._predict = jax.jit(counted, static_argnums=2)
 
-    def predict(self, graph: Graph, compute_stress: bool = True, variables: Optional[dict] = None) -> dict:
+    def predict(self, graph: Graph, compute_stress: bool = True, variables: dict | None = None) -> dict:
         return self._predict(self.variables if variables is None else variables, graph, compute_stress)
 
     def energy_fn(self) -> Callable:

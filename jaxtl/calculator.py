@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
@@ -29,7 +27,7 @@ class MACECalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
-    def __init__(self, model, default_dtype: Optional[str] = None, head: Optional[str] = None,
+    def __init__(self, model, default_dtype: str | None = None, head: str | None = None,
                  backend: str = "xla", **kwargs):
         super().__init__(**kwargs)
         if isinstance(model, LoadedModel):
@@ -37,7 +35,7 @@ class MACECalculator(Calculator):
         else:
             self.model = load_model(model, dtype=default_dtype, head=head, backend=backend)
         self.r_max = float(self.model.config.r_max)
-        self._budget: Optional[Budget] = None
+        self._budget: Budget | None = None
         self._dtype = np.float64 if self.model.config.dtype == "float64" else np.float32
 
     @property

@@ -33,8 +33,8 @@ import urllib.error
 import urllib.request
 import zipfile
 import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, Optional
 
 BASE_URL_ENV = "JAXTL_FOUNDATION_BASE_URL"
 CACHE_ENV = "JAXTL_CACHE"
@@ -63,10 +63,10 @@ class Foundation:
     name: str
     url: str
     description: str
-    sha256: Optional[str] = None
-    elements: Optional[str] = None
-    level_of_theory: Optional[str] = None
-    license: Optional[str] = None
+    sha256: str | None = None
+    elements: str | None = None
+    level_of_theory: str | None = None
+    license: str | None = None
 
     @property
     def filename(self) -> str:

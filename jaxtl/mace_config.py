@@ -16,7 +16,8 @@ Three forms are read, and may be mixed in one file:
 from __future__ import annotations
 
 import ast
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 # mace-torch option -> jaxtl setting (the argparse dest of the jaxtl flag)
 MACE_NAMES = {

@@ -5,7 +5,6 @@
     python notebooks/make_notebooks.py 03_distill_and_md.ipynb  # only the notebooks named
 """
 
-import os
 import sys
 from pathlib import Path
 

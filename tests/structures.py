@@ -9,7 +9,7 @@ above ``MIN_DIST`` A.
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from ase import Atoms
@@ -175,7 +175,7 @@ def _check(atoms: Atoms) -> None:
     assert d > MIN_DIST, f"min distance {d:.3f} A <= {MIN_DIST} A"
 
 
-def all_structures(numbers: Sequence[int], seed: int = 0, r_max: float = 5.0) -> Dict[str, Atoms]:
+def all_structures(numbers: Sequence[int], seed: int = 0, r_max: float = 5.0) -> dict[str, Atoms]:
     """One of each kind, keyed by name (bulk, random_cell, triclinic, slab, cluster,
     isolated, molecule); ``r_max`` sets how far the isolated atom is placed."""
     return {
@@ -191,7 +191,8 @@ def all_structures(numbers: Sequence[int], seed: int = 0, r_max: float = 5.0) ->
 
 def real_model_structures(name: str) -> list:
     """Structures for the real model files: organic molecules ("spice") or H2 over Cu ("h2cu")."""
-    from ase.build import fcc111, molecule as ase_molecule
+    from ase.build import fcc111
+    from ase.build import molecule as ase_molecule
 
     if name == "spice":
         mols = [ase_molecule("CH3CH2OH"), ase_molecule("C6H6"), ase_molecule("CH3COOH")]

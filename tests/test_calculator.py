@@ -11,7 +11,8 @@ from jaxtl.model_io import save_model
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    import sys, os
+    import os
+    import sys
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "model"))
     from helpers import random_jaxtl_model
 
@@ -40,13 +41,16 @@ def test_calculator_results_and_compilations(model_dir):
         assert np.isfinite(f).all()
     assert calc.n_compilations <= 3, calc.n_compilations
     # stress against a finite difference of the energy under strain
-    a = atoms.copy(); a.calc = calc
+    a = atoms.copy()
+    a.calc = calc
     s = a.get_stress(voigt=False)
     eps = 1e-5
     e = []
     for sign in (1, -1):
-        b = a.copy(); b.calc = calc
-        strain = np.eye(3); strain[0, 1] = strain[1, 0] = sign * eps / 2
+        b = a.copy()
+        b.calc = calc
+        strain = np.eye(3)
+        strain[0, 1] = strain[1, 0] = sign * eps / 2
         b.set_cell(a.cell.array @ strain, scale_atoms=True)
         e.append(b.get_potential_energy())
     fd = (e[0] - e[1]) / (2 * eps) / a.get_volume()
@@ -70,7 +74,8 @@ def test_calculator_rejects_nan_positions(model_dir):
 
 
 def test_import_jaxtl_does_not_import_torch():
-    import subprocess, sys
+    import subprocess
+    import sys
 
     code = "import jaxtl, sys; jaxtl.MACECalculator; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -77,8 +77,8 @@ def test_finetune_dry_run_and_run(tiny_data, base_model, tmp_path):
 
 
 def test_finetune_rejects_unknown_element(tmp_path, base_model):
-    from ase import Atoms
     import ase.io
+    from ase import Atoms
 
     bad = tmp_path / "bad.xyz"
     atoms = Atoms("Fe2", positions=[[0, 0, 0], [2.2, 0, 0]], cell=np.eye(3) * 6, pbc=True)

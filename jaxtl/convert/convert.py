@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -47,7 +46,7 @@ def _check_tree(config: MACEConfig, variables: dict) -> None:
 
 
 def compare_with_torch(torch_model, config: MACEConfig, variables: dict, atoms_list, dtype: str = "float64",
-                       head: Optional[str] = None, backend: str = "xla") -> tuple[dict, dict, dict]:
+                       head: str | None = None, backend: str = "xla") -> tuple[dict, dict, dict]:
     """Evaluate mace-torch and jaxtl (with `backend`) on `atoms_list`; return (largest differences,
     torch outputs, jaxtl outputs)."""
     from jaxtl.api import build_loaded_model
@@ -66,7 +65,7 @@ def compare_with_torch(torch_model, config: MACEConfig, variables: dict, atoms_l
     return compare(ref, out, atoms_list), ref, out
 
 
-def verify(torch_model, config: MACEConfig, variables: dict, dtype: str = "float64", head: Optional[str] = None) -> dict:
+def verify(torch_model, config: MACEConfig, variables: dict, dtype: str = "float64", head: str | None = None) -> dict:
     """Largest differences on structures made of the model's own elements (the converter's self-check)."""
     from jaxtl.convert.verify import verification_structures
 
@@ -77,8 +76,8 @@ def verify(torch_model, config: MACEConfig, variables: dict, dtype: str = "float
 def convert_file(
     in_path: str | Path,
     out_dir: str | Path,
-    dtype: Optional[str] = None,
-    head: Optional[str] = None,
+    dtype: str | None = None,
+    head: str | None = None,
     check: bool = True,
     log=print,
 ) -> tuple[MACEConfig, dict]:

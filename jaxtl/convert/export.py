@@ -21,13 +21,21 @@ import contextlib
 import os
 import uuid
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
 from jaxtl.convert.inverse_weights import (
-    ExportError, check_expressible, copy_into, leftover, plain, pop, set_constants, set_interaction,
-    set_linear_tree, set_product, sub,
+    ExportError,
+    check_expressible,
+    copy_into,
+    leftover,
+    plain,
+    pop,
+    set_constants,
+    set_interaction,
+    set_linear_tree,
+    set_product,
+    sub,
 )
 from jaxtl.convert.torch_reader import import_torch
 from jaxtl.model.config import MACEConfig
@@ -49,9 +57,9 @@ FLOAT32_DRIFT = 1e-2
 
 def _constructor(config: MACEConfig, constants: dict):
     """(mace-torch class, keyword arguments) that build `config` (the inverse of read_config)."""
+    import torch
     from e3nn import o3
     from mace import modules
-    import torch
 
     H = len(config.heads)
     e0 = np.asarray(constants["atomic_energies"], np.float64).reshape(H, config.num_elements)
@@ -110,6 +118,7 @@ def _jaxtl_coupling_basis(config: MACEConfig, constants: dict):
     against the irrep, correlation and input dimension asked for.
     """
     from mace.modules import symmetric_contraction as sc_module
+
     from jaxtl.model.mace import layer_irreps
 
     queue = []
@@ -213,7 +222,7 @@ def _check_reads_back(model, config: MACEConfig, variables: dict) -> None:
         raise ExportError(f"exported variables do not read back identically: {bad[:6]}")
 
 
-def to_torch_module(config: MACEConfig, variables: dict, dtype: Optional[str] = None):
+def to_torch_module(config: MACEConfig, variables: dict, dtype: str | None = None):
     """The mace-torch `MACE` / `ScaleShiftMACE` module equal to a jaxtl model.
 
     config: the jaxtl MACEConfig; variables: {"params", "constants"} (numpy or jax arrays).
@@ -299,8 +308,8 @@ def verify_module(torch_model, config: MACEConfig, variables: dict, log=print) -
     return report
 
 
-def export_file(model_dir: str | Path, out_path: str | Path, dtype: Optional[str] = None,
-                head: Optional[str] = None, log=print) -> dict:
+def export_file(model_dir: str | Path, out_path: str | Path, dtype: str | None = None,
+                head: str | None = None, log=print) -> dict:
     """Write the jaxtl model folder `model_dir` as a mace-torch `.model` file, verified.
 
     dtype: "float64" or "float32" of the file (default: the model's). head: write only

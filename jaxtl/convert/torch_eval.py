@@ -25,7 +25,7 @@ import copy
 import os
 import pickle
 import zipfile
-from typing import Dict, Optional, Sequence, Union
+from collections.abc import Sequence
 
 import mace  # noqa: F401  (must precede e3nn: sets torch.load defaults e3nn relies on)
 import numpy as np
@@ -39,7 +39,7 @@ _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 _MACE_ATTRIBUTES = ("interactions", "products", "readouts", "atomic_energies_fn", "r_max")
 
 
-def load_torch_model(path: Union[str, os.PathLike]) -> torch.nn.Module:
+def load_torch_model(path: str | os.PathLike) -> torch.nn.Module:
     """Unpickle a mace-torch ``*.model`` file onto the CPU.
 
     Returns the ``torch.nn.Module`` exactly as saved (dtype unchanged, eval mode).
@@ -106,9 +106,9 @@ def evaluate_torch(
     model: torch.nn.Module,
     atoms_list: Sequence,
     dtype: str = "float64",
-    head: Optional[Union[str, int]] = None,
+    head: str | int | None = None,
     compute_stress: bool = True,
-) -> Dict[str, np.ndarray]:
+) -> dict[str, np.ndarray]:
     """Energies, forces and stress of ``atoms_list`` under a mace-torch model, in one batch.
 
     Args:
@@ -202,7 +202,7 @@ def evaluate_torch(
     return result
 
 
-def _resolve_head(heads: list, head: Optional[Union[str, int]], atoms) -> str:
+def _resolve_head(heads: list, head: str | int | None, atoms) -> str:
     if head is None:
         head = atoms.info.get("head") if hasattr(atoms, "info") else None
     if head is None:

@@ -20,8 +20,8 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
 
 import ase
 import numpy as np
@@ -111,7 +111,7 @@ class ACEStudentConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "ACEStudentConfig":
+    def from_dict(cls, d: Mapping) -> ACEStudentConfig:
         d = dict(d)
         d["r0"] = tuple(tuple(p) for p in d.get("r0", ()))
         d["elements"] = tuple(d.get("elements", ()))
@@ -168,8 +168,8 @@ def _label_frames(frames: Sequence[ase.Atoms]) -> list[ase.Atoms]:
 
 
 def fit_ace_student(labelled: Sequence[ase.Atoms], config: ACEStudentConfig, out_dir,
-                    e0s: Optional[Mapping[int, float]] = None,
-                    test_sets: Optional[Mapping[str, Sequence[ase.Atoms]]] = None) -> dict:
+                    e0s: Mapping[int, float] | None = None,
+                    test_sets: Mapping[str, Sequence[ase.Atoms]] | None = None) -> dict:
     """Fit a linear ACE to teacher labels (REF_energy in eV, REF_forces in eV/A).
 
     Args:

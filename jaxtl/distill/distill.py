@@ -25,8 +25,8 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
 
 import ase
 import ase.io
@@ -49,7 +49,7 @@ DEFAULT_STUDENT = dict(hidden_irreps="16x0e", max_ell=1, correlation=2, num_inte
                        MLP_irreps="16x0e", num_bessel=8)
 
 
-def student_config(teacher: LoadedModel, fields: Optional[Mapping] = None) -> dict:
+def student_config(teacher: LoadedModel, fields: Mapping | None = None) -> dict:
     """MACEConfig fields of the student: `fields` over DEFAULT_STUDENT, with the teacher's
     elements and cutoff unless given; a first layer of mace's default kind."""
     model = dict(DEFAULT_STUDENT)
@@ -79,7 +79,7 @@ def read_structures(items: Sequence) -> list[ase.Atoms]:
     return out
 
 
-def _errors(model: LoadedModel, configs) -> Optional[dict]:
+def _errors(model: LoadedModel, configs) -> dict | None:
     from jaxtl.evaluate import evaluate_configs
 
     configs = [c for c in configs if c.energy is not None or c.forces is not None]
@@ -89,16 +89,16 @@ def _errors(model: LoadedModel, configs) -> Optional[dict]:
 def distill(
     teacher,
     out_dir,
-    structures: Optional[Sequence] = None,
-    sampling: Optional[SamplingConfig | SamplingPlan] = None,
-    student: Optional[Mapping | ACEStudentConfig] = None,
-    train_config: Optional[TrainConfig] = None,
-    labelled_file: Optional[str] = None,
+    structures: Sequence | None = None,
+    sampling: SamplingConfig | SamplingPlan | None = None,
+    student: Mapping | ACEStudentConfig | None = None,
+    train_config: TrainConfig | None = None,
+    labelled_file: str | None = None,
     test_fraction: float = 0.1,
     valid_fraction: float = 0.1,
     batch_size: int = 8,
     label_batch_size: int = 8,
-    dft_test_file: Optional[str] = None,
+    dft_test_file: str | None = None,
     speed_structures: int = 4,
     speed_repeats: int = 20,
     seed: int = 0,

@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import ase
 import ase.io
@@ -78,7 +78,7 @@ def _stash_existing_labels(atoms: ase.Atoms, config) -> None:
 def label_structures(
     teacher: LoadedModel,
     structures: Sequence[ase.Atoms],
-    out_file: Optional[str | os.PathLike] = None,
+    out_file: str | os.PathLike | None = None,
     batch_size: int = 8,
     progress: bool = False,
     source: str = "<structures>",
@@ -115,7 +115,7 @@ def label_structures(
 
         bar = tqdm(total=len(structures), unit="structure", desc="labelling")
     compilations = teacher.n_compilations
-    budget: Optional[Budget] = None
+    budget: Budget | None = None
     labelled: list[ase.Atoms] = []
     start = time.perf_counter()
     first_batch_s = 0.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import ase
 import jax
@@ -86,7 +86,7 @@ def compare_calculators(calculators: dict, structures: Sequence[ase.Atoms], repe
     `last_timing["model_s"]`) add "model_ms_per_call", the call without neighbour list
     and host work.
     """
-    for name, calc in calculators.items():
+    for calc in calculators.values():
         for a in structures:
             _calculator_call(calc, a)
     times: dict[str, list[float]] = {name: [] for name in calculators}

@@ -9,7 +9,7 @@ as given, `md_step` absent or 0) may be split at random.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import ase
 import numpy as np

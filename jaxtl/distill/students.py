@@ -8,8 +8,8 @@ model: a jaxtl model folder `model/` for MACE, ace-jax's `model.npz` for ACE.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import ase
 import numpy as np

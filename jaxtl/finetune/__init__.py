@@ -8,20 +8,42 @@
 """
 
 from jaxtl.finetune.e0s import RankDeficientWarning, element_counts, fit_e0s, lstsq_e0s
-from jaxtl.finetune.freeze import (FROZEN, GROUPS, LR_FACTOR_KEYS, TRAINABLE, freeze_labels, frozen_groups,
-                                   group_labels, group_of, label_transforms, layer_labels, layer_of,
-                                   lr_factor_transforms, paper_children, path_str, pattern_labels, soft,
-                                   soft_factor, soft_labels)
-from jaxtl.finetune.gradients import (merge_params, split_params, step_time_saving, stop_frozen,
-                                      stop_frozen_gradients, trainable_value_and_grad)
-from jaxtl.finetune.report import FreezeReport, describe
+
+# Binds the name to the function (importing the submodule of the same name set it to the module).
+from jaxtl.finetune.finetune import FinetuneResult, finetune, load_foundation, resolve_labels  # noqa: E402
+from jaxtl.finetune.freeze import (
+                                   FROZEN,
+                                   GROUPS,
+                                   LR_FACTOR_KEYS,
+                                   TRAINABLE,
+                                   freeze_labels,
+                                   frozen_groups,
+                                   group_labels,
+                                   group_of,
+                                   label_transforms,
+                                   layer_labels,
+                                   layer_of,
+                                   lr_factor_transforms,
+                                   paper_children,
+                                   path_str,
+                                   pattern_labels,
+                                   soft,
+                                   soft_factor,
+                                   soft_labels,
+)
+from jaxtl.finetune.gradients import (
+                                   merge_params,
+                                   split_params,
+                                   step_time_saving,
+                                   stop_frozen,
+                                   stop_frozen_gradients,
+                                   trainable_value_and_grad,
+)
 from jaxtl.finetune.lora import LoRA
 from jaxtl.finetune.magnitude import Magnitude
 from jaxtl.finetune.replay import Replay, pseudolabel, rattled_copies, replay_structures
+from jaxtl.finetune.report import FreezeReport, describe
 from jaxtl.finetune.strategies import STRATEGIES, Strategy, StrategyReport, describe_strategy, make_strategy
-# Binds the name to the function (importing the submodule of the same name set it to the module).
-from jaxtl.finetune.finetune import FinetuneResult, finetune, load_foundation, resolve_labels  # noqa: E402
-
 
 __all__ = [
     "RankDeficientWarning", "element_counts", "fit_e0s", "lstsq_e0s", "FROZEN", "GROUPS", "LR_FACTOR_KEYS",

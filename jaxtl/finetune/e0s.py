@@ -28,13 +28,22 @@ too); the names are importable from here as well.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from jaxtl.graph.io import Configuration, DataError, check_elements
-from jaxtl.train.e0s import (METHODS, RankDeficientWarning, data_elements, e0_row, element_counts,
-                             isolated_e0s, lstsq_e0s, parse_e0s, with_energy)
+from jaxtl.train.e0s import (
+    METHODS,
+    RankDeficientWarning,
+    data_elements,
+    e0_row,
+    element_counts,
+    isolated_e0s,
+    lstsq_e0s,
+    parse_e0s,
+    with_energy,
+)
 
 __all__ = ["METHODS", "RankDeficientWarning", "element_counts", "fit_e0s", "lstsq_e0s", "parse_e0s"]
 

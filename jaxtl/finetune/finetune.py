@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,13 +27,19 @@ import numpy as np
 
 from jaxtl.api import LoadedModel, build_loaded_model, enable_x64_if
 from jaxtl.finetune.e0s import fit_e0s
-from jaxtl.finetune.freeze import (FROZEN, freeze_labels, group_of, lr_factor_transforms, map_paths,
-                                   path_str, soft_labels)
+from jaxtl.finetune.freeze import (
+    FROZEN,
+    freeze_labels,
+    group_of,
+    lr_factor_transforms,
+    map_paths,
+    path_str,
+    soft_labels,
+)
 from jaxtl.finetune.gradients import stop_frozen_gradients
 from jaxtl.finetune.replay import describe_replay, pseudolabel, replay_structures
 from jaxtl.finetune.strategies import Strategy, StrategyReport, describe_strategy, make_strategy
-from jaxtl.graph import (Configuration, DataKeys, GraphDataset, batch_iterator, check_elements,
-                         choose_budgets)
+from jaxtl.graph import Configuration, DataKeys, GraphDataset, batch_iterator, check_elements, choose_budgets
 from jaxtl.heads import select_head
 from jaxtl.model import MACE, MACEConfig, make_predict
 from jaxtl.model_io import cast_variables, load_model_files, save_model

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import jax
 import optax

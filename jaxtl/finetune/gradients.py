@@ -17,7 +17,7 @@ with the labels but full gradients, and with the labels and frozen gradients cut
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

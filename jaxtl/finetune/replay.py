@@ -16,8 +16,8 @@ foundation's interaction energy, not its reference. Forces need no change.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import ase
 import ase.io

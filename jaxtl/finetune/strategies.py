@@ -29,7 +29,7 @@ adapters into plain weights: the result is an ordinary jaxtl parameter tree.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np

@@ -7,7 +7,7 @@ turn between '/'-joined paths and such nested dicts.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 from flax import traverse_util

@@ -1,6 +1,13 @@
 """Graphs, neighbour lists, padded batches and structure files."""
 
-from jaxtl.graph.batching import Budget, batch_atoms, graph_from_configuration, pad_batch, pad_to_capacity, round_capacity
+from jaxtl.graph.batching import (
+    Budget,
+    batch_atoms,
+    graph_from_configuration,
+    pad_batch,
+    pad_to_capacity,
+    round_capacity,
+)
 from jaxtl.graph.dataset import Budgets, EpochBatches, GraphDataset, batch_iterator, choose_budgets, plan_batches
 from jaxtl.graph.graph import Graph, edge_vectors
 from jaxtl.graph.io import (

@@ -14,7 +14,8 @@ its message exactly zero. Masks are False and label weights 0 on padding.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 

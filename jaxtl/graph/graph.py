@@ -13,11 +13,10 @@ Conventions (the same as mace-torch):
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
-
 
 # Distinct elements a batch may hold for `Graph.elements` (the product basis then
 # contracts the weights of just those elements, in one step).
@@ -64,9 +63,9 @@ class Graph(NamedTuple):
     head: jnp.ndarray
     node_mask: jnp.ndarray
     graph_mask: jnp.ndarray
-    neighbours: Optional[jnp.ndarray] = None
-    elements: Optional[jnp.ndarray] = None
-    edge_pairs: Optional[jnp.ndarray] = None
+    neighbours: jnp.ndarray | None = None
+    elements: jnp.ndarray | None = None
+    edge_pairs: jnp.ndarray | None = None
 
     @property
     def n_graphs(self) -> int:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import ase
 import ase.io
@@ -327,7 +327,7 @@ def split_isolated_atoms(
         if is_isolated_atom(config):
             z = int(config.atomic_numbers[0])
             if config.energy is None:
-                warnings.warn(f"{config.where}: IsolatedAtom without energy, E0 of Z={z} set to 0")
+                warnings.warn(f"{config.where}: IsolatedAtom without energy, E0 of Z={z} set to 0", stacklevel=2)
             e0s[z] = 0.0 if config.energy is None else float(config.energy)
             if keep:
                 rest.append(config)

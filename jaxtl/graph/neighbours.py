@@ -10,7 +10,7 @@ may be zero: vesin supports mixed pbc natively, no large fake cell vector is nee
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

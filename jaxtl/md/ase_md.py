@@ -8,7 +8,7 @@ takes the same `MDConfig` and returns the same `MDResult`. Langevin here is ASE'
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import ase
 import numpy as np

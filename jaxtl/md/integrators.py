@@ -10,7 +10,8 @@ atoms held fixed (ASE `FixAtoms`), whose velocities stay zero and positions unch
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

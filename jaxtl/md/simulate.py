@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import ase
 import jax
@@ -58,7 +58,7 @@ class MDConfig:
     steps: int = 1000
     dt: float = 1.0
     ensemble: str = "langevin"
-    temperature: Optional[float] = 300.0
+    temperature: float | None = 300.0
     friction: float = 0.01
     skin: float = 1.0
     check_every: int = 20
@@ -99,7 +99,7 @@ class MDResult:
     kinetic_energy: np.ndarray
     temperature: np.ndarray
     steps_done: int
-    error: Optional[str]
+    error: str | None
     n_atoms: int
     n_compilations: int = 0
     n_rebuilds: int = 0
@@ -150,7 +150,7 @@ def fixed_atoms(atoms: ase.Atoms) -> np.ndarray:
     return fixed
 
 
-def initial_velocities(atoms: ase.Atoms, temperature: Optional[float], fixed: np.ndarray,
+def initial_velocities(atoms: ase.Atoms, temperature: float | None, fixed: np.ndarray,
                        rng: np.random.Generator) -> np.ndarray:
     """[n_atoms, 3] in A / ASE time: the atoms' own velocities when set, else
     Maxwell-Boltzmann at `temperature` (K) without centre-of-mass motion (when no atom
@@ -203,7 +203,7 @@ class MDEngine:
         return batch.graph
 
     def run(self, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress=False,
-            on_frames: Optional[Callable[[list], None]] = None, start_step: int = 0) -> MDResult:
+            on_frames: Callable[[list], None] | None = None, start_step: int = 0) -> MDResult:
         """Run MD from `atoms` (not modified). See `MDConfig` for the settings.
 
         progress: True for a tqdm bar, or a tqdm bar of the caller's to update.
@@ -321,7 +321,7 @@ class MDEngine:
         )
 
     @staticmethod
-    def _check_start(energy, forces, graph, min_distance) -> Optional[str]:
+    def _check_start(energy, forces, graph, min_distance) -> str | None:
         if not (np.isfinite(energy) and np.all(np.isfinite(forces))):
             return "MD cannot start: the model gives NaN/inf energy or forces for the initial structure (step 0)"
         positions = np.asarray(graph.positions, np.float64)
@@ -336,7 +336,7 @@ class MDEngine:
 
 
 def run_md(model, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress: bool = False,
-           on_frames: Optional[Callable[[list], None]] = None, start_step: int = 0) -> MDResult:
+           on_frames: Callable[[list], None] | None = None, start_step: int = 0) -> MDResult:
     """One MD run with a fresh `MDEngine` (see `MDEngine.run`). `model`: a folder or a LoadedModel."""
     return MDEngine(model).run(atoms, config, progress, on_frames=on_frames, start_step=start_step)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Optional
 
 from jaxtl.model.irreps import parse_irreps, require_natural_parity
 from jaxtl.model.radial import SILU_CST
@@ -47,7 +46,7 @@ class MACEConfig:
     apply_cutoff: bool = True
     max_ell: int = 3
     hidden_irreps: str = "32x0e"
-    edge_irreps: Optional[str] = None
+    edge_irreps: str | None = None
     use_edge_irreps_first: bool = False
     MLP_irreps: str = "16x0e"
     num_interactions: int = 2
@@ -111,7 +110,7 @@ class MACEConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "MACEConfig":
+    def from_dict(cls, d: dict) -> MACEConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -122,8 +121,8 @@ class MACEConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))
 
     @classmethod
-    def load(cls, path: str | Path) -> "MACEConfig":
+    def load(cls, path: str | Path) -> MACEConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
-    def replace(self, **changes) -> "MACEConfig":
+    def replace(self, **changes) -> MACEConfig:
         return dataclasses.replace(self, **changes)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -86,7 +86,7 @@ def _uniform(poly) -> bool:
 # symmetric contraction
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def contraction_polynomial(dim: int, M: int, channels: int, factors: tuple[tuple[int, tuple[int, ...]], ...]):
     """The polynomial out[M, c] = sum_nu sum_m T_nu[m, M, c] prod_j x[i_j(m), c].
 
@@ -152,7 +152,7 @@ def contraction(
 # convolution tensor product
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def conv_polynomial(in_dims: tuple[tuple[int, int], ...], sh_dims: tuple[int, ...], paths: tuple[TPPath, ...]):
     """The 'uvu' product msg[p, M3, c] = w[p, c] sum_ab CG[a, b, M3] x[i_p, a, c] Y[l_p, b].
 

@@ -7,7 +7,7 @@ connection `sc` over `hidden_irreps` (None for the non-residual blocks).
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -63,12 +63,12 @@ class Interaction(nn.Module):
         species: jnp.ndarray,
         sh: Sequence[jnp.ndarray],
         edge_feats: jnp.ndarray,
-        cutoff: Optional[jnp.ndarray],
+        cutoff: jnp.ndarray | None,
         senders: jnp.ndarray,
         receivers: jnp.ndarray,
-        neighbours: Optional[jnp.ndarray] = None,
-        elements: Optional[jnp.ndarray] = None,
-        edge_pairs: Optional[jnp.ndarray] = None,
+        neighbours: jnp.ndarray | None = None,
+        elements: jnp.ndarray | None = None,
+        edge_pairs: jnp.ndarray | None = None,
     ):
         """node_feats: blocks [n_nodes, mul, 2l+1]; species: [n_nodes];
         sh: [n_edges, 2l+1] per l; edge_feats: [n_edges, num_radial];

@@ -7,7 +7,7 @@ list is a tuple of `(mul, l, p)` with parity p = +1 (even) or -1 (odd).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import e3nn_jax as e3nn
 import jax.numpy as jnp

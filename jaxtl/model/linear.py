@@ -7,7 +7,7 @@ Both keep e3nn-torch's parametrisation (weights ~ N(0, 1), normalised by
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp

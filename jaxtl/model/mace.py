@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -216,9 +214,10 @@ class MACE(nn.Module):
 
 def init_variables(config: MACEConfig, seed: int = 0) -> dict:
     """Fresh variables {"params", "constants"} of a MACE (jit-compiled init on a tiny graph)."""
-    from jaxtl.graph.batching import pad_batch, graph_from_configuration
-    from jaxtl.graph.io import configuration_from_atoms
     from ase import Atoms
+
+    from jaxtl.graph.batching import graph_from_configuration, pad_batch
+    from jaxtl.graph.io import configuration_from_atoms
 
     z = config.atomic_numbers[0]
     atoms = Atoms(numbers=[z, z], positions=[[0, 0, 0], [0, 0, min(1.5, config.r_max / 2)]])

@@ -8,7 +8,7 @@ non-linearity, and the skip connection is element-agnostic.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -38,7 +38,7 @@ def equivariant_gate(blocks: Sequence[jnp.ndarray], target: IrrepsSpec) -> tuple
     scalars = jax.nn.silu(scalar_block[:, :n_scalars]) * SILU_CST
     gates = jax.nn.sigmoid(scalar_block[:, n_scalars:]) * SIGMOID_CST
     out, offset = [scalars], 0
-    for block, (mul, l, _) in zip(blocks[1:], [e for e in target if e[1] > 0]):
+    for block, (mul, _, _) in zip(blocks[1:], [e for e in target if e[1] > 0]):
         out.append(block * gates[:, offset : offset + mul])
         offset += mul
     return tuple(out)
@@ -58,8 +58,8 @@ class NonLinearInteraction(nn.Module):
     backend: str = "xla"  # see `jaxtl.model.cueq`
 
     @nn.compact
-    def __call__(self, node_feats, species, sh, edge_feats, cutoff: Optional[jnp.ndarray], senders, receivers,
-                 neighbours: Optional[jnp.ndarray] = None, elements: Optional[jnp.ndarray] = None):
+    def __call__(self, node_feats, species, sh, edge_feats, cutoff: jnp.ndarray | None, senders, receivers,
+                 neighbours: jnp.ndarray | None = None, elements: jnp.ndarray | None = None):
         n_nodes = species.shape[0]
         C = scalar_channels(self.node_feats_irreps)
         nonlin_irreps = gate_irreps(self.target_irreps)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import e3nn_jax as e3nn
 import flax.linen as nn
@@ -37,7 +37,7 @@ from jaxtl.model.irreps import IrrepsSpec, ir_str
 from jaxtl.model.tensor_product import backend_chunk, even_chunks
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def monomials(dim: int, nu: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted index tuples of degree nu over `dim` variables.
 
@@ -49,7 +49,7 @@ def monomials(dim: int, nu: int) -> tuple[np.ndarray, np.ndarray]:
     return np.array(combos, np.int32).reshape(len(combos), nu), full
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _permutation_table(dim: int, nu: int, keep: tuple[int, ...] | None) -> np.ndarray:
     """Flat indices into U's dim**nu axis of every distinct permutation of each kept monomial.
 
@@ -77,7 +77,7 @@ def symmetrize_U(U: jnp.ndarray, dim: int, nu: int, keep: tuple[int, ...] | None
     return jnp.sum(flat[:, table], axis=2).transpose(1, 0, 2)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def coupled_monomials(coupling_irreps: IrrepsSpec, l: int, p: int, nu: int) -> tuple[int, ...]:
     """Ids of the monomials (sorted tuples) that U_nu couples to (l, p) at all.
 
@@ -97,7 +97,7 @@ def coupled_monomials(coupling_irreps: IrrepsSpec, l: int, p: int, nu: int) -> t
     return tuple(int(m) for m in np.nonzero(row > 1e-9 * row.max())[0])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _selectors(dim: int, nu: int, keep: tuple[int, ...] | None = None) -> np.ndarray:
     """One-hot matrices [nu, dim, n_mono] picking the j-th factor of every (kept) monomial."""
     idx, _ = monomials(dim, nu)
@@ -123,12 +123,12 @@ def feature_monomials(x: jnp.ndarray, nu: int, keep: tuple[int, ...] | None = No
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cg(l1: int, l2: int, l3: int) -> np.ndarray:
     return np.asarray(e3nn.clebsch_gordan(l1, l2, l3))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def coupling_basis(coupling_irreps: IrrepsSpec, l: int, p: int, nu: int) -> np.ndarray:
     """MACE's coupling tensors U [2l+1, D^nu..., K] for models built in jaxtl.
 

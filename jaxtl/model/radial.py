@@ -8,7 +8,7 @@ models use their stored buffers verbatim.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -85,7 +85,7 @@ def radial_mlp(layers: Sequence[jnp.ndarray], x: jnp.ndarray, act_cst: float = S
     arrays, one matmul each, so that their gradients never meet in one concatenated
     [rows, h_out] array (a pass over memory of its own on the CPU).
     """
-    for k, w in enumerate(layers[:-1]):
+    for w in layers[:-1]:
         x = jax.nn.silu(x @ w.astype(x.dtype) / math.sqrt(w.shape[0])) * act_cst
     w = layers[-1].astype(x.dtype)
     if split is None:

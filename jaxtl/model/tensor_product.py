@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import e3nn_jax as e3nn
 import jax
@@ -368,13 +369,13 @@ def messages(
     node_blocks: Sequence[jnp.ndarray],
     senders: jnp.ndarray,
     receivers: jnp.ndarray,
-    neighbours: Optional[jnp.ndarray],
+    neighbours: jnp.ndarray | None,
     sh: Sequence[jnp.ndarray],
     radial_data,
     radial_fn,
     paths: Sequence[TPPath],
     backend: str = "xla",
-    pairs: Optional[jnp.ndarray] = None,
+    pairs: jnp.ndarray | None = None,
 ) -> list[jnp.ndarray]:
     """The summed messages of every node: `node_major_messages` when the graph has a
     neighbour matrix (every batch jaxtl builds), else `chunked_messages`; with

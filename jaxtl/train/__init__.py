@@ -6,8 +6,15 @@ from jaxtl.train.ema import EMAState, ema_init, ema_update
 from jaxtl.train.loop import NonFiniteLossError, TrainResult, evaluate, shuffled, train
 from jaxtl.train.loss import LOSSES, LossConfig, combine, compute_loss, loss_terms, needs_stress
 from jaxtl.train.metrics import MetricsAccumulator, graph_errors
-from jaxtl.train.optimizer import (FROZEN, TRAINABLE, OptimizerConfig, PlateauState, make_optimizer,
-                                   plateau_update, scheduled_lr)
+from jaxtl.train.optimizer import (
+                                   FROZEN,
+                                   TRAINABLE,
+                                   OptimizerConfig,
+                                   PlateauState,
+                                   make_optimizer,
+                                   plateau_update,
+                                   scheduled_lr,
+)
 from jaxtl.train.stage_two import StageTwoConfig
 
 __all__ = [

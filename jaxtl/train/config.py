@@ -69,14 +69,14 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
         for key, sub in _NESTED.items():
             if key in d and isinstance(d[key], dict):
                 d[key] = sub(**d[key])
         return cls(**d)
 
-    def replace(self, **changes) -> "TrainConfig":
+    def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def save(self, path: str | Path) -> None:
@@ -90,7 +90,7 @@ class TrainConfig:
             path.write_text(json.dumps(self.to_dict(), indent=2))
 
     @classmethod
-    def load(cls, path: str | Path) -> "TrainConfig":
+    def load(cls, path: str | Path) -> TrainConfig:
         path = Path(path)
         if path.suffix in (".yaml", ".yml"):
             import yaml

@@ -10,14 +10,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter
-from typing import Callable, Mapping, Optional, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from jaxtl.graph.batching import Budget, pad_batch
 from jaxtl.graph.dataset import Budgets, EpochBatches, GraphDataset, batch_iterator, choose_budgets
-from jaxtl.graph.io import (LABELS, Configuration, DataError, DataKeys, check_config_type_weights,
-                            is_isolated_atom, read_configurations)
+from jaxtl.graph.io import (
+    LABELS,
+    Configuration,
+    DataError,
+    DataKeys,
+    check_config_type_weights,
+    is_isolated_atom,
+    read_configurations,
+)
 from jaxtl.train.e0s import isolated_e0s
 
 log = logging.getLogger("jaxtl.train")
@@ -44,17 +51,17 @@ class DataConfig:
     """
 
     train_file: str
-    valid_file: Optional[str] = None
+    valid_file: str | None = None
     valid_fraction: float = 0.1
-    test_file: Optional[str] = None
+    test_file: str | None = None
     keys: DataKeys = DataKeys()
     batch_size: int = 10
     valid_batch_size: int = 10
-    max_force: Optional[float] = None
+    max_force: float | None = None
     train_fraction: float = 1.0
     seed: int = 123
-    cache_dir: Optional[str] = None
-    config_type_weights: Optional[Mapping[str, float]] = None
+    cache_dir: str | None = None
+    config_type_weights: Mapping[str, float] | None = None
 
 
 @dataclasses.dataclass
@@ -70,7 +77,7 @@ class Splits:
     isolated: list[Configuration] = dataclasses.field(default_factory=list)
 
 
-def _filter(configs: list[Configuration], max_force: Optional[float], where: str) -> list[Configuration]:
+def _filter(configs: list[Configuration], max_force: float | None, where: str) -> list[Configuration]:
     if max_force is None:
         return configs
     kept = [c for c in configs if c.forces is None or np.abs(c.forces).max() <= max_force]
@@ -160,7 +167,7 @@ class PlannedBatches(Sequence):
 
 
 def epoch_batches(dataset: GraphDataset, batch_size: int, seed: int, shuffle: bool,
-                  budgets: Optional[Budgets] = None, dtype=np.float64) -> Callable[[int], PlannedBatches]:
+                  budgets: Budgets | None = None, dtype=np.float64) -> Callable[[int], PlannedBatches]:
     """epoch -> the (Batch, config_types) of the epoch in an order fixed by (seed, epoch).
 
     Budgets are fixed once for the dataset, so every epoch reuses the same few shapes.

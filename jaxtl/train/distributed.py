@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Optional
 
 import jax
 
@@ -55,10 +54,10 @@ class DistributedConfig:
         initialization_timeout_s: how long a process waits for all others to join.
     """
 
-    coordinator_address: Optional[str] = None
-    num_processes: Optional[int] = None
-    process_id: Optional[int] = None
-    local_device_ids: Optional[tuple[int, ...]] = None
+    coordinator_address: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+    local_device_ids: tuple[int, ...] | None = None
     heartbeat_timeout_s: int = 100
     initialization_timeout_s: int = 300
 
@@ -72,7 +71,7 @@ class DistributedConfig:
             raise ValueError(f"process_id {self.process_id} is not in 0..{self.num_processes - 1}")
 
     @classmethod
-    def auto(cls, **timeouts) -> "DistributedConfig":
+    def auto(cls, **timeouts) -> DistributedConfig:
         """Everything detected from the cluster's environment."""
         return cls(**timeouts)
 

@@ -22,7 +22,7 @@ import ast
 import json
 import os
 import warnings
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from ase.data import atomic_numbers as symbol_to_z

@@ -21,8 +21,9 @@ import logging
 import math
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +34,6 @@ from jaxtl.train.checkpoint import BEST, BEST_STAGE_TWO, LATEST, Checkpointer, p
 from jaxtl.train.config import TrainConfig
 from jaxtl.train.distributed import is_primary
 from jaxtl.train.ema import ema_init
-
 from jaxtl.train.metrics import MetricsAccumulator
 from jaxtl.train.optimizer import PlateauState, make_optimizer, plateau_update, scheduled_lr
 from jaxtl.train.parallel import group_batches, make_mesh, replicate

@@ -37,7 +37,7 @@ whenever every label is present.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax.numpy as jnp
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-import jax.numpy as jnp
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxtl.graph.graph import Graph
@@ -93,7 +93,7 @@ class MetricsAccumulator:
                 acc[key] += float(value[sel].sum())
             acc["n_graphs"] += float((seen & sel).sum())
 
-    def merge(self, other: "MetricsAccumulator") -> "MetricsAccumulator":
+    def merge(self, other: MetricsAccumulator) -> MetricsAccumulator:
         for name, sums in other._sums.items():
             for key, value in sums.items():
                 self._sums[name][key] += value

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional
 
 import jax
 import numpy as np
@@ -73,7 +73,7 @@ def scale_shift(configs: list[Configuration], atomic_numbers, e0s: np.ndarray, s
 def train_from_scratch(
     data: DataConfig,
     out_dir: str | Path,
-    model: Optional[Mapping] = None,
+    model: Mapping | None = None,
     train_config: TrainConfig = TrainConfig(),
     e0s: E0Spec | None = None,
     scaling: str = "rms_forces_scaling",

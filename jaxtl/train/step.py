@@ -18,18 +18,20 @@ compilations (one per distinct batch shape).
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from jaxtl.graph.labels import Batch
+from jaxtl.train.distributed import lost_peer, peer_error
 from jaxtl.train.ema import EMAState, ema_update
 from jaxtl.train.loss import loss_terms
 from jaxtl.train.metrics import graph_errors
-from jaxtl.train.distributed import lost_peer, peer_error
 from jaxtl.train.parallel import DATA
 
 PredictFn = Callable[[dict, Any, bool], dict]

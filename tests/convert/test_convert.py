@@ -31,8 +31,9 @@ def test_converter_script_writes_a_verified_model(tmp_path):
     assert meta["parity"]["float64"]["forces_rel"] < 1e-9
     assert json.loads((out / "config.json").read_text())["dtype"] == "float64"
 
-    import jaxtl
     from ase.build import fcc100
+
+    import jaxtl
 
     slab = fcc100("Cu", (2, 2, 3), vacuum=5.0)
     slab.calc = jaxtl.MACECalculator(out)

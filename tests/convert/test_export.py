@@ -18,11 +18,11 @@ pytest.importorskip("jaxtl.convert.torch_eval", reason="torch/mace-torch not ins
 import torch  # noqa: E402
 
 from jaxtl.convert.convert import compare_with_torch  # noqa: E402
-from jaxtl.convert.torch_reader import read_config  # noqa: E402
-from jaxtl.convert.weights import read_variables  # noqa: E402
 from jaxtl.convert.export import ExportError, export_file, to_torch_module  # noqa: E402
 from jaxtl.convert.torch_eval import evaluate_torch, load_torch_model  # noqa: E402
+from jaxtl.convert.torch_reader import read_config  # noqa: E402
 from jaxtl.convert.verify import compare, verification_structures  # noqa: E402
+from jaxtl.convert.weights import read_variables  # noqa: E402
 from jaxtl.model_io import load_model_files, save_model  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "models")

@@ -43,7 +43,7 @@ Coverage (name: what it exercises):
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 import mace  # noqa: F401  (must precede e3nn)
 import numpy as np
@@ -56,7 +56,7 @@ from mace.tools import torch_tools
 ELEMENTS_SMALL = [1, 6, 8, 29]  # H, C, O, Cu
 ELEMENTS_89 = list(range(1, 90))
 
-Factory = Callable[..., Tuple[torch.nn.Module, str]]
+Factory = Callable[..., tuple[torch.nn.Module, str]]
 
 
 @contextlib.contextmanager
@@ -117,13 +117,13 @@ def _build(
     hidden_irreps: str = "8x0e",
     MLP_irreps: str = "16x0e",
     correlation=3,
-    radial_MLP: Optional[List[int]] = None,
+    radial_MLP: list[int] | None = None,
     radial_type: str = "bessel",
     distance_transform: str = "None",
     pair_repulsion: bool = False,
     apply_cutoff: bool = True,
-    heads: Optional[List[str]] = None,
-    edge_irreps: Optional[str] = None,
+    heads: list[str] | None = None,
+    edge_irreps: str | None = None,
     use_edge_irreps_first: bool = False,
     use_agnostic_product: bool = False,
     avg_num_neighbors: float = 7.3,
@@ -371,7 +371,7 @@ def mp0_small(seed: int = 0):
         "radial MLP [64,64,64], Residual/Residual")
 
 
-REGISTRY: Dict[str, Factory] = {
+REGISTRY: dict[str, Factory] = {
     f.__name__: f
     for f in (
         l0_interaction_residual,

@@ -74,8 +74,9 @@ def test_ace_student_reports_like_a_mace_student(ace_run):
 def test_load_calculator_gives_the_fitted_model(ace_run):
     """load_calculator(folder) is the fitted model: the same numbers as ace-jax's own
     calculator on the model file, and errors that reproduce the report's."""
-    import jaxtl
     from ace_jax.calc.point import ACECalculator
+
+    import jaxtl
 
     out, report = ace_run
     calc = jaxtl.load_calculator(out / "student")

@@ -6,9 +6,20 @@ import optax
 import pytest
 from conftest import H2CU, tiny_model
 
-from jaxtl.finetune import (FROZEN, TRAINABLE, describe, freeze_labels, group_labels, label_transforms,
-                            layer_labels, lr_factor_transforms, paper_children, pattern_labels, soft,
-                            soft_labels)
+from jaxtl.finetune import (
+    FROZEN,
+    TRAINABLE,
+    describe,
+    freeze_labels,
+    group_labels,
+    label_transforms,
+    layer_labels,
+    lr_factor_transforms,
+    paper_children,
+    pattern_labels,
+    soft,
+    soft_labels,
+)
 from jaxtl.finetune.freeze import map_paths
 from jaxtl.train import OptimizerConfig, make_optimizer
 

@@ -6,9 +6,18 @@ import numpy as np
 import optax
 import pytest
 
-from jaxtl.finetune import (FROZEN, freeze_labels, label_transforms, lr_factor_transforms, merge_params,
-                            pattern_labels, soft_labels, split_params, stop_frozen_gradients,
-                            trainable_value_and_grad)
+from jaxtl.finetune import (
+    FROZEN,
+    freeze_labels,
+    label_transforms,
+    lr_factor_transforms,
+    merge_params,
+    pattern_labels,
+    soft_labels,
+    split_params,
+    stop_frozen_gradients,
+    trainable_value_and_grad,
+)
 from jaxtl.train import OptimizerConfig, make_optimizer
 
 

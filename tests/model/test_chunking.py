@@ -4,7 +4,6 @@ ways of finding the elements present (listed by the batch, or searched under jit
 
 import numpy as np
 import pytest
-
 from helpers import model_and_graph
 
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 from ase import Atoms
+from helpers import random_jaxtl_model
 from scipy.spatial.transform import Rotation
 
-from helpers import random_jaxtl_model
 from jaxtl.convert.verify import jaxtl_batch
 
 

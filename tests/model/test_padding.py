@@ -3,8 +3,8 @@
 import jax
 import numpy as np
 from ase.build import bulk
-
 from helpers import random_jaxtl_model
+
 from jaxtl.graph.batching import graph_from_configuration, pad_batch
 from jaxtl.graph.io import configuration_from_atoms
 

@@ -47,8 +47,8 @@ def main() -> int:
 
     import jax.numpy as jnp
     import numpy as np
-
     import train_toy as T
+
     from jaxtl.train import LossConfig, OptimizerConfig, TrainConfig, make_optimizer, shuffled, train
     from jaxtl.train.ema import ema_init
     from jaxtl.train.parallel import group_batches, make_mesh, replicate

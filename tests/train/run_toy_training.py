@@ -14,6 +14,7 @@ jax.config.update("jax_enable_x64", True)
 sys.path.insert(0, str(Path(__file__).parent))
 
 import train_toy as T  # noqa: E402
+
 from jaxtl.train import LossConfig, OptimizerConfig, TrainConfig, shuffled, train  # noqa: E402
 
 

@@ -5,10 +5,20 @@ import json
 import jax
 import numpy as np
 import pytest
-
 import train_toy as T
-from jaxtl.train import (LossConfig, NonFiniteLossError, OptimizerConfig, StageTwoConfig, TrainConfig,
-                         load_model_config, load_model_variables, save_model, shuffled, train)
+
+from jaxtl.train import (
+    LossConfig,
+    NonFiniteLossError,
+    OptimizerConfig,
+    StageTwoConfig,
+    TrainConfig,
+    load_model_config,
+    load_model_variables,
+    save_model,
+    shuffled,
+    train,
+)
 from jaxtl.train.checkpoint import LATEST, Checkpointer
 
 

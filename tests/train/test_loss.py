@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import train_toy as T
+
 from jaxtl.graph.labels import Batch
 from jaxtl.train.loss import LOSSES, LossConfig, add_terms, combine, compute_loss, huber, loss_terms
 

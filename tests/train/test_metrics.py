@@ -3,8 +3,8 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 import train_toy as T
+
 from jaxtl.train.metrics import MetricsAccumulator, graph_errors
 
 

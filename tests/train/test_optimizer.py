@@ -7,8 +7,7 @@ import optax
 import pytest
 
 from jaxtl.train.ema import ema_init, ema_update
-from jaxtl.train.optimizer import (FROZEN, OptimizerConfig, PlateauState, make_optimizer, plateau_update,
-                                   scheduled_lr)
+from jaxtl.train.optimizer import FROZEN, OptimizerConfig, PlateauState, make_optimizer, plateau_update, scheduled_lr
 
 PARAMS = {"embedding": {"w": np.linspace(-1, 1, 6).reshape(2, 3)}, "readout": {"w": np.array([0.3, -0.2])}}
 
