@@ -7,11 +7,9 @@ import sys
 import ase.io
 import numpy as np
 import pytest
-from ase import Atoms
-from ase.build import fcc100
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "model"))
-from helpers import random_jaxtl_model  # noqa: E402
+sys.path.insert(0, os.path.dirname(__file__))
+from hcu import h_on_cu  # noqa: E402
 
 from jaxtl.distill import SamplingConfig, SamplingPlan, distill, label_structures, sample_plan  # noqa: E402
 from jaxtl.distill.labelling import LabellingError  # noqa: E402
@@ -24,29 +22,13 @@ TINY_ACE = dict(order=2, degree=5, r_max=4.0, map_steps=60)
 
 
 @pytest.fixture(scope="module")
-def teacher():
-    """A tiny random float64 H/Cu MACE standing in for a real teacher."""
-    return random_jaxtl_model(seed=3, atomic_numbers=(1, 29), r_max=4.0, hidden_irreps="4x0e+4x1o", max_ell=1,
-                              correlation=(2,), num_interactions=1, avg_num_neighbors=(12.0,), radial_MLP=(8,))
-
-
-def h_on_cu(seed: int) -> Atoms:
-    rng = np.random.default_rng(seed)
-    atoms = fcc100("Cu", (2, 2, 2), a=3.6, vacuum=5.0, periodic=True)
-    top = atoms.positions[:, 2].max()
-    atoms += Atoms("H", positions=[[*rng.uniform(0, 3.6, 2), top + 1.8]])
-    atoms.rattle(0.05, seed=seed)
-    return atoms
-
-
-@pytest.fixture(scope="module")
 def ace_run(teacher, tmp_path_factory):
     """One fast ACE distillation (12 structures labelled as given), shared by the checks."""
     pytest.importorskip("ace_jax", reason="ACE students need the ace extra")
     from jaxtl.distill import ACEStudentConfig
 
     out = tmp_path_factory.mktemp("ace")
-    report = distill(teacher, out, structures=[h_on_cu(i) for i in range(12)], student=ACEStudentConfig(**TINY_ACE),
+    report = distill(teacher, out, structures=[h_on_cu(i, rattle=0.05) for i in range(12)], student=ACEStudentConfig(**TINY_ACE),
                      test_fraction=0.25, speed_structures=2, speed_repeats=2, progress=False)
     return out, report
 
@@ -101,7 +83,7 @@ def test_ace_student_names_an_element_it_lacks(ace_run):
     import jaxtl
 
     out, _ = ace_run
-    atoms = h_on_cu(0)
+    atoms = h_on_cu(0, rattle=0.05)
     atoms[-1].symbol = "O"
     atoms.calc = jaxtl.load_calculator(out / "student")
     with pytest.raises(DataError, match="element O"):
@@ -112,7 +94,7 @@ def test_ace_fit_names_element_and_frame(teacher, tmp_path):
     pytest.importorskip("ace_jax")
     from jaxtl.distill import ACEStudentConfig, fit_ace_student
 
-    labelled, _ = label_structures(teacher, [h_on_cu(i) for i in range(4)])
+    labelled, _ = label_structures(teacher, [h_on_cu(i, rattle=0.05) for i in range(4)])
     test = [labelled[0].copy(), labelled[1].copy()]
     test[1][-1].symbol = "O"
     config = ACEStudentConfig(**TINY_ACE, elements=(1, 29))
@@ -143,7 +125,7 @@ def test_load_calculator_mace_and_unknown_folders(teacher, tmp_path):
 def test_no_test_frame_comes_from_a_training_trajectory(teacher):
     """The plan's test frames come from other MD runs (other seeds, temperatures, a start
     held out entirely), never from a trajectory that training uses."""
-    starts = [h_on_cu(i) for i in range(3)]
+    starts = [h_on_cu(i, rattle=0.05) for i in range(3)]
     plan = SamplingPlan(train=SamplingConfig(md_steps=10, temperature=300, keep_every=5, n_rattled=1,
                                              check_every=10),
                         test_temperatures=(500,), test_md_steps=10, held_out_starts=(2,))
@@ -175,7 +157,7 @@ def test_no_test_frame_comes_from_a_training_trajectory(teacher):
 def test_nan_teacher_keeps_what_was_labelled_and_the_record(teacher, tmp_path):
     """A teacher that gives NaN on the 4th structure: a clear error naming it, the three
     before it labelled in labelled.xyz, and sampling.json saying so."""
-    structures = [h_on_cu(i) for i in range(5)]
+    structures = [h_on_cu(i, rattle=0.05) for i in range(5)]
     structures[3].positions[1] = structures[3].positions[0]
     with pytest.raises(LabellingError, match="frame 3") as err:
         distill(teacher, tmp_path, structures=structures, label_batch_size=1, progress=False)

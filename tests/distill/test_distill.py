@@ -9,10 +9,9 @@ import ase.io
 import numpy as np
 import pytest
 from ase import Atoms
-from ase.build import fcc100
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "model"))
-from helpers import random_jaxtl_model  # noqa: E402
+sys.path.insert(0, os.path.dirname(__file__))
+from hcu import h_on_cu  # noqa: E402
 
 from jaxtl.distill import LabellingError, SamplingConfig, label_structures, sample_structures  # noqa: E402
 from jaxtl.graph.batching import batch_atoms  # noqa: E402
@@ -21,22 +20,6 @@ from jaxtl.model_io import save_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared"
-
-@pytest.fixture(scope="module")
-def teacher():
-    """A tiny random float64 H/Cu MACE standing in for a real teacher."""
-    return random_jaxtl_model(seed=3, atomic_numbers=(1, 29), r_max=4.0, hidden_irreps="4x0e+4x1o", max_ell=1,
-                              correlation=(2,), num_interactions=1, avg_num_neighbors=(12.0,), radial_MLP=(8,))
-
-
-def h_on_cu(seed: int) -> Atoms:
-    rng = np.random.default_rng(seed)
-    atoms = fcc100("Cu", (2, 2, 2), a=3.6, vacuum=5.0, periodic=True)
-    top = atoms.positions[:, 2].max()
-    atoms += Atoms("H", positions=[[*rng.uniform(0, 3.6, 2), top + 1.8]])
-    atoms.rattle(0.03, seed=seed)
-    return atoms
-
 
 def test_labels_match_the_teacher_and_file_is_reusable(teacher, tmp_path):
     structures = [h_on_cu(i) for i in range(5)]
