@@ -6,7 +6,7 @@ finished, cell.json (written atomically: its presence means the cell is done).
 Fine-tuning cells run `jaxtl.finetune.finetune`, scratch cells
 `jaxtl.train.run.train_from_scratch` (the foundation's architecture, new weights),
 both under the same `TrainConfig` rule: early stopping on the validation loss with
-`patience`, best-validation (EMA) weights kept, `max_epochs` cap.
+`patience` and `min_rel_improvement`, best-validation (EMA) weights kept, `max_epochs` cap.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -25,6 +26,7 @@ import numpy as np
 from jaxtl.learning_curve.config import SCRATCH, LearningCurveConfig, freeze_level
 from jaxtl.train.checkpoint import LATEST, Checkpointer
 from jaxtl.train.config import TrainConfig
+from jaxtl.train.loop import improves
 from jaxtl.train.loss import LossConfig
 from jaxtl.train.optimizer import OptimizerConfig
 from jaxtl.train.plot import read_log
@@ -57,7 +59,7 @@ def train_config(config: LearningCurveConfig, cell: Cell) -> TrainConfig:
     c, t = config.convergence, config.train
     lr = t.scratch_lr if cell.strategy == SCRATCH else t.lr
     return TrainConfig(
-        max_num_epochs=c.max_epochs, patience=c.patience, seed=cell.seed, dtype=t.dtype, ema=t.ema,
+        max_num_epochs=c.max_epochs, patience=c.patience, min_rel_improvement=c.min_rel_improvement, seed=cell.seed, dtype=t.dtype, ema=t.ema,
         ema_decay=t.ema_decay, progress_bar=False, plot=False,
         loss=LossConfig(energy_weight=t.energy_weight, forces_weight=t.forces_weight),
         optimizer=OptimizerConfig(lr=lr, scheduler="plateau", scheduler_patience=c.scheduler_patience,
@@ -102,7 +104,7 @@ def run_cell(cell: Cell, cell_dir: Path, config: LearningCurveConfig, pool: list
     history = [r for r in read_log(run_dir / "metrics.jsonl") if "valid_loss" in r]
     losses = [r["valid_loss"] for r in history]
     best_epoch = int(np.argmin(losses)) if losses else None
-    converged = best_epoch is not None and len(history) - 1 - best_epoch >= config.convergence.patience
+    converged = _stopped_early(losses, config.convergence)
     test = metrics["test"]["all"]
     record = {
         **dataclasses.asdict(cell), "n_train": len(subset), "n_valid": len(valid), "n_test": n_test,
@@ -119,6 +121,19 @@ def run_cell(cell: Cell, cell_dir: Path, config: LearningCurveConfig, pool: list
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, cell_dir / CELL_FILE)
     return record
+
+
+def _stopped_early(losses: list[float], rule) -> bool:
+    """Whether the validation losses, epoch by epoch, met `rule`'s patience before its cap."""
+    reference, waited = math.inf, 0
+    for loss in losses:
+        if improves(loss, reference, rule.min_rel_improvement):
+            reference, waited = loss, 0
+        else:
+            waited += 1
+        if waited >= rule.patience:
+            return True
+    return False
 
 
 def _train(cell, cell_dir, run_dir, config, foundation_dir, scratch_model, resume) -> tuple[dict, int]:

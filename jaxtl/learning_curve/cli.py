@@ -42,6 +42,9 @@ def add_parser(sub) -> None:
     g = p.add_argument_group("convergence")
     g.add_argument("--patience", type=int, default=20,
                    help="stop after this many epochs without a lower validation loss (default 20)")
+    g.add_argument("--min-rel-improvement", type=float, default=0.01,
+                   help="a lower validation loss resets the patience only when it is below the last one that "
+                        "did by more than this fraction (default 0.01)")
     g.add_argument("--max-epochs", type=int, default=400, help="cap on epochs, reported when hit (default 400)")
     g.add_argument("--scheduler-patience", type=int, default=5,
                    help="epochs without improvement before the lr is multiplied by --lr-factor (default 5)")
@@ -75,7 +78,8 @@ def config_from_args(args):
                      valid_fraction=args.valid_fraction, batch_size=args.batch_size, energy_key=args.energy_key,
                      forces_key=args.forces_key, stress_key=args.stress_key, head=args.head),
         GridSettings(fractions=tuple(args.fractions), strategies=tuple(args.strategies), seeds=args.seeds),
-        ConvergenceSettings(patience=args.patience, max_epochs=args.max_epochs,
+        ConvergenceSettings(patience=args.patience, min_rel_improvement=args.min_rel_improvement,
+                            max_epochs=args.max_epochs,
                             scheduler_patience=args.scheduler_patience, lr_factor=args.lr_factor),
         TrainSettings(lr=args.lr, scratch_lr=args.scratch_lr, dtype=args.dtype, ema=not args.no_ema,
                       energy_weight=args.energy_weight, forces_weight=args.forces_weight, e0s=args.e0s,

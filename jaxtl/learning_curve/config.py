@@ -80,11 +80,15 @@ class ConvergenceSettings:
     Attributes:
         patience: stop after this many epochs without a lower validation loss; the
             best-validation weights (EMA when on) are kept.
+        min_rel_improvement: a lower validation loss counts for `patience` only when it
+            is below the last counted one by more than this fraction, so a cell whose
+            loss creeps down by less than that over `patience` epochs has converged.
         max_epochs: cap on epochs; a cell that reaches it reports `hit_max_epochs`.
         scheduler_patience, lr_factor: ReduceLROnPlateau on the validation loss.
     """
 
     patience: int = 20
+    min_rel_improvement: float = 0.01
     max_epochs: int = 400
     scheduler_patience: int = 5
     lr_factor: float = 0.8

@@ -124,7 +124,11 @@ def markdown(summary: dict) -> str:
     counts = (f"Cells finished: {summary['n_cells']['finished']} of {summary['n_cells']['grid']}. "
               f"Test set: {', '.join(map(str, n_test)) or '-'} structures. "
               "Errors on the test set, mean ± std [min, max] over seeds.")
-    lines = [title, "", counts, ""]
+    c = summary["config"]["convergence"]
+    rule = (f"Convergence rule (every cell, scratch included): stop when the validation loss has not fallen "
+            f"by more than {c.get('min_rel_improvement', 0.0):.1%} below its last counted value for "
+            f"{c['patience']} epochs; the lowest-validation-loss weights are tested; cap {c['max_epochs']} epochs.")
+    lines = [title, "", counts, "", rule, ""]
     if len(devices) > 1:
         lines += [f"**Cells ran on different devices** ({'; '.join(devices)}): see the device column.", ""]
     stress = any(r["stress_rmse"]["mean"] is not None for r in rows)

@@ -21,6 +21,9 @@ class TrainConfig:
     Attributes:
         max_num_epochs: epochs to run.
         patience: stop after this many epochs without a better validation loss.
+        min_rel_improvement: an epoch counts as better for `patience` only when its
+            validation loss is below the last such epoch's by more than this fraction
+            (0: any decrease). The best weights are those of the lowest loss either way.
         seed: seed of the run (data order is a function of (seed, epoch)).
         dtype: "float32" (default here) or "float64" (needs jax_enable_x64);
             floating batch arrays and variables are cast to it.
@@ -41,6 +44,7 @@ class TrainConfig:
 
     max_num_epochs: int = 2048
     patience: int = 2048
+    min_rel_improvement: float = 0.0
     seed: int = 123
     dtype: str = "float32"
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
@@ -55,6 +59,8 @@ class TrainConfig:
     backend: str = "xla"
 
     def __post_init__(self):
+        if not 0.0 <= self.min_rel_improvement < 1.0:
+            raise ValueError(f"min_rel_improvement must be in [0, 1), got {self.min_rel_improvement}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         from jaxtl.model.cueq import check_backend

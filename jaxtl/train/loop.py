@@ -107,9 +107,15 @@ def _run_eval(eval_step, params, constants, items, mesh, dtype, weights) -> tupl
     return loss, acc.result()
 
 
+def improves(loss: float, reference: float, min_rel_improvement: float) -> bool:
+    """Whether `loss` resets the patience counter: it is below `reference` (the loss of the
+    last epoch that did) by more than the fraction `min_rel_improvement` of it."""
+    return loss < reference * (1.0 - min_rel_improvement) if math.isfinite(reference) else loss < reference
+
+
 def _fresh_meta(cfg: TrainConfig) -> dict:
     return {"epoch": 0, "step": 0, "seed": cfg.seed, "plateau": dataclasses.asdict(PlateauState()),
-            "best_loss": math.inf, "best_epoch": None, "epochs_since_best": 0, "stage": 1,
+            "best_loss": math.inf, "patience_ref": math.inf, "best_epoch": None, "epochs_since_best": 0, "stage": 1,
             "stage_two_start": start_epoch(cfg.stage_two, cfg.max_num_epochs)}
 
 
@@ -213,7 +219,8 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
             stage_two = meta["stage_two_start"] is not None and epoch >= meta["stage_two_start"]
             if stage_two and meta["stage"] == 1:
                 log.info("epoch %d: stage two (loss weights and lr %g)", epoch, cfg.stage_two.swa_lr)
-                meta.update(stage=2, best_loss=math.inf, best_epoch=None, epochs_since_best=0)
+                meta.update(stage=2, best_loss=math.inf, patience_ref=math.inf, best_epoch=None,
+                            epochs_since_best=0)
             weights = loss_weights(cfg.loss, cfg.stage_two, stage_two)
             weights_dev = {k: jnp.asarray(v, dtype) for k, v in weights.items()}
             plateau = PlateauState(**meta["plateau"])
@@ -254,8 +261,11 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
             if not stage_two and cfg.optimizer.scheduler == "plateau":
                 meta["plateau"] = dataclasses.asdict(plateau_update(plateau, valid_loss, cfg.optimizer))
             improved = valid_loss < meta["best_loss"]
+            reference = meta.get("patience_ref", meta["best_loss"])
             if improved:
-                meta.update(best_loss=valid_loss, best_epoch=epoch, epochs_since_best=0)
+                meta.update(best_loss=valid_loss, best_epoch=epoch)
+            if improves(valid_loss, reference, cfg.min_rel_improvement):
+                meta.update(patience_ref=valid_loss, epochs_since_best=0)
             else:
                 meta["epochs_since_best"] += 1
             stop = False
