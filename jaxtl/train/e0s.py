@@ -19,6 +19,7 @@ names it.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import os
 import warnings
@@ -124,15 +125,44 @@ def with_energy(configs: Sequence[Configuration]) -> list[Configuration]:
     return [c for c in configs if c.energy is not None and c.energy_weight > 0]
 
 
+@dataclasses.dataclass(frozen=True)
+class EnergyTable:
+    """Energy labels as the least-squares E0 fit sees them.
+
+    Attributes:
+        counts: [rows, n_elements] atoms of each element (model order) of each row.
+        energies: [rows] mean total energy of the row's structures (eV).
+        multiplicity: [rows] structures a row stands for: a row of m structures with
+            mean energy E weighs as those m rows would (sqrt(m) on both sides), so
+            one row per composition gives the per-structure minimiser.
+    """
+
+    counts: np.ndarray
+    energies: np.ndarray
+    multiplicity: np.ndarray
+
+    @classmethod
+    def from_configs(cls, configs: Sequence[Configuration], atomic_numbers: Sequence[int]) -> EnergyTable:
+        """One row per structure with an energy label."""
+        labelled = with_energy(configs)
+        return cls(element_counts(labelled, atomic_numbers), np.array([c.energy for c in labelled], np.float64),
+                   np.ones(len(labelled)))
+
+
 def average_e0s(configs: Sequence[Configuration], atomic_numbers: Sequence[int],
                 fixed: Mapping[int, float] | None = None) -> dict[int, float]:
     """Least-squares E0s {Z: eV} of the elements present; `fixed` ones are held at their
     value and only the others are fitted (to the energies less the fixed part)."""
+    return table_e0s(EnergyTable.from_configs(configs, atomic_numbers), atomic_numbers, fixed)
+
+
+def table_e0s(table: EnergyTable, atomic_numbers: Sequence[int],
+              fixed: Mapping[int, float] | None = None) -> dict[int, float]:
+    """`average_e0s` of an `EnergyTable`."""
     fixed = dict(fixed or {})
-    labelled = with_energy(configs)
     zs = [int(z) for z in atomic_numbers]
-    counts = element_counts(labelled, zs)
-    energies = np.array([c.energy for c in labelled], dtype=np.float64)
+    root = np.sqrt(table.multiplicity)
+    counts, energies = table.counts * root[:, None], table.energies * root
     free = [i for i in np.flatnonzero(counts.sum(axis=0) > 0) if zs[i] not in fixed]
     out = dict(fixed)
     if free:
@@ -191,7 +221,13 @@ def resolve_e0s(spec: E0Spec | None, configs: Sequence[Configuration], atomic_nu
     `needed`: the elements that must get an E0 (default: those of `configs`).
     """
     needed = data_elements(configs) if needed is None else needed
-    from_isolated = isolated_e0s(isolated)
+    return resolve_table_e0s(spec, EnergyTable.from_configs(configs, atomic_numbers), atomic_numbers,
+                             isolated_e0s(isolated), needed)
+
+
+def resolve_table_e0s(spec: E0Spec | None, table: EnergyTable, atomic_numbers: Sequence[int],
+                      from_isolated: Mapping[int, float], needed: Sequence[int]) -> tuple[np.ndarray, str]:
+    """`resolve_e0s` from an `EnergyTable` and the IsolatedAtom frames' E0s {Z: eV}."""
     method = parse_e0s("isolated" if (spec is None and from_isolated) else (spec or "average"))
     if method in ("estimated", "foundation"):
         raise ValueError(f'E0s "{method}" needs a foundation model: use `jaxtl finetune --foundation ...`')
@@ -201,7 +237,7 @@ def resolve_e0s(spec: E0Spec | None, configs: Sequence[Configuration], atomic_nu
                             'config_type=IsolatedAtom)')
         return e0_row(from_isolated, atomic_numbers, needed, "the IsolatedAtom frames"), "isolated"
     if method == "average":
-        fitted = average_e0s(configs, atomic_numbers, fixed=from_isolated)
+        fitted = table_e0s(table, atomic_numbers, fixed=from_isolated)
         source = "average" + (" (IsolatedAtom frames for " + ", ".join(_symbol(z) for z in sorted(from_isolated))
                               + ")" if from_isolated else "")
         return e0_row(fitted, atomic_numbers, needed, "the least-squares fit (no energy labels)"), source

@@ -1,28 +1,30 @@
 """`train_from_prepared`: train a new MACE from a prepared (on-disk) dataset, streaming.
 
-The recipe of `jaxtl.train.run.train_from_scratch` (E0s by least squares, scale
-and shift from the training labels, avg_num_neighbors from the neighbour lists)
-computed in one pass over the structures, one at a time, so that memory does not
-grow with the dataset: the least-squares E0s are fitted on the distinct
-compositions (each row weighted by the square root of its multiplicity, with the
-mean energy of its structures: the same minimiser as one row per structure).
-The validation set is a prepared folder of its own, or a seeded fraction of the
-training indices (the split `read_splits` makes). Not applied here, unlike the
-in-memory path: IsolatedAtom frames as E0s, --max-force and --train-fraction.
+The recipe and data settings of `jaxtl.train.run.train_from_scratch` (IsolatedAtom
+frames set apart as E0s, `max_force`, the validation split, `train_fraction`, the
+E0s choices, scale and shift from the training labels, avg_num_neighbors from the
+neighbour lists), computed from one pass over the structures, one at a time
+(`scan_labels`), so that memory grows only by a few numbers per structure: the
+least-squares E0s are fitted on the distinct compositions, each weighted by its
+multiplicity (`jaxtl.train.e0s.EnergyTable`), the same minimiser as one row per
+structure. Single-head sets only.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import jax
 import numpy as np
 
+from jaxtl.graph.io import ISOLATED_ATOM, DataError
 from jaxtl.graph.ondisk import OnDiskDataset, streamed_batches
 from jaxtl.train.config import TrainConfig
+from jaxtl.train.e0s import E0Spec, EnergyTable, resolve_table_e0s
 from jaxtl.train.loop import TrainResult, train
 
 log = logging.getLogger("jaxtl.train")
@@ -49,7 +51,7 @@ class Subset:
 
 @dataclasses.dataclass(frozen=True)
 class PreparedData:
-    """Prepared folders to train on (`jaxtl prepare`) and how they are batched.
+    """Prepared folders to train on (`jaxtl prepare`), how they are filtered and batched.
 
     Attributes:
         train_dir: the training set.
@@ -57,6 +59,10 @@ class PreparedData:
         valid_fraction: fraction held out when valid_dir is None.
         batch_size, valid_batch_size: structures per padded (device) batch.
         seed: seed of the split and of the epoch order.
+        max_force: drop structures with any |F| component above this (eV/A); None keeps all.
+        train_fraction: train on this seeded fraction of the training structures.
+        e0s: mace's --E0s (`jaxtl.train.e0s`); None: the IsolatedAtom frames when the
+            training set has them, else "average".
     """
 
     train_dir: str
@@ -65,49 +71,140 @@ class PreparedData:
     batch_size: int = 10
     valid_batch_size: int = 10
     seed: int = 123
+    max_force: float | None = None
+    train_fraction: float = 1.0
+    e0s: E0Spec | None = None
 
 
-def split(data: PreparedData) -> tuple[Subset, Subset | OnDiskDataset | None]:
-    full = OnDiskDataset(data.train_dir)
-    if data.valid_dir:
-        return Subset(full, np.arange(len(full))), OnDiskDataset(data.valid_dir)
-    # the split of `jaxtl.train.data.read_splits`, in its order
-    order = np.random.default_rng(data.seed).permutation(len(full))
-    n_valid = max(1, round(data.valid_fraction * len(full))) if len(full) > 1 else 0
-    return Subset(full, order[n_valid:]), (Subset(full, order[:n_valid]) if n_valid else None)
+@dataclasses.dataclass(frozen=True)
+class LabelScan:
+    """What the recipe needs of every structure of a prepared set, from one pass.
+
+    Attributes:
+        n_atoms: [n] atoms per structure.
+        energy: [n] total energy (eV); NaN where it is not a label.
+        max_force: [n] largest |F| component (eV/A); NaN without force labels.
+        force_sq: [n] sum of squared force components (eV^2/A^2); 0 without.
+        composition: [n] row of `counts` of each structure.
+        counts: [n_compositions, n_elements] atoms of each element of `elements`.
+        elements: [n_elements] sorted atomic numbers present.
+        isolated: [n] whether the structure is an IsolatedAtom frame.
+    """
+
+    n_atoms: np.ndarray
+    energy: np.ndarray
+    max_force: np.ndarray
+    force_sq: np.ndarray
+    composition: np.ndarray
+    counts: np.ndarray
+    elements: np.ndarray
+    isolated: np.ndarray
 
 
-def label_statistics(dataset, atomic_numbers: Sequence[int]) -> tuple[np.ndarray, float, float]:
-    """(E0s [n_elements], scale, shift) as `rms_forces_scaling` does, in one pass over `dataset`."""
-    from jaxtl.finetune.e0s import lstsq_e0s
-
-    column = {int(z): i for i, z in enumerate(atomic_numbers)}
-    compositions: dict[tuple, list] = {}  # composition -> [structures, energy sum]
-    per_structure = []  # (composition, energy, atoms) of labelled structures, for the shift
-    force_sq, force_n = 0.0, 0
-    for i in range(len(dataset)):
+def scan_labels(dataset) -> LabelScan:
+    """One pass over `dataset` (an `OnDiskDataset` or `Subset`), one structure at a time."""
+    n = len(dataset)
+    n_atoms = np.zeros(n, np.int64)
+    energy, max_force = np.full(n, np.nan), np.full(n, np.nan)
+    force_sq, composition = np.zeros(n), np.zeros(n, np.int64)
+    rows: dict[tuple, int] = {}
+    for i in range(n):
         item = dataset.item(i)
-        z = np.asarray(item.graph.atomic_numbers)
-        counts = np.zeros(len(column))
-        for value, n in zip(*np.unique(z, return_counts=True)):
-            counts[column[int(value)]] = n
-        key = tuple(counts)
+        z, k = np.unique(np.asarray(item.graph.atomic_numbers), return_counts=True)
+        composition[i] = rows.setdefault(tuple(zip(z.tolist(), k.tolist())), len(rows))
+        n_atoms[i] = int(k.sum())
         if float(item.labels.energy_weight[0]) > 0:
-            entry = compositions.setdefault(key, [0, 0.0])
-            entry[0] += 1
-            entry[1] += float(item.labels.energy[0])
-            per_structure.append((key, float(item.labels.energy[0]), len(z)))
-        if float(item.labels.forces_weight[0]) > 0:
-            force_sq += float(np.sum(np.asarray(item.labels.forces) ** 2))
-            force_n += item.labels.forces.size
-    rows = np.array([k for k in compositions])
-    m = np.array([v[0] for v in compositions.values()], np.float64)
-    mean_e = np.array([v[1] for v in compositions.values()]) / np.maximum(m, 1)
-    e0 = np.asarray(lstsq_e0s(rows * np.sqrt(m)[:, None], mean_e * np.sqrt(m)))
-    per_atom = [(e - np.dot(k, e0)) / n for k, e, n in per_structure]
-    shift = float(np.mean(per_atom)) if per_atom else 0.0
-    scale = float(np.sqrt(force_sq / force_n)) if force_n else 1.0
-    return e0, scale or 1.0, shift
+            energy[i] = float(item.labels.energy[0])
+        if float(item.labels.forces_weight[0]) > 0 and n_atoms[i]:
+            forces = np.asarray(item.labels.forces)
+            max_force[i], force_sq[i] = float(np.abs(forces).max()), float(np.sum(forces**2))
+    elements = np.array(sorted({z for key in rows for z, _ in key}), np.int64)
+    column = {int(z): j for j, z in enumerate(elements)}
+    counts = np.zeros((len(rows), len(elements)))
+    for key, r in rows.items():
+        for z, k in key:
+            counts[r, column[z]] = k
+    isolated = np.array([n_atoms[i] == 1 and dataset.config_type(i) == ISOLATED_ATOM for i in range(n)], bool)
+    return LabelScan(n_atoms, energy, max_force, force_sq, composition, counts, elements, isolated)
+
+
+def _kept(scan: LabelScan, indices: np.ndarray, max_force: float | None, where: str) -> np.ndarray:
+    """`indices` less the IsolatedAtom frames and (with `max_force`) the structures above it."""
+    indices = indices[~scan.isolated[indices]]
+    if max_force is None:
+        return indices
+    keep = ~(scan.max_force[indices] > max_force)  # NaN (no forces) is kept
+    if not keep.all():
+        log.warning("%s: dropped %d of %d structures with |F| > %g eV/A", where, int((~keep).sum()), len(indices),
+                    max_force)
+    return indices[keep]
+
+
+def elements(scan: LabelScan, indices: np.ndarray) -> set[int]:
+    """Atomic numbers present in the structures `indices`."""
+    return {int(z) for z in scan.elements[scan.counts[np.unique(scan.composition[indices])].sum(axis=0) > 0]}
+
+
+def split(data: PreparedData, scan: LabelScan, valid_scan: LabelScan | None = None
+          ) -> tuple[Subset, Subset | None]:
+    """(training subset, validation subset) in the order and with the rules of
+    `jaxtl.train.data.read_splits`; `scan` is the training folder's, `valid_scan` the
+    validation folder's (when `data.valid_dir` is given)."""
+    full = OnDiskDataset(data.train_dir)
+    train_idx = _kept(scan, np.arange(len(full)), data.max_force, data.train_dir)
+    rng = np.random.default_rng(data.seed)
+    if data.valid_dir:
+        valid_full = OnDiskDataset(data.valid_dir)
+        valid_scan = valid_scan or scan_labels(valid_full)
+        valid = Subset(valid_full, _kept(valid_scan, np.arange(len(valid_full)), data.max_force, data.valid_dir))
+    else:
+        order = rng.permutation(len(train_idx))
+        n_valid = max(1, int(round(data.valid_fraction * len(train_idx)))) if len(train_idx) > 1 else 0
+        valid = Subset(full, train_idx[order[:n_valid]]) if n_valid else None
+        train_idx = train_idx[order[n_valid:]]
+    if data.train_fraction < 1.0:
+        n_keep = max(1, int(round(data.train_fraction * len(train_idx))))
+        train_idx = train_idx[np.sort(rng.permutation(len(train_idx))[:n_keep])]
+    if not len(train_idx):
+        raise DataError(f"{data.train_dir}: no training structures left after splitting and filtering")
+    return Subset(full, train_idx), valid
+
+
+def isolated_e0s(scan: LabelScan) -> dict[int, float]:
+    """{Z: eV} of the IsolatedAtom frames; one without energy gives 0 with a warning, as
+    `jaxtl.train.e0s.isolated_e0s` does."""
+    out = {}
+    for i in np.flatnonzero(scan.isolated):
+        z = int(scan.elements[np.flatnonzero(scan.counts[scan.composition[i]])[0]])
+        if not np.isfinite(scan.energy[i]):
+            warnings.warn(f"structure {i}: IsolatedAtom without energy, E0 of Z={z} set to 0", stacklevel=2)
+        out[z] = float(np.nan_to_num(scan.energy[i]))
+    return out
+
+
+def label_statistics(scan: LabelScan, train_idx: np.ndarray, atomic_numbers: Sequence[int],
+                     e0s: E0Spec | None = None, needed: Sequence[int] | None = None
+                     ) -> tuple[np.ndarray, str, float, float]:
+    """(E0s [n_elements], how they were found, scale, shift) of the training structures
+    `train_idx`, as `train_from_scratch` finds them (`rms_forces_scaling`); `needed`:
+    the elements that must get an E0 (default: those of `train_idx`)."""
+    column = np.array([list(atomic_numbers).index(int(z)) for z in scan.elements], np.int64)
+    counts = np.zeros((len(scan.counts), len(atomic_numbers)))
+    counts[:, column] = scan.counts
+    labelled = train_idx[np.isfinite(scan.energy[train_idx])]
+    rows, inverse = np.unique(scan.composition[labelled], return_inverse=True)
+    multiplicity = np.bincount(inverse, minlength=len(rows)).astype(np.float64)
+    table = EnergyTable(counts[rows], np.bincount(inverse, scan.energy[labelled], len(rows)) / multiplicity,
+                        multiplicity)
+    isolated = isolated_e0s(scan)
+    needed = sorted(elements(scan, train_idx)) if needed is None else needed
+    e0, source = resolve_table_e0s(e0s, table, atomic_numbers, isolated, needed)
+    per_atom = (scan.energy[labelled] - counts[scan.composition[labelled]] @ e0) / scan.n_atoms[labelled]
+    shift = float(np.mean(per_atom)) if len(per_atom) else 0.0
+    with_forces = train_idx[np.isfinite(scan.max_force[train_idx])]
+    n_components = 3 * scan.n_atoms[with_forces].sum()
+    scale = float(np.sqrt(scan.force_sq[with_forces].sum() / n_components)) if n_components else 1.0
+    return e0, source, scale or 1.0, shift
 
 
 def train_from_prepared(data: PreparedData, out_dir: str | Path, model: Mapping | None = None,
@@ -119,21 +216,26 @@ def train_from_prepared(data: PreparedData, out_dir: str | Path, model: Mapping 
 
     cfg = train_config or TrainConfig()
     model = dict(model or {})
-    train_set, valid_set = split(data)
+    scan = scan_labels(OnDiskDataset(data.train_dir))
+    valid_scan = scan_labels(OnDiskDataset(data.valid_dir)) if data.valid_dir else scan
+    train_set, valid_set = split(data, scan, valid_scan)
+    if len(train_set.heads) > 1:
+        raise DataError(f"{data.train_dir}: heads {', '.join(train_set.heads)}; training from a prepared set "
+                        "takes one head: prepare each head's data apart or train from the files")
     if abs(float(model.get("r_max", train_set.r_max)) - train_set.r_max) > 1e-12:
         raise ValueError(f"{data.train_dir} was prepared with r_max {train_set.r_max} A, the model asks for "
                          f"{model['r_max']} A: prepare it again with --r-max {model['r_max']}")
     model["r_max"] = train_set.r_max
-    zs = sorted({int(z) for i in range(len(train_set)) for z in np.unique(train_set.item(i).graph.atomic_numbers)})
+    zs = sorted(elements(scan, train_set.indices) | (elements(valid_scan, valid_set.indices) if valid_set else set()))
     model.setdefault("atomic_numbers", tuple(zs))
-    e0, scale, shift = label_statistics(train_set, model["atomic_numbers"])
+    e0, source, scale, shift = label_statistics(scan, train_set.indices, model["atomic_numbers"], data.e0s, zs)
     n_layers = int(model.get("num_interactions", MACEConfig.num_interactions))
     avg = float(train_set.n_edges.sum() / max(train_set.n_nodes.sum(), 1))
     model.setdefault("avg_num_neighbors", (avg,) * n_layers)
     model.setdefault("dtype", cfg.dtype)
     config = MACEConfig(**model)
-    log.info("streaming %d training structures from %s; E0s %s, scale %.4f, shift %.4f", len(train_set),
-             data.train_dir, dict(zip(config.atomic_numbers, e0.round(4))), scale, shift)
+    log.info("streaming %d training structures from %s; E0s (%s) %s, scale %.4f, shift %.4f", len(train_set),
+             data.train_dir, source, dict(zip(config.atomic_numbers, e0.round(4))), scale, shift)
 
     variables = init_variables(config, seed=cfg.seed)
     constants = dict(variables["constants"])
