@@ -3,19 +3,21 @@
 `evaluate_configs` gives errors overall and per config_type; `predict_configs` gives each
 structure's predictions; `write_predictions` stores them in an extended XYZ file under
 mace's names (`MACE_energy`, `MACE_forces`, `MACE_stress`, as `mace_eval_configs` writes);
-`error_table` prints errors as a table.
+`error_table` prints errors as a table; `evaluate_sources` gives the errors on many files
+and prepared folders with the batches sharded over devices and processes as in training.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from jaxtl.api import load_model
 from jaxtl.graph.dataset import GraphDataset, batch_iterator, choose_budgets
-from jaxtl.graph.io import Configuration, check_elements, read_configurations
+from jaxtl.graph.io import Configuration, DataError, check_elements, read_configurations
 from jaxtl.train.metrics import ALL, MetricsAccumulator, graph_errors
 
 PREFIX = "MACE_"
@@ -107,3 +109,59 @@ def error_table(metrics: dict) -> str:
 def evaluate_file(model_dir, data_file, batch_size: int = 16, dtype=None, backend: str = "xla") -> dict:
     loaded = load_model(model_dir, dtype=dtype, backend=backend)
     return evaluate_configs(loaded, read_configurations(data_file), batch_size)
+
+
+def source_batches(loaded, source, batch_size: int, dtype):
+    """The (padded batch, config_types) items of one source, in a fixed order: a data file
+    (read whole) or a prepared folder (`jaxtl prepare`; read one batch at a time)."""
+    from jaxtl.train.data import epoch_batches
+
+    path = Path(source)
+    config = loaded.config
+    if path.is_dir():
+        from jaxtl.graph.ondisk import OnDiskDataset, streamed_batches
+
+        dataset = OnDiskDataset(path)
+        if abs(dataset.r_max - config.r_max) > 1e-12:
+            raise DataError(f"{path} was prepared with r_max {dataset.r_max} A, the model's is {config.r_max} A: "
+                            f"prepare it again with --r-max {config.r_max}")
+        if tuple(config.heads)[: len(dataset.heads)] != dataset.heads:
+            raise DataError(f"{path}: heads {list(dataset.heads)} are not the model's first heads "
+                            f"{list(config.heads)[: len(dataset.heads)]}")
+        return streamed_batches(dataset, batch_size, seed=0, shuffle=False, dtype=dtype)(0)
+    configs = read_configurations(path)
+    check_elements(configs, config.atomic_numbers)
+    dataset = GraphDataset(configs, config.r_max, heads=config.heads, progress=False)
+    return epoch_batches(dataset, batch_size, seed=0, shuffle=False, dtype=dtype)(0)
+
+
+def evaluate_sources(loaded, sources: Sequence[str | os.PathLike], batch_size: int = 16, n_devices: int = 1,
+                     stress: bool = True) -> tuple[dict[str, dict], dict]:
+    """Errors of `loaded` on many sources, on the data mesh the training uses.
+
+    sources: data files (any ASE format, read one at a time) and prepared folders
+        (streamed). Each device gets its own padded batches of `batch_size`
+        structures; in a multi-process job (`jaxtl.train.distributed`) every process
+        calls this with the same arguments and reads only its own batches.
+    n_devices: devices of the mesh: this process's first n_devices, or all
+        devices of all processes in a multi-process job.
+    stress: compute stress errors where the data have stress labels.
+
+    Returns ({source: {group: metrics}}, {group: metrics} over all sources); groups are
+    "all" and each config_type, metrics as `evaluate_configs`.
+    """
+    from jaxtl.model.predict import make_predict
+    from jaxtl.train.config import TrainConfig
+    from jaxtl.train.loop import make_evaluator
+
+    dtype = np.float64 if loaded.config.dtype == "float64" else np.float32
+    cfg = TrainConfig(dtype=loaded.config.dtype, n_devices=n_devices, compute_stress=stress, progress_bar=False,
+                      plot=False)
+    evaluator = make_evaluator(make_predict(loaded.module), cfg)
+    total = MetricsAccumulator()
+    out = {}
+    for source in sources:
+        acc = MetricsAccumulator()
+        out[os.fspath(source)] = evaluator(loaded.variables, source_batches(loaded, source, batch_size, dtype), acc)[1]
+        total.merge(acc)
+    return out, total.result()

@@ -94,3 +94,71 @@ def test_eval_key_prefix_and_unlabelled_file(model_dir, data_file, tmp_path):
     written = ase.io.read(out, ":")
     assert all("jaxtl_energy" in a.info and "jaxtl_forces" in a.arrays for a in written)
     assert not any("MACE_energy" in a.info for a in written)
+
+
+def _sources(data_file, folder):
+    """The six frames as two files, and the second file prepared (`jaxtl prepare`)."""
+    from jaxtl.graph.ondisk import iter_configurations, write_ondisk
+
+    frames = ase.io.read(data_file, ":")
+    first, second = folder / "first.xyz", folder / "second.xyz"
+    ase.io.write(first, frames[:4], format="extxyz")
+    ase.io.write(second, frames[4:] + frames[:1], format="extxyz")
+    write_ondisk(iter_configurations([second]), folder / "second_prepared", 3.0, shard_size=2)
+    return first, second, folder / "second_prepared"
+
+
+SHARDED = """
+import json, sys
+from jaxtl.api import load_model
+from jaxtl.evaluate import evaluate_sources
+per_source, overall = evaluate_sources(load_model(sys.argv[1]), sys.argv[3:], batch_size=2, n_devices=int(sys.argv[2]))
+print(json.dumps([per_source, overall]))
+"""
+
+
+def test_evaluate_sources_files_and_prepared_folders(model_dir, data_file, tmp_path):
+    """Errors per source and overall equal `evaluate_configs` on the same structures,
+    whether a source is a file or a prepared folder, on one device or two."""
+    import json
+    import os
+
+    from jaxtl.api import load_model
+    from jaxtl.evaluate import evaluate_configs, evaluate_sources
+    from jaxtl.graph.io import read_configurations
+
+    first, second, prepared = _sources(data_file, tmp_path)
+    loaded = load_model(model_dir)
+    per_source, overall = evaluate_sources(loaded, [first, second, prepared], batch_size=2)
+    expected = {s: evaluate_configs(loaded, read_configurations(s)) for s in (first, second)}
+    expected_all = evaluate_configs(loaded, read_configurations(first) + 2 * read_configurations(second))
+    for got, want in [(per_source[str(first)], expected[first]), (per_source[str(second)], expected[second]),
+                      (per_source[str(prepared)], expected[second]), (overall, expected_all)]:
+        assert set(got) == set(want)
+        for group in want:
+            assert got[group]["n_graphs"] == want[group]["n_graphs"]
+            for key in ("energy_rmse", "forces_rmse", "stress_rmse"):
+                assert got[group][key] == pytest.approx(want[group][key], rel=1e-4), (group, key)
+    assert overall["all"]["n_graphs"] == 4 + 3 + 3 and overall["defect"]["n_graphs"] == 2 * 2
+
+    env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "")
+                                      + " --xla_force_host_platform_device_count=2").strip())
+    proc = subprocess.run([sys.executable, "-c", SHARDED, str(model_dir), "2", str(first), str(prepared)],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = json.loads(proc.stdout.strip().splitlines()[-1])[1]["all"]
+    one = evaluate_sources(loaded, [first, prepared], batch_size=2)[1]["all"]
+    assert two["n_graphs"] == one["n_graphs"] == 7
+    for key in ("energy_rmse", "forces_rmse", "stress_rmse"):
+        assert two[key] == pytest.approx(one[key], rel=1e-5)
+
+
+def test_evaluate_sources_refuses_a_folder_prepared_for_another_cutoff(model_dir, data_file, tmp_path):
+    from jaxtl.api import load_model
+    from jaxtl.evaluate import evaluate_sources
+    from jaxtl.graph.io import DataError
+    from jaxtl.graph.ondisk import iter_configurations, write_ondisk
+
+    write_ondisk(iter_configurations([data_file]), tmp_path / "prepared", 4.0)
+    with pytest.raises(DataError, match="r_max 4.0 A, the model's is 3.0 A"):
+        evaluate_sources(load_model(model_dir), [tmp_path / "prepared"])

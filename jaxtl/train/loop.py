@@ -93,10 +93,11 @@ def _host_loss(terms: dict, weights: dict) -> float:
     return float(sum(weights[k] * s / max(c, 1.0) for k, (s, c) in terms.items()))
 
 
-def _run_eval(eval_step, params, constants, items, mesh, dtype, weights) -> tuple[float, dict]:
-    """Exact loss and metrics of `items` ({group: metrics})."""
+def _run_eval(eval_step, params, constants, items, mesh, dtype, weights,
+              acc: MetricsAccumulator | None = None) -> tuple[float, dict]:
+    """Exact loss and metrics of `items` ({group: metrics}); the errors are also added to `acc`."""
     terms: dict = {}
-    acc = MetricsAccumulator()
+    acc = MetricsAccumulator() if acc is None else acc
     for _, stacked, types in group_batches(items, mesh, dtype):
         t, errors = eval_step(params, constants, stacked)
         _host_terms(terms, t)
@@ -121,12 +122,24 @@ def _fresh_meta(cfg: TrainConfig) -> dict:
 
 def evaluate(predict_fn, variables: dict, batches: Iterable, cfg: TrainConfig) -> tuple[float, dict]:
     """(loss, {group: metrics}) of `variables` on `batches` with `cfg`'s stage-one loss."""
+    return make_evaluator(predict_fn, cfg)(variables, batches)
+
+
+def make_evaluator(predict_fn, cfg: TrainConfig) -> Callable:
+    """`evaluator(variables, batches, acc=None) -> (loss, {group: metrics})`: `evaluate`
+    with one compiled step for many calls, on the data mesh of `cfg.n_devices` (every
+    process of a multi-process job calls it with the same batches and reads only its
+    own); each call's errors are also added to `acc` (a `MetricsAccumulator`)."""
     dtype = _np_dtype(cfg)
     mesh = make_mesh(cfg.n_devices)
     eval_step, _ = make_eval_step(predict_fn, cfg.loss.loss, cfg.loss.huber_delta, cfg.wants_stress, mesh)
-    v = _cast(variables, dtype)
-    return _run_eval(eval_step, v["params"], v.get("constants", {}), batches, mesh, dtype,
-                     cfg.loss.weights())
+
+    def evaluator(variables: dict, batches: Iterable, acc: MetricsAccumulator | None = None):
+        v = _cast(variables, dtype)
+        return _run_eval(eval_step, v["params"], v.get("constants", {}), batches, mesh, dtype, cfg.loss.weights(),
+                         acc)
+
+    return evaluator
 
 
 def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], Iterable],
