@@ -113,7 +113,7 @@ def label_structures(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(structures), unit="structure", desc="labelling")
+        bar = tqdm(total=len(structures), unit="structure", desc="labelling", disable=None)  # None: only on a terminal
     compilations = teacher.n_compilations
     budget: Budget | None = None
     labelled: list[ase.Atoms] = []

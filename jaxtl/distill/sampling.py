@@ -103,7 +103,7 @@ def sample_structures(teacher: LoadedModel, starts: Sequence[ase.Atoms], config:
     if progress and config.md_steps:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.md_steps * len(starts), unit="step", desc="sampling MD")
+        bar = tqdm(total=config.md_steps * len(starts), unit="step", desc="sampling MD", disable=None)  # None: only on a terminal
     structures, errors, steps, wall = [], [], 0, 0.0
     for i, start in enumerate(starts):
         if config.md_steps:

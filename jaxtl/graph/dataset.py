@@ -113,7 +113,7 @@ class GraphDataset:
         if progress and len(self.configs) >= _PROGRESS_THRESHOLD:
             from tqdm.auto import tqdm
 
-            iterable = tqdm(iterable, desc=f"neighbour lists (r_max={self.r_max} A)", unit="structure")
+            iterable = tqdm(iterable, desc=f"neighbour lists (r_max={self.r_max} A)", unit="structure", disable=None)
         edges = [neighbour_list(c.positions, c.cell, c.pbc, self.r_max) for c in iterable]
         if path is not None:
             offsets = np.cumsum([0] + [len(e[0]) for e in edges])

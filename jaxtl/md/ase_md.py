@@ -68,7 +68,7 @@ def run_ase_md(model, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress:
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=max(config.steps - start_step, 0), unit="step", desc="ASE MD")
+        bar = tqdm(total=max(config.steps - start_step, 0), unit="step", desc="ASE MD", disable=None)  # None: only on a terminal
     done = 0
     for step in range(start_step + 1, config.steps + 1):
         try:

@@ -366,4 +366,4 @@ def _progress(total: int, show):
         return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="step", desc="MD")
+    return tqdm(total=total, unit="step", desc="MD", disable=None)  # None: only on a terminal

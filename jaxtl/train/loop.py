@@ -240,7 +240,8 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
 
             items = _items(train_batches, epoch)
             total = math.ceil(len(items) / cfg.n_devices) if hasattr(items, "__len__") else None
-            bar = tqdm(total=total, desc=f"epoch {epoch}", disable=not (cfg.progress_bar and primary), leave=False)
+            bar = tqdm(total=total, desc=f"epoch {epoch}", disable=None if cfg.progress_bar and primary else True,
+                       leave=False)  # None: only on a terminal
             terms: dict = {}
             lr = math.nan
             for idx, stacked, _ in group_batches(items, mesh, dtype):

@@ -126,3 +126,22 @@ def test_quiet_command_keeps_the_screen_clear_and_the_log_full(tiny_xyz, tmp_pat
 def test_missing_extra_is_named(tiny_xyz, tmp_path):
     proc = _jaxtl("train", "--train", tiny_xyz, "--epochs", 1, "--out", tmp_path / "run", "--tensorboard", tmp_path)
     assert proc.returncode == 2 and "pip install jaxtl[tensorboard]" in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_batch_bars_only_on_a_terminal(tmp_path, monkeypatch, tty):
+    """A run whose output goes to a file or pipe gets the epoch lines but no batch bars
+    (carriage-return frames would fill the log)."""
+    import io
+
+    class Stream(io.StringIO):
+        def isatty(self):
+            return tty
+
+    stream = Stream()
+    monkeypatch.setattr("sys.stderr", stream)
+    data = T.dataset(4, seed=1)
+    cfg = TrainConfig(max_num_epochs=1, dtype="float64", progress_bar=True, plot=False,
+                      optimizer=OptimizerConfig(lr=0.01, scheduler="constant"))
+    train(T.predict, T.init_variables(0), shuffled(data[:3], 0), lambda e: data[3:], cfg, tmp_path / "run")
+    assert ("it/s" in stream.getvalue() or "s/it" in stream.getvalue()) == tty
