@@ -2,6 +2,10 @@
 
     python benchmarks/learning_curve_mace_torch.py --grid runs/lc_aspirin --out runs/lc_aspirin_mace_torch
 
+On a CPU shared with other jobs, set OMP_NUM_THREADS=1: torch's threads wait on each other
+when one is descheduled (a step of the f5 cell took 11 s with 2 threads beside a busy grid,
+1.5 s with 1).
+
 For each (strategy, seed) at `--fraction` (default 10 %, f5 and scratch, seeds of the grid):
 the same training subset and validation set as the jaxtl cell (`jaxtl.learning_curve.split_pool`,
 same seed), the same settings read from the grid's grid_config.json (batch size, learning rates,
@@ -12,6 +16,8 @@ OUT/results.json and OUT/results.md: mace-torch's rows beside jaxtl's for the sa
 The 2022 SPICE file is re-saved first as mace-torch 0.3.16 needs (r_max a tensor buffer, a
 `heads` attribute; ../shared/DATA.md). mace-torch reduces the foundation to the data's elements,
 so its trainable counts differ from jaxtl's 15-element model (the computed function is the same).
+mace-torch stops on plain patience (any lower validation loss resets it); a jaxtl grid with
+`min_rel_improvement` > 0 stops sooner, so mace-torch's cells train at least as long as jaxtl's.
 """
 
 from __future__ import annotations
@@ -133,7 +139,8 @@ def epochs_run(folder: Path) -> int | None:
 
 def run_cell(config: dict, foundation: Path, f_config: dict, strategy: str, seed: int, fraction: float,
              folder: Path) -> dict:
-    """Train one cell with `mace_run_train` and test it; the record is cached in folder/cell.json."""
+    """Train one cell with `mace_run_train` and test it; the record is cached in folder/cell.json.
+    An interrupted cell continues from mace-torch's latest checkpoint (`--restart_latest`)."""
     done = folder / "cell.json"
     d, c, t = config["data"], config["convergence"], config["train"]
     if done.exists():
@@ -153,7 +160,7 @@ def run_cell(config: dict, foundation: Path, f_config: dict, strategy: str, seed
             "--patience", str(c["patience"]), "--max_num_epochs", str(c["max_epochs"]), "--eval_interval", "1",
             "--loss", "weighted", "--energy_weight", str(t["energy_weight"]), "--forces_weight",
             str(t["forces_weight"]), "--default_dtype", t["dtype"], "--device", "cpu",
-            "--error_table", "PerAtomRMSE", "--amsgrad", "--clip_grad", "10"]
+            "--error_table", "PerAtomRMSE", "--amsgrad", "--clip_grad", "10", "--restart_latest"]
     if t["ema"]:
         args += ["--ema", "--ema_decay", str(t["ema_decay"])]
     if strategy == "scratch":
