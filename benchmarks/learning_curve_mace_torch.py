@@ -2,9 +2,8 @@
 
     python benchmarks/learning_curve_mace_torch.py --grid runs/lc_aspirin --out runs/lc_aspirin_mace_torch
 
-On a CPU shared with other jobs, set OMP_NUM_THREADS=1: torch's threads wait on each other
-when one is descheduled (a step of the f5 cell took 11 s with 2 threads beside a busy grid,
-1.5 s with 1).
+On a CPU shared with other jobs, set OMP_NUM_THREADS=1: torch's threads spin waiting on each
+other whenever one of them is descheduled, which makes a step several times slower.
 
 For each (strategy, seed) at `--fraction` (default 10 %, f5 and scratch, seeds of the grid):
 the same training subset and validation set as the jaxtl cell (`jaxtl.learning_curve.split_pool`,
