@@ -188,9 +188,15 @@ def label_statistics(scan: LabelScan, train_idx: np.ndarray, atomic_numbers: Seq
     """(E0s [n_elements], how they were found, scale, shift) of the training structures
     `train_idx`, as `train_from_scratch` finds them (`rms_forces_scaling`); `needed`:
     the elements that must get an E0 (default: those of `train_idx`)."""
-    column = np.array([list(atomic_numbers).index(int(z)) for z in scan.elements], np.int64)
+    model_column = {int(z): j for j, z in enumerate(atomic_numbers)}
+    missing = sorted(elements(scan, train_idx) - set(model_column))
+    if missing:
+        raise DataError(f"the training structures hold elements {missing} that the model's atomic_numbers "
+                        f"{list(atomic_numbers)} lack")
     counts = np.zeros((len(scan.counts), len(atomic_numbers)))
-    counts[:, column] = scan.counts
+    for k, z in enumerate(scan.elements):  # elements only of IsolatedAtom or filtered structures drop out
+        if int(z) in model_column:
+            counts[:, model_column[int(z)]] = scan.counts[:, k]
     labelled = train_idx[np.isfinite(scan.energy[train_idx])]
     rows, inverse = np.unique(scan.composition[labelled], return_inverse=True)
     multiplicity = np.bincount(inverse, minlength=len(rows)).astype(np.float64)
