@@ -4,9 +4,11 @@ tiny random MACEs with and without ZBL, and small labelled structure files."""
 import jax
 import numpy as np
 import pytest
-from mirror import require
+from mirror import mirror_path, require
 
 jax.config.update("jax_enable_x64", True)
+
+H2CU = str(mirror_path("h2cu-mace"))  # the mace-torch file; tests reach it through the `h2cu` fixtures, which skip
 
 
 @pytest.fixture(scope="session")
