@@ -176,7 +176,18 @@ def names() -> list[str]:
 
 
 def get(name: str) -> Dataset:
-    """The registry entry of `name`."""
+    """The registry entry of `name`.
+
+    Examples:
+        >>> get("rmd17-aspirin-train").relpath
+        'data/molecules/aspirin_train.extxyz'
+        >>> get("mlearn-Si-train").url is None  # converted from mlearn's JSON: mirror only
+        True
+        >>> get("aspirin")
+        Traceback (most recent call last):
+        ...
+        jaxtl.datasets.DatasetError: 'aspirin' is not a jaxtl dataset; known: rmd17-aspirin-train, ...
+    """
     try:
         return DATASETS[name]
     except KeyError:

@@ -41,7 +41,7 @@ if FAST:
     S = dict(n_test=10, sizes=(9,), steps=4, strategies=('f6', 'scratch'))
 else:  # equal step budgets per size; minutes on a GPU
     S = dict(n_test=200, sizes=(50, 200, 800), steps=400, strategies=('f0', 'f5', 'f6', 'finer', 'scratch'))
-print('running the study here' if LIVE else f'showing the saved full study in {SAVED}')"""
+print('running the study here' if LIVE else f'showing the saved full study in {os.path.relpath(SAVED)}')"""
 
 STUDY_MD = """\
 ## The study

@@ -70,6 +70,7 @@ if FAST:
     S = dict(n_train=10, steps=2, n_test=6, n_3bpa=4, replay_size=4)
 else:  # minutes on a GPU
     S = dict(n_train=100, steps=300, n_test=100, n_3bpa=50, replay_size=100)
+print('running the study here' if LIVE else f'showing the saved full study in {os.path.relpath(SAVED)}')
 STRATEGY = {'naive': dict(strategy='naive'), 'freeze6': dict(strategy='freeze', freeze=6),
             'lora': dict(strategy='lora', lora_rank=4),
             'replay': dict(strategy='replay', replay_size=S['replay_size'], replay_weight=0.5)}
