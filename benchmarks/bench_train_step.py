@@ -65,7 +65,6 @@ from _child import ChildSide, load_state, state_arrays  # noqa: E402
 from _harness import RESULTS, ROOT, interleaved, resolve_device, run_metadata, write_results  # noqa: E402
 
 DTYPES = ("float32", "float64")
-DATA = Path(os.environ.get("JAXTL_SHARED", ROOT.parent / "shared")) / "data" / "mlearn" / "Si_train.extxyz"
 LR, WEIGHT_DECAY, CLIP, ENERGY_WEIGHT, FORCES_WEIGHT = 0.01, 5e-7, 10.0, 1.0, 100.0
 
 
@@ -90,9 +89,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--matmul-precision", default="highest", choices=("default", "high", "highest"),
                    help="jax float32 matmul precision on GPU ('highest' = full fp32, as torch)")
-    p.add_argument("--data", default=str(DATA), help="extended XYZ file of Si structures")
+    p.add_argument("--data", default=None,
+                   help="extended XYZ file of Si structures (default: jaxtl.datasets' mlearn-Si-train)")
     p.add_argument("--out", default=None, help="output stem (default benchmarks/results/train_step_<device>)")
     args = p.parse_args(argv)
+    if args.data is None:
+        from _data import data_path
+
+        args.data = str(data_path("mlearn-Si-train"))
     args.hidden = [h.strip() for h in args.hidden.split(",") if h.strip()]
     args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -222,7 +226,7 @@ class JaxTrainer:
 
         np_dtype = np.dtype(dtype)
         config = config.replace(dtype=dtype)
-        configs = [configuration_from_atoms(atoms, source=str(DATA), index=i) for i, atoms in enumerate(frames)]
+        configs = [configuration_from_atoms(atoms, source="<benchmark frames>", index=i) for i, atoms in enumerate(frames)]
         dataset = GraphDataset(configs, config.r_max, progress=False)
         epoch = batch_iterator(dataset, batch_size=len(configs), shuffle=False, dtype=np_dtype)
         if len(epoch) != 1:

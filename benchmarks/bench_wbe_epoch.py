@@ -49,12 +49,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness as harness  # noqa: E402
 
 ROOT, RESULTS = harness.ROOT, harness.RESULTS
-DATA = Path(os.environ.get("JAXTL_SHARED", ROOT.parent / "shared")) / "data" / "wbe" / "wbe.extxyz.xz"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=str(DATA))
+    p.add_argument("--data", default=None, help="the W-Be set (default: jaxtl.datasets' wbe)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N structures")
     p.add_argument("--batch-size", type=int, default=10, help="structures per batch (mace-torch default 10)")
     p.add_argument("--r-max", type=float, default=5.0, help="cutoff in A")
@@ -250,6 +249,10 @@ def markdown(result: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.data is None:
+        from _data import data_path
+
+        args.data = str(data_path("wbe"))
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     from jaxtl.graph import GraphDataset, batch_iterator, choose_budgets
 

@@ -1,7 +1,7 @@
 """Frozen transfer learning on real data (arXiv 2502.15582's experiment, small scale).
 
-Foundation: ../shared/models/spice_mace.model (a small MACE trained on SPICE, wB97M).
-Target: rMD17 aspirin (PBE/def2-SVP, another level of theory), ../shared/data/molecules.
+Foundation: `spice-mace` of jaxtl.datasets (a small MACE trained on SPICE, wB97M).
+Target: rMD17 aspirin (PBE/def2-SVP, another level of theory), `rmd17-aspirin-{train,test}`.
 For each fraction of the aspirin training pool: fine-tune with mace-torch's --freeze
 0/5/6 and a finer choice (only `interactions_1`, the products and the readouts
 train), and train the same architecture from scratch; all are tested on the same
@@ -22,13 +22,14 @@ import argparse
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent.parent / "shared"
+sys.path.insert(0, str(HERE))
 
 
 def finer_labels(params):
@@ -61,8 +62,9 @@ def train_config(epochs: int, lr: float, seed: int):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/aspirin")
-    p.add_argument("--foundation", default=str(SHARED / "models" / "spice_mace.model"))
-    p.add_argument("--data", default=str(SHARED / "data" / "molecules"))
+    p.add_argument("--foundation", default=None, help="a mace-torch file (default: jaxtl.datasets' spice-mace)")
+    p.add_argument("--data", default=None, help="the folder of aspirin_{train,test}.extxyz and 3bpa_300K.extxyz "
+                   "(default: where jaxtl.datasets finds them)")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.5, 1.0])
     p.add_argument("--strategies", nargs="+", default=["f0", "f5", "f6", "finer", "scratch"])
     p.add_argument("--steps", type=int, default=600, help="optimisation steps per run (default 600)")
@@ -76,6 +78,10 @@ def main(argv=None):
     p.add_argument("--merge", nargs="+", default=None, metavar="RESULTS_JSON",
                    help="only merge results.json files of earlier runs (e.g. one per machine) into OUT")
     args = p.parse_args(argv)
+    from _data import data_path
+
+    args.foundation = args.foundation or str(data_path("spice-mace"))
+    args.data = args.data or str(data_path("rmd17-aspirin-train").parent)
     if args.merge:
         return merge(args.merge, Path(args.out))
     if args.fast:

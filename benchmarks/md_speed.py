@@ -29,14 +29,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=str(SHARED / "models" / "h2cu_mace.model"), help="a mace-torch model file")
-    p.add_argument("--structure", default=str(SHARED / "data" / "h2cu_slabs" / "cu111_h7.0_full_925K.in"))
+    p.add_argument("--model", default=None, help="a mace-torch model file (default: jaxtl.datasets' h2cu-mace)")
+    p.add_argument("--structure", default=None,
+                   help="a structure file (default: cu111_h7.0_full_925K.in of jaxtl.datasets' h2cu-slabs)")
     p.add_argument("--repeat", default="1,1,1", help="repeat the cell (e.g. 2,2,1)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
     p.add_argument("--steps", type=int, default=200)
@@ -111,6 +111,10 @@ def markdown(rows, meta) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from _data import data_path
+
+    args.model = args.model or str(data_path("h2cu-mace"))
+    args.structure = args.structure or str(data_path("h2cu-slabs") / "cu111_h7.0_full_925K.in")
     import mace  # noqa: F401  (before e3nn, see the README)
     import numpy as np
     import torch

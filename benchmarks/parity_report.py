@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import _harness as harness  # noqa: E402
+from _data import mirror_path  # noqa: E402
 from convert.torch_models import REGISTRY  # noqa: E402
 from structures import all_structures, real_model_structures  # noqa: E402
 
@@ -29,7 +30,6 @@ from jaxtl.convert import torch_eval  # noqa: E402
 from jaxtl.convert.convert import compare_with_torch, from_torch_module  # noqa: E402
 from jaxtl.convert.torch_reader import load_torch_model  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "models"
 KEYS = ["energy_rel", "interaction_energy_rel", "forces_rel", "virials_rel", "stress_rel"]
 
 
@@ -43,8 +43,8 @@ def main(argv=None):
     p.add_argument("--out", default=str(harness.RESULTS / "parity.md"), help="Markdown file to write")
     args = p.parse_args(argv)
     rows = []
-    real = [n for n in ("spice", "h2cu") if (SHARED / f"{n}_mace.model").exists()]
-    cases = [(f"{n}_mace.model (real)", lambda n=n: load_torch_model(SHARED / f"{n}_mace.model"),
+    real = [n for n in ("spice", "h2cu") if mirror_path(f"{n}-mace")]
+    cases = [(f"{n}_mace.model (real)", lambda n=n: load_torch_model(mirror_path(f"{n}-mace")),
               lambda m, n=n: real_model_structures(n)) for n in real]
     for name, factory in REGISTRY.items():
         def structs(m):

@@ -20,7 +20,9 @@ import argparse
 import json
 import logging
 import os
+import sys
 import time
+from pathlib import Path
 
 from jaxtl.train.config import TrainConfig
 from jaxtl.train.data import DataConfig
@@ -28,8 +30,6 @@ from jaxtl.train.loss import LossConfig
 from jaxtl.train.optimizer import OptimizerConfig
 from jaxtl.train.run import train_from_scratch
 from jaxtl.train.stage_two import StageTwoConfig
-
-SHARED = "../shared/data/mlearn"
 
 
 def main():
@@ -40,12 +40,18 @@ def main():
     p.add_argument("--max-ell", type=int, default=2)
     p.add_argument("--correlation", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=5)
-    p.add_argument("--data", default=SHARED)
+    p.add_argument("--data", default=None,
+                   help="the folder of Si_{train,test}.extxyz (default: where jaxtl.datasets finds them)")
     p.add_argument("--energy-weight", type=float, default=1.0, help="stage-one energy loss weight (default 1)")
     p.add_argument("--stage-two-at", type=float, default=0.75,
                    help="fraction of the epochs after which stage two starts (default 0.75)")
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out")
     args = p.parse_args()
+    if args.data is None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _data import data_path
+
+        args.data = str(data_path("mlearn-Si-train").parent)
     logging.basicConfig(level=logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)
     t0 = time.time()

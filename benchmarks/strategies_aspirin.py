@@ -1,6 +1,6 @@
 """Every fine-tuning strategy side by side: accuracy on aspirin against forgetting.
 
-Foundation: ../shared/models/spice_mace.model (a small MACE trained on SPICE, wB97M),
+Foundation: `spice-mace` of jaxtl.datasets (a small MACE trained on SPICE, wB97M),
 converted once to float32. Target: rMD17 aspirin (PBE/def2-SVP); the training subsets
 are nested draws from aspirin_train.extxyz, the test set a fixed draw of --n-test
 structures from aspirin_test.extxyz. Strategies (`jaxtl.finetune.strategies`):
@@ -54,7 +54,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from finetune_aspirin import train_config, write_subset  # noqa: E402  (one schedule, one way to draw subsets)
 
-SHARED = HERE.parent.parent / "shared"
 STRATEGIES = ("naive", "freeze5", "freeze6", "lora", "magnitude", "replay", "replay+lora")
 DIMERS = ("CC", "CH", "OH")
 
@@ -201,8 +200,9 @@ def labels_of(frames) -> dict:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/strategies")
-    p.add_argument("--foundation", default=str(SHARED / "models" / "spice_mace.model"))
-    p.add_argument("--data", default=str(SHARED / "data" / "molecules"))
+    p.add_argument("--foundation", default=None, help="a mace-torch file (default: jaxtl.datasets' spice-mace)")
+    p.add_argument("--data", default=None, help="the folder of aspirin_{train,test}.extxyz and 3bpa_300K.extxyz "
+                   "(default: where jaxtl.datasets finds them)")
     p.add_argument("--sizes", type=int, nargs="+", default=[50, 500], help="aspirin training structures")
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     p.add_argument("--steps", type=int, default=200, help="optimisation steps per run (default 200)")
@@ -221,6 +221,10 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fast", action="store_true", help="tiny settings for the test suite")
     args = p.parse_args(argv)
+    from _data import data_path
+
+    args.foundation = args.foundation or str(data_path("spice-mace"))
+    args.data = args.data or str(data_path("rmd17-aspirin-train").parent)
     if args.fast:
         args.sizes, args.steps, args.min_epochs, args.batch_size = [10, 20], 2, 1, 10
         args.replay_size, args.replay_molecules, args.n_test, args.n_3bpa, args.n_dimer = 4, 6, 6, 4, 3

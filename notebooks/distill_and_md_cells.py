@@ -1,15 +1,16 @@
 """Cells of 03_distill_and_md.ipynb: convert -> fine-tune (frozen) -> distil -> MD, on real aspirin data.
 
 Built and executed by make_notebooks.py. With JAXTL_FAST=1 every stage runs tiny settings
-(the test suite); otherwise the full chain (about ten minutes on a busy 2-core CPU), whose
-figures and numbers also go to benchmarks/results/aspirin_distill/.
+(the test suite); otherwise the full chain (about ten minutes on a busy 2-core CPU). Figures and
+numbers go to $JAXTL_NB_RESULTS (make_notebooks.py: benchmarks/results/aspirin_distill/), else
+to the run folder.
 """
 
 INTRO = """\
 # The whole chain on real data: convert, fine-tune, distil, run MD
 
-1. **Convert** `../shared/models/spice_mace.model` (a small MACE trained on SPICE, wB97M) to jaxtl,
-   checked against mace-torch.
+1. **Convert** the SPICE MACE (`jaxtl.datasets.path('spice-mace')`, a small MACE trained on SPICE, wB97M)
+   to jaxtl, checked against mace-torch.
 2. **Fine-tune** it with frozen layers on ~200 rMD17 aspirin structures (PBE): the embedding and the
    first interaction stay frozen, the rest trains (the finer choice of `benchmarks/finetune_aspirin.py`).
    Tested on a fixed subset of the aspirin test set. This model is the **teacher**.
@@ -19,8 +20,8 @@ INTRO = """\
    (the same aspirin test subset as the teacher), and timed side by side with the teacher.
 4. **MD** with the student: a jit-compiled NVE run (`MDEngine`) and a short run through the ASE calculator.
 
-With `JAXTL_FAST=1` every stage uses tiny settings (the test suite runs it so); the numbers are then
-meaningless."""
+Data and model come from `jaxtl.datasets` (a mirror named by `JAXTL_DATA`, or checked downloads). With
+`JAXTL_FAST=1` every stage uses tiny settings (the test suite runs it so); the numbers are then meaningless."""
 
 SETUP = """\
 import json, os, shutil, time
@@ -36,14 +37,14 @@ import matplotlib.pyplot as plt
 from IPython.display import Image, Markdown, display
 
 import jaxtl
+import jaxtl.datasets
 from jaxtl._xla_flags import enable_compilation_cache
 enable_compilation_cache()  # compiled programs kept on disk: a re-run skips most compilation
 
-ROOT = Path.cwd().parent if Path.cwd().name == 'notebooks' else Path.cwd()
-SHARED = ROOT.parent / 'shared'
+print('JAX devices:', jax.devices())
 FAST = bool(os.environ.get('JAXTL_FAST'))
-OUT = Path(os.environ.get('JAXTL_NB_OUT', ROOT / 'runs' / 'notebooks')) / 'aspirin_chain'
-RESULTS = OUT / 'results' if FAST else ROOT / 'benchmarks' / 'results' / 'aspirin_distill'
+OUT = Path(os.environ.get('JAXTL_NB_OUT', 'runs/notebooks')) / 'aspirin_chain'
+RESULTS = Path(os.environ.get('JAXTL_NB_RESULTS', OUT / 'results'))  # figures and results.json
 shutil.rmtree(OUT, ignore_errors=True)  # a fresh run: the training loop refuses folders holding checkpoints
 for d in (OUT, RESULTS):
     d.mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,7 @@ from jaxtl.convert.convert import convert_file
 
 t0 = time.perf_counter()
 foundation_dir = OUT / 'foundation'
-foundation_config, _ = convert_file(SHARED / 'models' / 'spice_mace.model', foundation_dir, dtype='float32',
+foundation_config, _ = convert_file(jaxtl.datasets.path('spice-mace'), foundation_dir, dtype='float32',
                                     log=lambda *_: None)
 wall['convert_s'] = time.perf_counter() - t0
 parity = json.loads((foundation_dir / 'metadata.json').read_text())['parity']
@@ -89,9 +90,8 @@ def subset(src, dst, n, seed=0):
     ase.io.write(dst, [frames[i] for i in keep], format='extxyz')
     return dst
 
-molecules = SHARED / 'data' / 'molecules'
-train_file = subset(molecules / 'aspirin_train.extxyz', OUT / 'aspirin_train_subset.xyz', S['n_train'])
-test_file = subset(molecules / 'aspirin_test.extxyz', OUT / 'aspirin_test_subset.xyz', S['n_test'])
+train_file = subset(jaxtl.datasets.path('rmd17-aspirin-train'), OUT / 'aspirin_train_subset.xyz', S['n_train'])
+test_file = subset(jaxtl.datasets.path('rmd17-aspirin-test'), OUT / 'aspirin_test_subset.xyz', S['n_test'])
 print(f"{S['n_train']} training structures (10% of them for validation), {S['n_test']} test structures; "
       f"{len(ase.io.read(test_file, 0))} atoms each")"""
 

@@ -8,14 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from mirror import needs
 
 from jaxtl import _allocator
 
 ROOT = Path(__file__).resolve().parents[1]
-SI = ROOT.parent / "shared" / "data" / "mlearn" / "Si_train.extxyz"
 
 
-@pytest.mark.skipif(not SI.exists(), reason="shared mlearn Si data not present")
+@needs("mlearn-Si-train")
 def test_train_step_benchmark_with_torch_in_its_own_process(tmp_path):
     """Same weights and batch in the child: the two codes' float64 losses agree step for step,
     and the child ran without jaxtl's glibc tunables or heap settings."""
@@ -71,10 +71,7 @@ def test_speed_benchmark_records_parity_and_provenance(tmp_path):
     assert meta["jaxtl_commit"] in out.with_suffix(".md").read_text()
 
 
-H2CU = ROOT.parent / "shared" / "models" / "h2cu_mace.model"
-
-
-@pytest.mark.skipif(not H2CU.exists(), reason="shared H2/Cu model not present")
+@needs("h2cu-mace", "h2cu-slabs")
 def test_md_speed_benchmark_runs_the_same_trajectory_three_ways(tmp_path):
     """benchmarks/md_speed.py in its fast setting: mace-torch and jaxtl under ASE, and jaxtl's
     engine, integrate the same float64 NVE trajectory from the real H2/Cu model file."""

@@ -66,11 +66,19 @@ def compare_with_torch(torch_model, config: MACEConfig, variables: dict, atoms_l
 
 
 def verify(torch_model, config: MACEConfig, variables: dict, dtype: str = "float64", head: str | None = None) -> dict:
-    """Largest differences on structures made of the model's own elements (the converter's self-check)."""
+    """Largest differences on structures made of the model's own elements (the converter's self-check).
+
+    head: check only this head; None: every head of the model, each difference the
+    largest over the heads (a multi-head file is refused if any of its heads disagrees).
+    """
     from jaxtl.convert.verify import verification_structures
 
-    atoms = verification_structures(config.atomic_numbers, config.r_max)
-    return compare_with_torch(torch_model, config, variables, atoms, dtype, head)[0]
+    worst: dict = {}
+    for h in [head] if head is not None else list(config.heads):
+        atoms = verification_structures(config.atomic_numbers, config.r_max)
+        errors = compare_with_torch(torch_model, config, variables, atoms, dtype, h)[0]
+        worst = {k: max(v, worst.get(k, v)) for k, v in errors.items()}
+    return worst
 
 
 def convert_file(

@@ -8,12 +8,13 @@ import pytest
 
 pytest.importorskip("jaxtl.convert.torch_eval", reason="torch/mace-torch not installed")
 
+from mirror import mirror_path, needs  # noqa: E402
+
 from jaxtl.convert.convert import convert_file  # noqa: E402
 from jaxtl.convert.torch_reader import ConversionError  # noqa: E402
 
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared")
-H2CU = os.path.join(SHARED, "models", "h2cu_mace.model")
-needs_shared = pytest.mark.skipif(not os.path.exists(H2CU), reason="../shared/models is absent")
+H2CU = str(mirror_path("h2cu-mace"))
+needs_shared = needs("h2cu-mace")
 
 
 @needs_shared

@@ -8,14 +8,13 @@ and runs in mace's own ASE calculator; (4) `jaxtl export` on a tiny jaxtl-native
 model; (5) configs mace-torch cannot express give a clear error and leave no file.
 """
 
-import os
-
 import numpy as np
 import pytest
 
 pytest.importorskip("jaxtl.convert.torch_eval", reason="torch/mace-torch not installed")
 
 import torch  # noqa: E402
+from mirror import mirror_path, needs, require  # noqa: E402
 
 from jaxtl.convert.convert import compare_with_torch  # noqa: E402
 from jaxtl.convert.export import ExportError, export_file, to_torch_module  # noqa: E402
@@ -25,10 +24,8 @@ from jaxtl.convert.verify import compare, verification_structures  # noqa: E402
 from jaxtl.convert.weights import read_variables  # noqa: E402
 from jaxtl.model_io import load_model_files, save_model  # noqa: E402
 
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "models")
-REAL_FILES = ("spice_mace.model", "h2cu_mace.model")
-needs_shared = pytest.mark.skipif(not os.path.exists(os.path.join(SHARED, REAL_FILES[1])),
-                                  reason="../shared/models is absent")
+REAL_FILES = ("spice-mace", "h2cu-mace")  # jaxtl.datasets names
+needs_shared = needs(*REAL_FILES)
 ROUND_OFF = 1e-10
 
 # ScaleShift + 2 heads (Residual/Residual); plain MACE + ZBL + Soft + chebyshev (Interaction/
@@ -66,7 +63,7 @@ def _assert_same_model(original, exported, heads) -> dict:
 @needs_shared
 @pytest.mark.parametrize("name", REAL_FILES)
 def test_real_file_round_trip(name):
-    original = load_torch_model(os.path.join(SHARED, name))
+    original = load_torch_model(mirror_path(name))
     config, variables = _read(original)
     exported = to_torch_module(config, variables)  # the file's own dtype (float32)
     assert type(exported).__name__ == type(original).__name__
@@ -118,12 +115,11 @@ def test_one_head_of_a_multihead_model():
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory):
     """h2cu_mace.model through jaxtl, weights perturbed and E0s/scale refitted, exported (float64)."""
-    if not os.path.exists(os.path.join(SHARED, "h2cu_mace.model")):
-        pytest.skip("../shared/models is absent")
+    h2cu = require("h2cu-mace")
     import jax
 
     tmp = tmp_path_factory.mktemp("finetuned")
-    original = load_torch_model(os.path.join(SHARED, "h2cu_mace.model"))
+    original = load_torch_model(h2cu)
     config, variables = _read(original)
     rng = np.random.default_rng(3)
     params = jax.tree_util.tree_map(lambda w: w * (1 + 0.05 * rng.standard_normal(w.shape)).astype(w.dtype),

@@ -1,28 +1,24 @@
 """Fixtures: the real h2cu foundation (converted once, unverified, skipped when absent),
 tiny random MACEs with and without ZBL, and small labelled structure files."""
 
-import os
-
 import jax
 import numpy as np
 import pytest
+from mirror import mirror_path, require
 
 jax.config.update("jax_enable_x64", True)
 
-SHARED = os.environ.get(
-    "JAXTL_SHARED", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared"))
-H2CU = os.path.join(SHARED, "models", "h2cu_mace.model")
+H2CU = str(mirror_path("h2cu-mace"))  # the mace-torch file; tests reach it through the `h2cu` fixtures, which skip
 
 
 @pytest.fixture(scope="session")
 def h2cu_dir(tmp_path_factory):
-    if not os.path.exists(H2CU):
-        pytest.skip(f"{H2CU} not found")
+    h2cu = require("h2cu-mace")
     pytest.importorskip("torch")
     from jaxtl.convert.convert import convert_file
 
     out = tmp_path_factory.mktemp("h2cu") / "model"
-    convert_file(H2CU, out, dtype="float64", check=False, log=lambda _: None)
+    convert_file(h2cu, out, dtype="float64", check=False, log=lambda _: None)
     return out
 
 

@@ -99,9 +99,9 @@ def test_heads():
         small_dataset(n=3, heads=("mp",))
 
 
-@pytest.mark.parametrize("name", ["mlearn/Si_train.extxyz", "alniti/alniti.extxyz"])
-def test_few_distinct_shapes_on_real_data(shared_data, name):
-    configs = read_configurations(shared_data / name)
+@pytest.mark.parametrize("name", ["mlearn-Si-train", "alniti"])
+def test_few_distinct_shapes_on_real_data(dataset, name):
+    configs = read_configurations(dataset(name))
     dataset = GraphDataset(configs, R_MAX, progress=False)
     for batch_size in (1, 4, 16, 32):
         budgets = choose_budgets(dataset, batch_size)

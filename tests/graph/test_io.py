@@ -69,8 +69,8 @@ def test_falls_back_to_calculator_results(tmp_path):
     assert c.energy == -2.0 and c.forces is None and c.weight == 1.0 and c.head == "mp"
 
 
-def test_real_dataset(shared_data):
-    configs = read_configurations(shared_data / "mlearn" / "Si_train.extxyz", require=("energy", "forces"))
+def test_real_dataset(dataset):
+    configs = read_configurations(dataset("mlearn-Si-train"), require=("energy", "forces"))
     assert len(configs) > 100
     assert all(c.forces.shape == (c.n_atoms, 3) for c in configs)
     check_elements(configs, [14])

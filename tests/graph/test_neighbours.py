@@ -58,12 +58,12 @@ def test_parity_with_mace(name, positions, cell, pbc, r_max):
     check_parity(positions, cell, pbc, r_max)
 
 
-def test_parity_on_real_frames(shared_data):
+def test_parity_on_real_frames(dataset):
     import ase.io
 
-    frames = ase.io.read(shared_data / "alniti" / "alniti.extxyz", "::97")
-    frames += ase.io.read(shared_data / "co2_ni100" / "co2_ni100.extxyz", "::200")
-    frames += ase.io.read(shared_data / "molecules" / "3bpa_300K.extxyz", "::250")
+    frames = ase.io.read(dataset("alniti"), "::97")
+    frames += ase.io.read(dataset("co2-ni100"), "::200")
+    frames += ase.io.read(dataset("3bpa-300K"), "::250")
     for atoms in frames:
         check_parity(atoms.positions, atoms.cell.array, atoms.pbc, 5.0)
 

@@ -5,7 +5,6 @@ the same tests run its fused kernels ("uniform_1d"): `benchmarks/gpu_speed.sh` r
 and gradient tests there. Parity is against mace-torch on real model files, as for the default backend.
 """
 
-import os
 
 import numpy as np
 import pytest
@@ -18,10 +17,10 @@ import jax.numpy as jnp  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 from helpers import model_and_graph, random_jaxtl_model  # noqa: E402
+from mirror import require  # noqa: E402
 
 from jaxtl.model import MACE, make_predict  # noqa: E402
 
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared")
 TOL64 = 1e-9
 
 
@@ -36,13 +35,12 @@ def _torch_parity(torch_model, structures, dtype="float64"):
 @pytest.mark.parametrize("name", ["spice", "h2cu"])
 def test_real_models_match_mace_torch(name):
     pytest.importorskip("jaxtl.convert.torch_eval", reason="torch/mace-torch not installed")
-    if not os.path.isdir(SHARED):
-        pytest.skip("../shared (real model files) is absent")
+    model_file = require(f"{name}-mace")
     from structures import real_model_structures
 
     from jaxtl.convert.torch_reader import load_torch_model
 
-    model = load_torch_model(os.path.join(SHARED, "models", f"{name}_mace.model"))
+    model = load_torch_model(model_file)
     errors = _torch_parity(model, real_model_structures(name))
     for key in ("energy_rel", "forces_rel", "stress_rel"):
         assert errors[key] < TOL64, errors

@@ -1,6 +1,5 @@
 """Float64 (and float32) parity of jaxtl's MACE with mace-torch on the same weights."""
 
-import os
 
 import numpy as np
 import pytest
@@ -12,13 +11,13 @@ import jax  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 from convert.torch_models import FAST, FOUNDATION, REGISTRY  # noqa: E402
+from mirror import mirror_path, needs  # noqa: E402
 from structures import all_structures, real_model_structures  # noqa: E402
 
 from jaxtl.convert.convert import compare_with_torch, from_torch_module  # noqa: E402
 from jaxtl.convert.torch_reader import load_torch_model  # noqa: E402
 
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared")
-needs_shared = pytest.mark.skipif(not os.path.isdir(SHARED), reason="../shared (real model files) is absent")
+needs_shared = needs("spice-mace", "h2cu-mace")
 
 # Relative errors: float64 round-off is ~1e-15; the bar of the issue is 1e-7.
 TOL64 = 1e-9
@@ -81,7 +80,7 @@ def test_isolated_atom_has_zero_force():
 @needs_shared
 @pytest.mark.parametrize("dtype,tol", [("float64", TOL64), ("float32", TOL32)])
 def test_spice_model(dtype, tol):
-    model = load_torch_model(os.path.join(SHARED, "models", "spice_mace.model"))
+    model = load_torch_model(mirror_path("spice-mace"))
     errors, _, _ = parity(model, real_model_structures("spice"), dtype)
     assert_close(errors, tol)
 
@@ -89,6 +88,6 @@ def test_spice_model(dtype, tol):
 @needs_shared
 @pytest.mark.parametrize("dtype,tol", [("float64", TOL64), ("float32", TOL32)])
 def test_h2cu_model(dtype, tol):
-    model = load_torch_model(os.path.join(SHARED, "models", "h2cu_mace.model"))
+    model = load_torch_model(mirror_path("h2cu-mace"))
     errors, _, _ = parity(model, real_model_structures("h2cu"), dtype)
     assert_close(errors, tol)
