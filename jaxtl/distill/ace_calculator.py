@@ -11,6 +11,7 @@ Models this path does not cover raise NotImplementedError at construction
 from __future__ import annotations
 
 import functools
+import time
 
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
@@ -67,6 +68,7 @@ class CompiledACECalculator(Calculator):
         self._index[list(self.elements)] = np.arange(len(self.elements))
         self._layout: BlockLayout | None = None
         self._layouts: set[BlockLayout] = set()
+        self.last_timing: dict | None = None
         self._evaluate = jax.jit(functools.partial(energy_forces_virial, self.model), static_argnums=0)
 
     @property
@@ -91,13 +93,17 @@ class CompiledACECalculator(Calculator):
         atoms = self.atoms
         n = len(atoms)
         species = self.species_of(atoms.numbers)
+        started = time.perf_counter()
         self._layout, blocks = pack_neighbours(atoms.positions, atoms.cell.array, atoms.pbc, species,
                                                len(self.elements), self.cutoff, at_least=self._layout,
                                                headroom=self.headroom)
         self._layouts.add(self._layout)
+        packed = time.perf_counter()
         energy, site, forces, virial = self._evaluate(self._layout, *blocks)
         energy = float(energy)
         forces = np.asarray(forces)[:n]
+        # the host's share (neighbour list and blocks) and the compiled call's (with transfers)
+        self.last_timing = {"nlist_s": packed - started, "model_s": time.perf_counter() - packed}
         if not np.isfinite(energy) or not np.all(np.isfinite(forces)):
             raise FloatingPointError(f"{self.source}: the ACE returned NaN or inf (atoms too close?)")
         energies = np.zeros(n)
