@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -73,6 +74,10 @@ SETTINGS = {
                  speed_repeats=15, speed_structures=4, medium=True),
 }
 ACE_STUDENTS["ace_fast"] = dict(order=2, degree=5, r_max=5.0, map_steps=60)
+# ACE students are also timed with their radials tabulated (ace-jax's radial_table: forces
+# within ~1e-7 eV/A of the exact ones at this many intervals)
+RADIAL_TABLE_INTERVALS = 4000
+RADIAL_TABLE_SUFFIX = "+radial_table"
 
 
 def place_h2(slab, rng: np.random.Generator, height=(1.5, 3.0), bond: float = 0.74):
@@ -191,9 +196,14 @@ def stage_speed(teacher, names, out: Path, s: dict, repeat: int, medium: bool) -
     calcs = {"teacher": MACECalculator(teacher)}
     for name in names:
         calcs[name] = load_calculator(out / "students" / name / "student")
+        if name in ACE_STUDENTS:  # the same student with its radials read from B-spline tables
+            calcs[name + RADIAL_TABLE_SUFFIX] = load_calculator(out / "students" / name / "student",
+                                                                radial_table=RADIAL_TABLE_INTERVALS)
     if medium:
         calcs["mp0_medium_shaped"] = MACECalculator(medium_shaped_model())
+    load_before = os.getloadavg()
     timing = compare_calculators(calcs, structures, repeats=s["speed_repeats"])
+    timing["load_average"] = {"before": list(load_before), "after": list(os.getloadavg())}
     (out / f"speed_{len(structures[0])}.json").write_text(json.dumps(timing, indent=2))
     return timing
 
@@ -289,6 +299,7 @@ def summarise(reports: dict, speeds: dict, record: dict, s: dict, args, argv) ->
     dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
                                 capture_output=True, text=True).stdout.strip())
     meta = {"commit": commit + ("+dirty" if dirty else ""), "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "load_average": {n: t.get("load_average") for n, t in speeds.items()},
             "command": "python benchmarks/distill_h2cu.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "device": next(iter(speeds.values()))["device"], "cpu": platform.processor() or platform.machine(),
             "versions": versions, "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items()}}
@@ -303,10 +314,14 @@ def summarise(reports: dict, speeds: dict, record: dict, s: dict, args, argv) ->
             row["uncertainty"] = {k: {q: v for q, v in u.items() if q != "energy_std_per_structure"}
                                   for k, u in r["uncertainty"].items()}
         for n, timing in speeds.items():
-            row[f"ms_{n}"] = timing[name]["ms_per_call"]
-            row[f"speedup_{n}"] = timing["teacher"]["ms_per_call"] / timing[name]["ms_per_call"]
-            if "mp0_medium_shaped" in timing:
-                row[f"speedup_vs_medium_{n}"] = timing["mp0_medium_shaped"]["ms_per_call"] / timing[name]["ms_per_call"]
+            for suffix in ("", RADIAL_TABLE_SUFFIX):
+                if name + suffix not in timing:
+                    continue
+                ms = timing[name + suffix]["ms_per_call"]
+                row[f"ms{suffix}_{n}"] = ms
+                row[f"speedup{suffix}_{n}"] = timing["teacher"]["ms_per_call"] / ms
+                if "mp0_medium_shaped" in timing:
+                    row[f"speedup_vs_medium{suffix}_{n}"] = timing["mp0_medium_shaped"]["ms_per_call"] / ms
         students[name] = row
     teacher = {f"ms_{n}": t["teacher"]["ms_per_call"] for n, t in speeds.items()}
     teacher.update({f"medium_ms_{n}": t["mp0_medium_shaped"]["ms_per_call"] for n, t in speeds.items()
@@ -321,25 +336,39 @@ def table_md(results: dict) -> str:
     sizes = sorted(int(k[3:]) for k in results["teacher"] if k.startswith("ms_"))
     sets = sorted({k for r in results["students"].values() for k in r["forces_rmse_by_set"]})
     head = ["student", "params"] + [f"F RMSE {k} (meV/A)" for k in sets]
+    medium = any(k.startswith("medium_ms_") for k in results["teacher"])
     head += [f"ms @{n}" for n in sizes] + [f"speed-up @{n}" for n in sizes]
+    head += [f"vs medium @{n}" for n in sizes] if medium else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     teacher_row = ["teacher (h2cu_mace)", ""] + [""] * len(sets)
     teacher_row += [f"{results['teacher'][f'ms_{n}']:.2f}" for n in sizes] + ["1.0x"] * len(sizes)
+    teacher_row += [f"{results['teacher'][f'medium_ms_{n}'] / results['teacher'][f'ms_{n}']:.1f}x"
+                    for n in sizes] if medium else []
     lines.append("| " + " | ".join(teacher_row) + " |")
-    if any(k.startswith("medium_ms_") for k in results["teacher"]):
+    if medium:
         row = ["MP-0-medium-shaped (random)", ""] + [""] * len(sets)
         row += [f"{results['teacher'][f'medium_ms_{n}']:.2f}" for n in sizes]
         row += [f"{results['teacher'][f'ms_{n}'] / results['teacher'][f'medium_ms_{n}']:.2f}x" for n in sizes]
+        row += ["1.0x"] * len(sizes)
         lines.append("| " + " | ".join(row) + " |")
     for name, r in results["students"].items():
-        row = [name, str(r["n_parameters"])] + [f"{r['forces_rmse_by_set'].get(k, float('nan')):.1f}" for k in sets]
-        row += [f"{r[f'ms_{n}']:.2f}" for n in sizes] + [f"{r[f'speedup_{n}']:.1f}x" for n in sizes]
-        lines.append("| " + " | ".join(row) + " |")
+        for suffix in ("", RADIAL_TABLE_SUFFIX):
+            if f"ms{suffix}_{sizes[0]}" not in r:
+                continue
+            row = [name + suffix, str(r["n_parameters"])]
+            row += [f"{r['forces_rmse_by_set'].get(k, float('nan')):.1f}" for k in sets]
+            row += [f"{r[f'ms{suffix}_{n}']:.2f}" for n in sizes] + [f"{r[f'speedup{suffix}_{n}']:.1f}x" for n in sizes]
+            row += [f"{r[f'speedup_vs_medium{suffix}_{n}']:.1f}x" for n in sizes] if medium else []
+            lines.append("| " + " | ".join(row) + " |")
     counts = results["sampling"]["counts"]
     lines += ["", f"Labelled structures: {counts}. Test sets never share a trajectory with training "
               "(other seeds/temperatures from the training starts; the held-out slab only in test runs).",
               "Speed: energy+forces per ASE calculator call (neighbour lists included), median of interleaved "
-              f"calls in one process on {meta['device']} ({meta['cpu']}); the 224-atom cells are 2x2 repeats.",
+              f"calls in one process on {meta['device']} ({meta['cpu']}); the 224-atom cells are 2x2 repeats. "
+              f"Load average (1, 5, 15 min) before/after each size: {_loads(meta.get('load_average'))}. "
+              f"ACE students through `jaxtl.load_calculator` (compiled path, float64); {RADIAL_TABLE_SUFFIX}: the "
+              f"same student with radials from {RADIAL_TABLE_INTERVALS}-interval B-spline tables (errors as the "
+              "exact row to the digits shown).",
               "", f"Commit {meta['commit']}, {meta['date']}, versions {meta['versions']}.",
               f"Command: `{meta['command']}`", ""]
     for name, r in results["students"].items():
@@ -348,6 +377,13 @@ def table_md(results: dict) -> str:
                     f"{100 * v['forces_within_1std']:.0f}% within 1 std" for k, v in r["uncertainty"].items()}
             lines.append(f"- {name} posterior force uncertainty: {u}")
     return "\n".join(lines) + "\n"
+
+
+def _loads(loads) -> str:
+    if not loads:
+        return "not recorded"
+    return "; ".join(f"{n} atoms: " + " / ".join(", ".join(f"{x:.1f}" for x in v[k]) for k in ("before", "after"))
+                     for n, v in loads.items() if v)
 
 
 if __name__ == "__main__":

@@ -73,8 +73,8 @@ def load_calculator(path, **kwargs) -> Calculator:
     """An ASE calculator for any student folder, MACE or ACE, or a jaxtl model folder.
 
     Reads `path/student.json` (written by `jaxtl distill`): kind "mace" gives a
-    MACECalculator of its model folder, kind "ace" ace-jax's ACECalculator of its
-    model.npz (needs the `ace` extra). Without student.json, a jaxtl model folder
+    MACECalculator of its model folder, kind "ace" a compiled ACE calculator of its
+    model.npz (`jaxtl.distill.ace.ace_calculator`; needs the `ace` extra). Without student.json, a jaxtl model folder
     (config.json + variables/), or a folder holding one as `model/`, gives a MACECalculator. Keyword arguments go
     to the calculator. Raises FileNotFoundError / ValueError saying what was expected.
     """

@@ -297,14 +297,32 @@ def read_student(folder) -> dict:
     return record
 
 
-def ace_calculator(folder, **kwargs):
-    """An ASE calculator for an ACE student folder (ace-jax's ACECalculator, with the
-    student's elements checked first so an unknown element is named, not mis-evaluated)."""
+def ace_calculator(folder, backend: str = "compiled", **kwargs):
+    """An ASE calculator for an ACE student folder.
+
+    backend "compiled" (default): jaxtl's `CompiledACECalculator`, one jitted program per
+    padded layout, the same energies and forces as ace-jax's to float64 round-off (keyword
+    arguments: `radial_table`, `headroom`); a model form it does not cover falls back to
+    ace-jax's, with a warning. backend "ace-jax": ace-jax's own `ACECalculator` (keyword
+    arguments go to it), with the student's elements checked first so an unknown element is
+    named, not mis-evaluated.
+    """
     require_ace_jax()
     _enable_x64()
+    record = read_student(folder)
+    model_file = Path(folder) / record.get("model_file", MODEL_FILE)
+    if backend not in ("compiled", "ace-jax"):
+        raise ValueError(f"ACE calculator backend must be 'compiled' or 'ace-jax', got {backend!r}")
+    if backend == "compiled":
+        from jaxtl.distill.ace_calculator import CompiledACECalculator
+
+        try:
+            return CompiledACECalculator(model_file, source=f"ACE student {folder}", **kwargs)
+        except NotImplementedError as err:
+            log.warning("%s: %s; using ace-jax's calculator", folder, err)
+            kwargs = {}
     from ace_jax.calc.point import ACECalculator
 
-    record = read_student(folder)
     elements = tuple(int(z) for z in record["elements"])
 
     class ACEStudentCalculator(ACECalculator):
@@ -319,4 +337,4 @@ def ace_calculator(folder, **kwargs):
                 system_changes = all_changes
             super().calculate(atoms, properties, system_changes)
 
-    return ACEStudentCalculator(str(Path(folder) / record.get("model_file", MODEL_FILE)), **kwargs)
+    return ACEStudentCalculator(str(model_file), **kwargs)

@@ -45,6 +45,7 @@ def neighbour_list(
     cell: np.ndarray | None,
     pbc: Sequence[bool] | bool,
     r_max: float,
+    sort: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All edges shorter than `r_max`, in a deterministic order.
 
@@ -54,6 +55,8 @@ def neighbour_list(
             direction is periodic; rows of non-periodic directions are ignored.
         pbc: three booleans (or one for all directions).
         r_max: cutoff in A; an edge is kept when its length is strictly below it.
+        sort: order the edges as below; False keeps vesin's order (deterministic for the
+            same input), for a caller that orders them itself.
 
     Returns:
         senders: [n_edges] int32, index j.
@@ -105,6 +108,8 @@ def neighbour_list(
     shifts = np.asarray(shifts, dtype=np.int64).reshape(-1, 3)
     keep = ~((senders == receivers) & np.all(shifts == 0, axis=1))
     senders, receivers, shifts = senders[keep], receivers[keep], shifts[keep]
+    if not sort:
+        return senders.astype(np.int32), receivers.astype(np.int32), shifts.astype(np.int32)
     # A fixed order makes scatter sums (and so energies) bit-reproducible.
     order = np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], receivers, senders))
     return (

@@ -1,0 +1,113 @@
+"""ASE calculator for linear ACE students: one compiled program per padded layout.
+
+Reads ace-jax's `model.npz`, evaluates ace-jax's evaluation form of it (`lean`) with
+`ace_eval` on neighbour blocks (`ace_blocks`): the neighbour list is jaxtl's (vesin), the
+capacities are rounded and never shrink, and energy, forces and virial come from one
+jitted call, so a trajectory compiles a handful of times and each step is one dispatch.
+Models this path does not cover raise NotImplementedError at construction
+(`ace_eval.check_supported`); `jaxtl.distill.ace.ace_calculator` then uses ace-jax's own.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+from ase.calculators.calculator import Calculator, all_changes
+from ase.data import chemical_symbols
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from jaxtl.distill.ace_blocks import BlockLayout, pack_neighbours
+from jaxtl.graph.io import DataError
+
+
+def load_lean_model(model_file, radial_table: int | None = None):
+    """(ace-jax's evaluation form of the model in `model_file`, its meta dict), in float64;
+    with `radial_table` intervals, its radials tabulated (`ace_jax.eval.model.with_radial_table`)."""
+    import jax
+    import jax.numpy as jnp
+    from ace_jax.eval.io import load
+    from ace_jax.eval.model import lean, with_radial_table
+
+    if not jax.config.jax_enable_x64:
+        raise RuntimeError("ACE students evaluate in float64: call jax.config.update('jax_enable_x64', True) first")
+    model, meta, _ = load(str(model_file), dtype=jnp.float64)
+    return with_radial_table(lean(model), radial_table)[0], meta
+
+
+class CompiledACECalculator(Calculator):
+    """Energy, free energy, per-atom energies, forces and (periodic cells) stress of a
+    linear ACE (ace-jax `model.npz`), in float64.
+
+    Args:
+        model_file: ace-jax's model.npz.
+        radial_table: None (the radials as fitted) or a number of intervals: the radials
+            read from cubic B-spline tables in r (ace-jax's `radial_table`, an approximation:
+            at 4000 intervals forces within ~1e-7 eV/A of the exact ones), cheaper per edge.
+        headroom: neighbour slots per centre beyond the largest count, as a fraction.
+        source: how errors name the model (default: the file).
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(self, model_file, radial_table: int | None = None, headroom: float = 0.0,
+                 source: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        import jax
+
+        from jaxtl.distill.ace_eval import check_supported, energy_forces_virial
+
+        self.model, self.meta = load_lean_model(model_file, radial_table)
+        check_supported(self.model)
+        self.elements = tuple(int(z) for z in self.meta["elements"])
+        self.cutoff = float(self.meta["rcut"])
+        self.headroom = headroom
+        self.source = source or str(model_file)
+        self._index = np.full(max(self.elements) + 1, -1, np.int64)
+        self._index[list(self.elements)] = np.arange(len(self.elements))
+        self._layout: BlockLayout | None = None
+        self._layouts: set[BlockLayout] = set()
+        self.last_timing: dict | None = None
+        self._evaluate = jax.jit(functools.partial(energy_forces_virial, self.model), static_argnums=0)
+
+    @property
+    def n_compilations(self) -> int:
+        """Distinct padded layouts evaluated so far (one compiled program each)."""
+        return len(self._layouts)
+
+    def species_of(self, numbers) -> np.ndarray:
+        """[n] species index per atom; a DataError naming an element the model lacks."""
+        numbers = np.asarray(numbers, np.int64)
+        known = numbers < len(self._index)
+        species = np.where(known, self._index[np.where(known, numbers, 0)], -1)
+        if np.any(species < 0):
+            bad = int(numbers[np.argmax(species < 0)])
+            names = ", ".join(chemical_symbols[z] for z in self.elements)
+            raise DataError(f"{self.source}: element {chemical_symbols[bad]} (Z={bad}) is not one of the ACE "
+                            f"student's elements [{names}]")
+        return species
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        n = len(atoms)
+        species = self.species_of(atoms.numbers)
+        started = time.perf_counter()
+        self._layout, blocks = pack_neighbours(atoms.positions, atoms.cell.array, atoms.pbc, species,
+                                               len(self.elements), self.cutoff, at_least=self._layout,
+                                               headroom=self.headroom)
+        self._layouts.add(self._layout)
+        packed = time.perf_counter()
+        energy, site, forces, virial = self._evaluate(self._layout, *blocks)
+        energy = float(energy)
+        forces = np.asarray(forces)[:n]
+        # the host's share (neighbour list and blocks) and the compiled call's (with transfers)
+        self.last_timing = {"nlist_s": packed - started, "model_s": time.perf_counter() - packed}
+        if not np.isfinite(energy) or not np.all(np.isfinite(forces)):
+            raise FloatingPointError(f"{self.source}: the ACE returned NaN or inf (atoms too close?)")
+        energies = np.zeros(n)
+        energies[blocks.rows[blocks.row_mask]] = np.asarray(site)[blocks.row_mask]
+        self.results.update(energy=energy, free_energy=energy, energies=energies, forces=forces)
+        if np.any(atoms.pbc) and atoms.cell.rank == 3:
+            self.results["stress"] = full_3x3_to_voigt_6_stress(-np.asarray(virial) / atoms.get_volume())
