@@ -308,7 +308,7 @@ def cmd_train(args) -> int:
 
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
-    from jaxtl.train.run import train_from_scratch
+    from jaxtl.train.run import ScratchConfig, train_from_scratch
 
     model = dict(r_max=args.r_max, num_bessel=args.num_bessel, num_polynomial_cutoff=args.num_cutoff_basis,
                  radial_type=args.radial_type, hidden_irreps=args.hidden_irreps, max_ell=args.max_ell,
@@ -324,8 +324,8 @@ def cmd_train(args) -> int:
                                 args.seed)
         result = train_from_prepared(prepared, args.out, model=model, train_config=train_config, resume=args.resume)
     else:
-        result = train_from_scratch(data, args.out, model=model, train_config=train_config, e0s=args.e0s,
-                                    scaling=args.scaling, resume=args.resume)
+        config = ScratchConfig(data, model, train_config, e0s=args.e0s, scaling=args.scaling)
+        result = train_from_scratch(config, args.out, resume=args.resume)
     print(json.dumps({split: m.get("all") for split, m in result.metrics.items()}, indent=2))
     print(f"compilations: {result.n_compiles}; model written to {args.out}/model")
     return 0

@@ -194,7 +194,7 @@ def resolve_e0s(spec: E0Spec | None, configs: Sequence[Configuration], atomic_nu
     from_isolated = isolated_e0s(isolated)
     method = parse_e0s("isolated" if (spec is None and from_isolated) else (spec or "average"))
     if method in ("estimated", "foundation"):
-        raise ValueError(f'E0s "{method}" needs a foundation model: use `jaxtl finetune --foundation ...`')
+        raise ValueError(f'E0s "{method}" needs a foundation model: fine-tune one (`jaxtl.finetune`)')
     if method == "isolated":
         if not from_isolated:
             raise DataError('E0s "isolated": the training file holds no IsolatedAtom frames (one atom, '

@@ -13,7 +13,7 @@ from test_ondisk import structures  # noqa: E402
 from jaxtl.graph.ondisk import write_ondisk  # noqa: E402
 from jaxtl.train import TrainConfig  # noqa: E402
 from jaxtl.train.data import DataConfig  # noqa: E402
-from jaxtl.train.run import train_from_scratch  # noqa: E402
+from jaxtl.train.run import ScratchConfig, train_from_scratch  # noqa: E402
 from jaxtl.train.stream import PreparedData, train_from_prepared  # noqa: E402
 
 MODEL = dict(r_max=3.0, hidden_irreps="4x0e", max_ell=1, correlation=(1,), num_interactions=1, num_bessel=4,
@@ -36,8 +36,8 @@ def test_streamed_training_matches_in_memory(tmp_path):
 
     write_ondisk(iter_configurations([tmp_path / "train.xyz"]), tmp_path / "prepared", 3.0, shard_size=7)
     cfg = TrainConfig(max_num_epochs=2, dtype="float64", progress_bar=False, plot=False)
-    memory = train_from_scratch(DataConfig(str(tmp_path / "train.xyz"), batch_size=4, valid_batch_size=4),
-                                tmp_path / "memory", model=MODEL, train_config=cfg)
+    data = DataConfig(str(tmp_path / "train.xyz"), batch_size=4, valid_batch_size=4)
+    memory = train_from_scratch(ScratchConfig(data, MODEL, cfg), tmp_path / "memory")
     streamed = train_from_prepared(PreparedData(str(tmp_path / "prepared"), batch_size=4, valid_batch_size=4),
                                    tmp_path / "streamed", model=MODEL, train_config=cfg)
     assert len(streamed.history) == 2
