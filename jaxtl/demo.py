@@ -21,7 +21,6 @@ A demonstration of the mechanics, not a physics result:
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 
@@ -195,20 +194,3 @@ def format_table(rows) -> str:
         lines.append(f"{r['fraction']:8.0%} {r['n_train']:7d} {r['model']:>10s} {r['energy_rmse']:16.1f} "
                      f"{r['forces_rmse']:13.1f}")
     return "\n".join(lines)
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("demo", help="the whole workflow on data jaxtl makes itself (a few minutes on a CPU)",
-                       description=__doc__)
-    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--fast", action="store_true", help="tiny settings (about a minute; for tests)")
-    p.set_defaults(func=_cmd)
-
-
-def _cmd(args) -> int:
-    logging.getLogger("jaxtl").setLevel(logging.WARNING)
-    if args.fast:
-        run_demo(args.out, fractions=(0.1, 1.0), steps=40, foundation_epochs=4, fast=True)
-    else:
-        run_demo(args.out)
-    return 0

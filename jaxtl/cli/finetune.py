@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import json
 
+from jaxtl.cli.common import (
+    add_data_args,
+    add_train_args,
+    check_fresh_run,
+    data_config,
+    parse_mapping,
+    save_run_config,
+    start_distributed,
+    train_config,
+)
+
 
 def add_parser(sub) -> None:
-    from jaxtl.cli import _add_data_args, _add_train_args
-
     p = sub.add_parser(
         "finetune", help="fine-tune a foundation model with frozen layers",
         description="Fine-tune a MACE foundation model (jaxtl folder or mace-torch .model) on new data, "
@@ -52,42 +61,38 @@ def add_parser(sub) -> None:
     s.add_argument("--replay-file", action="append", default=[],
                    help="structures to label with the foundation and replay (repeatable)")
     s.add_argument("--replay-rattle", type=float, default=None, help="displacement of the copies in A (default 0.05)")
-    _add_data_args(p)
-    _add_train_args(p)
+    add_data_args(p)
+    add_train_args(p)
     p.set_defaults(func=run, parser=p)
 
 
 def finetune_config(args):
     """The `FinetuneConfig` of the command line (bad settings fail here, before a run starts)."""
-    from jaxtl.cli import _data_config, _parse_mapping, _train_config
     from jaxtl.finetune import FinetuneConfig, FoundationConfig, StrategyConfig
 
     if args.freeze is not None and (args.freeze_pattern or args.train_pattern):
         raise ValueError("give either --freeze or --freeze-pattern/--train-pattern, not both")
     strategy = StrategyConfig(
         name=args.strategy, freeze=args.freeze, counting=args.counting, freeze_patterns=tuple(args.freeze_pattern),
-        train_patterns=tuple(args.train_pattern), lr_factors=_parse_mapping(args.lr_factors, "--lr-factors"),
+        train_patterns=tuple(args.train_pattern), lr_factors=parse_mapping(args.lr_factors, "--lr-factors"),
         lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, adapter_patterns=args.adapter_patterns,
         replay_size=args.replay_size, replay_weight=args.replay_weight, replay_files=tuple(args.replay_file),
         replay_rattle=args.replay_rattle)
-    return FinetuneConfig(foundation=FoundationConfig(args.foundation, head=args.head), data=_data_config(args),
-                          strategy=strategy, train=_train_config(args), e0s=args.e0s)
+    return FinetuneConfig(foundation=FoundationConfig(args.foundation, head=args.head), data=data_config(args),
+                          strategy=strategy, train=train_config(args), e0s=args.e0s)
 
 
 def run(args) -> int:
-    from jaxtl.cli import _start_distributed
-
-    _start_distributed(args)
+    start_distributed(args)
     import jax
 
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
-    from jaxtl.cli import _check_fresh_run, save_run_config
     from jaxtl.finetune import finetune
 
     config = finetune_config(args)
     if not args.dry_run:
-        _check_fresh_run(args)
+        check_fresh_run(args)
         save_run_config(args, args.parser)
     result = finetune(config, args.out, dry_run=args.dry_run, resume=args.resume)
     if result.train is not None:
