@@ -14,6 +14,7 @@ DOCTESTED = (
     "jaxtl.model.config",
     "jaxtl.graph.neighbours",
     "jaxtl.heads",
+    "jaxtl.finetune.config",
 )
 
 

@@ -123,6 +123,13 @@ class FinetuneConfig:
         e0s: "average", "estimated", "foundation", "isolated" or given E0s ({Z: eV};
             see `jaxtl.finetune.fit_e0s`); None: the IsolatedAtom frames of the
             training file when it has them, else "average".
+
+    >>> config = FinetuneConfig(FoundationConfig("mace-mp-0-medium"), DataConfig("dft.xyz", batch_size=5),
+    ...                         StrategyConfig("lora", lora_rank=4), TrainConfig(max_num_epochs=50))
+    >>> FinetuneConfig.from_dict(config.to_dict()) == config
+    True
+    >>> config.differences(config.replace(strategy=StrategyConfig("lora", lora_rank=8)))
+    ['strategy.lora_rank']
     """
 
     foundation: FoundationConfig
