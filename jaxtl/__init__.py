@@ -17,7 +17,7 @@ _LAZY = {
     "LoadedModel": "jaxtl.api",
     "load_model": "jaxtl.api",
     "MACECalculator": "jaxtl.calculator",  # ASE is imported only when the calculator is asked for
-    "load_calculator": "jaxtl.calculator",
+    "load_calculator": "jaxtl.distill.students",
     "DataConfig": "jaxtl.train",
     "TrainConfig": "jaxtl.train",
     "ScratchConfig": "jaxtl.train",

@@ -286,8 +286,9 @@ def _mace_student(report, teacher, student, out, train_config, valid_fraction, b
 
 def _ace_student(report, teacher, config, out, train, tests, dft_test, dft_extra, speed_structures,
                  speed_repeats) -> None:
-    from jaxtl.calculator import MACECalculator, load_calculator
+    from jaxtl.calculator import MACECalculator
     from jaxtl.distill.ace import fit_ace_student
+    from jaxtl.distill.students import load_calculator
 
     record = fit_ace_student(train, config, out / "student", e0s=_teacher_e0s(teacher), test_sets=tests)
     report["training"] = {"wall_s": record["fit_s"], "timings": record["timings"],

@@ -9,6 +9,7 @@ import numpy as np
 
 from jaxtl.graph.graph import Graph, edge_vectors
 from jaxtl.model.config import MACEConfig
+from jaxtl.model.cueq import check_backend
 from jaxtl.model.embedding import RadialEmbedding, spherical_harmonics
 from jaxtl.model.interaction import Interaction
 from jaxtl.model.irreps import (
@@ -101,8 +102,6 @@ class MACE(nn.Module):
     backend: str = "xla"
 
     def __post_init__(self):
-        from jaxtl.model.cueq import check_backend
-
         check_backend(self.backend)
         super().__post_init__()
 

@@ -11,22 +11,14 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import NamedTuple
 
-import e3nn_jax as e3nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtl.model import cueq
+from jaxtl.model.common import TPPath, conv_clebsch_gordan, split_edges, split_pieces
 from jaxtl.model.irreps import IrrepsSpec, torch_sort_key
-
-
-class TPPath(NamedTuple):
-    i_in: int  # index into edge irreps
-    l_sh: int  # spherical harmonic degree
-    mul: int
-    l_out: int
-    p_out: int
 
 
 def conv_tp_paths(edge_irreps: IrrepsSpec, sh_irreps: IrrepsSpec, target_irreps: IrrepsSpec) -> tuple[TPPath, ...]:
@@ -50,17 +42,9 @@ def weight_numel(paths: Sequence[TPPath]) -> int:
     return sum(t.mul for t in paths)
 
 
-def _cg(l1: int, l2: int, l3: int) -> np.ndarray:
-    if (l1 + l2 + l3) % 2:
-        # e3nn-jax and e3nn-torch differ in sign for some odd triples; natural-parity
-        # models never need them (parity selection), so refuse rather than guess.
-        raise NotImplementedError(f"odd Clebsch-Gordan path ({l1}, {l2}, {l3}) is not supported")
-    return e3nn.clebsch_gordan(l1, l2, l3)
-
-
 def path_weights(weights: jnp.ndarray, paths: Sequence[TPPath]) -> list[jnp.ndarray]:
     """[n, weight_numel] -> one [n, mul] per path, in path order."""
-    return _split(weights, [t.mul for t in paths], axis=1)
+    return split_pieces(weights, [t.mul for t in paths], axis=1)
 
 
 def conv_tp(
@@ -79,7 +63,7 @@ def conv_tp(
     for t, w in zip(paths, weights):
         x = x_edges[t.i_in]
         l1 = (x.shape[-1] - 1) // 2
-        cg = jnp.asarray(_cg(l1, t.l_sh, t.l_out), x.dtype) * math.sqrt(2 * t.l_out + 1)
+        cg = jnp.asarray(conv_clebsch_gordan(l1, t.l_sh, t.l_out), x.dtype) * math.sqrt(2 * t.l_out + 1)
         # Contract the harmonics with the CG first ([e, a, c], a few numbers per edge),
         # then the features by broadcasting: per-edge matrices are far too small for
         # a batched matmul to pay off, and XLA fuses this into one loop.
@@ -108,20 +92,6 @@ def even_chunks(n: int, at_most: int) -> tuple[int, int]:
     rather than most of a last chunk."""
     count = -(-n // at_most)
     return count, -(-n // count)
-
-
-def split_edges(per_edge, chunk: int):
-    """A pytree of per-edge arrays [n_edges, ...] -> [n_chunks, chunk, ...], zero-padded, plus a
-    mask [n_chunks, chunk] of the real edges (1) and the padding (0), for a scan over chunks."""
-    n_edges = jax.tree_util.tree_leaves(per_edge)[0].shape[0]
-    n_chunks = -(-n_edges // chunk)
-    pad = n_chunks * chunk - n_edges
-
-    def split(a):
-        a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1))
-        return a.reshape(n_chunks, chunk, *a.shape[1:])
-
-    return jax.tree_util.tree_map(split, per_edge), split(jnp.ones((n_edges,), jnp.int8))
 
 
 def chunked_messages(
@@ -190,20 +160,9 @@ def _permute_rows_bwd(res, g):
 _permute_rows.defvjp(_permute_rows_fwd, _permute_rows_bwd)
 
 
-def _split(a: jnp.ndarray, sizes: Sequence[int], axis: int) -> list[jnp.ndarray]:
-    """`a` cut along `axis` into consecutive pieces of `sizes` (which sum to its length).
-
-    `lax.split`, whose transpose is a concatenate: the gradient of a tensor used in
-    pieces is then written once, where the transposes of slices are zero-padded
-    copies that XLA sums in one loop evaluating every pad for every element (on a
-    2-core CPU, 30 % of a 64x0e+64x1o training step).
-    """
-    return list(jax.lax.split(a, tuple(sizes), axis=axis))
-
-
 def path_blocks(total: jnp.ndarray, paths: Sequence[TPPath]) -> list[jnp.ndarray]:
     """[n, sum of path widths] -> one block [n, mul, 2l3+1] per path, in path order."""
-    pieces = _split(total, [t.mul * (2 * t.l_out + 1) for t in paths], axis=1)
+    pieces = split_pieces(total, [t.mul * (2 * t.l_out + 1) for t in paths], axis=1)
     return [b.reshape(total.shape[0], t.mul, 2 * t.l_out + 1) for b, t in zip(pieces, paths)]
 
 
@@ -326,11 +285,11 @@ def node_major_messages(
             # cut into paths on an axis of their own: the gradient then keeps the same
             # layout (fewer XLA instructions than cutting the flat last axis)
             summed = summed.reshape(per_step, 2 * l_sh + 1, len(group), -1, dim_in)
-            blocks = _split(summed, [1] * len(group), axis=2)
+            blocks = split_pieces(summed, [1] * len(group), axis=2)
             for p, block in zip(group, blocks):
                 t = paths[p]
                 block = block.reshape(per_step, 2 * l_sh + 1, t.mul, dim_in)
-                cg = _cg((dim_in - 1) // 2, l_sh, t.l_out) * math.sqrt(2 * t.l_out + 1)
+                cg = conv_clebsch_gordan((dim_in - 1) // 2, l_sh, t.l_out) * math.sqrt(2 * t.l_out + 1)
                 if dim_in == 1:  # scalar inputs: the coupling is a multiple of the identity
                     assert np.allclose(cg[0], cg[0, 0, 0] * np.eye(2 * l_sh + 1), atol=1e-12)
                     out[p] = (block[..., 0] * float(cg[0, 0, 0])).transpose(0, 2, 1).reshape(per_step, -1)
@@ -386,8 +345,6 @@ def messages(
     `Graph.edge_pairs` or None (only for a radial_data symmetric under edge reversal).
     """
     if backend == "cueq":
-        from jaxtl.model import cueq
-
         return cueq.conv_messages(node_blocks, senders, receivers, sh, radial_data, radial_fn, paths)
     if neighbours is not None:
         return node_major_messages(node_blocks, senders, neighbours, sh, radial_data, radial_fn, paths, pairs=pairs)

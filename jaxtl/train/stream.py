@@ -23,6 +23,7 @@ import numpy as np
 
 from jaxtl.graph.ondisk import OnDiskDataset, streamed_batches
 from jaxtl.train.config import TrainConfig
+from jaxtl.train.e0s import lstsq_e0s
 from jaxtl.train.loop import TrainResult, train
 
 log = logging.getLogger("jaxtl.train")
@@ -79,8 +80,6 @@ def split(data: PreparedData) -> tuple[Subset, Subset | OnDiskDataset | None]:
 
 def label_statistics(dataset, atomic_numbers: Sequence[int]) -> tuple[np.ndarray, float, float]:
     """(E0s [n_elements], scale, shift) as `rms_forces_scaling` does, in one pass over `dataset`."""
-    from jaxtl.finetune.e0s import lstsq_e0s
-
     column = {int(z): i for i, z in enumerate(atomic_numbers)}
     compositions: dict[tuple, list] = {}  # composition -> [structures, energy sum]
     per_structure = []  # (composition, energy, atoms) of labelled structures, for the shift
