@@ -218,6 +218,41 @@ def pair_weights_in_slots(
     return [_permute_rows(w, *first) + _permute_rows(w, *second) for w in w_pairs]
 
 
+def slot_messages(x: Sequence[jnp.ndarray], sh_slots: Sequence[jnp.ndarray], w: Sequence[jnp.ndarray],
+                  groups: dict, paths: Sequence[TPPath], n: int, K: int) -> jnp.ndarray:
+    """The messages of `n` nodes from their K neighbour slots each: [n, sum over paths of
+    mul * (2l3+1)], paths in order.
+
+    x: sender features of each slot, one [n * K, mul, 2l1+1] per input irrep; sh_slots:
+    harmonics [n * K, 2l2+1] per degree; w: radial weights [n * K, mul] per path (zero in
+    empty slots); groups: {(input irrep, harmonic degree): [path indices]}.
+    """
+    dtype = x[0].dtype
+    out = [None] * len(paths)
+    for (i_in, l_sh), group in groups.items():
+        dim_in = x[i_in].shape[-1]
+        # [slots, paths, mul]: the paths from one input irrep share its multiplicity
+        w_group = jnp.stack([w[p] for p in group], axis=1)
+        wx = (w_group[:, :, :, None] * x[i_in][:, None]).reshape(n, K, -1)
+        # sum over the K neighbour slots, harmonics leading so that the large
+        # operand keeps its layout: [nodes, 2l2+1, paths * channels * dims]
+        summed = jnp.einsum("nkb,nkq->nbq", sh_slots[l_sh].reshape(n, K, -1), wx)
+        # cut into paths on an axis of their own: the gradient then keeps the same
+        # layout (fewer XLA instructions than cutting the flat last axis)
+        summed = summed.reshape(n, 2 * l_sh + 1, len(group), -1, dim_in)
+        blocks = split_pieces(summed, [1] * len(group), axis=2)
+        for p, block in zip(group, blocks):
+            t = paths[p]
+            block = block.reshape(n, 2 * l_sh + 1, t.mul, dim_in)
+            cg = conv_clebsch_gordan((dim_in - 1) // 2, l_sh, t.l_out) * math.sqrt(2 * t.l_out + 1)
+            if dim_in == 1:  # scalar inputs: the coupling is a multiple of the identity
+                assert np.allclose(cg[0], cg[0, 0, 0] * np.eye(2 * l_sh + 1), atol=1e-12)
+                out[p] = (block[..., 0] * float(cg[0, 0, 0])).transpose(0, 2, 1).reshape(n, -1)
+            else:
+                out[p] = jnp.einsum("nbca,abm->ncm", block, jnp.asarray(cg, dtype)).reshape(n, -1)
+    return jnp.concatenate(out, axis=-1)
+
+
 def node_major_messages(
     node_blocks: Sequence[jnp.ndarray],
     senders: jnp.ndarray,
@@ -248,7 +283,6 @@ def node_major_messages(
     """
     n_edges = senders.shape[0]
     n_nodes, K = neighbours.shape
-    dtype = node_blocks[0].dtype
     if slots is None:
         slots = backend_chunk(NODE_MAJOR_SLOTS, EDGE_CHUNK_ACCELERATOR)
     n_steps, per_step = even_chunks(n_nodes, max(1, min(slots // max(K, 1), n_nodes)))
@@ -273,29 +307,7 @@ def node_major_messages(
         """e: [per_step * K] edge ids; sh_slots, w: the harmonics and the radial weights
         (one [per_step * K, mul] per path) of those slots, zero in empty ones."""
         x = [b[senders_[e]] for b in node_blocks]  # [slots, mul, 2l1+1]
-        out = [None] * len(paths)
-        for (i_in, l_sh), group in groups.items():
-            dim_in = x[i_in].shape[-1]
-            # [slots, paths, mul]: the paths from one input irrep share its multiplicity
-            w_group = jnp.stack([w[p] for p in group], axis=1)
-            wx = (w_group[:, :, :, None] * x[i_in][:, None]).reshape(per_step, K, -1)
-            # sum over the K neighbour slots, harmonics leading so that the large
-            # operand keeps its layout: [nodes, 2l2+1, paths * channels * dims]
-            summed = jnp.einsum("nkb,nkq->nbq", sh_slots[l_sh].reshape(per_step, K, -1), wx)
-            # cut into paths on an axis of their own: the gradient then keeps the same
-            # layout (fewer XLA instructions than cutting the flat last axis)
-            summed = summed.reshape(per_step, 2 * l_sh + 1, len(group), -1, dim_in)
-            blocks = split_pieces(summed, [1] * len(group), axis=2)
-            for p, block in zip(group, blocks):
-                t = paths[p]
-                block = block.reshape(per_step, 2 * l_sh + 1, t.mul, dim_in)
-                cg = conv_clebsch_gordan((dim_in - 1) // 2, l_sh, t.l_out) * math.sqrt(2 * t.l_out + 1)
-                if dim_in == 1:  # scalar inputs: the coupling is a multiple of the identity
-                    assert np.allclose(cg[0], cg[0, 0, 0] * np.eye(2 * l_sh + 1), atol=1e-12)
-                    out[p] = (block[..., 0] * float(cg[0, 0, 0])).transpose(0, 2, 1).reshape(per_step, -1)
-                else:
-                    out[p] = jnp.einsum("nbca,abm->ncm", block, jnp.asarray(cg, dtype)).reshape(per_step, -1)
-        return jnp.concatenate(out, axis=-1)
+        return slot_messages(x, sh_slots, w, groups, paths, per_step, K)
 
     per_edge_ = jax.tree_util.tree_map(with_empty_slot, (sh, radial_data))
 
