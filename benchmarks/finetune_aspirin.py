@@ -145,19 +145,20 @@ def run_one(freeze, foundation, scratch_model: dict, pool, test, run_dir: Path, 
     """One cell of a data-efficiency study: fine-tune with `freeze` (None: train
     `scratch_model` from scratch, lr 0.01) on `fraction` of `pool`, test on `test`.
     Returns (final metrics, number of trained parameters or None for scratch)."""
-    from jaxtl.finetune import finetune
+    from jaxtl.finetune import FinetuneConfig, FoundationConfig, StrategyConfig, finetune
     from jaxtl.train.data import DataConfig
-    from jaxtl.train.run import train_from_scratch
+    from jaxtl.train.run import ScratchConfig, train_from_scratch
 
     if freeze is None:
-        result = train_from_scratch(
-            DataConfig(train_file=str(pool), test_file=str(test), batch_size=args.batch_size,
-                       train_fraction=fraction, seed=args.seed),
-            run_dir, model=scratch_model, train_config=train_config(epochs, 0.01, args.seed))
+        data = DataConfig(train_file=str(pool), test_file=str(test), batch_size=args.batch_size,
+                          train_fraction=fraction, seed=args.seed)
+        result = train_from_scratch(ScratchConfig(data, scratch_model, train_config(epochs, 0.01, args.seed)), run_dir)
         return result.metrics, None
-    ft = finetune(foundation, pool, run_dir, freeze=freeze, e0s="average", batch_size=args.batch_size,
-                  train_fraction=fraction, test_file=test, train_config=train_config(epochs, args.lr, args.seed),
-                  log=lambda *_: None)
+    data = DataConfig(train_file=str(pool), test_file=str(test), batch_size=args.batch_size,
+                      valid_batch_size=args.batch_size, train_fraction=fraction, seed=args.seed)
+    config = FinetuneConfig(FoundationConfig(str(foundation)), data, StrategyConfig(freeze=freeze),
+                            train_config(epochs, args.lr, args.seed), e0s="average")
+    ft = finetune(config, run_dir, log=lambda *_: None)
     return ft.train.metrics, ft.report.n_trainable
 
 
@@ -198,7 +199,7 @@ def plot(rows, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    from jaxtl._allocator import restart_with_hugepages
+    from jaxtl.cpu import configure_cpu
 
-    restart_with_hugepages()  # huge pages for XLA's buffers, as the jaxtl command
+    configure_cpu(restart=True)  # huge pages for XLA's buffers, as the jaxtl command
     main()

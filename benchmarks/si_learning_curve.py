@@ -28,7 +28,7 @@ from jaxtl.train.config import TrainConfig
 from jaxtl.train.data import DataConfig
 from jaxtl.train.loss import LossConfig
 from jaxtl.train.optimizer import OptimizerConfig
-from jaxtl.train.run import train_from_scratch
+from jaxtl.train.run import ScratchConfig, train_from_scratch
 from jaxtl.train.stage_two import StageTwoConfig
 
 
@@ -55,20 +55,19 @@ def main():
     logging.basicConfig(level=logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)
     t0 = time.time()
-    result = train_from_scratch(
+    config = ScratchConfig(
         DataConfig(train_file=f"{args.data}/Si_train.extxyz", test_file=f"{args.data}/Si_test.extxyz",
                    batch_size=args.batch_size, valid_fraction=0.05),
-        args.out,
         model=dict(r_max=5.0, num_bessel=8, hidden_irreps=args.hidden, max_ell=args.max_ell,
                    correlation=(args.correlation,) * 2, radial_MLP=(64, 64, 64)),
-        train_config=TrainConfig(
+        train=TrainConfig(
             max_num_epochs=args.epochs, ema=True, ema_decay=0.99, progress_bar=False,
             loss=LossConfig(energy_weight=args.energy_weight, forces_weight=100.0),
             optimizer=OptimizerConfig(lr=0.01, scheduler="plateau", scheduler_patience=5),
             stage_two=StageTwoConfig(enabled=True, start_epoch=int(args.epochs * args.stage_two_at), swa_lr=1e-3),
         ),
-        resume=args.resume,
     )
+    result = train_from_scratch(config, args.out, resume=args.resume)
     test = result.metrics["test"]["all"]
     summary = {"epochs": args.epochs, "wall_s": time.time() - t0, "load_average_at_end": os.getloadavg(),
                "settings": vars(args), "compilations": result.n_compiles,
@@ -77,7 +76,7 @@ def main():
 
 
 if __name__ == "__main__":
-    from jaxtl._allocator import restart_with_hugepages
+    from jaxtl.cpu import configure_cpu
 
-    restart_with_hugepages()  # huge pages for XLA's buffers, as the jaxtl command
+    configure_cpu(restart=True)  # huge pages for XLA's buffers, as the jaxtl command
     main()

@@ -58,16 +58,18 @@ STRATEGIES = ("naive", "freeze5", "freeze6", "lora", "magnitude", "replay", "rep
 DIMERS = ("CC", "CH", "OH")
 
 
-def strategy_options(name: str, args, replay_file: Path) -> dict:
-    """`finetune` keyword arguments of a strategy of this study."""
-    replay = dict(replay_size=args.replay_size, replay_weight=args.replay_weight, replay_files=[replay_file])
-    return {"naive": dict(strategy="naive"),
-            "freeze5": dict(strategy="freeze", freeze=5),
-            "freeze6": dict(strategy="freeze", freeze=6),
-            "lora": dict(strategy="lora", lora_rank=args.lora_rank),
-            "magnitude": dict(strategy="magnitude"),
-            "replay": dict(strategy="replay", **replay),
-            "replay+lora": dict(strategy="replay+lora", lora_rank=args.lora_rank, **replay)}[name]
+def strategy_config(name: str, args, replay_file: Path):
+    """The `StrategyConfig` of a strategy of this study."""
+    from jaxtl.finetune import StrategyConfig
+
+    replay = dict(replay_size=args.replay_size, replay_weight=args.replay_weight, replay_files=(str(replay_file),))
+    return StrategyConfig(**{"naive": dict(name="naive"),
+                             "freeze5": dict(name="freeze", freeze=5),
+                             "freeze6": dict(name="freeze", freeze=6),
+                             "lora": dict(name="lora", lora_rank=args.lora_rank),
+                             "magnitude": dict(name="magnitude"),
+                             "replay": dict(name="replay", **replay),
+                             "replay+lora": dict(name="replay+lora", lora_rank=args.lora_rank, **replay)}[name])
 
 
 def write_replay_molecules(path: Path, n: int, rattle: float, seed: int) -> int:
@@ -234,7 +236,8 @@ def main(argv=None):
 
     from jaxtl import _xla_flags
     from jaxtl.convert.convert import convert_file
-    from jaxtl.finetune import finetune
+    from jaxtl.finetune import FinetuneConfig, FoundationConfig, finetune
+    from jaxtl.train.data import DataConfig
 
     _xla_flags.enable_compilation_cache()
     out = Path(args.out)
@@ -285,9 +288,11 @@ def main(argv=None):
             steps_per_epoch = math.ceil((n_train + n_replay) / args.batch_size)
             epochs = max(args.min_epochs, math.ceil(args.steps / steps_per_epoch))
             t0 = time.time()
-            ft = finetune(foundation, pool, out / f"{name}_{n_train}", e0s=args.e0s, batch_size=args.batch_size,
-                          train_config=train_config(epochs, args.lr, args.seed), log=lambda *_: None,
-                          **strategy_options(name, args, replay_file))
+            data = DataConfig(train_file=str(pool), batch_size=args.batch_size, valid_batch_size=args.batch_size,
+                              seed=args.seed)
+            config = FinetuneConfig(FoundationConfig(str(foundation)), data, strategy_config(name, args, replay_file),
+                                    train_config(epochs, args.lr, args.seed), e0s=args.e0s)
+            ft = finetune(config, out / f"{name}_{n_train}", log=lambda *_: None)
             pred = evaluate(ft.model_dir)
             wall = time.time() - t0
             row = {"n_train": n_train, "strategy": name, "epochs": epochs, "steps": epochs * steps_per_epoch,
@@ -388,7 +393,7 @@ def plot(rows, foundation: dict, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    from jaxtl._allocator import restart_with_hugepages
+    from jaxtl.cpu import configure_cpu
 
-    restart_with_hugepages()  # huge pages for XLA's buffers, as the jaxtl command
+    configure_cpu(restart=True)  # huge pages for XLA's buffers, as the jaxtl command
     main()

@@ -1,6 +1,8 @@
 """jaxtl: frozen transfer learning and distillation of MACE foundation models in JAX.
 
-The public face: `load_model`, `MACECalculator`, `MACEConfig`, `MACE`, and
+The public face: `load_model`, `MACECalculator`, `MACEConfig`, `MACE`; the run
+configs (`DataConfig`, `TrainConfig`, `ScratchConfig` for `train_from_scratch`,
+`FinetuneConfig` of `FoundationConfig`, `StrategyConfig` for `jaxtl.finetune.finetune`); and
 `configure_cpu()`: the process-wide CPU settings (allocator, XLA flags, JAX dispatch)
 behind jaxtl's CPU speed, made only when called (see `jaxtl.cpu`). Importing jaxtl
 changes nothing outside jaxtl and never imports torch (only `jaxtl.convert` does, lazily).
@@ -15,7 +17,14 @@ _LAZY = {
     "LoadedModel": "jaxtl.api",
     "load_model": "jaxtl.api",
     "MACECalculator": "jaxtl.calculator",  # ASE is imported only when the calculator is asked for
-    "load_calculator": "jaxtl.calculator",
+    "load_calculator": "jaxtl.distill.students",
+    "DataConfig": "jaxtl.train",
+    "TrainConfig": "jaxtl.train",
+    "ScratchConfig": "jaxtl.train",
+    "train_from_scratch": "jaxtl.train",
+    "FinetuneConfig": "jaxtl.finetune",
+    "FoundationConfig": "jaxtl.finetune",
+    "StrategyConfig": "jaxtl.finetune",
     "configure_cpu": "jaxtl.cpu",
     "cpu_settings": "jaxtl.cpu",
 }

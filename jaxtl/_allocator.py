@@ -129,13 +129,6 @@ def restart_if_wanted() -> None:
     os.execve(sys.executable, argv, with_tunable())
 
 
-def restart_with_hugepages() -> None:
-    """The benchmark scripts' entry: `jaxtl.configure_cpu(restart=True)`."""
-    from jaxtl.cpu import configure_cpu
-
-    configure_cpu(restart=True)
-
-
 def inline_cpu_dispatch() -> None:
     """Run JAX's CPU computations on the calling thread (before the first one: the CPU
     client reads the setting when it starts). Training and MD read a result back after

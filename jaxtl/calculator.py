@@ -67,36 +67,3 @@ class MACECalculator(Calculator):
         if periodic and self.atoms.cell.rank == 3:
             stress = np.asarray(out["stress"], dtype=np.float64)[0]
             self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
-
-
-def load_calculator(path, **kwargs) -> Calculator:
-    """An ASE calculator for any student folder, MACE or ACE, or a jaxtl model folder.
-
-    Reads `path/student.json` (written by `jaxtl distill`): kind "mace" gives a
-    MACECalculator of its model folder, kind "ace" a compiled ACE calculator of its
-    model.npz (`jaxtl.distill.ace.ace_calculator`; needs the `ace` extra). Without student.json, a jaxtl model folder
-    (config.json + variables/), or a folder holding one as `model/`, gives a MACECalculator. Keyword arguments go
-    to the calculator. Raises FileNotFoundError / ValueError saying what was expected.
-    """
-    import json
-    from pathlib import Path
-
-    folder = Path(path)
-    if not folder.exists():
-        raise FileNotFoundError(f"{folder}: no such student folder")
-    record_file = folder / "student.json"
-    if record_file.is_file():
-        record = json.loads(record_file.read_text())
-        kind = record.get("kind")
-        if kind == "mace":
-            return MACECalculator(folder / record.get("model_dir", "model"), **kwargs)
-        if kind == "ace":
-            from jaxtl.distill.ace import ace_calculator
-
-            return ace_calculator(folder, **kwargs)
-        raise ValueError(f"{record_file}: unknown student kind {kind!r} (expected 'mace' or 'ace')")
-    for candidate in (folder, folder / "model"):  # a model folder, or a student folder written before student.json
-        if (candidate / "config.json").is_file() and (candidate / "variables").exists():
-            return MACECalculator(candidate, **kwargs)
-    raise ValueError(f"{folder} is not a student folder: expected student.json (a `jaxtl distill` student, "
-                     "MACE or ACE) or a jaxtl model folder (config.json + variables/)")

@@ -21,7 +21,6 @@ A demonstration of the mechanics, not a physics result:
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 
@@ -102,10 +101,10 @@ def _epochs_for(n_structures: int, batch_size: int, steps: int) -> int:
 def run_demo(out: str | Path = "runs/demo", fractions=(0.05, 0.2, 1.0), steps: int = 250,
              foundation_epochs: int = 30, log=print, fast: bool = False) -> dict:
     """Run the whole demo; returns the results table (also written to OUT/results.json)."""
-    from jaxtl.finetune import finetune
+    from jaxtl.finetune import FinetuneConfig, FoundationConfig, StrategyConfig, finetune
     from jaxtl.graph.io import read_configurations
     from jaxtl.train.data import DataConfig
-    from jaxtl.train.run import train_from_scratch
+    from jaxtl.train.run import ScratchConfig, train_from_scratch
 
     out = Path(out)
     t_start = time.time()
@@ -115,8 +114,8 @@ def run_demo(out: str | Path = "runs/demo", fractions=(0.05, 0.2, 1.0), steps: i
     log(f"[demo] data in {out / 'data'} ({time.time() - t_start:.0f} s)")
 
     t0 = time.time()
-    train_from_scratch(DataConfig(train_file=str(paths["foundation"]), batch_size=10, valid_fraction=0.1),
-                       out / "foundation", model=DEMO_MODEL, train_config=_train_config(foundation_epochs))
+    train_from_scratch(ScratchConfig(DataConfig(train_file=str(paths["foundation"]), batch_size=10, valid_fraction=0.1),
+                                     DEMO_MODEL, _train_config(foundation_epochs)), out / "foundation")
     log(f"[demo] foundation trained on Cu/Ni/Ag/Au EMT data ({time.time() - t0:.0f} s)")
 
     rows = []
@@ -125,16 +124,19 @@ def run_demo(out: str | Path = "runs/demo", fractions=(0.05, 0.2, 1.0), steps: i
         n_train = max(2, int(round(fraction * n_pool * 0.9)))
         epochs = _epochs_for(n_train, batch_size, steps)
         runs = {
-            "scratch": lambda d: train_from_scratch(
+            "scratch": lambda d: train_from_scratch(ScratchConfig(
                 DataConfig(train_file=str(paths["target_pool"]), test_file=str(paths["target_test"]),
                            batch_size=batch_size, train_fraction=fraction),
-                d, model=DEMO_MODEL, train_config=_train_config(epochs)).metrics,
+                DEMO_MODEL, _train_config(epochs)), d).metrics,
         }
         for freeze in (5, 6):
-            runs[f"freeze {freeze}"] = lambda d, freeze=freeze: finetune(
-                out / "foundation" / "model", paths["target_pool"], d, freeze=freeze, e0s="average",
-                batch_size=batch_size, train_fraction=fraction, test_file=paths["target_test"],
-                train_config=_train_config(epochs), log=lambda *_: None).train.metrics
+            config = FinetuneConfig(
+                FoundationConfig(str(out / "foundation" / "model")),
+                DataConfig(train_file=str(paths["target_pool"]), test_file=str(paths["target_test"]),
+                           batch_size=batch_size, valid_batch_size=batch_size, train_fraction=fraction, seed=0),
+                StrategyConfig(freeze=freeze), _train_config(epochs), e0s="average")
+            runs[f"freeze {freeze}"] = lambda d, config=config: finetune(
+                config, d, log=lambda *_: None).train.metrics
         for name, fn in runs.items():
             t0 = time.time()
             metrics = fn(out / f"{name.replace(' ', '')}_{int(round(fraction * 100))}pct")
@@ -192,20 +194,3 @@ def format_table(rows) -> str:
         lines.append(f"{r['fraction']:8.0%} {r['n_train']:7d} {r['model']:>10s} {r['energy_rmse']:16.1f} "
                      f"{r['forces_rmse']:13.1f}")
     return "\n".join(lines)
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("demo", help="the whole workflow on data jaxtl makes itself (a few minutes on a CPU)",
-                       description=__doc__)
-    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--fast", action="store_true", help="tiny settings (about a minute; for tests)")
-    p.set_defaults(func=_cmd)
-
-
-def _cmd(args) -> int:
-    logging.getLogger("jaxtl").setLevel(logging.WARNING)
-    if args.fast:
-        run_demo(args.out, fractions=(0.1, 1.0), steps=40, foundation_epochs=4, fast=True)
-    else:
-        run_demo(args.out)
-    return 0

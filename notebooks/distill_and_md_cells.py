@@ -104,8 +104,9 @@ energies (PBE, another level of theory than SPICE's wB97M); every aspirin has th
 their sum over C9H8O4 is determined, as the warning says (enough for aspirin)."""
 
 FINETUNE = """\
-from jaxtl.finetune import finetune, pattern_labels
+from jaxtl.finetune import FinetuneConfig, FoundationConfig, StrategyConfig, finetune
 from jaxtl.train.config import TrainConfig
+from jaxtl.train.data import DataConfig
 from jaxtl.train.optimizer import OptimizerConfig
 
 
@@ -114,13 +115,13 @@ def train_config(epochs, lr):
                        optimizer=OptimizerConfig(lr=lr, scheduler='cosine', decay_epochs=epochs, min_lr_factor=0.05))
 
 
-def freeze_first_layer(params):
-    return pattern_labels(params, freeze=['node_embedding*', 'interactions_0*'])
-
-
+config = FinetuneConfig(
+    foundation=FoundationConfig(str(foundation_dir)),
+    data=DataConfig(train_file=str(train_file), test_file=str(test_file), batch_size=10, seed=0),
+    strategy=StrategyConfig(freeze_patterns=('node_embedding*', 'interactions_0*')),
+    train=train_config(S['ft_epochs'], 0.005), e0s='average')
 t0 = time.perf_counter()
-ft = finetune(foundation_dir, train_file, OUT / 'finetune', freeze=freeze_first_layer, e0s='average', batch_size=10,
-              test_file=test_file, train_config=train_config(S['ft_epochs'], 0.005), log=lambda *_: None)
+ft = finetune(config, OUT / 'finetune', log=lambda *_: None)
 wall['finetune_s'] = time.perf_counter() - t0
 teacher_test = ft.train.metrics['test']['all']
 print(f"trainable {ft.report.n_trainable} / frozen {ft.report.n_frozen} parameters; frozen leaves unchanged: "

@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-SUBCOMMANDS = ["convert", "export", "models", "train", "finetune", "eval", "distill", "md", "demo", "learning-curve"]
+SUBCOMMANDS = ["convert", "export", "models", "train", "finetune", "eval", "distill", "md", "demo", "learning-curve",
+               "prepare"]
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 H2CU = os.path.join(SHARED, "models", "h2cu_mace.model")
 
@@ -30,6 +31,22 @@ def test_help_of_every_subcommand():
     assert "--dtype" in helps["convert"] and "--cache" in helps["convert"] and "--dtype" in helps["export"]
     assert "--strategy" in helps["finetune"] and "--lora-rank" in helps["finetune"]
     assert "--max-epochs" in helps["learning-curve"] and "--patience" in helps["learning-curve"]
+
+
+def test_every_subcommand_module_is_registered_and_jax_waits():
+    """Each module of jaxtl/cli (but the shared `common`) is one registered subcommand, and
+    importing the CLI imports no JAX (`main` tunes the process first)."""
+    import pkgutil
+
+    import jaxtl.cli as cli
+
+    modules = {m.name for m in pkgutil.iter_modules(cli.__path__)} - {"common", "__main__"}
+    assert {c.__name__.rsplit(".", 1)[1] for c in cli.COMMANDS} == modules
+    choices = next(a for a in cli.build_parser()._actions if a.dest == "command").choices
+    assert set(choices) == set(SUBCOMMANDS)
+    code = "import sys, jaxtl.cli; assert 'jax' not in sys.modules, sorted(m for m in sys.modules if 'jax' in m)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")

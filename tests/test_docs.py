@@ -15,6 +15,7 @@ DOCTESTED = (
     "jaxtl.graph.neighbours",
     "jaxtl.heads",
     "jaxtl.datasets",
+    "jaxtl.finetune.config",
 )
 
 

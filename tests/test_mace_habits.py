@@ -14,6 +14,7 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 
 from jaxtl import cli
+from jaxtl.cli import common
 from jaxtl.graph import DataError, GraphDataset, pad_batch
 from jaxtl.train.config import TrainConfig
 from jaxtl.train.data import DataConfig, Splits, read_splits
@@ -128,13 +129,13 @@ def test_written_configs_read_back_as_they_are(run, data, tmp_path):
     new = ["--out", tmp_path / "again"]
     from_mace = cli.parse_args(["train", "--config", str(data / "mace.yaml"), *map(str, new)])
     from_run = cli.parse_args(["train", "--config", str(out / "run_config.yaml"), *map(str, new)])
-    for build in (cli._train_config, cli._data_config):
+    for build in (common.train_config, common.data_config):
         assert build(from_run) == build(from_mace)
     assert from_run.hidden_irreps == "4x0e" and from_run.radial_mlp == [8, 8] and from_run.e0s == "average"
     # the train_config.yaml the training loop writes, passed back as it is
     from_loop = cli.parse_args(["train", "--config", str(out / "train_config.yaml"), "--train", "x.xyz",
                                 *map(str, new)])
-    assert cli._train_config(from_loop) == TrainConfig.load(out / "train_config.yaml")
+    assert common.train_config(from_loop) == TrainConfig.load(out / "train_config.yaml")
 
 
 def test_resume_from_the_run_folder_alone(run):
@@ -229,8 +230,8 @@ def test_each_head_gets_its_isolated_atoms(data):
 def test_bad_e0s_and_missing_e0_are_clear_errors(data, tmp_path):
     base = ["train", "--train", str(data / "train.xyz"), "--out", str(tmp_path / "r")]
     with pytest.raises(ValueError, match=r"E0s '\{1: -1.25, 29: \}' cannot be read"):
-        cli._data_config(cli.parse_args([*base, "--E0s", "{1: -1.25, 29: }"]))
-    assert cli._data_config(cli.parse_args([*base, "--e0s", "{1: -1.25, 29: -0.5}"]))
+        common.data_config(cli.parse_args([*base, "--E0s", "{1: -1.25, 29: }"]))
+    assert common.data_config(cli.parse_args([*base, "--e0s", "{1: -1.25, 29: -0.5}"]))
     splits = read_splits(DataConfig(train_file=str(data / "train.xyz")))
     with pytest.raises(DataError, match=r"no E0 for Cu \(Z=29\) in the E0s from --E0s"):
         head_e0s("{1: -1.25}", splits, ("pbe",), (1, 29))
@@ -257,8 +258,8 @@ def test_mace_yaml_settings_translate():
     assert settings["start_stage_two"] == 75
     # jaxtl's own default without a config: the last 40 % of the epochs, EMA on
     args = cli.parse_args(["train", "--train", "x.xyz", "--out", "y", "--epochs", "200"])
-    assert cli._train_config(args).stage_two.start_epoch == 120 and cli._train_config(args).ema
-    off = cli._train_config(cli.parse_args(["train", "--train", "x.xyz", "--out", "y", "--no-swa", "--no-ema"]))
+    assert common.train_config(args).stage_two.start_epoch == 120 and common.train_config(args).ema
+    off = common.train_config(cli.parse_args(["train", "--train", "x.xyz", "--out", "y", "--no-swa", "--no-ema"]))
     assert not off.stage_two.enabled and not off.ema
 
 
@@ -266,10 +267,10 @@ def test_finetune_resumes_from_its_folder_alone(data, tmp_path):
     out = tmp_path / "ft"
     args = cli.parse_args(["finetune", "--foundation", str(data / "mace.yaml"), "--train", str(data / "train.xyz"),
                            "--freeze", "6", "--E0s", "isolated", "--no-swa", "--out", str(out)])
-    cli.save_run_config(args, args.parser)
+    common.save_run_config(args, args.parser)
     resumed = cli.parse_args(["finetune", "--resume", str(out)])
     assert (resumed.freeze, resumed.e0s, resumed.stage_two, resumed.ema) == (6, "isolated", False, True)
-    assert cli._train_config(resumed) == cli._train_config(args)
+    assert common.train_config(resumed) == common.train_config(args)
     with pytest.raises(SystemExit):
         cli.parse_args(["finetune", "--resume", str(out), "--freeze", "5"])
     with pytest.raises(SystemExit):  # a train run folder is not a finetune run

@@ -164,7 +164,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from jaxtl._allocator import restart_with_hugepages
+    from jaxtl.cpu import configure_cpu
 
-    restart_with_hugepages()
+    configure_cpu(restart=True)
     sys.exit(main())

@@ -113,7 +113,7 @@ def onehot_monomials(x, nu: int):
     import jax
     import jax.numpy as jnp
 
-    from jaxtl.model.product import monomials
+    from jaxtl.model.common import monomials
 
     idx, _ = monomials(x.shape[-1], nu)
     out = None
@@ -303,7 +303,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from jaxtl._allocator import restart_with_hugepages
+    from jaxtl.cpu import configure_cpu
 
-    restart_with_hugepages()  # huge pages for XLA's buffers, as the jaxtl command
+    configure_cpu(restart=True)  # huge pages for XLA's buffers, as the jaxtl command
     sys.exit(main())

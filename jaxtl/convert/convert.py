@@ -49,9 +49,9 @@ def compare_with_torch(torch_model, config: MACEConfig, variables: dict, atoms_l
                        head: str | None = None, backend: str = "xla") -> tuple[dict, dict, dict]:
     """Evaluate mace-torch and jaxtl (with `backend`) on `atoms_list`; return (largest differences,
     torch outputs, jaxtl outputs)."""
-    from jaxtl.api import build_loaded_model
     from jaxtl.convert.torch_eval import evaluate_torch
     from jaxtl.convert.verify import compare, jaxtl_batch
+    from jaxtl.loaded import build_loaded_model
 
     heads = config.heads
     head = head or heads[0]

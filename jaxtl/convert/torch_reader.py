@@ -66,10 +66,8 @@ def _irreps_str(irreps) -> str:
     return str(irreps).replace(" ", "")
 
 
-def read_config(model) -> MACEConfig:
-    """Reconstruct the MACEConfig of a loaded mace-torch model (old pickles included)."""
-    name = type(model).__name__
-    inters = list(model.interactions)
+def _check_supported(model, inters) -> None:
+    """ConversionError naming the first block or option jaxtl does not implement."""
     for block in inters:
         cls = type(block).__name__
         if cls not in INTERACTION_CLASSES:
@@ -82,7 +80,9 @@ def read_config(model) -> MACEConfig:
         if type(r).__name__ not in ("LinearReadoutBlock", "NonLinearReadoutBlock"):
             raise ConversionError(f"readout block {type(r).__name__} is not supported")
 
-    radial = model.radial_embedding
+
+def _radial_settings(radial) -> tuple[str, int, str]:
+    """(radial_type, number of basis functions, distance transform) of a radial embedding."""
     basis = radial.bessel_fn
     basis_name = type(basis).__name__
     radial_type = {"BesselBasis": "bessel", "GaussianBasis": "gaussian", "ChebychevBasis": "chebyshev"}.get(basis_name)
@@ -99,21 +99,34 @@ def read_config(model) -> MACEConfig:
         transform = {"AgnesiTransform": "Agnesi", "SoftTransform": "Soft"}.get(type(radial.distance_transform).__name__)
         if transform is None:
             raise ConversionError(f"distance transform {type(radial.distance_transform).__name__} is not supported")
+    return radial_type, num_bessel, transform
+
+
+def _readout_settings(last, n_heads: int) -> tuple[int, str, float]:
+    """(MLP channels per head, gate, gate constant) of the last readout block."""
+    if type(last).__name__ != "NonLinearReadoutBlock":
+        return 16, "silu", SILU_CST
+    mlp_channels = last.hidden_irreps.count((0, 1)) // n_heads
+    acts = getattr(last.non_linearity, "acts", None)
+    gate_cst = float(acts[0].cst) if acts and hasattr(acts[0], "cst") else SILU_CST
+    if acts and getattr(acts[0], "f", None) is None:
+        return mlp_channels, "None", 1.0
+    return mlp_channels, "silu", gate_cst
+
+
+def read_config(model) -> MACEConfig:
+    """Reconstruct the MACEConfig of a loaded mace-torch model (old pickles included)."""
+    name = type(model).__name__
+    inters = list(model.interactions)
+    _check_supported(model, inters)
+    radial = model.radial_embedding
+    radial_type, num_bessel, transform = _radial_settings(radial)
 
     # products[0] outputs the full hidden irreps unless it is also the last layer
     hidden = model.products[0].linear.irreps_out if len(inters) > 1 else inters[0].hidden_irreps
     last = model.readouts[-1]
     heads = tuple(getattr(model, "heads", None) or ("Default",))
-    if type(last).__name__ == "NonLinearReadoutBlock":
-        mlp = last.hidden_irreps
-        mlp_channels = mlp.count((0, 1)) // len(heads)
-        acts = getattr(last.non_linearity, "acts", None)
-        gate_cst = float(acts[0].cst) if acts and hasattr(acts[0], "cst") else SILU_CST
-        gate = "silu"
-        if acts and getattr(acts[0], "f", None) is None:
-            gate, gate_cst = "None", 1.0
-    else:
-        mlp_channels, gate, gate_cst = 16, "silu", SILU_CST
+    mlp_channels, gate, gate_cst = _readout_settings(last, len(heads))
     conv_w = inters[0].conv_tp_weights
     radial_MLP = tuple(int(h) for h in conv_w.hs[1:-1])
     layer0 = getattr(conv_w, "layer0", None)

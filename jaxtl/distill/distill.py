@@ -252,16 +252,15 @@ def _mace_student(report, teacher, student, out, train_config, valid_fraction, b
                   dft_test, dft_extra, speed_structures, speed_repeats) -> None:
     from jaxtl.calculator import MACECalculator
     from jaxtl.train.data import DataConfig
-    from jaxtl.train.run import train_from_scratch
+    from jaxtl.train.run import ScratchConfig, train_from_scratch
 
     model = student_config(teacher, student)
     train_config = train_config or TrainConfig(max_num_epochs=100, plot=False)
     data = DataConfig(train_file=str(out / "train.xyz"), test_file=str(out / "test.xyz"),
                       valid_fraction=valid_fraction, batch_size=batch_size, valid_batch_size=batch_size, seed=seed)
     t0 = time.perf_counter()
-    result = train_from_scratch(data, out / "student", model=model,
-                                train_config=dataclasses.replace(train_config, progress_bar=progress),
-                                e0s=_teacher_e0s(teacher))
+    config = ScratchConfig(data, model, dataclasses.replace(train_config, progress_bar=progress), _teacher_e0s(teacher))
+    result = train_from_scratch(config, out / "student")
     report["training"] = {"wall_s": time.perf_counter() - t0, "epochs": len(result.history),
                           "compilations": dict(result.n_compiles), "train_config": train_config.to_dict()}
     student_model = load_model(out / "student" / "model", dtype=teacher.config.dtype)
@@ -287,8 +286,9 @@ def _mace_student(report, teacher, student, out, train_config, valid_fraction, b
 
 def _ace_student(report, teacher, config, out, train, tests, dft_test, dft_extra, speed_structures,
                  speed_repeats) -> None:
-    from jaxtl.calculator import MACECalculator, load_calculator
+    from jaxtl.calculator import MACECalculator
     from jaxtl.distill.ace import fit_ace_student
+    from jaxtl.distill.students import load_calculator
 
     record = fit_ace_student(train, config, out / "student", e0s=_teacher_e0s(teacher), test_sets=tests)
     report["training"] = {"wall_s": record["fit_s"], "timings": record["timings"],

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import ase
 import numpy as np
+from ase.calculators.calculator import Calculator
+
+from jaxtl.calculator import MACECalculator
 
 STUDENT_FILE = "student.json"
 
@@ -44,3 +47,33 @@ def calculator_errors(calc, frames: Sequence[ase.Atoms], energy_key: str = "REF_
         df = np.concatenate(df)
         out.update(forces_mae=1e3 * float(np.mean(np.abs(df))), forces_rmse=1e3 * float(np.sqrt(np.mean(df**2))))
     return out
+
+
+def load_calculator(path, **kwargs) -> Calculator:
+    """An ASE calculator for any student folder, MACE or ACE, or a jaxtl model folder.
+
+    Reads `path/student.json` (written by `jaxtl distill`): kind "mace" gives a
+    MACECalculator of its model folder, kind "ace" a compiled ACE calculator of its
+    model.npz (`jaxtl.distill.ace.ace_calculator`; needs the `ace` extra). Without student.json, a jaxtl model folder
+    (config.json + variables/), or a folder holding one as `model/`, gives a MACECalculator. Keyword arguments go
+    to the calculator. Raises FileNotFoundError / ValueError saying what was expected.
+    """
+    folder = Path(path)
+    if not folder.exists():
+        raise FileNotFoundError(f"{folder}: no such student folder")
+    record_file = folder / STUDENT_FILE
+    if record_file.is_file():
+        record = json.loads(record_file.read_text())
+        kind = record.get("kind")
+        if kind == "mace":
+            return MACECalculator(folder / record.get("model_dir", "model"), **kwargs)
+        if kind == "ace":
+            from jaxtl.distill.ace import ace_calculator  # ace-jax, an optional extra
+
+            return ace_calculator(folder, **kwargs)
+        raise ValueError(f"{record_file}: unknown student kind {kind!r} (expected 'mace' or 'ace')")
+    for candidate in (folder, folder / "model"):  # a model folder, or a student folder written before student.json
+        if (candidate / "config.json").is_file() and (candidate / "variables").exists():
+            return MACECalculator(candidate, **kwargs)
+    raise ValueError(f"{folder} is not a student folder: expected student.json (a `jaxtl distill` student, "
+                     "MACE or ACE) or a jaxtl model folder (config.json + variables/)")

@@ -3,10 +3,15 @@
     from jaxtl.finetune import freeze_labels, describe, finetune
     labels = freeze_labels(params, 6)            # mace-torch --freeze 6: only readouts train
     print(describe(params, labels))              # the dry run
-    finetune("foundation.model", "data.xyz", "runs/f6", freeze=6, epochs=50)
-    finetune("foundation.model", "data.xyz", "runs/lora", strategy="replay+lora", lora_rank=4)
+    config = FinetuneConfig(FoundationConfig("foundation.model"), DataConfig("data.xyz"),
+                            StrategyConfig(freeze=6), TrainConfig(max_num_epochs=50))
+    finetune(config, "runs/f6")
+    finetune(config.replace(strategy=StrategyConfig("replay+lora", lora_rank=4)), "runs/lora")
+
+`DataConfig` is `jaxtl.train.data.DataConfig`, `TrainConfig` is `jaxtl.train.TrainConfig`.
 """
 
+from jaxtl.finetune.config import FinetuneConfig, FoundationConfig, StrategyConfig
 from jaxtl.finetune.e0s import RankDeficientWarning, element_counts, fit_e0s, lstsq_e0s
 
 # Binds the name to the function (importing the submodule of the same name set it to the module).
@@ -53,5 +58,5 @@ __all__ = [
     "stop_frozen_gradients", "trainable_value_and_grad", "FreezeReport", "describe", "finetune",
     "FinetuneResult", "resolve_labels", "load_foundation", "LoRA", "Magnitude", "Replay", "pseudolabel",
     "rattled_copies", "replay_structures", "STRATEGIES", "Strategy", "StrategyReport", "describe_strategy",
-    "make_strategy",
+    "make_strategy", "FinetuneConfig", "FoundationConfig", "StrategyConfig",
 ]

@@ -1,6 +1,12 @@
 """`finetune`: foundation model + new DFT data -> a fine-tuned model folder.
 
-    finetune("spice_mace.model", "aspirin.xyz", "runs/aspirin_f6", freeze=6, epochs=50)
+    config = FinetuneConfig(
+        foundation=FoundationConfig("spice_mace.model"),
+        data=DataConfig(train_file="aspirin.xyz", batch_size=5),
+        strategy=StrategyConfig(freeze=6),
+        train=TrainConfig(max_num_epochs=50),
+    )
+    finetune(config, "runs/aspirin_f6")
 
 Steps: load the foundation (a jaxtl model folder, or a mace-torch `.model` converted
 into OUT/foundation), check the data's elements, refit the E0s (`jaxtl.finetune.e0s`),
@@ -9,8 +15,7 @@ replay set (`jaxtl.finetune.strategies`), train with `jaxtl.train.train` (frozen
 leaves: no update, no optimiser state, no gradient), and write OUT/model, a model
 folder like any other (`jaxtl.load_model`, MACECalculator) with any adapters merged.
 
-    finetune("spice_mace.model", "aspirin.xyz", "runs/aspirin_lora", strategy="replay+lora",
-             lora_rank=4, replay_weight=0.5, epochs=50)
+    StrategyConfig("replay+lora", lora_rank=4, replay_weight=0.5)   # adapters and replay
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtl.api import LoadedModel, build_loaded_model, enable_x64_if
+from jaxtl.config_io import record_config
+from jaxtl.finetune.config import CONFIG_FILE, RESUME_MAY_CHANGE, FinetuneConfig, StrategyConfig
 from jaxtl.finetune.e0s import fit_e0s
 from jaxtl.finetune.freeze import (
     FROZEN,
@@ -34,17 +41,19 @@ from jaxtl.finetune.freeze import (
     lr_factor_transforms,
     map_paths,
     path_str,
+    pattern_labels,
     soft_labels,
 )
 from jaxtl.finetune.gradients import stop_frozen_gradients
 from jaxtl.finetune.replay import describe_replay, pseudolabel, replay_structures
 from jaxtl.finetune.strategies import Strategy, StrategyReport, describe_strategy, make_strategy
-from jaxtl.graph import Configuration, DataKeys, GraphDataset, batch_iterator, check_elements, choose_budgets
+from jaxtl.graph import Configuration, GraphDataset, batch_iterator, check_elements, choose_budgets
 from jaxtl.heads import select_head
 from jaxtl.model import MACE, MACEConfig, make_predict
 from jaxtl.model_io import cast_variables, load_model_files, save_model
-from jaxtl.train import TrainConfig, make_optimizer, train
-from jaxtl.train.data import DataConfig, read_splits
+from jaxtl.train import make_optimizer, train
+from jaxtl.train.data import DataConfig, Splits, read_splits
+from jaxtl.train.distributed import is_primary
 from jaxtl.train.loop import TrainResult
 
 Freeze = int | None | Callable[[Any], Any] | Mapping
@@ -122,17 +131,25 @@ def resolve_labels(params, config: MACEConfig, freeze: Freeze = None, counting: 
     return labels
 
 
-def strategy_base_labels(strategy: Strategy, params, config: MACEConfig, freeze: Freeze = None,
-                         counting: str = "mace", lr_factors: Mapping[str, float] | None = None):
-    """Labels of the foundation's weights under `strategy`: from the freezing options
-    (`resolve_labels`) when given; else all trainable, or all frozen for a strategy
-    with adapters (LoRA, magnitude: only the adapters train)."""
-    chosen = freeze is not None or bool(lr_factors)
+def strategy_base_labels(strategy: Strategy, params, config: MACEConfig, settings: StrategyConfig,
+                         labels: Freeze = None):
+    """Labels of the foundation's weights under `strategy`: from the freezing fields of
+    `settings` (or `labels`, a label pytree or a function params -> labels, instead)
+    when given; else all trainable, or all frozen for a strategy with adapters (LoRA,
+    magnitude: only the adapters train)."""
+    if labels is not None and (settings.freeze is not None or settings.freeze_patterns or settings.train_patterns):
+        raise ValueError("give either labels or the strategy's freeze/freeze_patterns/train_patterns, not both")
+    chosen = labels is not None or settings.chooses_labels
     if strategy.naive and chosen:
-        raise ValueError("strategy naive trains every weight; drop the freezing options or use strategy freeze")
+        raise ValueError("strategy naive trains every weight; drop the freezing fields (freeze, freeze_patterns, "
+                         "train_patterns, lr_factors) or use strategy freeze")
     if strategy.reparametrised and not chosen:
         return map_paths(lambda _: FROZEN, params)
-    return resolve_labels(params, config, freeze, counting, lr_factors)
+    freeze = labels if labels is not None else settings.freeze
+    if settings.freeze_patterns or settings.train_patterns:
+        fp, tp = list(settings.freeze_patterns), list(settings.train_patterns)
+        freeze = lambda p: pattern_labels(p, freeze=fp, train=tp)  # noqa: E731
+    return resolve_labels(params, config, freeze, settings.counting, settings.lr_factors)
 
 
 def foundation_energies(config: MACEConfig, variables: dict, r_max: float, batch_size: int = 16):
@@ -153,135 +170,101 @@ def foundation_energies(config: MACEConfig, variables: dict, r_max: float, batch
     return energies
 
 
+
 def _leaves_equal(a, b) -> bool:
     return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-def finetune(
-    foundation: str | Path | LoadedModel,
-    train_file: str | Path,
-    out_dir: str | Path,
-    *,
-    freeze: Freeze = None,
-    counting: str = "mace",
-    lr_factors: Mapping[str, float] | None = None,
-    e0s: str | Mapping | None = None,
-    epochs: int | None = None,
-    batch_size: int = 5,
-    lr: float | None = None,
-    train_config: TrainConfig | None = None,
-    valid_file: str | Path | None = None,
-    valid_fraction: float = 0.1,
-    test_file: str | Path | None = None,
-    head: str | None = None,
-    keys: DataKeys = DataKeys(),
-    config_type_weights: Mapping[str, float] | None = None,
-    train_fraction: float = 1.0,
-    max_force: float | None = None,
-    resume: bool = False,
-    cut_frozen_gradients: bool = True,
-    decay_filter: Callable | None = mace_decay_filter,
-    check_conversion: bool = True,
-    dry_run: bool = False,
-    log: Callable[[str], None] = print,
-    strategy: str | Strategy = "freeze",
-    lora_rank: int | None = None,
-    lora_alpha: float | None = None,
-    adapter_patterns: Sequence[str] | None = None,
-    replay_size: int | None = None,
-    replay_weight: float | None = None,
-    replay_files: Sequence[str | Path] = (),
-    replay_rattle: float | None = None,
-) -> FinetuneResult:
-    """Fine-tune a foundation MACE on `train_file` and write `out_dir/model`.
+def make_strategy_of(settings: StrategyConfig, seed: int) -> Strategy:
+    """The `Strategy` a `StrategyConfig` names (its replay set drawn with `seed`)."""
+    return make_strategy(settings.name, lora_rank=settings.lora_rank, lora_alpha=settings.lora_alpha,
+                         adapter_patterns=settings.adapter_patterns, replay_size=settings.replay_size,
+                         replay_weight=settings.replay_weight, replay_files=list(settings.replay_files),
+                         replay_rattle=settings.replay_rattle, seed=seed)
 
-    Args:
-        foundation: a jaxtl model folder, a `LoadedModel`, or a mace-torch `.model`
-            file (converted into out_dir/foundation, verified unless
-            `check_conversion=False`), or a released model's name such as
-            "mace-mp-0-medium" (downloaded and converted once into the cache).
-        train_file: structures with REF_energy/REF_forces (`keys`), any ASE format.
-        out_dir: the run folder (engine outputs, out_dir/model).
-        freeze: `--freeze N` (int), a label pytree or a function params -> labels.
-        counting: "mace" (upstream, by name) or "paper" (the fork's child modules).
-        lr_factors: soft freezing, e.g. {"interactions_lr_factor": 0.1}.
-        e0s: "average", "estimated", "foundation", "isolated" or given E0s (see `fit_e0s`);
-            None: the IsolatedAtom frames of `train_file` when it has them, else "average".
-        epochs, lr: override `train_config`'s max_num_epochs and optimizer.lr.
-        batch_size: structures per batch.
-        train_config: engine settings (default `TrainConfig()`, mace-torch defaults).
-        valid_file: validation structures; without it `valid_fraction` of the
-            training file (seeded by train_config.seed) is held out.
-        test_file: evaluated at the end (metrics in out_dir/final_metrics.json).
-        head: the head of a multi-head foundation to fine-tune.
-        keys: where labels live in the files; config_type_weights: mace's --config_type_weights.
-        train_fraction: train on this fraction of the training pool (data-efficiency studies).
-        max_force: drop structures with any force component above this (eV/A).
-        resume: continue an interrupted run in `out_dir` exactly.
-        cut_frozen_gradients: do not compute gradients of frozen leaves.
-        decay_filter: (path, leaf) -> whether weight decay applies (mace-torch groups).
-        dry_run: stop after printing the freezing report (nothing is trained).
-        strategy: "naive", "freeze" (default: the freezing options above; none
-            given = naive), "lora", "magnitude", "replay", "replay+lora" or any
-            '+'-joined parts (see `jaxtl.finetune.strategies`), or a `Strategy`.
-            With adapters the foundation's weights are frozen unless freezing
-            options are given (then those rule the non-adapted weights).
-        lora_rank, lora_alpha: W = W0 + (alpha/rank) A B (defaults 4 and rank).
-        adapter_patterns: globs over parameter paths choosing the adapted weights.
-        replay_size, replay_weight, replay_files, replay_rattle: the pseudolabelled
-            replay set (`jaxtl.finetune.replay.Replay`).
+
+def read_finetune_data(data: DataConfig, config: MACEConfig) -> Splits:
+    """The splits of `data`, every structure on the foundation's (single) head.
 
     Raises:
-        DataError: an element the foundation does not know (names element, file, frame),
-            in the training data or the replay set.
-        ValueError: an adapter pattern that matches nothing, a LoRA rank above a chosen
-            weight's dimensions, an option the strategy does not use.
+        DataError: an element the foundation does not know (names element, file, frame).
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = train_config or TrainConfig()
-    if epochs is not None:
-        cfg = cfg.replace(max_num_epochs=epochs)
-    if lr is not None:
-        cfg = cfg.replace(optimizer=dataclasses.replace(cfg.optimizer, lr=lr))
-    enable_x64_if(cfg.dtype)
-    if not isinstance(strategy, Strategy):
-        strategy = make_strategy(strategy, lora_rank=lora_rank, lora_alpha=lora_alpha,
-                                 adapter_patterns=adapter_patterns, replay_size=replay_size,
-                                 replay_weight=replay_weight, replay_files=[str(f) for f in replay_files],
-                                 replay_rattle=replay_rattle, seed=cfg.seed)
+    splits = read_splits(data)
+    head = config.heads[0]
+    splits = dataclasses.replace(splits, **{name: [dataclasses.replace(c, head=head) for c in getattr(splits, name)]
+                                            for name in ("train", "valid", "test")})
+    for configs in (splits.train, splits.valid, splits.test):
+        check_elements(configs, config.atomic_numbers)
+    return splits
 
-    config, variables, meta = load_foundation(foundation, out, head, check_conversion, log)
-    head_name = config.heads[0]
-    splits = read_splits(DataConfig(
-        train_file=str(train_file), valid_file=str(valid_file) if valid_file else None,
-        valid_fraction=valid_fraction, test_file=str(test_file) if test_file else None, keys=keys,
-        batch_size=batch_size, max_force=max_force, train_fraction=train_fraction, seed=cfg.seed,
-        config_type_weights=config_type_weights))
-    configs, valid, test = ([dataclasses.replace(c, head=head_name) for c in cs]
-                            for cs in (splits.train, splits.valid, splits.test))
-    test = test or None
-    for cs in (configs, valid, test or []):
-        check_elements(cs, config.atomic_numbers)
 
-    foundation_e0s = np.asarray(variables["constants"]["atomic_energies"])
-    teacher = (config, variables)  # the frozen foundation labels the replay set
-    atomic_energies = fit_e0s(configs, config.atomic_numbers, foundation_e0s, e0s,
+def refit_e0s(config: MACEConfig, variables: dict, splits: Splits, e0s, batch_size: int, dtype: str,
+              log: Callable[[str], None]) -> tuple[MACEConfig, dict]:
+    """(config, variables) in `dtype` with the E0s refitted on the training data (`fit_e0s`)."""
+    atomic_energies = fit_e0s(splits.train, config.atomic_numbers,
+                              np.asarray(variables["constants"]["atomic_energies"]), e0s,
                               foundation_energies(config, variables, config.r_max, batch_size),
                               isolated=splits.isolated)
     log("E0s (eV): " + ", ".join(f"Z={z}: {e:.6f}" for z, e in zip(config.atomic_numbers, atomic_energies[0])))
     variables = {"params": variables["params"],
                  "constants": {**variables["constants"], "atomic_energies": atomic_energies}}
-    variables = cast_variables(variables, cfg.dtype)
-    config = config.replace(dtype=cfg.dtype)
+    return config.replace(dtype=dtype), cast_variables(variables, dtype)
+
+
+def finetune(
+    config: FinetuneConfig,
+    out_dir: str | Path,
+    *,
+    labels: Freeze = None,
+    resume: bool = False,
+    dry_run: bool = False,
+    decay_filter: Callable | None = mace_decay_filter,
+    log: Callable[[str], None] = print,
+) -> FinetuneResult:
+    """Fine-tune `config.foundation` on `config.data` and write `out_dir/model`.
+
+    Args:
+        config: foundation, data, strategy, optimisation and E0s (`FinetuneConfig`);
+            saved as out_dir/finetune_config.yaml.
+        out_dir: the run folder (checkpoints, logs, out_dir/model).
+        labels: a label pytree or a function params -> labels ruling the foundation's
+            weights, instead of the strategy's freeze/freeze_patterns/train_patterns.
+        resume: continue an interrupted run in `out_dir` exactly (same config, a larger
+            `train.max_num_epochs` allowed).
+        dry_run: stop after logging what the strategy trains (no training, no model).
+        decay_filter: (path, leaf) -> whether weight decay applies (mace-torch groups).
+        log: where progress lines go.
+
+    Raises:
+        DataError: an element the foundation does not know (names element, file, frame),
+            in the training data or the replay set.
+        ValueError: an adapter pattern that matches nothing, a LoRA rank above a chosen
+            weight's dimensions, a strategy field the strategy does not use, a resumed
+            run whose config differs (naming the fields).
+    """
+    custom_labels = labels is not None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg, data = config.train, config.data
+    enable_x64_if(cfg.dtype)
+    strategy = make_strategy_of(config.strategy, cfg.seed)
+    if not dry_run:
+        record_config(config, out / CONFIG_FILE, resume, may_change=RESUME_MAY_CHANGE, write=is_primary())
+
+    f = config.foundation
+    model_config, variables, meta = load_foundation(f.model, out, f.head, f.check_conversion, log)
+    splits = read_finetune_data(data, model_config)
+    teacher = (model_config, variables)  # the foundation as it is labels the replay set
+    model_config, variables = refit_e0s(model_config, variables, splits, config.e0s, data.batch_size, cfg.dtype, log)
+    atomic_energies = np.asarray(variables["constants"]["atomic_energies"])
 
     params = variables["params"]
     tree = strategy.init(params, seed=cfg.seed)
-    labels = strategy.labels(tree, strategy_base_labels(strategy, params, config, freeze, counting, lr_factors))
+    labels = strategy.labels(tree, strategy_base_labels(strategy, params, model_config, config.strategy, labels))
     decay_filter = strategy.decay_filter(decay_filter)
     replay_set = replay_line = None
     if strategy.replay is not None:
-        replay_set = replay_structures(strategy.replay, configs, config.atomic_numbers)
+        replay_set = replay_structures(strategy.replay, splits.train, model_config.atomic_numbers)
         replay_line = describe_replay(strategy.replay, replay_set)
     report = describe_strategy(strategy, params, tree, labels, optimizer=lambda l: make_optimizer(
         cfg.optimizer, l, lr_factor_transforms(l), decay_filter), replay=replay_line)
@@ -289,67 +272,105 @@ def finetune(
     if dry_run:
         return FinetuneResult(None, report, atomic_energies, labels, strategy=strategy)
 
-    np_dtype = np.dtype(cfg.dtype)
     replay = []
     if replay_set:
-        replay = pseudolabel(build_loaded_model(*teacher, dtype=cfg.dtype), replay_set, strategy.replay, head_name,
-                             foundation_e0s[0], np.asarray(atomic_energies)[0], batch_size)
+        replay = pseudolabel(build_loaded_model(*teacher, dtype=cfg.dtype), replay_set, strategy.replay,
+                             model_config.heads[0], np.asarray(teacher[1]["constants"]["atomic_energies"])[0],
+                             atomic_energies[0], data.batch_size)
         log(f"labelled {len(replay)} replay structures with the foundation")
-    train_configs = configs + replay
-    train_set = GraphDataset(train_configs, config.r_max, heads=config.heads, progress=False)
-    budgets = choose_budgets(train_set, batch_size)
+    run = _Run(config, model_config, variables["constants"], strategy, tree, labels, report, meta, splits, replay,
+               custom_labels)
+    result, n_steps, train_time, wall = run.train(out, decay_filter, resume)
+    log(report.summary())
+    log(f"wrote {out / 'model'} ({n_steps} steps in {train_time:.1f} s)")
+    # frozen_unchanged: write_model compared every frozen leaf before writing and raises otherwise
+    return FinetuneResult(out / "model", report, atomic_energies, labels, result, True, wall,
+                          n_steps / train_time if train_time > 0 else None, strategy, len(replay))
 
-    def train_batches(epoch):
-        batches = batch_iterator(train_set, batch_size, budgets, shuffle=True, seed=cfg.seed, epoch=epoch,
-                                 dtype=np_dtype)
-        if not replay:
+
+@dataclasses.dataclass
+class _Run:
+    """A prepared fine-tuning run: batches, the reparametrised model and the final write."""
+
+    config: FinetuneConfig
+    model_config: MACEConfig
+    constants: dict
+    strategy: Strategy
+    tree: Any
+    labels: Any
+    report: StrategyReport
+    meta: dict
+    splits: Splits
+    replay: list
+    custom_labels: bool
+
+    def __post_init__(self):
+        c = self.model_config
+        self.train_configs = self.splits.train + self.replay
+        self.train_set = GraphDataset(self.train_configs, c.r_max, heads=c.heads, progress=False)
+        self.budgets = choose_budgets(self.train_set, self.config.data.batch_size)
+
+    def train_batches(self, epoch: int) -> list:
+        cfg, data = self.config.train, self.config.data
+        batches = batch_iterator(self.train_set, data.batch_size, self.budgets, shuffle=True, seed=cfg.seed,
+                                 epoch=epoch, dtype=np.dtype(cfg.dtype))
+        if not self.replay:
             return list(batches)
         # with their config types, so the training metrics show the replay error apart
-        return [(b, [train_configs[i].config_type for i in members]) for (_, members), b in zip(batches.plan, batches)]
+        return [(b, [self.train_configs[i].config_type for i in members])
+                for (_, members), b in zip(batches.plan, batches)]
 
-    fixed = lambda cs: list(batch_iterator(GraphDataset(cs, config.r_max, heads=config.heads, progress=False),
-                                           batch_size, shuffle=False, dtype=np_dtype)) if cs else []
-    predict = strategy.reparametrise(make_predict(MACE(config, cfg.backend)))
-    if cut_frozen_gradients:
-        predict = stop_frozen_gradients(predict, labels)
+    def fixed_batches(self, configs) -> list:
+        """Evaluation batches of `configs` in file order."""
+        if not configs:
+            return []
+        c = self.model_config
+        dataset = GraphDataset(configs, c.r_max, heads=c.heads, progress=False)
+        return list(batch_iterator(dataset, self.config.data.valid_batch_size, shuffle=False,
+                                   dtype=np.dtype(self.config.train.dtype)))
 
-    def metadata(wall: float | None) -> dict:
-        return {**meta, "finetune": {
-            "train_file": str(Path(train_file).absolute()), "freeze": freeze if isinstance(freeze, int) else
-            ("custom" if freeze is not None else None), "counting": counting, "lr_factors": dict(lr_factors or {}),
-            "e0s": e0s if isinstance(e0s, str) or e0s is None else "given", "n_trainable": report.n_trainable,
-            "n_frozen": report.n_frozen, "frozen": report.frozen_paths(), "wall_s": wall,
-            "strategy": strategy.to_dict(), "n_adapter": report.n_adapter, "n_replay": len(replay),
-            "optimiser_state_bytes": report.state_bytes,
-            "train_config": cfg.to_dict()}}
+    def metadata(self, wall: float | None) -> dict:
+        s, report, e0s = self.config.strategy, self.report, self.config.e0s
+        freeze = s.freeze if s.freeze is not None else (
+            "custom" if self.custom_labels or s.freeze_patterns or s.train_patterns else None)
+        return {**self.meta, "finetune": {
+            "train_file": str(Path(self.config.data.train_file).absolute()), "freeze": freeze,
+            "counting": s.counting, "lr_factors": dict(s.lr_factors or {}),
+            "e0s": e0s if isinstance(e0s, str) or e0s is None else "given",
+            "n_trainable": report.n_trainable, "n_frozen": report.n_frozen, "frozen": report.frozen_paths(),
+            "wall_s": wall, "strategy": self.strategy.to_dict(), "n_adapter": report.n_adapter,
+            "n_replay": len(self.replay), "optimiser_state_bytes": report.state_bytes,
+            "train_config": self.config.train.to_dict(), "config": self.config.to_dict()}}
 
-    def write_model(directory: Path, variables: dict) -> None:
-        """OUT/model, written once: frozen leaves checked bit for bit against the foundation's,
-        adapters merged into a plain jaxtl model, the metadata added."""
-        variables = jax.tree.map(np.asarray, variables)
-        if not frozen_unchanged(variables["params"]):
-            raise RuntimeError("a frozen parameter changed during fine-tuning; this is a bug")
-        save_model(directory, config, {**variables, "params": strategy.merge(variables["params"])},
-                   metadata(time.perf_counter() - t0))
-
-    def frozen_unchanged(trained_params) -> bool:
-        frozen_labels = [l == FROZEN for l in jax.tree.leaves(labels)]
-        before = [x for x, f in zip(jax.tree.leaves(tree), frozen_labels) if f]
-        after = [x for x, f in zip(jax.tree.leaves(trained_params), frozen_labels) if f]
+    def frozen_unchanged(self, trained_params) -> bool:
+        frozen = [l == FROZEN for l in jax.tree.leaves(self.labels)]
+        before = [x for x, f in zip(jax.tree.leaves(self.tree), frozen) if f]
+        after = [x for x, f in zip(jax.tree.leaves(trained_params), frozen) if f]
         return _leaves_equal(before, after)
 
-    t0 = time.perf_counter()
-    result = train(predict, {**variables, "params": tree}, train_batches, fixed(valid), cfg, out,
-                   test_batches=fixed(test) if test else None, param_labels=labels,
-                   label_transforms=lr_factor_transforms(labels), decay_filter=decay_filter,
-                   model_config=config.to_dict(), resume=resume, write_model=write_model)
-    wall = time.perf_counter() - t0
-    n_steps = sum(len(train_batches(r["epoch"])) for r in result.history if "epoch" in r and "time_s" in r)
-    train_time = sum(r.get("time_s", 0.0) for r in result.history)
+    def write_model(self, directory: Path, variables: dict, wall: float) -> None:
+        """OUT/model, written once and atomically (`save_model`): frozen leaves checked bit for
+        bit against the foundation's, adapters merged into a plain jaxtl model, metadata added."""
+        variables = jax.tree.map(np.asarray, variables)
+        if not self.frozen_unchanged(variables["params"]):
+            raise RuntimeError("a frozen parameter changed during fine-tuning; this is a bug")
+        save_model(directory, self.model_config, {**variables, "params": self.strategy.merge(variables["params"])},
+                   self.metadata(wall))
 
-    model_dir = out / "model"
-    log(report.summary())
-    log(f"wrote {model_dir} ({n_steps} steps in {train_time:.1f} s)")
-    # frozen_unchanged: write_model compared every frozen leaf before writing and raises otherwise
-    return FinetuneResult(model_dir, report, atomic_energies, labels, result, True, wall,
-                          n_steps / train_time if train_time > 0 else None, strategy, len(replay))
+    def train(self, out: Path, decay_filter, resume: bool) -> tuple[TrainResult, int, float, float]:
+        """(the engine's result, steps, training seconds, wall seconds)."""
+        cfg = self.config.train
+        predict = self.strategy.reparametrise(make_predict(MACE(self.model_config, cfg.backend)))
+        if self.config.strategy.cut_frozen_gradients:
+            predict = stop_frozen_gradients(predict, self.labels)
+        valid, test = self.fixed_batches(self.splits.valid), self.fixed_batches(self.splits.test)
+        variables = {"params": self.tree, "constants": self.constants}
+        t0 = time.perf_counter()
+        result = train(predict, variables, self.train_batches, valid, cfg, out, test_batches=test or None,
+                       param_labels=self.labels, label_transforms=lr_factor_transforms(self.labels),
+                       decay_filter=decay_filter, model_config=self.model_config.to_dict(), resume=resume,
+                       write_model=lambda d, v: self.write_model(d, v, time.perf_counter() - t0))
+        wall = time.perf_counter() - t0
+        epochs = [r for r in result.history if "epoch" in r and "time_s" in r]
+        n_steps = sum(len(self.train_batches(r["epoch"])) for r in epochs)
+        return result, n_steps, sum(r.get("time_s", 0.0) for r in result.history), wall

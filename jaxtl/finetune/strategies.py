@@ -159,11 +159,11 @@ def make_strategy(name: str = "freeze", *, lora_rank: int | None = None, lora_al
                          "freeze, lora or magnitude")
     given = lambda *xs: any(x is not None for x in xs)  # noqa: E731
     if "lora" not in parts and given(lora_rank, lora_alpha):
-        raise ValueError(f"--lora-rank/--lora-alpha need a lora strategy, not {name!r}")
+        raise ValueError(f"lora_rank/lora_alpha need a lora strategy, not {name!r}")
     if not set(parts) & {"lora", "magnitude"} and adapter_patterns is not None:
-        raise ValueError(f"--adapter-patterns need a lora or magnitude strategy, not {name!r}")
+        raise ValueError(f"adapter_patterns need a lora or magnitude strategy, not {name!r}")
     if "replay" not in parts and (given(replay_size, replay_weight, replay_rattle) or replay_files):
-        raise ValueError(f"--replay-* options need a replay strategy, not {name!r}")
+        raise ValueError(f"replay_size/replay_weight/replay_files/replay_rattle need a replay strategy, not {name!r}")
     patterns = None if adapter_patterns is None else tuple(adapter_patterns)
     reparams = []
     if "lora" in parts:

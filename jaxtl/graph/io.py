@@ -130,6 +130,67 @@ def _lookup(atoms: ase.Atoms, keys: DataKeys, name: str):
     return _calc_result(atoms, name)
 
 
+def _geometry(atoms: ase.Atoms, where: str) -> tuple[np.ndarray, np.ndarray, tuple[bool, ...]]:
+    """(positions [n_atoms, 3] A, cell [3, 3] A, pbc), finite and with a cell that spans
+    the periodic directions; else `DataError` naming `where`."""
+    positions = np.array(atoms.positions, dtype=np.float64)
+    cell = np.array(atoms.cell.array, dtype=np.float64)
+    pbc = tuple(bool(p) for p in atoms.pbc)
+    if not np.all(np.isfinite(positions)):
+        bad = np.flatnonzero(~np.all(np.isfinite(positions), axis=1))
+        raise DataError(f"{where}: positions of atoms {bad[:10].tolist()} are NaN or inf")
+    if not np.all(np.isfinite(cell)):
+        raise DataError(f"{where}: cell is NaN or inf")
+    if any(pbc) and np.linalg.matrix_rank(cell[list(pbc)], tol=1e-8) < sum(pbc):
+        raise DataError(f"{where}: pbc={pbc} but the cell {cell.tolist()} is degenerate")
+    return positions, cell, pbc
+
+
+def _labels(atoms: ase.Atoms, keys: DataKeys, require: Sequence[str], where: str,
+            read: bool = True) -> dict[str, object]:
+    """{label: value or None} of `LABELS` (energy eV, forces [n_atoms, 3] eV/A, stress and
+    virials [3, 3]), each finite, those in `require` present; else `DataError` naming the
+    label and `where`. `read=False`: no labels (all None)."""
+    labels: dict[str, object] = {}
+    for name in LABELS:
+        raw = _lookup(atoms, keys, name) if read else None
+        if raw is None:
+            if name in require:
+                raise DataError(
+                    f"{where}: required label '{name}' is missing (no '{getattr(keys, name)}' "
+                    f"in the frame and no calculator result)"
+                )
+            labels[name] = None
+            continue
+        try:
+            if name == "energy":
+                value = float(np.asarray(raw, dtype=np.float64).reshape(()))
+            elif name == "forces":
+                value = np.array(raw, dtype=np.float64).reshape(len(atoms), 3)
+            else:
+                value = to_matrix(raw)
+        except (TypeError, ValueError) as err:
+            raise DataError(f"{where}: label '{name}' cannot be read: {err}") from err
+        if not np.all(np.isfinite(value)):
+            raise DataError(f"{where}: label '{name}' contains NaN or inf")
+        labels[name] = value
+    return labels
+
+
+def _check_overlaps(positions: np.ndarray, cell: np.ndarray, pbc, min_distance: float, where: str) -> None:
+    """`DataError` naming the first pair of atoms closer than `min_distance` (A), with its image."""
+    # vesin's cell list slows down sharply for tiny cutoffs (its bins scale
+    # with the cutoff), so search at 2 A and filter.
+    senders, receivers, shifts = neighbour_list(positions, cell, pbc, max(min_distance, 2.0))
+    d = np.linalg.norm(positions[receivers] - positions[senders] + shifts @ cell, axis=1)
+    if len(d) and d.min() < min_distance:
+        e = int(np.argmin(d))
+        raise DataError(
+            f"{where}: atoms {int(senders[e])} and {int(receivers[e])} overlap "
+            f"(distance {d[e]:.4f} A < {min_distance} A, image {shifts[e].tolist()})"
+        )
+
+
 def configuration_from_atoms(
     atoms: ase.Atoms,
     keys: DataKeys = DataKeys(),
@@ -155,52 +216,10 @@ def configuration_from_atoms(
     n_atoms = len(atoms)
     if n_atoms == 0:
         raise DataError(f"{where}: structure has no atoms")
-    positions = np.array(atoms.positions, dtype=np.float64)
-    cell = np.array(atoms.cell.array, dtype=np.float64)
-    pbc = tuple(bool(p) for p in atoms.pbc)
-    if not np.all(np.isfinite(positions)):
-        bad = np.flatnonzero(~np.all(np.isfinite(positions), axis=1))
-        raise DataError(f"{where}: positions of atoms {bad[:10].tolist()} are NaN or inf")
-    if not np.all(np.isfinite(cell)):
-        raise DataError(f"{where}: cell is NaN or inf")
-    if any(pbc) and np.linalg.matrix_rank(cell[list(pbc)], tol=1e-8) < sum(pbc):
-        raise DataError(f"{where}: pbc={pbc} but the cell {cell.tolist()} is degenerate")
-
-    labels: dict[str, object] = {}
-    for name in LABELS:
-        raw = _lookup(atoms, keys, name) if read_labels else None
-        if raw is None:
-            if name in require:
-                raise DataError(
-                    f"{where}: required label '{name}' is missing (no '{getattr(keys, name)}' "
-                    f"in the frame and no calculator result)"
-                )
-            labels[name] = None
-            continue
-        try:
-            if name == "energy":
-                value = float(np.asarray(raw, dtype=np.float64).reshape(()))
-            elif name == "forces":
-                value = np.array(raw, dtype=np.float64).reshape(n_atoms, 3)
-            else:
-                value = to_matrix(raw)
-        except (TypeError, ValueError) as err:
-            raise DataError(f"{where}: label '{name}' cannot be read: {err}") from err
-        if not np.all(np.isfinite(value)):
-            raise DataError(f"{where}: label '{name}' contains NaN or inf")
-        labels[name] = value
-
-    if min_distance is not None and n_atoms > 0:
-        # vesin's cell list slows down sharply for tiny cutoffs (its bins scale
-        # with the cutoff), so search at 2 A and filter.
-        senders, receivers, shifts = neighbour_list(positions, cell, pbc, max(min_distance, 2.0))
-        d = np.linalg.norm(positions[receivers] - positions[senders] + shifts @ cell, axis=1)
-        if len(d) and d.min() < min_distance:
-            e = int(np.argmin(d))
-            raise DataError(
-                f"{where}: atoms {int(senders[e])} and {int(receivers[e])} overlap "
-                f"(distance {d[e]:.4f} A < {min_distance} A, image {shifts[e].tolist()})"
-            )
+    positions, cell, pbc = _geometry(atoms, where)
+    labels = _labels(atoms, keys, require, where, read_labels)
+    if min_distance is not None:
+        _check_overlaps(positions, cell, pbc, min_distance, where)
 
     info = atoms.info
     config_type = str(info.get(keys.config_type, "Default"))

@@ -23,13 +23,17 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jaxtl.finetune import FinetuneConfig, FoundationConfig, StrategyConfig, finetune
+from jaxtl.graph.io import DataKeys
 from jaxtl.learning_curve.config import SCRATCH, LearningCurveConfig, freeze_level
 from jaxtl.train.checkpoint import LATEST, Checkpointer
 from jaxtl.train.config import TrainConfig
+from jaxtl.train.data import DataConfig
 from jaxtl.train.loop import improves
 from jaxtl.train.loss import LossConfig
 from jaxtl.train.optimizer import OptimizerConfig
 from jaxtl.train.plot import read_log
+from jaxtl.train.run import ScratchConfig, train_from_scratch
 
 log = logging.getLogger("jaxtl.learning_curve")
 CELL_FILE = "cell.json"
@@ -138,28 +142,20 @@ def _stopped_early(losses: list[float], rule) -> bool:
 
 def _train(cell, cell_dir, run_dir, config, foundation_dir, scratch_model, resume) -> tuple[dict, int]:
     """(final metrics {split: {group: metrics}}, trainable parameters) of one training run."""
-    from jaxtl.graph.io import DataKeys
-
     d, t = config.data, config.train
     keys = DataKeys(energy=d.energy_key, forces=d.forces_key, stress=d.stress_key)
     cfg = train_config(config, cell)
+    data = DataConfig(train_file=str(cell_dir / "train.xyz"), valid_file=str(cell_dir / "valid.xyz"),
+                      test_file=d.test_file, keys=keys, batch_size=d.batch_size, valid_batch_size=d.batch_size,
+                      seed=cell.seed)
     if cell.strategy == SCRATCH:
-        from jaxtl.train.data import DataConfig
-        from jaxtl.train.run import train_from_scratch
-
-        data = DataConfig(train_file=str(cell_dir / "train.xyz"), valid_file=str(cell_dir / "valid.xyz"),
-                          test_file=d.test_file, keys=keys, batch_size=d.batch_size, valid_batch_size=d.batch_size,
-                          seed=cell.seed)
-        result = train_from_scratch(data, run_dir, model=scratch_model, train_config=cfg, e0s=t.e0s, resume=resume)
+        result = train_from_scratch(ScratchConfig(data, scratch_model, cfg, e0s=t.e0s), run_dir, resume=resume)
         return result.metrics, sum(int(np.size(x)) for x in jax.tree.leaves(result.variables["params"]))
-
-    from jaxtl.finetune import finetune
 
     level = freeze_level(cell.strategy)
     lora = level is None and "lora" in cell.strategy.split("+")
-    result = finetune(foundation_dir, cell_dir / "train.xyz", run_dir, freeze=level, counting=t.counting,
-                      e0s=t.e0s, batch_size=d.batch_size, train_config=cfg, valid_file=cell_dir / "valid.xyz",
-                      test_file=d.test_file, keys=keys, resume=resume,
-                      strategy="freeze" if level is not None else cell.strategy,
-                      lora_rank=t.lora_rank if lora else None, log=log.info)
+    strategy = StrategyConfig(name="freeze" if level is not None else cell.strategy, freeze=level,
+                              counting=t.counting, lora_rank=t.lora_rank if lora else None)
+    ft = FinetuneConfig(FoundationConfig(str(foundation_dir)), data, strategy, cfg, e0s=t.e0s)
+    result = finetune(ft, run_dir, resume=resume, log=log.info)
     return result.train.metrics, result.report.n_trainable

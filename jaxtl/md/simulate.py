@@ -240,29 +240,13 @@ class MDEngine:
         key = jax.random.PRNGKey(config.seed)
         if start_step:
             key = jax.random.fold_in(key, start_step)
-        params = ChunkParams(
-            dt=jnp.asarray(config.dt * units.fs, self.dtype),
-            kT=jnp.asarray(units.kB * (config.temperature or 0.0), self.dtype),
-            friction=jnp.asarray(config.friction / units.fs, self.dtype),
-            half_skin=jnp.asarray(0.5 * config.skin, self.dtype),
-            min_distance=jnp.asarray(config.min_distance, self.dtype),
-            limit=jnp.asarray(config.check_every, jnp.int32),
-        )
+        params = chunk_params(config, self.dtype)
         chunk = self._chunk(config.check_every, config.ensemble)
         np_masses = np.asarray(masses, np.float64)[:n]
-
-        def kinetic(v):
-            return 0.5 * float(np.sum(np_masses[:, None] * np.asarray(v, np.float64)[:n] ** 2))
+        kinetic = lambda v: kinetic_energy(np_masses, v)  # noqa: E731
 
         def frame(step, positions, v, e, f):
-            a = atoms.copy()
-            if step:
-                drop_labels(a)  # labels the start carried (DFT, say) belong to step 0 only
-            a.positions = np.asarray(positions, np.float64)[:n]
-            a.set_velocities(np.asarray(v, np.float64)[:n])
-            a.calc = SinglePointCalculator(a, energy=float(e), forces=np.asarray(f, np.float64)[:n])
-            a.info.update(md_step=step, time_fs=step * config.dt)
-            return a
+            return md_frame(atoms, step, step * config.dt, positions, v, e, f)
 
         n_steps = max(config.steps - start_step, 0)
         epot, ekin = [float(energy)], [kinetic(velocities)]
@@ -290,19 +274,7 @@ class MDEngine:
                 on_frames(frames[saved:])
             done += accepted
             bar.update(accepted)
-            reason = int(status[accepted]) if accepted < len(status) else LIMIT
-            if reason == NOT_FINITE:
-                error = (f"MD stopped at step {start_step + done + 1}: energy, forces or positions became NaN/inf "
-                         f"(the run exploded; try a smaller dt, or the model is outside its training domain)")
-            elif reason == TOO_CLOSE:
-                e = int(record.closest_edge[accepted])
-                i, j = int(graph.senders[e]), int(graph.receivers[e])
-                error = (f"MD stopped at step {start_step + done + 1}: atoms {i} and {j} came "
-                         f"{float(record.min_distance[accepted]):.3f} A apart (< min_distance "
-                         f"{config.min_distance} A); the run exploded or the model lets atoms collapse")
-            elif reason == REBUILD and accepted == 0:
-                error = (f"MD stopped at step {start_step + done + 1}: an atom moved more than skin/2 = "
-                         f"{config.skin / 2} A in one step; use a smaller dt or a larger skin")
+            error = stop_message(record, status, accepted, start_step + done + 1, graph, config)
             if error is None and done < n_steps:
                 graph = self.graph(numbers, np.asarray(state.positions, np.float64)[:n], cell, pbc, config.skin)
                 if graph.n_nodes != n_nodes:
@@ -367,3 +339,53 @@ def _progress(total: int, show):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="step", desc="MD", disable=None)  # None: only on a terminal
+
+
+def chunk_params(config: MDConfig, dtype) -> ChunkParams:
+    """The chunk's settings in ASE units (dt in ASE time, kT and friction per ASE time)."""
+    return ChunkParams(
+        dt=jnp.asarray(config.dt * units.fs, dtype),
+        kT=jnp.asarray(units.kB * (config.temperature or 0.0), dtype),
+        friction=jnp.asarray(config.friction / units.fs, dtype),
+        half_skin=jnp.asarray(0.5 * config.skin, dtype),
+        min_distance=jnp.asarray(config.min_distance, dtype),
+        limit=jnp.asarray(config.check_every, jnp.int32),
+    )
+
+
+def md_frame(atoms: ase.Atoms, step: int, time_fs: float, positions, velocities, energy, forces) -> ase.Atoms:
+    """A copy of `atoms` at `step`: positions [n_nodes >= n, 3] A, velocities, energy eV and
+    forces eV/A (padding rows dropped), with md_step and time_fs in its info."""
+    n = len(atoms)
+    a = atoms.copy()
+    if step:
+        drop_labels(a)  # labels the start carried (DFT, say) belong to step 0 only
+    a.positions = np.asarray(positions, np.float64)[:n]
+    a.set_velocities(np.asarray(velocities, np.float64)[:n])
+    a.calc = SinglePointCalculator(a, energy=float(energy), forces=np.asarray(forces, np.float64)[:n])
+    a.info.update(md_step=step, time_fs=time_fs)
+    return a
+
+
+def stop_message(record, status: np.ndarray, accepted: int, step: int, graph, config: MDConfig) -> str | None:
+    """Why a chunk stopped after `accepted` good steps, as an error naming `step` (the first
+    bad one), or None when it ran to its limit or stopped for a neighbour-list rebuild."""
+    reason = int(status[accepted]) if accepted < len(status) else LIMIT
+    if reason == NOT_FINITE:
+        return (f"MD stopped at step {step}: energy, forces or positions became NaN/inf "
+                f"(the run exploded; try a smaller dt, or the model is outside its training domain)")
+    if reason == TOO_CLOSE:
+        e = int(record.closest_edge[accepted])
+        i, j = int(graph.senders[e]), int(graph.receivers[e])
+        return (f"MD stopped at step {step}: atoms {i} and {j} came "
+                f"{float(record.min_distance[accepted]):.3f} A apart (< min_distance "
+                f"{config.min_distance} A); the run exploded or the model lets atoms collapse")
+    if reason == REBUILD and accepted == 0:
+        return (f"MD stopped at step {step}: an atom moved more than skin/2 = "
+                f"{config.skin / 2} A in one step; use a smaller dt or a larger skin")
+    return None
+
+
+def kinetic_energy(masses: np.ndarray, velocities) -> float:
+    """0.5 sum m v^2 (eV, ASE units) of the first len(masses) rows of `velocities` [n_nodes, 3]."""
+    return 0.5 * float(np.sum(masses[:, None] * np.asarray(velocities, np.float64)[: len(masses)] ** 2))

@@ -33,8 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtl.model.product import monomials
-from jaxtl.model.tensor_product import TPPath, _cg, _split, split_edges
+from jaxtl.model.common import TPPath, conv_clebsch_gordan, monomials, split_edges, split_pieces
 
 BACKENDS = ("xla", "cueq")
 
@@ -178,7 +177,7 @@ def conv_polynomial(in_dims: tuple[tuple[int, int], ...], sh_dims: tuple[int, ..
         out_start = len(d.operands[3].segments)
         for _ in range(2 * t.l_out + 1):
             d.add_segment(3, (t.mul,))
-        cg = np.asarray(_cg((dim_in - 1) // 2, t.l_sh, t.l_out)) * math.sqrt(2 * t.l_out + 1)
+        cg = np.asarray(conv_clebsch_gordan((dim_in - 1) // 2, t.l_sh, t.l_out)) * math.sqrt(2 * t.l_out + 1)
         for a, b, m3 in zip(*np.nonzero(np.abs(cg) > 1e-12)):
             d.add_path(p, x_start[t.i_in] + int(a), int(sh_start[t.l_sh] + b), out_start + int(m3),
                        c=float(cg[a, b, m3]))
@@ -236,5 +235,5 @@ def conv_messages(
         xs = split_edges((senders, receivers, tuple(sh), radial_data), chunk)
         out, _ = jax.lax.scan(jax.checkpoint(body), jnp.zeros((n_nodes, width), dtype), xs)
     # ir_mul per path -> the [n_nodes, mul, 2l3+1] blocks of `path_blocks`
-    pieces = _split(out, [t.mul * (2 * t.l_out + 1) for t in paths], axis=1)
+    pieces = split_pieces(out, [t.mul * (2 * t.l_out + 1) for t in paths], axis=1)
     return [jnp.swapaxes(b.reshape(n_nodes, 2 * t.l_out + 1, t.mul), 1, 2) for b, t in zip(pieces, paths)]

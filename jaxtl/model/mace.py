@@ -9,6 +9,7 @@ import numpy as np
 
 from jaxtl.graph.graph import Graph, edge_vectors
 from jaxtl.model.config import MACEConfig
+from jaxtl.model.cueq import check_backend
 from jaxtl.model.embedding import RadialEmbedding, spherical_harmonics
 from jaxtl.model.interaction import Interaction
 from jaxtl.model.irreps import (
@@ -86,6 +87,41 @@ class ProductBlock(nn.Module):
         return feats
 
 
+def node_species(cfg: MACEConfig, graph: Graph):
+    """(species [n_nodes]: model element index, z_s, z_r [n_edges]: atomic numbers of senders
+    and receivers, real_species [n_nodes], elements [slots] or None).
+
+    Padding nodes look like element 0 in z; in `real_species` they borrow a real node's
+    element for the product basis (their outputs are masked, and an element of their own
+    would cost its weight tables). `elements`: the model's indices of the elements present,
+    -1 in empty slots and for numbers the model does not know.
+    """
+    lookup = jnp.asarray(species_lookup(cfg.atomic_numbers))
+    species = lookup[graph.atomic_numbers]
+    model_z = jnp.asarray(np.asarray(cfg.atomic_numbers, np.int32))
+    z_nodes = model_z[species]
+    z_s, z_r = z_nodes[graph.senders], z_nodes[graph.receivers]
+    real_species = jnp.where(graph.node_mask, species, species[jnp.argmax(graph.node_mask)])
+    elements = None
+    if graph.elements is not None:
+        listed = lookup[graph.elements]
+        elements = jnp.where(model_z[listed] == graph.elements, listed, -1)
+    return species, z_s, z_r, real_species, elements
+
+
+def energies(node_e0, node_inter, graph: Graph, n_graphs: int, dtype) -> dict:
+    """node_energy [n_nodes] (E0 + interaction, eV, zero on padding nodes), energy and
+    interaction_energy [n_graphs] (eV)."""
+    mask = graph.node_mask.astype(dtype)
+    node_inter = node_inter * mask
+    node_energy = (node_e0 + node_inter) * mask
+    return {
+        "node_energy": node_energy,
+        "energy": jax.ops.segment_sum(node_energy, graph.node_graph, num_segments=n_graphs),
+        "interaction_energy": jax.ops.segment_sum(node_inter, graph.node_graph, num_segments=n_graphs),
+    }
+
+
 class MACE(nn.Module):
     """MACE energy model. `__call__(graph)` returns node and graph energies.
 
@@ -101,8 +137,6 @@ class MACE(nn.Module):
     backend: str = "xla"
 
     def __post_init__(self):
-        from jaxtl.model.cueq import check_backend
-
         check_backend(self.backend)
         super().__post_init__()
 
@@ -118,13 +152,8 @@ class MACE(nn.Module):
         H = len(cfg.heads)
         n_nodes, n_graphs = graph.positions.shape[0], graph.cell.shape[0]
 
-        positions = graph.positions.astype(dtype)
-        graph = graph._replace(positions=positions, cell=graph.cell.astype(dtype))
-        lookup = jnp.asarray(species_lookup(cfg.atomic_numbers))
-        species = lookup[graph.atomic_numbers]
-        model_z = jnp.asarray(np.asarray(cfg.atomic_numbers, np.int32))
-        z_nodes = model_z[species]  # padding nodes look like element 0
-        z_s, z_r = z_nodes[graph.senders], z_nodes[graph.receivers]
+        graph = graph._replace(positions=graph.positions.astype(dtype), cell=graph.cell.astype(dtype))
+        species, z_s, z_r, real_species, elements = node_species(cfg, graph)
         node_heads = graph.head[graph.node_graph]
 
         vectors = edge_vectors(graph)
@@ -146,13 +175,6 @@ class MACE(nn.Module):
                 lengths, z_s, z_r, graph.receivers, n_nodes
             )
 
-        # Padding nodes borrow a real node's element in the product basis: their outputs
-        # are masked, and an element of their own would cost its weight tables.
-        real_species = jnp.where(graph.node_mask, species, species[jnp.argmax(graph.node_mask)])
-        elements = None  # the model's indices of the elements present, -1 in empty slots
-        if graph.elements is not None:  # unknown numbers and the empty slots' 0 map to -1
-            listed = lookup[graph.elements]
-            elements = jnp.where(model_z[listed] == graph.elements, listed, -1)
         h = ElementEmbedding(Z, scalar_channels(parse_irreps(cfg.hidden_irreps)), dtype, name="node_embedding")(species)
         sh_irreps = spherical_harmonics_irreps(cfg.max_ell)
         layers = layer_irreps(cfg)
@@ -185,9 +207,8 @@ class MACE(nn.Module):
             feats, irreps = feats_per_layer[-1 if n_readouts == 1 else i]
             # mace-torch: the last layer's readout is non-linear, except in one-layer models
             if i == n_readouts - 1 and len(layers) > 1:
-                readout = NonLinearReadout(
-                    irreps, mlp_channels, H, cfg.gate_cst if cfg.gate == "silu" else None, dtype, name=f"readouts_{i}"
-                )
+                gate = cfg.gate_cst if cfg.gate == "silu" else None
+                readout = NonLinearReadout(irreps, mlp_channels, H, gate, dtype, name=f"readouts_{i}")
             else:
                 readout = LinearReadout(irreps, H, dtype, name=f"readouts_{i}")
             out = readout(feats, node_heads)
@@ -199,14 +220,7 @@ class MACE(nn.Module):
             shift = jnp.asarray(self.variable("constants", "shift", lambda: jnp.zeros((H,), dtype)).value, dtype)
             node_inter = scale[node_heads] * node_inter + shift[node_heads]
 
-        mask = graph.node_mask.astype(dtype)
-        node_inter = node_inter * mask
-        node_energy = (node_e0 + node_inter) * mask
-        out = {
-            "node_energy": node_energy,
-            "energy": jax.ops.segment_sum(node_energy, graph.node_graph, num_segments=n_graphs),
-            "interaction_energy": jax.ops.segment_sum(node_inter, graph.node_graph, num_segments=n_graphs),
-        }
+        out = energies(node_e0, node_inter, graph, n_graphs, dtype)
         if node_feats_out:
             out["node_feats"] = jnp.concatenate([blocks_to_flat(f) for f, _ in feats_per_layer], axis=-1)
         return out

@@ -26,27 +26,16 @@ import itertools
 import math
 from collections.abc import Sequence
 
-import e3nn_jax as e3nn
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxtl.graph.graph import ELEMENT_SLOTS
+from jaxtl.model import cueq
+from jaxtl.model.common import clebsch_gordan, monomials
 from jaxtl.model.irreps import IrrepsSpec, ir_str
 from jaxtl.model.tensor_product import backend_chunk, even_chunks
-
-
-@functools.cache
-def monomials(dim: int, nu: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted index tuples of degree nu over `dim` variables.
-
-    Returns (indices [n_mono, nu], monomial id of every full tuple [dim**nu]).
-    """
-    combos = list(itertools.combinations_with_replacement(range(dim), nu))
-    lookup = {c: m for m, c in enumerate(combos)}
-    full = np.array([lookup[tuple(sorted(t))] for t in itertools.product(range(dim), repeat=nu)], np.int32)
-    return np.array(combos, np.int32).reshape(len(combos), nu), full
 
 
 @functools.cache
@@ -124,11 +113,6 @@ def feature_monomials(x: jnp.ndarray, nu: int, keep: tuple[int, ...] | None = No
 
 
 @functools.cache
-def _cg(l1: int, l2: int, l3: int) -> np.ndarray:
-    return np.asarray(e3nn.clebsch_gordan(l1, l2, l3))
-
-
-@functools.cache
 def coupling_basis(coupling_irreps: IrrepsSpec, l: int, p: int, nu: int) -> np.ndarray:
     """MACE's coupling tensors U [2l+1, D^nu..., K] for models built in jaxtl.
 
@@ -152,7 +136,7 @@ def coupling_basis(coupling_irreps: IrrepsSpec, l: int, p: int, nu: int) -> np.n
         for l_left, p_left, U_left in paths:
             for (li, pi), sel in zip(irreps, selectors):
                 for l_out in range(abs(l_left - li), l_left + li + 1):
-                    cg = _cg(l_left, li, l_out) * math.sqrt(2 * l_out + 1)
+                    cg = clebsch_gordan(l_left, li, l_out) * math.sqrt(2 * l_out + 1)
                     U = np.einsum("...a,ib,abc->...ic", U_left, sel, cg)
                     new.append((l_out, p_left * pi, U))
         paths = new
@@ -342,8 +326,6 @@ class Contraction(nn.Module):
         if not factors:
             return jnp.zeros((x.shape[0], self.channels, 2 * self.l + 1), x.dtype)
         if self.backend == "cueq":
-            from jaxtl.model import cueq
-
             return cueq.contraction(x, factors, U_syms, Ws, species, elements)
         # channels leading: the contraction is then one batched matmul per channel
         xc = jnp.swapaxes(x, 0, 1)  # [c, n, D]

@@ -11,22 +11,14 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import NamedTuple
 
-import e3nn_jax as e3nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtl.model import cueq
+from jaxtl.model.common import TPPath, conv_clebsch_gordan, split_edges, split_pieces
 from jaxtl.model.irreps import IrrepsSpec, torch_sort_key
-
-
-class TPPath(NamedTuple):
-    i_in: int  # index into edge irreps
-    l_sh: int  # spherical harmonic degree
-    mul: int
-    l_out: int
-    p_out: int
 
 
 def conv_tp_paths(edge_irreps: IrrepsSpec, sh_irreps: IrrepsSpec, target_irreps: IrrepsSpec) -> tuple[TPPath, ...]:
@@ -50,17 +42,9 @@ def weight_numel(paths: Sequence[TPPath]) -> int:
     return sum(t.mul for t in paths)
 
 
-def _cg(l1: int, l2: int, l3: int) -> np.ndarray:
-    if (l1 + l2 + l3) % 2:
-        # e3nn-jax and e3nn-torch differ in sign for some odd triples; natural-parity
-        # models never need them (parity selection), so refuse rather than guess.
-        raise NotImplementedError(f"odd Clebsch-Gordan path ({l1}, {l2}, {l3}) is not supported")
-    return e3nn.clebsch_gordan(l1, l2, l3)
-
-
 def path_weights(weights: jnp.ndarray, paths: Sequence[TPPath]) -> list[jnp.ndarray]:
     """[n, weight_numel] -> one [n, mul] per path, in path order."""
-    return _split(weights, [t.mul for t in paths], axis=1)
+    return split_pieces(weights, [t.mul for t in paths], axis=1)
 
 
 def conv_tp(
@@ -79,7 +63,7 @@ def conv_tp(
     for t, w in zip(paths, weights):
         x = x_edges[t.i_in]
         l1 = (x.shape[-1] - 1) // 2
-        cg = jnp.asarray(_cg(l1, t.l_sh, t.l_out), x.dtype) * math.sqrt(2 * t.l_out + 1)
+        cg = jnp.asarray(conv_clebsch_gordan(l1, t.l_sh, t.l_out), x.dtype) * math.sqrt(2 * t.l_out + 1)
         # Contract the harmonics with the CG first ([e, a, c], a few numbers per edge),
         # then the features by broadcasting: per-edge matrices are far too small for
         # a batched matmul to pay off, and XLA fuses this into one loop.
@@ -108,20 +92,6 @@ def even_chunks(n: int, at_most: int) -> tuple[int, int]:
     rather than most of a last chunk."""
     count = -(-n // at_most)
     return count, -(-n // count)
-
-
-def split_edges(per_edge, chunk: int):
-    """A pytree of per-edge arrays [n_edges, ...] -> [n_chunks, chunk, ...], zero-padded, plus a
-    mask [n_chunks, chunk] of the real edges (1) and the padding (0), for a scan over chunks."""
-    n_edges = jax.tree_util.tree_leaves(per_edge)[0].shape[0]
-    n_chunks = -(-n_edges // chunk)
-    pad = n_chunks * chunk - n_edges
-
-    def split(a):
-        a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1))
-        return a.reshape(n_chunks, chunk, *a.shape[1:])
-
-    return jax.tree_util.tree_map(split, per_edge), split(jnp.ones((n_edges,), jnp.int8))
 
 
 def chunked_messages(
@@ -190,20 +160,9 @@ def _permute_rows_bwd(res, g):
 _permute_rows.defvjp(_permute_rows_fwd, _permute_rows_bwd)
 
 
-def _split(a: jnp.ndarray, sizes: Sequence[int], axis: int) -> list[jnp.ndarray]:
-    """`a` cut along `axis` into consecutive pieces of `sizes` (which sum to its length).
-
-    `lax.split`, whose transpose is a concatenate: the gradient of a tensor used in
-    pieces is then written once, where the transposes of slices are zero-padded
-    copies that XLA sums in one loop evaluating every pad for every element (on a
-    2-core CPU, 30 % of a 64x0e+64x1o training step).
-    """
-    return list(jax.lax.split(a, tuple(sizes), axis=axis))
-
-
 def path_blocks(total: jnp.ndarray, paths: Sequence[TPPath]) -> list[jnp.ndarray]:
     """[n, sum of path widths] -> one block [n, mul, 2l3+1] per path, in path order."""
-    pieces = _split(total, [t.mul * (2 * t.l_out + 1) for t in paths], axis=1)
+    pieces = split_pieces(total, [t.mul * (2 * t.l_out + 1) for t in paths], axis=1)
     return [b.reshape(total.shape[0], t.mul, 2 * t.l_out + 1) for b, t in zip(pieces, paths)]
 
 
@@ -259,6 +218,41 @@ def pair_weights_in_slots(
     return [_permute_rows(w, *first) + _permute_rows(w, *second) for w in w_pairs]
 
 
+def slot_messages(x: Sequence[jnp.ndarray], sh_slots: Sequence[jnp.ndarray], w: Sequence[jnp.ndarray],
+                  groups: dict, paths: Sequence[TPPath], n: int, K: int) -> jnp.ndarray:
+    """The messages of `n` nodes from their K neighbour slots each: [n, sum over paths of
+    mul * (2l3+1)], paths in order.
+
+    x: sender features of each slot, one [n * K, mul, 2l1+1] per input irrep; sh_slots:
+    harmonics [n * K, 2l2+1] per degree; w: radial weights [n * K, mul] per path (zero in
+    empty slots); groups: {(input irrep, harmonic degree): [path indices]}.
+    """
+    dtype = x[0].dtype
+    out = [None] * len(paths)
+    for (i_in, l_sh), group in groups.items():
+        dim_in = x[i_in].shape[-1]
+        # [slots, paths, mul]: the paths from one input irrep share its multiplicity
+        w_group = jnp.stack([w[p] for p in group], axis=1)
+        wx = (w_group[:, :, :, None] * x[i_in][:, None]).reshape(n, K, -1)
+        # sum over the K neighbour slots, harmonics leading so that the large
+        # operand keeps its layout: [nodes, 2l2+1, paths * channels * dims]
+        summed = jnp.einsum("nkb,nkq->nbq", sh_slots[l_sh].reshape(n, K, -1), wx)
+        # cut into paths on an axis of their own: the gradient then keeps the same
+        # layout (fewer XLA instructions than cutting the flat last axis)
+        summed = summed.reshape(n, 2 * l_sh + 1, len(group), -1, dim_in)
+        blocks = split_pieces(summed, [1] * len(group), axis=2)
+        for p, block in zip(group, blocks):
+            t = paths[p]
+            block = block.reshape(n, 2 * l_sh + 1, t.mul, dim_in)
+            cg = conv_clebsch_gordan((dim_in - 1) // 2, l_sh, t.l_out) * math.sqrt(2 * t.l_out + 1)
+            if dim_in == 1:  # scalar inputs: the coupling is a multiple of the identity
+                assert np.allclose(cg[0], cg[0, 0, 0] * np.eye(2 * l_sh + 1), atol=1e-12)
+                out[p] = (block[..., 0] * float(cg[0, 0, 0])).transpose(0, 2, 1).reshape(n, -1)
+            else:
+                out[p] = jnp.einsum("nbca,abm->ncm", block, jnp.asarray(cg, dtype)).reshape(n, -1)
+    return jnp.concatenate(out, axis=-1)
+
+
 def node_major_messages(
     node_blocks: Sequence[jnp.ndarray],
     senders: jnp.ndarray,
@@ -289,7 +283,6 @@ def node_major_messages(
     """
     n_edges = senders.shape[0]
     n_nodes, K = neighbours.shape
-    dtype = node_blocks[0].dtype
     if slots is None:
         slots = backend_chunk(NODE_MAJOR_SLOTS, EDGE_CHUNK_ACCELERATOR)
     n_steps, per_step = even_chunks(n_nodes, max(1, min(slots // max(K, 1), n_nodes)))
@@ -314,29 +307,7 @@ def node_major_messages(
         """e: [per_step * K] edge ids; sh_slots, w: the harmonics and the radial weights
         (one [per_step * K, mul] per path) of those slots, zero in empty ones."""
         x = [b[senders_[e]] for b in node_blocks]  # [slots, mul, 2l1+1]
-        out = [None] * len(paths)
-        for (i_in, l_sh), group in groups.items():
-            dim_in = x[i_in].shape[-1]
-            # [slots, paths, mul]: the paths from one input irrep share its multiplicity
-            w_group = jnp.stack([w[p] for p in group], axis=1)
-            wx = (w_group[:, :, :, None] * x[i_in][:, None]).reshape(per_step, K, -1)
-            # sum over the K neighbour slots, harmonics leading so that the large
-            # operand keeps its layout: [nodes, 2l2+1, paths * channels * dims]
-            summed = jnp.einsum("nkb,nkq->nbq", sh_slots[l_sh].reshape(per_step, K, -1), wx)
-            # cut into paths on an axis of their own: the gradient then keeps the same
-            # layout (fewer XLA instructions than cutting the flat last axis)
-            summed = summed.reshape(per_step, 2 * l_sh + 1, len(group), -1, dim_in)
-            blocks = _split(summed, [1] * len(group), axis=2)
-            for p, block in zip(group, blocks):
-                t = paths[p]
-                block = block.reshape(per_step, 2 * l_sh + 1, t.mul, dim_in)
-                cg = _cg((dim_in - 1) // 2, l_sh, t.l_out) * math.sqrt(2 * t.l_out + 1)
-                if dim_in == 1:  # scalar inputs: the coupling is a multiple of the identity
-                    assert np.allclose(cg[0], cg[0, 0, 0] * np.eye(2 * l_sh + 1), atol=1e-12)
-                    out[p] = (block[..., 0] * float(cg[0, 0, 0])).transpose(0, 2, 1).reshape(per_step, -1)
-                else:
-                    out[p] = jnp.einsum("nbca,abm->ncm", block, jnp.asarray(cg, dtype)).reshape(per_step, -1)
-        return jnp.concatenate(out, axis=-1)
+        return slot_messages(x, sh_slots, w, groups, paths, per_step, K)
 
     per_edge_ = jax.tree_util.tree_map(with_empty_slot, (sh, radial_data))
 
@@ -386,8 +357,6 @@ def messages(
     `Graph.edge_pairs` or None (only for a radial_data symmetric under edge reversal).
     """
     if backend == "cueq":
-        from jaxtl.model import cueq
-
         return cueq.conv_messages(node_blocks, senders, receivers, sh, radial_data, radial_fn, paths)
     if neighbours is not None:
         return node_major_messages(node_blocks, senders, neighbours, sh, radial_data, radial_fn, paths, pairs=pairs)

@@ -2,6 +2,7 @@
 
 from jaxtl.train.checkpoint import Checkpointer, load_model_config, load_model_variables, save_model
 from jaxtl.train.config import TrainConfig
+from jaxtl.train.data import DataConfig
 from jaxtl.train.ema import EMAState, ema_init, ema_update
 from jaxtl.train.loop import NonFiniteLossError, TrainResult, evaluate, shuffled, train
 from jaxtl.train.loss import LOSSES, LossConfig, combine, compute_loss, loss_terms, needs_stress
@@ -15,6 +16,7 @@ from jaxtl.train.optimizer import (
                                    plateau_update,
                                    scheduled_lr,
 )
+from jaxtl.train.run import ScratchConfig, train_from_scratch
 from jaxtl.train.stage_two import StageTwoConfig
 
 __all__ = [
@@ -22,5 +24,5 @@ __all__ = [
     "ema_init", "ema_update", "NonFiniteLossError", "TrainResult", "evaluate", "shuffled", "train", "LOSSES",
     "LossConfig", "combine", "compute_loss", "loss_terms", "needs_stress", "MetricsAccumulator",
     "graph_errors", "FROZEN", "TRAINABLE", "OptimizerConfig", "PlateauState", "make_optimizer",
-    "plateau_update", "scheduled_lr", "StageTwoConfig",
+    "plateau_update", "scheduled_lr", "StageTwoConfig", "DataConfig", "ScratchConfig", "train_from_scratch",
 ]

@@ -230,7 +230,7 @@ def resolve_table_e0s(spec: E0Spec | None, table: EnergyTable, atomic_numbers: S
     """`resolve_e0s` from an `EnergyTable` and the IsolatedAtom frames' E0s {Z: eV}."""
     method = parse_e0s("isolated" if (spec is None and from_isolated) else (spec or "average"))
     if method in ("estimated", "foundation"):
-        raise ValueError(f'E0s "{method}" needs a foundation model: use `jaxtl finetune --foundation ...`')
+        raise ValueError(f'E0s "{method}" needs a foundation model: fine-tune one (`jaxtl.finetune`)')
     if method == "isolated":
         if not from_isolated:
             raise DataError('E0s "isolated": the training file holds no IsolatedAtom frames (one atom, '

@@ -181,47 +181,20 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
     log_path = out / "metrics.jsonl"
     if not resume and ckpt.latest_step(LATEST) is not None:
         raise FileExistsError(f"{out} already holds checkpoints: pass resume=True or use a new out_dir")
-    primary = is_primary()  # in a multi-process job, process 0 writes the logs and files
-    if primary:
+    if is_primary():  # in a multi-process job, process 0 writes the logs and files
         cfg.save(out / "train_config.json")
         cfg.save(out / "train_config.yaml")
 
     variables = _cast(variables, dtype)
-    constants = variables.get("constants", {})
-    params = variables["params"]
     optimizer = make_optimizer(cfg.optimizer, param_labels, label_transforms, decay_filter)
-    state = TrainState(jnp.zeros([], jnp.int32), params, optimizer.init(params),
-                       ema_init(params) if cfg.ema else None)
-    meta = _fresh_meta(cfg)
     mesh = make_mesh(cfg.n_devices)
-    # Replicated on the mesh from the start, as the step returns it (one compilation); the
-    # restored checkpoint takes this placement from its template.
-    state, constants = replicate((state, constants), mesh)
-    if resume and ckpt.latest_step(LATEST) is not None:
-        arrays, meta = ckpt.restore(LATEST, template=pack_state(state, constants))
-        state, constants = unpack_state(arrays, state)
-        if meta["seed"] != cfg.seed:
-            raise ValueError(f"resuming a run of seed {meta['seed']} with seed {cfg.seed}")
-        kept = [r for r in read_log(log_path) if r.get("epoch", -1) < meta["epoch"]]
-        if primary:
-            log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        if meta["stage"] == 1:
-            # a run resumed with a new length (or stage-two setting) gets the new start;
-            # an unchanged config gives the same value, so exact resume is unaffected
-            new_start = start_epoch(cfg.stage_two, cfg.max_num_epochs)
-            if new_start != meta["stage_two_start"]:
-                log.info("stage two now starts at epoch %s (was %s)", new_start, meta["stage_two_start"])
-                meta["stage_two_start"] = new_start
-        log.info("resumed %s at epoch %d (step %d)", out, meta["epoch"], meta["step"])
-    elif primary:
-        log_path.write_text("")
+    state, constants, meta = _initial_state(variables, optimizer, cfg, mesh, ckpt, log_path, resume)
 
     compiles: Counter = Counter()
     loss, delta, stress = cfg.loss.loss, cfg.loss.huber_delta, cfg.wants_stress
     ema_decay = cfg.ema_decay if cfg.ema else None
     train_step, _ = make_train_step(predict_fn, loss, delta, stress, optimizer, ema_decay, mesh, compiles)
     eval_step, _ = make_eval_step(predict_fn, loss, delta, stress, mesh, compiles)
-    eval_params = lambda s: s.ema.params if s.ema is not None else s.params
 
     monitor = RunMonitor(out, cfg.max_num_epochs, default_writers() if writers is None else writers, cfg.plot)
     try:
@@ -235,36 +208,13 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
                 meta.update(stage=2, best_loss=math.inf, patience_ref=math.inf, best_epoch=None,
                             epochs_since_best=0)
             weights = loss_weights(cfg.loss, cfg.stage_two, stage_two)
-            weights_dev = {k: jnp.asarray(v, dtype) for k, v in weights.items()}
             plateau = PlateauState(**meta["plateau"])
-
-            items = _items(train_batches, epoch)
-            total = math.ceil(len(items) / cfg.n_devices) if hasattr(items, "__len__") else None
-            bar = tqdm(total=total, desc=f"epoch {epoch}", disable=None if cfg.progress_bar and primary else True,
-                       leave=False)  # None: only on a terminal
-            terms: dict = {}
-            lr = math.nan
-            for idx, stacked, _ in group_batches(items, mesh, dtype):
-                step = int(state.step)
-                lr = cfg.stage_two.swa_lr if stage_two else scheduled_lr(cfg.optimizer, step, epoch, plateau)
-                state, stats = train_step(state, constants, stacked, jnp.asarray(lr, dtype), weights_dev)
-                value = float(stats["loss"])
-                if not math.isfinite(value):
-                    where = f"batch {idx[0]}" if len(idx) == 1 else f"batches {', '.join(map(str, idx))}"
-                    last = ckpt.path(LATEST)
-                    msg = (f"non-finite training loss ({value}) at epoch {epoch}, {where}; stopping. "
-                           f"Last good checkpoint: {last if last else 'none (no epoch completed)'}")
-                    _append(log_path, {"event": "non_finite_loss", "epoch_failed": epoch, "batch": idx[0],
-                                       "message": msg})
-                    raise NonFiniteLossError(msg)
-                _host_terms(terms, stats["terms"])
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.4g}", lr=f"{lr:.2e}")
-            bar.close()
+            state, terms, lr = _train_epoch(train_step, state, constants, _items(train_batches, epoch), epoch,
+                                            stage_two, plateau, weights, cfg, mesh, dtype, ckpt, log_path)
             train_loss = _host_loss(terms, weights)
-
-            valid_loss, valid_metrics = _run_eval(eval_step, eval_params(state), constants,
-                                                  _items(valid_batches, epoch), mesh, dtype, weights)
+            params = state.ema.params if state.ema is not None else state.params
+            valid_loss, valid_metrics = _run_eval(eval_step, params, constants, _items(valid_batches, epoch), mesh,
+                                                  dtype, weights)
             if math.isnan(valid_loss) and not valid_metrics:
                 valid_loss = train_loss  # no validation data: track the training loss
             if not math.isfinite(valid_loss):
@@ -274,22 +224,7 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
 
             if not stage_two and cfg.optimizer.scheduler == "plateau":
                 meta["plateau"] = dataclasses.asdict(plateau_update(plateau, valid_loss, cfg.optimizer))
-            improved = valid_loss < meta["best_loss"]
-            reference = meta.get("patience_ref", meta["best_loss"])
-            if improved:
-                meta.update(best_loss=valid_loss, best_epoch=epoch)
-            if improves(valid_loss, reference, cfg.min_rel_improvement):
-                meta.update(patience_ref=valid_loss, epochs_since_best=0)
-            else:
-                meta["epochs_since_best"] += 1
-            stop = False
-            if meta["epochs_since_best"] >= cfg.patience:
-                if cfg.stage_two.enabled and meta["stage"] == 1:
-                    log.info("no improvement for %d epochs: starting stage two", cfg.patience)
-                    meta["stage_two_start"] = epoch + 1
-                else:
-                    log.info("no improvement for %d epochs: stopping", cfg.patience)
-                    stop = True
+            improved, stop = _early_stopping(meta, valid_loss, epoch, cfg)
             meta.update(epoch=epoch + 1, step=int(state.step), stopped=stop)
 
             record = {"epoch": epoch, "stage": meta["stage"], "lr": lr, "train_loss": train_loss,
@@ -312,6 +247,94 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
     finally:
         monitor.stop()
         ckpt.close()
+
+
+def _initial_state(variables: dict, optimizer, cfg: TrainConfig, mesh, ckpt: Checkpointer, log_path: Path,
+                   resume: bool) -> tuple[TrainState, dict, dict]:
+    """(state, constants, meta) of a fresh run, or of the latest checkpoint when resuming
+    (the log then cut back to its epoch)."""
+    constants = variables.get("constants", {})
+    params = variables["params"]
+    state = TrainState(jnp.zeros([], jnp.int32), params, optimizer.init(params),
+                       ema_init(params) if cfg.ema else None)
+    meta = _fresh_meta(cfg)
+    # Replicated on the mesh from the start, as the step returns it (one compilation); the
+    # restored checkpoint takes this placement from its template.
+    state, constants = replicate((state, constants), mesh)
+    primary = is_primary()
+    if resume and ckpt.latest_step(LATEST) is not None:
+        arrays, meta = ckpt.restore(LATEST, template=pack_state(state, constants))
+        state, constants = unpack_state(arrays, state)
+        if meta["seed"] != cfg.seed:
+            raise ValueError(f"resuming a run of seed {meta['seed']} with seed {cfg.seed}")
+        kept = [r for r in read_log(log_path) if r.get("epoch", -1) < meta["epoch"]]
+        if primary:
+            log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        if meta["stage"] == 1:
+            # a run resumed with a new length (or stage-two setting) gets the new start;
+            # an unchanged config gives the same value, so exact resume is unaffected
+            new_start = start_epoch(cfg.stage_two, cfg.max_num_epochs)
+            if new_start != meta["stage_two_start"]:
+                log.info("stage two now starts at epoch %s (was %s)", new_start, meta["stage_two_start"])
+                meta["stage_two_start"] = new_start
+        log.info("resumed %s at epoch %d (step %d)", log_path.parent, meta["epoch"], meta["step"])
+    elif primary:
+        log_path.write_text("")
+    return state, constants, meta
+
+
+def _train_epoch(train_step, state: TrainState, constants, items, epoch: int, stage_two: bool,
+                 plateau: PlateauState, weights: dict, cfg: TrainConfig, mesh, dtype, ckpt: Checkpointer,
+                 log_path: Path) -> tuple[TrainState, dict, float]:
+    """One pass over the epoch's batches: (state, summed loss terms, last lr).
+
+    Raises NonFiniteLossError (logged, naming epoch and batch) on a non-finite step loss."""
+    weights_dev = {k: jnp.asarray(v, dtype) for k, v in weights.items()}
+    total = math.ceil(len(items) / cfg.n_devices) if hasattr(items, "__len__") else None
+    bar = tqdm(total=total, desc=f"epoch {epoch}", disable=None if cfg.progress_bar and is_primary() else True,
+               leave=False)  # None: only on a terminal
+    terms: dict = {}
+    lr = math.nan
+    for idx, stacked, _ in group_batches(items, mesh, dtype):
+        step = int(state.step)
+        lr = cfg.stage_two.swa_lr if stage_two else scheduled_lr(cfg.optimizer, step, epoch, plateau)
+        state, stats = train_step(state, constants, stacked, jnp.asarray(lr, dtype), weights_dev)
+        value = float(stats["loss"])
+        if not math.isfinite(value):
+            where = f"batch {idx[0]}" if len(idx) == 1 else f"batches {', '.join(map(str, idx))}"
+            last = ckpt.path(LATEST)
+            msg = (f"non-finite training loss ({value}) at epoch {epoch}, {where}; stopping. "
+                   f"Last good checkpoint: {last if last else 'none (no epoch completed)'}")
+            _append(log_path, {"event": "non_finite_loss", "epoch_failed": epoch, "batch": idx[0], "message": msg})
+            raise NonFiniteLossError(msg)
+        _host_terms(terms, stats["terms"])
+        bar.update(1)
+        bar.set_postfix(loss=f"{value:.4g}", lr=f"{lr:.2e}")
+    bar.close()
+    return state, terms, lr
+
+
+def _early_stopping(meta: dict, valid_loss: float, epoch: int, cfg: TrainConfig) -> tuple[bool, bool]:
+    """(improved: a new best validation loss, stop: patience ran out) after `epoch`; updates
+    meta's best loss, patience reference and counter, and starts stage two early when
+    patience runs out in stage one."""
+    improved = valid_loss < meta["best_loss"]
+    reference = meta.get("patience_ref", meta["best_loss"])
+    if improved:
+        meta.update(best_loss=valid_loss, best_epoch=epoch)
+    if improves(valid_loss, reference, cfg.min_rel_improvement):
+        meta.update(patience_ref=valid_loss, epochs_since_best=0)
+    else:
+        meta["epochs_since_best"] += 1
+    stop = False
+    if meta["epochs_since_best"] >= cfg.patience:
+        if cfg.stage_two.enabled and meta["stage"] == 1:
+            log.info("no improvement for %d epochs: starting stage two", cfg.patience)
+            meta["stage_two_start"] = epoch + 1
+        else:
+            log.info("no improvement for %d epochs: stopping", cfg.patience)
+            stop = True
+    return improved, stop
 
 
 def _append(path: Path, record: dict) -> None:

@@ -42,7 +42,7 @@ class TensorBoardWriter:
         try:
             from tensorboardX import SummaryWriter
         except ImportError as err:
-            raise ImportError("--tensorboard needs tensorboardX: pip install jaxtl[tensorboard]") from err
+            raise ImportError("TensorBoardWriter needs tensorboardX: pip install jaxtl[tensorboard]") from err
         self._writer = SummaryWriter(str(logdir))
 
     def write(self, step: int, scalars: Mapping[str, float]) -> None:
@@ -61,7 +61,7 @@ class WandbWriter:
         try:
             import wandb
         except ImportError as err:
-            raise ImportError("--wandb needs wandb: pip install jaxtl[wandb]") from err
+            raise ImportError("WandbWriter needs wandb: pip install jaxtl[wandb]") from err
         self._run = wandb.init(project=project, dir=None if run_dir is None else str(run_dir),
                                config=dict(config or {}))
 

@@ -15,20 +15,28 @@ import dataclasses
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
 
+from jaxtl.config_io import config_from_dict, config_to_dict, load_config, record_config, save_config
 from jaxtl.graph.dataset import GraphDataset
 from jaxtl.graph.io import Configuration, check_elements
 from jaxtl.model import MACE, MACEConfig, init_variables, make_predict
 from jaxtl.model_io import save_model
 from jaxtl.train.config import TrainConfig
 from jaxtl.train.data import DataConfig, average_num_neighbors, epoch_batches, read_splits
+from jaxtl.train.distributed import is_primary
 from jaxtl.train.e0s import E0Spec, average_e0s, data_elements, resolve_e0s
 from jaxtl.train.loop import TrainResult, train
 
 log = logging.getLogger("jaxtl.train")
+CONFIG_FILE = "scratch_config.yaml"
+SCALINGS = ("rms_forces_scaling", "std_scaling", "no_scaling")
+# a resumed run may be lengthened, and with it the start of stage two moves (`jaxtl.train.train`);
+# its input files may have moved with the run folder
+RESUME_MAY_CHANGE = ("train.max_num_epochs", "train.stage_two.start_epoch", "data.*_file", "data.cache_dir")
 
 
 def fit_average_e0s(configs: list[Configuration], atomic_numbers) -> np.ndarray:
@@ -70,22 +78,62 @@ def scale_shift(configs: list[Configuration], atomic_numbers, e0s: np.ndarray, s
     return float(np.sqrt(np.mean(forces**2))) or 1.0, shift
 
 
-def train_from_scratch(
-    data: DataConfig,
-    out_dir: str | Path,
-    model: Mapping | None = None,
-    train_config: TrainConfig = TrainConfig(),
-    e0s: E0Spec | None = None,
-    scaling: str = "rms_forces_scaling",
-    resume: bool = False,
-) -> TrainResult:
-    """Train a new MACE. `model` holds MACEConfig fields (r_max, hidden_irreps, ...).
+@dataclasses.dataclass(frozen=True)
+class ScratchConfig:
+    """Everything training a new MACE computes; saved as OUT/scratch_config.yaml.
 
-    `e0s`: mace's --E0s (see `jaxtl.train.e0s`); None: the IsolatedAtom frames when the
-    training file has them, else "average".
+    Attributes:
+        data: the structures and their batching.
+        model: `MACEConfig` fields (r_max, hidden_irreps, ...); atomic_numbers, heads
+            and avg_num_neighbors default to the data's, the rest to MACEConfig's.
+        train: optimisation, loss, EMA, stage two, epochs, seed of init and data order.
+        e0s: mace's --E0s (see `jaxtl.train.e0s`); None: the IsolatedAtom frames when
+            the training file has them, else "average".
+        scaling: "rms_forces_scaling", "std_scaling" or "no_scaling" (scale/shift from the data).
+    """
+
+    data: DataConfig
+    model: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    e0s: E0Spec | None = None
+    scaling: str = "rms_forces_scaling"
+
+    def __post_init__(self):
+        # lists from a YAML file as the tuples MACEConfig holds, so a saved config compares equal
+        object.__setattr__(self, "model", {k: tuple(v) if isinstance(v, list) else v for k, v in self.model.items()})
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"ScratchConfig.scaling must be one of {SCALINGS}, got {self.scaling!r}")
+
+    def replace(self, **changes) -> ScratchConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ScratchConfig:
+        return config_from_dict(cls, d)
+
+    def save(self, path: str | Path) -> None:
+        save_config(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ScratchConfig:
+        return load_config(cls, path)
+
+
+def train_from_scratch(config: ScratchConfig, out_dir: str | Path, *, resume: bool = False) -> TrainResult:
+    """Train a new MACE as `config` says; the run folder `out_dir` gets checkpoints, logs,
+    scratch_config.yaml and the model folder out_dir/model.
+
+    resume: continue an interrupted run in `out_dir` exactly (same config, a larger
+    `train.max_num_epochs` allowed).
     """
     out_dir = Path(out_dir)
-    model = dict(model or {})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record_config(config, out_dir / CONFIG_FILE, resume, may_change=RESUME_MAY_CHANGE, write=is_primary())
+    data, train_config, e0s, scaling = config.data, config.train, config.e0s, config.scaling
+    model = dict(config.model)
     splits = read_splits(data)
     zs = tuple(sorted({int(z) for c in splits.train + splits.valid + splits.test for z in c.atomic_numbers}))
     model.setdefault("atomic_numbers", zs)

@@ -181,8 +181,8 @@ def test_cli_ace_options_and_r0(capsys):
     (ace-jax has none), and an element without one is named."""
     import argparse
 
+    from jaxtl.cli.distill import ace_config, add_parser
     from jaxtl.distill.ace import ACEStudentConfig
-    from jaxtl.distill.cli import ace_config, add_parser
 
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())

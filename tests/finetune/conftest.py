@@ -74,3 +74,20 @@ def write_train_valid(folder, n_train: int):
     ase.io.write(folder / "train.xyz", labelled_structures(n_train, seed=0))
     ase.io.write(folder / "valid.xyz", labelled_structures(2, seed=1))
     return folder
+
+
+def ft_config(foundation, train_file, strategy=None, train=None, e0s=None, **data):
+    """A `FinetuneConfig` of `foundation` on `train_file`: `data` holds `DataConfig` fields
+    (batch_size 5 and its seed the training seed unless given; evaluation batches as
+    large as training ones)."""
+    from jaxtl.finetune import FinetuneConfig, FoundationConfig, StrategyConfig
+    from jaxtl.train import TrainConfig
+    from jaxtl.train.data import DataConfig
+
+    train = train or TrainConfig()
+    data = {k: str(v) if k.endswith("_file") and v is not None else v for k, v in data.items()}
+    data.setdefault("batch_size", 5)
+    data.setdefault("valid_batch_size", data["batch_size"])
+    data.setdefault("seed", train.seed)
+    return FinetuneConfig(FoundationConfig(str(foundation)), DataConfig(train_file=str(train_file), **data),
+                          strategy or StrategyConfig(), train, e0s)

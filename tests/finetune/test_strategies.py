@@ -6,20 +6,23 @@ energy, rotated forces), keep their base weights bit for bit, and their merged
 model equals the unmerged one to round-off; bad input gives clear errors; the CLI.
 """
 
+import dataclasses
+
 import ase.io
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import labelled_structures, tiny_model, write_train_valid
+from conftest import ft_config, labelled_structures, tiny_model, write_train_valid
 
-from jaxtl.finetune import FROZEN, STRATEGIES, Strategy, finetune, make_strategy
+from jaxtl.finetune import FROZEN, STRATEGIES, Strategy, StrategyConfig, finetune, make_strategy
 from jaxtl.finetune.strategies import ADAPTERS, BASE
 from jaxtl.graph import DataError
 from jaxtl.train import TrainConfig
 
 QUIET = dict(log=lambda _: None)
 CFG = TrainConfig(dtype="float64", progress_bar=False, plot=False)
+TRAIN_2 = CFG.replace(max_num_epochs=2, optimizer=dataclasses.replace(CFG.optimizer, lr=0.01))
 
 
 @pytest.fixture(scope="module")
@@ -146,9 +149,9 @@ def check_trained(result, foundation, predict, kind):
 
 def test_replay_lora_trains_moves_and_stays_equivariant(foundation, data, predict, tmp_path):
     folder, config, variables = foundation
-    result = finetune(folder, data / "train.xyz", tmp_path, strategy="replay+lora", lora_rank=2, lora_alpha=4.0,
-                      replay_size=2, replay_weight=0.5, epochs=2, batch_size=8, lr=0.01,
-                      valid_file=data / "valid.xyz", train_config=CFG, **QUIET)
+    strategy = StrategyConfig("replay+lora", lora_rank=2, lora_alpha=4.0, replay_size=2, replay_weight=0.5)
+    config = ft_config(folder, data / "train.xyz", strategy, TRAIN_2, batch_size=8, valid_file=data / "valid.xyz")
+    result = finetune(config, tmp_path, **QUIET)
     check_trained(result, foundation, predict, "lora")
     assert result.n_replay == 2 and "replay" in result.train.metrics["train"]
     report = result.report
@@ -161,8 +164,9 @@ def test_replay_lora_trains_moves_and_stays_equivariant(foundation, data, predic
 
 def test_magnitude_trains_moves_and_stays_equivariant(foundation, data, predict, tmp_path):
     folder, *_ = foundation
-    result = finetune(folder, data / "train.xyz", tmp_path, strategy="magnitude", epochs=2, batch_size=8,
-                      lr=0.01, valid_file=data / "valid.xyz", train_config=CFG, **QUIET)
+    config = ft_config(folder, data / "train.xyz", StrategyConfig("magnitude"), TRAIN_2, batch_size=8,
+                       valid_file=data / "valid.xyz")
+    result = finetune(config, tmp_path, **QUIET)
     check_trained(result, foundation, predict, "magnitude")
     # one scale per output channel of each irrep block of the chosen linears
     scales = result.train.variables["params"][ADAPTERS]["magnitude"]
@@ -218,12 +222,13 @@ def test_errors(foundation, data, tmp_path):
     with pytest.raises(ValueError, match="need a replay strategy"):
         make_strategy("lora", replay_weight=0.5)
     with pytest.raises(ValueError, match="naive trains every weight"):
-        finetune(folder, data / "train.xyz", tmp_path / "n", strategy="naive", freeze=6, dry_run=True, **QUIET)
+        finetune(ft_config(folder, data / "train.xyz", StrategyConfig("naive", freeze=6)), tmp_path / "n",
+                 dry_run=True, **QUIET)
     alien = labelled_structures(2, seed=2, symbols=("Cu", "Ni"))
     ase.io.write(tmp_path / "ni.xyz", alien)
     with pytest.raises(DataError, match=r"replay set: .*ni.xyz, frame 0: element Ni"):
-        finetune(folder, data / "train.xyz", tmp_path / "r", strategy="replay", replay_files=[tmp_path / "ni.xyz"],
-                 dry_run=True, **QUIET)
+        finetune(ft_config(folder, data / "train.xyz", StrategyConfig("replay", replay_files=[tmp_path / "ni.xyz"])),
+                 tmp_path / "r", dry_run=True, **QUIET)
 
 
 def test_dry_run_reports_each_strategy(foundation, data, tmp_path):
@@ -232,17 +237,19 @@ def test_dry_run_reports_each_strategy(foundation, data, tmp_path):
     counts = {}
     for name in STRATEGIES:
         kw = dict(lora_rank=2) if "lora" in name else {}
-        result = finetune(folder, data / "train.xyz", tmp_path / name, strategy=name, dry_run=True, **kw, **QUIET)
+        result = finetune(ft_config(folder, data / "train.xyz", StrategyConfig(name, **kw)), tmp_path / name,
+                          dry_run=True, **QUIET)
         assert isinstance(result.strategy, Strategy) and result.model_dir is None
         counts[name] = result.report.n_trainable
         assert result.report.state_bytes <= result.report.state_bytes_naive
     assert counts["naive"] == counts["freeze"] == counts["replay"] == n_foundation
     assert 0 < counts["magnitude"] < counts["lora"] == counts["replay+lora"] < n_foundation
-    frozen = finetune(folder, data / "train.xyz", tmp_path / "f6", strategy="freeze", freeze=6, dry_run=True, **QUIET)
+    frozen = finetune(ft_config(folder, data / "train.xyz", StrategyConfig(freeze=6)), tmp_path / "f6", dry_run=True,
+                      **QUIET)
     assert frozen.report.n_trainable < n_foundation
     # lora on top of freezing options: readouts train in full, the rest through adapters
-    mixed = finetune(folder, data / "train.xyz", tmp_path / "mix", strategy="lora", lora_rank=2, freeze=6,
-                     adapter_patterns=["interactions_*/linear/*"], dry_run=True, **QUIET)
+    lora = StrategyConfig("lora", lora_rank=2, freeze=6, adapter_patterns=["interactions_*/linear/*"])
+    mixed = finetune(ft_config(folder, data / "train.xyz", lora), tmp_path / "mix", dry_run=True, **QUIET)
     assert "base/readouts_0/linear/0e" in mixed.report.trainable_paths()
     assert "base/interactions_0/linear/0e" in mixed.report.frozen_paths()
 
@@ -277,11 +284,15 @@ def test_cli_lora_dry_run_and_tiny_run(foundation, data, tmp_path, capsys):
 def test_lora_run_resumes_exactly(foundation, data, tmp_path):
     """An adapter run stopped after one epoch and resumed ends where an uninterrupted run ends."""
     folder, *_ = foundation
-    run = dict(strategy="lora", lora_rank=2, batch_size=8, lr=0.01, valid_file=data / "valid.xyz",
-               train_config=CFG, **QUIET)
-    whole = finetune(folder, data / "train.xyz", tmp_path / "whole", epochs=2, **run)
-    finetune(folder, data / "train.xyz", tmp_path / "split", epochs=1, **run)
-    resumed = finetune(folder, data / "train.xyz", tmp_path / "split", epochs=2, resume=True, **run)
+    config = ft_config(folder, data / "train.xyz", StrategyConfig("lora", lora_rank=2), TRAIN_2, batch_size=8,
+                       valid_file=data / "valid.xyz")
+    whole = finetune(config, tmp_path / "whole", **QUIET)
+    one_epoch = config.replace(train=config.train.replace(max_num_epochs=1))
+    finetune(one_epoch, tmp_path / "split", **QUIET)
+    with pytest.raises(ValueError, match=r"strategy.lora_rank differ"):
+        finetune(config.replace(strategy=StrategyConfig("lora", lora_rank=3)), tmp_path / "split", resume=True,
+                 **QUIET)
+    resumed = finetune(config, tmp_path / "split", resume=True, **QUIET)
     assert leaves_equal(jax.tree.map(np.asarray, resumed.train.variables["params"]),
                         jax.tree.map(np.asarray, whole.train.variables["params"]))
     import jaxtl
@@ -289,3 +300,42 @@ def test_lora_run_resumes_exactly(foundation, data, tmp_path):
     merged_whole, merged_resumed = jaxtl.load_model(whole.model_dir), jaxtl.load_model(resumed.model_dir)
     assert leaves_equal(merged_resumed.params, merged_whole.params)
     assert [r["epoch"] for r in resumed.train.history if "time_s" in r] == [0, 1]
+
+
+def test_adapter_model_is_written_once_merged_and_atomically(foundation, data, tmp_path, monkeypatch):
+    """With adapters OUT/model is written in one `save_model` call, merged; a crash during
+    a later write leaves the folder as it was (temp folder + rename), loadable."""
+    import sys
+
+    import jaxtl
+    import jaxtl.model_io as model_io
+
+    ft_module = sys.modules["jaxtl.finetune.finetune"]  # the package's `finetune` is the function
+
+    folder, *_ = foundation
+    writes = []
+    real_save = ft_module.save_model
+
+    def counting_save(directory, config, variables, metadata=None):
+        writes.append(sorted(variables["params"]))
+        return real_save(directory, config, variables, metadata)
+
+    monkeypatch.setattr(ft_module, "save_model", counting_save)
+    config = ft_config(folder, data / "train.xyz", StrategyConfig("magnitude"), TRAIN_2.replace(max_num_epochs=1),
+                       batch_size=8, valid_file=data / "valid.xyz")
+    result = finetune(config, tmp_path, **QUIET)
+    assert len(writes) == 1 and BASE not in writes[0] and ADAPTERS not in writes[0]
+    before = jaxtl.load_model(result.model_dir)
+
+    class Crash(RuntimeError):
+        pass
+
+    def crash(*args, **kwargs):
+        raise Crash("disk full")
+
+    with monkeypatch.context() as m, pytest.raises(Crash):
+        m.setattr(model_io, "_checkpointer", lambda: type("C", (), {"save": crash})())
+        model_io.save_model(result.model_dir, before.config, jax.tree.map(lambda x: 0 * x, before.variables))
+    after = jaxtl.load_model(result.model_dir)
+    assert leaves_equal(after.params, before.params)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".model")) == []

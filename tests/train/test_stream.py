@@ -14,7 +14,7 @@ from test_ondisk import structures  # noqa: E402
 from jaxtl.graph.ondisk import write_ondisk  # noqa: E402
 from jaxtl.train import TrainConfig  # noqa: E402
 from jaxtl.train.data import DataConfig  # noqa: E402
-from jaxtl.train.run import train_from_scratch  # noqa: E402
+from jaxtl.train.run import ScratchConfig, train_from_scratch  # noqa: E402
 from jaxtl.train.stream import PreparedData, train_from_prepared  # noqa: E402
 
 MODEL = dict(r_max=3.0, hidden_irreps="4x0e", max_ell=1, correlation=(1,), num_interactions=1, num_bessel=4,
@@ -57,8 +57,9 @@ def test_streamed_training_matches_in_memory(tmp_path, name):
     cfg = TrainConfig(max_num_epochs=2, dtype="float64", progress_bar=False, plot=False)
     e0s = settings.get("e0s")
     data = {k: v for k, v in settings.items() if k != "e0s"}
-    memory = train_from_scratch(DataConfig(str(tmp_path / "train.xyz"), batch_size=4, valid_batch_size=4, **data),
-                                tmp_path / "memory", model=MODEL, train_config=cfg, e0s=e0s)
+    memory = train_from_scratch(ScratchConfig(DataConfig(str(tmp_path / "train.xyz"), batch_size=4,
+                                                         valid_batch_size=4, **data), MODEL, cfg, e0s=e0s),
+                                tmp_path / "memory")
     streamed = train_from_prepared(PreparedData(str(tmp_path / "prepared"), batch_size=4, valid_batch_size=4,
                                                 e0s=e0s, **data),
                                    tmp_path / "streamed", model=MODEL, train_config=cfg)

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from jaxtl.md.cli import add_md_args
+from jaxtl.cli.md import add_md_args
 
 DESCRIPTION = """\
 Distil a teacher MACE into a small student. Units: positions A, time fs, temperature K,

@@ -27,9 +27,8 @@ def add_md_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--friction", type=float, default=0.01, help="Langevin friction in 1/fs (default 0.01)")
     g.add_argument("--skin", type=float, default=1.0,
                    help="neighbour-list skin in A (default 1). Every pair within r_max + skin is computed, so a "
-                        "smaller skin is faster while the atoms move less than skin/2 in a chunk: on a 224-atom "
-                        "H2/Cu slab at 300 K, 0.5 with --check-every 10 took 20.5 ms a step against 29.4 "
-                        "(benchmarks/md_speed.py)")
+                        "smaller skin is faster, and stays exact while the atoms move less than skin/2 in a chunk "
+                        "(pair it with a smaller --check-every; benchmarks/md_speed.py measures both)")
     g.add_argument("--check-every", type=int, default=20,
                    help="steps per jit-compiled chunk between neighbour-list rebuilds (default 20)")
     g.add_argument("--min-distance", type=float, default=0.5,

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import json
 
+from jaxtl.cli.common import (
+    add_data_args,
+    add_train_args,
+    check_fresh_run,
+    data_config,
+    parse_mapping,
+    save_run_config,
+    start_distributed,
+    train_config,
+)
+
 
 def add_parser(sub) -> None:
-    from jaxtl.cli import _add_data_args, _add_train_args
-
     p = sub.add_parser(
         "finetune", help="fine-tune a foundation model with frozen layers",
         description="Fine-tune a MACE foundation model (jaxtl folder or mace-torch .model) on new data, "
@@ -52,45 +61,40 @@ def add_parser(sub) -> None:
     s.add_argument("--replay-file", action="append", default=[],
                    help="structures to label with the foundation and replay (repeatable)")
     s.add_argument("--replay-rattle", type=float, default=None, help="displacement of the copies in A (default 0.05)")
-    _add_data_args(p)
-    _add_train_args(p)
+    add_data_args(p)
+    add_train_args(p)
     p.set_defaults(func=run, parser=p)
 
 
-def run(args) -> int:
-    from jaxtl.cli import _start_distributed
+def finetune_config(args):
+    """The `FinetuneConfig` of the command line (bad settings fail here, before a run starts)."""
+    from jaxtl.finetune import FinetuneConfig, FoundationConfig, StrategyConfig
 
-    _start_distributed(args)
+    if args.freeze is not None and (args.freeze_pattern or args.train_pattern):
+        raise ValueError("give either --freeze or --freeze-pattern/--train-pattern, not both")
+    strategy = StrategyConfig(
+        name=args.strategy, freeze=args.freeze, counting=args.counting, freeze_patterns=tuple(args.freeze_pattern),
+        train_patterns=tuple(args.train_pattern), lr_factors=parse_mapping(args.lr_factors, "--lr-factors"),
+        lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, adapter_patterns=args.adapter_patterns,
+        replay_size=args.replay_size, replay_weight=args.replay_weight, replay_files=tuple(args.replay_file),
+        replay_rattle=args.replay_rattle)
+    return FinetuneConfig(foundation=FoundationConfig(args.foundation, head=args.head), data=data_config(args),
+                          strategy=strategy, train=train_config(args), e0s=args.e0s)
+
+
+def run(args) -> int:
+    start_distributed(args)
     import jax
 
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
-    from jaxtl.cli import _check_fresh_run, _data_config, _train_config, save_run_config
-    from jaxtl.finetune import finetune, pattern_labels
+    from jaxtl.finetune import finetune
 
-    freeze = args.freeze
-    if args.freeze_pattern or args.train_pattern:
-        if freeze is not None:
-            raise ValueError("give either --freeze or --freeze-pattern/--train-pattern, not both")
-        fp, tp = list(args.freeze_pattern), list(args.train_pattern)
-        freeze = lambda params: pattern_labels(params, freeze=fp, train=tp)  # noqa: E731
-    lr_factors = args.lr_factors
-    if isinstance(lr_factors, str):
-        lr_factors = json.loads(lr_factors)
-    data, train_config = _data_config(args), _train_config(args)
+    config = finetune_config(args)
     if not args.dry_run:
-        _check_fresh_run(args)
+        check_fresh_run(args)
         save_run_config(args, args.parser)
-    result = finetune(
-        args.foundation, args.train, args.out, freeze=freeze, counting=args.counting, lr_factors=lr_factors,
-        e0s=args.e0s, batch_size=args.batch_size, train_config=train_config, valid_file=args.valid,
-        valid_fraction=args.valid_fraction, test_file=args.test, head=args.head, keys=data.keys,
-        config_type_weights=data.config_type_weights, dry_run=args.dry_run,
-        train_fraction=args.train_fraction, max_force=args.max_force, resume=args.resume,
-        strategy=args.strategy, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
-        adapter_patterns=args.adapter_patterns, replay_size=args.replay_size, replay_weight=args.replay_weight,
-        replay_files=args.replay_file, replay_rattle=args.replay_rattle,
-    )
+    result = finetune(config, args.out, dry_run=args.dry_run, resume=args.resume)
     if result.train is not None:
         print(json.dumps({split: m.get("all") for split, m in result.train.metrics.items()}, indent=2))
         print(result.report.summary())

@@ -1,0 +1,7 @@
+"""`python -m jaxtl.cli`: the `jaxtl` command."""
+
+import sys
+
+from jaxtl.cli import main
+
+sys.exit(main())
