@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 SUBCOMMANDS = ["convert", "export", "models", "train", "finetune", "eval", "distill", "md", "demo", "learning-curve",
-               "prepare"]
+               "prepare", "datasets"]
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 H2CU = os.path.join(SHARED, "models", "h2cu_mace.model")
 

@@ -119,3 +119,21 @@ def test_import_pulls_in_neither_jax_nor_torch():
     code = "import sys, jaxtl.datasets; print(sorted({'jax', 'torch'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_datasets_command_lists_and_finds(isolated, monkeypatch, capsys):
+    from jaxtl.cli import main
+
+    entry = datasets.get("rmd17-aspirin-test")
+    mirror = isolated / "mirror"
+    (mirror / entry.relpath).parent.mkdir(parents=True)
+    (mirror / entry.relpath).write_text("not the real file")
+    assert main(["--no-cpu-tuning", "datasets", "rmd17-aspirin-test", "--root", str(mirror)]) == 0
+    assert capsys.readouterr().out.strip() == str(mirror / entry.relpath)
+    assert main(["--no-cpu-tuning", "datasets"]) == 0
+    assert "rmd17-aspirin-test" in capsys.readouterr().out
+    try:
+        code = main(["--no-cpu-tuning", "datasets", "rmd17-aspirin-test", "--root", str(mirror), "--verify"])
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code != 0 and "the registry's is" in capsys.readouterr().err

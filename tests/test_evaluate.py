@@ -162,3 +162,24 @@ def test_evaluate_sources_refuses_a_folder_prepared_for_another_cutoff(model_dir
     write_ondisk(iter_configurations([data_file]), tmp_path / "prepared", 4.0)
     with pytest.raises(DataError, match="r_max 4.0 A, the model's is 3.0 A"):
         evaluate_sources(load_model(model_dir), [tmp_path / "prepared"])
+
+
+def test_eval_command_over_a_file_and_a_prepared_folder(model_dir, data_file, tmp_path):
+    """`jaxtl eval --data FILE FOLDER --json` gives evaluate_sources' errors; --output with
+    several sources is refused before anything is computed."""
+    import json
+
+    from jaxtl.api import load_model
+    from jaxtl.evaluate import evaluate_sources
+
+    first, _, prepared = _sources(data_file, tmp_path)
+    proc = run_eval("--model", model_dir, "--data", first, prepared, "--json", "--batch-size", 2)
+    printed = json.loads(proc.stdout)
+    per_source, overall = evaluate_sources(load_model(model_dir), [first, prepared], batch_size=2)
+    assert set(printed["sources"]) == {str(first), str(prepared)}
+    assert printed["all"]["all"]["n_graphs"] == overall["all"]["n_graphs"] == 7
+    assert printed["all"]["all"]["forces_rmse"] == pytest.approx(overall["all"]["forces_rmse"], rel=1e-5)
+    refused = subprocess.run([sys.executable, "-m", "jaxtl.cli", "--no-cpu-tuning", "eval", "--model", str(model_dir),
+                              "--data", str(first), str(prepared), "--output", str(tmp_path / "p.xyz")],
+                             capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "--output writes the predictions of one file" in refused.stderr

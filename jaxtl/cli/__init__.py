@@ -3,10 +3,13 @@
     jaxtl convert IN.model OUT_DIR       mace-torch file -> jaxtl model folder (verified)
     jaxtl convert NAME [OUT_DIR]        a released foundation model, downloaded and converted once
     jaxtl models                        the released foundation models jaxtl knows by name
+    jaxtl datasets [NAME]               the notebooks' and benchmarks' data files by name (jaxtl.datasets)
     jaxtl export MODEL_DIR OUT.model    jaxtl model folder -> mace-torch .model file (verified)
     jaxtl train --train F --out DIR     train a new MACE from scratch
     jaxtl finetune --foundation M ...   frozen transfer learning of a foundation model
     jaxtl eval --model DIR --data F     predictions (--output) and errors per config_type
+    jaxtl eval --model DIR --data F1 DIR2 ... [--devices N | --distributed]
+                                        errors per file / prepared folder and overall, sharded over devices
     jaxtl learning-curve --foundation M --train POOL --test F --out DIR
                                         error against training-set size, per strategy and seed, at convergence
     jaxtl demo                          the whole workflow on data it makes itself
@@ -21,6 +24,7 @@ import sys
 
 from jaxtl.cli import (
     convert,
+    datasets,
     demo,
     distill,
     evaluate,
@@ -35,7 +39,7 @@ from jaxtl.cli import (
 
 NO_CPU_TUNING = "--no-cpu-tuning"
 # in the order `jaxtl --help` lists them
-COMMANDS = (convert, export, models, train, evaluate, finetune, learning_curve, demo, distill, md, prepare)
+COMMANDS = (convert, export, models, datasets, train, evaluate, finetune, learning_curve, demo, distill, md, prepare)
 
 
 def _quiet_libraries() -> None:

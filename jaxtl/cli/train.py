@@ -59,13 +59,20 @@ def run(args) -> int:
 
     model = model_fields(args)
     data, train = data_config(args), train_config(args)  # bad settings fail before anything is written
+    prepared_set = Path(args.train).is_dir()  # a prepared set (`jaxtl prepare`): streamed from disk
+    unsupported = [flag for flag, used in (("--test", args.test), ("--config-type-weights", data.config_type_weights),
+                                           ("--scaling", args.scaling != "rms_forces_scaling")) if used]
+    if prepared_set and unsupported:
+        raise SystemExit(f"error: {', '.join(unsupported)} cannot be used with a prepared set ({args.train}); "
+                         "evaluate a test set with `jaxtl eval --data FILE_OR_FOLDER ...`")
     check_fresh_run(args)
     save_run_config(args, args.parser)
-    if Path(args.train).is_dir():  # a prepared set (`jaxtl prepare`): streamed from disk
+    if prepared_set:
         from jaxtl.train.stream import PreparedData, train_from_prepared
 
-        prepared = PreparedData(args.train, args.valid, args.valid_fraction, args.batch_size, args.batch_size,
-                                args.seed)
+        prepared = PreparedData(args.train, args.valid, args.valid_fraction, data.batch_size, data.valid_batch_size,
+                                args.seed, max_force=args.max_force, train_fraction=args.train_fraction,
+                                e0s=args.e0s)
         result = train_from_prepared(prepared, args.out, model=model, train_config=train, resume=args.resume)
     else:
         config = ScratchConfig(data, model, train, e0s=args.e0s, scaling=args.scaling)

@@ -92,3 +92,17 @@ def test_a_prepared_set_left_empty_by_the_filter_is_an_error(tmp_path):
     with pytest.raises(DataError, match="no training structures left"):
         train_from_prepared(PreparedData(str(tmp_path / "prepared"), max_force=1e-3), tmp_path / "out",
                             model=MODEL, train_config=TrainConfig(max_num_epochs=1, progress_bar=False, plot=False))
+
+
+def test_train_command_refuses_settings_a_prepared_set_cannot_apply(tmp_path):
+    import subprocess
+
+    from jaxtl.graph.ondisk import iter_configurations
+
+    _write(tmp_path / "train.xyz", structures(6, seed=2))
+    write_ondisk(iter_configurations([tmp_path / "train.xyz"]), tmp_path / "prepared", 3.0)
+    proc = subprocess.run([sys.executable, "-m", "jaxtl.cli", "--no-cpu-tuning", "train", "--train",
+                           str(tmp_path / "prepared"), "--test", str(tmp_path / "train.xyz"), "--scaling", "std_scaling",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "--test, --scaling cannot be used with a prepared set" in proc.stderr
+    assert not (tmp_path / "out").exists()  # refused before the run folder is made
