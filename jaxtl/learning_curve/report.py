@@ -4,7 +4,8 @@ Per (fraction, strategy): mean, std (over seeds, ddof 1), min and max of the tes
 the epochs to convergence (epoch of the kept weights), the wall time and the trainable
 parameters. The verdict: for each strategy other than scratch, the smallest fraction
 whose mean test error is within the seeds' spread of scratch at the largest fraction
-(mean <= scratch mean + scratch std), for forces and for energy.
+(mean <= scratch mean + scratch std), for forces and for energy, from rows with every
+seed finished; no verdict until scratch at the largest fraction has every seed.
 """
 
 from __future__ import annotations
@@ -49,19 +50,25 @@ def summarise(records: Sequence[dict], config: LearningCurveConfig) -> list[dict
     return rows
 
 
-def verdict(rows: Sequence[dict], metric: str) -> dict:
-    """strategy -> {"fraction": smallest matching fraction or None, "reference": scratch's spread}."""
-    scratch = [r for r in rows if r["strategy"] == SCRATCH and r[metric]["mean"] is not None]
-    if not scratch:
-        return {}
-    ref = max(scratch, key=lambda r: r["fraction"])
+def verdict(rows: Sequence[dict], metric: str, config: LearningCurveConfig) -> dict:
+    """strategy -> {"fraction": smallest matching fraction or None, the reference's spread,
+    "fractions_complete": the fractions with every seed finished}; or {"pending": why}
+    while scratch at the grid's largest fraction lacks seeds. Only complete rows (every
+    seed of the grid finished) count, so a partial grid states no verdict it may not keep."""
+    n_seeds, largest = config.grid.seeds, max(config.grid.fractions)
+    complete = [r for r in rows if len(r["seeds"]) == n_seeds and r[metric]["mean"] is not None]
+    ref = next((r for r in complete if r["strategy"] == SCRATCH and r["fraction"] == largest), None)
+    if ref is None:
+        done = max((len(r["seeds"]) for r in rows if r["strategy"] == SCRATCH and r["fraction"] == largest), default=0)
+        return {"pending": f"scratch at {largest:.0%} has {done} of {n_seeds} seeds finished"}
     bound = ref[metric]["mean"] + ref[metric]["std"]
     out = {}
     for strategy in dict.fromkeys(r["strategy"] for r in rows if r["strategy"] != SCRATCH):
-        ok = [r["fraction"] for r in rows if r["strategy"] == strategy and r[metric]["mean"] is not None
-              and r[metric]["mean"] <= bound]
+        mine = [r for r in complete if r["strategy"] == strategy]
+        ok = [r["fraction"] for r in mine if r[metric]["mean"] <= bound]
         out[strategy] = {"fraction": min(ok) if ok else None, "reference_fraction": ref["fraction"],
-                         "reference_mean": ref[metric]["mean"], "reference_std": ref[metric]["std"]}
+                         "reference_mean": ref[metric]["mean"], "reference_std": ref[metric]["std"],
+                         "fractions_complete": sorted(r["fraction"] for r in mine)}
     return out
 
 
@@ -86,7 +93,7 @@ def write_report(out: Path, config: LearningCurveConfig, records: Sequence[dict]
     summary = {"provenance": provenance(command, commit), "config": config.to_dict(),
                "n_cells": {"finished": len(records),
                            "grid": len(config.grid.fractions) * len(config.grid.strategies) * config.grid.seeds},
-               "verdict": {"forces_rmse": verdict(rows, "forces_rmse"), "energy_rmse": verdict(rows, "energy_rmse")},
+               "verdict": {m: verdict(rows, m, config) for m in ("forces_rmse", "energy_rmse")},
                "rows": rows, "cells": list(records)}
     (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "results.md").write_text(markdown(summary))
@@ -106,11 +113,19 @@ def _fmt(s: dict, digits: int) -> str:
 def verdict_lines(summary: dict) -> list[str]:
     lines = []
     for metric, unit in (("forces_rmse", "meV/A"), ("energy_rmse", "meV/atom")):
-        for strategy, v in summary["verdict"][metric].items():
+        name = metric.split("_")[0]
+        result = summary["verdict"][metric]
+        if "pending" in result:
+            lines.append(f"- {name} RMSE: no verdict yet ({result['pending']})")
+            continue
+        for strategy, v in result.items():
             ref = (f"scratch at {v['reference_fraction']:.0%}: {v['reference_mean']:.2f} ± "
                    f"{v['reference_std']:.2f} {unit}")
-            found = f"from {v['fraction']:.0%} of the pool" if v["fraction"] is not None else "at no fraction run"
-            lines.append(f"- {strategy}: {metric.split('_')[0]} RMSE within the seeds' spread of {ref} {found}")
+            complete = ", ".join(f"{f:.0%}" for f in v["fractions_complete"]) or "none"
+            found = (f"from {v['fraction']:.0%} of the pool" if v["fraction"] is not None
+                     else "at none of the complete fractions")
+            lines.append(f"- {strategy}: {name} RMSE within the seeds' spread of {ref} {found} "
+                         f"(fractions with every seed finished: {complete})")
     return lines
 
 
@@ -146,7 +161,7 @@ def markdown(summary: dict) -> str:
     rule = ("Smallest fraction at which each strategy's mean test error is within the seeds' spread of "
             "scratch at the largest fraction (mean <= scratch mean + scratch std):")
     lines += ["", "## Verdict", "", rule, ""]
-    lines += verdict_lines(summary) or ["- no scratch cells finished yet"]
+    lines += verdict_lines(summary) or ["- no strategy besides scratch in the grid"]
     lines += ["", f"jaxtl {p['jaxtl_commit']}; {p['date']}; device {', '.join(p['device'])}; "
               + ", ".join(f"{k} {v}" for k, v in p["versions"].items()), "", f"Command: `{p['command']}`", ""]
     return "\n".join(lines)

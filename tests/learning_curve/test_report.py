@@ -22,9 +22,17 @@ def test_verdict_is_the_smallest_fraction_within_scratch_spread():
     ref = next(r for r in rows if r["strategy"] == "scratch" and r["fraction"] == 1.0)
     assert ref["forces_rmse"]["mean"] == 42 and abs(ref["forces_rmse"]["std"] - 8 ** 0.5) < 1e-12
     assert (ref["forces_rmse"]["min"], ref["forces_rmse"]["max"]) == (40, 44)
-    v = verdict(rows, "forces_rmse")
+    v = verdict(rows, "forces_rmse", config)
     assert v["f5"]["fraction"] == 0.5  # 44 <= 42 + 2.83; 51 is not
     assert v["f6"]["fraction"] is None
+    # a partial grid: scratch at 100 % lacks a seed, so there is no verdict yet ...
+    partial = summarise([r for r in records if (r["strategy"], r["fraction"], r["seed"]) != ("scratch", 1.0, 1)],
+                        config)
+    assert verdict(partial, "forces_rmse", config) == {"pending": "scratch at 100% has 1 of 2 seeds finished"}
+    # ... and a strategy's fraction counts only with every seed finished
+    missing = summarise([r for r in records if (r["strategy"], r["fraction"], r["seed"]) != ("f5", 0.5, 1)], config)
+    assert verdict(missing, "forces_rmse", config)["f5"]["fraction"] == 1.0
+    assert verdict(missing, "forces_rmse", config)["f5"]["fractions_complete"] == [0.1, 1.0]
 
 
 def test_report_says_when_cells_ran_on_other_devices(tmp_path):
