@@ -182,8 +182,9 @@ def stage_speed(teacher, names, out: Path, s: dict, repeat: int, medium: bool) -
     """Energy+forces per call through ASE, all models interleaved on the same structures."""
     import ase.io
 
-    from jaxtl.calculator import MACECalculator, load_calculator
+    from jaxtl.calculator import MACECalculator
     from jaxtl.distill import compare_calculators
+    from jaxtl.distill.students import load_calculator
 
     test = ase.io.read(out / "data" / "labelled.xyz", ":")
     test = [a for a in test if a.info.get("split") != "train"]

@@ -43,9 +43,9 @@ def main(argv=None) -> int:
     import ase.io
     import jax
 
-    from jaxtl.calculator import MACECalculator, load_calculator
+    from jaxtl.calculator import MACECalculator
     from jaxtl.distill import compare_calculators
-    from jaxtl.distill.students import calculator_errors
+    from jaxtl.distill.students import calculator_errors, load_calculator
 
     frames = ase.io.read(args.structures, ":")
     picked = [frames[i] for i in np.linspace(0, len(frames) - 1, min(len(frames), args.speed_structures)).astype(int)]
