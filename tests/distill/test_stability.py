@@ -93,6 +93,9 @@ def test_analyse_flags_each_criterion():
     moved[5] += [0, 0, 3.5]
     reasons = stab.analyse([frame(moved)], start, t, time_fs, FAST, None)["reasons"]
     assert any(r.startswith("max_cu_displacement") for r in reasons)
+    wrapped = start.positions.copy()
+    wrapped[5] += start.cell[0]  # the same site in the next cell: no displacement
+    assert not stab.analyse([frame(wrapped)], start, t, time_fs, FAST, None)["exploded"]
     hot = stab.analyse([frame(start.positions)], start, np.array([600.0, 5000.0]), time_fs, stab.StabilityConfig(),
                        None)
     assert any("temperature" in r for r in hot["reasons"])
@@ -104,3 +107,7 @@ def test_histogram_distances():
     assert stab.js_distance(p, p) == pytest.approx(0.0) and stab.overlap(p, p) == pytest.approx(1.0)
     assert stab.js_distance(p, q) == pytest.approx(1.0) and stab.overlap(p, q) == pytest.approx(0.0)
     assert stab.histogram(np.array([2.0]), "h_h_distance")[-1] == 1.0  # a dissociated molecule: the overflow bin
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.74, 0.05, 400)
+    assert stab.wasserstein(a, a) == pytest.approx(0.0)
+    assert stab.wasserstein(a, a + 0.3) == pytest.approx(0.3)
