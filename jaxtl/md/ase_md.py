@@ -20,7 +20,8 @@ from jaxtl.md.simulate import MDConfig, MDResult, drop_labels, fixed_atoms, init
 
 def run_ase_md(model, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress: bool = False,
                on_frames: Callable[[list], None] | None = None, start_step: int = 0) -> MDResult:
-    """MD with ASE's VelocityVerlet (nve) or Langevin; `model` a folder, LoadedModel or calculator.
+    """MD with ASE's VelocityVerlet (nve) or Langevin; `model` a folder, a LoadedModel or any
+    ASE calculator (an ACE student from `jaxtl.load_calculator`, say).
 
     `on_frames` and `start_step` as in `MDEngine.run` (each saved frame is handed over at once).
 
@@ -28,14 +29,15 @@ def run_ase_md(model, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress:
     run with a message naming the step; frames so far are kept. `config.skin` and
     `check_every` do not apply (the calculator rebuilds its neighbour list every call).
     """
+    from ase.calculators.calculator import Calculator
     from ase.md.langevin import Langevin
     from ase.md.verlet import VelocityVerlet
 
     from jaxtl.calculator import MACECalculator
 
     start_time = time.perf_counter()
-    calc = model if isinstance(model, MACECalculator) else MACECalculator(model)
-    compilations = calc.n_compilations
+    calc = model if isinstance(model, Calculator) else MACECalculator(model)
+    compilations = getattr(calc, "n_compilations", 0)
     atoms = atoms.copy()
     fixed = fixed_atoms(atoms)
     atoms.set_velocities(initial_velocities(atoms, config.temperature, fixed, np.random.default_rng(config.seed)))
@@ -90,6 +92,6 @@ def run_ase_md(model, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress:
     return MDResult(
         frames=frames, time=(start_step + np.arange(len(epot))) * config.dt, potential_energy=np.array(epot),
         kinetic_energy=ekin_a, temperature=2 * ekin_a / (dof * units.kB), steps_done=done, error=error,
-        n_atoms=len(atoms), n_compilations=calc.n_compilations - compilations,
+        n_atoms=len(atoms), n_compilations=getattr(calc, "n_compilations", 0) - compilations,
         wall_s=time.perf_counter() - start_time,
     )
