@@ -25,6 +25,9 @@ from jaxtl.model.pair_repulsion import ZBLRepulsion
 from jaxtl.model.product import SymmetricContraction
 from jaxtl.model.readout import LinearReadout, NonLinearReadout
 
+# Edges (padded) from which `MACE` recomputes the edge embedding in the backward pass.
+RECOMPUTE_EDGE_EMBEDDING = 1 << 18
+
 
 def species_lookup(atomic_numbers) -> np.ndarray:
     """Table Z -> index into the model's elements (0 for unknown and padding)."""
@@ -129,8 +132,15 @@ class MACE(nn.Module):
 
         vectors = edge_vectors(graph)
         lengths = jnp.linalg.norm(vectors, axis=-1, keepdims=True)
-        sh = spherical_harmonics(vectors, cfg.max_ell)
-        edge_feats, cutoff = RadialEmbedding(
+        # The per-edge harmonics and radial basis are cheap to compute but their
+        # backward residuals (sines, cosines, powers: several [n_edges, num_bessel]
+        # arrays) would live through the whole forward and backward pass: in large
+        # graphs the backward recomputes them from the edge vectors instead (small ones
+        # keep them: no extra work where memory is no issue).
+        recompute = vectors.shape[0] >= RECOMPUTE_EDGE_EMBEDDING
+        sh_fn = jax.checkpoint(spherical_harmonics, static_argnums=1) if recompute else spherical_harmonics
+        sh = sh_fn(vectors, cfg.max_ell)
+        edge_feats, cutoff = (nn.remat(RadialEmbedding) if recompute else RadialEmbedding)(
             cfg.r_max, cfg.num_bessel, cfg.num_polynomial_cutoff, cfg.radial_type,
             cfg.distance_transform, cfg.apply_cutoff, name="radial_embedding",
         )(lengths, z_s, z_r)
