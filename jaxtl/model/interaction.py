@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from jaxtl.model import tensor_product as tp
 from jaxtl.model.irreps import IrrepsSpec, blocks_to_channel_major
-from jaxtl.model.linear import ElementLinear, IrrepsLinear
+from jaxtl.model.linear import ElementLinear, IrrepsLinear, irreps_linear
 from jaxtl.model.radial import RadialMLP, radial_mlp
 
 INTERACTION_CLASSES = (
@@ -107,9 +107,13 @@ class Interaction(nn.Module):
         # edge_feats and cutoff depend on the length and on the two elements symmetrically
         # (the distance transforms use the sum of their radii), so one MLP row serves
         # both edges of a pair
+        # the linear map from the paths to the target irreps runs inside the loop over
+        # nodes: the path-wide messages then exist for one step of nodes at a time
+        mid = tp.mid_irreps(paths)
+        mats = IrrepsLinear(mid, self.target_irreps, self.dtype, name="linear").weights()
         message = tp.messages(h, senders, receivers, neighbours, sh, (edge_feats, cutoff), radial_fn, paths,
-                               self.backend, edge_pairs)
-        message = IrrepsLinear(tp.mid_irreps(paths), self.target_irreps, self.dtype, name="linear")(message)
+                              self.backend, edge_pairs,
+                              node_fn=lambda blocks: irreps_linear(mid, self.target_irreps, mats, blocks))
         if self.density:
             message = tuple(m / (density[:, :, None] + 1.0) for m in message)
         else:

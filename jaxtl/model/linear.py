@@ -39,24 +39,46 @@ class IrrepsLinear(nn.Module):
     entries of the same irrep are concatenated along `mul` (in input order, the
     layout of e3nn's flat weight) and mixed by one matrix `[sum mul_in, mul_out]`.
     Outputs without any input of their irrep are zeros, as in e3nn-torch.
+    `weights()` hands the matrices out for `irreps_linear` to be applied inside a
+    loop over nodes (see `tensor_product.messages`).
     """
 
     irreps_in: IrrepsSpec
     irreps_out: IrrepsSpec
     dtype: jnp.dtype = jnp.float32
 
-    @nn.compact
+    def setup(self):
+        self.mats = tuple(
+            self.param(name, nn.initializers.normal(1.0), (fan_in, mul_out), self.dtype) if fan_in else None
+            for name, mul_out, fan_in in _fans(self.irreps_in, self.irreps_out)
+        )
+
     def __call__(self, blocks: Sequence[jnp.ndarray]) -> tuple[jnp.ndarray, ...]:
-        n = blocks[0].shape[0]
-        out = []
-        for name, mul_out, l, x in _per_output(self.irreps_in, self.irreps_out, blocks):
-            if x is None:
-                out.append(jnp.zeros((n, mul_out, 2 * l + 1), blocks[0].dtype))
-                continue
-            fan_in = x.shape[1]
-            w = self.param(name, nn.initializers.normal(1.0), (fan_in, mul_out), self.dtype)
-            out.append(jnp.einsum("nui,uw->nwi", x, w.astype(x.dtype)) / math.sqrt(fan_in))
-        return tuple(out)
+        return irreps_linear(self.irreps_in, self.irreps_out, self.mats, blocks)
+
+    def weights(self) -> tuple[jnp.ndarray | None, ...]:
+        return self.mats
+
+
+def _fans(irreps_in: IrrepsSpec, irreps_out: IrrepsSpec) -> list[tuple[str, int, int]]:
+    """(param name, mul_out, fan_in) per output entry; fan_in 0 where no input has its irrep."""
+    return [
+        (name, mul_out, sum(m for m, li, pi in irreps_in if (li, pi) == (l, p)))
+        for name, (mul_out, l, p) in zip(_output_names(irreps_out), irreps_out)
+    ]
+
+
+def irreps_linear(irreps_in: IrrepsSpec, irreps_out: IrrepsSpec, mats, blocks: Sequence[jnp.ndarray]):
+    """`IrrepsLinear` with its matrices `mats` (one `[fan_in, mul_out]` or None per output)."""
+    n = blocks[0].shape[0]
+    out = []
+    for (_, mul_out, l, x), w in zip(_per_output(irreps_in, irreps_out, blocks), mats):
+        if x is None:
+            out.append(jnp.zeros((n, mul_out, 2 * l + 1), blocks[0].dtype))
+            continue
+        fan_in = x.shape[1]
+        out.append(jnp.einsum("nui,uw->nwi", x, w.astype(x.dtype)) / math.sqrt(fan_in))
+    return tuple(out)
 
 
 class ElementLinear(nn.Module):

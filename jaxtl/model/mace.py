@@ -26,6 +26,9 @@ from jaxtl.model.pair_repulsion import ZBLRepulsion
 from jaxtl.model.product import SymmetricContraction
 from jaxtl.model.readout import LinearReadout, NonLinearReadout
 
+# Edges (padded) from which `MACE` recomputes the edge embedding in the backward pass.
+RECOMPUTE_EDGE_EMBEDDING = 1 << 18
+
 
 def species_lookup(atomic_numbers) -> np.ndarray:
     """Table Z -> index into the model's elements (0 for unknown and padding)."""
@@ -85,6 +88,24 @@ class ProductBlock(nn.Module):
         if self.use_sc and sc is not None:
             feats = tuple(f + s for f, s in zip(feats, sc))
         return feats
+
+
+def edge_geometry(graph: Graph, max_ell: int) -> tuple[jnp.ndarray, list, bool]:
+    """(lengths [n_edges, 1] A, spherical harmonics [n_edges, 2l+1] per l up to max_ell,
+    recompute): whether the graph is large enough for the backward pass to recompute
+    the per-edge embedding.
+
+    The per-edge harmonics and radial basis are cheap to compute but their backward
+    residuals (sines, cosines, powers: several [n_edges, num_bessel] arrays) would live
+    through the whole forward and backward pass: in large graphs the backward recomputes
+    them from the edge vectors instead (small ones keep them: no extra work where memory
+    is no issue).
+    """
+    vectors = edge_vectors(graph)
+    lengths = jnp.linalg.norm(vectors, axis=-1, keepdims=True)
+    recompute = vectors.shape[0] >= RECOMPUTE_EDGE_EMBEDDING
+    sh_fn = jax.checkpoint(spherical_harmonics, static_argnums=1) if recompute else spherical_harmonics
+    return lengths, sh_fn(vectors, max_ell), recompute
 
 
 def node_species(cfg: MACEConfig, graph: Graph):
@@ -156,10 +177,8 @@ class MACE(nn.Module):
         species, z_s, z_r, real_species, elements = node_species(cfg, graph)
         node_heads = graph.head[graph.node_graph]
 
-        vectors = edge_vectors(graph)
-        lengths = jnp.linalg.norm(vectors, axis=-1, keepdims=True)
-        sh = spherical_harmonics(vectors, cfg.max_ell)
-        edge_feats, cutoff = RadialEmbedding(
+        lengths, sh, recompute = edge_geometry(graph, cfg.max_ell)
+        edge_feats, cutoff = (nn.remat(RadialEmbedding) if recompute else RadialEmbedding)(
             cfg.r_max, cfg.num_bessel, cfg.num_polynomial_cutoff, cfg.radial_type,
             cfg.distance_transform, cfg.apply_cutoff, name="radial_embedding",
         )(lengths, z_s, z_r)

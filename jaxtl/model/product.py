@@ -252,32 +252,42 @@ def _grouped_contraction(xc, factors, U_syms, Ws, species, group: int) -> jnp.nd
     return out
 
 
-# Nodes per step of `over_node_chunks`: the monomials of 4096 nodes (MACE-MP-0 medium, 128
-# channels, ~1100 kept monomials) are ~2 GB in float32; all nodes of a 10^5-atom cell at
-# once would be ~56 GB. Small systems (the usual case) take the single-step path.
-NODE_CHUNK = 4096
+# Nodes per step of `over_node_chunks`: the monomials of 1024 nodes (MACE-MP-0 medium, 128
+# channels, ~1100 kept monomials) are ~0.6 GB in float32, and the backward pass of a step
+# holds about five such buffers; all nodes of a 10^5-atom cell at once would be ~56 GB.
+# A step of 1024 nodes is still minutes of matmul work per thousand steps' loop overhead.
+# Small systems (the usual case) take the single-step path.
+NODE_CHUNK = 1024
 NODE_CHUNK_ACCELERATOR = 8192  # GPU/TPU: fewer, larger sequential steps (~4.6 GB of monomials)
 
 
-def over_node_chunks(fn, xc: jnp.ndarray, species: jnp.ndarray, chunk: int | None = None) -> jnp.ndarray:
-    """fn(xc [c, n, D], species [n]) -> [c, n, M], applied `chunk` nodes at a time.
+def over_node_chunks(fn, x: jnp.ndarray, species: jnp.ndarray, chunk: int | None = None) -> jnp.ndarray:
+    """fn(xc [c, n, D], species [n]) -> [c, n, M] for x [n, c, D], applied `chunk` nodes
+    at a time; returns [n, c, M].
 
     The contraction is independent per node, so large systems are split into node
     chunks (a scan; the backward pass recomputes each chunk's monomials) and memory
-    stays linear in the number of atoms with a small constant. Padded nodes are zero
-    and element 0; their rows are cut off.
+    stays linear in the number of atoms with a small constant. The chunks are cut
+    along the node axis, which leads, and turned channels-first inside each step, so
+    no transposed copy of the whole [n, c, D] input or its gradient is made. Padded
+    nodes are zero and element 0; their rows are cut off.
     """
     if chunk is None:
         chunk = backend_chunk(NODE_CHUNK, NODE_CHUNK_ACCELERATOR)
-    c, n, D = xc.shape
+    n, c, D = x.shape
     if n <= chunk:
-        return fn(xc, species)
+        return jnp.swapaxes(fn(jnp.swapaxes(x, 0, 1), species), 0, 1)
     n_chunks, chunk = even_chunks(n, chunk)
     pad = n_chunks * chunk - n
-    xs = jnp.pad(xc, ((0, 0), (0, pad), (0, 0))).reshape(c, n_chunks, chunk, D).transpose(1, 0, 2, 3)
+    xs = jnp.pad(x, ((0, pad), (0, 0), (0, 0))).reshape(n_chunks, chunk, c, D)
     ss = jnp.pad(species, (0, pad)).reshape(n_chunks, chunk)
-    out = jax.lax.map(jax.checkpoint(lambda a: fn(*a)), (xs, ss))  # [n_chunks, c, chunk, M]
-    return out.transpose(1, 0, 2, 3).reshape(c, n_chunks * chunk, -1)[:, :n]
+
+    def step(a):
+        x_, s_ = a
+        return jnp.swapaxes(fn(jnp.swapaxes(x_, 0, 1), s_), 0, 1)  # [chunk, c, M]
+
+    out = jax.lax.map(jax.checkpoint(step), (xs, ss))  # [n_chunks, chunk, c, M]
+    return out.reshape(n_chunks * chunk, c, -1)[:n]
 
 
 class Contraction(nn.Module):
@@ -327,12 +337,10 @@ class Contraction(nn.Module):
             return jnp.zeros((x.shape[0], self.channels, 2 * self.l + 1), x.dtype)
         if self.backend == "cueq":
             return cueq.contraction(x, factors, U_syms, Ws, species, elements)
-        # channels leading: the contraction is then one batched matmul per channel
-        xc = jnp.swapaxes(x, 0, 1)  # [c, n, D]
-        out = over_node_chunks(
-            lambda x_, s_: element_contraction(x_, factors, U_syms, Ws, s_, elements=elements), xc, species
-        )  # [c, n, 2l+1]
-        return jnp.swapaxes(out, 0, 1)
+        # channels leading inside each step: the contraction is then one batched matmul per channel
+        return over_node_chunks(
+            lambda xc, s_: element_contraction(xc, factors, U_syms, Ws, s_, elements=elements), x, species
+        )  # [n, c, 2l+1]
 
     def _fresh_U(self, nu: int) -> np.ndarray:
         U = coupling_basis(self.coupling_irreps, self.l, self.p, nu)
