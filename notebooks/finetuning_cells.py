@@ -51,14 +51,14 @@ fine-tuning refits the E0s to the aspirin energies (`average`) and trains at lr 
 
 STUDY = """\
 from jaxtl.convert.convert import convert_file
-from jaxtl.finetune import finetune, pattern_labels
+from jaxtl.finetune import FinetuneConfig, FoundationConfig, StrategyConfig, finetune
 from jaxtl.train.config import TrainConfig
 from jaxtl.train.data import DataConfig
 from jaxtl.train.optimizer import OptimizerConfig
-from jaxtl.train.run import train_from_scratch
+from jaxtl.train.run import ScratchConfig, train_from_scratch
 
-FREEZE = {'f0': 0, 'f5': 5, 'f6': 6,  # mace-torch's --freeze N
-          'finer': lambda params: pattern_labels(params, freeze=['node_embedding*', 'interactions_0*'])}
+STRATEGY = {'f0': StrategyConfig(freeze=0), 'f5': StrategyConfig(freeze=5), 'f6': StrategyConfig(freeze=6),  # --freeze N
+            'finer': StrategyConfig(freeze_patterns=('node_embedding*', 'interactions_0*'))}
 
 
 def train_config(epochs, lr):
@@ -92,11 +92,13 @@ def run_study():
             run = OUT / f'{name}_{n_train}'
             if name == 'scratch':
                 data = DataConfig(train_file=str(train), test_file=str(test), batch_size=10, seed=0)
-                metrics = train_from_scratch(data, run, model=scratch_model, train_config=train_config(epochs, 0.01)).metrics
+                metrics = train_from_scratch(ScratchConfig(data, scratch_model, train_config(epochs, 0.01)), run).metrics
                 n_trainable = None
             else:
-                ft = finetune(foundation, train, run, freeze=FREEZE[name], e0s='average', batch_size=10, test_file=test,
-                              train_config=train_config(epochs, 0.005), log=lambda *_: None)
+                data = DataConfig(train_file=str(train), test_file=str(test), batch_size=10)
+                config = FinetuneConfig(FoundationConfig(str(foundation)), data, STRATEGY[name],
+                                        train_config(epochs, 0.005), e0s='average')
+                ft = finetune(config, run, log=lambda *_: None)
                 metrics, n_trainable = ft.train.metrics, ft.report.n_trainable
             m = metrics['test']['all']
             rows.append(dict(n_train=n_train, strategy=name, n_trainable=n_trainable, epochs=epochs,

@@ -71,9 +71,9 @@ if FAST:
 else:  # minutes on a GPU
     S = dict(n_train=100, steps=300, n_test=100, n_3bpa=50, replay_size=100)
 print('running the study here' if LIVE else f'showing the saved full study in {os.path.relpath(SAVED)}')
-STRATEGY = {'naive': dict(strategy='naive'), 'freeze6': dict(strategy='freeze', freeze=6),
-            'lora': dict(strategy='lora', lora_rank=4),
-            'replay': dict(strategy='replay', replay_size=S['replay_size'], replay_weight=0.5)}
+STRATEGY = {'naive': dict(name='naive'), 'freeze6': dict(name='freeze', freeze=6),
+            'lora': dict(name='lora', lora_rank=4),
+            'replay': dict(name='replay', replay_size=S['replay_size'], replay_weight=0.5)}
 
 
 def subset(src, dst, n, seed=0):
@@ -95,7 +95,8 @@ def forces_of(model_dir, frames):
 
 def run_study():
     from jaxtl.convert.convert import convert_file
-    from jaxtl.finetune import finetune
+    from jaxtl.finetune import FinetuneConfig, FoundationConfig, StrategyConfig, finetune
+    from jaxtl.train.data import DataConfig
     from jaxtl.train.config import TrainConfig
     from jaxtl.train.optimizer import OptimizerConfig
 
@@ -115,8 +116,9 @@ def run_study():
                              optimizer=OptimizerConfig(lr=0.005, scheduler='cosine', decay_epochs=epochs,
                                                        min_lr_factor=0.05))
         t0 = time.perf_counter()
-        ft = finetune(foundation, train, OUT / name, e0s='average', batch_size=10, test_file=test,
-                      train_config=config, log=lambda *_: None, **options)
+        data = DataConfig(train_file=str(train), test_file=str(test), batch_size=10)
+        ft = finetune(FinetuneConfig(FoundationConfig(str(foundation)), data, StrategyConfig(**options), config,
+                                     e0s='average'), OUT / name, log=lambda *_: None)
         m = ft.train.metrics['test']['all']
         d3bpa = 1e3 * np.sqrt(np.mean((forces_of(ft.model_dir, bpa) - bpa_foundation) ** 2))
         rows.append({'n_train': S['n_train'], 'strategy': name, 'energy_rmse': m['energy_rmse'],

@@ -107,7 +107,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from jaxtl._allocator import restart_with_hugepages
+    from jaxtl.cpu import configure_cpu
 
-    restart_with_hugepages()
+    configure_cpu(restart=True)  # huge pages for XLA's buffers, as the jaxtl command
     sys.exit(main())
