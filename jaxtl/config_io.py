@@ -127,3 +127,25 @@ def record_config(config, path: str | Path, resume: bool, may_change: tuple[str,
                              "resume with the saved settings or start a new run")
     if write:
         save_config(config, path)
+
+
+class ConfigIO:
+    """`replace`, `to_dict`/`from_dict` and `save`/`load` (YAML or JSON) of a frozen config
+    dataclass, through the functions above."""
+
+    def replace(self: T, **changes) -> T:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls: type[T], d: Mapping[str, Any]) -> T:
+        return config_from_dict(cls, d)
+
+    def save(self, path: str | Path) -> None:
+        save_config(self, path)
+
+    @classmethod
+    def load(cls: type[T], path: str | Path) -> T:
+        return load_config(cls, path)

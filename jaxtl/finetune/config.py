@@ -18,9 +18,8 @@ import dataclasses
 import fnmatch
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from jaxtl.config_io import config_differences, config_from_dict, config_to_dict, load_config, save_config
+from jaxtl.config_io import ConfigIO, config_differences
 from jaxtl.train.config import TrainConfig
 from jaxtl.train.data import DataConfig
 
@@ -111,7 +110,7 @@ class StrategyConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(ConfigIO):
     """Everything a fine-tuning run computes.
 
     Attributes:
@@ -137,23 +136,6 @@ class FinetuneConfig:
     strategy: StrategyConfig = dataclasses.field(default_factory=StrategyConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     e0s: str | Mapping | None = None
-
-    def replace(self, **changes) -> FinetuneConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> FinetuneConfig:
-        return config_from_dict(cls, d)
-
-    def save(self, path: str | Path) -> None:
-        save_config(self, path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> FinetuneConfig:
-        return load_config(cls, path)
 
     def differences(self, other: FinetuneConfig) -> list[str]:
         """Dotted fields that differ from `other`'s, leaving out those a resumed run may

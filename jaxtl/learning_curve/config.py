@@ -14,6 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from jaxtl.config_io import flat_items
+
 SCRATCH = "scratch"
 _FREEZE = re.compile(r"f(\d+)$")
 # the keys a rerun may change: cells are independent, so the grid may grow
@@ -148,21 +150,10 @@ class LearningCurveConfig:
     def differences(self, other: LearningCurveConfig) -> list[str]:
         """Dotted keys whose values differ from this (saved) config's in `other`, leaving out
         the grid's axes and a larger `convergence.max_epochs` in `other`."""
-        a, b = flatten(self.to_dict()), flatten(other.to_dict())
+        a, b = flat_items(self.to_dict()), flat_items(other.to_dict())
         grown = b["convergence.max_epochs"] > a["convergence.max_epochs"]
         return [k for k in sorted(set(a) | set(b)) if k not in AXES and a.get(k) != b.get(k)
                 and not (k == "convergence.max_epochs" and grown)]
-
-
-def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    """{"data.batch_size": 10, ...} of a nested dict (tuples as lists)."""
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
-    return out
 
 
 def freeze_level(strategy: str) -> int | None:

@@ -18,8 +18,9 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from jaxtl.config_io import flat_items
 from jaxtl.learning_curve.cell import Cell, finished, run_cell
-from jaxtl.learning_curve.config import LearningCurveConfig, check_strategy, flatten
+from jaxtl.learning_curve.config import LearningCurveConfig, check_strategy
 from jaxtl.learning_curve.report import write_report
 from jaxtl.learning_curve.subsets import Split, split_pool
 
@@ -92,7 +93,7 @@ def _check_saved_config(out: Path, config: LearningCurveConfig) -> None:
     saved = LearningCurveConfig.load(path)
     differ = saved.differences(config)
     if differ:
-        before, now = flatten(saved.to_dict()), flatten(config.to_dict())
+        before, now = flat_items(saved.to_dict()), flat_items(config.to_dict())
         key = differ[0]
         raise ValueError(f"{out} holds a grid with other settings: {key} is {before.get(key)!r} there, "
                          f"{now.get(key)!r} now (differing: {', '.join(differ)}); use another --out")

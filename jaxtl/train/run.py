@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxtl.config_io import config_from_dict, config_to_dict, load_config, record_config, save_config
+from jaxtl.config_io import ConfigIO, record_config
 from jaxtl.graph.dataset import GraphDataset
 from jaxtl.graph.io import Configuration, check_elements
 from jaxtl.model import MACE, MACEConfig, init_variables, make_predict
@@ -79,7 +79,7 @@ def scale_shift(configs: list[Configuration], atomic_numbers, e0s: np.ndarray, s
 
 
 @dataclasses.dataclass(frozen=True)
-class ScratchConfig:
+class ScratchConfig(ConfigIO):
     """Everything training a new MACE computes; saved as OUT/scratch_config.yaml.
 
     Attributes:
@@ -103,23 +103,6 @@ class ScratchConfig:
         object.__setattr__(self, "model", {k: tuple(v) if isinstance(v, list) else v for k, v in self.model.items()})
         if self.scaling not in SCALINGS:
             raise ValueError(f"ScratchConfig.scaling must be one of {SCALINGS}, got {self.scaling!r}")
-
-    def replace(self, **changes) -> ScratchConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ScratchConfig:
-        return config_from_dict(cls, d)
-
-    def save(self, path: str | Path) -> None:
-        save_config(self, path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> ScratchConfig:
-        return load_config(cls, path)
 
 
 def train_from_scratch(config: ScratchConfig, out_dir: str | Path, *, resume: bool = False) -> TrainResult:
