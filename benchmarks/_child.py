@@ -33,9 +33,16 @@ def _serve(conn, factory: Callable, args: tuple, to_host: Callable, threads: int
 
         torch.set_num_threads(threads)
         side = factory(*args)
-        conn.send(("ok", {name: getattr(side, name) for name in ("n_edges", "n_parameters") if hasattr(side, name)}
-                   | {"glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
-                      "jaxtl_heap_settings": _allocator.heap_settings_made()}))
+        conn.send(
+            (
+                "ok",
+                {name: getattr(side, name) for name in ("n_edges", "n_parameters") if hasattr(side, name)}
+                | {
+                    "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+                    "jaxtl_heap_settings": _allocator.heap_settings_made(),
+                },
+            )
+        )
         while conn.recv() == "call":
             conn.send(("ok", to_host(side.sync(side()))))
     except Exception:  # noqa: BLE001  (handed to the parent, which raises it)
@@ -79,8 +86,9 @@ class ChildSide:
         # JAXTL_NO_HUGEPAGES: an `import jaxtl` in the child (the factory's module may
         # import it) must not make jaxtl's heap settings in mace-torch's process either
         with _environ({**without_tunable(os.environ), "JAXTL_NO_HUGEPAGES": "1"}):
-            self.process = ctx.Process(target=_serve, daemon=True,
-                                       args=(child_conn, factory, args, to_host, threads or os.cpu_count()))
+            self.process = ctx.Process(
+                target=_serve, daemon=True, args=(child_conn, factory, args, to_host, threads or os.cpu_count())
+            )
             self.process.start()
         self.__dict__.update(self._receive())
         self.returned: list = []

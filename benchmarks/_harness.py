@@ -58,8 +58,10 @@ def resolve_device(requested: str) -> str:
     except RuntimeError as exc:  # jax raises when no gpu backend is installed
         reasons.append(f"jax has no gpu backend ({str(exc).splitlines()[0][:120]})")
     if reasons:
-        print(f"[bench] --device gpu requested but unavailable: {'; '.join(reasons)}. "
-              "Falling back to --device cpu.", flush=True)
+        print(
+            f"[bench] --device gpu requested but unavailable: {'; '.join(reasons)}. Falling back to --device cpu.",
+            flush=True,
+        )
         try:
             import jax
 
@@ -92,8 +94,9 @@ def timed(fn, sync) -> float:
 SETTLE_S = 0.05
 
 
-def interleaved(sides, repeats: int, warmup: int, settle: float = SETTLE_S,
-                block: int = 1) -> tuple[list[float], list[list[float]]]:
+def interleaved(
+    sides, repeats: int, warmup: int, settle: float = SETTLE_S, block: int = 1
+) -> tuple[list[float], list[list[float]]]:
     """First-call seconds and timed calls of each side, alternating side by side.
 
     Alternating (a, b, a, b, ...) rather than timing one side's block and then the
@@ -139,9 +142,7 @@ class TorchSide:
         heads = list(getattr(model, "heads", None) or ["Default"])
         with torch_tools.default_dtype(dtype):
             config = mace_data.config_from_atoms(atoms, head_name=heads[0])
-            data = mace_data.AtomicData.from_config(
-                config, z_table=z_table, cutoff=float(model.r_max), heads=heads
-            )
+            data = mace_data.AtomicData.from_config(config, z_table=z_table, cutoff=float(model.r_max), heads=heads)
             batch = torch_geometric.Batch.from_data_list([data]).to(self.device)
         self.batch = batch.to_dict()
         self.n_edges = int(data.edge_index.shape[1])
@@ -151,8 +152,11 @@ class TorchSide:
 
         with torch_tools.default_dtype(self.dtype):
             return self.model(
-                self.batch, training=False, compute_force=True,
-                compute_virials=False, compute_stress=False,
+                self.batch,
+                training=False,
+                compute_force=True,
+                compute_virials=False,
+                compute_stress=False,
             )
 
     def sync(self, out):
@@ -212,18 +216,32 @@ def build_torch_model(name: str):
 def jaxtl_commit() -> str:
     """The checkout's commit, with "+dirty" when tracked files differ from it ("unknown" outside git)."""
     try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")
 
 
 # distribution name -> key in the results files' "versions"
-PACKAGES = {"jax": "jax", "jaxlib": "jaxlib", "flax": "flax", "optax": "optax", "e3nn-jax": "e3nn_jax",
-            "numpy": "numpy", "torch": "torch", "mace-torch": "mace", "cuequivariance-jax": "cuequivariance_jax"}
+PACKAGES = {
+    "jax": "jax",
+    "jaxlib": "jaxlib",
+    "flax": "flax",
+    "optax": "optax",
+    "e3nn-jax": "e3nn_jax",
+    "numpy": "numpy",
+    "torch": "torch",
+    "mace-torch": "mace",
+    "cuequivariance-jax": "cuequivariance_jax",
+}
 
 
 def hardware_line() -> str:
@@ -250,14 +268,16 @@ def run_metadata(script: str, argv: Sequence[str] | None) -> dict:
     from jaxtl.cpu import cpu_settings
 
     args = sys.argv[1:] if argv is None else argv
-    return {"jaxtl_commit": jaxtl_commit(),
-            "versions": library_versions(),
-            "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "malloc_hugetlb": _allocator.active(),  # see jaxtl/_allocator.py
-            "heap_settings": _allocator.heap_settings_made(),
-            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
-            "cpu_settings": dataclasses.asdict(settings) if (settings := cpu_settings()) else None,
-            "command": f"python benchmarks/{script} " + " ".join(args)}
+    return {
+        "jaxtl_commit": jaxtl_commit(),
+        "versions": library_versions(),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "malloc_hugetlb": _allocator.active(),  # see jaxtl/_allocator.py
+        "heap_settings": _allocator.heap_settings_made(),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+        "cpu_settings": dataclasses.asdict(settings) if (settings := cpu_settings()) else None,
+        "command": f"python benchmarks/{script} " + " ".join(args),
+    }
 
 
 def write_results(stem: Path, meta: dict, rows: list, markdown: Callable[[list, dict], str]) -> str:
@@ -267,11 +287,17 @@ def write_results(stem: Path, meta: dict, rows: list, markdown: Callable[[list, 
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     table = markdown(rows, meta)
     if "malloc_hugetlb" in meta:
-        table += ("\nProcess: glibc huge pages for large allocations "
-                  f"{'on' if meta['malloc_hugetlb'] else 'off'} (`GLIBC_TUNABLES={meta.get('glibc_tunables', '')}`, "
-                  "set by the script's restart as by the `jaxtl` command; see jaxtl/_allocator.py)"
-                  + (", jaxtl's heap settings made with `mallopt` by `jaxtl.configure_cpu()`" if meta.get("heap_settings")
-                     and not meta["malloc_hugetlb"] else "") + ".\n")
+        table += (
+            "\nProcess: glibc huge pages for large allocations "
+            f"{'on' if meta['malloc_hugetlb'] else 'off'} (`GLIBC_TUNABLES={meta.get('glibc_tunables', '')}`, "
+            "set by the script's restart as by the `jaxtl` command; see jaxtl/_allocator.py)"
+            + (
+                ", jaxtl's heap settings made with `mallopt` by `jaxtl.configure_cpu()`"
+                if meta.get("heap_settings") and not meta["malloc_hugetlb"]
+                else ""
+            )
+            + ".\n"
+        )
     if "jaxtl_commit" in meta:
         table += f"\njaxtl commit `{meta['jaxtl_commit']}`; versions {meta['versions']}; {meta['date']}.\n"
     stem.with_suffix(".md").write_text(table)

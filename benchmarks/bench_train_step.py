@@ -75,22 +75,36 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--structures", type=int, default=5, help="structures in the batch")
     p.add_argument("--repeats", type=int, default=5, help="timed steps per code (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps before timing (first included)")
-    p.add_argument("--block", type=int, default=1,
-                   help="consecutive steps per code per turn (default 1: strict alternation). On this "
-                        "2-core VM a jaxtl step right after a mace-torch step often pays for the kernel "
-                        "re-zeroing and compacting memory torch released; a block shows the steady state")
-    p.add_argument("--torch-process", choices=("same", "own"), default="same",
-                   help="mace-torch in this process (with jaxtl's glibc tunables) or in a child process "
-                        "with the environment the script was started with (see the module docstring)")
+    p.add_argument(
+        "--block",
+        type=int,
+        default=1,
+        help="consecutive steps per code per turn (default 1: strict alternation). On this "
+        "2-core VM a jaxtl step right after a mace-torch step often pays for the kernel "
+        "re-zeroing and compacting memory torch released; a block shows the steady state",
+    )
+    p.add_argument(
+        "--torch-process",
+        choices=("same", "own"),
+        default="same",
+        help="mace-torch in this process (with jaxtl's glibc tunables) or in a child process "
+        "with the environment the script was started with (see the module docstring)",
+    )
     p.add_argument("--ema", action="store_true", help="keep an EMA of the weights (mace --ema, decay 0.99)")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    p.add_argument("--backends", default="xla",
-                   help="comma list of jaxtl backends, timed side by side: xla, cueq (cuEquivariance)")
+    p.add_argument(
+        "--backends", default="xla", help="comma list of jaxtl backends, timed side by side: xla, cueq (cuEquivariance)"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    p.add_argument("--matmul-precision", default="highest", choices=("default", "high", "highest"),
-                   help="jax float32 matmul precision on GPU ('highest' = full fp32, as torch)")
-    p.add_argument("--data", default=None,
-                   help="extended XYZ file of Si structures (default: jaxtl.datasets' mlearn-Si-train)")
+    p.add_argument(
+        "--matmul-precision",
+        default="highest",
+        choices=("default", "high", "highest"),
+        help="jax float32 matmul precision on GPU ('highest' = full fp32, as torch)",
+    )
+    p.add_argument(
+        "--data", default=None, help="extended XYZ file of Si structures (default: jaxtl.datasets' mlearn-Si-train)"
+    )
     p.add_argument("--out", default=None, help="output stem (default benchmarks/results/train_step_<device>)")
     args = p.parse_args(argv)
     if args.data is None:
@@ -130,11 +144,20 @@ def read_structures(path: str, n: int):
 def build_torch_model(hidden: str, avg_num_neighbors: float):
     """A float64 mace-torch ScaleShiftMACE for Si (random weights, perturbed)."""
     model = torch_models()._build(
-        seed=0, atomic_numbers=[14], r_max=5.0, num_bessel=8, max_ell=3, correlation=3,
+        seed=0,
+        atomic_numbers=[14],
+        r_max=5.0,
+        num_bessel=8,
+        max_ell=3,
+        correlation=3,
         interaction_first="RealAgnosticResidualInteractionBlock",
         interaction="RealAgnosticResidualInteractionBlock",
-        hidden_irreps=hidden, MLP_irreps="16x0e", radial_MLP=[64, 64, 64],
-        avg_num_neighbors=avg_num_neighbors, scale=0.6, shift=-0.1,
+        hidden_irreps=hidden,
+        MLP_irreps="16x0e",
+        radial_MLP=[64, 64, 64],
+        avg_num_neighbors=avg_num_neighbors,
+        scale=0.6,
+        shift=-0.1,
     )
     return model
 
@@ -163,16 +186,23 @@ class TorchTrainer:
         with torch_tools.default_dtype(dtype):
             data = [
                 mace_data.AtomicData.from_config(
-                    mace_data.config_from_atoms(atoms, key_specification=keys), z_table=z_table,
-                    cutoff=float(model.r_max), heads=["Default"])
+                    mace_data.config_from_atoms(atoms, key_specification=keys),
+                    z_table=z_table,
+                    cutoff=float(model.r_max),
+                    heads=["Default"],
+                )
                 for atoms in frames
             ]
             self.batch = torch_geometric.Batch.from_data_list(data).to(self.device)
         self.n_edges = int(self.batch.edge_index.shape[1])
         self.n_parameters = int(sum(p.numel() for p in self.model.parameters()))
         self.loss_fn = WeightedEnergyForcesLoss(energy_weight=ENERGY_WEIGHT, forces_weight=FORCES_WEIGHT)
-        options = get_params_options(types.SimpleNamespace(
-            lr=LR, amsgrad=True, beta=0.9, weight_decay=WEIGHT_DECAY, lr_params_factors="{}", freeze=0), self.model)
+        options = get_params_options(
+            types.SimpleNamespace(
+                lr=LR, amsgrad=True, beta=0.9, weight_decay=WEIGHT_DECAY, lr_params_factors="{}", freeze=0
+            ),
+            self.model,
+        )
         self.optimizer = torch.optim.Adam(**options)
         self.ema = None
         if ema:
@@ -187,9 +217,14 @@ class TorchTrainer:
 
         with torch_tools.default_dtype(self.dtype):
             loss, _ = take_step(
-                self.model, self.loss_fn, self.batch, self.optimizer, self.ema,
+                self.model,
+                self.loss_fn,
+                self.batch,
+                self.optimizer,
+                self.ema,
                 output_args={"forces": True, "virials": False, "stress": False},
-                max_grad_norm=CLIP, device=self.device,
+                max_grad_norm=CLIP,
+                device=self.device,
             )
         self.losses.append(float(loss.detach()))  # take_step already brought it to the host
         return self.losses[-1]
@@ -226,28 +261,37 @@ class JaxTrainer:
 
         np_dtype = np.dtype(dtype)
         config = config.replace(dtype=dtype)
-        configs = [configuration_from_atoms(atoms, source="<benchmark frames>", index=i) for i, atoms in enumerate(frames)]
+        configs = [
+            configuration_from_atoms(atoms, source="<benchmark frames>", index=i) for i, atoms in enumerate(frames)
+        ]
         dataset = GraphDataset(configs, config.r_max, progress=False)
         epoch = batch_iterator(dataset, batch_size=len(configs), shuffle=False, dtype=np_dtype)
         if len(epoch) != 1:
             raise RuntimeError(f"expected one batch of {len(configs)} structures, got {len(epoch)}")
-        (_, stacked, _), = group_batches(list(epoch), 1, np_dtype)
+        ((_, stacked, _),) = group_batches(list(epoch), 1, np_dtype)
         self.padded = epoch.shapes[0]
         self.padding_waste = epoch.padding_waste
 
         loss_cfg = LossConfig(energy_weight=ENERGY_WEIGHT, forces_weight=FORCES_WEIGHT)
-        optimizer = make_optimizer(OptimizerConfig(lr=LR, amsgrad=True, weight_decay=WEIGHT_DECAY, clip_grad=CLIP),
-                                   decay_filter=mace_decay_filter)
+        optimizer = make_optimizer(
+            OptimizerConfig(lr=LR, amsgrad=True, weight_decay=WEIGHT_DECAY, clip_grad=CLIP),
+            decay_filter=mace_decay_filter,
+        )
         mesh = make_mesh(1)
         self.step_fn, self.compiles = make_train_step(
-            make_predict(MACE(config, backend)), loss_cfg.loss, loss_cfg.huber_delta, False, optimizer,
-            0.99 if ema else None, mesh)
+            make_predict(MACE(config, backend)),
+            loss_cfg.loss,
+            loss_cfg.huber_delta,
+            False,
+            optimizer,
+            0.99 if ema else None,
+            mesh,
+        )
         variables = _cast(variables, np_dtype)
         params = variables["params"]
         from jaxtl.train.ema import ema_init
 
-        state = TrainState(jnp.zeros([], jnp.int32), params, optimizer.init(params),
-                           ema_init(params) if ema else None)
+        state = TrainState(jnp.zeros([], jnp.int32), params, optimizer.init(params), ema_init(params) if ema else None)
         replicated = NamedSharding(mesh, P())
         self.state, self.constants = jax.device_put((state, variables["constants"]), replicated)
         self.batch = jax.device_put(stacked)
@@ -274,9 +318,19 @@ def run_case(hidden, dtype, torch_model, jax_cv, frames, args, device) -> list[d
     t0 = time.perf_counter()
     jsides = [JaxTrainer(*jax_cv, frames, dtype, args.ema, backend) for backend in args.backends]
     if args.torch_process == "own":
-        tside = ChildSide(_torch_trainer, (hidden, float(torch_model.interactions[0].avg_num_neighbors),
-                                           state_arrays(torch_model), frames, dtype, device, args.ema),
-                          threads=args.threads)
+        tside = ChildSide(
+            _torch_trainer,
+            (
+                hidden,
+                float(torch_model.interactions[0].avg_num_neighbors),
+                state_arrays(torch_model),
+                frames,
+                dtype,
+                device,
+                args.ema,
+            ),
+            threads=args.threads,
+        )
     else:
         tside = TorchTrainer(torch_model, frames, dtype, device, args.ema)
     setup_s = time.perf_counter() - t0
@@ -300,8 +354,7 @@ def run_case(hidden, dtype, torch_model, jax_cv, frames, args, device) -> list[d
             "n_structures": len(frames),
             "n_atoms": n_atoms,
             "n_edges": tside.n_edges,
-            "padded": {"n_node": jside.padded.n_node, "n_edge": jside.padded.n_edge,
-                       "n_graph": jside.padded.n_graph},
+            "padded": {"n_node": jside.padded.n_node, "n_edge": jside.padded.n_edge, "n_graph": jside.padded.n_graph},
             "padding_waste": jside.padding_waste,
             "n_parameters": tside.n_parameters,
             "torch_process": args.torch_process,
@@ -344,11 +397,17 @@ def markdown(rows, meta) -> str:
         f"{r0.get('padded', {}).get('n_edge')} edges); weighted energy/forces loss (1, 100), Adam AMSGrad "
         f"lr {LR}, clip {CLIP}{', EMA 0.99' if meta['ema'] else ''}; median of {meta['repeats']} steps after "
         f"{meta['warmup']} warm-up step(s), "
-        + ("steps alternating jaxtl / torch" if meta.get("block", 1) == 1
-           else f"blocks of {meta['block']} consecutive steps alternating jaxtl / torch")
-        + ("; mace-torch in a process of its own with "
-           f"`GLIBC_TUNABLES={r0.get('torch_glibc_tunables', '') or '(unset)'}`"
-           if meta.get("torch_process") == "own" else "; both codes in this process")
+        + (
+            "steps alternating jaxtl / torch"
+            if meta.get("block", 1) == 1
+            else f"blocks of {meta['block']} consecutive steps alternating jaxtl / torch"
+        )
+        + (
+            "; mace-torch in a process of its own with "
+            f"`GLIBC_TUNABLES={r0.get('torch_glibc_tunables', '') or '(unset)'}`"
+            if meta.get("torch_process") == "own"
+            else "; both codes in this process"
+        )
         + f"; {meta['hardware']}; torch threads "
         f"{meta['torch_threads']}; load average at end {meta['load_average_at_end'][0]:.1f}; "
         f"jax {meta['versions']['jax']}, torch {meta['versions']['torch']}, mace-torch "
@@ -396,8 +455,11 @@ def main(argv=None) -> int:
     # mace's avg_num_neighbors from the batch itself; speed hardly depends on it.
     configs = [configuration_from_atoms(atoms, source=args.data, index=i) for i, atoms in enumerate(frames)]
     avg_num_neighbors = average_num_neighbors(GraphDataset(configs, 5.0, progress=False))
-    print(f"[bench] device {device} ({hardware}); {len(frames)} structures, "
-          f"{sum(len(a) for a in frames)} atoms; jax devices {jax.devices()}", flush=True)
+    print(
+        f"[bench] device {device} ({hardware}); {len(frames)} structures, "
+        f"{sum(len(a) for a in frames)} atoms; jax devices {jax.devices()}",
+        flush=True,
+    )
 
     rows = []
     for hidden in args.hidden:

@@ -59,8 +59,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--r-max", type=float, default=5.0, help="cutoff in A")
     p.add_argument("--seed", type=int, default=123, help="shuffling seed (jaxtl's DataConfig default)")
     p.add_argument("--epoch", type=int, default=0)
-    p.add_argument("--jit", choices=("model", "sum", "none"), default="model",
-                   help="function run on every batch to count compilations")
+    p.add_argument(
+        "--jit",
+        choices=("model", "sum", "none"),
+        default="model",
+        help="function run on every batch to count compilations",
+    )
     p.add_argument("--cache-dir", default=str(ROOT / "runs" / "wbe_cache"))
     p.add_argument("--out", default=None, help="output stem (default benchmarks/results/wbe_epoch[_N])")
     args = p.parse_args(argv)
@@ -104,14 +108,24 @@ def _load_structures(path: Path, source: str, limit: int | None):
     for i in range(n):
         s = slice(off[i], off[i + 1])
         w, ew, fw, sw = a["weights"][i]
-        configs.append(Configuration(
-            atomic_numbers=a["atomic_numbers"][s], positions=a["positions"][s], cell=a["cells"][i],
-            pbc=tuple(bool(x) for x in a["pbc"][i]),
-            energy=None if np.isnan(a["energy"][i]) else float(a["energy"][i]), forces=a["forces"][s],
-            stress=a["stress"][i] if a["has_stress"][i] else None,
-            weight=float(w), energy_weight=float(ew), forces_weight=float(fw), stress_weight=float(sw),
-            config_type=str(a["config_type"][i]), source=source, index=i,
-        ))
+        configs.append(
+            Configuration(
+                atomic_numbers=a["atomic_numbers"][s],
+                positions=a["positions"][s],
+                cell=a["cells"][i],
+                pbc=tuple(bool(x) for x in a["pbc"][i]),
+                energy=None if np.isnan(a["energy"][i]) else float(a["energy"][i]),
+                forces=a["forces"][s],
+                stress=a["stress"][i] if a["has_stress"][i] else None,
+                weight=float(w),
+                energy_weight=float(ew),
+                forces_weight=float(fw),
+                stress_weight=float(sw),
+                config_type=str(a["config_type"][i]),
+                source=source,
+                index=i,
+            )
+        )
     return configs
 
 
@@ -161,9 +175,17 @@ def tiny_energy_fn(r_max: float, counter: Counter):
 
     from jaxtl.model import MACE, MACEConfig, init_variables
 
-    config = MACEConfig(atomic_numbers=(4, 74), r_max=r_max, hidden_irreps="8x0e", max_ell=1,
-                        correlation=(2, 2), radial_MLP=(8,), num_bessel=4, MLP_irreps="4x0e",
-                        avg_num_neighbors=(20.0, 20.0))
+    config = MACEConfig(
+        atomic_numbers=(4, 74),
+        r_max=r_max,
+        hidden_irreps="8x0e",
+        max_ell=1,
+        correlation=(2, 2),
+        radial_MLP=(8,),
+        num_bessel=4,
+        MLP_irreps="4x0e",
+        avg_num_neighbors=(20.0, 20.0),
+    )
     variables = jax.device_put(init_variables(config))
     model = MACE(config)
 
@@ -202,9 +224,13 @@ def run_jit(epoch_batches, fn, counter: Counter) -> dict:
         else:
             seen.add(shape)
             compile_s += dt
-    return {"compilations": sum(counter.values()), "distinct_shapes_seen": len(seen),
-            "first_calls_s": compile_s, "other_calls_s": run_s,
-            "other_calls_ms_per_batch": 1e3 * run_s / max(len(epoch_batches) - len(seen), 1)}
+    return {
+        "compilations": sum(counter.values()),
+        "distinct_shapes_seen": len(seen),
+        "first_calls_s": compile_s,
+        "other_calls_s": run_s,
+        "other_calls_ms_per_batch": 1e3 * run_s / max(len(epoch_batches) - len(seen), 1),
+    }
 
 
 # ------------------------------------------------------------------ report
@@ -237,12 +263,18 @@ def markdown(result: dict) -> str:
             f"- jitted `{j['function']}` on every batch: **{j['compilations']} compilations** "
             f"({j['distinct_shapes_seen']} distinct shapes met); first calls {j['first_calls_s']:.1f} s, "
             f"the other {ep['n_batches'] - j['distinct_shapes_seen']} calls {j['other_calls_s']:.1f} s "
-            f"({j['other_calls_ms_per_batch']:.1f} ms a batch)")
-    lines += ["", "| n_node | n_edge | n_graph | batches | node waste | edge waste |",
-              "|---:|---:|---:|---:|---:|---:|"]
+            f"({j['other_calls_ms_per_batch']:.1f} ms a batch)"
+        )
+    lines += [
+        "",
+        "| n_node | n_edge | n_graph | batches | node waste | edge waste |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
     for s in ep["shapes"]:
-        lines.append(f"| {s['n_node']} | {s['n_edge']} | {s['n_graph']} | {s['batches']} | "
-                     f"{100 * s['node_waste']:.1f} % | {100 * s['edge_waste']:.1f} % |")
+        lines.append(
+            f"| {s['n_node']} | {s['n_edge']} | {s['n_graph']} | {s['batches']} | "
+            f"{100 * s['node_waste']:.1f} % | {100 * s['edge_waste']:.1f} % |"
+        )
     lines += ["", f"Command: `{m['command']}`"]
     return "\n".join(lines) + "\n"
 
@@ -258,8 +290,11 @@ def main(argv=None) -> int:
 
     cache_dir = Path(args.cache_dir)
     configs, read_info = structures(args.data, args.limit, cache_dir)
-    print(f"[wbe] {len(configs)} structures in {read_info['read_s']:.1f} s "
-          f"({'cache ' + read_info['from_cache'] if read_info['from_cache'] else 'ASE'})", flush=True)
+    print(
+        f"[wbe] {len(configs)} structures in {read_info['read_s']:.1f} s "
+        f"({'cache ' + read_info['from_cache'] if read_info['from_cache'] else 'ASE'})",
+        flush=True,
+    )
 
     t0 = time.perf_counter()
     dataset = GraphDataset(configs, args.r_max, cache_dir=cache_dir, progress=False)
@@ -268,8 +303,9 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     budgets = choose_budgets(dataset, args.batch_size)
-    epoch = batch_iterator(dataset, args.batch_size, budgets, shuffle=True, seed=args.seed, epoch=args.epoch,
-                           dtype=np.float32)
+    epoch = batch_iterator(
+        dataset, args.batch_size, budgets, shuffle=True, seed=args.seed, epoch=args.epoch, dtype=np.float32
+    )
     plan_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     n_padded = sum(1 for _ in epoch)
@@ -281,37 +317,64 @@ def main(argv=None) -> int:
         row["batches"] += 1
         row["nodes"] += int(dataset.n_nodes[members].sum())
         row["edges"] += int(dataset.n_edges[members].sum())
-    shapes = [{"n_node": b.n_node, "n_edge": b.n_edge, "n_graph": b.n_graph, "batches": r["batches"],
-               "node_waste": 1 - r["nodes"] / (r["batches"] * b.n_node),
-               "edge_waste": 1 - r["edges"] / (r["batches"] * b.n_edge)}
-              for b, r in sorted(per_shape.items())]
+    shapes = [
+        {
+            "n_node": b.n_node,
+            "n_edge": b.n_edge,
+            "n_graph": b.n_graph,
+            "batches": r["batches"],
+            "node_waste": 1 - r["nodes"] / (r["batches"] * b.n_node),
+            "edge_waste": 1 - r["edges"] / (r["batches"] * b.n_edge),
+        }
+        for b, r in sorted(per_shape.items())
+    ]
     ep = {
-        "n_batches": len(epoch), "n_shapes": len(epoch.shapes), "shapes": shapes,
-        "padding_waste": epoch.padding_waste, "main_budget": budgets.main._asdict(),
-        "plan_s": plan_s, "pad_s": pad_s, "pad_ms_per_batch": 1e3 * pad_s / max(n_padded, 1),
-        "atoms_min": int(dataset.n_nodes.min()), "atoms_max": int(dataset.n_nodes.max()),
-        "atoms_mean": float(dataset.n_nodes.mean()), "edges_min": int(dataset.n_edges.min()),
-        "edges_max": int(dataset.n_edges.max()), "edges_mean": float(dataset.n_edges.mean()),
+        "n_batches": len(epoch),
+        "n_shapes": len(epoch.shapes),
+        "shapes": shapes,
+        "padding_waste": epoch.padding_waste,
+        "main_budget": budgets.main._asdict(),
+        "plan_s": plan_s,
+        "pad_s": pad_s,
+        "pad_ms_per_batch": 1e3 * pad_s / max(n_padded, 1),
+        "atoms_min": int(dataset.n_nodes.min()),
+        "atoms_max": int(dataset.n_nodes.max()),
+        "atoms_mean": float(dataset.n_nodes.mean()),
+        "edges_min": int(dataset.n_edges.min()),
+        "edges_max": int(dataset.n_edges.max()),
+        "edges_mean": float(dataset.n_edges.mean()),
     }
-    print(f"[wbe] {len(epoch)} batches, {len(epoch.shapes)} shapes, waste {epoch.padding_waste}, "
-          f"plan {plan_s:.2f} s, pad {pad_s:.2f} s", flush=True)
+    print(
+        f"[wbe] {len(epoch)} batches, {len(epoch.shapes)} shapes, waste {epoch.padding_waste}, "
+        f"plan {plan_s:.2f} s, pad {pad_s:.2f} s",
+        flush=True,
+    )
 
     jit = None
     if args.jit != "none":
         counter: Counter = Counter()
         fn = tiny_energy_fn(args.r_max, counter) if args.jit == "model" else masked_sum_fn(counter)
-        jit = {"function": "tiny MACE energy" if args.jit == "model" else "masked sum",
-               **run_jit(epoch, fn, counter)}
+        jit = {"function": "tiny MACE energy" if args.jit == "model" else "masked sum", **run_jit(epoch, fn, counter)}
         print(f"[wbe] jit: {jit}", flush=True)
 
-    subset = (f"first {len(configs)} structures of {Path(args.data).name}" if args.limit
-              else f"all of {Path(args.data).name}")
+    subset = (
+        f"first {len(configs)} structures of {Path(args.data).name}" if args.limit else f"all of {Path(args.data).name}"
+    )
     meta = {
-        "data": args.data, "subset": subset, "n_structures": len(configs), "limit": args.limit,
-        "batch_size": args.batch_size, "r_max": args.r_max, "seed": args.seed, "epoch": args.epoch,
-        "read_s": read_info["read_s"], "from_cache": read_info["from_cache"], "neighbours_s": neighbours_s,
+        "data": args.data,
+        "subset": subset,
+        "n_structures": len(configs),
+        "limit": args.limit,
+        "batch_size": args.batch_size,
+        "r_max": args.r_max,
+        "seed": args.seed,
+        "epoch": args.epoch,
+        "read_s": read_info["read_s"],
+        "from_cache": read_info["from_cache"],
+        "neighbours_s": neighbours_s,
         "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "versions": harness.library_versions(), "jaxtl_commit": harness.jaxtl_commit(),
+        "versions": harness.library_versions(),
+        "jaxtl_commit": harness.jaxtl_commit(),
         "load_average_at_end": os.getloadavg(),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": "python benchmarks/bench_wbe_epoch.py " + " ".join(sys.argv[1:] if argv is None else argv),

@@ -41,12 +41,28 @@ SLABS = SHARED / "data" / "h2cu_slabs"
 
 # name -> student MACEConfig fields; r_max 5 A like the teacher unless given
 MACE_STUDENTS = {
-    "mace_F2_r4": dict(num_interactions=2, hidden_irreps="8x0e", max_ell=1, correlation=2, radial_MLP=(16, 16),
-                       MLP_irreps="8x0e", num_bessel=6, r_max=4.0),
-    "mace_A2_r5": dict(num_interactions=2, hidden_irreps="8x0e", max_ell=1, correlation=2, radial_MLP=(16, 16),
-                       MLP_irreps="8x0e", num_bessel=6),
-    "mace_M1_r5": dict(hidden_irreps="16x0e", max_ell=1, correlation=2, radial_MLP=(16, 16), MLP_irreps="16x0e",
-                       num_bessel=8),
+    "mace_F2_r4": dict(
+        num_interactions=2,
+        hidden_irreps="8x0e",
+        max_ell=1,
+        correlation=2,
+        radial_MLP=(16, 16),
+        MLP_irreps="8x0e",
+        num_bessel=6,
+        r_max=4.0,
+    ),
+    "mace_A2_r5": dict(
+        num_interactions=2,
+        hidden_irreps="8x0e",
+        max_ell=1,
+        correlation=2,
+        radial_MLP=(16, 16),
+        MLP_irreps="8x0e",
+        num_bessel=6,
+    ),
+    "mace_M1_r5": dict(
+        hidden_irreps="16x0e", max_ell=1, correlation=2, radial_MLP=(16, 16), MLP_irreps="16x0e", num_bessel=8
+    ),
 }
 # name -> ACEStudentConfig fields
 ACE_STUDENTS = {
@@ -58,20 +74,53 @@ ACE_STUDENTS = {
     "ace_o3_d12_r5": dict(order=3, degree=12, r_max=5.0),
 }
 # The size of the paper's teachers: MACE-MP-0 medium (128x0e+128x1o, L=3, correlation 3, r 6 A)
-MP0_MEDIUM = dict(atomic_numbers=(1, 29), r_max=6.0, num_bessel=8, hidden_irreps="128x0e+128x1o", max_ell=3,
-                  correlation=(3, 3), num_interactions=2, avg_num_neighbors=(40.0, 40.0), radial_MLP=(64, 64, 64),
-                  MLP_irreps="16x0e", dtype="float32")
+MP0_MEDIUM = dict(
+    atomic_numbers=(1, 29),
+    r_max=6.0,
+    num_bessel=8,
+    hidden_irreps="128x0e+128x1o",
+    max_ell=3,
+    correlation=(3, 3),
+    num_interactions=2,
+    avg_num_neighbors=(40.0, 40.0),
+    radial_MLP=(64, 64, 64),
+    MLP_irreps="16x0e",
+    dtype="float32",
+)
 
 SETTINGS = {
-    "fast": dict(train_slabs=["cu111.in", "cu100.in"], held_out_slabs=["cu211.in"], per_slab=1, md_steps=30,
-                 test_md_steps=20, keep_every=10, rattle=1, temperature=600.0, test_temperatures=(800.0,),
-                 epochs=3, students=["ace_fast", "mace_M1_r5"], speed_repeats=2, speed_structures=2,
-                 medium=False),
-    "full": dict(train_slabs=["cu111.in", "cu100.in", "cu110.in"], held_out_slabs=["cu211.in"], per_slab=2,
-                 md_steps=1000, test_md_steps=500, keep_every=10, rattle=1, temperature=600.0,
-                 test_temperatures=(600.0, 800.0), epochs=20,
-                 students=["ace_o3_d8_r5", "ace_o3_d8_r4", "ace_o2_d12_r5", "mace_F2_r4"],
-                 speed_repeats=15, speed_structures=4, medium=True),
+    "fast": dict(
+        train_slabs=["cu111.in", "cu100.in"],
+        held_out_slabs=["cu211.in"],
+        per_slab=1,
+        md_steps=30,
+        test_md_steps=20,
+        keep_every=10,
+        rattle=1,
+        temperature=600.0,
+        test_temperatures=(800.0,),
+        epochs=3,
+        students=["ace_fast", "mace_M1_r5"],
+        speed_repeats=2,
+        speed_structures=2,
+        medium=False,
+    ),
+    "full": dict(
+        train_slabs=["cu111.in", "cu100.in", "cu110.in"],
+        held_out_slabs=["cu211.in"],
+        per_slab=2,
+        md_steps=1000,
+        test_md_steps=500,
+        keep_every=10,
+        rattle=1,
+        temperature=600.0,
+        test_temperatures=(600.0, 800.0),
+        epochs=20,
+        students=["ace_o3_d8_r5", "ace_o3_d8_r4", "ace_o2_d12_r5", "mace_F2_r4"],
+        speed_repeats=15,
+        speed_structures=4,
+        medium=True,
+    ),
 }
 ACE_STUDENTS["ace_fast"] = dict(order=2, degree=5, r_max=5.0, map_steps=60)
 # ACE students are also timed with their radials tabulated (ace-jax's radial_table: forces
@@ -119,11 +168,22 @@ def stage_data(teacher, out: Path, s: dict, seed: int) -> Path:
     names = s["train_slabs"] * s["per_slab"] + s["held_out_slabs"] * s["per_slab"]
     structures = starts(names, seed)
     n_train = len(s["train_slabs"]) * s["per_slab"]
-    plan = SamplingPlan(train=SamplingConfig(md_steps=s["md_steps"], temperature=s["temperature"], dt=1.0,
-                                             friction=0.01, keep_every=s["keep_every"], n_rattled=s["rattle"],
-                                             rattle_std=0.05, seed=seed),
-                        test_temperatures=s["test_temperatures"], test_md_steps=s["test_md_steps"],
-                        test_seed=seed + 1000, held_out_starts=tuple(range(n_train, len(names))))
+    plan = SamplingPlan(
+        train=SamplingConfig(
+            md_steps=s["md_steps"],
+            temperature=s["temperature"],
+            dt=1.0,
+            friction=0.01,
+            keep_every=s["keep_every"],
+            n_rattled=s["rattle"],
+            rattle_std=0.05,
+            seed=seed,
+        ),
+        test_temperatures=s["test_temperatures"],
+        test_md_steps=s["test_md_steps"],
+        test_seed=seed + 1000,
+        held_out_starts=tuple(range(n_train, len(names))),
+    )
     sampled = data / "sampled.xyz"
     if record_file.exists() and sampled.exists():  # sampling done, labelling interrupted
         import ase.io
@@ -159,12 +219,24 @@ def stage_student(teacher, name: str, labelled: Path, out: Path, s: dict, seed: 
         train_config = None
     else:
         student = MACE_STUDENTS[name]
-        train_config = TrainConfig(max_num_epochs=s["epochs"], seed=seed, plot=False,
-                                   optimizer=OptimizerConfig(lr=0.01, scheduler="cosine", decay_epochs=s["epochs"],
-                                                             min_lr_factor=0.02))
-    return distill(teacher, run, labelled_file=str(labelled), student=student, train_config=train_config,
-                   speed_structures=s["speed_structures"], speed_repeats=s["speed_repeats"], seed=seed,
-                   progress=False, batch_size=batch_size)
+        train_config = TrainConfig(
+            max_num_epochs=s["epochs"],
+            seed=seed,
+            plot=False,
+            optimizer=OptimizerConfig(lr=0.01, scheduler="cosine", decay_epochs=s["epochs"], min_lr_factor=0.02),
+        )
+    return distill(
+        teacher,
+        run,
+        labelled_file=str(labelled),
+        student=student,
+        train_config=train_config,
+        speed_structures=s["speed_structures"],
+        speed_repeats=s["speed_repeats"],
+        seed=seed,
+        progress=False,
+        batch_size=batch_size,
+    )
 
 
 def medium_shaped_model():
@@ -198,8 +270,9 @@ def stage_speed(teacher, names, out: Path, s: dict, repeat: int, medium: bool) -
     for name in names:
         calcs[name] = load_calculator(out / "students" / name / "student")
         if name in ACE_STUDENTS:  # the same student with its radials read from B-spline tables
-            calcs[name + RADIAL_TABLE_SUFFIX] = load_calculator(out / "students" / name / "student",
-                                                                radial_table=RADIAL_TABLE_INTERVALS)
+            calcs[name + RADIAL_TABLE_SUFFIX] = load_calculator(
+                out / "students" / name / "student", radial_table=RADIAL_TABLE_INTERVALS
+            )
     if medium:
         calcs["mp0_medium_shaped"] = MACECalculator(medium_shaped_model())
     load_before = os.getloadavg()
@@ -214,14 +287,18 @@ def main(argv=None) -> int:
     p.add_argument("--fast", action="store_true", help="tiny settings (about a minute)")
     p.add_argument("--out", default=str(ROOT / "runs" / "distill_h2cu"), help="run folder (resumable)")
     p.add_argument("--results", default=None, help="also write the table to STEM.json / STEM.md")
-    p.add_argument("--students", nargs="+", default=None,
-                   help=f"students, from {list(ACE_STUDENTS) + list(MACE_STUDENTS)}")
+    p.add_argument(
+        "--students", nargs="+", default=None, help=f"students, from {list(ACE_STUDENTS) + list(MACE_STUDENTS)}"
+    )
     p.add_argument("--epochs", type=int, default=None, help="override the MACE training epochs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--students-only", action="store_true",
-                   help="stop after fitting the students (run students in parallel processes, then time them all "
-                        "in one final run)")
+    p.add_argument(
+        "--students-only",
+        action="store_true",
+        help="stop after fitting the students (run students in parallel processes, then time them all "
+        "in one final run)",
+    )
     args = p.parse_args(argv)
 
     import logging
@@ -296,24 +373,39 @@ def summarise(reports: dict, speeds: dict, record: dict, s: dict, args, argv) ->
         versions["ace_jax"] = ace_jax.__version__
     except ImportError:
         pass
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True).stdout.strip())
-    meta = {"commit": commit + ("+dirty" if dirty else ""), "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "load_average": {n: t.get("load_average") for n, t in speeds.items()},
-            "command": "python benchmarks/distill_h2cu.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            "device": next(iter(speeds.values()))["device"], "cpu": platform.processor() or platform.machine(),
-            "versions": versions, "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items()}}
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = bool(
+        subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        ).stdout.strip()
+    )
+    meta = {
+        "commit": commit + ("+dirty" if dirty else ""),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "load_average": {n: t.get("load_average") for n, t in speeds.items()},
+        "command": "python benchmarks/distill_h2cu.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "device": next(iter(speeds.values()))["device"],
+        "cpu": platform.processor() or platform.machine(),
+        "versions": versions,
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items()},
+    }
     students = {}
     for name, r in reports.items():
-        row = {"kind": r["student_kind"], "n_parameters": r["n_parameters"]["student"],
-               "forces_rmse_by_set": {k: v["forces_rmse"] for k, v in r["student_vs_teacher_by_set"].items()},
-               "energy_rmse_by_set": {k: v["energy_rmse"] for k, v in r["student_vs_teacher_by_set"].items()},
-               "forces_rmse_all_tests": r["student_vs_teacher"]["forces_rmse"],
-               "fit_s": r["training"]["wall_s"], "config": r["student_config"]}
+        row = {
+            "kind": r["student_kind"],
+            "n_parameters": r["n_parameters"]["student"],
+            "forces_rmse_by_set": {k: v["forces_rmse"] for k, v in r["student_vs_teacher_by_set"].items()},
+            "energy_rmse_by_set": {k: v["energy_rmse"] for k, v in r["student_vs_teacher_by_set"].items()},
+            "forces_rmse_all_tests": r["student_vs_teacher"]["forces_rmse"],
+            "fit_s": r["training"]["wall_s"],
+            "config": r["student_config"],
+        }
         if r.get("uncertainty"):
-            row["uncertainty"] = {k: {q: v for q, v in u.items() if q != "energy_std_per_structure"}
-                                  for k, u in r["uncertainty"].items()}
+            row["uncertainty"] = {
+                k: {q: v for q, v in u.items() if q != "energy_std_per_structure"} for k, u in r["uncertainty"].items()
+            }
         for n, timing in speeds.items():
             for suffix in ("", RADIAL_TABLE_SUFFIX):
                 if name + suffix not in timing:
@@ -325,8 +417,9 @@ def summarise(reports: dict, speeds: dict, record: dict, s: dict, args, argv) ->
                     row[f"speedup_vs_medium{suffix}_{n}"] = timing["mp0_medium_shaped"]["ms_per_call"] / ms
         students[name] = row
     teacher = {f"ms_{n}": t["teacher"]["ms_per_call"] for n, t in speeds.items()}
-    teacher.update({f"medium_ms_{n}": t["mp0_medium_shaped"]["ms_per_call"] for n, t in speeds.items()
-                    if "mp0_medium_shaped" in t})
+    teacher.update(
+        {f"medium_ms_{n}": t["mp0_medium_shaped"]["ms_per_call"] for n, t in speeds.items() if "mp0_medium_shaped" in t}
+    )
     sampling = {k: record.get(k) for k in ("counts", "plan", "md_errors", "sampling_s")}
     sampling["starts"] = record.get("starts")
     return {"meta": meta, "sampling": sampling, "teacher": teacher, "students": students}
@@ -343,8 +436,11 @@ def table_md(results: dict) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     teacher_row = ["teacher (h2cu_mace)", ""] + [""] * len(sets)
     teacher_row += [f"{results['teacher'][f'ms_{n}']:.2f}" for n in sizes] + ["1.0x"] * len(sizes)
-    teacher_row += [f"{results['teacher'][f'medium_ms_{n}'] / results['teacher'][f'ms_{n}']:.1f}x"
-                    for n in sizes] if medium else []
+    teacher_row += (
+        [f"{results['teacher'][f'medium_ms_{n}'] / results['teacher'][f'ms_{n}']:.1f}x" for n in sizes]
+        if medium
+        else []
+    )
     lines.append("| " + " | ".join(teacher_row) + " |")
     if medium:
         row = ["MP-0-medium-shaped (random)", ""] + [""] * len(sets)
@@ -362,20 +458,28 @@ def table_md(results: dict) -> str:
             row += [f"{r[f'speedup_vs_medium{suffix}_{n}']:.1f}x" for n in sizes] if medium else []
             lines.append("| " + " | ".join(row) + " |")
     counts = results["sampling"]["counts"]
-    lines += ["", f"Labelled structures: {counts}. Test sets never share a trajectory with training "
-              "(other seeds/temperatures from the training starts; the held-out slab only in test runs).",
-              "Speed: energy+forces per ASE calculator call (neighbour lists included), median of interleaved "
-              f"calls in one process on {meta['device']} ({meta['cpu']}); the 224-atom cells are 2x2 repeats. "
-              f"Load average (1, 5, 15 min) before/after each size: {_loads(meta.get('load_average'))}. "
-              f"ACE students through `jaxtl.load_calculator` (compiled path, float64); {RADIAL_TABLE_SUFFIX}: the "
-              f"same student with radials from {RADIAL_TABLE_INTERVALS}-interval B-spline tables (errors as the "
-              "exact row to the digits shown).",
-              "", f"Commit {meta['commit']}, {meta['date']}, versions {meta['versions']}.",
-              f"Command: `{meta['command']}`", ""]
+    lines += [
+        "",
+        f"Labelled structures: {counts}. Test sets never share a trajectory with training "
+        "(other seeds/temperatures from the training starts; the held-out slab only in test runs).",
+        "Speed: energy+forces per ASE calculator call (neighbour lists included), median of interleaved "
+        f"calls in one process on {meta['device']} ({meta['cpu']}); the 224-atom cells are 2x2 repeats. "
+        f"Load average (1, 5, 15 min) before/after each size: {_loads(meta.get('load_average'))}. "
+        f"ACE students through `jaxtl.load_calculator` (compiled path, float64); {RADIAL_TABLE_SUFFIX}: the "
+        f"same student with radials from {RADIAL_TABLE_INTERVALS}-interval B-spline tables (errors as the "
+        "exact row to the digits shown).",
+        "",
+        f"Commit {meta['commit']}, {meta['date']}, versions {meta['versions']}.",
+        f"Command: `{meta['command']}`",
+        "",
+    ]
     for name, r in results["students"].items():
         if r.get("uncertainty"):
-            u = {k: f"std {v['forces_std_median']:.1f} vs RMSE {v['forces_rmse']:.1f} meV/A, "
-                    f"{100 * v['forces_within_1std']:.0f}% within 1 std" for k, v in r["uncertainty"].items()}
+            u = {
+                k: f"std {v['forces_std_median']:.1f} vs RMSE {v['forces_rmse']:.1f} meV/A, "
+                f"{100 * v['forces_within_1std']:.0f}% within 1 std"
+                for k, v in r["uncertainty"].items()
+            }
             lines.append(f"- {name} posterior force uncertainty: {u}")
     return "\n".join(lines) + "\n"
 
@@ -383,8 +487,11 @@ def table_md(results: dict) -> str:
 def _loads(loads) -> str:
     if not loads:
         return "not recorded"
-    return "; ".join(f"{n} atoms: " + " / ".join(", ".join(f"{x:.1f}" for x in v[k]) for k in ("before", "after"))
-                     for n, v in loads.items() if v)
+    return "; ".join(
+        f"{n} atoms: " + " / ".join(", ".join(f"{x:.1f}" for x in v[k]) for k in ("before", "after"))
+        for n, v in loads.items()
+        if v
+    )
 
 
 if __name__ == "__main__":

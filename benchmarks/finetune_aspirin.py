@@ -55,16 +55,27 @@ def train_config(epochs: int, lr: float, seed: int):
     from jaxtl.train.config import TrainConfig
     from jaxtl.train.optimizer import OptimizerConfig
 
-    return TrainConfig(max_num_epochs=epochs, seed=seed, progress_bar=False, plot=False, ema=True, ema_decay=0.99,
-                       optimizer=OptimizerConfig(lr=lr, scheduler="cosine", decay_epochs=epochs, min_lr_factor=0.05))
+    return TrainConfig(
+        max_num_epochs=epochs,
+        seed=seed,
+        progress_bar=False,
+        plot=False,
+        ema=True,
+        ema_decay=0.99,
+        optimizer=OptimizerConfig(lr=lr, scheduler="cosine", decay_epochs=epochs, min_lr_factor=0.05),
+    )
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/aspirin")
     p.add_argument("--foundation", default=None, help="a mace-torch file (default: jaxtl.datasets' spice-mace)")
-    p.add_argument("--data", default=None, help="the folder of aspirin_{train,test}.extxyz and 3bpa_300K.extxyz "
-                   "(default: where jaxtl.datasets finds them)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="the folder of aspirin_{train,test}.extxyz and 3bpa_300K.extxyz "
+        "(default: where jaxtl.datasets finds them)",
+    )
     p.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.5, 1.0])
     p.add_argument("--strategies", nargs="+", default=["f0", "f5", "f6", "finer", "scratch"])
     p.add_argument("--steps", type=int, default=600, help="optimisation steps per run (default 600)")
@@ -75,8 +86,13 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=0.005)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fast", action="store_true", help="tiny settings for the test suite")
-    p.add_argument("--merge", nargs="+", default=None, metavar="RESULTS_JSON",
-                   help="only merge results.json files of earlier runs (e.g. one per machine) into OUT")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="RESULTS_JSON",
+        help="only merge results.json files of earlier runs (e.g. one per machine) into OUT",
+    )
     args = p.parse_args(argv)
     from _data import data_path
 
@@ -100,8 +116,9 @@ def main(argv=None):
     test = write_subset(Path(args.data) / "aspirin_test.extxyz", out / "test.xyz", args.n_test, args.seed)
     n_pool = sum(1 for line in open(pool) if line.strip().isdigit())
     f_config, _, _ = load_model_files(foundation)
-    scratch_model = {k: v for k, v in f_config.to_dict().items()
-                     if k not in ("atomic_numbers", "avg_num_neighbors", "dtype")}
+    scratch_model = {
+        k: v for k, v in f_config.to_dict().items() if k not in ("atomic_numbers", "avg_num_neighbors", "dtype")
+    }
 
     rows = []
     results_path = out / "results.json"
@@ -112,18 +129,30 @@ def main(argv=None):
             run_dir = out / f"{name}_{int(round(fraction * 100))}pct"
             t0 = time.time()
             freeze = None if name == "scratch" else STRATEGIES[name]
-            metrics, n_trainable = run_one(freeze, foundation, scratch_model, pool, test, run_dir, fraction, epochs,
-                                           args)
+            metrics, n_trainable = run_one(
+                freeze, foundation, scratch_model, pool, test, run_dir, fraction, epochs, args
+            )
             test_m = metrics["test"]["all"]
-            row = {"fraction": fraction, "n_train": n_train, "strategy": name, "epochs": epochs,
-                   "steps": epochs * math.ceil(n_train / args.batch_size),
-                   "energy_rmse": test_m["energy_rmse"], "forces_rmse": test_m["forces_rmse"],
-                   "energy_mae": test_m["energy_mae"], "forces_mae": test_m["forces_mae"],
-                   "n_trainable": n_trainable, "wall_s": time.time() - t0}
+            row = {
+                "fraction": fraction,
+                "n_train": n_train,
+                "strategy": name,
+                "epochs": epochs,
+                "steps": epochs * math.ceil(n_train / args.batch_size),
+                "energy_rmse": test_m["energy_rmse"],
+                "forces_rmse": test_m["forces_rmse"],
+                "energy_mae": test_m["energy_mae"],
+                "forces_mae": test_m["forces_mae"],
+                "n_trainable": n_trainable,
+                "wall_s": time.time() - t0,
+            }
             rows.append(row)
             results_path.write_text(json.dumps(rows, indent=2))
-            print(f"{name:8s} {fraction:5.0%} n={n_train:5d}: E {row['energy_rmse']:8.2f} meV/atom  "
-                  f"F {row['forces_rmse']:8.2f} meV/A  ({row['wall_s']:.0f} s)", flush=True)
+            print(
+                f"{name:8s} {fraction:5.0%} n={n_train:5d}: E {row['energy_rmse']:8.2f} meV/atom  "
+                f"F {row['forces_rmse']:8.2f} meV/A  ({row['wall_s']:.0f} s)",
+                flush=True,
+            )
     (out / "results.md").write_text(table(rows))
     print(table(rows))
     plot(rows, out / "learning_curves.png")
@@ -140,8 +169,9 @@ def converted_foundation(model_file, out: Path, check: bool = True) -> Path:
     return folder
 
 
-def run_one(freeze, foundation, scratch_model: dict, pool, test, run_dir: Path, fraction: float, epochs: int,
-            args) -> tuple[dict, int | None]:
+def run_one(
+    freeze, foundation, scratch_model: dict, pool, test, run_dir: Path, fraction: float, epochs: int, args
+) -> tuple[dict, int | None]:
     """One cell of a data-efficiency study: fine-tune with `freeze` (None: train
     `scratch_model` from scratch, lr 0.01) on `fraction` of `pool`, test on `test`.
     Returns (final metrics, number of trained parameters or None for scratch)."""
@@ -150,14 +180,30 @@ def run_one(freeze, foundation, scratch_model: dict, pool, test, run_dir: Path, 
     from jaxtl.train.run import ScratchConfig, train_from_scratch
 
     if freeze is None:
-        data = DataConfig(train_file=str(pool), test_file=str(test), batch_size=args.batch_size,
-                          train_fraction=fraction, seed=args.seed)
+        data = DataConfig(
+            train_file=str(pool),
+            test_file=str(test),
+            batch_size=args.batch_size,
+            train_fraction=fraction,
+            seed=args.seed,
+        )
         result = train_from_scratch(ScratchConfig(data, scratch_model, train_config(epochs, 0.01, args.seed)), run_dir)
         return result.metrics, None
-    data = DataConfig(train_file=str(pool), test_file=str(test), batch_size=args.batch_size,
-                      valid_batch_size=args.batch_size, train_fraction=fraction, seed=args.seed)
-    config = FinetuneConfig(FoundationConfig(str(foundation)), data, StrategyConfig(freeze=freeze),
-                            train_config(epochs, args.lr, args.seed), e0s="average")
+    data = DataConfig(
+        train_file=str(pool),
+        test_file=str(test),
+        batch_size=args.batch_size,
+        valid_batch_size=args.batch_size,
+        train_fraction=fraction,
+        seed=args.seed,
+    )
+    config = FinetuneConfig(
+        FoundationConfig(str(foundation)),
+        data,
+        StrategyConfig(freeze=freeze),
+        train_config(epochs, args.lr, args.seed),
+        e0s="average",
+    )
     ft = finetune(config, run_dir, log=lambda *_: None)
     return ft.train.metrics, ft.report.n_trainable
 
@@ -170,8 +216,9 @@ def merge(files, out: Path) -> None:
         for r in json.loads(Path(f).read_text()):
             by_key[(r["fraction"], r["strategy"])] = {**r, "device": r.get("device", device)}
     order = ["f0", "f5", "f6", "finer", "scratch", "scratch_3000"]
-    rows = sorted(by_key.values(), key=lambda r: (r["fraction"], order.index(r["strategy"])
-                                                    if r["strategy"] in order else 9))
+    rows = sorted(
+        by_key.values(), key=lambda r: (r["fraction"], order.index(r["strategy"]) if r["strategy"] in order else 9)
+    )
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(rows, indent=2))
     (out / "results.md").write_text(table(rows))
@@ -181,21 +228,31 @@ def merge(files, out: Path) -> None:
 
 def table(rows) -> str:
     """Markdown: errors on the held-out set beside the cost (steps, wall clock incl. compile and evaluation)."""
-    lines = ["| fraction | n_train | strategy | trainable params | steps | E RMSE (meV/atom) | F RMSE (meV/A) "
-             "| wall (s) | steps/s | device |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| fraction | n_train | strategy | trainable params | steps | E RMSE (meV/atom) | F RMSE (meV/A) "
+        "| wall (s) | steps/s | device |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         steps = r.get("steps") or r["epochs"] * math.ceil(r["n_train"] / 10)
-        lines.append(f"| {r['fraction']:.0%} | {r['n_train']} | {r['strategy']} | {r['n_trainable'] or 'all'} | "
-                     f"{steps} | {r['energy_rmse']:.2f} | {r['forces_rmse']:.1f} | {r['wall_s']:.0f} | "
-                     f"{steps / r['wall_s']:.1f} | {r.get('device', 'cpu')} |")
+        lines.append(
+            f"| {r['fraction']:.0%} | {r['n_train']} | {r['strategy']} | {r['n_trainable'] or 'all'} | "
+            f"{steps} | {r['energy_rmse']:.2f} | {r['forces_rmse']:.1f} | {r['wall_s']:.0f} | "
+            f"{steps / r['wall_s']:.1f} | {r.get('device', 'cpu')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def plot(rows, path: Path) -> None:
     from jaxtl.train.plot import plot_data_efficiency
 
-    plot_data_efficiency(rows, path, "strategy", "SPICE MACE -> rMD17 aspirin: frozen fine-tuning vs scratch (jaxtl)",
-                         xlabel="aspirin training structures")
+    plot_data_efficiency(
+        rows,
+        path,
+        "strategy",
+        "SPICE MACE -> rMD17 aspirin: frozen fine-tuning vs scratch (jaxtl)",
+        xlabel="aspirin training structures",
+    )
 
 
 if __name__ == "__main__":

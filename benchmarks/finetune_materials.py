@@ -37,13 +37,21 @@ from finetune_aspirin import converted_foundation, run_one, table  # noqa: E402 
 
 SHARED = HERE.parent.parent / "shared"
 DATASETS = {"co2_ni100": "co2_ni100/co2_ni100.extxyz", "alniti": "alniti/alniti.extxyz"}
-SCRATCH_MODEL = dict(r_max=5.0, num_bessel=8, hidden_irreps="32x0e", max_ell=2, correlation=(3, 3),
-                     radial_MLP=(32, 32, 32), MLP_irreps="16x0e")
+SCRATCH_MODEL = dict(
+    r_max=5.0,
+    num_bessel=8,
+    hidden_irreps="32x0e",
+    max_ell=2,
+    correlation=(3, 3),
+    radial_MLP=(32, 32, 32),
+    MLP_irreps="16x0e",
+)
 FREEZE = {"f0": 0, "f5": 5, "f6": 6}
 
 
-def split_pool_and_test(src: Path, out: Path, test_fraction: float, max_force: float | None, seed: int,
-                        max_test: int | None = None):
+def split_pool_and_test(
+    src: Path, out: Path, test_fraction: float, max_force: float | None, seed: int, max_test: int | None = None
+):
     """Write OUT/pool.xyz and OUT/test.xyz (a fixed random test set, at most `max_test`); return counts."""
     import ase.io
 
@@ -54,16 +62,21 @@ def split_pool_and_test(src: Path, out: Path, test_fraction: float, max_force: f
     n_test = min(n_held, max_test or n_held)
     ase.io.write(out / "test.xyz", [kept[i] for i in sorted(order[:n_test])], format="extxyz")
     ase.io.write(out / "pool.xyz", [kept[i] for i in sorted(order[n_held:])], format="extxyz")
-    return {"read": len(frames), "dropped_max_force": len(frames) - len(kept), "test": n_test,
-            "pool": len(kept) - n_held}
+    return {
+        "read": len(frames),
+        "dropped_max_force": len(frames) - len(kept),
+        "test": n_test,
+        "pool": len(kept) - n_held,
+    }
 
 
 def run_dataset(name: str, args) -> list[dict]:
     out = Path(args.out) / name
     out.mkdir(parents=True, exist_ok=True)
     max_force = args.max_force if name == "alniti" else None
-    counts = split_pool_and_test(Path(args.data) / DATASETS[name], out, args.test_fraction, max_force, args.seed,
-                                 args.max_test)
+    counts = split_pool_and_test(
+        Path(args.data) / DATASETS[name], out, args.test_fraction, max_force, args.seed, args.max_test
+    )
     if args.pool:
         counts["pool"] = min(counts["pool"], args.pool)
         import ase.io
@@ -79,17 +92,31 @@ def run_dataset(name: str, args) -> list[dict]:
         for strategy in strategies:
             run_dir = out / f"{strategy}_{int(round(fraction * 100))}pct"
             t0 = time.time()
-            metrics, n_trainable = run_one(FREEZE.get(strategy), args.foundation, SCRATCH_MODEL, pool, test, run_dir,
-                                           fraction, epochs, args)
+            metrics, n_trainable = run_one(
+                FREEZE.get(strategy), args.foundation, SCRATCH_MODEL, pool, test, run_dir, fraction, epochs, args
+            )
             test_m = metrics["test"]["all"]
-            row = {"dataset": name, "fraction": fraction, "n_train": n_train, "strategy": strategy, "epochs": epochs,
-                   "energy_rmse": test_m["energy_rmse"], "forces_rmse": test_m["forces_rmse"],
-                   "energy_mae": test_m["energy_mae"], "forces_mae": test_m["forces_mae"],
-                   "n_trainable": n_trainable, "wall_s": time.time() - t0, "data": counts}
+            row = {
+                "dataset": name,
+                "fraction": fraction,
+                "n_train": n_train,
+                "strategy": strategy,
+                "epochs": epochs,
+                "energy_rmse": test_m["energy_rmse"],
+                "forces_rmse": test_m["forces_rmse"],
+                "energy_mae": test_m["energy_mae"],
+                "forces_mae": test_m["forces_mae"],
+                "n_trainable": n_trainable,
+                "wall_s": time.time() - t0,
+                "data": counts,
+            }
             rows.append(row)
             (out / "results.json").write_text(json.dumps(rows, indent=2))
-            print(f"[{name}] {strategy:8s} {fraction:5.0%} n={n_train:5d}: E {row['energy_rmse']:8.2f} meV/atom  "
-                  f"F {row['forces_rmse']:8.2f} meV/A  ({row['wall_s']:.0f} s)", flush=True)
+            print(
+                f"[{name}] {strategy:8s} {fraction:5.0%} n={n_train:5d}: E {row['energy_rmse']:8.2f} meV/atom  "
+                f"F {row['forces_rmse']:8.2f} meV/A  ({row['wall_s']:.0f} s)",
+                flush=True,
+            )
     (out / "results.md").write_text(f"# {name}: {counts}\n\n" + table(rows))
     from jaxtl.train.plot import plot_data_efficiency
 
@@ -102,8 +129,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/materials")
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    p.add_argument("--foundation", default=None,
-                   help="MACE-MP foundation (.model file, jaxtl folder or name); without it: scratch only")
+    p.add_argument(
+        "--foundation",
+        default=None,
+        help="MACE-MP foundation (.model file, jaxtl folder or name); without it: scratch only",
+    )
     p.add_argument("--data", default=str(SHARED / "data"))
     p.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.5, 1.0])
     p.add_argument("--steps", type=int, default=300, help="optimisation steps per run (default 300)")

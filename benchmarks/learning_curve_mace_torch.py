@@ -35,9 +35,16 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 MACE_MODEL_FLAGS = {  # mace-torch flags of scratch cells, from the foundation's jaxtl config
-    "model_type": "--model", "hidden_irreps": "--hidden_irreps", "r_max": "--r_max", "num_bessel": "--num_radial_basis",
-    "num_polynomial_cutoff": "--num_cutoff_basis", "max_ell": "--max_ell", "num_interactions": "--num_interactions",
-    "MLP_irreps": "--MLP_irreps", "interaction_cls_first": "--interaction_first", "interaction_cls": "--interaction",
+    "model_type": "--model",
+    "hidden_irreps": "--hidden_irreps",
+    "r_max": "--r_max",
+    "num_bessel": "--num_radial_basis",
+    "num_polynomial_cutoff": "--num_cutoff_basis",
+    "max_ell": "--max_ell",
+    "num_interactions": "--num_interactions",
+    "MLP_irreps": "--MLP_irreps",
+    "interaction_cls_first": "--interaction_first",
+    "interaction_cls": "--interaction",
 }
 
 
@@ -69,8 +76,14 @@ def scratch_flags(foundation_config: dict) -> list[str]:
     flags = []
     for key, flag in MACE_MODEL_FLAGS.items():
         flags += [flag, str(int(c[key]) if isinstance(c[key], float) and key != "r_max" else c[key])]
-    flags += ["--correlation", str(c["correlation"][0]), "--radial_MLP", json.dumps(list(c["radial_MLP"])),
-              "--scaling", "rms_forces_scaling"]
+    flags += [
+        "--correlation",
+        str(c["correlation"][0]),
+        "--radial_MLP",
+        json.dumps(list(c["radial_MLP"])),
+        "--scaling",
+        "rms_forces_scaling",
+    ]
     return flags
 
 
@@ -115,14 +128,32 @@ def test_errors(model: Path, test_file: str, folder: Path, dtype: str, keys: dic
     import ase.io
 
     out = folder / "test_predictions.xyz"
-    subprocess.run([shutil.which("mace_eval_configs") or "mace_eval_configs", "--configs", test_file,
-                    "--model", str(model), "--output", str(out), "--default_dtype", dtype, "--batch_size", "20",
-                    "--device", "cpu"], check=True)
+    subprocess.run(
+        [
+            shutil.which("mace_eval_configs") or "mace_eval_configs",
+            "--configs",
+            test_file,
+            "--model",
+            str(model),
+            "--output",
+            str(out),
+            "--default_dtype",
+            dtype,
+            "--batch_size",
+            "20",
+            "--device",
+            "cpu",
+        ],
+        check=True,
+    )
     pred, ref = ase.io.read(out, ":"), labelled(test_file, keys)
     d_e = np.array([(p.info["MACE_energy"] - r.info["REF_energy"]) / len(r) for p, r in zip(pred, ref)])
     d_f = np.concatenate([(p.arrays["MACE_forces"] - r.arrays["REF_forces"]).ravel() for p, r in zip(pred, ref)])
-    return {"energy_rmse": 1000 * float(np.sqrt(np.mean(d_e**2))), "forces_rmse": 1000 * float(np.sqrt(np.mean(d_f**2))),
-            "n_test": len(ref)}
+    return {
+        "energy_rmse": 1000 * float(np.sqrt(np.mean(d_e**2))),
+        "forces_rmse": 1000 * float(np.sqrt(np.mean(d_f**2))),
+        "n_test": len(ref),
+    }
 
 
 def epochs_run(folder: Path) -> int | None:
@@ -136,8 +167,9 @@ def epochs_run(folder: Path) -> int | None:
     return max(epochs) + 1 if epochs else None
 
 
-def run_cell(config: dict, foundation: Path, f_config: dict, strategy: str, seed: int, fraction: float,
-             folder: Path) -> dict:
+def run_cell(
+    config: dict, foundation: Path, f_config: dict, strategy: str, seed: int, fraction: float, folder: Path
+) -> dict:
     """Train one cell with `mace_run_train` and test it; the record is cached in folder/cell.json.
     An interrupted cell continues from mace-torch's latest checkpoint (`--restart_latest`)."""
     done = folder / "cell.json"
@@ -145,21 +177,65 @@ def run_cell(config: dict, foundation: Path, f_config: dict, strategy: str, seed
     if done.exists():
         record = json.loads(done.read_text())
         if record["max_epochs"] != c["max_epochs"]:
-            raise ValueError(f"{done} was trained with max_epochs {record['max_epochs']}, not {c['max_epochs']}: "
-                             "use another --out")
+            raise ValueError(
+                f"{done} was trained with max_epochs {record['max_epochs']}, not {c['max_epochs']}: use another --out"
+            )
         return record
     train, valid, n_train = write_cell_data(config, seed, fraction, folder)
     name = f"{strategy}_s{seed}"
-    args = [shutil.which("mace_run_train") or "mace_run_train", "--name", name, "--seed", str(seed),
-            "--work_dir", str(folder), "--train_file", str(train), "--valid_file", str(valid),
-            "--energy_key", "REF_energy", "--forces_key", "REF_forces", "--E0s", t["e0s"],
-            "--batch_size", str(d["batch_size"]), "--valid_batch_size", str(d["batch_size"]),
-            "--lr", str(t["scratch_lr"] if strategy == "scratch" else t["lr"]), "--scheduler", "ReduceLROnPlateau",
-            "--scheduler_patience", str(c["scheduler_patience"]), "--lr_factor", str(c["lr_factor"]),
-            "--patience", str(c["patience"]), "--max_num_epochs", str(c["max_epochs"]), "--eval_interval", "1",
-            "--loss", "weighted", "--energy_weight", str(t["energy_weight"]), "--forces_weight",
-            str(t["forces_weight"]), "--default_dtype", t["dtype"], "--device", "cpu",
-            "--error_table", "PerAtomRMSE", "--amsgrad", "--clip_grad", "10", "--restart_latest"]
+    args = [
+        shutil.which("mace_run_train") or "mace_run_train",
+        "--name",
+        name,
+        "--seed",
+        str(seed),
+        "--work_dir",
+        str(folder),
+        "--train_file",
+        str(train),
+        "--valid_file",
+        str(valid),
+        "--energy_key",
+        "REF_energy",
+        "--forces_key",
+        "REF_forces",
+        "--E0s",
+        t["e0s"],
+        "--batch_size",
+        str(d["batch_size"]),
+        "--valid_batch_size",
+        str(d["batch_size"]),
+        "--lr",
+        str(t["scratch_lr"] if strategy == "scratch" else t["lr"]),
+        "--scheduler",
+        "ReduceLROnPlateau",
+        "--scheduler_patience",
+        str(c["scheduler_patience"]),
+        "--lr_factor",
+        str(c["lr_factor"]),
+        "--patience",
+        str(c["patience"]),
+        "--max_num_epochs",
+        str(c["max_epochs"]),
+        "--eval_interval",
+        "1",
+        "--loss",
+        "weighted",
+        "--energy_weight",
+        str(t["energy_weight"]),
+        "--forces_weight",
+        str(t["forces_weight"]),
+        "--default_dtype",
+        t["dtype"],
+        "--device",
+        "cpu",
+        "--error_table",
+        "PerAtomRMSE",
+        "--amsgrad",
+        "--clip_grad",
+        "10",
+        "--restart_latest",
+    ]
     if t["ema"]:
         args += ["--ema", "--ema_decay", str(t["ema_decay"])]
     if strategy == "scratch":
@@ -171,10 +247,17 @@ def run_cell(config: dict, foundation: Path, f_config: dict, strategy: str, seed
     t0 = time.perf_counter()
     subprocess.run(args, check=True, cwd=folder)
     wall = time.perf_counter() - t0
-    record = {"strategy": strategy, "seed": seed, "fraction": fraction, "n_train": n_train, "wall_s": wall,
-              "max_epochs": c["max_epochs"],
-              "epochs_run": epochs_run(folder), "command": " ".join(args),
-              **test_errors(folder / f"{name}.model", d["test_file"], folder, t["dtype"], _keys(config))}
+    record = {
+        "strategy": strategy,
+        "seed": seed,
+        "fraction": fraction,
+        "n_train": n_train,
+        "wall_s": wall,
+        "max_epochs": c["max_epochs"],
+        "epochs_run": epochs_run(folder),
+        "command": " ".join(args),
+        **test_errors(folder / f"{name}.model", d["test_file"], folder, t["dtype"], _keys(config)),
+    }
     done.write_text(json.dumps(record, indent=1))
     return record
 
@@ -194,8 +277,12 @@ def main(argv=None) -> None:
     p.add_argument("--fraction", type=float, default=0.1)
     p.add_argument("--strategies", nargs="+", default=["f5", "scratch"])
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: every seed of the grid")
-    p.add_argument("--max-epochs", type=int, default=None,
-                   help="override the grid's epoch cap (smoke tests only: the comparison needs the grid's)")
+    p.add_argument(
+        "--max-epochs",
+        type=int,
+        default=None,
+        help="override the grid's epoch cap (smoke tests only: the comparison needs the grid's)",
+    )
     args = p.parse_args(argv)
     import mace
     import torch
@@ -208,33 +295,62 @@ def main(argv=None) -> None:
     if args.max_epochs is not None:
         config["convergence"]["max_epochs"] = args.max_epochs
     f_config = json.loads((grid / "foundation" / "config.json").read_text())
-    foundation = resave_foundation(Path(config["data"]["foundation"]), out / "foundation_resaved.model",
-                                   config["train"]["dtype"])
+    foundation = resave_foundation(
+        Path(config["data"]["foundation"]), out / "foundation_resaved.model", config["train"]["dtype"]
+    )
     seeds = args.seeds if args.seeds is not None else list(range(config["grid"]["seeds"]))
-    rows = [run_cell(config, foundation, f_config, s, seed, args.fraction, out / f"{s}_s{seed}")
-            for s in args.strategies for seed in seeds]
+    rows = [
+        run_cell(config, foundation, f_config, s, seed, args.fraction, out / f"{s}_s{seed}")
+        for s in args.strategies
+        for seed in seeds
+    ]
     jaxtl_cells = []
     if (grid / "results.json").exists():
-        jaxtl_cells = [c for c in json.loads((grid / "results.json").read_text())["cells"]
-                       if c["fraction"] == args.fraction and c["strategy"] in args.strategies and c["seed"] in seeds]
-    intro = ("Test errors on all of the grid's test file, mean ± std [min, max] over seeds; same subsets, "
-             "validation sets and settings (grid_config.json).")
-    lines = [f"# mace-torch beside jaxtl at {args.fraction:.0%} of the pool", "", intro, "",
-             "| strategy | code | seeds | E RMSE (meV/atom) | F RMSE (meV/A) | epochs run | wall (s) |",
-             "|---|---|---|---|---|---|---|"]
+        jaxtl_cells = [
+            c
+            for c in json.loads((grid / "results.json").read_text())["cells"]
+            if c["fraction"] == args.fraction and c["strategy"] in args.strategies and c["seed"] in seeds
+        ]
+    intro = (
+        "Test errors on all of the grid's test file, mean ± std [min, max] over seeds; same subsets, "
+        "validation sets and settings (grid_config.json)."
+    )
+    lines = [
+        f"# mace-torch beside jaxtl at {args.fraction:.0%} of the pool",
+        "",
+        intro,
+        "",
+        "| strategy | code | seeds | E RMSE (meV/atom) | F RMSE (meV/A) | epochs run | wall (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for s in args.strategies:
-        for code, cells in (("mace-torch", [r for r in rows if r["strategy"] == s]),
-                            ("jaxtl", [c for c in jaxtl_cells if c["strategy"] == s])):
+        for code, cells in (
+            ("mace-torch", [r for r in rows if r["strategy"] == s]),
+            ("jaxtl", [c for c in jaxtl_cells if c["strategy"] == s]),
+        ):
             if cells:
-                lines.append(f"| {s} | {code} | {len(cells)} | {spread(c['energy_rmse'] for c in cells)} | "
-                             f"{spread(c['forces_rmse'] for c in cells)} | {spread(c['epochs_run'] for c in cells)} "
-                             f"| {spread(c['wall_s'] for c in cells)} |")
-    meta = {"command": "python " + " ".join([sys.argv[0], *(sys.argv[1:] if argv is None else argv)]),
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "versions": {"mace": getattr(mace, "__version__", "?"), "torch": torch.__version__,
-                         "python": platform.python_version()}, "device": "cpu"}
-    lines += ["", f"mace {meta['versions']['mace']}, torch {meta['versions']['torch']}; {meta['date']}",
-              "", f"Command: `{meta['command']}`", ""]
+                lines.append(
+                    f"| {s} | {code} | {len(cells)} | {spread(c['energy_rmse'] for c in cells)} | "
+                    f"{spread(c['forces_rmse'] for c in cells)} | {spread(c['epochs_run'] for c in cells)} "
+                    f"| {spread(c['wall_s'] for c in cells)} |"
+                )
+    meta = {
+        "command": "python " + " ".join([sys.argv[0], *(sys.argv[1:] if argv is None else argv)]),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "versions": {
+            "mace": getattr(mace, "__version__", "?"),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "device": "cpu",
+    }
+    lines += [
+        "",
+        f"mace {meta['versions']['mace']}, torch {meta['versions']['torch']}; {meta['date']}",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+    ]
     (out / "results.json").write_text(json.dumps({"meta": meta, "mace_torch": rows, "jaxtl": jaxtl_cells}, indent=1))
     (out / "results.md").write_text("\n".join(lines))
     print("\n".join(lines))

@@ -35,8 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="a mace-torch model file (default: jaxtl.datasets' h2cu-mace)")
-    p.add_argument("--structure", default=None,
-                   help="a structure file (default: cu111_h7.0_full_925K.in of jaxtl.datasets' h2cu-slabs)")
+    p.add_argument(
+        "--structure",
+        default=None,
+        help="a structure file (default: cu111_h7.0_full_925K.in of jaxtl.datasets' h2cu-slabs)",
+    )
     p.add_argument("--repeat", default="1,1,1", help="repeat the cell (e.g. 2,2,1)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
     p.add_argument("--steps", type=int, default=200)
@@ -80,8 +83,15 @@ def engine_run(engine, atoms, steps: int, dt: float, check_every: int, skin: flo
     positions, rebuilds, compilations)."""
     from jaxtl.md.simulate import MDConfig
 
-    config = MDConfig(steps=steps, dt=dt, ensemble="nve", temperature=None, check_every=check_every,
-                      save_every=steps, **({} if skin is None else {"skin": skin}))
+    config = MDConfig(
+        steps=steps,
+        dt=dt,
+        ensemble="nve",
+        temperature=None,
+        check_every=check_every,
+        save_every=steps,
+        **({} if skin is None else {"skin": skin}),
+    )
     engine.run(atoms, config)  # compiles the chunk
     before = engine.n_compilations
     t0 = time.perf_counter()
@@ -94,18 +104,23 @@ def engine_run(engine, atoms, steps: int, dt: float, check_every: int, skin: flo
 
 def markdown(rows, meta) -> str:
     lines = [
-        "# MD steps per second, jaxtl vs mace-torch (cpu)", "",
+        "# MD steps per second, jaxtl vs mace-torch (cpu)",
+        "",
         f"{meta['model']} on {meta['structure']} repeated {meta['repeat']} ({meta['n_atoms']} atoms, "
         f"{meta['n_fixed']} fixed), {meta['dtype']}, NVE velocity Verlet, {meta['steps']} steps of {meta['dt_fs']} fs "
         f"from Maxwell-Boltzmann velocities at {meta['temperature_K']} K; all in one process ({meta['machine']}, "
         f"torch threads {meta['torch_threads']}); the engine (skin {meta['skin_A']} A, {meta['check_every']} steps a "
         f"chunk) rebuilt its neighbour list {meta['engine_rebuilds']} "
-        f"times and compiled {meta['engine_compilations_timed_run']} times in the timed run; {meta['date']}.", "",
+        f"times and compiled {meta['engine_compilations_timed_run']} times in the timed run; {meta['date']}.",
+        "",
         "| code | ms/step | steps/s | speed-up vs mace-torch | final positions vs mace-torch, A |",
         "|---|---:|---:|---:|---:|",
     ]
-    lines += [f"| {r['code']} | {r['ms_per_step']:.2f} | {r['steps_per_s']:.1f} | {r['speedup_vs_torch']:.2f}x | "
-              f"{r['max_position_diff_vs_torch_A']:.1e} |" for r in rows]
+    lines += [
+        f"| {r['code']} | {r['ms_per_step']:.2f} | {r['steps_per_s']:.1f} | {r['speedup_vs_torch']:.2f}x | "
+        f"{r['max_position_diff_vs_torch_A']:.1e} |"
+        for r in rows
+    ]
     return "\n".join(lines + ["", f"Command: `{meta['command']}`", ""])
 
 
@@ -144,22 +159,37 @@ def main(argv=None) -> int:
     reference = runs["mace-torch + ASE"]
     rows = []
     for name, (wall, positions) in runs.items():
-        rows.append({
-            "code": name, "wall_s": wall, "steps_per_s": args.steps / wall,
-            "ms_per_step": 1e3 * wall / args.steps,
-            "speedup_vs_torch": reference[0] / wall,
-            "max_position_diff_vs_torch_A": float(np.abs(positions - reference[1]).max()),
-        })
-        print(f"[md] {name:18s} {rows[-1]['ms_per_step']:8.2f} ms/step {rows[-1]['steps_per_s']:8.1f} steps/s "
-              f"x{rows[-1]['speedup_vs_torch']:6.2f}  final positions vs mace-torch "
-              f"{rows[-1]['max_position_diff_vs_torch_A']:.1e} A")
+        rows.append(
+            {
+                "code": name,
+                "wall_s": wall,
+                "steps_per_s": args.steps / wall,
+                "ms_per_step": 1e3 * wall / args.steps,
+                "speedup_vs_torch": reference[0] / wall,
+                "max_position_diff_vs_torch_A": float(np.abs(positions - reference[1]).max()),
+            }
+        )
+        print(
+            f"[md] {name:18s} {rows[-1]['ms_per_step']:8.2f} ms/step {rows[-1]['steps_per_s']:8.1f} steps/s "
+            f"x{rows[-1]['speedup_vs_torch']:6.2f}  final positions vs mace-torch "
+            f"{rows[-1]['max_position_diff_vs_torch_A']:.1e} A"
+        )
     meta = run_metadata("md_speed.py", argv) | {
-        "model": Path(args.model).name, "structure": Path(args.structure).name, "repeat": args.repeat,
-        "n_atoms": len(atoms), "n_fixed": int(sum(len(c.get_indices()) for c in atoms.constraints)),
-        "dtype": args.dtype, "steps": args.steps, "dt_fs": args.dt, "temperature_K": args.temperature,
-        "check_every": args.check_every, "skin_A": args.skin if args.skin is not None else MDConfig.skin,
-        "engine_rebuilds": rebuilds, "engine_compilations_timed_run": compiles,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores", "torch_threads": torch.get_num_threads(),
+        "model": Path(args.model).name,
+        "structure": Path(args.structure).name,
+        "repeat": args.repeat,
+        "n_atoms": len(atoms),
+        "n_fixed": int(sum(len(c.get_indices()) for c in atoms.constraints)),
+        "dtype": args.dtype,
+        "steps": args.steps,
+        "dt_fs": args.dt,
+        "temperature_K": args.temperature,
+        "check_every": args.check_every,
+        "skin_A": args.skin if args.skin is not None else MDConfig.skin,
+        "engine_rebuilds": rebuilds,
+        "engine_compilations_timed_run": compiles,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "torch_threads": torch.get_num_threads(),
     }
     write_results(args.out or ROOT / "benchmarks" / "results" / "md_speed_cpu", meta, rows, markdown)
     return 0

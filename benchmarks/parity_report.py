@@ -44,14 +44,22 @@ def main(argv=None):
     args = p.parse_args(argv)
     rows = []
     real = [n for n in ("spice", "h2cu") if mirror_path(f"{n}-mace")]
-    cases = [(f"{n}_mace.model (real)", lambda n=n: load_torch_model(mirror_path(f"{n}-mace")),
-              lambda m, n=n: real_model_structures(n)) for n in real]
+    cases = [
+        (
+            f"{n}_mace.model (real)",
+            lambda n=n: load_torch_model(mirror_path(f"{n}-mace")),
+            lambda m, n=n: real_model_structures(n),
+        )
+        for n in real
+    ]
     for name, factory in REGISTRY.items():
+
         def structs(m):
             zs = [int(z) for z in torch_eval.model_atomic_numbers(m)]
             if len(zs) > 10:
                 zs = [29, 8, 1, 26]
             return list(all_structures(zs, seed=1, r_max=torch_eval.model_r_max(m)).values())
+
         cases.append((name, lambda f=factory: f()[0], structs))
     for name, build, structs in cases:
         model = build()
@@ -63,8 +71,11 @@ def main(argv=None):
     for name, dtype, e in rows:
         lines.append(f"| {name} | {dtype} | " + " | ".join(f"{e[k]:.1e}" if k in e else "-" for k in KEYS) + " |")
     meta = harness.run_metadata("parity_report.py", argv)
-    lines += ["", f"Command: `{meta['command'].strip()}`; jaxtl commit `{meta['jaxtl_commit']}`; "
-              f"{harness.hardware_line()}; versions {meta['versions']}; {meta['date']}."]
+    lines += [
+        "",
+        f"Command: `{meta['command'].strip()}`; jaxtl commit `{meta['jaxtl_commit']}`; "
+        f"{harness.hardware_line()}; versions {meta['versions']}; {meta['date']}.",
+    ]
     out = Path(args.out)
     out.write_text("\n".join(lines) + "\n")
     print(out.read_text())

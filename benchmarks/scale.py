@@ -45,8 +45,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     p.add_argument("--backend", default="xla", choices=("xla", "cueq"), help="jaxtl backend (cueq: cuEquivariance)")
     p.add_argument("--torch", action="store_true", help="also time mace-torch (up to --torch-max-atoms)")
-    p.add_argument("--torch-max-atoms", type=int, default=20000,
-                   help="largest cell given to mace-torch: it keeps every per-edge tensor (default 20000)")
+    p.add_argument(
+        "--torch-max-atoms",
+        type=int,
+        default=20000,
+        help="largest cell given to mace-torch: it keeps every per-edge tensor (default 20000)",
+    )
     p.add_argument("--out", default=None, help="output stem (default benchmarks/results/scale_<device>)")
     p.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # internal: one size, JSON on stdout
     return p.parse_args(argv)
@@ -177,8 +181,22 @@ def main(argv=None) -> int:
 
     rows = []
     for n in [int(s) for s in args.sizes.split(",") if s.strip()]:
-        cmd = [sys.executable, __file__, "--one", str(n), "--model", args.model, "--dtype", args.dtype,
-               "--repeats", str(args.repeats), "--device", args.device, "--backend", args.backend]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            str(n),
+            "--model",
+            args.model,
+            "--dtype",
+            args.dtype,
+            "--repeats",
+            str(args.repeats),
+            "--device",
+            args.device,
+            "--backend",
+            args.backend,
+        ]
         cmd += ["--torch"] if args.torch and n <= args.torch_max_atoms else []
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -189,9 +207,15 @@ def main(argv=None) -> int:
         else:
             rows.append(json.loads(found[0]))
         print(f"[scale] {n} atoms: {rows[-1]} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    meta = {"device": args.device, "model": args.model, "dtype": args.dtype, "backend": args.backend,
-            "repeats": args.repeats,
-            "hardware": f"{platform.machine()}, {os.cpu_count()} cores", **run_metadata("scale.py", argv)}
+    meta = {
+        "device": args.device,
+        "model": args.model,
+        "dtype": args.dtype,
+        "backend": args.backend,
+        "repeats": args.repeats,
+        "hardware": f"{platform.machine()}, {os.cpu_count()} cores",
+        **run_metadata("scale.py", argv),
+    }
     stem = Path(args.out) if args.out else RESULTS / f"scale_{args.device}"
     write_results(stem, meta, rows, markdown)
     return 0

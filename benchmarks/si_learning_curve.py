@@ -40,11 +40,16 @@ def main():
     p.add_argument("--max-ell", type=int, default=2)
     p.add_argument("--correlation", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=5)
-    p.add_argument("--data", default=None,
-                   help="the folder of Si_{train,test}.extxyz (default: where jaxtl.datasets finds them)")
+    p.add_argument(
+        "--data", default=None, help="the folder of Si_{train,test}.extxyz (default: where jaxtl.datasets finds them)"
+    )
     p.add_argument("--energy-weight", type=float, default=1.0, help="stage-one energy loss weight (default 1)")
-    p.add_argument("--stage-two-at", type=float, default=0.75,
-                   help="fraction of the epochs after which stage two starts (default 0.75)")
+    p.add_argument(
+        "--stage-two-at",
+        type=float,
+        default=0.75,
+        help="fraction of the epochs after which stage two starts (default 0.75)",
+    )
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out")
     args = p.parse_args()
     if args.data is None:
@@ -56,12 +61,25 @@ def main():
     logging.getLogger("absl").setLevel(logging.WARNING)
     t0 = time.time()
     config = ScratchConfig(
-        DataConfig(train_file=f"{args.data}/Si_train.extxyz", test_file=f"{args.data}/Si_test.extxyz",
-                   batch_size=args.batch_size, valid_fraction=0.05),
-        model=dict(r_max=5.0, num_bessel=8, hidden_irreps=args.hidden, max_ell=args.max_ell,
-                   correlation=(args.correlation,) * 2, radial_MLP=(64, 64, 64)),
+        DataConfig(
+            train_file=f"{args.data}/Si_train.extxyz",
+            test_file=f"{args.data}/Si_test.extxyz",
+            batch_size=args.batch_size,
+            valid_fraction=0.05,
+        ),
+        model=dict(
+            r_max=5.0,
+            num_bessel=8,
+            hidden_irreps=args.hidden,
+            max_ell=args.max_ell,
+            correlation=(args.correlation,) * 2,
+            radial_MLP=(64, 64, 64),
+        ),
         train=TrainConfig(
-            max_num_epochs=args.epochs, ema=True, ema_decay=0.99, progress_bar=False,
+            max_num_epochs=args.epochs,
+            ema=True,
+            ema_decay=0.99,
+            progress_bar=False,
             loss=LossConfig(energy_weight=args.energy_weight, forces_weight=100.0),
             optimizer=OptimizerConfig(lr=0.01, scheduler="plateau", scheduler_patience=5),
             stage_two=StageTwoConfig(enabled=True, start_epoch=int(args.epochs * args.stage_two_at), swa_lr=1e-3),
@@ -69,9 +87,15 @@ def main():
     )
     result = train_from_scratch(config, args.out, resume=args.resume)
     test = result.metrics["test"]["all"]
-    summary = {"epochs": args.epochs, "wall_s": time.time() - t0, "load_average_at_end": os.getloadavg(),
-               "settings": vars(args), "compilations": result.n_compiles,
-               "test_energy_rmse_meV_atom": test["energy_rmse"], "test_forces_rmse_meV_A": test["forces_rmse"]}
+    summary = {
+        "epochs": args.epochs,
+        "wall_s": time.time() - t0,
+        "load_average_at_end": os.getloadavg(),
+        "settings": vars(args),
+        "compilations": result.n_compiles,
+        "test_energy_rmse_meV_atom": test["energy_rmse"],
+        "test_forces_rmse_meV_A": test["forces_rmse"],
+    }
     print(json.dumps(summary, indent=2))
 
 

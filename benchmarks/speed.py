@@ -60,26 +60,41 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtypes", default="float32,float64", help="comma list of: float32, float64")
     p.add_argument("--tasks", default="forces,stress", help="forces: energy+forces; stress: + stress")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    p.add_argument("--backends", default="xla",
-                   help="comma list of jaxtl backends, timed side by side: xla, cueq (cuEquivariance)")
+    p.add_argument(
+        "--backends", default="xla", help="comma list of jaxtl backends, timed side by side: xla, cueq (cuEquivariance)"
+    )
     p.add_argument("--cells", type=int, default=3, help="conventional fcc cells per side (3: 108 atoms)")
-    p.add_argument("--matmul-precision", default="highest", choices=("default", "high", "highest"),
-                   help="jax float32 matmul precision ('highest' = full float32, as torch computes)")
+    p.add_argument(
+        "--matmul-precision",
+        default="highest",
+        choices=("default", "high", "highest"),
+        help="jax float32 matmul precision ('highest' = full float32, as torch computes)",
+    )
     p.add_argument("--repeats", type=int, default=7, help="timed calls per code (median reported)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    p.add_argument("--torch-process", choices=("same", "own"), default="same",
-                   help="mace-torch in this process (with jaxtl's glibc tunables) or in a child process "
-                        "without them (benchmarks/_child.py)")
+    p.add_argument(
+        "--torch-process",
+        choices=("same", "own"),
+        default="same",
+        help="mace-torch in this process (with jaxtl's glibc tunables) or in a child process "
+        "without them (benchmarks/_child.py)",
+    )
     p.add_argument("--out", default=None, help="output stem (default benchmarks/results/speed_<device>)")
     args = p.parse_args(argv)
     for attr in ("models", "dtypes", "tasks", "backends"):
         setattr(args, attr, [x.strip() for x in getattr(args, attr).split(",") if x.strip()])
-    bad = ([m for m in args.models if m not in harness.MODELS] + [d for d in args.dtypes if d not in harness.DTYPES]
-           + [t for t in args.tasks if t not in TASKS] + [b for b in args.backends if b not in BACKENDS])
+    bad = (
+        [m for m in args.models if m not in harness.MODELS]
+        + [d for d in args.dtypes if d not in harness.DTYPES]
+        + [t for t in args.tasks if t not in TASKS]
+        + [b for b in args.backends if b not in BACKENDS]
+    )
     if bad:
-        p.error(f"unknown {bad}; models: {sorted(harness.MODELS)}, dtypes: {list(harness.DTYPES)}, "
-                f"tasks: {list(TASKS)}, backends: {list(BACKENDS)}")
+        p.error(
+            f"unknown {bad}; models: {sorted(harness.MODELS)}, dtypes: {list(harness.DTYPES)}, "
+            f"tasks: {list(TASKS)}, backends: {list(BACKENDS)}"
+        )
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
     return args
@@ -132,8 +147,9 @@ class TorchCase(harness.TorchSide):
         from mace.tools import torch_tools
 
         with torch_tools.default_dtype(self.dtype):
-            return self.model(self.batch, training=False, compute_force=True,
-                              compute_virials=False, compute_stress=self.stress)
+            return self.model(
+                self.batch, training=False, compute_force=True, compute_virials=False, compute_stress=self.stress
+            )
 
 
 def _torch_case(name, state, atoms, dtype, stress, device) -> TorchCase:
@@ -188,8 +204,11 @@ class JaxCase(harness.JaxSide):
             temp = c.memory_analysis().temp_size_in_bytes
         finally:
             tp.EDGE_CHUNK, tp.NODE_MAJOR_SLOTS = saved
-        return {"gflop": cost.get("flops", 0.0) / 1e9, "gbytes": cost.get("bytes accessed", 0.0) / 1e9,
-                "temp_mb": temp / 1e6}
+        return {
+            "gflop": cost.get("flops", 0.0) / 1e9,
+            "gbytes": cost.get("bytes accessed", 0.0) / 1e9,
+            "temp_mb": temp / 1e6,
+        }
 
 
 def run_rows(name, dtype, task, torch_model, jax_cv, atoms, machine, args, device) -> list[dict]:
@@ -199,8 +218,12 @@ def run_rows(name, dtype, task, torch_model, jax_cv, atoms, machine, args, devic
     stress = task == "stress"
     jsides = [JaxCase(*jax_cv, atoms, dtype, stress, backend) for backend in args.backends]
     if args.torch_process == "own":
-        tside = ChildSide(_torch_case, (name, state_arrays(torch_model), atoms, dtype, stress, device),
-                          _outputs_to_host, threads=args.threads)
+        tside = ChildSide(
+            _torch_case,
+            (name, state_arrays(torch_model), atoms, dtype, stress, device),
+            _outputs_to_host,
+            threads=args.threads,
+        )
     else:
         tside = TorchCase(torch_model, atoms, dtype, stress, device)
     firsts, times = harness.interleaved([*jsides, tside], args.repeats, args.warmup)
@@ -215,33 +238,48 @@ def run_rows(name, dtype, task, torch_model, jax_cv, atoms, machine, args, devic
         f_j = np.asarray(j_out["forces"])[: len(atoms)]
         j_med = statistics.median(j_times)
         cost = jside.cost()
-        roofline_s = max(cost["gflop"] / machine[f"jax_matmul_gflops_{dtype}"],
-                         cost["gbytes"] / machine["bandwidth_gbs"])
+        roofline_s = max(
+            cost["gflop"] / machine[f"jax_matmul_gflops_{dtype}"], cost["gbytes"] / machine["bandwidth_gbs"]
+        )
         row = {
-            "model": name, "dtype": dtype, "task": "energy+forces" + ("+stress" if stress else ""),
-            "backend": jside.backend, "device": device,
-            "jaxtl_ms": 1e3 * j_med, "torch_ms": 1e3 * t_med, "torch_over_jaxtl": t_med / j_med,
-            "jaxtl_times_ms": [1e3 * t for t in j_times], "torch_times_ms": [1e3 * t for t in times[-1]],
+            "model": name,
+            "dtype": dtype,
+            "task": "energy+forces" + ("+stress" if stress else ""),
+            "backend": jside.backend,
+            "device": device,
+            "jaxtl_ms": 1e3 * j_med,
+            "torch_ms": 1e3 * t_med,
+            "torch_over_jaxtl": t_med / j_med,
+            "jaxtl_times_ms": [1e3 * t for t in j_times],
+            "torch_times_ms": [1e3 * t for t in times[-1]],
             "load_avg_1min": load[0],
-            "jaxtl_first_call_s": j_first, "jaxtl_compile_s": jside.compile_seconds(),
+            "jaxtl_first_call_s": j_first,
+            "jaxtl_compile_s": jside.compile_seconds(),
             "torch_first_call_s": t_first,
             "torch_process": args.torch_process,
             "torch_glibc_tunables": getattr(tside, "glibc_tunables", os.environ.get("GLIBC_TUNABLES", "")),
             "torch_jaxtl_heap_settings": getattr(tside, "jaxtl_heap_settings", True),
-            "padded_nodes": jside.n_nodes_padded, "padded_edges": jside.n_edges_padded,
-            "xla_gflop": cost["gflop"], "xla_gbytes": cost["gbytes"], "xla_temp_mb": cost["temp_mb"],
+            "padded_nodes": jside.n_nodes_padded,
+            "padded_edges": jside.n_edges_padded,
+            "xla_gflop": cost["gflop"],
+            "xla_gbytes": cost["gbytes"],
+            "xla_temp_mb": cost["temp_mb"],
             "jaxtl_gflops": cost["gflop"] / j_med,
-            "roofline_ms": 1e3 * roofline_s, "roofline_fraction": roofline_s / j_med,
+            "roofline_ms": 1e3 * roofline_s,
+            "roofline_fraction": roofline_s / j_med,
             "max_abs_dF": float(np.max(np.abs(t_out["forces"] - f_j))),
             "abs_dE": abs(float(t_out["energy"].reshape(-1)[0]) - float(np.asarray(j_out["energy"])[0])),
         }
         if stress:
             s_t = t_out["stress"].reshape(3, 3)
             row["max_abs_dstress"] = float(np.max(np.abs(s_t - np.asarray(j_out["stress"])[0])))
-        print(f"[speed] {name:6s} {dtype} {row['task']:21s} {jside.backend:4s} jaxtl {row['jaxtl_ms']:7.1f} ms | "
-              f"torch {row['torch_ms']:7.1f} ms | x{row['torch_over_jaxtl']:5.2f} | load {load[0]:.1f} | first call "
-              f"{j_first:.1f} s, compile {row['jaxtl_compile_s']:.1f} s | {cost['gflop']:.2f} GFLOP, "
-              f"roofline {row['roofline_fraction']:.0%} | max|dF| {row['max_abs_dF']:.1e}", flush=True)
+        print(
+            f"[speed] {name:6s} {dtype} {row['task']:21s} {jside.backend:4s} jaxtl {row['jaxtl_ms']:7.1f} ms | "
+            f"torch {row['torch_ms']:7.1f} ms | x{row['torch_over_jaxtl']:5.2f} | load {load[0]:.1f} | first call "
+            f"{j_first:.1f} s, compile {row['jaxtl_compile_s']:.1f} s | {cost['gflop']:.2f} GFLOP, "
+            f"roofline {row['roofline_fraction']:.0%} | max|dF| {row['max_abs_dF']:.1e}",
+            flush=True,
+        )
         rows.append(row)
     return rows
 
@@ -254,9 +292,12 @@ def markdown(rows, meta) -> str:
         f"{meta['n_atoms']}-atom rattled Cu fcc cell, {meta['n_edges']} edges (r_max 6 A); "
         f"{meta['hardware']}; torch threads {meta['torch_threads']}; median of {meta['repeats']} "
         f"calls after {meta['warmup']} warm-up calls, jaxtl and torch calls alternating"
-        + (" (mace-torch in a process of its own with `GLIBC_TUNABLES="
-           f"{rows[0].get('torch_glibc_tunables', '') or '(unset)'}`); " if meta.get("torch_process") == "own"
-           else " in one process; ")
+        + (
+            " (mace-torch in a process of its own with `GLIBC_TUNABLES="
+            f"{rows[0].get('torch_glibc_tunables', '') or '(unset)'}`); "
+            if meta.get("torch_process") == "own"
+            else " in one process; "
+        )
         + f"jax {meta['versions']['jax']}, torch {meta['versions']['torch']}, mace-torch "
         f"{meta['versions']['mace']}; {meta['date']}.",
         "",

@@ -63,13 +63,17 @@ def strategy_config(name: str, args, replay_file: Path):
     from jaxtl.finetune import StrategyConfig
 
     replay = dict(replay_size=args.replay_size, replay_weight=args.replay_weight, replay_files=(str(replay_file),))
-    return StrategyConfig(**{"naive": dict(name="naive"),
-                             "freeze5": dict(name="freeze", freeze=5),
-                             "freeze6": dict(name="freeze", freeze=6),
-                             "lora": dict(name="lora", lora_rank=args.lora_rank),
-                             "magnitude": dict(name="magnitude"),
-                             "replay": dict(name="replay", **replay),
-                             "replay+lora": dict(name="replay+lora", lora_rank=args.lora_rank, **replay)}[name])
+    return StrategyConfig(
+        **{
+            "naive": dict(name="naive"),
+            "freeze5": dict(name="freeze", freeze=5),
+            "freeze6": dict(name="freeze", freeze=6),
+            "lora": dict(name="lora", lora_rank=args.lora_rank),
+            "magnitude": dict(name="magnitude"),
+            "replay": dict(name="replay", **replay),
+            "replay+lora": dict(name="replay+lora", lora_rank=args.lora_rank, **replay),
+        }[name]
+    )
 
 
 def write_replay_molecules(path: Path, n: int, rattle: float, seed: int) -> int:
@@ -121,16 +125,23 @@ class Evaluator:
         self.numbers = {name: [np.asarray(a.numbers) for a in atoms] for name, atoms in sets.items()}
         chunks = {}
         for name, atoms in sets.items():
-            items = [graph_from_configuration(configuration_from_atoms(a, source=name, index=i, min_distance=None,
-                                                                      read_labels=False), r_max)
-                     for i, a in enumerate(atoms)]
-            chunks[name] = [items[lo: lo + batch_size] for lo in range(0, len(items), batch_size)]
+            items = [
+                graph_from_configuration(
+                    configuration_from_atoms(a, source=name, index=i, min_distance=None, read_labels=False), r_max
+                )
+                for i, a in enumerate(atoms)
+            ]
+            chunks[name] = [items[lo : lo + batch_size] for lo in range(0, len(items), batch_size)]
         budget = None
         for parts in chunks.values():
             for part in parts:
                 _, budget = pad_to_capacity(part, r_max, at_least=budget)
-        self.batches = {name: [(len(part), pad_to_capacity(part, r_max, at_least=budget, dtype=np.float32)[0].graph)
-                               for part in parts] for name, parts in chunks.items()}
+        self.batches = {
+            name: [
+                (len(part), pad_to_capacity(part, r_max, at_least=budget, dtype=np.float32)[0].graph) for part in parts
+            ]
+            for name, parts in chunks.items()
+        }
 
     def __call__(self, model_dir: Path | None = None) -> dict:
         """{set: (energies [n] eV, interaction energies E - sum E0 [n] eV, forces: list of [n_atoms, 3] eV/A)}."""
@@ -154,7 +165,7 @@ class Evaluator:
                 offset = 0
                 for _ in range(n_graphs):
                     n = len(next(numbers))
-                    forces.append(f[offset: offset + n])
+                    forces.append(f[offset : offset + n])
                     offset += n
             energies = np.asarray(energies)
             e0_sum = np.array([sum(e0[self.index[int(z)]] for z in zs) for zs in self.numbers[name]])
@@ -189,30 +200,43 @@ def dimer_change(curve, base, n_per_pair: int) -> dict:
 def forgetting(pred: dict, found: dict, dft: dict, n_dimer: int) -> dict:
     """The 3BPA and dimer forgetting measures of one model's predictions (see the module docstring)."""
     e, _, f = pred["3bpa"]
-    return {"3bpa_vs_foundation": errors(e, f, found["3bpa"][0], found["3bpa"][2], dft["n_atoms"], centred=True),
-            "3bpa_vs_dft": errors(e, f, dft["energy"], dft["forces"], dft["n_atoms"], centred=True),
-            "dimers": dimer_change(pred["dimers"][1], found["dimers"][1], n_dimer)}
+    return {
+        "3bpa_vs_foundation": errors(e, f, found["3bpa"][0], found["3bpa"][2], dft["n_atoms"], centred=True),
+        "3bpa_vs_dft": errors(e, f, dft["energy"], dft["forces"], dft["n_atoms"], centred=True),
+        "dimers": dimer_change(pred["dimers"][1], found["dimers"][1], n_dimer),
+    }
 
 
 def labels_of(frames) -> dict:
-    return {"energy": np.array([a.get_potential_energy() for a in frames]),
-            "forces": [a.get_forces() for a in frames], "n_atoms": np.array([len(a) for a in frames])}
+    return {
+        "energy": np.array([a.get_potential_energy() for a in frames]),
+        "forces": [a.get_forces() for a in frames],
+        "n_atoms": np.array([len(a) for a in frames]),
+    }
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/strategies")
     p.add_argument("--foundation", default=None, help="a mace-torch file (default: jaxtl.datasets' spice-mace)")
-    p.add_argument("--data", default=None, help="the folder of aspirin_{train,test}.extxyz and 3bpa_300K.extxyz "
-                   "(default: where jaxtl.datasets finds them)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="the folder of aspirin_{train,test}.extxyz and 3bpa_300K.extxyz "
+        "(default: where jaxtl.datasets finds them)",
+    )
     p.add_argument("--sizes", type=int, nargs="+", default=[50, 500], help="aspirin training structures")
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     p.add_argument("--steps", type=int, default=200, help="optimisation steps per run (default 200)")
     p.add_argument("--min-epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=10)
     p.add_argument("--lr", type=float, default=0.005, help="the same for every strategy (default 0.005)")
-    p.add_argument("--e0s", default="average", choices=("average", "estimated", "foundation"),
-                   help="E0 refit, the same for every strategy (default average)")
+    p.add_argument(
+        "--e0s",
+        default="average",
+        choices=("average", "estimated", "foundation"),
+        help="E0 refit, the same for every strategy (default average)",
+    )
     p.add_argument("--lora-rank", type=int, default=4)
     p.add_argument("--replay-size", type=int, default=100, help="rattled copies of training structures replayed")
     p.add_argument("--replay-molecules", type=int, default=81, help="G2 H/C/N/O molecules replayed (at most 81)")
@@ -257,15 +281,26 @@ def main(argv=None):
     found = evaluate()
     a = dft["aspirin"]
     foundation_row = {
-        "aspirin_centred": errors(found["aspirin"][0], found["aspirin"][2], a["energy"], a["forces"], a["n_atoms"],
-                                  centred=True),
-        "3bpa_vs_dft": errors(found["3bpa"][0], found["3bpa"][2], dft["3bpa"]["energy"], dft["3bpa"]["forces"],
-                              dft["3bpa"]["n_atoms"], True),
-        "dimer_curves": {pair: found["dimers"][1][k * args.n_dimer: (k + 1) * args.n_dimer].tolist()
-                         for k, pair in enumerate(DIMERS)}}
+        "aspirin_centred": errors(
+            found["aspirin"][0], found["aspirin"][2], a["energy"], a["forces"], a["n_atoms"], centred=True
+        ),
+        "3bpa_vs_dft": errors(
+            found["3bpa"][0],
+            found["3bpa"][2],
+            dft["3bpa"]["energy"],
+            dft["3bpa"]["forces"],
+            dft["3bpa"]["n_atoms"],
+            True,
+        ),
+        "dimer_curves": {
+            pair: found["dimers"][1][k * args.n_dimer : (k + 1) * args.n_dimer].tolist()
+            for k, pair in enumerate(DIMERS)
+        },
+    }
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "fast")}
-    settings.update(fast=args.fast, replay_rattle=0.05, n_replay_molecules=n_molecules,
-                    dimer_separations=separations.tolist())
+    settings.update(
+        fast=args.fast, replay_rattle=0.05, n_replay_molecules=n_molecules, dimer_separations=separations.tolist()
+    )
 
     results_path = out / "results.json"
     previous = json.loads(results_path.read_text()) if results_path.exists() else {}
@@ -274,13 +309,15 @@ def main(argv=None):
     done = {(r["n_train"], r["strategy"]) for r in rows}
 
     def save():
-        results_path.write_text(json.dumps({"settings": settings, "foundation": foundation_row, "runs": rows},
-                                           indent=2))
+        results_path.write_text(
+            json.dumps({"settings": settings, "foundation": foundation_row, "runs": rows}, indent=2)
+        )
 
     save()
     for n_train in args.sizes:
-        pool = write_subset(data / "aspirin_train.extxyz", out / f"train_{n_train}.xyz", n_subset_for(n_train),
-                            args.seed)
+        pool = write_subset(
+            data / "aspirin_train.extxyz", out / f"train_{n_train}.xyz", n_subset_for(n_train), args.seed
+        )
         for name in args.strategies:
             if (n_train, name) in done:
                 continue
@@ -288,23 +325,40 @@ def main(argv=None):
             steps_per_epoch = math.ceil((n_train + n_replay) / args.batch_size)
             epochs = max(args.min_epochs, math.ceil(args.steps / steps_per_epoch))
             t0 = time.time()
-            data = DataConfig(train_file=str(pool), batch_size=args.batch_size, valid_batch_size=args.batch_size,
-                              seed=args.seed)
-            config = FinetuneConfig(FoundationConfig(str(foundation)), data, strategy_config(name, args, replay_file),
-                                    train_config(epochs, args.lr, args.seed), e0s=args.e0s)
+            data = DataConfig(
+                train_file=str(pool), batch_size=args.batch_size, valid_batch_size=args.batch_size, seed=args.seed
+            )
+            config = FinetuneConfig(
+                FoundationConfig(str(foundation)),
+                data,
+                strategy_config(name, args, replay_file),
+                train_config(epochs, args.lr, args.seed),
+                e0s=args.e0s,
+            )
             ft = finetune(config, out / f"{name}_{n_train}", log=lambda *_: None)
             pred = evaluate(ft.model_dir)
             wall = time.time() - t0
-            row = {"n_train": n_train, "strategy": name, "epochs": epochs, "steps": epochs * steps_per_epoch,
-                   "n_replay": ft.n_replay,
-                   **errors(pred["aspirin"][0], pred["aspirin"][2], a["energy"], a["forces"], a["n_atoms"], False),
-                   "n_trainable": ft.report.n_trainable, "optimiser_state_bytes": ft.report.state_bytes,
-                   "train_s": ft.wall_s, "wall_s": wall, **forgetting(pred, found, dft["3bpa"], args.n_dimer)}
+            row = {
+                "n_train": n_train,
+                "strategy": name,
+                "epochs": epochs,
+                "steps": epochs * steps_per_epoch,
+                "n_replay": ft.n_replay,
+                **errors(pred["aspirin"][0], pred["aspirin"][2], a["energy"], a["forces"], a["n_atoms"], False),
+                "n_trainable": ft.report.n_trainable,
+                "optimiser_state_bytes": ft.report.state_bytes,
+                "train_s": ft.wall_s,
+                "wall_s": wall,
+                **forgetting(pred, found, dft["3bpa"], args.n_dimer),
+            }
             rows.append(row)
             save()
-            print(f"{name:12s} n={n_train:4d}: E {row['energy_rmse']:7.2f} meV/atom  F {row['forces_rmse']:6.1f} "
-                  f"meV/A  3BPA dF {row['3bpa_vs_foundation']['forces_rmse']:6.1f}  dimers "
-                  f"{row['dimers']['all']:8.1f} meV  ({wall:.0f} s)", flush=True)
+            print(
+                f"{name:12s} n={n_train:4d}: E {row['energy_rmse']:7.2f} meV/atom  F {row['forces_rmse']:6.1f} "
+                f"meV/A  3BPA dF {row['3bpa_vs_foundation']['forces_rmse']:6.1f}  dimers "
+                f"{row['dimers']['all']:8.1f} meV  ({wall:.0f} s)",
+                flush=True,
+            )
     rows.sort(key=lambda r: (r["n_train"], STRATEGIES.index(r["strategy"])))
     save()
     (out / "results.md").write_text(table(rows, foundation_row, settings))
@@ -312,26 +366,34 @@ def main(argv=None):
     plot(rows, foundation_row, out / "strategies.png")
     from jaxtl.train.plot import plot_data_efficiency
 
-    plot_data_efficiency(rows, out / "learning_curves.png", "strategy",
-                         "SPICE MACE -> rMD17 aspirin: fine-tuning strategies (jaxtl)",
-                         xlabel="aspirin training structures")
+    plot_data_efficiency(
+        rows,
+        out / "learning_curves.png",
+        "strategy",
+        "SPICE MACE -> rMD17 aspirin: fine-tuning strategies (jaxtl)",
+        xlabel="aspirin training structures",
+    )
 
 
 def table(rows, foundation: dict, settings: dict) -> str:
     """One markdown table of every run, the foundation's own errors first."""
     fa, fb = foundation["aspirin_centred"], foundation["3bpa_vs_dft"]
-    lines = ["| n_train | strategy | trained params | optimiser state | steps | aspirin E (meV/atom) "
-             "| aspirin F (meV/A) | 3BPA dE vs foundation (meV/atom) | 3BPA dF vs foundation (meV/A) "
-             "| 3BPA E vs DFT (meV/atom) | 3BPA F vs DFT (meV/A) | dimer dE (meV) | wall (s) |",
-             "|" + "---|" * 13,
-             f"| 0 | foundation (zero-shot) | 0 | 0 | 0 | {fa['energy_rmse']:.2f}* | {fa['forces_rmse']:.1f} | 0 | 0 "
-             f"| {fb['energy_rmse']:.2f} | {fb['forces_rmse']:.1f} | 0 | |"]
+    lines = [
+        "| n_train | strategy | trained params | optimiser state | steps | aspirin E (meV/atom) "
+        "| aspirin F (meV/A) | 3BPA dE vs foundation (meV/atom) | 3BPA dF vs foundation (meV/A) "
+        "| 3BPA E vs DFT (meV/atom) | 3BPA F vs DFT (meV/A) | dimer dE (meV) | wall (s) |",
+        "|" + "---|" * 13,
+        f"| 0 | foundation (zero-shot) | 0 | 0 | 0 | {fa['energy_rmse']:.2f}* | {fa['forces_rmse']:.1f} | 0 | 0 "
+        f"| {fb['energy_rmse']:.2f} | {fb['forces_rmse']:.1f} | 0 | |",
+    ]
     for r in rows:
         vf, vd = r["3bpa_vs_foundation"], r["3bpa_vs_dft"]
-        lines.append(f"| {r['n_train']} | {r['strategy']} | {r['n_trainable']} | {_bytes(r['optimiser_state_bytes'])} "
-                     f"| {r['steps']} | {r['energy_rmse']:.2f} | {r['forces_rmse']:.1f} | {vf['energy_rmse']:.2f} "
-                     f"| {vf['forces_rmse']:.1f} | {vd['energy_rmse']:.2f} | {vd['forces_rmse']:.1f} "
-                     f"| {r['dimers']['all']:.0f} | {r['wall_s']:.0f} |")
+        lines.append(
+            f"| {r['n_train']} | {r['strategy']} | {r['n_trainable']} | {_bytes(r['optimiser_state_bytes'])} "
+            f"| {r['steps']} | {r['energy_rmse']:.2f} | {r['forces_rmse']:.1f} | {vf['energy_rmse']:.2f} "
+            f"| {vf['forces_rmse']:.1f} | {vd['energy_rmse']:.2f} | {vd['forces_rmse']:.1f} "
+            f"| {r['dimers']['all']:.0f} | {r['wall_s']:.0f} |"
+        )
     notes = [
         "",
         "*zero-shot aspirin energy: mean offset removed (the foundation's E0s belong to another level of "
@@ -364,9 +426,15 @@ def plot(rows, foundation: dict, path: Path) -> None:
         return
     colours = dict(zip(STRATEGIES, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     markers = dict(zip(sorted({r["n_train"] for r in rows}), "os^D"))
-    panels = (("3BPA force RMSE vs DFT (meV/A)", lambda r: r["3bpa_vs_dft"]["forces_rmse"], "linear",
-               foundation["3bpa_vs_dft"]["forces_rmse"]),
-              ("dimer repulsion change from the foundation (meV)", lambda r: r["dimers"]["all"], "log", None))
+    panels = (
+        (
+            "3BPA force RMSE vs DFT (meV/A)",
+            lambda r: r["3bpa_vs_dft"]["forces_rmse"],
+            "linear",
+            foundation["3bpa_vs_dft"]["forces_rmse"],
+        ),
+        ("dimer repulsion change from the foundation (meV)", lambda r: r["dimers"]["all"], "log", None),
+    )
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     for ax, (ylabel, y, yscale, baseline) in zip(axes, panels):
         for r in rows:
@@ -378,8 +446,11 @@ def plot(rows, foundation: dict, path: Path) -> None:
         ax.set_yscale(yscale)
         ax.set_xlabel("aspirin test force RMSE (meV/A)")
         ax.set_ylabel(ylabel)
-    handles = [plt.Line2D([], [], color=c, marker="o", ls="") for s, c in colours.items()
-               if any(r["strategy"] == s for r in rows)]
+    handles = [
+        plt.Line2D([], [], color=c, marker="o", ls="")
+        for s, c in colours.items()
+        if any(r["strategy"] == s for r in rows)
+    ]
     labels = [s for s in STRATEGIES if any(r["strategy"] == s for r in rows)]
     handles += [plt.Line2D([], [], color="k", marker=m, ls="", fillstyle="none") for m in markers.values()]
     labels += [f"{n} structures" for n in markers]

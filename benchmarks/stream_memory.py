@@ -39,9 +39,16 @@ def structures(n: int, seed: int = 0):
     for i in range(n):
         k = int(rng.integers(2, 17))
         out = Configuration(
-            atomic_numbers=rng.choice([1, 6, 8], k), positions=rng.uniform(0, 5.0, (k, 3)),
-            cell=np.diag(rng.uniform(5.0, 7.0, 3)), pbc=(True, True, True), energy=float(rng.normal()) - 3.0 * k,
-            forces=rng.normal(size=(k, 3)), energy_weight=1.0, forces_weight=1.0, index=i)
+            atomic_numbers=rng.choice([1, 6, 8], k),
+            positions=rng.uniform(0, 5.0, (k, 3)),
+            cell=np.diag(rng.uniform(5.0, 7.0, 3)),
+            pbc=(True, True, True),
+            energy=float(rng.normal()) - 3.0 * k,
+            forces=rng.normal(size=(k, 3)),
+            energy_weight=1.0,
+            forces_weight=1.0,
+            index=i,
+        )
         yield out
 
 
@@ -104,8 +111,16 @@ def train(args) -> dict:
     from jaxtl.train import train as train_loop
     from jaxtl.train.data import epoch_batches
 
-    config = MACEConfig(atomic_numbers=(1, 6, 8), r_max=R_MAX, hidden_irreps="16x0e", max_ell=2,
-                        correlation=(2, 2), num_interactions=2, avg_num_neighbors=(8.0, 8.0), dtype="float32")
+    config = MACEConfig(
+        atomic_numbers=(1, 6, 8),
+        r_max=R_MAX,
+        hidden_irreps="16x0e",
+        max_ell=2,
+        correlation=(2, 2),
+        num_interactions=2,
+        avg_num_neighbors=(8.0, 8.0),
+        dtype="float32",
+    )
     if args.dir:
         from jaxtl.graph.ondisk import OnDiskDataset, streamed_batches
 
@@ -129,8 +144,13 @@ def train(args) -> dict:
     # wall time to other load on the machine
     at = [e for e, _ in calls].index(1)
     epoch_cpu = calls[at + 1][1] - calls[at][1]
-    return {"steps_per_epoch": steps, "epoch2_s": second, "steps_per_s": steps / second,
-            "cpu_ms_per_step": 1e3 * epoch_cpu / steps, "peak_rss_mb": peak_rss_mb()}
+    return {
+        "steps_per_epoch": steps,
+        "epoch2_s": second,
+        "steps_per_s": steps / second,
+        "cpu_ms_per_step": 1e3 * epoch_cpu / steps,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def spawn(*argv) -> dict:
@@ -169,37 +189,53 @@ def main(argv=None) -> int:
             rows.append({"mode": "generate", "n": n, **spawn("--mode", "generate", "--n", n, "--dir", d)})
             print(rows[-1], flush=True)
     for n in args.sizes:
-        rows.append({"mode": "stream", "n": n, **spawn("--mode", "stream", "--dir", work / f"set-{n}",
-                                                        "--max-batches", args.max_batches)})
+        rows.append(
+            {
+                "mode": "stream",
+                "n": n,
+                **spawn("--mode", "stream", "--dir", work / f"set-{n}", "--max-batches", args.max_batches),
+            }
+        )
         print(rows[-1], flush=True)
     for n in args.memory_sizes:
-        rows.append({"mode": "memory", "n": n, **spawn("--mode", "memory", "--n", n, "--max-batches",
-                                                        args.max_batches)})
+        rows.append(
+            {"mode": "memory", "n": n, **spawn("--mode", "memory", "--n", n, "--max-batches", args.max_batches)}
+        )
         print(rows[-1], flush=True)
     for _ in range(args.train_repeats):  # alternate, the machine's load drifts
-        rows.append({"mode": "train-memory", "n": args.train_size,
-                     **spawn("--mode", "train", "--n", args.train_size)})
+        rows.append({"mode": "train-memory", "n": args.train_size, **spawn("--mode", "train", "--n", args.train_size)})
         print(rows[-1], flush=True)
-        rows.append({"mode": "train-stream", "n": args.train_size,
-                     **spawn("--mode", "train", "--dir", work / f"set-{args.train_size}")})
+        rows.append(
+            {
+                "mode": "train-stream",
+                "n": args.train_size,
+                **spawn("--mode", "train", "--dir", work / f"set-{args.train_size}"),
+            }
+        )
         print(rows[-1], flush=True)
 
     def markdown(rows, meta):
-        lines = [f"`{meta['command']}` ({meta['date']})", "",
-                 "| mode | N | batches/s | CPU ms/batch | steps/s | CPU ms/step | peak RSS MB |",
-                 "|---|---|---|---|---|---|---|"]
+        lines = [
+            f"`{meta['command']}` ({meta['date']})",
+            "",
+            "| mode | N | batches/s | CPU ms/batch | steps/s | CPU ms/step | peak RSS MB |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in rows:
             if r["mode"] == "generate":
                 continue
-            lines.append(f"| {r['mode']} | {r['n']} | {r.get('batches_per_s', float('nan')):.1f} | "
-                         f"{r.get('cpu_ms_per_batch', float('nan')):.2f} | {r.get('steps_per_s', float('nan')):.2f} | "
-                         f"{r.get('cpu_ms_per_step', float('nan')):.1f} | "
-                         f"{r['peak_rss_mb']:.0f} |")
+            lines.append(
+                f"| {r['mode']} | {r['n']} | {r.get('batches_per_s', float('nan')):.1f} | "
+                f"{r.get('cpu_ms_per_batch', float('nan')):.2f} | {r.get('steps_per_s', float('nan')):.2f} | "
+                f"{r.get('cpu_ms_per_step', float('nan')):.1f} | "
+                f"{r['peak_rss_mb']:.0f} |"
+            )
         return "\n".join(lines) + "\n"
 
     meta = run_metadata("stream_memory.py", argv)
-    meta["jaxtl_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True,
-                                          text=True).stdout.strip()
+    meta["jaxtl_commit"] = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True
+    ).stdout.strip()
     meta["device"] = f"CPU, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end"
     print(write_results(Path(args.out), meta, rows, markdown))
     return 0

@@ -61,25 +61,41 @@ def main(argv=None) -> int:
     rows = []
     for name, calc in calcs.items():
         errors = calculator_errors(calc, frames) if name != "teacher" else None
-        rows.append({"model": name, "ms_per_call": speed[name]["ms_per_call"],
-                     "model_ms_per_call": speed[name].get("model_ms_per_call"),
-                     "speedup": speed["teacher"]["ms_per_call"] / speed[name]["ms_per_call"],
-                     "forces_rmse_meV_per_A": None if errors is None else errors["forces_rmse"],
-                     "energy_rmse_meV_per_atom": None if errors is None else errors["energy_rmse"]})
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    meta = {"structures": args.structures, "n_structures": len(frames), "n_atoms_mean": speed["n_atoms_mean"],
-            "device": speed["device"], "repeats": args.repeats, "commit": commit,
-            "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "versions": {"jax": jax.__version__, "ase": ase.__version__, "python": platform.python_version()},
-            "command": "python benchmarks/student_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+        rows.append(
+            {
+                "model": name,
+                "ms_per_call": speed[name]["ms_per_call"],
+                "model_ms_per_call": speed[name].get("model_ms_per_call"),
+                "speedup": speed["teacher"]["ms_per_call"] / speed[name]["ms_per_call"],
+                "forces_rmse_meV_per_A": None if errors is None else errors["forces_rmse"],
+                "energy_rmse_meV_per_atom": None if errors is None else errors["energy_rmse"],
+            }
+        )
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    meta = {
+        "structures": args.structures,
+        "n_structures": len(frames),
+        "n_atoms_mean": speed["n_atoms_mean"],
+        "device": speed["device"],
+        "repeats": args.repeats,
+        "commit": commit,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "versions": {"jax": jax.__version__, "ase": ase.__version__, "python": platform.python_version()},
+        "command": "python benchmarks/student_speed.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    lines = [f"Energy+forces per ASE calculator call on {meta['device']}, {meta['n_atoms_mean']:.0f} atoms, median of "
-             f"{args.repeats} interleaved rounds over {len(timed)} structures; errors against the teacher "
-             f"on {len(frames)} held-out structures ({args.structures}).", "",
-             "| model | ms/call | speed-up | F RMSE vs teacher (meV/A) | E RMSE vs teacher (meV/atom) |",
-             "|---|---:|---:|---:|---:|"]
+    lines = [
+        f"Energy+forces per ASE calculator call on {meta['device']}, {meta['n_atoms_mean']:.0f} atoms, median of "
+        f"{args.repeats} interleaved rounds over {len(timed)} structures; errors against the teacher "
+        f"on {len(frames)} held-out structures ({args.structures}).",
+        "",
+        "| model | ms/call | speed-up | F RMSE vs teacher (meV/A) | E RMSE vs teacher (meV/atom) |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
         f = "" if r["forces_rmse_meV_per_A"] is None else f"{r['forces_rmse_meV_per_A']:.1f}"
         e = "" if r["energy_rmse_meV_per_atom"] is None else f"{r['energy_rmse_meV_per_atom']:.2f}"

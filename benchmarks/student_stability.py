@@ -128,7 +128,8 @@ def frame_measures(atoms, reference) -> dict:
     cu_drift = find_mic(atoms.positions[cu] - reference.positions[cu], reference.cell, reference.pbc)[0]
     hh = _pair_distances(atoms, h) if len(h) > 1 else np.array([np.inf])
     return {
-        "hh": hh, "cuh": _pair_distances(atoms, cu, h) if len(h) else np.array([np.inf]),
+        "hh": hh,
+        "cuh": _pair_distances(atoms, cu, h) if len(h) else np.array([np.inf]),
         "cucu": _pair_distances(atoms, cu),
         "max_force": float(np.linalg.norm(forces, axis=1).max()) if np.all(np.isfinite(forces)) else np.inf,
         "cu_displacement": float(np.linalg.norm(cu_drift, axis=1).max()),
@@ -137,8 +138,9 @@ def frame_measures(atoms, reference) -> dict:
     }
 
 
-def analyse(frames, reference, temperature: np.ndarray, time_fs: np.ndarray, config: StabilityConfig,
-            engine_error: str | None) -> dict:
+def analyse(
+    frames, reference, temperature: np.ndarray, time_fs: np.ndarray, config: StabilityConfig, engine_error: str | None
+) -> dict:
     """Stability verdict and observable samples of one run.
 
     frames: saved frames (ASE Atoms with forces); temperature, time_fs: per step, [n_steps + 1].
@@ -146,18 +148,27 @@ def analyse(frames, reference, temperature: np.ndarray, time_fs: np.ndarray, con
     """
     c = config.criteria
     reasons = [f"engine: {engine_error}"] if engine_error else []
-    worst = {"min_hh": np.inf, "min_cuh": np.inf, "min_cucu": np.inf, "max_force": 0.0, "max_cu_displacement": 0.0,
-             "max_hh": 0.0, "max_h2_height": -np.inf}
+    worst = {
+        "min_hh": np.inf,
+        "min_cuh": np.inf,
+        "min_cucu": np.inf,
+        "max_force": 0.0,
+        "max_cu_displacement": 0.0,
+        "max_hh": 0.0,
+        "max_h2_height": -np.inf,
+    }
     samples = {k: [] for k in OBSERVABLES}
     first_bad = {}
     for atoms in frames:
         m = frame_measures(atoms, reference)
         step = int(atoms.info.get("md_step", 0))
-        checks = {"min_hh": (m["hh"].min(), m["hh"].min() < c.min_hh),
-                  "min_cuh": (m["cuh"].min(), m["cuh"].min() < c.min_cuh),
-                  "min_cucu": (m["cucu"].min(), m["cucu"].min() < c.min_cucu),
-                  "max_force": (m["max_force"], not m["max_force"] <= c.max_force),
-                  "max_cu_displacement": (m["cu_displacement"], m["cu_displacement"] > c.max_cu_displacement)}
+        checks = {
+            "min_hh": (m["hh"].min(), m["hh"].min() < c.min_hh),
+            "min_cuh": (m["cuh"].min(), m["cuh"].min() < c.min_cuh),
+            "min_cucu": (m["cucu"].min(), m["cucu"].min() < c.min_cucu),
+            "max_force": (m["max_force"], not m["max_force"] <= c.max_force),
+            "max_cu_displacement": (m["cu_displacement"], m["cu_displacement"] > c.max_cu_displacement),
+        }
         for key, (value, bad) in checks.items():
             worst[key] = min(worst[key], value) if key.startswith("min") else max(worst[key], value)
             if bad:
@@ -170,8 +181,14 @@ def analyse(frames, reference, temperature: np.ndarray, time_fs: np.ndarray, con
             samples["h_h_distance"].extend(m["hh"].tolist())
             samples["cu_cu_distance"].extend(m["cucu"][m["cucu"] < OBSERVABLES["cu_cu_distance"][0][1]].tolist())
             samples["h2_height"].append(m["h2_height"])
-    limits = {"min_hh": c.min_hh, "min_cuh": c.min_cuh, "min_cucu": c.min_cucu, "max_force": c.max_force,
-              "max_cu_displacement": c.max_cu_displacement, "outside_cell": "the cell's z range"}
+    limits = {
+        "min_hh": c.min_hh,
+        "min_cuh": c.min_cuh,
+        "min_cucu": c.min_cucu,
+        "max_force": c.max_force,
+        "max_cu_displacement": c.max_cu_displacement,
+        "outside_cell": "the cell's z range",
+    }
     reasons += [f"{k} {v:.3g} at step {s} (limit {limits[k]})" for k, (s, v) in first_bad.items()]
     t_max = float(np.max(temperature)) if len(temperature) else np.nan
     late = temperature[time_fs >= c.equilibration_fs]
@@ -181,11 +198,18 @@ def analyse(frames, reference, temperature: np.ndarray, time_fs: np.ndarray, con
     elif not t_max <= c.max_temperature_factor * config.temperature:
         reasons.append(f"temperature reached {t_max:.0f} K (limit {c.max_temperature_factor}x{config.temperature} K)")
     if len(late) and abs(t_mean - config.temperature) > c.mean_temperature_tolerance * config.temperature:
-        reasons.append(f"mean temperature after {c.equilibration_fs / 1000:g} ps {t_mean:.0f} K "
-                       f"(target {config.temperature} K +-{100 * c.mean_temperature_tolerance:.0f} %)")
-    return {"exploded": bool(reasons), "reasons": reasons,
-            **{k: float(v) for k, v in worst.items()}, "max_temperature_K": t_max, "mean_temperature_K": t_mean,
-            "samples": {k: np.asarray(v) for k, v in samples.items()}}
+        reasons.append(
+            f"mean temperature after {c.equilibration_fs / 1000:g} ps {t_mean:.0f} K "
+            f"(target {config.temperature} K +-{100 * c.mean_temperature_tolerance:.0f} %)"
+        )
+    return {
+        "exploded": bool(reasons),
+        "reasons": reasons,
+        **{k: float(v) for k, v in worst.items()},
+        "max_temperature_K": t_max,
+        "mean_temperature_K": t_mean,
+        "samples": {k: np.asarray(v) for k, v in samples.items()},
+    }
 
 
 def histogram(values: np.ndarray, name: str) -> np.ndarray:
@@ -251,9 +275,17 @@ def run_one(model, kind: str, start, config: StabilityConfig, trajectory: Path) 
     from jaxtl.md import MDConfig
     from jaxtl.md.trajectory import FrameWriter, complete_frames
 
-    md = MDConfig(steps=config.steps, dt=config.dt_fs, ensemble="langevin", temperature=config.temperature,
-                  friction=config.friction, save_every=config.save_every, check_every=config.save_every,
-                  min_distance=0.5, seed=config.seed)
+    md = MDConfig(
+        steps=config.steps,
+        dt=config.dt_fs,
+        ensemble="langevin",
+        temperature=config.temperature,
+        friction=config.friction,
+        save_every=config.save_every,
+        check_every=config.save_every,
+        min_distance=0.5,
+        seed=config.seed,
+    )
     done = complete_frames(trajectory)
     start_step, atoms = 0, start
     if done and int(done[-1].info.get("md_step", 0)) > 0:
@@ -284,13 +316,25 @@ def temperatures(frames, start) -> tuple[np.ndarray, np.ndarray]:
 
     mobile = ~fixed_atoms(start)
     dof = max(3 * int(mobile.sum()), 1)
-    t = np.array([2 * 0.5 * np.sum(a.get_masses()[mobile, None] * a.get_velocities()[mobile] ** 2) / (dof * units.kB)
-                  for a in frames])
+    t = np.array(
+        [
+            2 * 0.5 * np.sum(a.get_masses()[mobile, None] * a.get_velocities()[mobile] ** 2) / (dof * units.kB)
+            for a in frames
+        ]
+    )
     return t, np.array([a.info.get("time_fs", 0.0) for a in frames])
 
 
-def study(models: dict, starts, config: StabilityConfig, out: Path, log=print, round_ps: float | None = None,
-          run=None, run_starts=None) -> list[dict]:
+def study(
+    models: dict,
+    starts,
+    config: StabilityConfig,
+    out: Path,
+    log=print,
+    round_ps: float | None = None,
+    run=None,
+    run_starts=None,
+) -> list[dict]:
     """Run (or resume) every model from every start; rows of the results, with observables vs the teacher.
 
     models: name -> (kind, folder or calculator); the name "teacher" is the reference.
@@ -326,10 +370,19 @@ def study(models: dict, starts, config: StabilityConfig, out: Path, log=print, r
             verdict = analyse(frames, start, temp, time_fs, config, error)
             samples[(name, label)] = verdict.pop("samples")
             last = int(frames[-1].info.get("md_step", 0)) if frames else 0
-            summary = {"model": name, "kind": kind, "start": label, "held_out_start": _held_out(label),
-                       "n_atoms": len(start), "steps": last, "ps": last * config.dt_fs / 1000.0,
-                       "complete": last >= config.steps or error is not None,
-                       "engine_error": error, "wall_s": wall, **verdict}
+            summary = {
+                "model": name,
+                "kind": kind,
+                "start": label,
+                "held_out_start": _held_out(label),
+                "n_atoms": len(start),
+                "steps": last,
+                "ps": last * config.dt_fs / 1000.0,
+                "complete": last >= config.steps or error is not None,
+                "engine_error": error,
+                "wall_s": wall,
+                **verdict,
+            }
             summary_file.parent.mkdir(parents=True, exist_ok=True)
             summary_file.write_text(json.dumps(summary, indent=1) + "\n")
             log(f"{name} {label}: {summary['ps']:.2f} ps on disk, exploded={summary['exploded']} {summary['reasons']}")
@@ -340,7 +393,7 @@ def study(models: dict, starts, config: StabilityConfig, out: Path, log=print, r
         for obs in OBSERVABLES:
             own = histogram(own_samples[obs], obs)
             if row["model"] == "teacher":  # samples are in frame order: halves are the first and last stretch
-                a, b = own_samples[obs][: len(own_samples[obs]) // 2], own_samples[obs][len(own_samples[obs]) // 2:]
+                a, b = own_samples[obs][: len(own_samples[obs]) // 2], own_samples[obs][len(own_samples[obs]) // 2 :]
                 row[f"{obs}_js_teacher_halves"] = js_distance(histogram(a, obs), histogram(b, obs))
                 row[f"{obs}_w1_teacher_halves"] = wasserstein(a, b)
             elif ref is not None:
@@ -373,15 +426,17 @@ def _held_out(label: str) -> bool:
 
 def markdown(rows: list, meta: dict) -> str:
     cfg = meta["config"]
-    lines = [f"# H2/Cu students: stability in NVT MD at {cfg['temperature']} K (target {cfg['time_ps']} ps a run)\n",
-             f"Langevin, dt {cfg['dt_fs']} fs, friction {cfg['friction']}/fs, frames every {cfg['save_every']} steps; "
-             f"explosion criteria {cfg['criteria']}. Observables over the frames after the first "
-             f"{cfg['criteria']['equilibration_fs'] / 1000:g} ps, against the teacher's run from the same start: "
-             "JS = Jensen-Shannon distance of the histograms (base 2, 0 = identical), W1 = earth mover's distance "
-             "(A). Teacher rows: its own first half against its second half (the sampling noise floor).\n",
-             "| model | start | ps | exploded | min H-H (A) | min Cu-H (A) | max abs F (eV/A) | max Cu disp. (A) | "
-             "mean T (K) | H-H mean+-std (A) | JS H-H | W1 H-H (A) | JS Cu-Cu | W1 Cu-Cu (A) | W1 H2 height (A) |",
-             "|" + "---|" * 15]
+    lines = [
+        f"# H2/Cu students: stability in NVT MD at {cfg['temperature']} K (target {cfg['time_ps']} ps a run)\n",
+        f"Langevin, dt {cfg['dt_fs']} fs, friction {cfg['friction']}/fs, frames every {cfg['save_every']} steps; "
+        f"explosion criteria {cfg['criteria']}. Observables over the frames after the first "
+        f"{cfg['criteria']['equilibration_fs'] / 1000:g} ps, against the teacher's run from the same start: "
+        "JS = Jensen-Shannon distance of the histograms (base 2, 0 = identical), W1 = earth mover's distance "
+        "(A). Teacher rows: its own first half against its second half (the sampling noise floor).\n",
+        "| model | start | ps | exploded | min H-H (A) | min Cu-H (A) | max abs F (eV/A) | max Cu disp. (A) | "
+        "mean T (K) | H-H mean+-std (A) | JS H-H | W1 H-H (A) | JS Cu-Cu | W1 Cu-Cu (A) | W1 H2 height (A) |",
+        "|" + "---|" * 15,
+    ]
     for r in rows:
         t = r["model"] == "teacher"
 
@@ -390,12 +445,14 @@ def markdown(rows: list, meta: dict) -> str:
             return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, fmt)
 
         x = "_teacher_halves" if t else ""
-        lines.append(f"| {r['model']} | {r['start']}{' (held out)' if r['held_out_start'] else ''} | {r['ps']:.2f} | "
-                     f"{'**yes**' if r['exploded'] else 'no'} | {f('min_hh')} | {f('min_cuh')} | {f('max_force', '.2f')} | "
-                     f"{f('max_cu_displacement', '.2f')} | {f('mean_temperature_K', '.0f')} | "
-                     f"{f('h_h_distance_mean')}+-{f('h_h_distance_std')} | {f('h_h_distance_js' + x)} | "
-                     f"{f('h_h_distance_w1' + x, '.4f')} | {f('cu_cu_distance_js' + x)} | {f('cu_cu_distance_w1' + x, '.4f')} | "
-                     f"{f('h2_height_w1' + x, '.2f')} |")
+        lines.append(
+            f"| {r['model']} | {r['start']}{' (held out)' if r['held_out_start'] else ''} | {r['ps']:.2f} | "
+            f"{'**yes**' if r['exploded'] else 'no'} | {f('min_hh')} | {f('min_cuh')} | {f('max_force', '.2f')} | "
+            f"{f('max_cu_displacement', '.2f')} | {f('mean_temperature_K', '.0f')} | "
+            f"{f('h_h_distance_mean')}+-{f('h_h_distance_std')} | {f('h_h_distance_js' + x)} | "
+            f"{f('h_h_distance_w1' + x, '.4f')} | {f('cu_cu_distance_js' + x)} | {f('cu_cu_distance_w1' + x, '.4f')} | "
+            f"{f('h2_height_w1' + x, '.2f')} |"
+        )
     reasons = [f"* {r['model']} {r['start']}: {'; '.join(r['reasons'])}" for r in rows if r["reasons"]]
     if reasons:
         lines += ["", "Failures (the first frame breaking each criterion):", *reasons]
@@ -407,15 +464,23 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run-dir", type=Path, help="distill_h2cu.py output: teacher/ and students/NAME/student")
     p.add_argument("--students", nargs="+", default=["ace_o3_d8_r4", "mace_F2_r4"])
-    p.add_argument("--slabs", nargs="+", default=["cu111.in", "cu100.in", "cu211.in"],
-                   help="start slabs in ../shared/data/h2cu_slabs (cu211.in is the distillation's held-out start)")
+    p.add_argument(
+        "--slabs",
+        nargs="+",
+        default=["cu111.in", "cu100.in", "cu211.in"],
+        help="start slabs in ../shared/data/h2cu_slabs (cu211.in is the distillation's held-out start)",
+    )
     p.add_argument("--ps", type=float, default=20.0, help="simulated time per run (ps)")
     p.add_argument("--save-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", type=Path, required=True, help="trajectories and per-run summaries (resumable)")
     p.add_argument("--results", type=Path, help="write STEM.json and STEM.md")
-    p.add_argument("--models", nargs="+", help="run only these (teacher and/or students); the rest are analysed "
-                   "from OUT as they are (several processes can share one OUT, one per model)")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        help="run only these (teacher and/or students); the rest are analysed "
+        "from OUT as they are (several processes can share one OUT, one per model)",
+    )
     p.add_argument("--round-ps", type=float, default=1.0, help="advance the starts in turn by this much (ps)")
     p.add_argument("--run-starts", nargs="+", help="run only these start labels (INDEX_SLAB, e.g. 2_cu211)")
     p.add_argument("--analyse-only", action="store_true", help="run nothing: analyse OUT as it is")
@@ -431,15 +496,19 @@ def main(argv=None) -> int:
         models[s] = (kind, mace_model_dir(folder) if kind == "mace" else folder)
     starts = make_starts(args.slabs, args.seed)
     running = set() if args.analyse_only else (set(models) if args.models is None else set(args.models))
-    rows = study(models, starts, config, args.out, round_ps=args.round_ps, run=running,
-                 run_starts=args.run_starts)
+    rows = study(models, starts, config, args.out, round_ps=args.round_ps, run=running, run_starts=args.run_starts)
     if args.results:
         import _harness as harness
 
         meta = harness.run_metadata("student_stability.py", argv)
-        meta.update(device="cpu", config=dataclasses.asdict(config), run_dir=str(args.run_dir),
-                    starts=[{"label": lab, "formula": a.get_chemical_formula(), "held_out": _held_out(lab)}
-                            for lab, a in starts])
+        meta.update(
+            device="cpu",
+            config=dataclasses.asdict(config),
+            run_dir=str(args.run_dir),
+            starts=[
+                {"label": lab, "formula": a.get_chemical_formula(), "held_out": _held_out(lab)} for lab, a in starts
+            ],
+        )
         harness.write_results(args.results, meta, rows, markdown)
     return 0
 

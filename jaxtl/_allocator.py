@@ -81,8 +81,9 @@ def active(environ=os.environ) -> bool:
     return "glibc.malloc.hugetlb" in environ.get("GLIBC_TUNABLES", "")
 
 
-def wanted(environ=os.environ, system: str | None = None, glibc: tuple[int, ...] | None = None,
-           thp: str | None = None) -> bool:
+def wanted(
+    environ=os.environ, system: str | None = None, glibc: tuple[int, ...] | None = None, thp: str | None = None
+) -> bool:
     """Whether a restart with `TUNABLE` would change anything here (arguments: for tests)."""
     system = platform.system() if system is None else system
     glibc = _glibc_version() if glibc is None else glibc

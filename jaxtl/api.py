@@ -11,8 +11,9 @@ from jaxtl.model_io import load_model_files
 __all__ = ["LoadedModel", "build_loaded_model", "enable_x64_if", "load_model"]
 
 
-def load_model(path: str | Path, dtype: str | None = None, head: str | None = None,
-               backend: str = "xla") -> LoadedModel:
+def load_model(
+    path: str | Path, dtype: str | None = None, head: str | None = None, backend: str = "xla"
+) -> LoadedModel:
     """Load a jaxtl model folder (written by convert_mace.py or `jaxtl train`), or a
     released foundation model by name ("mace-mp-0-medium", see `jaxtl.foundations`):
     downloaded and converted into the cache ($JAXTL_CACHE, else ~/.cache/jaxtl) once.

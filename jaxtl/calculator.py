@@ -27,8 +27,9 @@ class MACECalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
-    def __init__(self, model, default_dtype: str | None = None, head: str | None = None,
-                 backend: str = "xla", **kwargs):
+    def __init__(
+        self, model, default_dtype: str | None = None, head: str | None = None, backend: str = "xla", **kwargs
+    ):
         super().__init__(**kwargs)
         if isinstance(model, LoadedModel):
             self.model = model

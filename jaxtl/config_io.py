@@ -64,8 +64,9 @@ def config_from_dict(cls: type[T], d: Mapping[str, Any]) -> T:
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(d) - names)
     if unknown:
-        raise ValueError(f"{cls.__name__} has no field {', '.join(map(repr, unknown))} "
-                         f"(fields: {', '.join(sorted(names))})")
+        raise ValueError(
+            f"{cls.__name__} has no field {', '.join(map(repr, unknown))} (fields: {', '.join(sorted(names))})"
+        )
     return cls(**{k: _convert(hints[k], v) for k, v in d.items()})
 
 
@@ -113,18 +114,22 @@ def config_differences(saved, given) -> list[str]:
     return [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
-def record_config(config, path: str | Path, resume: bool, may_change: tuple[str, ...] = (),
-                  write: bool = True) -> None:
+def record_config(config, path: str | Path, resume: bool, may_change: tuple[str, ...] = (), write: bool = True) -> None:
     """Save `config` at `path` (the run folder's record) when `write` (the process that
     writes files). On resume the saved config must equal `config` except the dotted
     fields matching a glob of `may_change`; a difference is an error naming the fields."""
     path = Path(path)
     if resume and path.exists():
-        differ = [k for k in config_differences(load_config(type(config), path), config)
-                  if not any(fnmatch.fnmatchcase(k, pattern) for pattern in may_change)]
+        differ = [
+            k
+            for k in config_differences(load_config(type(config), path), config)
+            if not any(fnmatch.fnmatchcase(k, pattern) for pattern in may_change)
+        ]
         if differ:
-            raise ValueError(f"resuming the run of {path} with other settings: {', '.join(differ)} differ; "
-                             "resume with the saved settings or start a new run")
+            raise ValueError(
+                f"resuming the run of {path} with other settings: {', '.join(differ)} differ; "
+                "resume with the saved settings or start a new run"
+            )
     if write:
         save_config(config, path)
 

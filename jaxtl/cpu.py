@@ -83,8 +83,10 @@ def configure_cpu(restart: bool = False) -> CPUSettings:
     if restart:
         _allocator.restart_if_wanted()
     if jax_started():
-        msg = ("jaxtl.configure_cpu() was called after JAX started its backends: nothing changed. "
-               "Call it before the first JAX computation (XLA reads these settings when it starts).")
+        msg = (
+            "jaxtl.configure_cpu() was called after JAX started its backends: nothing changed. "
+            "Call it before the first JAX computation (XLA reads these settings when it starts)."
+        )
         warnings.warn(msg, RuntimeWarning, stacklevel=2)
         _settings = CPUSettings(notes=(msg,))
         return _settings

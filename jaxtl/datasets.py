@@ -123,52 +123,97 @@ _H2CU_SLABS = (
     ("cu211_h7.0_full_925K.in", "24d86b93f196753825c3135e17dc21ca02f4d0bcf4e68314f241d087d9fce170"),
 )
 
-DATASETS: dict[str, Dataset] = {d.name: d for d in (
-    Dataset("rmd17-aspirin-train", "data/molecules/aspirin_train.extxyz",
+DATASETS: dict[str, Dataset] = {
+    d.name: d
+    for d in (
+        Dataset(
+            "rmd17-aspirin-train",
+            "data/molecules/aspirin_train.extxyz",
             "revised MD17 aspirin, 1200 structures of 21 atoms (C, H, O), PBE/def2-SVP, non-periodic",
             _UNSTATED,
             "rMD17 (Christensen and von Lilienfeld 2020), as shipped in ACEsuit/mace-jax data/",
             "1d7146a572e49b475e437f232b4d1e6b2f294bd8ce76dbc0e904bbdac25bfc63",
-            f"{_MACE_JAX}/rmd17_aspirin_train.xyz"),
-    Dataset("rmd17-aspirin-test", "data/molecules/aspirin_test.extxyz",
+            f"{_MACE_JAX}/rmd17_aspirin_train.xyz",
+        ),
+        Dataset(
+            "rmd17-aspirin-test",
+            "data/molecules/aspirin_test.extxyz",
             "revised MD17 aspirin, 1800 structures of 21 atoms (C, H, O), PBE/def2-SVP, non-periodic",
             _UNSTATED,
             "rMD17 (Christensen and von Lilienfeld 2020), as shipped in ACEsuit/mace-jax data/",
             "17d8b0b6b485855c581ff8ddf2b4e056f6e99d4a682691cad7b3b5f44822599a",
-            f"{_MACE_JAX}/rmd17_aspirin_test.xyz"),
-    Dataset("3bpa-300K", "data/molecules/3bpa_300K.extxyz",
-            "3BPA, 500 structures of 27 atoms (C, H, N, O) from 300 K MD, wB97X/6-31G(d)", _UNSTATED,
+            f"{_MACE_JAX}/rmd17_aspirin_test.xyz",
+        ),
+        Dataset(
+            "3bpa-300K",
+            "data/molecules/3bpa_300K.extxyz",
+            "3BPA, 500 structures of 27 atoms (C, H, N, O) from 300 K MD, wB97X/6-31G(d)",
+            _UNSTATED,
             "Kovacs et al., JCTC 17, 7696 (2021), as shipped in ACEsuit/mace-jax data/",
-            "d109971fab90e2231ad931a83eb704c8d940f5c7d7a8de27fe3b84ea18634c0a"),
-    *(Dataset(f"mlearn-{el}-{split}", f"data/mlearn/{el}_{split}.extxyz",
-              f"mlearn {el} {split} set (AIMD, elastic, vacancy, surface config_types), VASP PBE", "BSD-3-Clause",
-              _MLEARN, sha) for (el, split), sha in _MLEARN_SHA.items()),
-    Dataset("co2-ni100", "data/co2_ni100/co2_ni100.extxyz",
-            "CO2 on a 4-layer 3x3 Ni(100) slab, 991 structures of 39 atoms (C, O, Ni), VASP PBE", "MIT",
+            "d109971fab90e2231ad931a83eb704c8d940f5c7d7a8de27fe3b84ea18634c0a",
+        ),
+        *(
+            Dataset(
+                f"mlearn-{el}-{split}",
+                f"data/mlearn/{el}_{split}.extxyz",
+                f"mlearn {el} {split} set (AIMD, elastic, vacancy, surface config_types), VASP PBE",
+                "BSD-3-Clause",
+                _MLEARN,
+                sha,
+            )
+            for (el, split), sha in _MLEARN_SHA.items()
+        ),
+        Dataset(
+            "co2-ni100",
+            "data/co2_ni100/co2_ni100.extxyz",
+            "CO2 on a 4-layer 3x3 Ni(100) slab, 991 structures of 39 atoms (C, O, Ni), VASP PBE",
+            "MIT",
             "zhangylch/REANN data/co2+Ni100 (converted from REANN's text format)",
-            "8af58ec765c3147cd74e1a7939218cb988eea8ff78b6cd76b95e3a425156eda9"),
-    Dataset("alniti", "data/alniti/alniti.extxyz",
+            "8af58ec765c3147cd74e1a7939218cb988eea8ff78b6cd76b95e3a425156eda9",
+        ),
+        Dataset(
+            "alniti",
+            "data/alniti/alniti.extxyz",
             "Al-Ni-Ti alloys, 2187 structures of 1-56 atoms, VASP PBE (filter the extrapolation frames)",
             "research and education use",
             "Gubaev et al., Comput. Mater. Sci. 156, 148 (2019), via colabfit/colabfit-tools",
-            "d85f7b3dcd4d1d0da40e425e53d0ee18cd96ed9c794a2750f2f8b92266488654"),
-    Dataset("wbe", "data/wbe/wbe.extxyz.xz",
-            "W-Be binary, 25,422 structures of 1-257 atoms, VASP PBE (xz-compressed; slow to parse)", "GPL-2.0",
+            "d85f7b3dcd4d1d0da40e425e53d0ee18cd96ed9c794a2750f2f8b92266488654",
+        ),
+        Dataset(
+            "wbe",
+            "data/wbe/wbe.extxyz.xz",
+            "W-Be binary, 25,422 structures of 1-257 atoms, VASP PBE (xz-compressed; slow to parse)",
+            "GPL-2.0",
             "Wood et al., PRB 99, 184305 (2019), via FitSNAP/FitSNAP examples/WBe_PRB2019",
-            "9a12d3ddb4ca7b3717428847eee03899d920ffc35becde2d9d9f69592976b2a3"),
-    Dataset("h2cu-slabs", "data/h2cu_slabs",
-            "FHI-aims geometry files of Cu(100), (110), (111), (211) slabs: MD starts for the H2/Cu model", "MIT",
-            "wgst/ml-gas-surface init_structures/", files=_H2CU_SLABS),
-    Dataset("h2cu-mace", "models/h2cu_mace.model",
-            "mace-torch 0.2.0 ScaleShiftMACE for H2 on Cu surfaces (H, Cu; 16x0e, 2 interactions, float32)", "MIT",
+            "9a12d3ddb4ca7b3717428847eee03899d920ffc35becde2d9d9f69592976b2a3",
+        ),
+        Dataset(
+            "h2cu-slabs",
+            "data/h2cu_slabs",
+            "FHI-aims geometry files of Cu(100), (110), (111), (211) slabs: MD starts for the H2/Cu model",
+            "MIT",
+            "wgst/ml-gas-surface init_structures/",
+            files=_H2CU_SLABS,
+        ),
+        Dataset(
+            "h2cu-mace",
+            "models/h2cu_mace.model",
+            "mace-torch 0.2.0 ScaleShiftMACE for H2 on Cu surfaces (H, Cu; 16x0e, 2 interactions, float32)",
+            "MIT",
             "wgst/ml-gas-surface models/h2cu/pes/MACE_model_swa.model (Stark et al., JPCC 127, 24168 (2023))",
-            "2c8e8953a3d05cac94b8d9d8ded6f7884b66e71fd5b9251d139019ad6ccb158e"),
-    Dataset("spice-mace", "models/spice_mace.model",
-            "mace-torch ~0.1 ScaleShiftMACE trained on SPICE, 15 elements, 32x0e, r_max 4.5 A, float32", "MIT",
+            "2c8e8953a3d05cac94b8d9d8ded6f7884b66e71fd5b9251d139019ad6ccb158e",
+        ),
+        Dataset(
+            "spice-mace",
+            "models/spice_mace.model",
+            "mace-torch ~0.1 ScaleShiftMACE trained on SPICE, 15 elements, 32x0e, r_max 4.5 A, float32",
+            "MIT",
             "ACEsuit/mace tests/test_openmm/MACE_SPICE.model",
             "ba43f51ff202b77d3cbae8c4fac1172e64b4e5cd564b670af6e1f158b82bd8df",
-            f"{_MACE}/tests/test_openmm/MACE_SPICE.model"),
-)}
+            f"{_MACE}/tests/test_openmm/MACE_SPICE.model",
+        ),
+    )
+}
 
 
 def names() -> list[str]:
@@ -213,8 +258,13 @@ def _present(entry: Dataset, base: Path) -> bool:
     return where.is_file()
 
 
-def path(name: str | Dataset, root: str | Path | None = None, download: bool = True,
-         cache: str | Path | None = None, log: Callable[[str], None] = print) -> Path:
+def path(
+    name: str | Dataset,
+    root: str | Path | None = None,
+    download: bool = True,
+    cache: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
     """The local path of dataset `name`, downloaded (and checked) into the cache when it is nowhere.
 
     root: a mirror directory searched first; $JAXTL_DATA next, then the cache.
@@ -235,12 +285,16 @@ def path(name: str | Dataset, root: str | Path | None = None, download: bool = T
             raise DatasetError(f"dataset {entry.name!r}: {err}") from None
         return dest
     env = os.environ.get(DATA_ENV)
-    how = (f"download it from {entry.url}" if entry.url else
-           f"it has no public download (source: {entry.source}): get a mirror that holds it")
+    how = (
+        f"download it from {entry.url}"
+        if entry.url
+        else f"it has no public download (source: {entry.source}): get a mirror that holds it"
+    )
     raise DatasetError(
         f"dataset {entry.name!r} ({entry.relpath}) not found in {', '.join(str(b) for b in searched)}; "
         f"${DATA_ENV} is {'set to ' + repr(env) if env else 'not set'}. Point ${DATA_ENV} (or root=) at a mirror "
-        f"directory holding {entry.relpath}, or {how}")
+        f"directory holding {entry.relpath}, or {how}"
+    )
 
 
 def _download(url: str, dest: Path, sha256: str | None) -> None:
@@ -266,8 +320,11 @@ def describe(root: str | Path | None = None, cache: str | Path | None = None) ->
     lines = []
     for entry in DATASETS.values():
         found = next((b for b in roots(root, cache) if _present(entry, b)), None)
-        state = str(found / entry.relpath) if found else (f"downloadable: {entry.url}" if entry.url
-                                                           else "not found (mirror only)")
+        state = (
+            str(found / entry.relpath)
+            if found
+            else (f"downloadable: {entry.url}" if entry.url else "not found (mirror only)")
+        )
         lines.append(f"{entry.name:<20} {entry.licence:<20} {state}")
         lines.append(f"    {entry.description}")
     lines.append(f"searched: {', '.join(str(b) for b in roots(root, cache))}")

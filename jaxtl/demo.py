@@ -26,10 +26,24 @@ from pathlib import Path
 
 import numpy as np
 
-DEMO_MODEL = dict(r_max=4.5, num_bessel=6, hidden_irreps="16x0e", max_ell=2, correlation=(2, 2),
-                  radial_MLP=(32, 32), MLP_irreps="8x0e")
-DEMO_STUDENT = dict(num_interactions=1, hidden_irreps="8x0e", max_ell=1, correlation=2, radial_MLP=(16, 16),
-                    MLP_irreps="8x0e", num_bessel=6)
+DEMO_MODEL = dict(
+    r_max=4.5,
+    num_bessel=6,
+    hidden_irreps="16x0e",
+    max_ell=2,
+    correlation=(2, 2),
+    radial_MLP=(32, 32),
+    MLP_irreps="8x0e",
+)
+DEMO_STUDENT = dict(
+    num_interactions=1,
+    hidden_irreps="8x0e",
+    max_ell=1,
+    correlation=2,
+    radial_MLP=(16, 16),
+    MLP_irreps="8x0e",
+    num_bessel=6,
+)
 E0_SHIFT = {"Cu": -1.7, "Ni": -2.3, "Au": -0.9}  # eV per atom: the target's own reference energies
 
 
@@ -76,8 +90,9 @@ def make_data(out: Path, n_foundation: int = 240, n_target: int = 160, n_test: i
     target_calc = SumCalculator([EMT(), MorsePotential(epsilon=0.05, r0=2.6, rho0=4.0, rcut1=3.5, rcut2=4.4)])
     target = []
     for _ in range(n_target + n_test):
-        atoms = _fcc_cell(rng, ["Cu", "Ni", "Au"], rng.uniform(3.5, 3.8), (2, 1, 1), 0.15,
-                          vacancies=int(rng.integers(0, 2)))
+        atoms = _fcc_cell(
+            rng, ["Cu", "Ni", "Au"], rng.uniform(3.5, 3.8), (2, 1, 1), 0.15, vacancies=int(rng.integers(0, 2))
+        )
         target.append(_label(atoms, target_calc, E0_SHIFT))
     paths = {name: out / f"{name}.xyz" for name in ("foundation", "target_pool", "target_test")}
     ase.io.write(paths["foundation"], foundation, format="extxyz")
@@ -90,16 +105,27 @@ def _train_config(epochs: int, seed: int = 0):
     from jaxtl.train.config import TrainConfig
     from jaxtl.train.optimizer import OptimizerConfig
 
-    return TrainConfig(max_num_epochs=epochs, seed=seed, progress_bar=False, plot=False,
-                       optimizer=OptimizerConfig(lr=0.01, scheduler="cosine", decay_epochs=epochs, min_lr_factor=0.05))
+    return TrainConfig(
+        max_num_epochs=epochs,
+        seed=seed,
+        progress_bar=False,
+        plot=False,
+        optimizer=OptimizerConfig(lr=0.01, scheduler="cosine", decay_epochs=epochs, min_lr_factor=0.05),
+    )
 
 
 def _epochs_for(n_structures: int, batch_size: int, steps: int) -> int:
     return max(5, int(np.ceil(steps / max(1, np.ceil(n_structures / batch_size)))))
 
 
-def run_demo(out: str | Path = "runs/demo", fractions=(0.05, 0.2, 1.0), steps: int = 250,
-             foundation_epochs: int = 30, log=print, fast: bool = False) -> dict:
+def run_demo(
+    out: str | Path = "runs/demo",
+    fractions=(0.05, 0.2, 1.0),
+    steps: int = 250,
+    foundation_epochs: int = 30,
+    log=print,
+    fast: bool = False,
+) -> dict:
     """Run the whole demo; returns the results table (also written to OUT/results.json)."""
     from jaxtl.finetune import FinetuneConfig, FoundationConfig, StrategyConfig, finetune
     from jaxtl.graph.io import read_configurations
@@ -114,8 +140,14 @@ def run_demo(out: str | Path = "runs/demo", fractions=(0.05, 0.2, 1.0), steps: i
     log(f"[demo] data in {out / 'data'} ({time.time() - t_start:.0f} s)")
 
     t0 = time.time()
-    train_from_scratch(ScratchConfig(DataConfig(train_file=str(paths["foundation"]), batch_size=10, valid_fraction=0.1),
-                                     DEMO_MODEL, _train_config(foundation_epochs)), out / "foundation")
+    train_from_scratch(
+        ScratchConfig(
+            DataConfig(train_file=str(paths["foundation"]), batch_size=10, valid_fraction=0.1),
+            DEMO_MODEL,
+            _train_config(foundation_epochs),
+        ),
+        out / "foundation",
+    )
     log(f"[demo] foundation trained on Cu/Ni/Ag/Au EMT data ({time.time() - t0:.0f} s)")
 
     rows = []
@@ -124,42 +156,75 @@ def run_demo(out: str | Path = "runs/demo", fractions=(0.05, 0.2, 1.0), steps: i
         n_train = max(2, int(round(fraction * n_pool * 0.9)))
         epochs = _epochs_for(n_train, batch_size, steps)
         runs = {
-            "scratch": lambda d: train_from_scratch(ScratchConfig(
-                DataConfig(train_file=str(paths["target_pool"]), test_file=str(paths["target_test"]),
-                           batch_size=batch_size, train_fraction=fraction),
-                DEMO_MODEL, _train_config(epochs)), d).metrics,
+            "scratch": lambda d: (
+                train_from_scratch(
+                    ScratchConfig(
+                        DataConfig(
+                            train_file=str(paths["target_pool"]),
+                            test_file=str(paths["target_test"]),
+                            batch_size=batch_size,
+                            train_fraction=fraction,
+                        ),
+                        DEMO_MODEL,
+                        _train_config(epochs),
+                    ),
+                    d,
+                ).metrics
+            ),
         }
         for freeze in (5, 6):
             config = FinetuneConfig(
                 FoundationConfig(str(out / "foundation" / "model")),
-                DataConfig(train_file=str(paths["target_pool"]), test_file=str(paths["target_test"]),
-                           batch_size=batch_size, valid_batch_size=batch_size, train_fraction=fraction, seed=0),
-                StrategyConfig(freeze=freeze), _train_config(epochs), e0s="average")
-            runs[f"freeze {freeze}"] = lambda d, config=config: finetune(
-                config, d, log=lambda *_: None).train.metrics
+                DataConfig(
+                    train_file=str(paths["target_pool"]),
+                    test_file=str(paths["target_test"]),
+                    batch_size=batch_size,
+                    valid_batch_size=batch_size,
+                    train_fraction=fraction,
+                    seed=0,
+                ),
+                StrategyConfig(freeze=freeze),
+                _train_config(epochs),
+                e0s="average",
+            )
+            runs[f"freeze {freeze}"] = lambda d, config=config: finetune(config, d, log=lambda *_: None).train.metrics
         for name, fn in runs.items():
             t0 = time.time()
             metrics = fn(out / f"{name.replace(' ', '')}_{int(round(fraction * 100))}pct")
             test = metrics["test"]["all"]
-            rows.append({"fraction": fraction, "n_train": n_train, "model": name,
-                         "energy_rmse": test["energy_rmse"], "forces_rmse": test["forces_rmse"],
-                         "wall_s": time.time() - t0})
-            log(f"[demo] {name:9s} {fraction:5.0%}: E {test['energy_rmse']:7.1f} meV/atom, "
-                f"F {test['forces_rmse']:7.1f} meV/A ({time.time() - t0:.0f} s)")
+            rows.append(
+                {
+                    "fraction": fraction,
+                    "n_train": n_train,
+                    "model": name,
+                    "energy_rmse": test["energy_rmse"],
+                    "forces_rmse": test["forces_rmse"],
+                    "wall_s": time.time() - t0,
+                }
+            )
+            log(
+                f"[demo] {name:9s} {fraction:5.0%}: E {test['energy_rmse']:7.1f} meV/atom, "
+                f"F {test['forces_rmse']:7.1f} meV/A ({time.time() - t0:.0f} s)"
+            )
 
     distilled = _distil(out, paths, rows, fast, log)
     table = format_table(rows)
     log(table)
-    log(f"[demo] student distilled from '{distilled['teacher']}': forces RMSE vs teacher "
+    log(
+        f"[demo] student distilled from '{distilled['teacher']}': forces RMSE vs teacher "
         f"{distilled['forces_rmse']:.1f} meV/A, energy {distilled['energy_rmse']:.1f} meV/atom; "
-        f"{distilled['speedup']:.1f}x faster than its teacher ({distilled['n_labelled']} structures labelled)")
+        f"{distilled['speedup']:.1f}x faster than its teacher ({distilled['n_labelled']} structures labelled)"
+    )
     (out / "results.json").write_text(json.dumps({"rows": rows, "distillation": distilled}, indent=2))
     from jaxtl.train.plot import plot_data_efficiency
 
-    plot_data_efficiency(rows, out / "learning_curves.png", "model",
-                         "jaxtl demo (EMT data): frozen fine-tuning vs scratch")
-    log(f"[demo] total {time.time() - t_start:.0f} s; table in {out / 'results.json'}, plot in "
-        f"{out / 'learning_curves.png'}. A demonstration of the mechanics on EMT data, not a physics result.")
+    plot_data_efficiency(
+        rows, out / "learning_curves.png", "model", "jaxtl demo (EMT data): frozen fine-tuning vs scratch"
+    )
+    log(
+        f"[demo] total {time.time() - t_start:.0f} s; table in {out / 'results.json'}, plot in "
+        f"{out / 'learning_curves.png'}. A demonstration of the mechanics on EMT data, not a physics result."
+    )
     return {"rows": rows, "distillation": distilled, "wall_s": time.time() - t_start}
 
 
@@ -170,27 +235,49 @@ def _distil(out: Path, paths: dict, rows: list[dict], fast: bool, log) -> dict:
     from jaxtl.distill import SamplingConfig, distill
 
     largest = max(r["fraction"] for r in rows)
-    best = min((r for r in rows if r["fraction"] == largest and r["model"] != "scratch"),
-               key=lambda r: r["forces_rmse"])
+    best = min(
+        (r for r in rows if r["fraction"] == largest and r["model"] != "scratch"), key=lambda r: r["forces_rmse"]
+    )
     teacher = out / f"{best['model'].replace(' ', '')}_{int(round(largest * 100))}pct" / "model"
     starts = ase.io.read(paths["target_pool"], index=":4" if fast else ":8")
-    sampling = SamplingConfig(md_steps=20 if fast else 150, temperature=600, dt=2.0, friction=0.02,
-                              keep_every=5 if fast else 10, n_rattled=1, rattle_std=0.05, seed=0)
+    sampling = SamplingConfig(
+        md_steps=20 if fast else 150,
+        temperature=600,
+        dt=2.0,
+        friction=0.02,
+        keep_every=5 if fast else 10,
+        n_rattled=1,
+        rattle_std=0.05,
+        seed=0,
+    )
     t0 = time.time()
-    report = distill(teacher, out / "student", structures=starts, sampling=sampling, student=DEMO_STUDENT,
-                     train_config=_train_config(3 if fast else 40), speed_repeats=3 if fast else 10,
-                     seed=0, progress=False)
+    report = distill(
+        teacher,
+        out / "student",
+        structures=starts,
+        sampling=sampling,
+        student=DEMO_STUDENT,
+        train_config=_train_config(3 if fast else 40),
+        speed_repeats=3 if fast else 10,
+        seed=0,
+        progress=False,
+    )
     log(f"[demo] distillation ({time.time() - t0:.0f} s)")
-    return {"teacher": f"{best['model']} at {largest:.0%}",
-            "forces_rmse": report["student_vs_teacher"]["forces_rmse"],
-            "energy_rmse": report["student_vs_teacher"]["energy_rmse"],
-            "speedup": report["speed"]["speedup"], "n_labelled": report["n_structures"]["labelled"],
-            "wall_s": time.time() - t0}
+    return {
+        "teacher": f"{best['model']} at {largest:.0%}",
+        "forces_rmse": report["student_vs_teacher"]["forces_rmse"],
+        "energy_rmse": report["student_vs_teacher"]["energy_rmse"],
+        "speedup": report["speed"]["speedup"],
+        "n_labelled": report["n_structures"]["labelled"],
+        "wall_s": time.time() - t0,
+    }
 
 
 def format_table(rows) -> str:
     lines = [f"{'fraction':>8s} {'n_train':>7s} {'model':>10s} {'E RMSE meV/atom':>16s} {'F RMSE meV/A':>13s}"]
     for r in rows:
-        lines.append(f"{r['fraction']:8.0%} {r['n_train']:7d} {r['model']:>10s} {r['energy_rmse']:16.1f} "
-                     f"{r['forces_rmse']:13.1f}")
+        lines.append(
+            f"{r['fraction']:8.0%} {r['n_train']:7d} {r['model']:>10s} {r['energy_rmse']:16.1f} "
+            f"{r['forces_rmse']:13.1f}"
+        )
     return "\n".join(lines)

@@ -32,8 +32,9 @@ def _batches(loaded, configs: Sequence[Configuration], batch_size: int):
     return [(batch, members) for batch, (_, members) in zip(batches, batches.plan)]
 
 
-def evaluate_and_predict(loaded, configs: Sequence[Configuration], batch_size: int = 16,
-                         stress: bool | None = None) -> tuple[dict, list[dict]]:
+def evaluate_and_predict(
+    loaded, configs: Sequence[Configuration], batch_size: int = 16, stress: bool | None = None
+) -> tuple[dict, list[dict]]:
     """Errors ({group: metrics}, as `evaluate_configs`) and, for each structure in
     `configs`' order, {"energy": eV, "forces": [n_atoms, 3] eV/A, "stress": [3, 3] eV/A^3
     (when computed)}.
@@ -52,7 +53,7 @@ def evaluate_and_predict(loaded, configs: Sequence[Configuration], batch_size: i
         stresses = np.asarray(pred["stress"], np.float64) if stress else None
         offsets = np.concatenate([[0], np.cumsum(np.asarray(batch.graph.n_node)[: len(members)])])
         for g, i in enumerate(members):
-            one = {"energy": float(energy[g]), "forces": forces[offsets[g]:offsets[g + 1]]}
+            one = {"energy": float(energy[g]), "forces": forces[offsets[g] : offsets[g + 1]]}
             if stresses is not None:
                 one["stress"] = stresses[g]
             predictions[i] = one
@@ -70,8 +71,9 @@ def predict_configs(loaded, configs, batch_size: int = 16, stress: bool | None =
     return evaluate_and_predict(loaded, configs, batch_size, stress=stress)[1]
 
 
-def write_predictions(data_file, predictions: Sequence[dict], out_file, prefix: str = PREFIX,
-                      format: str | None = None) -> None:
+def write_predictions(
+    data_file, predictions: Sequence[dict], out_file, prefix: str = PREFIX, format: str | None = None
+) -> None:
     """The frames of `data_file` with the predictions added (`{prefix}energy` in eV and
     `{prefix}stress` in eV/A^3 in `info`, `{prefix}forces` in eV/A in `arrays`), written to
     `out_file` (extended XYZ unless its name says otherwise); the file's own labels kept."""
@@ -89,9 +91,13 @@ def write_predictions(data_file, predictions: Sequence[dict], out_file, prefix: 
     ase.io.write(os.fspath(out_file), frames, format=out_format)
 
 
-_COLUMNS = (("energy_rmse", "E RMSE", "meV/atom"), ("energy_mae", "E MAE", "meV/atom"),
-            ("forces_rmse", "F RMSE", "meV/A"), ("forces_mae", "F MAE", "meV/A"),
-            ("stress_rmse", "S RMSE", "meV/A^3"))
+_COLUMNS = (
+    ("energy_rmse", "E RMSE", "meV/atom"),
+    ("energy_mae", "E MAE", "meV/atom"),
+    ("forces_rmse", "F RMSE", "meV/A"),
+    ("forces_mae", "F MAE", "meV/A"),
+    ("stress_rmse", "S RMSE", "meV/A^3"),
+)
 
 
 def error_table(metrics: dict) -> str:
@@ -99,8 +105,11 @@ def error_table(metrics: dict) -> str:
     groups = sorted(g for g in metrics if g != ALL) + ([ALL] if ALL in metrics else [])
     columns = [c for c in _COLUMNS if any(c[0] in metrics[g] for g in groups)]
     header = ["config_type", "n"] + [f"{name} ({unit})" for _, name, unit in columns]
-    rows = [[g, str(metrics[g]["n_graphs"])]
-            + [f"{metrics[g][key]:.2f}" if key in metrics[g] else "-" for key, _, _ in columns] for g in groups]
+    rows = [
+        [g, str(metrics[g]["n_graphs"])]
+        + [f"{metrics[g][key]:.2f}" if key in metrics[g] else "-" for key, _, _ in columns]
+        for g in groups
+    ]
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
@@ -123,11 +132,15 @@ def source_batches(loaded, source, batch_size: int, dtype):
 
         dataset = OnDiskDataset(path)
         if abs(dataset.r_max - config.r_max) > 1e-12:
-            raise DataError(f"{path} was prepared with r_max {dataset.r_max} A, the model's is {config.r_max} A: "
-                            f"prepare it again with --r-max {config.r_max}")
+            raise DataError(
+                f"{path} was prepared with r_max {dataset.r_max} A, the model's is {config.r_max} A: "
+                f"prepare it again with --r-max {config.r_max}"
+            )
         if tuple(config.heads)[: len(dataset.heads)] != dataset.heads:
-            raise DataError(f"{path}: heads {list(dataset.heads)} are not the model's first heads "
-                            f"{list(config.heads)[: len(dataset.heads)]}")
+            raise DataError(
+                f"{path}: heads {list(dataset.heads)} are not the model's first heads "
+                f"{list(config.heads)[: len(dataset.heads)]}"
+            )
         return streamed_batches(dataset, batch_size, seed=0, shuffle=False, dtype=dtype)(0)
     configs = read_configurations(path)
     check_elements(configs, config.atomic_numbers)
@@ -135,8 +148,9 @@ def source_batches(loaded, source, batch_size: int, dtype):
     return epoch_batches(dataset, batch_size, seed=0, shuffle=False, dtype=dtype)(0)
 
 
-def evaluate_sources(loaded, sources: Sequence[str | os.PathLike], batch_size: int = 16, n_devices: int = 1,
-                     stress: bool = True) -> tuple[dict[str, dict], dict]:
+def evaluate_sources(
+    loaded, sources: Sequence[str | os.PathLike], batch_size: int = 16, n_devices: int = 1, stress: bool = True
+) -> tuple[dict[str, dict], dict]:
     """Errors of `loaded` on many sources, on the data mesh the training uses.
 
     sources: data files (any ASE format, read one at a time) and prepared folders
@@ -155,8 +169,9 @@ def evaluate_sources(loaded, sources: Sequence[str | os.PathLike], batch_size: i
     from jaxtl.train.loop import make_evaluator
 
     dtype = np.float64 if loaded.config.dtype == "float64" else np.float32
-    cfg = TrainConfig(dtype=loaded.config.dtype, n_devices=n_devices, compute_stress=stress, progress_bar=False,
-                      plot=False)
+    cfg = TrainConfig(
+        dtype=loaded.config.dtype, n_devices=n_devices, compute_stress=stress, progress_bar=False, plot=False
+    )
     evaluator = make_evaluator(make_predict(loaded.module), cfg)
     total = MetricsAccumulator()
     out = {}

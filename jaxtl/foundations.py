@@ -80,39 +80,114 @@ _MPTRJ = "PBE/PBE+U (MPtrj)"
 _SPICE = "wB97M-D3(BJ)/def2-TZVPPD (SPICE)"
 _ORGANIC = "H C N O F P S Cl Br I"
 
-FOUNDATIONS: dict[str, Foundation] = {f.name: f for f in (
-    Foundation("mace-mp-0-small", f"{_MP}/mace_mp_0/2023-12-10-mace-128-L0_energy_epoch-249.model",
-               "MACE-MP-0 small: 128x0e, materials", elements="89", level_of_theory=_MPTRJ, license="MIT"),
-    Foundation("mace-mp-0-medium", f"{_MP}/mace_mp_0/2023-12-03-mace-128-L1_epoch-199.model",
-               "MACE-MP-0 medium: 128x0e+128x1o, materials", elements="89", level_of_theory=_MPTRJ, license="MIT"),
-    Foundation("mace-mp-0-large", f"{_MP}/mace_mp_0/MACE_MPtrj_2022.9.model",
-               "MACE-MP-0 large: 128x0e+128x1o+128x2e, materials", elements="89", level_of_theory=_MPTRJ,
-               license="MIT"),
-    Foundation("mace-mp-0b3-medium", f"{_MP}/mace_mp_0b3/mace-mp-0b3-medium.model",
-               "MACE-MP-0b3 medium: density blocks, ZBL, better high-pressure behaviour", elements="89",
-               level_of_theory=_MPTRJ, license="MIT"),
-    Foundation("mace-mpa-0-medium", f"{_MP}/mace_mpa_0/mace-mpa-0-medium.model",
-               "MACE-MPA-0 medium: MPtrj + sAlex", elements="89", level_of_theory="PBE/PBE+U (MPtrj + sAlex)",
-               license="MIT"),
-    Foundation("mace-omat-0-small", f"{_MP}/mace_omat_0/mace-omat-0-small.model",
-               "MACE-OMAT-0 small: OMat24", elements="89", level_of_theory="PBE/PBE+U (OMat24)", license="ASL"),
-    Foundation("mace-omat-0-medium", f"{_MP}/mace_omat_0/mace-omat-0-medium.model",
-               "MACE-OMAT-0 medium: OMat24", elements="89", level_of_theory="PBE/PBE+U (OMat24)", license="ASL"),
-    Foundation("mace-matpes-pbe-0", f"{_FOUNDATIONS}/mace_matpes_0/MACE-matpes-pbe-omat-ft.model",
-               "MACE-MATPES-PBE-0: OMAT-0 fine-tuned on MatPES PBE", elements="89",
-               level_of_theory="PBE, no +U (MatPES)", license="ASL"),
-    Foundation("mace-matpes-r2scan-0", f"{_FOUNDATIONS}/mace_matpes_0/MACE-matpes-r2scan-omat-ft.model",
-               "MACE-MATPES-r2SCAN-0: OMAT-0 fine-tuned on MatPES r2SCAN", elements="89",
-               level_of_theory="r2SCAN (MatPES)", license="ASL"),
-    Foundation("mace-off23-small", f"{_OFF}/mace_off23/MACE-OFF23_small.model",
-               "MACE-OFF23 small: organic molecules", elements=_ORGANIC, level_of_theory=_SPICE, license="ASL"),
-    Foundation("mace-off23-medium", f"{_OFF}/mace_off23/MACE-OFF23_medium.model",
-               "MACE-OFF23 medium: organic molecules", elements=_ORGANIC, level_of_theory=_SPICE, license="ASL"),
-    Foundation("mace-off23-large", f"{_OFF}/mace_off23/MACE-OFF23_large.model",
-               "MACE-OFF23 large: organic molecules", elements=_ORGANIC, level_of_theory=_SPICE, license="ASL"),
-    Foundation("mace-off24-medium", f"{_OFF}/mace_off24/MACE-OFF24_medium.model",
-               "MACE-OFF24 medium: organic molecules", level_of_theory=_SPICE, license="ASL"),
-)}
+FOUNDATIONS: dict[str, Foundation] = {
+    f.name: f
+    for f in (
+        Foundation(
+            "mace-mp-0-small",
+            f"{_MP}/mace_mp_0/2023-12-10-mace-128-L0_energy_epoch-249.model",
+            "MACE-MP-0 small: 128x0e, materials",
+            elements="89",
+            level_of_theory=_MPTRJ,
+            license="MIT",
+        ),
+        Foundation(
+            "mace-mp-0-medium",
+            f"{_MP}/mace_mp_0/2023-12-03-mace-128-L1_epoch-199.model",
+            "MACE-MP-0 medium: 128x0e+128x1o, materials",
+            elements="89",
+            level_of_theory=_MPTRJ,
+            license="MIT",
+        ),
+        Foundation(
+            "mace-mp-0-large",
+            f"{_MP}/mace_mp_0/MACE_MPtrj_2022.9.model",
+            "MACE-MP-0 large: 128x0e+128x1o+128x2e, materials",
+            elements="89",
+            level_of_theory=_MPTRJ,
+            license="MIT",
+        ),
+        Foundation(
+            "mace-mp-0b3-medium",
+            f"{_MP}/mace_mp_0b3/mace-mp-0b3-medium.model",
+            "MACE-MP-0b3 medium: density blocks, ZBL, better high-pressure behaviour",
+            elements="89",
+            level_of_theory=_MPTRJ,
+            license="MIT",
+        ),
+        Foundation(
+            "mace-mpa-0-medium",
+            f"{_MP}/mace_mpa_0/mace-mpa-0-medium.model",
+            "MACE-MPA-0 medium: MPtrj + sAlex",
+            elements="89",
+            level_of_theory="PBE/PBE+U (MPtrj + sAlex)",
+            license="MIT",
+        ),
+        Foundation(
+            "mace-omat-0-small",
+            f"{_MP}/mace_omat_0/mace-omat-0-small.model",
+            "MACE-OMAT-0 small: OMat24",
+            elements="89",
+            level_of_theory="PBE/PBE+U (OMat24)",
+            license="ASL",
+        ),
+        Foundation(
+            "mace-omat-0-medium",
+            f"{_MP}/mace_omat_0/mace-omat-0-medium.model",
+            "MACE-OMAT-0 medium: OMat24",
+            elements="89",
+            level_of_theory="PBE/PBE+U (OMat24)",
+            license="ASL",
+        ),
+        Foundation(
+            "mace-matpes-pbe-0",
+            f"{_FOUNDATIONS}/mace_matpes_0/MACE-matpes-pbe-omat-ft.model",
+            "MACE-MATPES-PBE-0: OMAT-0 fine-tuned on MatPES PBE",
+            elements="89",
+            level_of_theory="PBE, no +U (MatPES)",
+            license="ASL",
+        ),
+        Foundation(
+            "mace-matpes-r2scan-0",
+            f"{_FOUNDATIONS}/mace_matpes_0/MACE-matpes-r2scan-omat-ft.model",
+            "MACE-MATPES-r2SCAN-0: OMAT-0 fine-tuned on MatPES r2SCAN",
+            elements="89",
+            level_of_theory="r2SCAN (MatPES)",
+            license="ASL",
+        ),
+        Foundation(
+            "mace-off23-small",
+            f"{_OFF}/mace_off23/MACE-OFF23_small.model",
+            "MACE-OFF23 small: organic molecules",
+            elements=_ORGANIC,
+            level_of_theory=_SPICE,
+            license="ASL",
+        ),
+        Foundation(
+            "mace-off23-medium",
+            f"{_OFF}/mace_off23/MACE-OFF23_medium.model",
+            "MACE-OFF23 medium: organic molecules",
+            elements=_ORGANIC,
+            level_of_theory=_SPICE,
+            license="ASL",
+        ),
+        Foundation(
+            "mace-off23-large",
+            f"{_OFF}/mace_off23/MACE-OFF23_large.model",
+            "MACE-OFF23 large: organic molecules",
+            elements=_ORGANIC,
+            level_of_theory=_SPICE,
+            license="ASL",
+        ),
+        Foundation(
+            "mace-off24-medium",
+            f"{_OFF}/mace_off24/MACE-OFF24_medium.model",
+            "MACE-OFF24 medium: organic molecules",
+            level_of_theory=_SPICE,
+            license="ASL",
+        ),
+    )
+}
 
 
 def names() -> list[str]:
@@ -166,8 +241,13 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def check_file(path: str | Path, size: int | None = None, sha256: str | None = None,
-               digest: str | None = None, label: str | None = None) -> None:
+def check_file(
+    path: str | Path,
+    size: int | None = None,
+    sha256: str | None = None,
+    digest: str | None = None,
+    label: str | None = None,
+) -> None:
     """Raise FoundationError unless `path` is a whole, intact model file.
 
     size: the expected length in bytes (the HTTP Content-Length), if known.
@@ -190,8 +270,10 @@ def check_file(path: str | Path, size: int | None = None, sha256: str | None = N
         if bad is not None:
             raise FoundationError(f"{label}: zip member {bad!r} fails its CRC check: the file is corrupt")
     elif not sha256:
-        raise FoundationError(f"{label}: not a zip archive, as torch .model files are (a truncated file, or an "
-                              "HTML page?); a file in torch's legacy format passes only with its --sha256")
+        raise FoundationError(
+            f"{label}: not a zip archive, as torch .model files are (a truncated file, or an "
+            "HTML page?); a file in torch's legacy format passes only with its --sha256"
+        )
     if sha256:
         digest = digest or file_sha256(path)
         if digest != sha256.strip().lower():
@@ -232,8 +314,9 @@ def _progress(total: int | None, label: str, enabled: bool) -> Iterator[Callable
         print(file=sys.stderr)
 
 
-def download(url: str, dest: str | Path, sha256: str | None = None, timeout: float = TIMEOUT,
-             progress: bool = True) -> str:
+def download(
+    url: str, dest: str | Path, sha256: str | None = None, timeout: float = TIMEOUT, progress: bool = True
+) -> str:
     """Fetch `url` into `dest` through `dest.part`; return the file's sha256.
 
     The file appears at `dest` only after `check_file` passed; on any failure (network,
@@ -250,8 +333,9 @@ def download(url: str, dest: str | Path, sha256: str | None = None, timeout: flo
             raise FoundationError(f"{url}: HTTP {err.code} {err.reason}") from err
         except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
             reason = getattr(err, "reason", err)
-            raise FoundationError(f"could not reach {url} ({reason}). Offline? Download the file elsewhere and "
-                                  f"put it at {dest}") from err
+            raise FoundationError(
+                f"could not reach {url} ({reason}). Offline? Download the file elsewhere and put it at {dest}"
+            ) from err
         digest, got = hashlib.sha256(), 0
         length = response.headers.get("Content-Length")
         size = int(length) if length is not None else None
@@ -266,8 +350,9 @@ def download(url: str, dest: str | Path, sha256: str | None = None, timeout: flo
                         got += len(chunk)
                         advance(len(chunk))
             except (http.client.HTTPException, OSError) as err:
-                raise FoundationError(f"download of {url} interrupted after {got} of {size or '?'} bytes "
-                                      f"({err!r}); nothing was kept") from err
+                raise FoundationError(
+                    f"download of {url} interrupted after {got} of {size or '?'} bytes ({err!r}); nothing was kept"
+                ) from err
         check_file(part, size, sha256, digest.hexdigest(), label=f"download of {url}")
         os.replace(part, dest)
     except BaseException:
@@ -279,8 +364,13 @@ def download(url: str, dest: str | Path, sha256: str | None = None, timeout: flo
 # ---------------------------------------------------------------- by name
 
 
-def fetch(name: str, cache: str | Path | None = None, sha256: str | None = None, progress: bool = True,
-          log: Callable[[str], None] = print) -> Path:
+def fetch(
+    name: str,
+    cache: str | Path | None = None,
+    sha256: str | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Path:
     """The checked mace-torch file of `name` in the cache, downloaded when missing.
 
     sha256: a digest to check, instead of the registry's. A file already in the cache
@@ -313,8 +403,14 @@ def _is_converted(folder: Path, verified: bool, sha256: str | None = None) -> bo
     return (not verified or "parity" in meta) and (not sha256 or meta.get("sha256") == sha256.strip().lower())
 
 
-def model_dir(name: str, cache: str | Path | None = None, sha256: str | None = None, check: bool = True,
-              progress: bool = True, log: Callable[[str], None] = print) -> Path:
+def model_dir(
+    name: str,
+    cache: str | Path | None = None,
+    sha256: str | None = None,
+    check: bool = True,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Path:
     """The converted jaxtl model folder of `name`: downloaded and converted the first time, reused after.
 
     check: verify the conversion against mace-torch (a folder converted without the
@@ -346,8 +442,9 @@ def resolve(model: str | Path, cache: str | Path | None = None, log: Callable[[s
         return path
     if is_name(str(model)):
         return model_dir(str(model), cache, log=log)
-    raise FoundationError(f"{model}: no such file or folder, and not a released foundation model "
-                          f"(known: {', '.join(names())})")
+    raise FoundationError(
+        f"{model}: no such file or folder, and not a released foundation model (known: {', '.join(names())})"
+    )
 
 
 def export(folder: str | Path, out_dir: str | Path, dtype: str | None = None, head: str | None = None) -> Path:
@@ -367,8 +464,13 @@ def describe(cache: str | Path | None = None) -> str:
     """The table `jaxtl models` prints: name, theory, license, cache state, URL."""
     lines = []
     for model in FOUNDATIONS.values():
-        state = ("converted" if _is_converted(converted_path(model, cache), verified=False)
-                 else "downloaded" if torch_path(model, cache).exists() else "")
+        state = (
+            "converted"
+            if _is_converted(converted_path(model, cache), verified=False)
+            else "downloaded"
+            if torch_path(model, cache).exists()
+            else ""
+        )
         lines.append(f"{model.name:<22} {model.level_of_theory or '?':<34} {model.license or '?':<4} {state}")
         lines.append(f"    {model.description}; elements: {model.elements or '?'}")
         lines.append(f"    {model.url}")

@@ -75,13 +75,18 @@ class LoadedModel:
         return energy
 
 
-def build_loaded_model(config: MACEConfig, variables: dict, metadata: dict | None = None,
-                       dtype: str | None = None, head: str | None = None, backend: str = "xla") -> LoadedModel:
+def build_loaded_model(
+    config: MACEConfig,
+    variables: dict,
+    metadata: dict | None = None,
+    dtype: str | None = None,
+    head: str | None = None,
+    backend: str = "xla",
+) -> LoadedModel:
     if head is not None:
         config, variables = select_head(config, variables, head)
     dtype = dtype or config.dtype
     enable_x64_if(dtype)
     config = config.replace(dtype=dtype)
     variables = jax.tree_util.tree_map(jnp.asarray, cast_variables(variables, dtype))
-    return LoadedModel(config=config, variables=variables, module=MACE(config, backend),
-                       metadata=metadata or {})
+    return LoadedModel(config=config, variables=variables, module=MACE(config, backend), metadata=metadata or {})

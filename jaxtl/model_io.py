@@ -37,7 +37,8 @@ def _checkpointer():
         return ocp.StandardCheckpointer()
     me = jax.process_index()
     return ocp.StandardCheckpointer(
-        multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me}))
+        multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+    )
 
 
 def save_model(out_dir: str | Path, config: MACEConfig | dict, variables: dict, metadata: dict | None = None) -> Path:
@@ -106,6 +107,7 @@ def load_model_files(path: str | Path) -> tuple[MACEConfig, dict, dict]:
 
 def cast_variables(variables: Any, dtype: str) -> Any:
     """Cast floating leaves to `dtype` (integers untouched)."""
+
     def cast(x):
         x = np.asarray(x)
         return x.astype(dtype) if np.issubdtype(x.dtype, np.floating) else x

@@ -19,8 +19,21 @@ from pathlib import Path
 
 # Settings that are not part of a run's configuration (where it runs, how to start it).
 # where and how a run is watched or started, not what it computes
-NOT_SAVED = {"config", "resume", "func", "command", "dry_run", "quiet", "tensorboard", "wandb", "distributed",
-             "coordinator_address", "num_processes", "process_id", "heartbeat_timeout"}
+NOT_SAVED = {
+    "config",
+    "resume",
+    "func",
+    "command",
+    "dry_run",
+    "quiet",
+    "tensorboard",
+    "wandb",
+    "distributed",
+    "coordinator_address",
+    "num_processes",
+    "process_id",
+    "heartbeat_timeout",
+}
 # Settings a resumed run may change: raising the length continues a run.
 RESUME_MAY_CHANGE = {"epochs", "out"}
 RUN_CONFIG = "run_config.yaml"
@@ -109,8 +122,10 @@ def apply_settings(parser, args, argv):
     if args.config:
         settings, ignored = translate(read_settings(args.config), dests - NOT_SAVED)
         if ignored:
-            print(f"warning: {args.config}: jaxtl {args.command} ignores these settings: {', '.join(ignored)}",
-                  file=sys.stderr)
+            print(
+                f"warning: {args.config}: jaxtl {args.command} ignores these settings: {', '.join(ignored)}",
+                file=sys.stderr,
+            )
         for dest, value in settings.items():
             if dest not in given:
                 setattr(args, dest, value)
@@ -129,16 +144,23 @@ def apply_settings(parser, args, argv):
                 parser.error(f"{run_dir} is a `jaxtl {saved['command']}` run, not `jaxtl {args.command}`")
             chosen = {**from_file, **{d: f for d, f in given.items()}}
             for dest, source in chosen.items():
-                if dest in saved and dest not in RESUME_MAY_CHANGE | NOT_SAVED \
-                        and not same_value(absolute_paths(dest, getattr(args, dest)), saved[dest]):
-                    parser.error(f"{source} {getattr(args, dest)!r} conflicts with the resumed run's {dest} = "
-                                 f"{saved[dest]!r} ({saved_path}); drop it to resume, or start a new run")
+                if (
+                    dest in saved
+                    and dest not in RESUME_MAY_CHANGE | NOT_SAVED
+                    and not same_value(absolute_paths(dest, getattr(args, dest)), saved[dest])
+                ):
+                    parser.error(
+                        f"{source} {getattr(args, dest)!r} conflicts with the resumed run's {dest} = "
+                        f"{saved[dest]!r} ({saved_path}); drop it to resume, or start a new run"
+                    )
             for dest, value in saved.items():
                 if dest in dests and dest not in given and not (dest in from_file and dest in RESUME_MAY_CHANGE):
                     setattr(args, dest, value)
         elif args.resume is not True:
-            parser.error(f"--resume {run_dir}: no {RUN_CONFIG} there (a run started by `jaxtl {args.command}` "
-                         f"writes one); give the run's flags with --out {run_dir} --resume")
+            parser.error(
+                f"--resume {run_dir}: no {RUN_CONFIG} there (a run started by `jaxtl {args.command}` "
+                f"writes one); give the run's flags with --out {run_dir} --resume"
+            )
         args.out, args.resume = str(run_dir), True
     missing = [f"--{d}" for d in ("foundation", "train", "out") if d in dests and getattr(args, d, None) is None]
     if missing:

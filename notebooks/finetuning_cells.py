@@ -145,5 +145,12 @@ if scratch_all:
             verdict = 'matches (E and F)' if e_ok and f_ok else 'E only' if e_ok else 'F only' if f_ok else 'does not match'
             print(f"{r['strategy']:6s} on {r['n_train']:4d}: E {r['energy_rmse']:6.2f}  F {r['forces_rmse']:6.1f}  -> {verdict}")"""
 
-CELLS = [("md", INTRO), ("code", SETUP), ("md", STUDY_MD), ("code", STUDY), ("code", PLOT),
-         ("md", CLAIM_MD), ("code", CLAIM)]
+CELLS = [
+    ("md", INTRO),
+    ("code", SETUP),
+    ("md", STUDY_MD),
+    ("code", STUDY),
+    ("code", PLOT),
+    ("md", CLAIM_MD),
+    ("code", CLAIM),
+]

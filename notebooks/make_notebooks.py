@@ -1,8 +1,8 @@
 """Write the notebooks from their cell sources, then execute them with outputs kept.
 
-    python notebooks/make_notebooks.py            # full settings (minutes)
-    JAXTL_FAST=1 python notebooks/make_notebooks.py --check   # fast settings, in a temp dir (tests)
-    python notebooks/make_notebooks.py 03_distill_and_md.ipynb  # only the notebooks named
+python notebooks/make_notebooks.py            # full settings (minutes)
+JAXTL_FAST=1 python notebooks/make_notebooks.py --check   # fast settings, in a temp dir (tests)
+python notebooks/make_notebooks.py 03_distill_and_md.ipynb  # only the notebooks named
 """
 
 import os
@@ -24,27 +24,39 @@ INSTALL = """\
 # import os; os.environ['JAXTL_DATA'] = '/path/to/mirror'"""
 
 CONVERT = [
-    ("md", "# Convert a mace-torch model and check it\n\nThe real H2/Cu MACE of the frozen-transfer-learning "
-           "paper's reactive system (`jaxtl.datasets.path('h2cu-mace')`, mace 0.2.0) is converted into a jaxtl "
-           "model folder; the converter compares jaxtl with mace-torch on structures of the model's own elements "
-           "(every head of a multi-head model) and refuses to write a model that disagrees."),
-    ("code", "import os, numpy as np, jax\njax.config.update('jax_enable_x64', True)\nimport jaxtl\n"
-             "import jaxtl.datasets\nfrom jaxtl.convert.convert import convert_file\n"
-             "print('JAX devices:', jax.devices())\n"
-             "OUT = os.environ.get('JAXTL_NB_OUT', 'runs/notebooks')\n"
-             "config, _ = convert_file(jaxtl.datasets.path('h2cu-mace'), f'{OUT}/h2cu', dtype='float64')\nconfig"),
+    (
+        "md",
+        "# Convert a mace-torch model and check it\n\nThe real H2/Cu MACE of the frozen-transfer-learning "
+        "paper's reactive system (`jaxtl.datasets.path('h2cu-mace')`, mace 0.2.0) is converted into a jaxtl "
+        "model folder; the converter compares jaxtl with mace-torch on structures of the model's own elements "
+        "(every head of a multi-head model) and refuses to write a model that disagrees.",
+    ),
+    (
+        "code",
+        "import os, numpy as np, jax\njax.config.update('jax_enable_x64', True)\nimport jaxtl\n"
+        "import jaxtl.datasets\nfrom jaxtl.convert.convert import convert_file\n"
+        "print('JAX devices:', jax.devices())\n"
+        "OUT = os.environ.get('JAXTL_NB_OUT', 'runs/notebooks')\n"
+        "config, _ = convert_file(jaxtl.datasets.path('h2cu-mace'), f'{OUT}/h2cu', dtype='float64')\nconfig",
+    ),
     ("md", "## As an ASE calculator"),
-    ("code", "from ase.build import fcc111\nfrom ase import Atoms\n"
-             "slab = fcc111('Cu', size=(2, 2, 3), vacuum=6.0)\ntop = slab.positions[:, 2].max()\n"
-             "slab += Atoms('H2', positions=[[1.0, 1.0, top + 1.6], [1.0, 1.74, top + 1.6]])\n"
-             "slab.calc = jaxtl.MACECalculator(f'{OUT}/h2cu')\n"
-             "print('E =', slab.get_potential_energy(), 'eV')\nprint('max |F| =', np.abs(slab.get_forces()).max(), 'eV/A')"),
+    (
+        "code",
+        "from ase.build import fcc111\nfrom ase import Atoms\n"
+        "slab = fcc111('Cu', size=(2, 2, 3), vacuum=6.0)\ntop = slab.positions[:, 2].max()\n"
+        "slab += Atoms('H2', positions=[[1.0, 1.0, top + 1.6], [1.0, 1.74, top + 1.6]])\n"
+        "slab.calc = jaxtl.MACECalculator(f'{OUT}/h2cu')\n"
+        "print('E =', slab.get_potential_energy(), 'eV')\nprint('max |F| =', np.abs(slab.get_forces()).max(), 'eV/A')",
+    ),
     ("md", "## Inside JAX: a jitted energy and its gradient with respect to the parameters"),
-    ("code", "from jaxtl.graph import batch_atoms\nmodel = jaxtl.load_model(f'{OUT}/h2cu')\n"
-             "graph = batch_atoms([slab], model.config.r_max).graph\nenergy = jax.jit(model.energy_fn())\n"
-             "g = jax.grad(lambda p: energy(p, graph).sum())(model.params)\n"
-             "print(energy(model.params, graph)[0], 'eV;', sum(x.size for x in jax.tree_util.tree_leaves(g)), "
-             "'parameter gradients')"),
+    (
+        "code",
+        "from jaxtl.graph import batch_atoms\nmodel = jaxtl.load_model(f'{OUT}/h2cu')\n"
+        "graph = batch_atoms([slab], model.config.r_max).graph\nenergy = jax.jit(model.energy_fn())\n"
+        "g = jax.grad(lambda p: energy(p, graph).sum())(model.params)\n"
+        "print(energy(model.params, graph)[0], 'eV;', sum(x.size for x in jax.tree_util.tree_leaves(g)), "
+        "'parameter gradients')",
+    ),
     ("md", "## Parity against mace-torch, as recorded by the converter"),
     ("code", "import json\njson.load(open(f'{OUT}/h2cu/metadata.json'))['parity']"),
 ]
@@ -53,8 +65,12 @@ from distill_and_md_cells import CELLS as DISTILL_AND_MD  # noqa: E402  (a long 
 from finetuning_cells import CELLS as FINETUNE  # noqa: E402
 from strategies_cells import CELLS as STRATEGIES  # noqa: E402
 
-NOTEBOOKS = {"01_convert_and_check.ipynb": CONVERT, "02_frozen_finetuning_aspirin.ipynb": FINETUNE,
-             "03_distill_and_md.ipynb": DISTILL_AND_MD, "04_finetuning_strategies.ipynb": STRATEGIES}
+NOTEBOOKS = {
+    "01_convert_and_check.ipynb": CONVERT,
+    "02_frozen_finetuning_aspirin.ipynb": FINETUNE,
+    "03_distill_and_md.ipynb": DISTILL_AND_MD,
+    "04_finetuning_strategies.ipynb": STRATEGIES,
+}
 
 
 def build(cells):
@@ -75,8 +91,11 @@ def drop_warnings(nb):
     """Drop the libraries' warnings on stderr from the saved outputs (they carry this machine's paths)."""
     for cell in nb.cells:
         if cell.cell_type == "code":
-            cell.outputs = [o for o in cell.outputs
-                            if not (o.output_type == "stream" and o.name == "stderr" and "Warning" in o.text)]
+            cell.outputs = [
+                o
+                for o in cell.outputs
+                if not (o.output_type == "stream" and o.name == "stderr" and "Warning" in o.text)
+            ]
     return nb
 
 

@@ -178,4 +178,12 @@ READING = """\
 The reading of the full study (which strategy wins where, and how it compares with arXiv 2606.12704)
 is in `benchmarks/results/strategies/README.md`."""
 
-CELLS = [("md", INTRO), ("md", RUN_MD), ("code", RUN), ("code", PLOT), ("md", SUMMARY_MD), ("code", SUMMARY), ("md", READING)]
+CELLS = [
+    ("md", INTRO),
+    ("md", RUN_MD),
+    ("code", RUN),
+    ("code", PLOT),
+    ("md", SUMMARY_MD),
+    ("code", SUMMARY),
+    ("md", READING),
+]

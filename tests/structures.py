@@ -35,20 +35,21 @@ def min_distance(atoms: Atoms) -> float:
     return float(d.min()) if d.size else np.inf
 
 
-def _random_points(n: int, cell: np.ndarray, pbc: Sequence[bool], rng: np.random.Generator,
-                   min_dist: float, max_tries: int = 20000) -> np.ndarray:
+def _random_points(
+    n: int, cell: np.ndarray, pbc: Sequence[bool], rng: np.random.Generator, min_dist: float, max_tries: int = 20000
+) -> np.ndarray:
     """Rejection-sample n points in the cell with all distances (images in the 27
     neighbouring cells included along periodic axes) above min_dist."""
     ranges = [(-2, -1, 0, 1, 2) if p else (0,) for p in pbc]
-    images = np.array([[i, j, k] for i in ranges[0] for j in ranges[1] for k in ranges[2]],
-                      dtype=float) @ cell
+    images = np.array([[i, j, k] for i in ranges[0] for j in ranges[1] for k in ranges[2]], dtype=float) @ cell
     pts: list = []
     for _ in range(max_tries):
         if len(pts) == n:
             return np.asarray(pts)
         p = rng.uniform(0.0, 1.0, 3) @ cell
         others = [p + images[np.any(images != 0, axis=1)]] + (
-            [np.asarray(pts)[:, None, :] + images[None]] if pts else [])
+            [np.asarray(pts)[:, None, :] + images[None]] if pts else []
+        )
         cand = np.concatenate([o.reshape(-1, 3) for o in others])
         if cand.size and np.min(np.linalg.norm(cand - p, axis=1)) <= min_dist:
             continue
@@ -58,8 +59,7 @@ def _random_points(n: int, cell: np.ndarray, pbc: Sequence[bool], rng: np.random
     raise RuntimeError("could not place atoms; cell too small for the requested count")
 
 
-def bulk(numbers: Sequence[int], seed: int = 0, repeat=(2, 2, 1), a: float = 3.6,
-         rattle: float = 0.15) -> Atoms:
+def bulk(numbers: Sequence[int], seed: int = 0, repeat=(2, 2, 1), a: float = 3.6, rattle: float = 0.15) -> Atoms:
     """Periodic cubic fcc supercell (4 atoms per repeat, 16 by default), cell strained by up
     to 3 % (non-symmetric, so triclinic), positions rattled."""
     from ase.build import bulk as ase_bulk
@@ -75,8 +75,7 @@ def bulk(numbers: Sequence[int], seed: int = 0, repeat=(2, 2, 1), a: float = 3.6
     return atoms
 
 
-def random_cell(numbers: Sequence[int], seed: int = 0, n_atoms: int = 12,
-                density: float = 0.06) -> Atoms:
+def random_cell(numbers: Sequence[int], seed: int = 0, n_atoms: int = 12, density: float = 0.06) -> Atoms:
     """Periodic random triclinic cell with n_atoms randomly placed atoms (atoms/A^3 ~ density)."""
     rng = np.random.default_rng(seed)
     length = (n_atoms / density) ** (1.0 / 3.0)
@@ -87,8 +86,7 @@ def random_cell(numbers: Sequence[int], seed: int = 0, n_atoms: int = 12,
     return atoms
 
 
-def small_triclinic(numbers: Sequence[int], seed: int = 0, n_atoms: int = 5,
-                    edge: float = 3.0) -> Atoms:
+def small_triclinic(numbers: Sequence[int], seed: int = 0, n_atoms: int = 5, edge: float = 3.0) -> Atoms:
     """Skewed triclinic cell with edges ~ edge A (< r_max), so each atom sees many images.
 
     Angles are far from 90 degrees (about 60-75), exercising non-orthogonal shifts.
@@ -134,8 +132,7 @@ def cluster(numbers: Sequence[int], seed: int = 0, n_atoms: int = 10, radius: fl
     return atoms
 
 
-def with_isolated_atom(numbers: Sequence[int], seed: int = 0, r_max: float = 6.0,
-                       n_atoms: int = 8) -> Atoms:
+def with_isolated_atom(numbers: Sequence[int], seed: int = 0, r_max: float = 6.0, n_atoms: int = 8) -> Atoms:
     """Non-periodic cluster plus one atom (the last) farther than r_max + 1 A from all others.
 
     Under any MACE model the isolated atom has no edges, so its force is exactly zero and
@@ -204,7 +201,11 @@ def real_model_structures(name: str) -> list:
     slab.rattle(0.05, seed=0)
     top = slab.positions[:, 2].max()
     slab += Atoms("H2", positions=[[1.0, 1.0, top + 1.5], [1.0, 1.74, top + 1.5]])
-    bulk = Atoms("Cu4", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]],
-                 cell=np.eye(3) * 3.61, pbc=True)
+    bulk = Atoms(
+        "Cu4",
+        scaled_positions=[[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]],
+        cell=np.eye(3) * 3.61,
+        pbc=True,
+    )
     bulk.rattle(0.05, seed=1)
     return [slab, bulk]

@@ -185,9 +185,11 @@ def test_either_switch_turns_the_settings_off():
 
 def test_import_jaxtl_is_light_and_names_resolve():
     """`import jaxtl` must not import JAX, so that `configure_cpu` can still act after it."""
-    code = ("import sys, jaxtl; assert 'jax' not in sys.modules, 'jax imported'; "
-            "from jaxtl import MACE, load_model, configure_cpu; "
-            "assert jaxtl.model.MACE is MACE and callable(load_model) and callable(configure_cpu); print('ok')")
+    code = (
+        "import sys, jaxtl; assert 'jax' not in sys.modules, 'jax imported'; "
+        "from jaxtl import MACE, load_model, configure_cpu; "
+        "assert jaxtl.model.MACE is MACE and callable(load_model) and callable(configure_cpu); print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 

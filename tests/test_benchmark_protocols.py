@@ -21,9 +21,27 @@ def test_train_step_benchmark_with_torch_in_its_own_process(tmp_path):
     and the child ran without jaxtl's glibc tunables or heap settings."""
     out = tmp_path / "train_step"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_train_step.py"), "--hidden", "8x0e", "--dtypes", "float64",
-         "--structures", "2", "--repeats", "2", "--warmup", "1", "--torch-process", "own", "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_train_step.py"),
+            "--hidden",
+            "8x0e",
+            "--dtypes",
+            "float64",
+            "--structures",
+            "2",
+            "--repeats",
+            "2",
+            "--warmup",
+            "1",
+            "--torch-process",
+            "own",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (row,) = json.loads(out.with_suffix(".json").read_text())["rows"]
@@ -35,8 +53,11 @@ def test_train_step_benchmark_with_torch_in_its_own_process(tmp_path):
     assert row["torch_losses"][0] != row["torch_losses"][-1]  # the optimiser moved the weights
 
 
-SCRIPTS = sorted(p for p in [*(ROOT / "benchmarks").glob("*.py"), *(ROOT / "benchmarks" / "dev").glob("*.py")]
-                 if not p.name.startswith("_"))
+SCRIPTS = sorted(
+    p
+    for p in [*(ROOT / "benchmarks").glob("*.py"), *(ROOT / "benchmarks" / "dev").glob("*.py")]
+    if not p.name.startswith("_")
+)
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(ROOT / "benchmarks")))
@@ -54,9 +75,25 @@ def test_speed_benchmark_records_parity_and_provenance(tmp_path):
     pytest.importorskip("mace", reason="the benchmark times mace-torch")
     out = tmp_path / "speed"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--models", "small", "--dtypes", "float64",
-         "--tasks", "forces", "--repeats", "1", "--warmup", "1", "--out", str(out)],
-        capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "speed.py"),
+            "--models",
+            "small",
+            "--dtypes",
+            "float64",
+            "--tasks",
+            "forces",
+            "--repeats",
+            "1",
+            "--warmup",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.with_suffix(".json").read_text())
@@ -76,8 +113,21 @@ def test_md_speed_benchmark_runs_the_same_trajectory_three_ways(tmp_path):
     """benchmarks/md_speed.py in its fast setting: mace-torch and jaxtl under ASE, and jaxtl's
     engine, integrate the same float64 NVE trajectory from the real H2/Cu model file."""
     out = tmp_path / "md"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "md_speed.py"), "--steps", "6",
-                           "--check-every", "3", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "md_speed.py"),
+            "--steps",
+            "6",
+            "--check-every",
+            "3",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.with_suffix(".json").read_text())
     rows = {r["code"]: r for r in result["rows"]}

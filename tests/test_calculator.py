@@ -13,6 +13,7 @@ from jaxtl.model_io import save_model
 def model_dir(tmp_path_factory):
     import os
     import sys
+
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "model"))
     from helpers import random_jaxtl_model
 

@@ -8,8 +8,20 @@ import sys
 import numpy as np
 import pytest
 
-SUBCOMMANDS = ["convert", "export", "models", "train", "finetune", "eval", "distill", "md", "demo", "learning-curve",
-               "prepare", "datasets"]
+SUBCOMMANDS = [
+    "convert",
+    "export",
+    "models",
+    "train",
+    "finetune",
+    "eval",
+    "distill",
+    "md",
+    "demo",
+    "learning-curve",
+    "prepare",
+    "datasets",
+]
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 H2CU = os.path.join(SHARED, "models", "h2cu_mace.model")
 
@@ -56,8 +68,20 @@ def tiny_data(tmp_path_factory):
     return make_data(tmp_path_factory.mktemp("data"), n_foundation=14, n_target=12, n_test=6)
 
 
-TINY = ["--hidden-irreps", "4x0e", "--max-ell", 1, "--correlation", 2, "--radial-mlp", 8, "--batch-size", 4,
-        "--r-max", 4.0]
+TINY = [
+    "--hidden-irreps",
+    "4x0e",
+    "--max-ell",
+    1,
+    "--correlation",
+    2,
+    "--radial-mlp",
+    8,
+    "--batch-size",
+    4,
+    "--r-max",
+    4.0,
+]
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +93,18 @@ def base_model(tiny_data, tmp_path_factory):
 
 def test_train_eval_and_resume(tiny_data, tmp_path):
     out = tmp_path / "run"
-    args = ["train", "--train", tiny_data["foundation"], "--test", tiny_data["target_test"], "--epochs", 2,
-            "--out", out, *TINY]
+    args = [
+        "train",
+        "--train",
+        tiny_data["foundation"],
+        "--test",
+        tiny_data["target_test"],
+        "--epochs",
+        2,
+        "--out",
+        out,
+        *TINY,
+    ]
     proc = jaxtl(*args)
     assert "compilations" in proc.stdout
     assert (out / "model" / "config.json").exists() and (out / "metrics.jsonl").exists()
@@ -82,13 +116,36 @@ def test_train_eval_and_resume(tiny_data, tmp_path):
 
 
 def test_finetune_dry_run_and_run(tiny_data, base_model, tmp_path):
-    dry = jaxtl("finetune", "--foundation", base_model, "--train", tiny_data["target_pool"], "--freeze", 6,
-                "--dry-run", "--out", tmp_path / "dry").stdout
+    dry = jaxtl(
+        "finetune",
+        "--foundation",
+        base_model,
+        "--train",
+        tiny_data["target_pool"],
+        "--freeze",
+        6,
+        "--dry-run",
+        "--out",
+        tmp_path / "dry",
+    ).stdout
     assert "frozen" in dry and "readouts_1" in dry
     assert not (tmp_path / "dry" / "model").exists()
     out = tmp_path / "ft"
-    proc = jaxtl("finetune", "--foundation", base_model, "--train", tiny_data["target_pool"], "--freeze", 5,
-                 "--epochs", 2, "--batch-size", 4, "--out", out)
+    proc = jaxtl(
+        "finetune",
+        "--foundation",
+        base_model,
+        "--train",
+        tiny_data["target_pool"],
+        "--freeze",
+        5,
+        "--epochs",
+        2,
+        "--batch-size",
+        4,
+        "--out",
+        out,
+    )
     assert "frozen weights unchanged: True" in proc.stdout
     assert (out / "model" / "config.json").exists()
 
@@ -102,8 +159,9 @@ def test_finetune_rejects_unknown_element(tmp_path, base_model):
     atoms.info["REF_energy"] = -1.0
     atoms.arrays["REF_forces"] = np.zeros((2, 3))
     ase.io.write(bad, [atoms], format="extxyz")
-    proc = jaxtl("finetune", "--foundation", base_model, "--train", bad, "--freeze", 6, "--out",
-                 tmp_path / "ft", check=False)
+    proc = jaxtl(
+        "finetune", "--foundation", base_model, "--train", bad, "--freeze", 6, "--out", tmp_path / "ft", check=False
+    )
     assert proc.returncode != 0
     assert "Fe" in proc.stderr and "bad.xyz" in proc.stderr
 

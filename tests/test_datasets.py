@@ -23,12 +23,19 @@ def isolated(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _entry(tmp_path, content=b"1\nProperties=species:S:1:pos:R:3 pbc=\"F F F\"\nH 0 0 0\n", url=True, sha=None):
+def _entry(tmp_path, content=b'1\nProperties=species:S:1:pos:R:3 pbc="F F F"\nH 0 0 0\n', url=True, sha=None):
     source = tmp_path / "upstream" / "h.xyz"
     source.parent.mkdir(parents=True, exist_ok=True)
     source.write_bytes(content)
-    return Dataset("toy", "data/toy/h.extxyz", "one H atom", "MIT", "a test",
-                   sha or hashlib.sha256(content).hexdigest(), source.as_uri() if url else None)
+    return Dataset(
+        "toy",
+        "data/toy/h.extxyz",
+        "one H atom",
+        "MIT",
+        "a test",
+        sha or hashlib.sha256(content).hexdigest(),
+        source.as_uri() if url else None,
+    )
 
 
 def test_lookup_order_root_then_env_then_cache(isolated, monkeypatch):

@@ -20,8 +20,18 @@ def model_dir(tmp_path_factory):
     """A small random MACE for Cu and H, saved as a model folder."""
     from jaxtl.graph.batching import batch_atoms
 
-    config = MACEConfig(atomic_numbers=(1, 29), r_max=3.0, num_bessel=4, max_ell=1, hidden_irreps="4x0e",
-                        MLP_irreps="4x0e", correlation=2, radial_MLP=(8,), avg_num_neighbors=8.0, dtype="float32")
+    config = MACEConfig(
+        atomic_numbers=(1, 29),
+        r_max=3.0,
+        num_bessel=4,
+        max_ell=1,
+        hidden_irreps="4x0e",
+        MLP_irreps="4x0e",
+        correlation=2,
+        radial_MLP=(8,),
+        avg_num_neighbors=8.0,
+        dtype="float32",
+    )
     batch = batch_atoms([bulk("Cu", "fcc", a=3.6)], config.r_max, np.float32)
     variables = MACE(config).init(jax.random.PRNGKey(0), batch.graph)
     return save_model(tmp_path_factory.mktemp("model") / "model", config, variables)
@@ -50,8 +60,12 @@ def data_file(tmp_path_factory):
 
 
 def run_eval(*args):
-    proc = subprocess.run([sys.executable, "-m", "jaxtl.cli", "--no-cpu-tuning", "eval", *map(str, args)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxtl.cli", "--no-cpu-tuning", "eval", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -132,8 +146,12 @@ def test_evaluate_sources_files_and_prepared_folders(model_dir, data_file, tmp_p
     per_source, overall = evaluate_sources(loaded, [first, second, prepared], batch_size=2)
     expected = {s: evaluate_configs(loaded, read_configurations(s)) for s in (first, second)}
     expected_all = evaluate_configs(loaded, read_configurations(first) + 2 * read_configurations(second))
-    for got, want in [(per_source[str(first)], expected[first]), (per_source[str(second)], expected[second]),
-                      (per_source[str(prepared)], expected[second]), (overall, expected_all)]:
+    for got, want in [
+        (per_source[str(first)], expected[first]),
+        (per_source[str(second)], expected[second]),
+        (per_source[str(prepared)], expected[second]),
+        (overall, expected_all),
+    ]:
         assert set(got) == set(want)
         for group in want:
             assert got[group]["n_graphs"] == want[group]["n_graphs"]
@@ -141,10 +159,16 @@ def test_evaluate_sources_files_and_prepared_folders(model_dir, data_file, tmp_p
                 assert got[group][key] == pytest.approx(want[group][key], rel=1e-4), (group, key)
     assert overall["all"]["n_graphs"] == 4 + 3 + 3 and overall["defect"]["n_graphs"] == 2 * 2
 
-    env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "")
-                                      + " --xla_force_host_platform_device_count=2").strip())
-    proc = subprocess.run([sys.executable, "-c", SHARDED, str(model_dir), "2", str(first), str(prepared)],
-                          capture_output=True, text=True, timeout=600, env=env)
+    env = dict(
+        os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", SHARDED, str(model_dir), "2", str(first), str(prepared)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = json.loads(proc.stdout.strip().splitlines()[-1])[1]["all"]
     one = evaluate_sources(loaded, [first, prepared], batch_size=2)[1]["all"]
@@ -179,7 +203,23 @@ def test_eval_command_over_a_file_and_a_prepared_folder(model_dir, data_file, tm
     assert set(printed["sources"]) == {str(first), str(prepared)}
     assert printed["all"]["all"]["n_graphs"] == overall["all"]["n_graphs"] == 7
     assert printed["all"]["all"]["forces_rmse"] == pytest.approx(overall["all"]["forces_rmse"], rel=1e-5)
-    refused = subprocess.run([sys.executable, "-m", "jaxtl.cli", "--no-cpu-tuning", "eval", "--model", str(model_dir),
-                              "--data", str(first), str(prepared), "--output", str(tmp_path / "p.xyz")],
-                             capture_output=True, text=True, timeout=600)
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jaxtl.cli",
+            "--no-cpu-tuning",
+            "eval",
+            "--model",
+            str(model_dir),
+            "--data",
+            str(first),
+            str(prepared),
+            "--output",
+            str(tmp_path / "p.xyz"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert refused.returncode != 0 and "--output writes the predictions of one file" in refused.stderr

@@ -18,9 +18,21 @@ import pytest
 from jaxtl import foundations
 from jaxtl.foundations import FoundationError
 
-RELEASED = ["mace-mp-0-small", "mace-mp-0-medium", "mace-mp-0-large", "mace-mp-0b3-medium", "mace-mpa-0-medium",
-            "mace-omat-0-small", "mace-omat-0-medium", "mace-matpes-pbe-0", "mace-matpes-r2scan-0",
-            "mace-off23-small", "mace-off23-medium", "mace-off23-large", "mace-off24-medium"]
+RELEASED = [
+    "mace-mp-0-small",
+    "mace-mp-0-medium",
+    "mace-mp-0-large",
+    "mace-mp-0b3-medium",
+    "mace-mpa-0-medium",
+    "mace-omat-0-small",
+    "mace-omat-0-medium",
+    "mace-matpes-pbe-0",
+    "mace-matpes-r2scan-0",
+    "mace-off23-small",
+    "mace-off23-medium",
+    "mace-off23-large",
+    "mace-off24-medium",
+]
 
 
 class Server:
@@ -198,8 +210,12 @@ def test_offline_names_the_cache_path_and_url(monkeypatch, model_bytes, tmp_path
 
 
 def jaxtl_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "jaxtl.cli", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "jaxtl.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_cli_convert_by_name(server, model_bytes, tmp_path):
@@ -212,8 +228,7 @@ def test_cli_convert_by_name(server, model_bytes, tmp_path):
     assert "parity float64" in proc.stdout and str(folder) in proc.stdout
     assert (folder / "config.json").exists() and server.count(filename) == 1
     # a second call copies the cached conversion out: no download, no conversion
-    proc = jaxtl_cli("convert", "mace-off23-medium", tmp_path / "out", "--dtype", "float32", "--cache", cache,
-                     env=env)
+    proc = jaxtl_cli("convert", "mace-off23-medium", tmp_path / "out", "--dtype", "float32", "--cache", cache, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "parity" not in proc.stdout and server.count(filename) == 1
     assert json.loads((tmp_path / "out" / "config.json").read_text())["dtype"] == "float32"

@@ -22,8 +22,12 @@ def imported_modules(tree: ast.Module, name: str, is_package: bool, modules: set
     """The jaxtl modules `tree` (module `name`) imports anywhere, except under `if TYPE_CHECKING:`.
     `from P import x` counts as an import of P.x when that is a module, else of P."""
     found = set()
-    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-               for n in ast.walk(node)}
+    skipped = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for n in ast.walk(node)
+    }
     for node in ast.walk(tree):
         if id(node) in skipped:
             continue
@@ -44,8 +48,10 @@ def imported_modules(tree: ast.Module, name: str, is_package: bool, modules: set
 def import_graph() -> dict[str, set[str]]:
     paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
     modules = set(paths)
-    return {name: imported_modules(ast.parse(p.read_text()), name, p.name == "__init__.py", modules)
-            for name, p in paths.items()}
+    return {
+        name: imported_modules(ast.parse(p.read_text()), name, p.name == "__init__.py", modules)
+        for name, p in paths.items()
+    }
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -82,16 +88,23 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_check_finds_cycles_and_deferred_imports():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
-    tree = ast.parse("from jaxtl.train import loop\nfrom . import e0s\nif TYPE_CHECKING:\n    import jaxtl.md\n"
-                     "def f():\n    import jaxtl.cli\n")
+    tree = ast.parse(
+        "from jaxtl.train import loop\nfrom . import e0s\nif TYPE_CHECKING:\n    import jaxtl.md\n"
+        "def f():\n    import jaxtl.cli\n"
+    )
     modules = {"jaxtl.train", "jaxtl.train.loop", "jaxtl.finetune.e0s", "jaxtl.cli", "jaxtl.md", "jaxtl.finetune.x"}
     assert imported_modules(tree, "jaxtl.finetune.x", False, modules) == {
-        "jaxtl.train.loop", "jaxtl.finetune.e0s", "jaxtl.cli"}
+        "jaxtl.train.loop",
+        "jaxtl.finetune.e0s",
+        "jaxtl.cli",
+    }
 
 
 def test_no_import_cycles():
     graph = import_graph()
-    assert len(graph) > 50 and "jaxtl.train.run" in graph["jaxtl.finetune.finetune"] | graph["jaxtl.learning_curve.cell"]
+    assert (
+        len(graph) > 50 and "jaxtl.train.run" in graph["jaxtl.finetune.finetune"] | graph["jaxtl.learning_curve.cell"]
+    )
     found = cycles(graph)
     assert not found, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)
 

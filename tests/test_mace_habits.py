@@ -133,8 +133,9 @@ def test_written_configs_read_back_as_they_are(run, data, tmp_path):
         assert build(from_run) == build(from_mace)
     assert from_run.hidden_irreps == "4x0e" and from_run.radial_mlp == [8, 8] and from_run.e0s == "average"
     # the train_config.yaml the training loop writes, passed back as it is
-    from_loop = cli.parse_args(["train", "--config", str(out / "train_config.yaml"), "--train", "x.xyz",
-                                *map(str, new)])
+    from_loop = cli.parse_args(
+        ["train", "--config", str(out / "train_config.yaml"), "--train", "x.xyz", *map(str, new)]
+    )
     assert common.train_config(from_loop) == TrainConfig.load(out / "train_config.yaml")
 
 
@@ -166,15 +167,16 @@ def test_a_conflicting_flag_on_resume_is_named(run, capsys):
 def _batch_and_prediction(path, config_type_weights=None):
     """All structures of `path` (IsolatedAtom frames set apart) in one padded batch, with
     a fixed random prediction."""
-    splits = read_splits(DataConfig(train_file=str(path), valid_fraction=0.0,
-                                    config_type_weights=config_type_weights))
+    splits = read_splits(DataConfig(train_file=str(path), valid_fraction=0.0, config_type_weights=config_type_weights))
     configs = sorted(splits.train, key=lambda c: c.index)
     items = GraphDataset(configs, 3.0, progress=False).items
     n_nodes = sum(c.n_atoms for c in configs)
     batch = pad_batch(items, n_nodes + 1, sum(len(i.graph.senders) for i in items), len(items) + 1, r_max=3.0)
     rng = np.random.default_rng(0)
-    pred = {"energy": rng.normal(size=len(items) + 1) * 10.0 + batch.labels.energy,
-            "forces": rng.normal(size=(n_nodes + 1, 3))}
+    pred = {
+        "energy": rng.normal(size=len(items) + 1) * 10.0 + batch.labels.energy,
+        "forces": rng.normal(size=(n_nodes + 1, 3)),
+    }
     return configs, batch, pred
 
 
@@ -193,15 +195,17 @@ def test_energy_only_frames_add_no_force_loss(data, tmp_path):
     _, batch_g, _ = _batch_and_prediction(tmp_path / "garbage.xyz")
     assert np.abs(batch_g.labels.forces).max() == 1e4  # the garbage is in the batch
     cfg = LossConfig()
-    assert float(compute_loss(pred, batch_g.labels, batch_g.graph, cfg)) == \
-        float(compute_loss(pred, batch.labels, batch.graph, cfg))
+    assert float(compute_loss(pred, batch_g.labels, batch_g.graph, cfg)) == float(
+        compute_loss(pred, batch.labels, batch.graph, cfg)
+    )
     # but it counts when its weight is not zero
     for atoms in garbage:
         atoms.info.pop("config_forces_weight", None)
     ase.io.write(tmp_path / "counted.xyz", garbage, format="extxyz")
     _, batch_c, _ = _batch_and_prediction(tmp_path / "counted.xyz")
-    assert float(compute_loss(pred, batch_c.labels, batch_c.graph, cfg)) > \
-        1e3 * float(compute_loss(pred, batch.labels, batch.graph, cfg))
+    assert float(compute_loss(pred, batch_c.labels, batch_c.graph, cfg)) > 1e3 * float(
+        compute_loss(pred, batch.labels, batch.graph, cfg)
+    )
 
 
 def test_config_type_weights_scale_their_structures_loss(data):
@@ -244,14 +248,31 @@ def test_mace_yaml_settings_translate():
 
     assert hidden_irreps(128, 2) == "128x0e + 128x1o + 128x2e"
     settings, ignored = translate(
-        {"max_num_epochs": 5, "swa": "True", "start_swa": 3, "scheduler": "ExponentialLR", "num_channels": 8,
-         "max_L": 1, "radial_MLP": "[16, 16]", "E0s": "{1: -13.6}", "foundation_model": "small", "device": "cuda",
-         "enable_cueq": True},
-        known={"epochs", "stage_two", "start_stage_two", "scheduler", "hidden_irreps", "radial_mlp", "e0s",
-               "backend"})
-    assert settings == {"epochs": 5, "stage_two": True, "start_stage_two": 3, "scheduler": "exponential",
-                        "hidden_irreps": "8x0e + 8x1o", "radial_mlp": [16, 16], "e0s": "{1: -13.6}",
-                        "backend": "cueq"}
+        {
+            "max_num_epochs": 5,
+            "swa": "True",
+            "start_swa": 3,
+            "scheduler": "ExponentialLR",
+            "num_channels": 8,
+            "max_L": 1,
+            "radial_MLP": "[16, 16]",
+            "E0s": "{1: -13.6}",
+            "foundation_model": "small",
+            "device": "cuda",
+            "enable_cueq": True,
+        },
+        known={"epochs", "stage_two", "start_stage_two", "scheduler", "hidden_irreps", "radial_mlp", "e0s", "backend"},
+    )
+    assert settings == {
+        "epochs": 5,
+        "stage_two": True,
+        "start_stage_two": 3,
+        "scheduler": "exponential",
+        "hidden_irreps": "8x0e + 8x1o",
+        "radial_mlp": [16, 16],
+        "e0s": "{1: -13.6}",
+        "backend": "cueq",
+    }
     assert ignored == ["device", "foundation_model"]
     # --swa without --start_swa: mace-torch's start, max(1, epochs // 4 * 3)
     settings, _ = translate({"swa": True, "max_num_epochs": 100}, known={"stage_two", "start_stage_two", "epochs"})
@@ -265,8 +286,22 @@ def test_mace_yaml_settings_translate():
 
 def test_finetune_resumes_from_its_folder_alone(data, tmp_path):
     out = tmp_path / "ft"
-    args = cli.parse_args(["finetune", "--foundation", str(data / "mace.yaml"), "--train", str(data / "train.xyz"),
-                           "--freeze", "6", "--E0s", "isolated", "--no-swa", "--out", str(out)])
+    args = cli.parse_args(
+        [
+            "finetune",
+            "--foundation",
+            str(data / "mace.yaml"),
+            "--train",
+            str(data / "train.xyz"),
+            "--freeze",
+            "6",
+            "--E0s",
+            "isolated",
+            "--no-swa",
+            "--out",
+            str(out),
+        ]
+    )
     common.save_run_config(args, args.parser)
     resumed = cli.parse_args(["finetune", "--resume", str(out)])
     assert (resumed.freeze, resumed.e0s, resumed.stage_two, resumed.ema) == (6, "isolated", False, True)

@@ -11,8 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
-needs_shared = pytest.mark.skipif(not (SHARED / "models" / "spice_mace.model").exists(),
-                                  reason="../shared (real data and models) is absent")
+needs_shared = pytest.mark.skipif(
+    not (SHARED / "models" / "spice_mace.model").exists(), reason="../shared (real data and models) is absent"
+)
 
 
 def _mirror_holds(*names):
@@ -43,8 +44,13 @@ def test_notebooks_execute(tmp_path):
     out = tmp_path / "out"
     mirror = datasets.path("spice-mace", download=False).parents[1]  # the root that holds models/spice_mace.model
     env = dict(os.environ, JAXTL_FAST="1", JAXTL_NB_OUT=str(out), JAXTL_DATA=str(mirror))
-    proc = subprocess.run([sys.executable, str(clone / "notebooks" / "make_notebooks.py"), "--check"],
-                          capture_output=True, text=True, env=env, cwd=clone)
+    proc = subprocess.run(
+        [sys.executable, str(clone / "notebooks" / "make_notebooks.py"), "--check"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=clone,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     sys.path.insert(0, str(ROOT / "notebooks"))
     from make_notebooks import NOTEBOOKS
@@ -83,9 +89,22 @@ def test_materials_study_fast_with_a_foundation_file(tmp_path):
     foundation = tmp_path / "mp0_small.model"
     torch.save(REGISTRY["mp0_small"]()[0], foundation)
     out = tmp_path / "materials"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "finetune_materials.py"), "--fast",
-                           "--datasets", "co2_ni100", "--foundation", str(foundation), "--out", str(out)],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "finetune_materials.py"),
+            "--fast",
+            "--datasets",
+            "co2_ni100",
+            "--foundation",
+            str(foundation),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     import json
 
@@ -102,8 +121,12 @@ def test_materials_study_fast_with_a_foundation_file(tmp_path):
 def test_aspirin_study_scripts_fast(tmp_path, script):
     """The full studies' scripts in their tiny settings (the notebooks run their own smaller studies)."""
     out = tmp_path / "study"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--fast", "--out", str(out)],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--fast", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     rows = results["runs"] if isinstance(results, dict) else results

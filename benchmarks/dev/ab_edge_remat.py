@@ -39,8 +39,12 @@ def swapped(module, name, value):
 def base_node_major(rev: str):
     """node_major_messages of jaxtl/model/tensor_product.py at `rev`, node_fn applied after."""
     root = Path(__file__).resolve().parents[2]
-    src = subprocess.run(["git", "-C", str(root), "show", f"{rev}:jaxtl/model/tensor_product.py"],
-                         capture_output=True, text=True, check=True).stdout
+    src = subprocess.run(
+        ["git", "-C", str(root), "show", f"{rev}:jaxtl/model/tensor_product.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     base = types.ModuleType("tensor_product_base")
     exec(compile(src, "tensor_product_base", "exec"), base.__dict__)
 
@@ -100,9 +104,11 @@ def main(argv=None) -> int:
     _, (t_new, t_old) = harness.interleaved([Side(new), Side(old)], args.repeats, warmup=3)
     m_new, m_old = statistics.median(t_new), statistics.median(t_old)
     what = "recomputed embedding vs kept" if args.recompute else f"working tree vs node_major_messages at {args.base}"
-    print(f"{len(atoms)} atoms, {args.model} {args.dtype}, {what}: new {1e3 * m_new:.1f} ms, "
-          f"old {1e3 * m_old:.1f} ms (median of {args.repeats}), ratio old/new {m_old / m_new:.3f}; "
-          f"max |force difference| {diff:.2e} eV/A; load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"{len(atoms)} atoms, {args.model} {args.dtype}, {what}: new {1e3 * m_new:.1f} ms, "
+        f"old {1e3 * m_old:.1f} ms (median of {args.repeats}), ratio old/new {m_old / m_new:.3f}; "
+        f"max |force difference| {diff:.2e} eV/A; load average {os.getloadavg()[0]:.1f}"
+    )
     return 0
 
 

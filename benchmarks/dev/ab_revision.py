@@ -52,8 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--function", default="node_major_messages")
     p.add_argument("--case", choices=("forces", "train"), default="forces")
     p.add_argument("--model", choices=("small", "medium"), default="medium", help="forces case")
-    p.add_argument("--cells", type=int, default=3,
-                   help="forces case: conventional fcc cells per side (3: 108 atoms, 14: 10,976)")
+    p.add_argument(
+        "--cells", type=int, default=3, help="forces case: conventional fcc cells per side (3: 108 atoms, 14: 10,976)"
+    )
     p.add_argument("--hidden", default="64x0e+64x1o", help="train case: hidden irreps")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--repeats", type=int, default=11, help="timed calls per side (median reported)")
@@ -64,8 +65,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def module_at(revision: str, module: str):
     """`module` (dotted name) as its source file is at `revision`, imported under a new name."""
     rel = Path(*module.split(".")).with_suffix(".py")
-    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{revision}:{rel.as_posix()}"],
-                            check=True, capture_output=True, text=True).stdout
+    source = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{revision}:{rel.as_posix()}"], check=True, capture_output=True, text=True
+    ).stdout
     path = Path(tempfile.mkdtemp(prefix="jaxtl_ab_")) / rel.name
     path.write_text(source)
     spec = importlib.util.spec_from_file_location(f"{module}_at_{revision}".replace(".", "_"), path)
@@ -110,7 +112,7 @@ def train_case(args, without=None):
 
 def instructions(compiled) -> int:
     text = compiled.as_text()
-    entry = text[text.index("ENTRY"):]
+    entry = text[text.index("ENTRY") :]
     return sum(1 for line in entry.splitlines() if " = " in line)
 
 
@@ -150,15 +152,17 @@ def main(argv=None) -> int:
             if r >= args.warmup:
                 times[name].append(time.perf_counter() - t0)
     if args.case == "forces":
-        what = f"{args.model} energy+forces ({4 * args.cells ** 3} atoms)"
+        what = f"{args.model} energy+forces ({4 * args.cells**3} atoms)"
     else:
         what = f"{args.hidden} training step"
     change = f"Graph.{args.without}" if args.without else f"{args.module}.{args.function}"
     print(f"[ab] {what}, {args.dtype}: {change}, median of {args.repeats} alternating calls")
     for name, (_, _, count) in sides.items():
         t = times[name]
-        print(f"[ab]   {name:14s} {1e3 * statistics.median(t):8.1f} ms (min {1e3 * min(t):.1f}), "
-              f"{count} XLA entry instructions")
+        print(
+            f"[ab]   {name:14s} {1e3 * statistics.median(t):8.1f} ms (min {1e3 * min(t):.1f}), "
+            f"{count} XLA entry instructions"
+        )
     print(f"[ab]   largest |difference| of the {'forces' if args.case == 'forces' else 'first loss'}: {diff:.1e}")
     return 0
 

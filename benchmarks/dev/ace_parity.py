@@ -32,9 +32,13 @@ def main(argv=None) -> int:
     folder = f"{args.run}/students/{args.student}/student"
     test = [a for a in ase.io.read(f"{args.run}/data/labelled.xyz", ":") if a.info.get("split") != "train"]
     picked = [test[i] for i in np.linspace(0, len(test) - 1, args.structures).astype(int)]
-    pairs = {"exact": (jaxtl.load_calculator(folder), ACECalculator(f"{folder}/model.npz")),
-             f"radial_table={args.radial_table}": (jaxtl.load_calculator(folder, radial_table=args.radial_table),
-                                                   ACECalculator(f"{folder}/model.npz", radial_table=args.radial_table))}
+    pairs = {
+        "exact": (jaxtl.load_calculator(folder), ACECalculator(f"{folder}/model.npz")),
+        f"radial_table={args.radial_table}": (
+            jaxtl.load_calculator(folder, radial_table=args.radial_table),
+            ACECalculator(f"{folder}/model.npz", radial_table=args.radial_table),
+        ),
+    }
     exact = pairs["exact"][0]
     for repeat in (1, 2):
         structures = [a.repeat((repeat, repeat, 1)) for a in picked]
@@ -48,8 +52,10 @@ def main(argv=None) -> int:
                 ds = max(ds, float(np.abs(a.get_stress() - b.get_stress()).max()))
                 dx = max(dx, float(np.abs(a.get_forces() - c.get_forces()).max()))
                 fmax = max(fmax, float(np.abs(b.get_forces()).max()))
-            print(f"{len(structures[0])} atoms, {name}: vs ace-jax |dE| {de:.1e} eV, |dF| {df:.1e} eV/A, "
-                  f"|dstress| {ds:.1e} eV/A^3 (max|F| {fmax:.2f}); forces vs the exact path {dx:.1e} eV/A")
+            print(
+                f"{len(structures[0])} atoms, {name}: vs ace-jax |dE| {de:.1e} eV, |dF| {df:.1e} eV/A, "
+                f"|dstress| {ds:.1e} eV/A^3 (max|F| {fmax:.2f}); forces vs the exact path {dx:.1e} eV/A"
+            )
             host, model, total = [], [], []
             for _ in range(10):
                 for atoms in structures:
@@ -61,9 +67,11 @@ def main(argv=None) -> int:
                     total.append(time.perf_counter() - start)
                     host.append(ours.last_timing["nlist_s"])
                     model.append(ours.last_timing["model_s"])
-            print(f"    per call (medians): total {1e3 * np.median(total):.2f} ms, neighbour list + blocks "
-                  f"{1e3 * np.median(host):.2f} ms, compiled call {1e3 * np.median(model):.2f} ms; "
-                  f"{ours._layout.n_slots} neighbour slots, {ours.n_compilations} compilations")
+            print(
+                f"    per call (medians): total {1e3 * np.median(total):.2f} ms, neighbour list + blocks "
+                f"{1e3 * np.median(host):.2f} ms, compiled call {1e3 * np.median(model):.2f} ms; "
+                f"{ours._layout.n_slots} neighbour slots, {ours.n_compilations} compilations"
+            )
     return 0
 
 

@@ -83,20 +83,34 @@ def main(argv=None) -> int:
     if args.child:
         print("RESULT " + json.dumps(measure(args.child, args.model, args.dtype, args.repeats)))
         return 0
-    print(f"[heap] {args.model} {args.dtype} energy+forces, 108 Cu atoms, median of {args.repeats} calls "
-          f"after 2, each mode in a fresh process")
+    print(
+        f"[heap] {args.model} {args.dtype} energy+forces, 108 Cu atoms, median of {args.repeats} calls "
+        f"after 2, each mode in a fresh process"
+    )
     for r in range(args.rounds):
         for mode in MODES:
-            cmd = [sys.executable, __file__, "--child", mode, "--model", args.model, "--dtype", args.dtype,
-                   "--repeats", str(args.repeats)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                mode,
+                "--model",
+                args.model,
+                "--dtype",
+                args.dtype,
+                "--repeats",
+                str(args.repeats),
+            ]
             out = subprocess.run(cmd, env=child_env(), capture_output=True, text=True)
             if out.returncode != 0:
                 raise SystemExit(out.stderr[-3000:])
             res = json.loads(out.stdout.split("RESULT ", 1)[1])
-            print(f"[heap] round {r + 1} {mode:8s} {res['median_ms']:7.1f} ms (min {res['min_ms']:.1f}), "
-                  f"{res['faults_per_call']:8.0f} page faults and {res['kernel_ms_per_call']:5.1f} ms in the kernel "
-                  f"a call; async dispatch {res['async_dispatch']}, heap {res['heap'] or 'glibc default'}, "
-                  f"XLA_FLAGS {res['xla_flags'] or 'unset'}")
+            print(
+                f"[heap] round {r + 1} {mode:8s} {res['median_ms']:7.1f} ms (min {res['min_ms']:.1f}), "
+                f"{res['faults_per_call']:8.0f} page faults and {res['kernel_ms_per_call']:5.1f} ms in the kernel "
+                f"a call; async dispatch {res['async_dispatch']}, heap {res['heap'] or 'glibc default'}, "
+                f"XLA_FLAGS {res['xla_flags'] or 'unset'}"
+            )
     return 0
 
 

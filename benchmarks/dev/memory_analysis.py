@@ -51,7 +51,8 @@ def main(argv=None) -> int:
         compiled = loaded._predict.lower(loaded.variables, shapes, False).compile()
         mem = compiled.memory_analysis()
         row = {
-            "n_atoms": len(atoms), "n_edges": n_edges,
+            "n_atoms": len(atoms),
+            "n_edges": n_edges,
             "padded_edges": int(shapes.senders.shape[0]),
             "temp_MB": mem.temp_size_in_bytes / 1e6,
             "argument_MB": mem.argument_size_in_bytes / 1e6,

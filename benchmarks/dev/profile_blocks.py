@@ -188,7 +188,8 @@ def scatter_variants(n_nodes: int, receivers, senders, width: int, dtype, repeat
     variants = {
         "segment_sum (unsorted)": lambda m, h: jax.ops.segment_sum(m * h[senders], receivers, n_nodes),
         "segment_sum (sorted receivers)": lambda m, h: jax.ops.segment_sum(
-            m * h[ss], rs, n_nodes, indices_are_sorted=True),
+            m * h[ss], rs, n_nodes, indices_are_sorted=True
+        ),
         "one-hot matmul scatter": lambda m, h: onehot.T @ (m * h[senders]),
     }
     out = {}
@@ -218,8 +219,9 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", choices=harness.DTYPES, default="float32")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--blocks-only", action="store_true",
-                   help="time the blocks only, not the contraction and scatter alternatives")
+    p.add_argument(
+        "--blocks-only", action="store_true", help="time the blocks only, not the contraction and scatter alternatives"
+    )
     p.add_argument("--out", default=None, help="JSON path (default runs/profile_<model>_<dtype>_<device>.json)")
     args = p.parse_args(argv)
     device = harness.resolve_device(args.device)
@@ -242,8 +244,11 @@ def main(argv=None) -> int:
     full_t = median_time(loaded._predict, (loaded.variables, graph, False), args.repeats)
     full_c = cost(loaded._predict, (loaded.variables, graph, False))
     rows.append({"block": "FULL energy+forces", "fwd_ms": None, "fwd_bwd_ms": 1e3 * full_t, **full_c})
-    print(f"[profile] {args.model} {args.dtype} {device}: full energy+forces {1e3 * full_t:.1f} ms, "
-          f"XLA {full_c['gflop']} GFLOP, {full_c['gbytes']} GB", flush=True)
+    print(
+        f"[profile] {args.model} {args.dtype} {device}: full energy+forces {1e3 * full_t:.1f} ms, "
+        f"XLA {full_c['gflop']} GFLOP, {full_c['gbytes']} GB",
+        flush=True,
+    )
 
     blocks = capture_blocks(loaded.module, loaded.variables, graph)
     for path, unbound, mvars, bargs, bkwargs in blocks:
@@ -252,9 +257,12 @@ def main(argv=None) -> int:
         t_fb = median_time(fwd_bwd, (mvars, bargs), args.repeats)
         c = cost(fwd_bwd, (mvars, bargs))
         rows.append({"block": path, "fwd_ms": 1e3 * t_f, "fwd_bwd_ms": 1e3 * t_fb, **c})
-        print(f"[profile] {path:45s} fwd {1e3 * t_f:8.1f} ms  fwd+bwd {1e3 * t_fb:8.1f} ms  "
-              f"GFLOP {c['gflop'] if c['gflop'] is None else round(c['gflop'], 2)}  "
-              f"GB {c['gbytes'] if c['gbytes'] is None else round(c['gbytes'], 2)}", flush=True)
+        print(
+            f"[profile] {path:45s} fwd {1e3 * t_f:8.1f} ms  fwd+bwd {1e3 * t_fb:8.1f} ms  "
+            f"GFLOP {c['gflop'] if c['gflop'] is None else round(c['gflop'], 2)}  "
+            f"GB {c['gbytes'] if c['gbytes'] is None else round(c['gbytes'], 2)}",
+            flush=True,
+        )
 
         if args.blocks_only or not path.endswith("symmetric_contraction"):
             continue
@@ -264,8 +272,9 @@ def main(argv=None) -> int:
         for mul, l, par in unbound.irreps_out:
             # each output irrep's Contraction: jaxtl's own against the weights-first order
             name = f"contraction_{ir_str(l, par)}"
-            con = Contraction(unbound.coupling_irreps, l, par, unbound.correlation,
-                              unbound.num_elements, mul, unbound.dtype)
+            con = Contraction(
+                unbound.coupling_irreps, l, par, unbound.correlation, unbound.num_elements, mul, unbound.dtype
+            )
             cvars = {"params": mvars["params"][name], "constants": mvars["constants"][name]}
             x, species = bargs[:2]  # the batch's element list, if any, is left out here
             ref_fwd, ref_fb = forward_and_backward(con, {})
@@ -283,22 +292,32 @@ def main(argv=None) -> int:
                     err = float(np.max(np.abs(ref - new)) / max(np.max(np.abs(ref)), 1e-30))
                     key = f"{order}_{'gather' if gather else 'onehot'}"
                     row[key] = {"fwd_ms": 1e3 * t_v, "fwd_bwd_ms": 1e3 * t_vfb, "rel_err": err}
-                    print(f"[profile]   {name} {key:26s} fwd {1e3 * t_v:8.1f} ms  fwd+bwd "
-                          f"{1e3 * t_vfb:8.1f} ms  (rel. diff to jaxtl {err:.1e})", flush=True)
+                    print(
+                        f"[profile]   {name} {key:26s} fwd {1e3 * t_v:8.1f} ms  fwd+bwd "
+                        f"{1e3 * t_vfb:8.1f} ms  (rel. diff to jaxtl {err:.1e})",
+                        flush=True,
+                    )
             rows.append(row)
 
     g = side.graph
     n_nodes = int(g.positions.shape[0])
-    for width in ([] if args.blocks_only else message_widths(config)):
+    for width in [] if args.blocks_only else message_widths(config):
         sv = scatter_variants(n_nodes, g.receivers, g.senders, width, np.dtype(args.dtype), args.repeats)
         rows.append({"block": f"message gather*scatter, width {width}", "variants_fwd_bwd_ms": sv})
-        print(f"[profile] gather*scatter fwd+bwd, width {width}: "
-              + ", ".join(f"{k} {v:.1f} ms" for k, v in sv.items()), flush=True)
+        print(
+            f"[profile] gather*scatter fwd+bwd, width {width}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in sv.items()),
+            flush=True,
+        )
 
     out = Path(args.out) if args.out else harness.ROOT / "runs" / f"profile_{args.model}_{args.dtype}_{device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"model": args.model, "dtype": args.dtype, "device": device,
-                               "n_cpus": os.cpu_count(), "rows": rows}, indent=1) + "\n")
+    out.write_text(
+        json.dumps(
+            {"model": args.model, "dtype": args.dtype, "device": device, "n_cpus": os.cpu_count(), "rows": rows},
+            indent=1,
+        )
+        + "\n"
+    )
     return 0
 
 

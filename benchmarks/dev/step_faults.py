@@ -32,8 +32,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--hidden", default="32x0e")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    p.add_argument("--dispatch", default="inline", choices=("inline", "async"),
-                   help="JAX's CPU dispatch: inline (jaxtl's restarted processes) or async (JAX's default)")
+    p.add_argument(
+        "--dispatch",
+        default="inline",
+        choices=("inline", "async"),
+        help="JAX's CPU dispatch: inline (jaxtl's restarted processes) or async (JAX's default)",
+    )
     p.add_argument("--after-torch", action="store_true", help="each jaxtl step right after a mace-torch step")
     p.add_argument("--steps", type=int, default=8, help="timed steps per code")
     return p.parse_args(argv)
@@ -49,10 +53,12 @@ def per_step(fn) -> tuple[float, float, int]:
 
 def summary(name: str, rows, args) -> str:
     wall, kernel, faults = zip(*rows)
-    return (f"{os.environ.get('GLIBC_TUNABLES', '(no GLIBC_TUNABLES)')} | dispatch {args.dispatch} | "
-            f"{args.hidden} {args.dtype}{' after torch' if args.after_torch else ''} | {name}: wall "
-            f"{statistics.median(wall):.1f} ms ({min(wall):.0f}-{max(wall):.0f}), kernel "
-            f"{statistics.median(kernel):.1f} ms, faults {statistics.median(faults):.0f}")
+    return (
+        f"{os.environ.get('GLIBC_TUNABLES', '(no GLIBC_TUNABLES)')} | dispatch {args.dispatch} | "
+        f"{args.hidden} {args.dtype}{' after torch' if args.after_torch else ''} | {name}: wall "
+        f"{statistics.median(wall):.1f} ms ({min(wall):.0f}-{max(wall):.0f}), kernel "
+        f"{statistics.median(kernel):.1f} ms, faults {statistics.median(faults):.0f}"
+    )
 
 
 def main(argv=None) -> int:

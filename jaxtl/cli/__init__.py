@@ -1,18 +1,18 @@
 """The `jaxtl` command: one entry point, a thin subcommand per capability.
 
-    jaxtl convert IN.model OUT_DIR       mace-torch file -> jaxtl model folder (verified)
-    jaxtl convert NAME [OUT_DIR]        a released foundation model, downloaded and converted once
-    jaxtl models                        the released foundation models jaxtl knows by name
-    jaxtl datasets [NAME]               the notebooks' and benchmarks' data files by name (jaxtl.datasets)
-    jaxtl export MODEL_DIR OUT.model    jaxtl model folder -> mace-torch .model file (verified)
-    jaxtl train --train F --out DIR     train a new MACE from scratch
-    jaxtl finetune --foundation M ...   frozen transfer learning of a foundation model
-    jaxtl eval --model DIR --data F     predictions (--output) and errors per config_type
-    jaxtl eval --model DIR --data F1 DIR2 ... [--devices N | --distributed]
-                                        errors per file / prepared folder and overall, sharded over devices
-    jaxtl learning-curve --foundation M --train POOL --test F --out DIR
-                                        error against training-set size, per strategy and seed, at convergence
-    jaxtl demo                          the whole workflow on data it makes itself
+jaxtl convert IN.model OUT_DIR       mace-torch file -> jaxtl model folder (verified)
+jaxtl convert NAME [OUT_DIR]        a released foundation model, downloaded and converted once
+jaxtl models                        the released foundation models jaxtl knows by name
+jaxtl datasets [NAME]               the notebooks' and benchmarks' data files by name (jaxtl.datasets)
+jaxtl export MODEL_DIR OUT.model    jaxtl model folder -> mace-torch .model file (verified)
+jaxtl train --train F --out DIR     train a new MACE from scratch
+jaxtl finetune --foundation M ...   frozen transfer learning of a foundation model
+jaxtl eval --model DIR --data F     predictions (--output) and errors per config_type
+jaxtl eval --model DIR --data F1 DIR2 ... [--devices N | --distributed]
+                                    errors per file / prepared folder and overall, sharded over devices
+jaxtl learning-curve --foundation M --train POOL --test F --out DIR
+                                    error against training-set size, per strategy and seed, at convergence
+jaxtl demo                          the whole workflow on data it makes itself
 """
 
 from __future__ import annotations
@@ -49,10 +49,15 @@ def _quiet_libraries() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxtl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(NO_CPU_TUNING, action="store_true",
-                        help="leave glibc's allocator, XLA_FLAGS and JAX's CPU dispatch as they are: no "
-                        "jaxtl.configure_cpu() (slower on CPU, less memory kept; also JAXTL_NO_CPU_TUNING=1)")
+    parser = argparse.ArgumentParser(
+        prog="jaxtl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        NO_CPU_TUNING,
+        action="store_true",
+        help="leave glibc's allocator, XLA_FLAGS and JAX's CPU dispatch as they are: no "
+        "jaxtl.configure_cpu() (slower on CPU, less memory kept; also JAXTL_NO_CPU_TUNING=1)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)

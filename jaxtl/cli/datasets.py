@@ -4,10 +4,17 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("datasets", help="the data and model files of the notebooks and benchmarks, by name "
-                       "(jaxtl.datasets; mirror: --root, else $JAXTL_DATA, else the cache)")
-    p.add_argument("name", nargs="?", help="print this entry's local path (downloaded and sha256-checked when it "
-                   "has a public URL and is found nowhere); without a name, list every entry")
+    p = sub.add_parser(
+        "datasets",
+        help="the data and model files of the notebooks and benchmarks, by name "
+        "(jaxtl.datasets; mirror: --root, else $JAXTL_DATA, else the cache)",
+    )
+    p.add_argument(
+        "name",
+        nargs="?",
+        help="print this entry's local path (downloaded and sha256-checked when it "
+        "has a public URL and is found nowhere); without a name, list every entry",
+    )
     p.add_argument("--root", default=None, help="a mirror folder, searched before $JAXTL_DATA and the cache")
     p.add_argument("--verify", action="store_true", help="check the sha256 of the entry's files")
     p.set_defaults(func=run)

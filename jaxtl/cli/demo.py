@@ -8,8 +8,9 @@ import logging
 def add_parser(sub) -> None:
     from jaxtl import demo  # its docstring is the command's description; it imports no JAX at module level
 
-    p = sub.add_parser("demo", help="the whole workflow on data jaxtl makes itself (a few minutes on a CPU)",
-                       description=demo.__doc__)
+    p = sub.add_parser(
+        "demo", help="the whole workflow on data jaxtl makes itself (a few minutes on a CPU)", description=demo.__doc__
+    )
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--fast", action="store_true", help="tiny settings (about a minute; for tests)")
     p.set_defaults(func=run)

@@ -45,28 +45,58 @@ def cmd_distill(args) -> int:
 
     sampling = None
     if args.md_steps > 0:
-        sampling = SamplingConfig(md_steps=args.md_steps, temperature=args.temperature, dt=args.dt,
-                                  friction=args.friction, keep_every=args.keep_every, n_rattled=args.rattle,
-                                  rattle_std=args.rattle_std, skin=args.skin, check_every=args.check_every,
-                                  min_distance=args.min_distance, seed=args.seed)
-        sampling = SamplingPlan(train=sampling, test_temperatures=tuple(args.test_temperatures or ()),
-                                test_md_steps=args.test_md_steps, test_seed=args.test_seed,
-                                held_out_starts=tuple(args.held_out_starts or ()))
-    student = dict(hidden_irreps=args.student_hidden_irreps, max_ell=args.student_max_ell,
-                   correlation=args.student_correlation, num_interactions=args.student_num_interactions,
-                   radial_MLP=tuple(args.student_radial_mlp), MLP_irreps=args.student_mlp_irreps,
-                   num_bessel=args.student_num_bessel)
+        sampling = SamplingConfig(
+            md_steps=args.md_steps,
+            temperature=args.temperature,
+            dt=args.dt,
+            friction=args.friction,
+            keep_every=args.keep_every,
+            n_rattled=args.rattle,
+            rattle_std=args.rattle_std,
+            skin=args.skin,
+            check_every=args.check_every,
+            min_distance=args.min_distance,
+            seed=args.seed,
+        )
+        sampling = SamplingPlan(
+            train=sampling,
+            test_temperatures=tuple(args.test_temperatures or ()),
+            test_md_steps=args.test_md_steps,
+            test_seed=args.test_seed,
+            held_out_starts=tuple(args.held_out_starts or ()),
+        )
+    student = dict(
+        hidden_irreps=args.student_hidden_irreps,
+        max_ell=args.student_max_ell,
+        correlation=args.student_correlation,
+        num_interactions=args.student_num_interactions,
+        radial_MLP=tuple(args.student_radial_mlp),
+        MLP_irreps=args.student_mlp_irreps,
+        num_bessel=args.student_num_bessel,
+    )
     if args.student_r_max is not None:
         student["r_max"] = args.student_r_max
     if args.student == "ace":
         student = ace_config(args)
-    train_config = TrainConfig(max_num_epochs=args.epochs, seed=args.seed, plot=False,
-                               optimizer=OptimizerConfig(lr=args.lr))
+    train_config = TrainConfig(
+        max_num_epochs=args.epochs, seed=args.seed, plot=False, optimizer=OptimizerConfig(lr=args.lr)
+    )
     try:
-        report = distill(args.teacher, args.out, structures=args.structures, sampling=sampling, student=student,
-                         train_config=train_config, labelled_file=args.labelled, test_fraction=args.test_fraction,
-                         batch_size=args.batch_size, label_batch_size=args.label_batch_size,
-                         dft_test_file=args.dft_test, seed=args.seed, progress=not args.quiet)
+        report = distill(
+            args.teacher,
+            args.out,
+            structures=args.structures,
+            sampling=sampling,
+            student=student,
+            train_config=train_config,
+            labelled_file=args.labelled,
+            test_fraction=args.test_fraction,
+            batch_size=args.batch_size,
+            label_batch_size=args.label_batch_size,
+            dft_test_file=args.dft_test,
+            seed=args.seed,
+            progress=not args.quiet,
+        )
     except LabellingError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
@@ -84,8 +114,11 @@ def cmd_distill(args) -> int:
         "teacher_ms_per_call": report["speed"]["teacher"]["ms_per_call"],
         "student_ms_per_call": report["speed"]["student"]["ms_per_call"],
         "speed_through": report["speed"]["through"],
-        "uncertainty": {name: {k: v for k, v in u.items() if k != "energy_std_per_structure"}
-                        for name, u in (report.get("uncertainty") or {}).items()} or None,
+        "uncertainty": {
+            name: {k: v for k, v in u.items() if k != "energy_std_per_structure"}
+            for name, u in (report.get("uncertainty") or {}).items()
+        }
+        or None,
         "labelling_structures_per_s": report.get("labelling", {}).get("structures_per_s"),
         "md_errors": report.get("sampling", {}).get("md_errors"),
         "report": f"{args.out}/report.json",
@@ -106,46 +139,85 @@ def ace_config(args):
         if symbol not in atomic_numbers or not value:
             raise SystemExit(f"error: --ace-r0 {item!r}: expected ELEMENT=LENGTH, e.g. H=0.74")
         r0[atomic_numbers[symbol]] = float(value)
-    return ACEStudentConfig(order=args.ace_order, degree=args.ace_degree, r_max=args.ace_r_max, r0=tuple(r0.items()),
-                            solver=args.ace_solver, polish=args.ace_polish,
-                            smoothness_prior=not args.ace_no_smoothness_prior, seed=args.seed)
+    return ACEStudentConfig(
+        order=args.ace_order,
+        degree=args.ace_degree,
+        r_max=args.ace_r_max,
+        r0=tuple(r0.items()),
+        solver=args.ace_solver,
+        polish=args.ace_polish,
+        smoothness_prior=not args.ace_no_smoothness_prior,
+        seed=args.seed,
+    )
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("distill", help="label structures with a teacher and train a small fast student",
-                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "distill",
+        help="label structures with a teacher and train a small fast student",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--teacher", required=True, help="teacher: jaxtl model folder or mace-torch .model file")
     p.add_argument("--structures", nargs="+", default=None, help="starting structures (files, every frame)")
     p.add_argument("--labelled", default=None, help="reuse a teacher-labelled extended XYZ (skips sampling/labelling)")
     p.add_argument("--out", required=True, help="output folder")
     g = p.add_argument_group("sampling")
-    g.add_argument("--md-steps", type=int, default=0,
-                   help="Langevin steps with the teacher per starting structure; 0: no MD (default 0)")
+    g.add_argument(
+        "--md-steps",
+        type=int,
+        default=0,
+        help="Langevin steps with the teacher per starting structure; 0: no MD (default 0)",
+    )
     g.add_argument("--keep-every", type=int, default=50, help="keep every k-th MD frame (default 50)")
     g.add_argument("--rattle", type=int, default=0, help="jittered copies per kept frame (default 0)")
     g.add_argument("--rattle-std", type=float, default=0.05, help="jitter standard deviation in A (default 0.05)")
-    g.add_argument("--test-temperatures", type=float, nargs="+", default=None,
-                   help="temperatures in K of the independent test runs from every training start "
-                        "(default: the training --temperature)")
+    g.add_argument(
+        "--test-temperatures",
+        type=float,
+        nargs="+",
+        default=None,
+        help="temperatures in K of the independent test runs from every training start "
+        "(default: the training --temperature)",
+    )
     g.add_argument("--test-md-steps", type=int, default=None, help="steps per test run (default: --md-steps)")
-    g.add_argument("--test-seed", type=int, default=1000,
-                   help="first seed of the test runs; must differ from the training seeds (default 1000)")
-    g.add_argument("--held-out-starts", type=int, nargs="+", default=None,
-                   help="indices of starting structures used for test runs only (a facet, a conformer)")
+    g.add_argument(
+        "--test-seed",
+        type=int,
+        default=1000,
+        help="first seed of the test runs; must differ from the training seeds (default 1000)",
+    )
+    g.add_argument(
+        "--held-out-starts",
+        type=int,
+        nargs="+",
+        default=None,
+        help="indices of starting structures used for test runs only (a facet, a conformer)",
+    )
     add_md_args(p)
     g = p.add_argument_group("labelling and data")
     g.add_argument("--label-batch-size", type=int, default=8, help="structures per labelling batch (default 8)")
-    g.add_argument("--test-fraction", type=float, default=0.1,
-                   help="held-out share of structures labelled as given, without MD (default 0.1)")
+    g.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.1,
+        help="held-out share of structures labelled as given, without MD (default 0.1)",
+    )
     g.add_argument("--dft-test", default=None, help="DFT-labelled structures to evaluate teacher and student on")
-    p.add_argument("--student", choices=["mace", "ace"], default="mace",
-                   help="student kind: a small MACE (default) or a linear ACE (ace-jax, pip install 'jaxtl[ace]')")
+    p.add_argument(
+        "--student",
+        choices=["mace", "ace"],
+        default="mace",
+        help="student kind: a small MACE (default) or a linear ACE (ace-jax, pip install 'jaxtl[ace]')",
+    )
     g = p.add_argument_group("student (MACE fields; r_max and elements default to the teacher's)")
     g.add_argument("--student-hidden-irreps", default="16x0e", help="node features (default 16x0e)")
     g.add_argument("--student-max-ell", type=int, default=1, help="spherical harmonics degree (default 1)")
     g.add_argument("--student-correlation", type=int, default=2, help="body order - 1 (default 2)")
     g.add_argument("--student-num-interactions", type=int, default=1, help="message-passing layers (default 1)")
-    g.add_argument("--student-radial-mlp", type=int, nargs="+", default=[32, 32], help="radial MLP widths (default 32 32)")
+    g.add_argument(
+        "--student-radial-mlp", type=int, nargs="+", default=[32, 32], help="radial MLP widths (default 32 32)"
+    )
     g.add_argument("--student-mlp-irreps", default="16x0e", help="readout hidden width (default 16x0e)")
     g.add_argument("--student-num-bessel", type=int, default=8, help="radial Bessel functions (default 8)")
     g.add_argument("--student-r-max", type=float, default=None, help="cutoff in A (default: the teacher's)")
@@ -153,15 +225,28 @@ def add_parser(sub) -> None:
     g.add_argument("--ace-order", type=int, default=3, help="correlation order, body order - 1 (default 3)")
     g.add_argument("--ace-degree", type=int, default=10, help="total polynomial degree (default 10)")
     g.add_argument("--ace-r-max", type=float, default=5.0, help="cutoff in A (default 5)")
-    g.add_argument("--ace-r0", nargs="+", default=None, metavar="EL=A",
-                   help="bond lengths in A for elements ace-jax has none for (H defaults to 0.74), e.g. H=0.74")
-    g.add_argument("--ace-solver", choices=["cholesky", "qr"], default="cholesky",
-                   help="evidence and posterior by a Cholesky of the Gram matrix (default) or by QR "
-                        "(slower, stable when the fit nearly interpolates)")
-    g.add_argument("--ace-polish", action="store_true",
-                   help="Newton-polish the evidence maximum (a refinement; slower)")
-    g.add_argument("--ace-no-smoothness-prior", action="store_true",
-                   help="an isotropic prior instead of ace-jax's smoothness prior")
+    g.add_argument(
+        "--ace-r0",
+        nargs="+",
+        default=None,
+        metavar="EL=A",
+        help="bond lengths in A for elements ace-jax has none for (H defaults to 0.74), e.g. H=0.74",
+    )
+    g.add_argument(
+        "--ace-solver",
+        choices=["cholesky", "qr"],
+        default="cholesky",
+        help="evidence and posterior by a Cholesky of the Gram matrix (default) or by QR "
+        "(slower, stable when the fit nearly interpolates)",
+    )
+    g.add_argument(
+        "--ace-polish", action="store_true", help="Newton-polish the evidence maximum (a refinement; slower)"
+    )
+    g.add_argument(
+        "--ace-no-smoothness-prior",
+        action="store_true",
+        help="an isotropic prior instead of ace-jax's smoothness prior",
+    )
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=100, help="training epochs (default 100)")
     g.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")

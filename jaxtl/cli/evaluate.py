@@ -12,19 +12,37 @@ from jaxtl.cli.common import add_distributed_args, start_distributed
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("eval", help="predictions of a model on a file, and its errors per config_type "
-                       "where the file has labels (as mace_eval_configs)")
+    p = sub.add_parser(
+        "eval",
+        help="predictions of a model on a file, and its errors per config_type "
+        "where the file has labels (as mace_eval_configs)",
+    )
     p.add_argument("--model", required=True, help="jaxtl model folder")
-    p.add_argument("--data", required=True, nargs="+", help="structures, labelled or not (REF_energy, REF_forces, "
-                   "REF_stress): one file, or several files and folders written by `jaxtl prepare` (errors per "
-                   "source and over all, streamed a batch at a time)")
-    p.add_argument("--output", default=None, help="write the structures with the predictions to this file "
-                   "(extended XYZ; energy eV, forces eV/A, stress eV/A^3 as 9 values)")
-    p.add_argument("--info-prefix", "--key-prefix", dest="info_prefix", default="MACE_",
-                   help="prefix of the predicted keys in --output (default MACE_: MACE_energy, MACE_forces, ...)")
+    p.add_argument(
+        "--data",
+        required=True,
+        nargs="+",
+        help="structures, labelled or not (REF_energy, REF_forces, "
+        "REF_stress): one file, or several files and folders written by `jaxtl prepare` (errors per "
+        "source and over all, streamed a batch at a time)",
+    )
+    p.add_argument(
+        "--output",
+        default=None,
+        help="write the structures with the predictions to this file "
+        "(extended XYZ; energy eV, forces eV/A, stress eV/A^3 as 9 values)",
+    )
+    p.add_argument(
+        "--info-prefix",
+        "--key-prefix",
+        dest="info_prefix",
+        default="MACE_",
+        help="prefix of the predicted keys in --output (default MACE_: MACE_energy, MACE_forces, ...)",
+    )
     p.add_argument("--json", action="store_true", help="print the errors as JSON instead of a table")
-    p.add_argument("--batch-size", type=int, default=16, help="structures per evaluation step over all devices "
-                   "(default 16)")
+    p.add_argument(
+        "--batch-size", type=int, default=16, help="structures per evaluation step over all devices (default 16)"
+    )
     p.add_argument("--dtype", default=None, choices=["float32", "float64"])
     p.add_argument("--backend", default="xla", choices=["xla", "cueq"], help="xla (default) or cueq (cuEquivariance)")
     add_distributed_args(p)
@@ -47,8 +65,9 @@ def run_sources(args) -> int:
     from jaxtl.evaluate import error_table, evaluate_sources
 
     if args.output:
-        raise SystemExit("error: --output writes the predictions of one file; give one --data file, "
-                         "on one device, to write them")
+        raise SystemExit(
+            "error: --output writes the predictions of one file; give one --data file, on one device, to write them"
+        )
     loaded = load_model(args.model, dtype=args.dtype, backend=args.backend)
     per_source, overall = evaluate_sources(loaded, args.data, args.batch_size, n_devices=args.n_devices)
     if jax.process_index() != 0:
@@ -73,8 +92,11 @@ def run_file(args) -> int:
     metrics, predictions = evaluate_and_predict(loaded, configs, args.batch_size, stress=stress)
     if args.output:
         write_predictions(args.data, predictions, args.output, prefix=args.info_prefix)
-        print(f"predictions written to {args.output} ({args.info_prefix}energy, {args.info_prefix}forces"
-              + (f", {args.info_prefix}stress)" if "stress" in predictions[0] else ")"), file=sys.stderr)
+        print(
+            f"predictions written to {args.output} ({args.info_prefix}energy, {args.info_prefix}forces"
+            + (f", {args.info_prefix}stress)" if "stress" in predictions[0] else ")"),
+            file=sys.stderr,
+        )
     labelled = any(m["n_graphs"] for m in metrics.values())
     if args.json:
         print(json.dumps(metrics, indent=2))

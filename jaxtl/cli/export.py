@@ -9,7 +9,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("export", help="write a jaxtl model as a mace-torch .model file, verified against mace-torch")
     p.add_argument("model_dir", help="jaxtl model folder (config.json + variables/)")
     p.add_argument("out", help="mace-torch .model file to write (a pickled MACE / ScaleShiftMACE)")
-    p.add_argument("--dtype", choices=["float32", "float64"], default=None, help="dtype of the file (default: the model's)")
+    p.add_argument(
+        "--dtype", choices=["float32", "float64"], default=None, help="dtype of the file (default: the model's)"
+    )
     p.add_argument("--head", default=None, help="write only this head of a multi-head model")
     p.set_defaults(func=run)
 

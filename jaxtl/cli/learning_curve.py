@@ -8,46 +8,87 @@ import sys
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "learning-curve", help="test error against training-set size per strategy, over seeds, at convergence",
+        "learning-curve",
+        help="test error against training-set size per strategy, over seeds, at convergence",
         description="Train every cell of fractions x strategies x seeds to convergence (early stopping on a "
-                    "validation set drawn from the pool, best weights kept, --max-epochs cap), test each on "
-                    "all of --test, and write OUT/results.json, OUT/results.md (mean and spread over seeds, "
-                    "verdict against scratch at the largest fraction) and OUT/learning_curve.png. Resumable: "
-                    "the same command again skips finished cells and resumes an interrupted one; the fractions, "
-                    "strategies and seeds may grow between runs, other settings may not.")
+        "validation set drawn from the pool, best weights kept, --max-epochs cap), test each on "
+        "all of --test, and write OUT/results.json, OUT/results.md (mean and spread over seeds, "
+        "verdict against scratch at the largest fraction) and OUT/learning_curve.png. Resumable: "
+        "the same command again skips finished cells and resumes an interrupted one; the fractions, "
+        "strategies and seeds may grow between runs, other settings may not.",
+    )
     g = p.add_argument_group("data")
-    g.add_argument("--foundation", required=True, help="jaxtl model folder, mace-torch .model file (converted "
-                   "once into OUT/foundation) or a released model's name; scratch cells use its architecture")
+    g.add_argument(
+        "--foundation",
+        required=True,
+        help="jaxtl model folder, mace-torch .model file (converted "
+        "once into OUT/foundation) or a released model's name; scratch cells use its architecture",
+    )
     g.add_argument("--train", required=True, help="the pool: subsets and the validation set are drawn from it")
     g.add_argument("--test", required=True, help="test structures; every cell is tested on all of them")
-    g.add_argument("--valid-fraction", type=float, default=0.1,
-                   help="share of the pool held out per seed for early stopping (default 0.1)")
+    g.add_argument(
+        "--valid-fraction",
+        type=float,
+        default=0.1,
+        help="share of the pool held out per seed for early stopping (default 0.1)",
+    )
     g.add_argument("--batch-size", type=int, default=10, help="structures per batch (default 10)")
     g.add_argument("--energy-key", default="REF_energy", help="info key of total energies (eV)")
     g.add_argument("--forces-key", default="REF_forces", help="arrays key of forces (eV/A)")
     g.add_argument("--stress-key", default="REF_stress", help="info key of stress (eV/A^3)")
     g.add_argument("--head", default=None, help="head of a multi-head foundation")
     g = p.add_argument_group("grid")
-    g.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.5, 1.0],
-                   help="shares of the pool's training part (default 0.05 0.1 0.2 0.5 1)")
-    g.add_argument("--strategies", nargs="+", default=["scratch", "f5"],
-                   help="scratch, fN (mace-torch --freeze N: f0 trains everything, f5 freezes embedding and "
-                        "interactions, f6 also the products), lora, magnitude, replay, or '+'-joined parts "
-                        "(default scratch f5)")
-    g.add_argument("--seeds", type=int, default=3, help="seeds 0..n-1: each draws the validation set, the nested "
-                   "subsets, the initialisation and the data order (default 3)")
-    g.add_argument("--first", nargs="+", default=[], metavar="FRACTION:STRATEGY",
-                   help="run these cells (every seed) before the others, e.g. 0.1:f5 0.1:scratch 1:scratch")
+    g.add_argument(
+        "--fractions",
+        type=float,
+        nargs="+",
+        default=[0.05, 0.1, 0.2, 0.5, 1.0],
+        help="shares of the pool's training part (default 0.05 0.1 0.2 0.5 1)",
+    )
+    g.add_argument(
+        "--strategies",
+        nargs="+",
+        default=["scratch", "f5"],
+        help="scratch, fN (mace-torch --freeze N: f0 trains everything, f5 freezes embedding and "
+        "interactions, f6 also the products), lora, magnitude, replay, or '+'-joined parts "
+        "(default scratch f5)",
+    )
+    g.add_argument(
+        "--seeds",
+        type=int,
+        default=3,
+        help="seeds 0..n-1: each draws the validation set, the nested "
+        "subsets, the initialisation and the data order (default 3)",
+    )
+    g.add_argument(
+        "--first",
+        nargs="+",
+        default=[],
+        metavar="FRACTION:STRATEGY",
+        help="run these cells (every seed) before the others, e.g. 0.1:f5 0.1:scratch 1:scratch",
+    )
     g.add_argument("--max-cells", type=int, default=None, help="train at most this many cells, then stop")
     g = p.add_argument_group("convergence")
-    g.add_argument("--patience", type=int, default=20,
-                   help="stop after this many epochs without a lower validation loss (default 20)")
-    g.add_argument("--min-rel-improvement", type=float, default=0.01,
-                   help="a lower validation loss resets the patience only when it is below the last one that "
-                        "did by more than this fraction (default 0.01)")
+    g.add_argument(
+        "--patience",
+        type=int,
+        default=20,
+        help="stop after this many epochs without a lower validation loss (default 20)",
+    )
+    g.add_argument(
+        "--min-rel-improvement",
+        type=float,
+        default=0.01,
+        help="a lower validation loss resets the patience only when it is below the last one that "
+        "did by more than this fraction (default 0.01)",
+    )
     g.add_argument("--max-epochs", type=int, default=400, help="cap on epochs, reported when hit (default 400)")
-    g.add_argument("--scheduler-patience", type=int, default=5,
-                   help="epochs without improvement before the lr is multiplied by --lr-factor (default 5)")
+    g.add_argument(
+        "--scheduler-patience",
+        type=int,
+        default=5,
+        help="epochs without improvement before the lr is multiplied by --lr-factor (default 5)",
+    )
     g.add_argument("--lr-factor", type=float, default=0.8, help="plateau lr factor (default 0.8)")
     g = p.add_argument_group("training")
     g.add_argument("--lr", type=float, default=0.005, help="learning rate of fine-tuning (default 0.005)")
@@ -56,8 +97,11 @@ def add_parser(sub) -> None:
     g.add_argument("--no-ema", action="store_true", help="keep the raw weights, not an EMA (decay 0.99)")
     g.add_argument("--energy-weight", type=float, default=1.0, help="loss weight of energy per atom (default 1)")
     g.add_argument("--forces-weight", type=float, default=100.0, help="loss weight of forces (default 100)")
-    g.add_argument("--e0s", default="average", help="E0s of each cell: average (least squares on its subset; "
-                   "default), estimated or foundation")
+    g.add_argument(
+        "--e0s",
+        default="average",
+        help="E0s of each cell: average (least squares on its subset; default), estimated or foundation",
+    )
     g.add_argument("--counting", choices=["mace", "paper"], default="mace", help="counting of fN (default mace)")
     g.add_argument("--lora-rank", type=int, default=None, help="rank of the LoRA strategies (default 4)")
     p.add_argument("--out", required=True, help="run folder: grid_config.json, cells/, results.*")
@@ -74,16 +118,37 @@ def config_from_args(args):
     )
 
     return LearningCurveConfig(
-        DataSettings(foundation=args.foundation, train_file=args.train, test_file=args.test,
-                     valid_fraction=args.valid_fraction, batch_size=args.batch_size, energy_key=args.energy_key,
-                     forces_key=args.forces_key, stress_key=args.stress_key, head=args.head),
+        DataSettings(
+            foundation=args.foundation,
+            train_file=args.train,
+            test_file=args.test,
+            valid_fraction=args.valid_fraction,
+            batch_size=args.batch_size,
+            energy_key=args.energy_key,
+            forces_key=args.forces_key,
+            stress_key=args.stress_key,
+            head=args.head,
+        ),
         GridSettings(fractions=tuple(args.fractions), strategies=tuple(args.strategies), seeds=args.seeds),
-        ConvergenceSettings(patience=args.patience, min_rel_improvement=args.min_rel_improvement,
-                            max_epochs=args.max_epochs,
-                            scheduler_patience=args.scheduler_patience, lr_factor=args.lr_factor),
-        TrainSettings(lr=args.lr, scratch_lr=args.scratch_lr, dtype=args.dtype, ema=not args.no_ema,
-                      energy_weight=args.energy_weight, forces_weight=args.forces_weight, e0s=args.e0s,
-                      counting=args.counting, lora_rank=args.lora_rank))
+        ConvergenceSettings(
+            patience=args.patience,
+            min_rel_improvement=args.min_rel_improvement,
+            max_epochs=args.max_epochs,
+            scheduler_patience=args.scheduler_patience,
+            lr_factor=args.lr_factor,
+        ),
+        TrainSettings(
+            lr=args.lr,
+            scratch_lr=args.scratch_lr,
+            dtype=args.dtype,
+            ema=not args.no_ema,
+            energy_weight=args.energy_weight,
+            forces_weight=args.forces_weight,
+            e0s=args.e0s,
+            counting=args.counting,
+            lora_rank=args.lora_rank,
+        ),
+    )
 
 
 def parse_first(items) -> list[tuple[float, str]]:
@@ -108,9 +173,12 @@ def run(args) -> int:
     from jaxtl.learning_curve.report import verdict_lines
 
     command = "jaxtl " + " ".join(shlex.quote(a) for a in (getattr(args, "argv", None) or sys.argv[1:]))
-    result = learning_curve(config_from_args(args), args.out, command=command, first=parse_first(args.first),
-                            max_cells=args.max_cells)
-    print(f"{len(result.records)} of {result.summary['n_cells']['grid']} cells finished "
-          f"({len(result.computed)} trained now); table in {result.out_dir / 'results.md'}")
+    result = learning_curve(
+        config_from_args(args), args.out, command=command, first=parse_first(args.first), max_cells=args.max_cells
+    )
+    print(
+        f"{len(result.records)} of {result.summary['n_cells']['grid']} cells finished "
+        f"({len(result.computed)} trained now); table in {result.out_dir / 'results.md'}"
+    )
     print("\n".join(verdict_lines(result.summary)))
     return 0

@@ -22,26 +22,48 @@ def add_md_args(p: argparse.ArgumentParser) -> None:
     """The MD settings (shared with `jaxtl distill`)."""
     g = p.add_argument_group("molecular dynamics")
     g.add_argument("--dt", type=float, default=1.0, help="time step in fs (default 1)")
-    g.add_argument("--temperature", type=float, default=300.0,
-                   help="temperature in K: Langevin target and initial Maxwell-Boltzmann velocities (default 300)")
+    g.add_argument(
+        "--temperature",
+        type=float,
+        default=300.0,
+        help="temperature in K: Langevin target and initial Maxwell-Boltzmann velocities (default 300)",
+    )
     g.add_argument("--friction", type=float, default=0.01, help="Langevin friction in 1/fs (default 0.01)")
-    g.add_argument("--skin", type=float, default=1.0,
-                   help="neighbour-list skin in A (default 1). Every pair within r_max + skin is computed, so a "
-                        "smaller skin is faster, and stays exact while the atoms move less than skin/2 in a chunk "
-                        "(pair it with a smaller --check-every; benchmarks/md_speed.py measures both)")
-    g.add_argument("--check-every", type=int, default=20,
-                   help="steps per jit-compiled chunk between neighbour-list rebuilds (default 20)")
-    g.add_argument("--min-distance", type=float, default=0.5,
-                   help="stop when two atoms come closer than this, in A (default 0.5)")
+    g.add_argument(
+        "--skin",
+        type=float,
+        default=1.0,
+        help="neighbour-list skin in A (default 1). Every pair within r_max + skin is computed, so a "
+        "smaller skin is faster, and stays exact while the atoms move less than skin/2 in a chunk "
+        "(pair it with a smaller --check-every; benchmarks/md_speed.py measures both)",
+    )
+    g.add_argument(
+        "--check-every",
+        type=int,
+        default=20,
+        help="steps per jit-compiled chunk between neighbour-list rebuilds (default 20)",
+    )
+    g.add_argument(
+        "--min-distance", type=float, default=0.5, help="stop when two atoms come closer than this, in A (default 0.5)"
+    )
     g.add_argument("--seed", type=int, default=0, help="seed of velocities and Langevin noise (default 0)")
 
 
 def md_config(args, steps: int, save_every: int, ensemble: str = "langevin"):
     from jaxtl.md.simulate import MDConfig
 
-    return MDConfig(steps=steps, dt=args.dt, ensemble=ensemble, temperature=args.temperature,
-                    friction=args.friction, skin=args.skin, check_every=args.check_every, save_every=save_every,
-                    min_distance=args.min_distance, seed=args.seed)
+    return MDConfig(
+        steps=steps,
+        dt=args.dt,
+        ensemble=ensemble,
+        temperature=args.temperature,
+        friction=args.friction,
+        skin=args.skin,
+        check_every=args.check_every,
+        save_every=save_every,
+        min_distance=args.min_distance,
+        seed=args.seed,
+    )
 
 
 def cmd_md(args) -> int:
@@ -70,20 +92,27 @@ def cmd_md(args) -> int:
         if args.ase:
             from jaxtl.md.ase_md import run_ase_md
 
-            result = run_ase_md(model, atoms, config, progress=not args.quiet, on_frames=writer.write,
-                                start_step=start_step)
+            result = run_ase_md(
+                model, atoms, config, progress=not args.quiet, on_frames=writer.write, start_step=start_step
+            )
         else:
             from jaxtl.md.simulate import run_md
 
-            result = run_md(model, atoms, config, progress=not args.quiet, on_frames=writer.write,
-                            start_step=start_step)
-    half = result.temperature[len(result.temperature) // 2:]
+            result = run_md(
+                model, atoms, config, progress=not args.quiet, on_frames=writer.write, start_step=start_step
+            )
+    half = result.temperature[len(result.temperature) // 2 :]
     summary = {
-        "steps_done": result.steps_done, "time_fs": result.steps_done * args.dt, "frames": writer.n_frames,
+        "steps_done": result.steps_done,
+        "time_fs": result.steps_done * args.dt,
+        "frames": writer.n_frames,
         "first_step": start_step,
-        "steps_per_s": round(result.steps_per_s, 2), "mean_temperature_K_second_half": float(half.mean()),
-        "compilations": result.n_compilations, "neighbour_list_rebuilds": result.n_rebuilds,
-        "error": result.error, "trajectory": args.out,
+        "steps_per_s": round(result.steps_per_s, 2),
+        "mean_temperature_K_second_half": float(half.mean()),
+        "compilations": result.n_compilations,
+        "neighbour_list_rebuilds": result.n_rebuilds,
+        "error": result.error,
+        "trajectory": args.out,
     }
     if args.ensemble == "nve":
         summary.update(result.drift())
@@ -95,25 +124,48 @@ def cmd_md(args) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("md", help="molecular dynamics (NVE or Langevin NVT) with a jaxtl model",
-                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "md",
+        help="molecular dynamics (NVE or Langevin NVT) with a jaxtl model",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model", required=True, help="jaxtl model folder")
     p.add_argument("--structure", required=True, help="starting structure (any format ASE reads)")
     p.add_argument("--index", default="-1", help="frame of --structure to start from (default -1, the last)")
     p.add_argument("--steps", type=int, default=1000, help="number of MD steps (default 1000)")
-    p.add_argument("--ensemble", choices=["langevin", "nve"], default="langevin",
-                   help="langevin (NVT, BAOAB) or nve (velocity Verlet) (default langevin)")
+    p.add_argument(
+        "--ensemble",
+        choices=["langevin", "nve"],
+        default="langevin",
+        help="langevin (NVT, BAOAB) or nve (velocity Verlet) (default langevin)",
+    )
     p.add_argument("--save-every", type=int, default=10, help="write every k-th frame (default 10)")
-    p.add_argument("--dtype", choices=["float32", "float64"], default=None,
-                   help="model dtype for the run (default: the model's; float64 for careful NVE)")
-    p.add_argument("--backend", default="xla", choices=["xla", "cueq"],
-                   help="xla (default) or cueq: NVIDIA cuEquivariance kernels (pip install jaxtl[cueq])")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "float64"],
+        default=None,
+        help="model dtype for the run (default: the model's; float64 for careful NVE)",
+    )
+    p.add_argument(
+        "--backend",
+        default="xla",
+        choices=["xla", "cueq"],
+        help="xla (default) or cueq: NVIDIA cuEquivariance kernels (pip install jaxtl[cueq])",
+    )
     p.add_argument("--ase", action="store_true", help="run through ASE's integrators and MACECalculator")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--out", required=True, help="trajectory file, written as frames are produced (extended XYZ; "
-                   "an ASE trajectory for a .traj name)")
-    p.add_argument("--resume", action="store_true", help="continue from the last complete frame in --out (its "
-                   "positions, velocities and step) up to --steps in all, appending to --out; without it --out "
-                   "is started anew")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="trajectory file, written as frames are produced (extended XYZ; an ASE trajectory for a .traj name)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last complete frame in --out (its "
+        "positions, velocities and step) up to --steps in all, appending to --out; without it --out "
+        "is started anew",
+    )
     add_md_args(p)
     p.set_defaults(func=cmd_md)

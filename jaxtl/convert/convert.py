@@ -25,7 +25,9 @@ def from_torch_module(model) -> tuple[MACEConfig, dict]:
 def _paths(tree) -> set[str]:
     import jax
 
-    return {"/".join(str(getattr(k, "key", k)) for k in path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    return {
+        "/".join(str(getattr(k, "key", k)) for k in path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
 
 
 def _check_tree(config: MACEConfig, variables: dict) -> None:
@@ -45,8 +47,15 @@ def _check_tree(config: MACEConfig, variables: dict) -> None:
         )
 
 
-def compare_with_torch(torch_model, config: MACEConfig, variables: dict, atoms_list, dtype: str = "float64",
-                       head: str | None = None, backend: str = "xla") -> tuple[dict, dict, dict]:
+def compare_with_torch(
+    torch_model,
+    config: MACEConfig,
+    variables: dict,
+    atoms_list,
+    dtype: str = "float64",
+    head: str | None = None,
+    backend: str = "xla",
+) -> tuple[dict, dict, dict]:
     """Evaluate mace-torch and jaxtl (with `backend`) on `atoms_list`; return (largest differences,
     torch outputs, jaxtl outputs)."""
     from jaxtl.convert.torch_eval import evaluate_torch
@@ -58,8 +67,7 @@ def compare_with_torch(torch_model, config: MACEConfig, variables: dict, atoms_l
     for a in atoms_list:
         a.info["head"] = head
     ref = evaluate_torch(torch_model, atoms_list, dtype=dtype, head=head, compute_stress=True)
-    loaded = build_loaded_model(config, variables, dtype=dtype, head=head if len(heads) > 1 else None,
-                                backend=backend)
+    loaded = build_loaded_model(config, variables, dtype=dtype, head=head if len(heads) > 1 else None, backend=backend)
     batch = jaxtl_batch(atoms_list, config.r_max, np.float64 if dtype == "float64" else np.float32)
     out = {k: np.asarray(v) for k, v in loaded.predict(batch.graph, compute_stress=True).items()}
     return compare(ref, out, atoms_list), ref, out

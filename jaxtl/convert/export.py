@@ -137,7 +137,7 @@ def _jaxtl_coupling_basis(config: MACEConfig, constants: dict):
         if not queue:
             raise _NotJaxtlBasis("more contractions than jaxtl has")
         l, p, nu, U = queue.pop()
-        (_, ir), = o3.Irreps(irreps_out)
+        ((_, ir),) = o3.Irreps(irreps_out)
         dim = o3.Irreps(irreps_in).dim
         lead = () if l == 0 else (2 * l + 1,)
         if U is None or (ir.l, ir.p, correlation) != (l, p, nu) or np.shape(U)[:-1] != lead + (dim,) * nu:
@@ -210,13 +210,19 @@ def _check_reads_back(model, config: MACEConfig, variables: dict) -> None:
     diff = {k: (a[k], b.get(k)) for k in a if a[k] != b.get(k)}
     if diff:
         raise ExportError(f"mace-torch builds a different model from this config (jaxtl, mace-torch): {diff}")
-    flat_a = {jax.tree_util.keystr(p): np.asarray(x, np.float64)
-              for p, x in jax.tree_util.tree_flatten_with_path(variables)[0]}
-    flat_b = {jax.tree_util.keystr(p): np.asarray(x, np.float64)
-              for p, x in jax.tree_util.tree_flatten_with_path(read_variables(model, back))[0]}
+    flat_a = {
+        jax.tree_util.keystr(p): np.asarray(x, np.float64)
+        for p, x in jax.tree_util.tree_flatten_with_path(variables)[0]
+    }
+    flat_b = {
+        jax.tree_util.keystr(p): np.asarray(x, np.float64)
+        for p, x in jax.tree_util.tree_flatten_with_path(read_variables(model, back))[0]
+    }
     if flat_a.keys() != flat_b.keys():
-        raise ExportError(f"exported variables differ in layout: missing {sorted(flat_a.keys() - flat_b.keys())[:6]}, "
-                          f"extra {sorted(flat_b.keys() - flat_a.keys())[:6]}")
+        raise ExportError(
+            f"exported variables differ in layout: missing {sorted(flat_a.keys() - flat_b.keys())[:6]}, "
+            f"extra {sorted(flat_b.keys() - flat_a.keys())[:6]}"
+        )
     bad = [k for k in flat_a if flat_a[k].shape != flat_b[k].shape or not np.array_equal(flat_a[k], flat_b[k])]
     if bad:
         raise ExportError(f"exported variables do not read back identically: {bad[:6]}")
@@ -243,14 +249,22 @@ def to_torch_module(config: MACEConfig, variables: dict, dtype: str | None = Non
 
     Z = config.num_elements
     emb = sub(params, "node_embedding", "params")
-    copy_into(model.node_embedding.linear.weight, pop(emb, "embeddings", "params/node_embedding"),
-          "params/node_embedding/embeddings")
+    copy_into(
+        model.node_embedding.linear.weight,
+        pop(emb, "embeddings", "params/node_embedding"),
+        "params/node_embedding/embeddings",
+    )
     set_constants(model, config, consts)
     for t, (block, product) in enumerate(zip(model.interactions, model.products)):
         set_interaction(block, sub(params, f"interactions_{t}", "params"), Z, f"params/interactions_{t}")
         block.avg_num_neighbors = float(config.avg_num_neighbors[t])
-        set_product(product, sub(params, f"products_{t}", "params"), sub(consts, f"products_{t}", "constants"),
-                     config.correlation[t], f"params/products_{t}")
+        set_product(
+            product,
+            sub(params, f"products_{t}", "params"),
+            sub(consts, f"products_{t}", "constants"),
+            config.correlation[t],
+            f"params/products_{t}",
+        )
     for i, readout in enumerate(model.readouts):
         r = sub(params, f"readouts_{i}", "params")
         if type(readout).__name__ == "LinearReadoutBlock":
@@ -260,8 +274,10 @@ def to_torch_module(config: MACEConfig, variables: dict, dtype: str | None = Non
             set_linear_tree(readout.linear_2, r, "linear_2", f"params/readouts_{i}")
     unused = leftover(tree)
     if unused:
-        raise ExportError(f"mace-torch has no place for these jaxtl variables: {unused[:8]}"
-                          + (f" and {len(unused) - 8} more" if len(unused) > 8 else ""))
+        raise ExportError(
+            f"mace-torch has no place for these jaxtl variables: {unused[:8]}"
+            + (f" and {len(unused) - 8} more" if len(unused) > 8 else "")
+        )
     _check_reads_back(model, config, reference)
     model = model.double() if dtype == "float64" else model.float()
     return model.eval()
@@ -292,24 +308,31 @@ def verify_module(torch_model, config: MACEConfig, variables: dict, log=print) -
         worst = max(v for k, v in errors.items() if k.endswith("_rel") and not k.startswith("interaction"))
         log(f"torch vs jaxtl (float64, head {head}): " + ", ".join(f"{k} {v:.2e}" for k, v in errors.items()))
         if not worst <= TOLERANCE[native]:
-            raise ExportError(f"the written mace-torch model differs from jaxtl by {worst:.2e} (relative, float64, "
-                              f"head {head}), above {TOLERANCE[native]:.0e}")
+            raise ExportError(
+                f"the written mace-torch model differs from jaxtl by {worst:.2e} (relative, float64, "
+                f"head {head}), above {TOLERANCE[native]:.0e}"
+            )
         if native != "float64":
             own = evaluate_torch(torch_model, atoms, dtype=native, head=head, compute_stress=True)
             drift = compare(ref64, own, atoms)
             worst_native = max(drift["energy_rel"], drift["forces_rel"])
-            log(f"torch {native} vs float64 (head {head}): energy_rel {drift['energy_rel']:.2e}, "
-                f"forces_rel {drift['forces_rel']:.2e}")
+            log(
+                f"torch {native} vs float64 (head {head}): energy_rel {drift['energy_rel']:.2e}, "
+                f"forces_rel {drift['forces_rel']:.2e}"
+            )
             if not worst_native <= FLOAT32_DRIFT:
-                raise ExportError(f"the mace-torch model in {native} differs from itself in float64 by "
-                                  f"{worst_native:.2e}, above {FLOAT32_DRIFT:.0e}")
+                raise ExportError(
+                    f"the mace-torch model in {native} differs from itself in float64 by "
+                    f"{worst_native:.2e}, above {FLOAT32_DRIFT:.0e}"
+                )
             errors[f"{native}_drift"] = worst_native
         report[head] = errors
     return report
 
 
-def export_file(model_dir: str | Path, out_path: str | Path, dtype: str | None = None,
-                head: str | None = None, log=print) -> dict:
+def export_file(
+    model_dir: str | Path, out_path: str | Path, dtype: str | None = None, head: str | None = None, log=print
+) -> dict:
     """Write the jaxtl model folder `model_dir` as a mace-torch `.model` file, verified.
 
     dtype: "float64" or "float32" of the file (default: the model's). head: write only

@@ -112,15 +112,18 @@ def set_o3_linear(linear, blocks: dict, where: str) -> None:
         start = rows.get(ins.i_out, 0)
         piece = block[start : start + mul_in]
         if piece.shape != (mul_in, mul_out):
-            raise ExportError(f"{where}/{name}: jaxtl has shape {block.shape}, mace-torch needs rows "
-                              f"{start}:{start + mul_in} of width {mul_out}")
+            raise ExportError(
+                f"{where}/{name}: jaxtl has shape {block.shape}, mace-torch needs rows "
+                f"{start}:{start + mul_in} of width {mul_out}"
+            )
         pieces.append(piece.reshape(-1))
         rows[ins.i_out] = start + mul_in
     for i_out, used in rows.items():
         name = names[i_out]
         if np.asarray(blocks[name]).shape[0] != used:
-            raise ExportError(f"{where}/{name}: jaxtl has {np.asarray(blocks[name]).shape[0]} input rows, "
-                              f"mace-torch {used}")
+            raise ExportError(
+                f"{where}/{name}: jaxtl has {np.asarray(blocks[name]).shape[0]} input rows, mace-torch {used}"
+            )
     extra = set(blocks) - {names[i] for i in rows}
     if extra:
         raise ExportError(f"{where}: jaxtl has weights for outputs {sorted(extra)} that mace-torch does not")
@@ -145,8 +148,10 @@ def set_element_linear(fctp, blocks: dict, num_elements: int, where: str) -> Non
         start = rows.get(ins.i_out, 0)
         piece = block[:, start : start + mul_in]
         if piece.shape != (z, mul_in, mul_out):
-            raise ExportError(f"{where}/{name}: jaxtl has shape {block.shape}, mace-torch needs "
-                              f"[{z}, {start}:{start + mul_in}, {mul_out}]")
+            raise ExportError(
+                f"{where}/{name}: jaxtl has shape {block.shape}, mace-torch needs "
+                f"[{z}, {start}:{start + mul_in}, {mul_out}]"
+            )
         pieces.append(piece.transpose(1, 0, 2).reshape(-1))
         rows[ins.i_out] = start + mul_in
     extra = set(blocks) - {names[i] for i in rows}
@@ -212,7 +217,9 @@ def set_interaction(block, params: dict, num_elements: int, where: str) -> None:
 def set_product(product, params: dict, consts: dict, correlation: int, where: str) -> None:
     sc_params = sub(params, "symmetric_contraction", where)
     sc_consts = sub(consts, "symmetric_contraction", where)
-    for contraction, mul_ir in zip(product.symmetric_contractions.contractions, product.symmetric_contractions.irreps_out):
+    for contraction, mul_ir in zip(
+        product.symmetric_contractions.contractions, product.symmetric_contractions.irreps_out
+    ):
         name = f"contraction_{ir_str(mul_ir.ir.l, mul_ir.ir.p)}"
         w = sub(sc_params, name, f"{where}/symmetric_contraction")
         U = sub(sc_consts, name, f"{where}/symmetric_contraction")
@@ -259,8 +266,11 @@ def set_constants(model, config: MACEConfig, consts: dict) -> None:
     with torch.no_grad():
         model.r_max.fill_(float(config.r_max))
 
-    copy_into(model.atomic_energies_fn.atomic_energies, pop(consts, "atomic_energies", "constants"),
-          "constants/atomic_energies")
+    copy_into(
+        model.atomic_energies_fn.atomic_energies,
+        pop(consts, "atomic_energies", "constants"),
+        "constants/atomic_energies",
+    )
     if config.model_type == "ScaleShiftMACE":
         for key in ("scale", "shift"):
             copy_into(getattr(model.scale_shift, key), pop(consts, key, "constants"), f"constants/{key}")

@@ -59,11 +59,19 @@ def load_torch_model(path: str | os.PathLike) -> torch.nn.Module:
         )
     try:
         obj = torch.load(path, weights_only=False, map_location="cpu")
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile,
-            ModuleNotFoundError, AttributeError, UnicodeDecodeError, TypeError) as exc:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        ValueError,
+        zipfile.BadZipFile,
+        ModuleNotFoundError,
+        AttributeError,
+        UnicodeDecodeError,
+        TypeError,
+    ) as exc:
         raise ValueError(
-            f"{path!r} could not be read as a torch model file: {_sniff(path)} "
-            f"({type(exc).__name__}: {_short(exc)})"
+            f"{path!r} could not be read as a torch model file: {_sniff(path)} ({type(exc).__name__}: {_short(exc)})"
         ) from exc
     if isinstance(obj, dict):
         keys = ", ".join(map(str, list(obj)[:6]))
@@ -73,10 +81,7 @@ def load_torch_model(path: str | os.PathLike) -> torch.nn.Module:
             "MACE model (torch.save(model)) is needed"
         )
     if not isinstance(obj, torch.nn.Module):
-        raise ValueError(
-            f"{path!r} holds a {type(obj).__module__}.{type(obj).__qualname__}, "
-            "not a torch MACE model"
-        )
+        raise ValueError(f"{path!r} holds a {type(obj).__module__}.{type(obj).__qualname__}, not a torch MACE model")
     missing = [name for name in _MACE_ATTRIBUTES if not hasattr(obj, name)]
     if missing:
         raise ValueError(
@@ -155,11 +160,7 @@ def evaluate_torch(
                     f"(model elements: {list(z_table.zs)})"
                 )
             config = mace_data.config_from_atoms(atoms, head_name=head_name)
-            data_list.append(
-                mace_data.AtomicData.from_config(
-                    config, z_table=z_table, cutoff=r_max, heads=heads
-                )
-            )
+            data_list.append(mace_data.AtomicData.from_config(config, z_table=z_table, cutoff=r_max, heads=heads))
         batch = torch_geometric.Batch.from_data_list(data_list)
         # The forward pass runs under the same default dtype, as in mace's own
         # calculator: ZBL's `pow(int Z, a_exp)` otherwise promotes to float32.
@@ -231,8 +232,7 @@ def _is_torchscript(path: str) -> bool:
     except zipfile.BadZipFile:
         return False
     # TorchScript archives carry the serialized code; torch.save pickles do not.
-    return any(n.split("/", 1)[-1].startswith("code/") or n.endswith("/constants.pkl")
-               for n in names)
+    return any(n.split("/", 1)[-1].startswith("code/") or n.endswith("/constants.pkl") for n in names)
 
 
 def _sniff(path: str) -> str:

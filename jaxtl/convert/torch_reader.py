@@ -48,7 +48,9 @@ def load_torch_model(path: str | Path):
         raise ConversionError(str(err)) from err
     name = type(obj).__name__
     if name not in SUPPORTED_MODELS:
-        raise ConversionError(f"{path}: model class {name} is not supported (jaxtl converts {', '.join(SUPPORTED_MODELS)})")
+        raise ConversionError(
+            f"{path}: model class {name} is not supported (jaxtl converts {', '.join(SUPPORTED_MODELS)})"
+        )
     return obj
 
 

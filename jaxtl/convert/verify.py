@@ -27,7 +27,9 @@ def verification_structures(atomic_numbers, r_max: float, seed: int = 0) -> list
     cell = np.diag([box, box * 1.1, box * 0.95]) + rng.normal(0, 0.2, (3, 3))
     bulk = Atoms(numbers=numbers, scaled_positions=rng.uniform(0, 1, (n, 3)), cell=cell, pbc=True)
     bulk.positions = random_positions(n, box * 0.9, 1.1)
-    slab = Atoms(numbers=numbers[:6], positions=random_positions(6, 3.5, 1.1), cell=[5.0, 5.5, 20.0], pbc=(True, True, False))
+    slab = Atoms(
+        numbers=numbers[:6], positions=random_positions(6, 3.5, 1.1), cell=[5.0, 5.5, 20.0], pbc=(True, True, False)
+    )
     cluster = Atoms(numbers=numbers[::-1][:7], positions=random_positions(7, 4.0, 1.1))
     return [bulk, slab, cluster]
 
@@ -50,8 +52,9 @@ def compare(torch_out: dict, jax_out: dict, atoms_list) -> dict:
     res = {
         "energy_abs": float(np.max(np.abs(e_t - e_j))),
         "energy_rel": float(np.max(np.abs(e_t - e_j) / np.maximum(np.abs(e_t), 1e-12))),
-        "interaction_energy_rel": float(np.max(np.abs(e_t - e_j) / np.maximum(
-            np.abs(np.asarray(torch_out["interaction_energy"])), 1e-12))),
+        "interaction_energy_rel": float(
+            np.max(np.abs(e_t - e_j) / np.maximum(np.abs(np.asarray(torch_out["interaction_energy"])), 1e-12))
+        ),
         "forces_abs": float(np.max(np.abs(f_t - f_j))),
         "forces_rel": float(np.max(np.abs(f_t - f_j)) / max(np.max(np.abs(f_t)), 1e-12)),
     }

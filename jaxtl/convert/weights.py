@@ -162,8 +162,11 @@ def read_variables(model, cfg: MACEConfig) -> dict:
     if cfg.pair_repulsion:
         zbl = model.pair_repulsion_fn
         consts["pair_repulsion"] = {
-            "c": _np(zbl.c), "a_exp": _np(zbl.a_exp).reshape(()), "a_prefactor": _np(zbl.a_prefactor).reshape(()),
-            "covalent_radii": _np(zbl.covalent_radii), "p": _np(zbl.p).astype(np.float64).reshape(()),
+            "c": _np(zbl.c),
+            "a_exp": _np(zbl.a_exp).reshape(()),
+            "a_prefactor": _np(zbl.a_prefactor).reshape(()),
+            "covalent_radii": _np(zbl.covalent_radii),
+            "p": _np(zbl.p).astype(np.float64).reshape(()),
         }
 
     for t, (block, product, lay) in enumerate(zip(model.interactions, model.products, layer_irreps(cfg))):

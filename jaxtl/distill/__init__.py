@@ -7,7 +7,24 @@ from jaxtl.distill.sampling import SamplingConfig, SamplingPlan, rattled_copies,
 from jaxtl.distill.speed import compare_calculators, compare_speed, n_parameters, speedup
 from jaxtl.distill.splits import split_labelled
 
-__all__ = ["DEFAULT_STUDENT", "ACEStudentConfig", "LabelStats", "LabellingError", "SamplingConfig", "SamplingPlan",
-           "compare_calculators", "compare_speed", "distill", "fit_ace_student", "label_structures", "n_parameters",
-           "rattled_copies", "read_structures", "sample_plan", "sample_structures", "speedup", "split_labelled",
-           "student_config"]
+__all__ = [
+    "DEFAULT_STUDENT",
+    "ACEStudentConfig",
+    "LabelStats",
+    "LabellingError",
+    "SamplingConfig",
+    "SamplingPlan",
+    "compare_calculators",
+    "compare_speed",
+    "distill",
+    "fit_ace_student",
+    "label_structures",
+    "n_parameters",
+    "rattled_copies",
+    "read_structures",
+    "sample_plan",
+    "sample_structures",
+    "speedup",
+    "split_labelled",
+    "student_config",
+]

@@ -129,8 +129,9 @@ class ACEStudentConfig:
                 missing.append(chemical_symbols[z])
             lengths.append(r)
         if missing:
-            raise ValueError(f"no bond length r0 for {', '.join(missing)}: give one (ACEStudentConfig.r0, "
-                             f"--ace-r0 {missing[0]}=<A>)")
+            raise ValueError(
+                f"no bond length r0 for {', '.join(missing)}: give one (ACEStudentConfig.r0, --ace-r0 {missing[0]}=<A>)"
+            )
         lengths = np.asarray(lengths, float)
         return 0.5 * (lengths[:, None] + lengths[None, :])
 
@@ -142,8 +143,10 @@ def check_student_elements(frames: Sequence[ase.Atoms], elements: Sequence[int],
         missing = sorted(set(np.unique(atoms.numbers).tolist()) - known)
         if missing:
             names = ", ".join(chemical_symbols[z] for z in sorted(known))
-            raise DataError(f"{source}, frame {i}: element {chemical_symbols[missing[0]]} (Z={missing[0]}) is not "
-                            f"one of the ACE student's elements [{names}]")
+            raise DataError(
+                f"{source}, frame {i}: element {chemical_symbols[missing[0]]} (Z={missing[0]}) is not "
+                f"one of the ACE student's elements [{names}]"
+            )
 
 
 def _enable_x64() -> None:
@@ -167,9 +170,13 @@ def _label_frames(frames: Sequence[ase.Atoms]) -> list[ase.Atoms]:
     return out
 
 
-def fit_ace_student(labelled: Sequence[ase.Atoms], config: ACEStudentConfig, out_dir,
-                    e0s: Mapping[int, float] | None = None,
-                    test_sets: Mapping[str, Sequence[ase.Atoms]] | None = None) -> dict:
+def fit_ace_student(
+    labelled: Sequence[ase.Atoms],
+    config: ACEStudentConfig,
+    out_dir,
+    e0s: Mapping[int, float] | None = None,
+    test_sets: Mapping[str, Sequence[ase.Atoms]] | None = None,
+) -> dict:
     """Fit a linear ACE to teacher labels (REF_energy in eV, REF_forces in eV/A).
 
     Args:
@@ -204,12 +211,22 @@ def fit_ace_student(labelled: Sequence[ase.Atoms], config: ACEStudentConfig, out
     for name, frames in (test_sets or {}).items():
         check_student_elements(frames, elements, f"test set {name}")
         if frames:
-            keep = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), config.uncertainty_structures)).astype(int))
+            keep = np.unique(
+                np.linspace(0, len(frames) - 1, min(len(frames), config.uncertainty_structures)).astype(int)
+            )
             tests[name] = _label_frames([frames[i] for i in keep])
 
     started = time.perf_counter()
-    basis = build_model(elements, config.order, config.degree, wL=config.wL, rcut=config.r_max,
-                        r0=config.r0_table(elements), seed=config.seed, with_gamma=config.smoothness_prior)
+    basis = build_model(
+        elements,
+        config.order,
+        config.degree,
+        wL=config.wL,
+        rcut=config.r_max,
+        r0=config.r0_table(elements),
+        seed=config.seed,
+        with_gamma=config.smoothness_prior,
+    )
     fixed_e0 = config.e0 == "fixed"
     if fixed_e0:
         if e0s is None:
@@ -223,10 +240,19 @@ def fit_ace_student(labelled: Sequence[ase.Atoms], config: ACEStudentConfig, out
         e0 = jnp.asarray([float(e0s[z]) for z in elements])
         basis = basis._replace(model=eqx.tree_at(lambda m: m.E0, basis.model, e0))
     basis_s = time.perf_counter() - started
-    fit_config = FitConfig(model=basis, arm="linear", energy_key=ENERGY_KEY, force_key=FORCES_KEY,
-                           e0="model" if fixed_e0 else "lsq", lml_solver=config.solver,
-                           map_polish="on" if config.polish else "off", map_steps=config.map_steps,
-                           predict_train=False, seed=config.seed, r0=float(np.mean(config.r0_table(elements))))
+    fit_config = FitConfig(
+        model=basis,
+        arm="linear",
+        energy_key=ENERGY_KEY,
+        force_key=FORCES_KEY,
+        e0="model" if fixed_e0 else "lsq",
+        lml_solver=config.solver,
+        map_polish="on" if config.polish else "off",
+        map_steps=config.map_steps,
+        predict_train=False,
+        seed=config.seed,
+        r0=float(np.mean(config.r0_table(elements))),
+    )
     names = list(tests)
     test_frames = [a for name in names for a in tests[name]]
     quiet = lambda *a, **k: None  # noqa: E731  (ace-jax prints every evaluation)
@@ -250,15 +276,20 @@ def fit_ace_student(labelled: Sequence[ase.Atoms], config: ACEStudentConfig, out
         "fit_s": time.perf_counter() - started,
         "basis_s": basis_s,
         "timings": {k: float(v) for k, v in result.timings.items()},
-        "hyperparameters": {k: float(np.asarray(v).reshape(-1)[0]) for k, v in result.theta._asdict().items()
-                            if np.size(v) == 1},
+        "hyperparameters": {
+            k: float(np.asarray(v).reshape(-1)[0]) for k, v in result.theta._asdict().items() if np.size(v) == 1
+        },
         "log_evidence": float(result.map.log_evidence) if result.map.log_evidence is not None else None,
     }
     if test_frames:
         record["uncertainty"] = _uncertainty(result.preds.arrays["test/map"], [len(tests[n]) for n in names], names)
     (out / STUDENT_FILE).write_text(json.dumps(record, indent=2))
-    log.info("ACE student: %d basis functions, fitted to %d structures in %.1f s", record["n_basis"], len(train),
-             record["fit_s"])
+    log.info(
+        "ACE student: %d basis functions, fitted to %d structures in %.1f s",
+        record["n_basis"],
+        len(train),
+        record["fit_s"],
+    )
     return record
 
 
@@ -272,7 +303,7 @@ def _uncertainty(arrays: Mapping, sizes: Sequence[int], names: Sequence[str]) ->
     f_std = np.sqrt(np.asarray(arrays["F_var"]))
     out, s0, a0 = {}, 0, 0
     for name, n in zip(names, sizes):
-        sl, a1 = slice(s0, s0 + n), a0 + int(nat[s0:s0 + n].sum())
+        sl, a1 = slice(s0, s0 + n), a0 + int(nat[s0 : s0 + n].sum())
         per_atom_err, per_atom_std = e_err[sl] / nat[sl], e_std[sl] / nat[sl]
         fe, fs = f_err[a0:a1], f_std[a0:a1]
         out[name] = {
@@ -329,8 +360,11 @@ def ace_calculator(folder, backend: str = "compiled", **kwargs):
         """ace-jax's calculator for one student; refuses elements outside its basis."""
 
         def calculate(self, atoms=None, properties=("energy",), system_changes=None):
-            check_student_elements([atoms if atoms is not None else self.atoms], elements,
-                                   f"ACE student {folder}: structure {(atoms or self.atoms).get_chemical_formula()}")
+            check_student_elements(
+                [atoms if atoms is not None else self.atoms],
+                elements,
+                f"ACE student {folder}: structure {(atoms or self.atoms).get_chemical_formula()}",
+            )
             if system_changes is None:
                 from ase.calculators.calculator import all_changes
 

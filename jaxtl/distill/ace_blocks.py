@@ -68,9 +68,16 @@ def _width(k: int, headroom: float) -> int:
     return round_capacity(math.ceil(k * (1.0 + headroom))) if k > 0 else 0
 
 
-def pack_neighbours(positions, cell, pbc, species, n_species: int, cutoff: float,
-                    at_least: BlockLayout | None = None,
-                    headroom: float = 0.0) -> tuple[BlockLayout, NeighbourBlocks]:
+def pack_neighbours(
+    positions,
+    cell,
+    pbc,
+    species,
+    n_species: int,
+    cutoff: float,
+    at_least: BlockLayout | None = None,
+    headroom: float = 0.0,
+) -> tuple[BlockLayout, NeighbourBlocks]:
     """Neighbour blocks of one structure.
 
     Args:
@@ -124,8 +131,12 @@ def pack_neighbours(positions, cell, pbc, species, n_species: int, cutoff: float
                 block_of[zi * nz + zj] = (slots, k)
                 blocks.append((zi, zj, k, slots))
                 slots += n_rows * k
-    layout = BlockLayout(n_atoms=max(round_capacity(n + 1), at_least.n_atoms if at_least else 0),
-                         species_rows=tuple(species_rows), blocks=tuple(blocks), n_slots=slots)
+    layout = BlockLayout(
+        n_atoms=max(round_capacity(n + 1), at_least.n_atoms if at_least else 0),
+        species_rows=tuple(species_rows),
+        blocks=tuple(blocks),
+        n_slots=slots,
+    )
 
     padded = np.zeros((layout.n_atoms, 3))
     padded[:n] = positions

@@ -51,8 +51,9 @@ class CompiledACECalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
-    def __init__(self, model_file, radial_table: int | None = None, headroom: float = 0.0,
-                 source: str | None = None, **kwargs):
+    def __init__(
+        self, model_file, radial_table: int | None = None, headroom: float = 0.0, source: str | None = None, **kwargs
+    ):
         super().__init__(**kwargs)
         import jax
 
@@ -84,8 +85,10 @@ class CompiledACECalculator(Calculator):
         if np.any(species < 0):
             bad = int(numbers[np.argmax(species < 0)])
             names = ", ".join(chemical_symbols[z] for z in self.elements)
-            raise DataError(f"{self.source}: element {chemical_symbols[bad]} (Z={bad}) is not one of the ACE "
-                            f"student's elements [{names}]")
+            raise DataError(
+                f"{self.source}: element {chemical_symbols[bad]} (Z={bad}) is not one of the ACE "
+                f"student's elements [{names}]"
+            )
         return species
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
@@ -94,9 +97,16 @@ class CompiledACECalculator(Calculator):
         n = len(atoms)
         species = self.species_of(atoms.numbers)
         started = time.perf_counter()
-        self._layout, blocks = pack_neighbours(atoms.positions, atoms.cell.array, atoms.pbc, species,
-                                               len(self.elements), self.cutoff, at_least=self._layout,
-                                               headroom=self.headroom)
+        self._layout, blocks = pack_neighbours(
+            atoms.positions,
+            atoms.cell.array,
+            atoms.pbc,
+            species,
+            len(self.elements),
+            self.cutoff,
+            at_least=self._layout,
+            headroom=self.headroom,
+        )
         self._layouts.add(self._layout)
         packed = time.perf_counter()
         energy, site, forces, virial = self._evaluate(self._layout, *blocks)

@@ -57,8 +57,13 @@ def _slot_constants(layout: BlockLayout, table) -> list:
         if len(values) == 1:
             columns.append(values.pop())
         else:
-            columns.append(jnp.asarray(np.concatenate([
-                np.full(layout.species_rows[zi][1] * K, table[zi, zj, c]) for zi, zj, K, _ in layout.blocks])))
+            columns.append(
+                jnp.asarray(
+                    np.concatenate(
+                        [np.full(layout.species_rows[zi][1] * K, table[zi, zj, c]) for zi, zj, K, _ in layout.blocks]
+                    )
+                )
+            )
     return columns
 
 
@@ -101,7 +106,7 @@ def _power(x, e):
     multiplications, which cost and differentiate far cheaper than exp(e log x)."""
     if isinstance(e, float) and e.is_integer() and abs(e) <= 8:
         return x ** int(e)
-    return x ** e
+    return x**e
 
 
 def _radial(kind, layout: BlockLayout, x, coefs, grid, Wnlq, polys, env):
@@ -130,8 +135,10 @@ def _tabulated_radials(model, layout: BlockLayout, r):
     cutoff = np.asarray(model.pair_envelope)[..., 0]
     parts = []
     for zi, zj, K, s in layout.blocks:
-        rb = r[s:s + layout.species_rows[zi][1] * K]
-        parts.append(jnp.where((rb < cutoff[zi, zj])[:, None], spline_eval(rb, model.rtab_coefs[zi, zj], x0, h, n), 0.0))
+        rb = r[s : s + layout.species_rows[zi][1] * K]
+        parts.append(
+            jnp.where((rb < cutoff[zi, zj])[:, None], spline_eval(rb, model.rtab_coefs[zi, zj], x0, h, n), 0.0)
+        )
     return jnp.concatenate(parts)
 
 
@@ -140,13 +147,27 @@ def _slot_radials(model, layout: BlockLayout, r):
     if model.rtab_grid:
         return _tabulated_radials(model, layout, r)
     x = _transform(r, _slot_constants(layout, model.rnl_transform))
-    R = _radial(model.radial_kind, layout, x, model.rnl_coefs, model.rnl_grid, model.rnl_Wnlq,
-                (model.polys_A, model.polys_B, model.polys_C),
-                _envelope_x(x, _slot_constants(layout, model.rnl_envelope)))
+    R = _radial(
+        model.radial_kind,
+        layout,
+        x,
+        model.rnl_coefs,
+        model.rnl_grid,
+        model.rnl_Wnlq,
+        (model.polys_A, model.polys_B, model.polys_C),
+        _envelope_x(x, _slot_constants(layout, model.rnl_envelope)),
+    )
     envp = _envelope_r(model.pair_envelope_kind, r, _slot_constants(layout, model.pair_envelope))
-    Rpair = _radial(model.pair_radial_kind, layout, _transform(r, _slot_constants(layout, model.pair_transform)),
-                    model.pair_coefs, model.pair_grid, model.pair_Wnlq,
-                    (model.pair_polys_A, model.pair_polys_B, model.pair_polys_C), envp)
+    Rpair = _radial(
+        model.pair_radial_kind,
+        layout,
+        _transform(r, _slot_constants(layout, model.pair_transform)),
+        model.pair_coefs,
+        model.pair_grid,
+        model.pair_Wnlq,
+        (model.pair_polys_A, model.pair_polys_B, model.pair_polys_C),
+        envp,
+    )
     return jnp.concatenate([R, Rpair], axis=1)
 
 
@@ -157,6 +178,7 @@ def _radials_with_slope(model, layout: BlockLayout, r):
     value (the tangent of the polynomial recursion fused into it) and the reverse pass is
     one product with it, instead of the transposed recursion and matmuls.
     """
+
     @jax.custom_jvp
     def radials(r):
         return _slot_radials(model, layout, r)
@@ -185,8 +207,7 @@ def _product_basis_energy(model, A, z: int):
         prod = At[spec[:, 0]]
         for k in range(1, spec.shape[1]):
             prod = prod * At[spec[:, k]]
-        e = e + jnp.matmul(model.ctilde[first:first + spec.shape[0], z], prod,
-                           precision=jax.lax.Precision.HIGHEST)
+        e = e + jnp.matmul(model.ctilde[first : first + spec.shape[0], z], prod, precision=jax.lax.Precision.HIGHEST)
         first += spec.shape[0]
     return e
 
@@ -205,8 +226,9 @@ def site_energies(model, layout: BlockLayout, positions, centre, neighbour, shif
     """
     n_A = sum(w * (2 * l + 1) for l, _, w in model.blk)
     if not layout.blocks:
-        return jnp.concatenate([jnp.full(n, model.E0[z], positions.dtype)
-                                for z, (_, n) in enumerate(layout.species_rows)])
+        return jnp.concatenate(
+            [jnp.full(n, model.E0[z], positions.dtype) for z, (_, n) in enumerate(layout.species_rows)]
+        )
     park = jnp.asarray([1.0, 0.0, 0.0], positions.dtype) * model.pad_cutoff()
     rij = positions[neighbour] - positions[centre] + shift
     rij = jnp.where(slot_mask[:, None], rij, park)  # padding slots at the cutoff: every radial is 0 there
@@ -226,9 +248,8 @@ def site_energies(model, layout: BlockLayout, positions, centre, neighbour, shif
             sl = slice(s, s + n_rows * K)
             R, Yb = V[sl, :n_rnl].reshape(n_rows, K, -1), Y[sl].reshape(n_rows, K, -1)
             for l, o, w in model.blk:
-                A[l] = A[l] + _pool(R[..., o:o + w], Yb[..., l * l:(l + 1) ** 2])
-            pair_energy = pair_energy + jnp.matmul(V[sl, n_rnl:].reshape(n_rows, K, -1).sum(axis=1),
-                                                   model.Wpair[:, z])
+                A[l] = A[l] + _pool(R[..., o : o + w], Yb[..., l * l : (l + 1) ** 2])
+            pair_energy = pair_energy + jnp.matmul(V[sl, n_rnl:].reshape(n_rows, K, -1).sum(axis=1), model.Wpair[:, z])
         parts = [jnp.broadcast_to(A[l], (n_rows, w * (2 * l + 1))) for l, _, w in model.blk]
         A_z = jnp.concatenate(parts, axis=1) if parts else jnp.zeros((n_rows, n_A), positions.dtype)
         out.append(_product_basis_energy(model, A_z, z) + pair_energy + model.E0[z])
@@ -240,6 +261,7 @@ def energy_forces_virial(model, layout: BlockLayout, positions, rows, row_mask, 
 
     The virial is -dE/dstrain (ace-jax's sign; ASE stress = -virial / volume).
     """
+
     def total(x, strain):
         e = site_energies(model, layout, x, centre, neighbour, shift, slot_mask, strain)
         e = jnp.where(row_mask, e, 0.0)

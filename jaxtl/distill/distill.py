@@ -45,8 +45,15 @@ from jaxtl.train.config import TrainConfig
 log = logging.getLogger("jaxtl.distill")
 
 # A student about 6x cheaper than the H2/Cu teacher (16x0e, max_ell 3, 2 layers) on CPU.
-DEFAULT_STUDENT = dict(hidden_irreps="16x0e", max_ell=1, correlation=2, num_interactions=1, radial_MLP=(32, 32),
-                       MLP_irreps="16x0e", num_bessel=8)
+DEFAULT_STUDENT = dict(
+    hidden_irreps="16x0e",
+    max_ell=1,
+    correlation=2,
+    num_interactions=1,
+    radial_MLP=(32, 32),
+    MLP_irreps="16x0e",
+    num_bessel=8,
+)
 
 
 def student_config(teacher: LoadedModel, fields: Mapping | None = None) -> dict:
@@ -153,9 +160,15 @@ def distill(
         if not structures:
             raise ValueError("distill needs structures (atoms or files) or a labelled_file")
         starts = read_structures(structures)
-        check_elements([configuration_from_atoms(a, source=str(a.info.get("source", "<structures>")), index=i,
-                                                 min_distance=None, read_labels=False)
-                        for i, a in enumerate(starts)], teacher.config.atomic_numbers)
+        check_elements(
+            [
+                configuration_from_atoms(
+                    a, source=str(a.info.get("source", "<structures>")), index=i, min_distance=None, read_labels=False
+                )
+                for i, a in enumerate(starts)
+            ],
+            teacher.config.atomic_numbers,
+        )
         t0 = time.perf_counter()
         if isinstance(sampling, SamplingConfig):
             sampling = SamplingPlan(train=sampling)
@@ -166,15 +179,20 @@ def distill(
             candidates, record = starts, {"starts": None, "plan": None, "note": "structures labelled as given"}
             for i, a in enumerate(candidates):
                 a.info.setdefault("sample_start", i)
-        record.update(teacher=teacher_path, labelled_file="labelled.xyz", labelled=None,
-                      starts=record.get("starts") or [{"index": i, "formula": a.get_chemical_formula(),
-                                                       "source": str(a.info.get("source", f"start {i}"))}
-                                                      for i, a in enumerate(starts)])
+        record.update(
+            teacher=teacher_path,
+            labelled_file="labelled.xyz",
+            labelled=None,
+            starts=record.get("starts")
+            or [
+                {"index": i, "formula": a.get_chemical_formula(), "source": str(a.info.get("source", f"start {i}"))}
+                for i, a in enumerate(starts)
+            ],
+        )
         report["sampling_s"] = time.perf_counter() - t0
         _write_record(out, record)  # before labelling: a failure there keeps how the set was drawn
         try:
-            labelled, stats = label_structures(teacher, candidates, out / "labelled.xyz", label_batch_size,
-                                               progress)
+            labelled, stats = label_structures(teacher, candidates, out / "labelled.xyz", label_batch_size, progress)
         except LabellingError as err:
             _write_record(out, dict(record, labelled=len(err.labelled), labelling_error=str(err)))
             raise
@@ -186,22 +204,43 @@ def distill(
     test = [a for frames in tests.values() for a in frames]
     ase.io.write(out / "test.xyz", test, format="extxyz")
     ase.io.write(out / "train.xyz", train, format="extxyz")
-    report["n_structures"] = {"labelled": len(labelled), "train_and_valid": len(train), "test": len(test),
-                              "test_sets": {name: len(frames) for name, frames in tests.items()}}
+    report["n_structures"] = {
+        "labelled": len(labelled),
+        "train_and_valid": len(train),
+        "test": len(test),
+        "test_sets": {name: len(frames) for name, frames in tests.items()},
+    }
     dft_test = [a for a in test if DFT_KEYS["energy"] in a.info or DFT_KEYS["forces"] in a.arrays]
     dft_extra = ase.io.read(dft_test_file, index=":") if dft_test_file is not None else []
 
     if isinstance(student, ACEStudentConfig):
-        _ace_student(report, teacher, student, out, train, tests, dft_test, dft_extra, speed_structures,
-                     speed_repeats)
+        _ace_student(report, teacher, student, out, train, tests, dft_test, dft_extra, speed_structures, speed_repeats)
     else:
-        _mace_student(report, teacher, student, out, train_config, valid_fraction, batch_size, seed, progress,
-                      tests, dft_test, dft_extra, speed_structures, speed_repeats)
+        _mace_student(
+            report,
+            teacher,
+            student,
+            out,
+            train_config,
+            valid_fraction,
+            batch_size,
+            seed,
+            progress,
+            tests,
+            dft_test,
+            dft_extra,
+            speed_structures,
+            speed_repeats,
+        )
     report["wall_s"] = time.perf_counter() - started
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    log.info("%s student: forces RMSE vs teacher %.1f meV/A on %d held-out structures, %.1fx faster than the "
-             "teacher", report["student_kind"], report["student_vs_teacher"]["forces_rmse"], len(test),
-             report["speed"]["speedup"])
+    log.info(
+        "%s student: forces RMSE vs teacher %.1f meV/A on %d held-out structures, %.1fx faster than the teacher",
+        report["student_kind"],
+        report["student_vs_teacher"]["forces_rmse"],
+        len(test),
+        report["speed"]["speedup"],
+    )
     return report
 
 
@@ -212,8 +251,12 @@ def _write_record(out: Path, record: dict) -> None:
 
 
 def _teacher_e0s(teacher: LoadedModel) -> dict:
-    return dict(zip((int(z) for z in teacher.config.atomic_numbers),
-                    np.asarray(teacher.constants["atomic_energies"])[0].tolist()))
+    return dict(
+        zip(
+            (int(z) for z in teacher.config.atomic_numbers),
+            np.asarray(teacher.constants["atomic_energies"])[0].tolist(),
+        )
+    )
 
 
 def _as_dft(frames):
@@ -248,34 +291,64 @@ def _ase_labels(frames):
     return out
 
 
-def _mace_student(report, teacher, student, out, train_config, valid_fraction, batch_size, seed, progress, tests,
-                  dft_test, dft_extra, speed_structures, speed_repeats) -> None:
+def _mace_student(
+    report,
+    teacher,
+    student,
+    out,
+    train_config,
+    valid_fraction,
+    batch_size,
+    seed,
+    progress,
+    tests,
+    dft_test,
+    dft_extra,
+    speed_structures,
+    speed_repeats,
+) -> None:
     from jaxtl.calculator import MACECalculator
     from jaxtl.train.data import DataConfig
     from jaxtl.train.run import ScratchConfig, train_from_scratch
 
     model = student_config(teacher, student)
     train_config = train_config or TrainConfig(max_num_epochs=100, plot=False)
-    data = DataConfig(train_file=str(out / "train.xyz"), test_file=str(out / "test.xyz"),
-                      valid_fraction=valid_fraction, batch_size=batch_size, valid_batch_size=batch_size, seed=seed)
+    data = DataConfig(
+        train_file=str(out / "train.xyz"),
+        test_file=str(out / "test.xyz"),
+        valid_fraction=valid_fraction,
+        batch_size=batch_size,
+        valid_batch_size=batch_size,
+        seed=seed,
+    )
     t0 = time.perf_counter()
     config = ScratchConfig(data, model, dataclasses.replace(train_config, progress_bar=progress), _teacher_e0s(teacher))
     result = train_from_scratch(config, out / "student")
-    report["training"] = {"wall_s": time.perf_counter() - t0, "epochs": len(result.history),
-                          "compilations": dict(result.n_compiles), "train_config": train_config.to_dict()}
+    report["training"] = {
+        "wall_s": time.perf_counter() - t0,
+        "epochs": len(result.history),
+        "compilations": dict(result.n_compiles),
+        "train_config": train_config.to_dict(),
+    }
     student_model = load_model(out / "student" / "model", dtype=teacher.config.dtype)
     write_mace_record(out / "student", teacher=report["teacher"])
     report["student_kind"] = "mace"
     report["student_config"] = student_model.config.to_dict()
     report["n_parameters"] = {"teacher": n_parameters(teacher), "student": n_parameters(student_model)}
-    configs = {name: [configuration_from_atoms(a, source=f"test set {name}", index=i, min_distance=None)
-                      for i, a in enumerate(frames)] for name, frames in tests.items()}
+    configs = {
+        name: [
+            configuration_from_atoms(a, source=f"test set {name}", index=i, min_distance=None)
+            for i, a in enumerate(frames)
+        ]
+        for name, frames in tests.items()
+    }
     report["student_vs_teacher"] = _errors(student_model, [c for cs in configs.values() for c in cs])
     report["student_vs_teacher_by_set"] = {name: _errors(student_model, cs) for name, cs in configs.items()}
     dft = _as_dft(dft_test) + _ase_labels(dft_extra)
     if dft:
-        dft_configs = [configuration_from_atoms(a, source="DFT test", index=i, min_distance=None)
-                       for i, a in enumerate(dft)]
+        dft_configs = [
+            configuration_from_atoms(a, source="DFT test", index=i, min_distance=None) for i, a in enumerate(dft)
+        ]
         report["student_vs_dft"] = _errors(student_model, dft_configs)
         report["teacher_vs_dft"] = _errors(teacher, dft_configs)
     timed = [a for frames in tests.values() for a in frames][:speed_structures]
@@ -284,15 +357,20 @@ def _mace_student(report, teacher, student, out, train_config, valid_fraction, b
     report["speed_ase"] = _ase_speed(MACECalculator(teacher), MACECalculator(student_model), timed, speed_repeats)
 
 
-def _ace_student(report, teacher, config, out, train, tests, dft_test, dft_extra, speed_structures,
-                 speed_repeats) -> None:
+def _ace_student(
+    report, teacher, config, out, train, tests, dft_test, dft_extra, speed_structures, speed_repeats
+) -> None:
     from jaxtl.calculator import MACECalculator
     from jaxtl.distill.ace import fit_ace_student
     from jaxtl.distill.students import load_calculator
 
     record = fit_ace_student(train, config, out / "student", e0s=_teacher_e0s(teacher), test_sets=tests)
-    report["training"] = {"wall_s": record["fit_s"], "timings": record["timings"],
-                          "hyperparameters": record["hyperparameters"], "log_evidence": record["log_evidence"]}
+    report["training"] = {
+        "wall_s": record["fit_s"],
+        "timings": record["timings"],
+        "hyperparameters": record["hyperparameters"],
+        "log_evidence": record["log_evidence"],
+    }
     report["student_kind"] = "ace"
     report["student_config"] = record["config"]
     report["n_parameters"] = {"teacher": n_parameters(teacher), "student": record["n_basis"]}

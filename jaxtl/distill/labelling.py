@@ -101,8 +101,7 @@ def label_structures(
     """
     r_max = float(teacher.config.r_max)
     dtype = np.float64 if teacher.config.dtype == "float64" else np.float32
-    configs = [configuration_from_atoms(a, source=source, index=i, min_distance=None)
-               for i, a in enumerate(structures)]
+    configs = [configuration_from_atoms(a, source=source, index=i, min_distance=None) for i, a in enumerate(structures)]
     check_elements(configs, teacher.config.atomic_numbers)
     stress = any(_periodic(a) for a in structures)
     if out_file is not None:
@@ -121,7 +120,7 @@ def label_structures(
     first_batch_s = 0.0
     n_batches = 0
     for lo in range(0, len(configs), batch_size):
-        part = configs[lo: lo + batch_size]
+        part = configs[lo : lo + batch_size]
         items = [graph_from_configuration(c, r_max) for c in part]
         batch, budget = pad_to_capacity(items, r_max, at_least=budget, dtype=dtype)
         out = teacher.predict(batch.graph, compute_stress=stress)
@@ -133,7 +132,7 @@ def label_structures(
         for g, config in enumerate(part):
             n = config.n_atoms
             atoms = structures[config.index].copy()
-            f = forces[offset: offset + n]
+            f = forces[offset : offset + n]
             offset += n
             if not (np.isfinite(energy[g]) and np.all(np.isfinite(f))):
                 _write(out_file, done)
@@ -141,7 +140,9 @@ def label_structures(
                 raise LabellingError(
                     f"{config.where}: the teacher gave NaN/inf energy or forces (atoms too close?); "
                     f"{len(labelled)} structures labelled before it were kept"
-                    + (f" in {out_file}" if out_file else ""), labelled)
+                    + (f" in {out_file}" if out_file else ""),
+                    labelled,
+                )
             _stash_existing_labels(atoms, config)
             atoms.info["REF_energy"] = float(energy[g])
             atoms.arrays["REF_forces"] = f

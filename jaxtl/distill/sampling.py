@@ -45,16 +45,26 @@ class SamplingConfig:
     seed: int = 0
 
     def md_config(self, index: int) -> MDConfig:
-        return MDConfig(steps=self.md_steps, dt=self.dt, ensemble="langevin", temperature=self.temperature,
-                        friction=self.friction, skin=self.skin, check_every=self.check_every,
-                        save_every=self.keep_every, min_distance=self.min_distance, seed=self.seed + index)
+        return MDConfig(
+            steps=self.md_steps,
+            dt=self.dt,
+            ensemble="langevin",
+            temperature=self.temperature,
+            friction=self.friction,
+            skin=self.skin,
+            check_every=self.check_every,
+            save_every=self.keep_every,
+            min_distance=self.min_distance,
+            seed=self.seed + index,
+        )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def rattled_copies(atoms: ase.Atoms, n: int, std: float, rng: np.random.Generator,
-                   min_distance: float = 0.5, max_tries: int = 20) -> list[ase.Atoms]:
+def rattled_copies(
+    atoms: ase.Atoms, n: int, std: float, rng: np.random.Generator, min_distance: float = 0.5, max_tries: int = 20
+) -> list[ase.Atoms]:
     """`n` copies with Gaussian displacements (A) of the mobile atoms; copies with atoms
     closer than `min_distance` are redrawn."""
     mobile = ~fixed_atoms(atoms)
@@ -88,8 +98,13 @@ def _min_distance(atoms: ase.Atoms) -> float:
     return float(np.linalg.norm(atoms.positions[r] - atoms.positions[s] + shifts @ atoms.cell.array, axis=1).min())
 
 
-def sample_structures(teacher: LoadedModel, starts: Sequence[ase.Atoms], config: SamplingConfig = SamplingConfig(),
-                      progress: bool = True, engine: MDEngine | None = None) -> tuple[list[ase.Atoms], dict]:
+def sample_structures(
+    teacher: LoadedModel,
+    starts: Sequence[ase.Atoms],
+    config: SamplingConfig = SamplingConfig(),
+    progress: bool = True,
+    engine: MDEngine | None = None,
+) -> tuple[list[ase.Atoms], dict]:
     """Langevin MD with the teacher from each start; returns (structures, report).
 
     The MD energies are dropped (labelling redoes them in batches, with stress); labels
@@ -103,7 +118,9 @@ def sample_structures(teacher: LoadedModel, starts: Sequence[ase.Atoms], config:
     if progress and config.md_steps:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.md_steps * len(starts), unit="step", desc="sampling MD", disable=None)  # None: only on a terminal
+        bar = tqdm(
+            total=config.md_steps * len(starts), unit="step", desc="sampling MD", disable=None
+        )  # None: only on a terminal
     structures, errors, steps, wall = [], [], 0, 0.0
     for i, start in enumerate(starts):
         if config.md_steps:
@@ -124,9 +141,15 @@ def sample_structures(teacher: LoadedModel, starts: Sequence[ase.Atoms], config:
                 structures.append(drop_labels(copy))
     if bar is not None:
         bar.close()
-    report = {"n_starts": len(starts), "n_structures": len(structures), "md_steps": steps,
-              "md_steps_per_s": steps / wall if wall else None, "md_errors": errors,
-              "md_compilations": engine.n_compilations, "settings": config.to_dict()}
+    report = {
+        "n_starts": len(starts),
+        "n_structures": len(structures),
+        "md_steps": steps,
+        "md_steps_per_s": steps / wall if wall else None,
+        "md_errors": errors,
+        "md_compilations": engine.n_compilations,
+        "settings": config.to_dict(),
+    }
     log.info("sampled %d structures from %d starts (%d MD steps)", len(structures), len(starts), steps)
     return structures, report
 
@@ -173,36 +196,62 @@ class SamplingPlan:
         """One dict per MD run: start, split, temperature in K, seed, md_steps."""
         held = sorted({i % n_starts for i in self.held_out_starts}) if n_starts else []
         if len(held) >= n_starts:
-            raise ValueError(f"held_out_starts {list(self.held_out_starts)} leave none of the {n_starts} starts "
-                             "for training")
+            raise ValueError(
+                f"held_out_starts {list(self.held_out_starts)} leave none of the {n_starts} starts for training"
+            )
         temperatures = self.test_temperatures or (self.train.temperature,)
         steps = self.train.md_steps if self.test_md_steps is None else self.test_md_steps
         runs = []
         for i in range(n_starts):
             if i in held:
                 continue
-            runs.append(dict(start=i, split=TRAIN, temperature=self.train.temperature, seed=self.train.seed + i,
-                             md_steps=self.train.md_steps))
+            runs.append(
+                dict(
+                    start=i,
+                    split=TRAIN,
+                    temperature=self.train.temperature,
+                    seed=self.train.seed + i,
+                    md_steps=self.train.md_steps,
+                )
+            )
         for i in range(n_starts):
             test_temps = temperatures if i not in held else (self.train.temperature, *temperatures)
             for k, t in enumerate(dict.fromkeys(test_temps)):
-                runs.append(dict(start=i, split=TEST_HELD_OUT_START if i in held else TEST_INDEPENDENT,
-                                 temperature=t, seed=self.test_seed + 100 * k + i, md_steps=steps))
+                runs.append(
+                    dict(
+                        start=i,
+                        split=TEST_HELD_OUT_START if i in held else TEST_INDEPENDENT,
+                        temperature=t,
+                        seed=self.test_seed + 100 * k + i,
+                        md_steps=steps,
+                    )
+                )
         train_seeds = {r["seed"] for r in runs if r["split"] == TRAIN}
         clash = [r for r in runs if r["split"] != TRAIN and r["seed"] in train_seeds]
         if clash:
-            raise ValueError(f"test seeds {sorted({r['seed'] for r in clash})} repeat training seeds: "
-                             "choose test_seed beyond train.seed + number of starts")
+            raise ValueError(
+                f"test seeds {sorted({r['seed'] for r in clash})} repeat training seeds: "
+                "choose test_seed beyond train.seed + number of starts"
+            )
         return runs
 
     def to_dict(self) -> dict:
-        return {"train": self.train.to_dict(), "test_temperatures": list(self.test_temperatures),
-                "test_md_steps": self.test_md_steps, "test_seed": self.test_seed,
-                "held_out_starts": list(self.held_out_starts)}
+        return {
+            "train": self.train.to_dict(),
+            "test_temperatures": list(self.test_temperatures),
+            "test_md_steps": self.test_md_steps,
+            "test_seed": self.test_seed,
+            "held_out_starts": list(self.held_out_starts),
+        }
 
 
-def sample_plan(teacher: LoadedModel, starts: Sequence[ase.Atoms], plan: SamplingPlan, progress: bool = True,
-                engine: MDEngine | None = None) -> tuple[list[ase.Atoms], dict]:
+def sample_plan(
+    teacher: LoadedModel,
+    starts: Sequence[ase.Atoms],
+    plan: SamplingPlan,
+    progress: bool = True,
+    engine: MDEngine | None = None,
+) -> tuple[list[ase.Atoms], dict]:
     """Run every trajectory of `plan`; returns (structures, sampling record).
 
     Each structure carries info `split` (train, test_independent_runs,
@@ -216,24 +265,46 @@ def sample_plan(teacher: LoadedModel, starts: Sequence[ase.Atoms], plan: Samplin
     structures: list[ase.Atoms] = []
     for t, run in enumerate(runs):
         train = run["split"] == TRAIN
-        config = dataclasses.replace(plan.train, md_steps=run["md_steps"], temperature=run["temperature"],
-                                     seed=run["seed"], n_rattled=plan.train.n_rattled if train else 0)
+        config = dataclasses.replace(
+            plan.train,
+            md_steps=run["md_steps"],
+            temperature=run["temperature"],
+            seed=run["seed"],
+            n_rattled=plan.train.n_rattled if train else 0,
+        )
         frames, report = sample_structures(teacher, [starts[run["start"]]], config, progress=progress, engine=engine)
         if not train:  # frame 0 is the start itself, which a training run from that start also holds
             frames = [f for f in frames if f.info.get("md_step", 0) > 0 or f.info.get("rattled")]
         for f in frames:
-            f.info.update(split=run["split"], trajectory=t, sample_start=run["start"],
-                          md_temperature=run["temperature"], md_seed=run["seed"])
+            f.info.update(
+                split=run["split"],
+                trajectory=t,
+                sample_start=run["start"],
+                md_temperature=run["temperature"],
+                md_seed=run["seed"],
+            )
         structures.extend(frames)
-        run.update(n_structures=len(frames), md_steps_done=report["md_steps"],
-                   md_error=report["md_errors"][0] if report["md_errors"] else None)
+        run.update(
+            n_structures=len(frames),
+            md_steps_done=report["md_steps"],
+            md_error=report["md_errors"][0] if report["md_errors"] else None,
+        )
     record = {
-        "starts": [{"index": i, "formula": a.get_chemical_formula(), "n_atoms": len(a),
-                    "source": str(a.info.get("source", f"start {i}"))} for i, a in enumerate(starts)],
+        "starts": [
+            {
+                "index": i,
+                "formula": a.get_chemical_formula(),
+                "n_atoms": len(a),
+                "source": str(a.info.get("source", f"start {i}")),
+            }
+            for i, a in enumerate(starts)
+        ],
         "plan": plan.to_dict(),
         "runs": runs,
-        "counts": {split: sum(r["n_structures"] for r in runs if r["split"] == split)
-                   for split in (TRAIN, TEST_INDEPENDENT, TEST_HELD_OUT_START)},
+        "counts": {
+            split: sum(r["n_structures"] for r in runs if r["split"] == split)
+            for split in (TRAIN, TEST_INDEPENDENT, TEST_HELD_OUT_START)
+        },
         "md_steps": sum(r["md_steps_done"] for r in runs),
         "md_errors": [f"run {t} (start {r['start']}): {r['md_error']}" for t, r in enumerate(runs) if r["md_error"]],
         "md_compilations": engine.n_compilations,

@@ -44,8 +44,14 @@ def compare_speed(models: dict[str, LoadedModel], structures: Sequence[ase.Atoms
             for name, m in models.items():
                 times[name].append(_call(m, graphs[name][i]))
     n_atoms = float(np.mean([len(a) for a in structures]))
-    out = {name: {"ms_per_call": 1e3 * float(np.median(t)), "ms_per_atom_call": 1e3 * float(np.median(t)) / n_atoms,
-                  "n_calls": len(t)} for name, t in times.items()}
+    out = {
+        name: {
+            "ms_per_call": 1e3 * float(np.median(t)),
+            "ms_per_atom_call": 1e3 * float(np.median(t)) / n_atoms,
+            "n_calls": len(t),
+        }
+        for name, t in times.items()
+    }
     out.update(n_structures=len(structures), n_atoms_mean=n_atoms, device=str(jax.devices()[0]))
     return out
 
@@ -100,8 +106,14 @@ def compare_calculators(calculators: dict, structures: Sequence[ase.Atoms], repe
                 if model_s is not None:  # ace-jax reports its model's share of the call
                     model_times[name].append(model_s)
     n_atoms = float(np.mean([len(a) for a in structures]))
-    out = {name: {"ms_per_call": 1e3 * float(np.median(t)), "ms_per_atom_call": 1e3 * float(np.median(t)) / n_atoms,
-                  "n_calls": len(t)} for name, t in times.items()}
+    out = {
+        name: {
+            "ms_per_call": 1e3 * float(np.median(t)),
+            "ms_per_atom_call": 1e3 * float(np.median(t)) / n_atoms,
+            "n_calls": len(t),
+        }
+        for name, t in times.items()
+    }
     for name, t in model_times.items():
         if t:
             out[name]["model_ms_per_call"] = 1e3 * float(np.median(t))

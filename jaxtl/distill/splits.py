@@ -19,8 +19,9 @@ from jaxtl.distill.sampling import TEST_HELD_OUT_START, TRAIN
 RANDOM = "test_random_structures"
 
 
-def split_labelled(labelled: Sequence[ase.Atoms], test_fraction: float = 0.1,
-                   seed: int = 0) -> tuple[list[ase.Atoms], dict[str, list[ase.Atoms]], str]:
+def split_labelled(
+    labelled: Sequence[ase.Atoms], test_fraction: float = 0.1, seed: int = 0
+) -> tuple[list[ase.Atoms], dict[str, list[ase.Atoms]], str]:
     """(train, {test set name: structures}, how the split was made).
 
     - Structures tagged with info `split` (from `sample_plan`): "train" trains, every
@@ -44,9 +45,11 @@ def split_labelled(labelled: Sequence[ase.Atoms], test_fraction: float = 0.1,
     elif any(int(a.info.get("md_step", 0)) > 0 for a in labelled):
         starts = sorted({int(a.info.get("sample_start", 0)) for a in labelled})
         if len(starts) < 2:
-            raise ValueError("the labelled frames come from MD of a single start and carry no `split` tag: "
-                             "a random share of one trajectory's frames is no test; resample with a "
-                             "SamplingPlan (independent test runs) or give separate test structures")
+            raise ValueError(
+                "the labelled frames come from MD of a single start and carry no `split` tag: "
+                "a random share of one trajectory's frames is no test; resample with a "
+                "SamplingPlan (independent test runs) or give separate test structures"
+            )
         held = starts[-1]
         train = [a for a in labelled if int(a.info.get("sample_start", 0)) != held]
         tests = {TEST_HELD_OUT_START: [a for a in labelled if int(a.info.get("sample_start", 0)) == held]}

@@ -26,8 +26,9 @@ def write_mace_record(folder, model_subdir: str = "model", **extra) -> None:
     (Path(folder) / STUDENT_FILE).write_text(json.dumps(record, indent=2, default=str))
 
 
-def calculator_errors(calc, frames: Sequence[ase.Atoms], energy_key: str = "REF_energy",
-                      forces_key: str = "REF_forces") -> dict:
+def calculator_errors(
+    calc, frames: Sequence[ase.Atoms], energy_key: str = "REF_energy", forces_key: str = "REF_forces"
+) -> dict:
     """Errors of an ASE calculator against labels: {"n_graphs", "energy_mae", "energy_rmse"
     (meV/atom), "forces_mae", "forces_rmse" (meV/A, per component)}: the fields of
     `jaxtl.evaluate.evaluate_configs`, so MACE and ACE students report alike."""
@@ -75,5 +76,7 @@ def load_calculator(path, **kwargs) -> Calculator:
     for candidate in (folder, folder / "model"):  # a model folder, or a student folder written before student.json
         if (candidate / "config.json").is_file() and (candidate / "variables").exists():
             return MACECalculator(candidate, **kwargs)
-    raise ValueError(f"{folder} is not a student folder: expected student.json (a `jaxtl distill` student, "
-                     "MACE or ACE) or a jaxtl model folder (config.json + variables/)")
+    raise ValueError(
+        f"{folder} is not a student folder: expected student.json (a `jaxtl distill` student, "
+        "MACE or ACE) or a jaxtl model folder (config.json + variables/)"
+    )

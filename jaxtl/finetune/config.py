@@ -26,8 +26,14 @@ from jaxtl.train.data import DataConfig
 CONFIG_FILE = "finetune_config.yaml"
 # a resumed run may be lengthened, and with it the start of stage two moves (`jaxtl.train.train`);
 # its input files may have moved with the run folder
-RESUME_MAY_CHANGE = ("train.max_num_epochs", "train.stage_two.start_epoch", "data.*_file", "data.cache_dir",
-                     "foundation.model", "strategy.replay_files")
+RESUME_MAY_CHANGE = (
+    "train.max_num_epochs",
+    "train.stage_two.start_epoch",
+    "data.*_file",
+    "data.cache_dir",
+    "foundation.model",
+    "strategy.replay_files",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,5 +146,8 @@ class FinetuneConfig(ConfigIO):
     def differences(self, other: FinetuneConfig) -> list[str]:
         """Dotted fields that differ from `other`'s, leaving out those a resumed run may
         change (`RESUME_MAY_CHANGE`)."""
-        return [k for k in config_differences(self, other)
-                if not any(fnmatch.fnmatchcase(k, pattern) for pattern in RESUME_MAY_CHANGE)]
+        return [
+            k
+            for k in config_differences(self, other)
+            if not any(fnmatch.fnmatchcase(k, pattern) for pattern in RESUME_MAY_CHANGE)
+        ]

@@ -87,14 +87,22 @@ def mace_decay_filter(path, leaf) -> bool:
     return group_of(p) == "products" or (group_of(p) == "interactions" and p.split("/")[1] == "linear")
 
 
-def load_foundation(foundation: str | Path | LoadedModel, out_dir: Path, head: str | None = None,
-                    check_conversion: bool = True, log=print) -> tuple[MACEConfig, dict, dict]:
+def load_foundation(
+    foundation: str | Path | LoadedModel,
+    out_dir: Path,
+    head: str | None = None,
+    check_conversion: bool = True,
+    log=print,
+) -> tuple[MACEConfig, dict, dict]:
     """(config, variables as numpy, metadata) of a model folder, a LoadedModel or a
     mace-torch `.model` file (converted into out_dir/foundation), or a released model's
     name (`jaxtl.foundations`, converted once into the cache)."""
     if isinstance(foundation, LoadedModel):
-        config, variables, meta = foundation.config, jax.tree.map(np.asarray, foundation.variables), \
-            dict(foundation.metadata)
+        config, variables, meta = (
+            foundation.config,
+            jax.tree.map(np.asarray, foundation.variables),
+            dict(foundation.metadata),
+        )
     else:
         path = Path(foundation)
         if not path.exists():  # a released model's name: its converted folder in the cache
@@ -116,8 +124,13 @@ def load_foundation(foundation: str | Path | LoadedModel, out_dir: Path, head: s
     return config, variables, meta
 
 
-def resolve_labels(params, config: MACEConfig, freeze: Freeze = None, counting: str = "mace",
-                   lr_factors: Mapping[str, float] | None = None):
+def resolve_labels(
+    params,
+    config: MACEConfig,
+    freeze: Freeze = None,
+    counting: str = "mace",
+    lr_factors: Mapping[str, float] | None = None,
+):
     """Labels from `freeze`: an int (--freeze N, `counting` "mace" or "paper"), a label
     pytree, or a function params -> labels; then `lr_factors` (soft freezing)."""
     if freeze is None or isinstance(freeze, int):
@@ -131,8 +144,9 @@ def resolve_labels(params, config: MACEConfig, freeze: Freeze = None, counting: 
     return labels
 
 
-def strategy_base_labels(strategy: Strategy, params, config: MACEConfig, settings: StrategyConfig,
-                         labels: Freeze = None):
+def strategy_base_labels(
+    strategy: Strategy, params, config: MACEConfig, settings: StrategyConfig, labels: Freeze = None
+):
     """Labels of the foundation's weights under `strategy`: from the freezing fields of
     `settings` (or `labels`, a label pytree or a function params -> labels, instead)
     when given; else all trainable, or all frozen for a strategy with adapters (LoRA,
@@ -141,8 +155,10 @@ def strategy_base_labels(strategy: Strategy, params, config: MACEConfig, setting
         raise ValueError("give either labels or the strategy's freeze/freeze_patterns/train_patterns, not both")
     chosen = labels is not None or settings.chooses_labels
     if strategy.naive and chosen:
-        raise ValueError("strategy naive trains every weight; drop the freezing fields (freeze, freeze_patterns, "
-                         "train_patterns, lr_factors) or use strategy freeze")
+        raise ValueError(
+            "strategy naive trains every weight; drop the freezing fields (freeze, freeze_patterns, "
+            "train_patterns, lr_factors) or use strategy freeze"
+        )
     if strategy.reparametrised and not chosen:
         return map_paths(lambda _: FROZEN, params)
     freeze = labels if labels is not None else settings.freeze
@@ -170,17 +186,23 @@ def foundation_energies(config: MACEConfig, variables: dict, r_max: float, batch
     return energies
 
 
-
 def _leaves_equal(a, b) -> bool:
     return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 def make_strategy_of(settings: StrategyConfig, seed: int) -> Strategy:
     """The `Strategy` a `StrategyConfig` names (its replay set drawn with `seed`)."""
-    return make_strategy(settings.name, lora_rank=settings.lora_rank, lora_alpha=settings.lora_alpha,
-                         adapter_patterns=settings.adapter_patterns, replay_size=settings.replay_size,
-                         replay_weight=settings.replay_weight, replay_files=list(settings.replay_files),
-                         replay_rattle=settings.replay_rattle, seed=seed)
+    return make_strategy(
+        settings.name,
+        lora_rank=settings.lora_rank,
+        lora_alpha=settings.lora_alpha,
+        adapter_patterns=settings.adapter_patterns,
+        replay_size=settings.replay_size,
+        replay_weight=settings.replay_weight,
+        replay_files=list(settings.replay_files),
+        replay_rattle=settings.replay_rattle,
+        seed=seed,
+    )
 
 
 def read_finetune_data(data: DataConfig, config: MACEConfig) -> Splits:
@@ -191,23 +213,35 @@ def read_finetune_data(data: DataConfig, config: MACEConfig) -> Splits:
     """
     splits = read_splits(data)
     head = config.heads[0]
-    splits = dataclasses.replace(splits, **{name: [dataclasses.replace(c, head=head) for c in getattr(splits, name)]
-                                            for name in ("train", "valid", "test")})
+    splits = dataclasses.replace(
+        splits,
+        **{
+            name: [dataclasses.replace(c, head=head) for c in getattr(splits, name)]
+            for name in ("train", "valid", "test")
+        },
+    )
     for configs in (splits.train, splits.valid, splits.test):
         check_elements(configs, config.atomic_numbers)
     return splits
 
 
-def refit_e0s(config: MACEConfig, variables: dict, splits: Splits, e0s, batch_size: int, dtype: str,
-              log: Callable[[str], None]) -> tuple[MACEConfig, dict]:
+def refit_e0s(
+    config: MACEConfig, variables: dict, splits: Splits, e0s, batch_size: int, dtype: str, log: Callable[[str], None]
+) -> tuple[MACEConfig, dict]:
     """(config, variables) in `dtype` with the E0s refitted on the training data (`fit_e0s`)."""
-    atomic_energies = fit_e0s(splits.train, config.atomic_numbers,
-                              np.asarray(variables["constants"]["atomic_energies"]), e0s,
-                              foundation_energies(config, variables, config.r_max, batch_size),
-                              isolated=splits.isolated)
+    atomic_energies = fit_e0s(
+        splits.train,
+        config.atomic_numbers,
+        np.asarray(variables["constants"]["atomic_energies"]),
+        e0s,
+        foundation_energies(config, variables, config.r_max, batch_size),
+        isolated=splits.isolated,
+    )
     log("E0s (eV): " + ", ".join(f"Z={z}: {e:.6f}" for z, e in zip(config.atomic_numbers, atomic_energies[0])))
-    variables = {"params": variables["params"],
-                 "constants": {**variables["constants"], "atomic_energies": atomic_energies}}
+    variables = {
+        "params": variables["params"],
+        "constants": {**variables["constants"], "atomic_energies": atomic_energies},
+    }
     return config.replace(dtype=dtype), cast_variables(variables, dtype)
 
 
@@ -266,26 +300,59 @@ def finetune(
     if strategy.replay is not None:
         replay_set = replay_structures(strategy.replay, splits.train, model_config.atomic_numbers)
         replay_line = describe_replay(strategy.replay, replay_set)
-    report = describe_strategy(strategy, params, tree, labels, optimizer=lambda l: make_optimizer(
-        cfg.optimizer, l, lr_factor_transforms(l), decay_filter), replay=replay_line)
+    report = describe_strategy(
+        strategy,
+        params,
+        tree,
+        labels,
+        optimizer=lambda l: make_optimizer(cfg.optimizer, l, lr_factor_transforms(l), decay_filter),
+        replay=replay_line,
+    )
     log(str(report))
     if dry_run:
         return FinetuneResult(None, report, atomic_energies, labels, strategy=strategy)
 
     replay = []
     if replay_set:
-        replay = pseudolabel(build_loaded_model(*teacher, dtype=cfg.dtype), replay_set, strategy.replay,
-                             model_config.heads[0], np.asarray(teacher[1]["constants"]["atomic_energies"])[0],
-                             atomic_energies[0], data.batch_size)
+        replay = pseudolabel(
+            build_loaded_model(*teacher, dtype=cfg.dtype),
+            replay_set,
+            strategy.replay,
+            model_config.heads[0],
+            np.asarray(teacher[1]["constants"]["atomic_energies"])[0],
+            atomic_energies[0],
+            data.batch_size,
+        )
         log(f"labelled {len(replay)} replay structures with the foundation")
-    run = _Run(config, model_config, variables["constants"], strategy, tree, labels, report, meta, splits, replay,
-               custom_labels)
+    run = _Run(
+        config,
+        model_config,
+        variables["constants"],
+        strategy,
+        tree,
+        labels,
+        report,
+        meta,
+        splits,
+        replay,
+        custom_labels,
+    )
     result, n_steps, train_time, wall = run.train(out, decay_filter, resume)
     log(report.summary())
     log(f"wrote {out / 'model'} ({n_steps} steps in {train_time:.1f} s)")
     # frozen_unchanged: write_model compared every frozen leaf before writing and raises otherwise
-    return FinetuneResult(out / "model", report, atomic_energies, labels, result, True, wall,
-                          n_steps / train_time if train_time > 0 else None, strategy, len(replay))
+    return FinetuneResult(
+        out / "model",
+        report,
+        atomic_energies,
+        labels,
+        result,
+        True,
+        wall,
+        n_steps / train_time if train_time > 0 else None,
+        strategy,
+        len(replay),
+    )
 
 
 @dataclasses.dataclass
@@ -312,13 +379,21 @@ class _Run:
 
     def train_batches(self, epoch: int) -> list:
         cfg, data = self.config.train, self.config.data
-        batches = batch_iterator(self.train_set, data.batch_size, self.budgets, shuffle=True, seed=cfg.seed,
-                                 epoch=epoch, dtype=np.dtype(cfg.dtype))
+        batches = batch_iterator(
+            self.train_set,
+            data.batch_size,
+            self.budgets,
+            shuffle=True,
+            seed=cfg.seed,
+            epoch=epoch,
+            dtype=np.dtype(cfg.dtype),
+        )
         if not self.replay:
             return list(batches)
         # with their config types, so the training metrics show the replay error apart
-        return [(b, [self.train_configs[i].config_type for i in members])
-                for (_, members), b in zip(batches.plan, batches)]
+        return [
+            (b, [self.train_configs[i].config_type for i in members]) for (_, members), b in zip(batches.plan, batches)
+        ]
 
     def fixed_batches(self, configs) -> list:
         """Evaluation batches of `configs` in file order."""
@@ -326,21 +401,39 @@ class _Run:
             return []
         c = self.model_config
         dataset = GraphDataset(configs, c.r_max, heads=c.heads, progress=False)
-        return list(batch_iterator(dataset, self.config.data.valid_batch_size, shuffle=False,
-                                   dtype=np.dtype(self.config.train.dtype)))
+        return list(
+            batch_iterator(
+                dataset, self.config.data.valid_batch_size, shuffle=False, dtype=np.dtype(self.config.train.dtype)
+            )
+        )
 
     def metadata(self, wall: float | None) -> dict:
         s, report, e0s = self.config.strategy, self.report, self.config.e0s
-        freeze = s.freeze if s.freeze is not None else (
-            "custom" if self.custom_labels or s.freeze_patterns or s.train_patterns else None)
-        return {**self.meta, "finetune": {
-            "train_file": str(Path(self.config.data.train_file).absolute()), "freeze": freeze,
-            "counting": s.counting, "lr_factors": dict(s.lr_factors or {}),
-            "e0s": e0s if isinstance(e0s, str) or e0s is None else "given",
-            "n_trainable": report.n_trainable, "n_frozen": report.n_frozen, "frozen": report.frozen_paths(),
-            "wall_s": wall, "strategy": self.strategy.to_dict(), "n_adapter": report.n_adapter,
-            "n_replay": len(self.replay), "optimiser_state_bytes": report.state_bytes,
-            "train_config": self.config.train.to_dict(), "config": self.config.to_dict()}}
+        freeze = (
+            s.freeze
+            if s.freeze is not None
+            else ("custom" if self.custom_labels or s.freeze_patterns or s.train_patterns else None)
+        )
+        return {
+            **self.meta,
+            "finetune": {
+                "train_file": str(Path(self.config.data.train_file).absolute()),
+                "freeze": freeze,
+                "counting": s.counting,
+                "lr_factors": dict(s.lr_factors or {}),
+                "e0s": e0s if isinstance(e0s, str) or e0s is None else "given",
+                "n_trainable": report.n_trainable,
+                "n_frozen": report.n_frozen,
+                "frozen": report.frozen_paths(),
+                "wall_s": wall,
+                "strategy": self.strategy.to_dict(),
+                "n_adapter": report.n_adapter,
+                "n_replay": len(self.replay),
+                "optimiser_state_bytes": report.state_bytes,
+                "train_config": self.config.train.to_dict(),
+                "config": self.config.to_dict(),
+            },
+        }
 
     def frozen_unchanged(self, trained_params) -> bool:
         frozen = [l == FROZEN for l in jax.tree.leaves(self.labels)]
@@ -354,8 +447,12 @@ class _Run:
         variables = jax.tree.map(np.asarray, variables)
         if not self.frozen_unchanged(variables["params"]):
             raise RuntimeError("a frozen parameter changed during fine-tuning; this is a bug")
-        save_model(directory, self.model_config, {**variables, "params": self.strategy.merge(variables["params"])},
-                   self.metadata(wall))
+        save_model(
+            directory,
+            self.model_config,
+            {**variables, "params": self.strategy.merge(variables["params"])},
+            self.metadata(wall),
+        )
 
     def train(self, out: Path, decay_filter, resume: bool) -> tuple[TrainResult, int, float, float]:
         """(the engine's result, steps, training seconds, wall seconds)."""
@@ -366,10 +463,21 @@ class _Run:
         valid, test = self.fixed_batches(self.splits.valid), self.fixed_batches(self.splits.test)
         variables = {"params": self.tree, "constants": self.constants}
         t0 = time.perf_counter()
-        result = train(predict, variables, self.train_batches, valid, cfg, out, test_batches=test or None,
-                       param_labels=self.labels, label_transforms=lr_factor_transforms(self.labels),
-                       decay_filter=decay_filter, model_config=self.model_config.to_dict(), resume=resume,
-                       write_model=lambda d, v: self.write_model(d, v, time.perf_counter() - t0))
+        result = train(
+            predict,
+            variables,
+            self.train_batches,
+            valid,
+            cfg,
+            out,
+            test_batches=test or None,
+            param_labels=self.labels,
+            label_transforms=lr_factor_transforms(self.labels),
+            decay_filter=decay_filter,
+            model_config=self.model_config.to_dict(),
+            resume=resume,
+            write_model=lambda d, v: self.write_model(d, v, time.perf_counter() - t0),
+        )
         wall = time.perf_counter() - t0
         epochs = [r for r in result.history if "epoch" in r and "time_s" in r]
         n_steps = sum(len(self.train_batches(r["epoch"])) for r in epochs)

@@ -32,11 +32,19 @@ from jaxtl.train.optimizer import FROZEN, TRAINABLE
 
 SOFT = "soft:"
 GROUPS = ("embedding", "interactions", "products", "readouts")
-_PREFIX = {"node_embedding": "embedding", "interactions": "interactions", "products": "products",
-           "readouts": "readouts"}
+_PREFIX = {
+    "node_embedding": "embedding",
+    "interactions": "interactions",
+    "products": "products",
+    "readouts": "readouts",
+}
 # mace-torch's --lr_params_factors keys.
-LR_FACTOR_KEYS = {"embedding_lr_factor": "embedding", "interactions_lr_factor": "interactions",
-                  "products_lr_factor": "products", "readouts_lr_factor": "readouts"}
+LR_FACTOR_KEYS = {
+    "embedding_lr_factor": "embedding",
+    "interactions_lr_factor": "interactions",
+    "products_lr_factor": "products",
+    "readouts_lr_factor": "readouts",
+}
 
 
 # ---------------------------------------------------------------- paths and groups
@@ -81,7 +89,7 @@ def soft_factor(label: str) -> float:
     if label == FROZEN:
         return 0.0
     if label.startswith(SOFT):
-        return float(label[len(SOFT):])
+        return float(label[len(SOFT) :])
     raise ValueError(f"unknown label {label!r} (expected {TRAINABLE!r}, {FROZEN!r} or 'soft:<factor>')")
 
 
@@ -103,8 +111,12 @@ def paper_children(config: MACEConfig) -> list[str]:
     return children
 
 
-_CHILD_GROUP = {"node_embedding": "embedding", "interactions": "interactions", "products": "products",
-                "readouts": "readouts"}
+_CHILD_GROUP = {
+    "node_embedding": "embedding",
+    "interactions": "interactions",
+    "products": "products",
+    "readouts": "readouts",
+}
 
 
 def frozen_groups(n: int | None, counting: str = "mace", config: MACEConfig | None = None) -> set[str]:
@@ -168,8 +180,12 @@ def group_labels(params, freeze: Iterable[str] = (), train: Iterable[str] | None
     return _by_flag(params, lambda p: group_of(p) in freeze)
 
 
-def layer_labels(params, layers: Sequence[int], action: str = "freeze",
-                 groups: Iterable[str] = ("interactions", "products", "readouts")):
+def layer_labels(
+    params,
+    layers: Sequence[int],
+    action: str = "freeze",
+    groups: Iterable[str] = ("interactions", "products", "readouts"),
+):
     """Per-layer choice over the blocks of `groups` (interactions_t, products_t, readouts_t).
 
     action="freeze": freeze layers `layers` of those groups, train everything else
@@ -268,13 +284,11 @@ def label_transforms(labels, base: optax.GradientTransformation) -> dict:
     out = {}
     for label in set(jax.tree.leaves(labels)):
         f = soft_factor(label)
-        out[label] = optax.set_to_zero() if label == FROZEN else base if f == 1 else \
-            optax.chain(base, optax.scale(f))
+        out[label] = optax.set_to_zero() if label == FROZEN else base if f == 1 else optax.chain(base, optax.scale(f))
     return out
 
 
 def lr_factor_transforms(labels) -> dict:
     """The `label_transforms` argument of `jaxtl.train.make_optimizer` for these labels
     (the engine handles trainable and frozen itself; soft labels scale its lr step)."""
-    return {label: optax.scale(soft_factor(label)) for label in set(jax.tree.leaves(labels))
-            if label.startswith(SOFT)}
+    return {label: optax.scale(soft_factor(label)) for label in set(jax.tree.leaves(labels)) if label.startswith(SOFT)}

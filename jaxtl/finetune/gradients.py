@@ -37,8 +37,7 @@ def split_params(params, labels) -> tuple[dict, dict]:
 
 def merge_params(trainable: dict, frozen: dict) -> dict:
     """The full parameter tree back from `split_params`' halves."""
-    return traverse_util.unflatten_dict({**traverse_util.flatten_dict(frozen),
-                                         **traverse_util.flatten_dict(trainable)})
+    return traverse_util.unflatten_dict({**traverse_util.flatten_dict(frozen), **traverse_util.flatten_dict(trainable)})
 
 
 def trainable_value_and_grad(loss_fn: Callable, labels, has_aux: bool = False) -> Callable:
@@ -82,8 +81,15 @@ def _time(fn, *args, n_steps: int) -> float:
     return (time.perf_counter() - t0) / n_steps
 
 
-def step_time_saving(predict_fn: Callable, variables: dict, batch, labels, n_steps: int = 10,
-                     forces_weight: float = 100.0, lr: float = 1e-3) -> dict:
+def step_time_saving(
+    predict_fn: Callable,
+    variables: dict,
+    batch,
+    labels,
+    n_steps: int = 10,
+    forces_weight: float = 100.0,
+    lr: float = 1e-3,
+) -> dict:
     """Seconds per jitted Adam step (energy + forces MSE) for three variants.
 
     Returns {"f0": all trainable, "labels_full_grad": the labels with every gradient
@@ -113,8 +119,11 @@ def step_time_saving(predict_fn: Callable, variables: dict, batch, labels, n_ste
         return step, opt.init(params)
 
     all_train = jax.tree.map(lambda _: TRAINABLE, labels)
-    variants = {"f0": (all_train, predict_fn), "labels_full_grad": (labels, predict_fn),
-                "labels_cut_grad": (labels, stop_frozen_gradients(predict_fn, labels))}
+    variants = {
+        "f0": (all_train, predict_fn),
+        "labels_full_grad": (labels, predict_fn),
+        "labels_cut_grad": (labels, stop_frozen_gradients(predict_fn, labels)),
+    }
     times = {}
     for name, (step_labels, predict) in variants.items():
         step, state = make_step(step_labels, predict)

@@ -71,19 +71,26 @@ class LoRA:
         for path in chosen:
             shape = tuple(flat[path].shape)
             if len(shape) < 2:
-                raise ValueError(f"LoRA needs a matrix, but {path!r} has shape {shape}; "
-                                 "choose weights with --adapter-patterns that are matrices")
+                raise ValueError(
+                    f"LoRA needs a matrix, but {path!r} has shape {shape}; "
+                    "choose weights with --adapter-patterns that are matrices"
+                )
             if not self._fits(shape):
-                raise ValueError(f"LoRA rank {self.rank} is larger than the dimensions {shape[-2:]} of "
-                                 f"{path!r}; use a rank <= {min(shape[-2:])} or leave it out of the patterns")
+                raise ValueError(
+                    f"LoRA rank {self.rank} is larger than the dimensions {shape[-2:]} of "
+                    f"{path!r}; use a rank <= {min(shape[-2:])} or leave it out of the patterns"
+                )
         return chosen
 
     def skipped(self, params) -> list[tuple[str, tuple]]:
         """Default targets too small for the rank: (path, shape), left unadapted."""
         if self.patterns is not None:
             return []
-        return [(p, tuple(x.shape)) for p, x in leaves_by_path(params).items()
-                if is_lora_default(p, tuple(x.shape)) and not self._fits(tuple(x.shape))]
+        return [
+            (p, tuple(x.shape))
+            for p, x in leaves_by_path(params).items()
+            if is_lora_default(p, tuple(x.shape)) and not self._fits(tuple(x.shape))
+        ]
 
     def init(self, params, seed: int = 0) -> dict:
         """Nested {path: {"A": [..., d_in, r], "B": [..., r, d_out] zeros}}, numpy, dtype of W0."""
@@ -119,4 +126,3 @@ class LoRA:
             n = int(np.prod(lead, dtype=np.int64)) * self.rank * (d_in + d_out)
             rows.append((path, tuple(flat[path].shape), n))
         return rows
-

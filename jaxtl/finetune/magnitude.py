@@ -23,8 +23,12 @@ DEFAULT_PATTERNS = ("interactions_*/linear/*", "products_*/linear/*")
 
 def _default(path: str, shape: tuple) -> bool:
     parts = path.split("/")
-    return (len(parts) == 3 and parts[1] == "linear" and len(shape) == 2
-            and (parts[0].startswith("interactions_") or parts[0].startswith("products_")))
+    return (
+        len(parts) == 3
+        and parts[1] == "linear"
+        and len(shape) == 2
+        and (parts[0].startswith("interactions_") or parts[0].startswith("products_"))
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +72,10 @@ class Magnitude:
     def apply(self, params, adapters: dict):
         """The weights the model uses: `W * scale` along the output axis (jit-able)."""
         flat = leaves_by_path(params)
-        new = {path: flat[path] * f["scale"].astype(flat[path].dtype)
-               for path, f in adapter_blocks(adapters, ("scale",)).items()}
+        new = {
+            path: flat[path] * f["scale"].astype(flat[path].dtype)
+            for path, f in adapter_blocks(adapters, ("scale",)).items()
+        }
         return replace_leaves(params, new)
 
     def describe(self, params) -> list[tuple[str, tuple, int]]:

@@ -76,7 +76,7 @@ def rattled_copies(configs: Sequence[Configuration], n: int, rattle: float, seed
         return []
     if not configs:
         raise ValueError("no training structures to rattle for the replay set")
-    rng = np.random.default_rng([seed, 0x5e9])
+    rng = np.random.default_rng([seed, 0x5E9])
     order = np.concatenate([rng.permutation(len(configs)) for _ in range(-(-n // len(configs)))])[:n]
     out = []
     for i in order:
@@ -86,15 +86,18 @@ def rattled_copies(configs: Sequence[Configuration], n: int, rattle: float, seed
     return out
 
 
-def replay_structures(replay: Replay, configs: Sequence[Configuration],
-                      atomic_numbers: Sequence[int]) -> list[tuple[ase.Atoms, str]]:
+def replay_structures(
+    replay: Replay, configs: Sequence[Configuration], atomic_numbers: Sequence[int]
+) -> list[tuple[ase.Atoms, str]]:
     """(structure, source) of the replay set, unlabelled; every element checked against the foundation's.
 
     Raises:
         DataError: a replay structure holds an element the foundation does not know.
     """
-    out = [(a, "replay (rattled training structure)")
-           for a in rattled_copies(configs, replay.n_copies(len(configs)), replay.rattle, replay.seed)]
+    out = [
+        (a, "replay (rattled training structure)")
+        for a in rattled_copies(configs, replay.n_copies(len(configs)), replay.rattle, replay.seed)
+    ]
     for path in replay.files:
         frames = ase.io.read(path, ":")
         for i, atoms in enumerate(frames):
@@ -112,8 +115,15 @@ def _e0_per_structure(numbers: np.ndarray, e0: np.ndarray, atomic_numbers: Seque
     return float(sum(e0[index[int(z)]] for z in numbers))
 
 
-def pseudolabel(teacher, structures: Sequence[tuple[ase.Atoms, str]], replay: Replay, head: str,
-                e0_teacher: np.ndarray, e0_new: np.ndarray, batch_size: int = 8) -> list[Configuration]:
+def pseudolabel(
+    teacher,
+    structures: Sequence[tuple[ase.Atoms, str]],
+    replay: Replay,
+    head: str,
+    e0_teacher: np.ndarray,
+    e0_new: np.ndarray,
+    batch_size: int = 8,
+) -> list[Configuration]:
     """Replay configurations: `structures` labelled by `teacher` (a LoadedModel), energies
     moved from the teacher's E0s to `e0_new` ([n_elements] eV each), weight `replay.weight`,
     config_type "replay"."""
@@ -127,10 +137,12 @@ def pseudolabel(teacher, structures: Sequence[tuple[ase.Atoms, str]], replay: Re
     configs = []
     for i, (a, (_, source)) in enumerate(zip(labelled, structures)):
         c = configuration_from_atoms(a, DataKeys(), source=source, index=i, head=head, min_distance=None)
-        shift = _e0_per_structure(c.atomic_numbers, e0_new, z_model) - \
-            _e0_per_structure(c.atomic_numbers, e0_teacher, z_model)
-        configs.append(dataclasses.replace(c, energy=c.energy + shift, weight=replay.weight,
-                                           config_type=REPLAY_TYPE, head=head))
+        shift = _e0_per_structure(c.atomic_numbers, e0_new, z_model) - _e0_per_structure(
+            c.atomic_numbers, e0_teacher, z_model
+        )
+        configs.append(
+            dataclasses.replace(c, energy=c.energy + shift, weight=replay.weight, config_type=REPLAY_TYPE, head=head)
+        )
     return configs
 
 
@@ -140,5 +152,4 @@ def describe_replay(replay: Replay, structures: Sequence[tuple[ase.Atoms, str]])
     parts = [f"{len(structures) - n_files} rattled copies of the training structures ({replay.rattle} A)"]
     if replay.files:
         parts.append(f"{n_files} structures from {', '.join(Path(p).name for p in replay.files)}")
-    return (f"replay: {' + '.join(parts)}, labelled by the frozen foundation, "
-            f"loss weight {replay.weight} per structure")
+    return f"replay: {' + '.join(parts)}, labelled by the frozen foundation, loss weight {replay.weight} per structure"

@@ -62,10 +62,13 @@ class FreezeReport:
             lines.append(f"{group:14s} " + " ".join(f"{counts.get(k, 0):12d}" for k in sorted(self.by_label)))
         lines.append(f"{'total':14s} " + " ".join(f"{self.by_label[k]:12d}" for k in sorted(self.by_label)))
         share = self.n_trainable / max(self.n_params, 1)
-        lines.append(f"trainable {self.n_trainable} of {self.n_params} parameters ({100 * share:.1f} %), "
-                     f"frozen {self.n_frozen}")
-        lines.append(f"optimiser state: {self.state_bytes_full - self.state_bytes_saved} bytes "
-                     f"instead of {self.state_bytes_full} ({self.state_bytes_saved} bytes saved)")
+        lines.append(
+            f"trainable {self.n_trainable} of {self.n_params} parameters ({100 * share:.1f} %), frozen {self.n_frozen}"
+        )
+        lines.append(
+            f"optimiser state: {self.state_bytes_full - self.state_bytes_saved} bytes "
+            f"instead of {self.state_bytes_full} ({self.state_bytes_saved} bytes saved)"
+        )
         return "\n".join(lines)
 
 
@@ -103,5 +106,6 @@ def describe(params, labels, optimizer=None, moments: int = 2, group=group_of) -
         all_trainable = jax.tree.map(lambda _: TRAINABLE, labels)
         full = _nbytes(jax.eval_shape(optimizer(all_trainable).init, params))
         saved = full - _nbytes(jax.eval_shape(optimizer(labels).init, params))
-    return FreezeReport(tuple(leaves), dict(by_label), {g: dict(c) for g, c in by_group.items()},
-                        moments, int(saved), int(full))
+    return FreezeReport(
+        tuple(leaves), dict(by_label), {g: dict(c) for g, c in by_group.items()}, moments, int(saved), int(full)
+    )

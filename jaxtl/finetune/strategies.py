@@ -100,7 +100,8 @@ class Strategy:
             return base_labels
         adapted = self.adapted_paths(tree[BASE])
         base = jax.tree_util.tree_map_with_path(
-            lambda p, label: FROZEN if path_str(p) in adapted else label, base_labels)
+            lambda p, label: FROZEN if path_str(p) in adapted else label, base_labels
+        )
         return {BASE: base, ADAPTERS: jax.tree.map(lambda _: TRAINABLE, tree[ADAPTERS])}
 
     def reparametrise(self, predict_fn: Callable) -> Callable:
@@ -109,8 +110,7 @@ class Strategy:
             return predict_fn
 
         def predict(variables, graph, compute_stress=False):
-            return predict_fn({**variables, "params": self.materialise(variables["params"])}, graph,
-                              compute_stress)
+            return predict_fn({**variables, "params": self.materialise(variables["params"])}, graph, compute_stress)
 
         return predict
 
@@ -132,17 +132,28 @@ class Strategy:
         return group_of(path)
 
     def to_dict(self) -> dict:
-        out = {"name": self.name, "naive": self.naive,
-               "reparametrisations": [{"kind": r.kind, **dataclasses.asdict(r)} for r in self.reparametrisations]}
+        out = {
+            "name": self.name,
+            "naive": self.naive,
+            "reparametrisations": [{"kind": r.kind, **dataclasses.asdict(r)} for r in self.reparametrisations],
+        }
         if self.replay is not None:
             out["replay"] = self.replay.to_dict()
         return out
 
 
-def make_strategy(name: str = "freeze", *, lora_rank: int | None = None, lora_alpha: float | None = None,
-                  adapter_patterns: Sequence[str] | None = None, replay_size: int | None = None,
-                  replay_weight: float | None = None, replay_files: Sequence[str] = (),
-                  replay_rattle: float | None = None, seed: int = 0) -> Strategy:
+def make_strategy(
+    name: str = "freeze",
+    *,
+    lora_rank: int | None = None,
+    lora_alpha: float | None = None,
+    adapter_patterns: Sequence[str] | None = None,
+    replay_size: int | None = None,
+    replay_weight: float | None = None,
+    replay_files: Sequence[str] = (),
+    replay_rattle: float | None = None,
+    seed: int = 0,
+) -> Strategy:
     """A `Strategy` from its name ('+'-joined parts of naive, freeze, lora, magnitude, replay).
 
     lora_rank (default 4), lora_alpha (default rank): LoRA settings.
@@ -155,8 +166,9 @@ def make_strategy(name: str = "freeze", *, lora_rank: int | None = None, lora_al
     if unknown or not parts:
         raise ValueError(f"unknown strategy {name!r}; use one of {STRATEGIES} or '+'-joined {PARTS}")
     if "naive" in parts and set(parts) & {"freeze", "lora", "magnitude"}:
-        raise ValueError(f"strategy {name!r}: naive trains every weight and cannot be combined with "
-                         "freeze, lora or magnitude")
+        raise ValueError(
+            f"strategy {name!r}: naive trains every weight and cannot be combined with freeze, lora or magnitude"
+        )
     given = lambda *xs: any(x is not None for x in xs)  # noqa: E731
     if "lora" not in parts and given(lora_rank, lora_alpha):
         raise ValueError(f"lora_rank/lora_alpha need a lora strategy, not {name!r}")
@@ -172,8 +184,13 @@ def make_strategy(name: str = "freeze", *, lora_rank: int | None = None, lora_al
         reparams.append(Magnitude(patterns=patterns))
     replay = None
     if "replay" in parts:
-        replay = Replay(size=replay_size, weight=1.0 if replay_weight is None else replay_weight,
-                        files=tuple(replay_files), rattle=0.05 if replay_rattle is None else replay_rattle, seed=seed)
+        replay = Replay(
+            size=replay_size,
+            weight=1.0 if replay_weight is None else replay_weight,
+            files=tuple(replay_files),
+            rattle=0.05 if replay_rattle is None else replay_rattle,
+            seed=seed,
+        )
     return Strategy("+".join(parts), tuple(reparams), replay, naive="naive" in parts)
 
 
@@ -234,9 +251,11 @@ class StrategyReport:
 
     def summary(self) -> str:
         share = 100 * self.n_trainable / max(self.n_foundation, 1)
-        return (f"strategy {self.strategy}: trains {self.n_trainable} parameters ({share:.2f} % of the "
-                f"foundation's {self.n_foundation}); optimiser state {self.state_bytes} bytes "
-                f"(full fine-tuning: {self.state_bytes_naive})")
+        return (
+            f"strategy {self.strategy}: trains {self.n_trainable} parameters ({share:.2f} % of the "
+            f"foundation's {self.n_foundation}); optimiser state {self.state_bytes} bytes "
+            f"(full fine-tuning: {self.state_bytes_naive})"
+        )
 
     def __str__(self) -> str:
         lines = str(self.params).splitlines()[:-1]  # its optimiser line counts the adapters as "full"
@@ -245,19 +264,22 @@ class StrategyReport:
             for kind, *_, n in self.adapted:
                 count, total = by_kind.get(kind, (0, 0))
                 by_kind[kind] = (count + 1, total + n)
-            lines.append("adapters: " + "; ".join(f"{k} on {c} weights ({n} parameters)"
-                                                 for k, (c, n) in by_kind.items()))
+            lines.append(
+                "adapters: " + "; ".join(f"{k} on {c} weights ({n} parameters)" for k, (c, n) in by_kind.items())
+            )
         if self.skipped:
-            lines.append("left unadapted (smaller than the LoRA rank): "
-                         + ", ".join(f"{p} {s}" for p, s in self.skipped))
+            lines.append(
+                "left unadapted (smaller than the LoRA rank): " + ", ".join(f"{p} {s}" for p, s in self.skipped)
+            )
         if self.replay:
             lines.append(self.replay)
         lines.append(self.summary())
         return "\n".join(lines)
 
 
-def describe_strategy(strategy: Strategy, params, tree, labels, optimizer: Callable | None = None,
-                      replay: str | None = None) -> StrategyReport:
+def describe_strategy(
+    strategy: Strategy, params, tree, labels, optimizer: Callable | None = None, replay: str | None = None
+) -> StrategyReport:
     """The dry-run report of `strategy` on foundation `params` (optimised `tree`, `labels`).
 
     optimizer: `labels -> optax transformation`, to size the optimiser state exactly

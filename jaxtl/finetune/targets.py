@@ -36,8 +36,7 @@ def select(params, patterns: Sequence[str] | None, default: Callable[[str, tuple
         match = _matcher(pattern, "glob")
         hits = [p for p in flat if match(p)]
         if not hits:
-            raise ValueError(f"{what} pattern {pattern!r} matches no parameter; paths look like "
-                             f"{next(iter(flat))!r}")
+            raise ValueError(f"{what} pattern {pattern!r} matches no parameter; paths look like {next(iter(flat))!r}")
         chosen += [p for p in hits if p not in chosen]
     return [p for p in flat if p in chosen]  # tree order
 

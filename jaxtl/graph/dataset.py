@@ -193,8 +193,10 @@ def choose_budgets(
         n_graph=batch_size + 1,
         # one neighbour-matrix width for the whole dataset: it adds no compilations
         # (an on-disk dataset knows its largest in-degree without reading its items)
-        n_neighbour=neighbour_width(dataset.max_in_degree if hasattr(dataset, "max_in_degree")
-                                    else max_in_degree(dataset.items), steps_per_octave),
+        n_neighbour=neighbour_width(
+            dataset.max_in_degree if hasattr(dataset, "max_in_degree") else max_in_degree(dataset.items),
+            steps_per_octave,
+        ),
     )
     return Budgets(main=main, steps_per_octave=steps_per_octave, tiers=tiers)
 

@@ -146,8 +146,9 @@ def _geometry(atoms: ase.Atoms, where: str) -> tuple[np.ndarray, np.ndarray, tup
     return positions, cell, pbc
 
 
-def _labels(atoms: ase.Atoms, keys: DataKeys, require: Sequence[str], where: str,
-            read: bool = True) -> dict[str, object]:
+def _labels(
+    atoms: ase.Atoms, keys: DataKeys, require: Sequence[str], where: str, read: bool = True
+) -> dict[str, object]:
     """{label: value or None} of `LABELS` (energy eV, forces [n_atoms, 3] eV/A, stress and
     virials [3, 3]), each finite, those in `require` present; else `DataError` naming the
     label and `where`. `read=False`: no labels (all None)."""
@@ -367,10 +368,7 @@ def check_elements(configs: Iterable[Configuration], atomic_numbers: Sequence[in
             z = missing[0]
             symbol = chemical_symbols[z] if 0 <= z < len(chemical_symbols) else f"Z={z}"
             model = ", ".join(chemical_symbols[k] for k in sorted(known))
-            raise DataError(
-                f"{config.where}: element {symbol} (Z={z}) is not one of the model's elements "
-                f"[{model}]"
-            )
+            raise DataError(f"{config.where}: element {symbol} (Z={z}) is not one of the model's elements [{model}]")
 
 
 def check_config_type_weights(weights: Mapping[str, float], configs: Sequence[Configuration], source: str) -> None:

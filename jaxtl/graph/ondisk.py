@@ -49,28 +49,40 @@ FORMAT = "jaxtl-ondisk-v2"
 # (field, columns) of each table, in column order
 NODE_COLUMNS = (("positions", 3), ("forces", 3), ("atomic_numbers", 1))
 EDGE_COLUMNS = (("senders", 1), ("receivers", 1), ("unit_shifts", 3))
-GRAPH_COLUMNS = (("cell", 9), ("energy", 1), ("stress", 9), ("virials", 9), ("weight", 1), ("energy_weight", 1),
-                 ("forces_weight", 1), ("stress_weight", 1), ("virials_weight", 1), ("head", 1))
+GRAPH_COLUMNS = (
+    ("cell", 9),
+    ("energy", 1),
+    ("stress", 9),
+    ("virials", 9),
+    ("weight", 1),
+    ("energy_weight", 1),
+    ("forces_weight", 1),
+    ("stress_weight", 1),
+    ("virials_weight", 1),
+    ("head", 1),
+)
 # fields of an unpadded item that follow from its size
 DERIVED = {"node_graph", "n_node", "node_mask", "graph_mask"}
 
 
 def _table(item: Batch, columns, rows: int, dtype) -> np.ndarray:
     fields = {**item.graph._asdict(), **item.labels._asdict()}
-    return np.concatenate([np.asarray(fields[f], np.float64).reshape(rows, width) for f, width in columns],
-                          axis=1).astype(dtype)
+    return np.concatenate(
+        [np.asarray(fields[f], np.float64).reshape(rows, width) for f, width in columns], axis=1
+    ).astype(dtype)
 
 
 def _columns(table: np.ndarray, columns) -> dict[str, np.ndarray]:
     out, at = {}, 0
     for field, width in columns:
-        out[field] = table[:, at:at + width]
+        out[field] = table[:, at : at + width]
         at += width
     return out
 
 
-def iter_configurations(paths: Sequence[str | os.PathLike], keys: DataKeys | None = None,
-                        require: Sequence[str] = ()) -> Iterator[Configuration]:
+def iter_configurations(
+    paths: Sequence[str | os.PathLike], keys: DataKeys | None = None, require: Sequence[str] = ()
+) -> Iterator[Configuration]:
     """The frames of structure files one at a time (a file is never held whole)."""
     import ase.io
 
@@ -89,9 +101,14 @@ def iter_configurations(paths: Sequence[str | os.PathLike], keys: DataKeys | Non
             raise DataError(f"{path}, frame {frame}: cannot be read ({type(err).__name__}: {err})") from err
 
 
-def write_ondisk(configs: Iterable[Configuration], out_dir: str | os.PathLike, r_max: float,
-                 shard_size: int = 10_000, heads: Sequence[str] | None = None,
-                 sources: Sequence[str] = ()) -> Path:
+def write_ondisk(
+    configs: Iterable[Configuration],
+    out_dir: str | os.PathLike,
+    r_max: float,
+    shard_size: int = 10_000,
+    heads: Sequence[str] | None = None,
+    sources: Sequence[str] = (),
+) -> Path:
     """Write `configs` (any iterable, consumed once) as a prepared folder; returns its path.
 
     Args:
@@ -134,9 +151,15 @@ def write_ondisk(configs: Iterable[Configuration], out_dir: str | os.PathLike, r
         flush()
     if not shards:
         raise DataError(f"no structures to write into {out}")
-    meta = {"format": FORMAT, "r_max": float(r_max), "heads": list(head_index) or ["Default"],
-            "config_types": list(config_types), "shards": shards,
-            "n_structures": sum(s["n"] for s in shards), "sources": [os.fspath(s) for s in sources]}
+    meta = {
+        "format": FORMAT,
+        "r_max": float(r_max),
+        "heads": list(head_index) or ["Default"],
+        "config_types": list(config_types),
+        "shards": shards,
+        "n_structures": sum(s["n"] for s in shards),
+        "sources": [os.fspath(s) for s in sources],
+    }
     tmp = out / "meta.json.tmp"
     tmp.write_text(json.dumps(meta, indent=2))
     os.replace(tmp, out / "meta.json")  # the folder counts as prepared only once complete
@@ -147,11 +170,13 @@ def _write_shard(h5py, path: Path, entries: list[tuple[Batch, int]]) -> None:
     items = [item for item, _ in entries]
     n_nodes = np.array([it.graph.positions.shape[0] for it in items], np.int64)
     n_edges = np.array([it.graph.senders.shape[0] for it in items], np.int64)
-    degree = [int(np.bincount(it.graph.receivers).max(initial=0)) if len(it.graph.receivers) else 0
-              for it in items]
+    degree = [int(np.bincount(it.graph.receivers).max(initial=0)) if len(it.graph.receivers) else 0 for it in items]
     stored = {f for f, _ in NODE_COLUMNS + EDGE_COLUMNS + GRAPH_COLUMNS} | DERIVED
-    extra = [f for f, v in {**items[0].graph._asdict(), **items[0].labels._asdict()}.items()
-             if v is not None and f not in stored]
+    extra = [
+        f
+        for f, v in {**items[0].graph._asdict(), **items[0].labels._asdict()}.items()
+        if v is not None and f not in stored
+    ]
     if extra:
         raise ValueError(f"{path}: the on-disk format does not store the item fields {extra}")
     for it in items:
@@ -231,22 +256,33 @@ class OnDiskDataset:
         j = int(i - self._first[shard])
         node_table, edge_table, graph_table = self._tables(shard)
         node_offsets, edge_offsets = self._offsets[shard]
-        nodes = _columns(node_table[node_offsets[j]:node_offsets[j + 1]], NODE_COLUMNS)
-        edges = _columns(edge_table[edge_offsets[j]:edge_offsets[j + 1]], EDGE_COLUMNS)
-        row = _columns(graph_table[j:j + 1], GRAPH_COLUMNS)
+        nodes = _columns(node_table[node_offsets[j] : node_offsets[j + 1]], NODE_COLUMNS)
+        edges = _columns(edge_table[edge_offsets[j] : edge_offsets[j + 1]], EDGE_COLUMNS)
+        row = _columns(graph_table[j : j + 1], GRAPH_COLUMNS)
         n = len(nodes["positions"])
         graph = Graph(
             positions=np.ascontiguousarray(nodes["positions"]),
             atomic_numbers=nodes["atomic_numbers"][:, 0].astype(np.int32),
-            senders=edges["senders"][:, 0].copy(), receivers=edges["receivers"][:, 0].copy(),
-            unit_shifts=edges["unit_shifts"].astype(np.float64), cell=row["cell"].reshape(1, 3, 3).copy(),
-            node_graph=np.zeros(n, np.int32), n_node=np.array([n], np.int32),
-            head=row["head"][:, 0].astype(np.int32), node_mask=np.ones(n, bool), graph_mask=np.ones(1, bool))
+            senders=edges["senders"][:, 0].copy(),
+            receivers=edges["receivers"][:, 0].copy(),
+            unit_shifts=edges["unit_shifts"].astype(np.float64),
+            cell=row["cell"].reshape(1, 3, 3).copy(),
+            node_graph=np.zeros(n, np.int32),
+            n_node=np.array([n], np.int32),
+            head=row["head"][:, 0].astype(np.int32),
+            node_mask=np.ones(n, bool),
+            graph_mask=np.ones(1, bool),
+        )
         labels = Labels(
-            energy=row["energy"][:, 0].copy(), forces=np.ascontiguousarray(nodes["forces"]),
-            stress=row["stress"].reshape(1, 3, 3).copy(), virials=row["virials"].reshape(1, 3, 3).copy(),
-            **{f: row[f][:, 0].copy() for f in ("weight", "energy_weight", "forces_weight", "stress_weight",
-                                                "virials_weight")})
+            energy=row["energy"][:, 0].copy(),
+            forces=np.ascontiguousarray(nodes["forces"]),
+            stress=row["stress"].reshape(1, 3, 3).copy(),
+            virials=row["virials"].reshape(1, 3, 3).copy(),
+            **{
+                f: row[f][:, 0].copy()
+                for f in ("weight", "energy_weight", "forces_weight", "stress_weight", "virials_weight")
+            },
+        )
         return Batch(graph, labels)
 
     def close(self) -> None:
@@ -273,13 +309,24 @@ class StreamedBatches(Sequence):
 
     def __getitem__(self, i: int):
         budget, members = self.plan[i]
-        batch = pad_batch([self.dataset.item(j) for j in members], *budget[:3], r_max=self.dataset.r_max,
-                          dtype=self.dtype, n_neighbour=budget.n_neighbour)
+        batch = pad_batch(
+            [self.dataset.item(j) for j in members],
+            *budget[:3],
+            r_max=self.dataset.r_max,
+            dtype=self.dtype,
+            n_neighbour=budget.n_neighbour,
+        )
         return batch, self.config_types(i)
 
 
-def streamed_batches(dataset: OnDiskDataset, batch_size: int, seed: int, shuffle: bool = True,
-                     budgets: Budgets | None = None, dtype=np.float64):
+def streamed_batches(
+    dataset: OnDiskDataset,
+    batch_size: int,
+    seed: int,
+    shuffle: bool = True,
+    budgets: Budgets | None = None,
+    dtype=np.float64,
+):
     """epoch -> `StreamedBatches` in an order fixed by (seed, epoch); the same plan and
     budgets as `jaxtl.train.data.epoch_batches` on the same structures in memory."""
     budgets = budgets or choose_budgets(dataset, batch_size)

@@ -11,25 +11,25 @@ Modules: `config` (the settings, saved with the run), `subsets` (seeded nested s
 """
 
 from jaxtl.learning_curve.config import (
-                                         ConvergenceSettings,
-                                         DataSettings,
-                                         GridSettings,
-                                         LearningCurveConfig,
-                                         TrainSettings,
-                                         check_strategy,
+    ConvergenceSettings,
+    DataSettings,
+    GridSettings,
+    LearningCurveConfig,
+    TrainSettings,
+    check_strategy,
 )
 from jaxtl.learning_curve.grid import GridResult, learning_curve
 from jaxtl.learning_curve.subsets import Split, split_pool
 
 __all__ = [
-                                         "ConvergenceSettings",
-                                         "DataSettings",
-                                         "GridResult",
-                                         "GridSettings",
-                                         "LearningCurveConfig",
-                                         "Split",
-                                         "TrainSettings",
-                                         "check_strategy",
-                                         "learning_curve",
-                                         "split_pool",
+    "ConvergenceSettings",
+    "DataSettings",
+    "GridResult",
+    "GridSettings",
+    "LearningCurveConfig",
+    "Split",
+    "TrainSettings",
+    "check_strategy",
+    "learning_curve",
+    "split_pool",
 ]

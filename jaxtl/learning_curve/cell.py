@@ -63,11 +63,20 @@ def train_config(config: LearningCurveConfig, cell: Cell) -> TrainConfig:
     c, t = config.convergence, config.train
     lr = t.scratch_lr if cell.strategy == SCRATCH else t.lr
     return TrainConfig(
-        max_num_epochs=c.max_epochs, patience=c.patience, min_rel_improvement=c.min_rel_improvement, seed=cell.seed, dtype=t.dtype, ema=t.ema,
-        ema_decay=t.ema_decay, progress_bar=False, plot=False,
+        max_num_epochs=c.max_epochs,
+        patience=c.patience,
+        min_rel_improvement=c.min_rel_improvement,
+        seed=cell.seed,
+        dtype=t.dtype,
+        ema=t.ema,
+        ema_decay=t.ema_decay,
+        progress_bar=False,
+        plot=False,
         loss=LossConfig(energy_weight=t.energy_weight, forces_weight=t.forces_weight),
-        optimizer=OptimizerConfig(lr=lr, scheduler="plateau", scheduler_patience=c.scheduler_patience,
-                                  lr_factor=c.lr_factor))
+        optimizer=OptimizerConfig(
+            lr=lr, scheduler="plateau", scheduler_patience=c.scheduler_patience, lr_factor=c.lr_factor
+        ),
+    )
 
 
 def finished(cell_dir: Path) -> dict | None:
@@ -76,8 +85,18 @@ def finished(cell_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def run_cell(cell: Cell, cell_dir: Path, config: LearningCurveConfig, pool: list, subset: np.ndarray,
-             valid: np.ndarray, foundation_dir: Path, scratch_model: dict, n_test: int, commit: str) -> dict:
+def run_cell(
+    cell: Cell,
+    cell_dir: Path,
+    config: LearningCurveConfig,
+    pool: list,
+    subset: np.ndarray,
+    valid: np.ndarray,
+    foundation_dir: Path,
+    scratch_model: dict,
+    n_test: int,
+    commit: str,
+) -> dict:
     """Train and test `cell`; write and return its record.
 
     pool: the pool's ase.Atoms; subset, valid: [n] pool indices of the training subset
@@ -111,14 +130,25 @@ def run_cell(cell: Cell, cell_dir: Path, config: LearningCurveConfig, pool: list
     converged = _stopped_early(losses, config.convergence)
     test = metrics["test"]["all"]
     record = {
-        **dataclasses.asdict(cell), "n_train": len(subset), "n_valid": len(valid), "n_test": n_test,
-        "energy_rmse": test.get("energy_rmse"), "forces_rmse": test.get("forces_rmse"),
-        "energy_mae": test.get("energy_mae"), "forces_mae": test.get("forces_mae"),
-        "stress_rmse": test.get("stress_rmse"), "epochs_run": len(history),
+        **dataclasses.asdict(cell),
+        "n_train": len(subset),
+        "n_valid": len(valid),
+        "n_test": n_test,
+        "energy_rmse": test.get("energy_rmse"),
+        "forces_rmse": test.get("forces_rmse"),
+        "energy_mae": test.get("energy_mae"),
+        "forces_mae": test.get("forces_mae"),
+        "stress_rmse": test.get("stress_rmse"),
+        "epochs_run": len(history),
         "epochs_to_convergence": None if best_epoch is None else best_epoch + 1,
-        "hit_max_epochs": not converged, "best_valid_loss": None if not losses else float(min(losses)),
-        "wall_s": wall, "train_s": float(sum(r.get("time_s", 0.0) for r in history)),
-        "n_trainable": int(n_trainable), "device": device_name(), "resumed": resume, "jaxtl_commit": commit,
+        "hit_max_epochs": not converged,
+        "best_valid_loss": None if not losses else float(min(losses)),
+        "wall_s": wall,
+        "train_s": float(sum(r.get("time_s", 0.0) for r in history)),
+        "n_trainable": int(n_trainable),
+        "device": device_name(),
+        "resumed": resume,
+        "jaxtl_commit": commit,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     tmp = cell_dir / f".{CELL_FILE}.tmp"
@@ -145,17 +175,27 @@ def _train(cell, cell_dir, run_dir, config, foundation_dir, scratch_model, resum
     d, t = config.data, config.train
     keys = DataKeys(energy=d.energy_key, forces=d.forces_key, stress=d.stress_key)
     cfg = train_config(config, cell)
-    data = DataConfig(train_file=str(cell_dir / "train.xyz"), valid_file=str(cell_dir / "valid.xyz"),
-                      test_file=d.test_file, keys=keys, batch_size=d.batch_size, valid_batch_size=d.batch_size,
-                      seed=cell.seed)
+    data = DataConfig(
+        train_file=str(cell_dir / "train.xyz"),
+        valid_file=str(cell_dir / "valid.xyz"),
+        test_file=d.test_file,
+        keys=keys,
+        batch_size=d.batch_size,
+        valid_batch_size=d.batch_size,
+        seed=cell.seed,
+    )
     if cell.strategy == SCRATCH:
         result = train_from_scratch(ScratchConfig(data, scratch_model, cfg, e0s=t.e0s), run_dir, resume=resume)
         return result.metrics, sum(int(np.size(x)) for x in jax.tree.leaves(result.variables["params"]))
 
     level = freeze_level(cell.strategy)
     lora = level is None and "lora" in cell.strategy.split("+")
-    strategy = StrategyConfig(name="freeze" if level is not None else cell.strategy, freeze=level,
-                              counting=t.counting, lora_rank=t.lora_rank if lora else None)
+    strategy = StrategyConfig(
+        name="freeze" if level is not None else cell.strategy,
+        freeze=level,
+        counting=t.counting,
+        lora_rank=t.lora_rank if lora else None,
+    )
     ft = FinetuneConfig(FoundationConfig(str(foundation_dir)), data, strategy, cfg, e0s=t.e0s)
     result = finetune(ft, run_dir, resume=resume, log=log.info)
     return result.train.metrics, result.report.n_trainable

@@ -137,8 +137,12 @@ class LearningCurveConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LearningCurveConfig:
-        return cls(DataSettings(**d["data"]), GridSettings(**d["grid"]),
-                   ConvergenceSettings(**d["convergence"]), TrainSettings(**d["train"]))
+        return cls(
+            DataSettings(**d["data"]),
+            GridSettings(**d["grid"]),
+            ConvergenceSettings(**d["convergence"]),
+            TrainSettings(**d["train"]),
+        )
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))
@@ -152,8 +156,11 @@ class LearningCurveConfig:
         the grid's axes and a larger `convergence.max_epochs` in `other`."""
         a, b = flat_items(self.to_dict()), flat_items(other.to_dict())
         grown = b["convergence.max_epochs"] > a["convergence.max_epochs"]
-        return [k for k in sorted(set(a) | set(b)) if k not in AXES and a.get(k) != b.get(k)
-                and not (k == "convergence.max_epochs" and grown)]
+        return [
+            k
+            for k in sorted(set(a) | set(b))
+            if k not in AXES and a.get(k) != b.get(k) and not (k == "convergence.max_epochs" and grown)
+        ]
 
 
 def freeze_level(strategy: str) -> int | None:
@@ -173,6 +180,8 @@ def check_strategy(name: str) -> None:
             raise ValueError(name)  # freezing is spelled fN here
         make_strategy(name)
     except ValueError:
-        raise ValueError(f"unknown strategy {name!r}: use scratch, fN (mace-torch --freeze N, e.g. f5), or "
-                         f"one of {', '.join(p for p in PARTS if p != 'freeze')} ('+'-joined, e.g. "
-                         f"replay+lora)") from None
+        raise ValueError(
+            f"unknown strategy {name!r}: use scratch, fN (mace-torch --freeze N, e.g. f5), or "
+            f"one of {', '.join(p for p in PARTS if p != 'freeze')} ('+'-joined, e.g. "
+            f"replay+lora)"
+        ) from None

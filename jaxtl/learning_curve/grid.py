@@ -43,10 +43,16 @@ def jaxtl_commit() -> str:
     """The jaxtl checkout's commit ("+dirty" with uncommitted changes), or "unknown"."""
     here = Path(__file__).resolve().parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return sha + ("+dirty" if dirty else "")
@@ -95,12 +101,15 @@ def _check_saved_config(out: Path, config: LearningCurveConfig) -> None:
     if differ:
         before, now = flat_items(saved.to_dict()), flat_items(config.to_dict())
         key = differ[0]
-        raise ValueError(f"{out} holds a grid with other settings: {key} is {before.get(key)!r} there, "
-                         f"{now.get(key)!r} now (differing: {', '.join(differ)}); use another --out")
+        raise ValueError(
+            f"{out} holds a grid with other settings: {key} is {before.get(key)!r} there, "
+            f"{now.get(key)!r} now (differing: {', '.join(differ)}); use another --out"
+        )
 
 
-def check_inputs(config: LearningCurveConfig, pool: list, test: list, atomic_numbers: Sequence[int],
-                 splits: dict[int, Split]) -> None:
+def check_inputs(
+    config: LearningCurveConfig, pool: list, test: list, atomic_numbers: Sequence[int], splits: dict[int, Split]
+) -> None:
     """Every input error the grid can meet, before any training.
 
     pool, test: `Configuration`s of the pool and test files; atomic_numbers: the foundation's.
@@ -113,14 +122,22 @@ def check_inputs(config: LearningCurveConfig, pool: list, test: list, atomic_num
     for fraction in config.grid.fractions:
         n = min(split.subset_size(fraction) for split in splits.values())
         if n < batch:
-            raise ValueError(f"fraction {fraction:g} leaves {n} training structures of the pool's "
-                             f"{len(splits[0].order)}, fewer than the batch size {batch}")
+            raise ValueError(
+                f"fraction {fraction:g} leaves {n} training structures of the pool's "
+                f"{len(splits[0].order)}, fewer than the batch size {batch}"
+            )
     check_elements(pool, atomic_numbers)
     check_elements(test, atomic_numbers)
 
 
-def learning_curve(config: LearningCurveConfig, out_dir: str | Path, *, command: str | None = None,
-                   first: Sequence[tuple[float, str]] = (), max_cells: int | None = None) -> GridResult:
+def learning_curve(
+    config: LearningCurveConfig,
+    out_dir: str | Path,
+    *,
+    command: str | None = None,
+    first: Sequence[tuple[float, str]] = (),
+    max_cells: int | None = None,
+) -> GridResult:
     """Run (or complete) the grid of `config` in `out_dir` and write its report.
 
     Finished cells are skipped; an interrupted cell resumes from its checkpoint; with a
@@ -158,8 +175,9 @@ def learning_curve(config: LearningCurveConfig, out_dir: str | Path, *, command:
     check_inputs(config, pool, test, f_config.atomic_numbers, splits)
     config.save(out / CONFIG_FILE)
 
-    scratch_model = {k: v for k, v in f_config.to_dict().items()
-                     if k not in ("atomic_numbers", "avg_num_neighbors", "dtype")}
+    scratch_model = {
+        k: v for k, v in f_config.to_dict().items() if k not in ("atomic_numbers", "avg_num_neighbors", "dtype")
+    }
     commit = jaxtl_commit()
     command = command or f"jaxtl.learning_curve.learning_curve({config!r}, {str(out)!r})"
     cells = cells_of(config, first)
@@ -171,11 +189,27 @@ def learning_curve(config: LearningCurveConfig, out_dir: str | Path, *, command:
     computed = []
     for cell in todo[:max_cells] if max_cells is not None else todo:
         log.info("cell %s: %d training structures", cell.name, splits[cell.seed].subset_size(cell.fraction))
-        record = run_cell(cell, out / "cells" / cell.name, config, frames, splits[cell.seed].subset(cell.fraction),
-                          splits[cell.seed].valid, foundation_dir, scratch_model, len(test), commit)
+        record = run_cell(
+            cell,
+            out / "cells" / cell.name,
+            config,
+            frames,
+            splits[cell.seed].subset(cell.fraction),
+            splits[cell.seed].valid,
+            foundation_dir,
+            scratch_model,
+            len(test),
+            commit,
+        )
         computed.append(cell.name)
-        log.info("cell %s: force RMSE %.2f meV/A, energy RMSE %.3f meV/atom, %d epochs (%.0f s)", cell.name,
-                 record["forces_rmse"], record["energy_rmse"], record["epochs_run"], record["wall_s"])
+        log.info(
+            "cell %s: force RMSE %.2f meV/A, energy RMSE %.3f meV/atom, %d epochs (%.0f s)",
+            cell.name,
+            record["forces_rmse"],
+            record["energy_rmse"],
+            record["epochs_run"],
+            record["wall_s"],
+        )
         # the plot costs seconds: redrawn between cells only when that is small beside a cell
         write_report(out, config, _records(out, cells), command, commit, with_plot=record["wall_s"] > 60)
     records = _records(out, cells)
@@ -186,8 +220,9 @@ def learning_curve(config: LearningCurveConfig, out_dir: str | Path, *, command:
 def done(record: dict | None, config: LearningCurveConfig) -> bool:
     """Whether a cell's record stands: it exists, and it converged or ran to the current cap
     (a cell capped by a smaller `max_epochs` continues from its checkpoint)."""
-    return record is not None and (not record["hit_max_epochs"]
-                                   or record["epochs_run"] >= config.convergence.max_epochs)
+    return record is not None and (
+        not record["hit_max_epochs"] or record["epochs_run"] >= config.convergence.max_epochs
+    )
 
 
 def _records(out: Path, cells: Sequence[Cell]) -> list[dict]:

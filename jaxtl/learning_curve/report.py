@@ -20,8 +20,17 @@ import numpy as np
 
 from jaxtl.learning_curve.config import SCRATCH, LearningCurveConfig
 
-METRICS = ("forces_rmse", "energy_rmse", "forces_mae", "energy_mae", "stress_rmse", "epochs_to_convergence",
-           "epochs_run", "wall_s", "n_trainable")
+METRICS = (
+    "forces_rmse",
+    "energy_rmse",
+    "forces_mae",
+    "energy_mae",
+    "stress_rmse",
+    "epochs_to_convergence",
+    "epochs_run",
+    "wall_s",
+    "n_trainable",
+)
 
 
 def spread(values: Sequence[float]) -> dict:
@@ -41,10 +50,15 @@ def summarise(records: Sequence[dict], config: LearningCurveConfig) -> list[dict
             cells = [r for r in records if r["fraction"] == fraction and r["strategy"] == strategy]
             if not cells:
                 continue
-            row = {"fraction": fraction, "strategy": strategy, "seeds": sorted(r["seed"] for r in cells),
-                   "n_train": spread([r["n_train"] for r in cells])["mean"], "n_test": cells[0]["n_test"],
-                   "hit_max_epochs": sum(bool(r["hit_max_epochs"]) for r in cells),
-                   "devices": sorted({r["device"] for r in cells})}
+            row = {
+                "fraction": fraction,
+                "strategy": strategy,
+                "seeds": sorted(r["seed"] for r in cells),
+                "n_train": spread([r["n_train"] for r in cells])["mean"],
+                "n_test": cells[0]["n_test"],
+                "hit_max_epochs": sum(bool(r["hit_max_epochs"]) for r in cells),
+                "devices": sorted({r["device"] for r in cells}),
+            }
             row.update({key: spread([r.get(key) for r in cells]) for key in METRICS})
             rows.append(row)
     return rows
@@ -66,9 +80,13 @@ def verdict(rows: Sequence[dict], metric: str, config: LearningCurveConfig) -> d
     for strategy in dict.fromkeys(r["strategy"] for r in rows if r["strategy"] != SCRATCH):
         mine = [r for r in complete if r["strategy"] == strategy]
         ok = [r["fraction"] for r in mine if r[metric]["mean"] <= bound]
-        out[strategy] = {"fraction": min(ok) if ok else None, "reference_fraction": ref["fraction"],
-                         "reference_mean": ref[metric]["mean"], "reference_std": ref[metric]["std"],
-                         "fractions_complete": sorted(r["fraction"] for r in mine)}
+        out[strategy] = {
+            "fraction": min(ok) if ok else None,
+            "reference_fraction": ref["fraction"],
+            "reference_mean": ref[metric]["mean"],
+            "reference_std": ref[metric]["std"],
+            "fractions_complete": sorted(r["fraction"] for r in mine),
+        }
     return out
 
 
@@ -82,19 +100,31 @@ def provenance(command: str, commit: str) -> dict:
             versions[name] = __import__(name).__version__
         except (ImportError, AttributeError):
             versions[name] = None
-    return {"jaxtl_commit": commit, "command": command, "device": [str(d) for d in jax.devices()],
-            "versions": versions, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+    return {
+        "jaxtl_commit": commit,
+        "command": command,
+        "device": [str(d) for d in jax.devices()],
+        "versions": versions,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
 
 
-def write_report(out: Path, config: LearningCurveConfig, records: Sequence[dict], command: str, commit: str,
-                 with_plot: bool = True) -> dict:
+def write_report(
+    out: Path, config: LearningCurveConfig, records: Sequence[dict], command: str, commit: str, with_plot: bool = True
+) -> dict:
     """Write OUT/results.json, OUT/results.md and (`with_plot`) OUT/learning_curve.png; return the JSON."""
     rows = summarise(records, config)
-    summary = {"provenance": provenance(command, commit), "config": config.to_dict(),
-               "n_cells": {"finished": len(records),
-                           "grid": len(config.grid.fractions) * len(config.grid.strategies) * config.grid.seeds},
-               "verdict": {m: verdict(rows, m, config) for m in ("forces_rmse", "energy_rmse")},
-               "rows": rows, "cells": list(records)}
+    summary = {
+        "provenance": provenance(command, commit),
+        "config": config.to_dict(),
+        "n_cells": {
+            "finished": len(records),
+            "grid": len(config.grid.fractions) * len(config.grid.strategies) * config.grid.seeds,
+        },
+        "verdict": {m: verdict(rows, m, config) for m in ("forces_rmse", "energy_rmse")},
+        "rows": rows,
+        "cells": list(records),
+    }
     (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "results.md").write_text(markdown(summary))
     if with_plot:
@@ -119,13 +149,19 @@ def verdict_lines(summary: dict) -> list[str]:
             lines.append(f"- {name} RMSE: no verdict yet ({result['pending']})")
             continue
         for strategy, v in result.items():
-            ref = (f"scratch at {v['reference_fraction']:.0%}: {v['reference_mean']:.2f} ± "
-                   f"{v['reference_std']:.2f} {unit}")
+            ref = (
+                f"scratch at {v['reference_fraction']:.0%}: {v['reference_mean']:.2f} ± {v['reference_std']:.2f} {unit}"
+            )
             complete = ", ".join(f"{f:.0%}" for f in v["fractions_complete"]) or "none"
-            found = (f"from {v['fraction']:.0%} of the pool" if v["fraction"] is not None
-                     else "at none of the complete fractions")
-            lines.append(f"- {strategy}: {name} RMSE within the seeds' spread of {ref} {found} "
-                         f"(fractions with every seed finished: {complete})")
+            found = (
+                f"from {v['fraction']:.0%} of the pool"
+                if v["fraction"] is not None
+                else "at none of the complete fractions"
+            )
+            lines.append(
+                f"- {strategy}: {name} RMSE within the seeds' spread of {ref} {found} "
+                f"(fractions with every seed finished: {complete})"
+            )
     return lines
 
 
@@ -136,34 +172,50 @@ def markdown(summary: dict) -> str:
     n_test = sorted({r["n_test"] for r in rows})
     data = summary["config"]["data"]
     title = f"# Learning curve: {Path(data['train_file']).name} -> {Path(data['test_file']).name}"
-    counts = (f"Cells finished: {summary['n_cells']['finished']} of {summary['n_cells']['grid']}. "
-              f"Test set: {', '.join(map(str, n_test)) or '-'} structures. "
-              "Errors on the test set, mean ± std [min, max] over seeds.")
+    counts = (
+        f"Cells finished: {summary['n_cells']['finished']} of {summary['n_cells']['grid']}. "
+        f"Test set: {', '.join(map(str, n_test)) or '-'} structures. "
+        "Errors on the test set, mean ± std [min, max] over seeds."
+    )
     c = summary["config"]["convergence"]
-    rule = (f"Convergence rule (every cell, scratch included): stop when the validation loss has not fallen "
-            f"by more than {c.get('min_rel_improvement', 0.0):.1%} below its last counted value for "
-            f"{c['patience']} epochs; the lowest-validation-loss weights are tested; cap {c['max_epochs']} epochs.")
+    rule = (
+        f"Convergence rule (every cell, scratch included): stop when the validation loss has not fallen "
+        f"by more than {c.get('min_rel_improvement', 0.0):.1%} below its last counted value for "
+        f"{c['patience']} epochs; the lowest-validation-loss weights are tested; cap {c['max_epochs']} epochs."
+    )
     lines = [title, "", counts, "", rule, ""]
     if len(devices) > 1:
         lines += [f"**Cells ran on different devices** ({'; '.join(devices)}): see the device column.", ""]
     stress = any(r["stress_rmse"]["mean"] is not None for r in rows)
-    head = ("| fraction | n_train | strategy | seeds | trainable | E RMSE (meV/atom) | F RMSE (meV/A) | "
-            + ("S RMSE (meV/A^3) | " if stress else "") + "epochs to convergence | hit max epochs | wall (s) |")
-    lines += [head + (" device |" if len(devices) > 1 else ""),
-              "|" + "---|" * (10 + stress + (len(devices) > 1))]
+    head = (
+        "| fraction | n_train | strategy | seeds | trainable | E RMSE (meV/atom) | F RMSE (meV/A) | "
+        + ("S RMSE (meV/A^3) | " if stress else "")
+        + "epochs to convergence | hit max epochs | wall (s) |"
+    )
+    lines += [head + (" device |" if len(devices) > 1 else ""), "|" + "---|" * (10 + stress + (len(devices) > 1))]
     for r in rows:
-        line = (f"| {r['fraction']:.0%} | {r['n_train']:.0f} | {r['strategy']} | {len(r['seeds'])} | "
-                f"{r['n_trainable']['mean']:.0f} | {_fmt(r['energy_rmse'], 2)} | {_fmt(r['forces_rmse'], 1)} | "
-                + (f"{_fmt(r['stress_rmse'], 2)} | " if stress else "")
-                + f"{_fmt(r['epochs_to_convergence'], 0)} | {r['hit_max_epochs']} of {len(r['seeds'])} | "
-                f"{_fmt(r['wall_s'], 0)} |")
+        line = (
+            f"| {r['fraction']:.0%} | {r['n_train']:.0f} | {r['strategy']} | {len(r['seeds'])} | "
+            f"{r['n_trainable']['mean']:.0f} | {_fmt(r['energy_rmse'], 2)} | {_fmt(r['forces_rmse'], 1)} | "
+            + (f"{_fmt(r['stress_rmse'], 2)} | " if stress else "")
+            + f"{_fmt(r['epochs_to_convergence'], 0)} | {r['hit_max_epochs']} of {len(r['seeds'])} | "
+            f"{_fmt(r['wall_s'], 0)} |"
+        )
         lines.append(line + (f" {', '.join(r['devices'])} |" if len(devices) > 1 else ""))
-    rule = ("Smallest fraction at which each strategy's mean test error is within the seeds' spread of "
-            "scratch at the largest fraction (mean <= scratch mean + scratch std):")
+    rule = (
+        "Smallest fraction at which each strategy's mean test error is within the seeds' spread of "
+        "scratch at the largest fraction (mean <= scratch mean + scratch std):"
+    )
     lines += ["", "## Verdict", "", rule, ""]
     lines += verdict_lines(summary) or ["- no strategy besides scratch in the grid"]
-    lines += ["", f"jaxtl {p['jaxtl_commit']}; {p['date']}; device {', '.join(p['device'])}; "
-              + ", ".join(f"{k} {v}" for k, v in p["versions"].items()), "", f"Command: `{p['command']}`", ""]
+    lines += [
+        "",
+        f"jaxtl {p['jaxtl_commit']}; {p['date']}; device {', '.join(p['device'])}; "
+        + ", ".join(f"{k} {v}" for k, v in p["versions"].items()),
+        "",
+        f"Command: `{p['command']}`",
+        "",
+    ]
     return "\n".join(lines)
 
 

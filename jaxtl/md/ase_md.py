@@ -18,8 +18,14 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from jaxtl.md.simulate import MDConfig, MDResult, drop_labels, fixed_atoms, initial_velocities
 
 
-def run_ase_md(model, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress: bool = False,
-               on_frames: Callable[[list], None] | None = None, start_step: int = 0) -> MDResult:
+def run_ase_md(
+    model,
+    atoms: ase.Atoms,
+    config: MDConfig = MDConfig(),
+    progress: bool = False,
+    on_frames: Callable[[list], None] | None = None,
+    start_step: int = 0,
+) -> MDResult:
     """MD with ASE's VelocityVerlet (nve) or Langevin; `model` a folder, a LoadedModel or any
     ASE calculator (an ACE student from `jaxtl.load_calculator`, say).
 
@@ -46,8 +52,14 @@ def run_ase_md(model, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress:
     if config.ensemble == "nve":
         dyn = VelocityVerlet(atoms, timestep=dt)
     else:
-        dyn = Langevin(atoms, timestep=dt, temperature_K=config.temperature, friction=config.friction / units.fs,
-                       fixcm=False, rng=np.random.default_rng([config.seed, start_step] if start_step else config.seed))
+        dyn = Langevin(
+            atoms,
+            timestep=dt,
+            temperature_K=config.temperature,
+            friction=config.friction / units.fs,
+            fixcm=False,
+            rng=np.random.default_rng([config.seed, start_step] if start_step else config.seed),
+        )
     dof = max(3 * int((~fixed).sum()), 1)
     epot, ekin, frames = [], [], []
     error = None
@@ -70,7 +82,9 @@ def run_ase_md(model, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress:
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=max(config.steps - start_step, 0), unit="step", desc="ASE MD", disable=None)  # None: only on a terminal
+        bar = tqdm(
+            total=max(config.steps - start_step, 0), unit="step", desc="ASE MD", disable=None
+        )  # None: only on a terminal
     done = 0
     for step in range(start_step + 1, config.steps + 1):
         try:
@@ -90,8 +104,14 @@ def run_ase_md(model, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress:
         bar.close()
     ekin_a = np.array(ekin)
     return MDResult(
-        frames=frames, time=(start_step + np.arange(len(epot))) * config.dt, potential_energy=np.array(epot),
-        kinetic_energy=ekin_a, temperature=2 * ekin_a / (dof * units.kB), steps_done=done, error=error,
-        n_atoms=len(atoms), n_compilations=getattr(calc, "n_compilations", 0) - compilations,
+        frames=frames,
+        time=(start_step + np.arange(len(epot))) * config.dt,
+        potential_energy=np.array(epot),
+        kinetic_energy=ekin_a,
+        temperature=2 * ekin_a / (dof * units.kB),
+        steps_done=done,
+        error=error,
+        n_atoms=len(atoms),
+        n_compilations=getattr(calc, "n_compilations", 0) - compilations,
         wall_s=time.perf_counter() - start_time,
     )

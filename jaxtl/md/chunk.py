@@ -87,21 +87,32 @@ def make_chunk(module, n_steps: int, ensemble: str, on_trace=None):
             if ensemble == "nve":
                 new = velocity_verlet_step(force_fn, state, params.dt, masses, mobile)
             else:
-                new = langevin_baoab_step(force_fn, state, params.dt, masses, mobile, params.kT,
-                                          params.friction, sub)
+                new = langevin_baoab_step(force_fn, state, params.dt, masses, mobile, params.kT, params.friction, sub)
             moved = jnp.max(jnp.where(mobile, jnp.linalg.norm(new.positions - reference, axis=1), 0.0))
             lengths = jnp.where(real_edge, jnp.linalg.norm(edge_vectors(graph, new.positions), axis=1), jnp.inf)
             closest = jnp.argmin(lengths)
-            finite = (jnp.isfinite(new.energy) & jnp.all(jnp.isfinite(new.forces))
-                      & jnp.all(jnp.isfinite(new.positions)) & jnp.all(jnp.isfinite(new.velocities)))
+            finite = (
+                jnp.isfinite(new.energy)
+                & jnp.all(jnp.isfinite(new.forces))
+                & jnp.all(jnp.isfinite(new.positions))
+                & jnp.all(jnp.isfinite(new.velocities))
+            )
             status = jnp.select(
                 [i >= params.limit, ~finite, lengths[closest] < params.min_distance, moved > params.half_skin],
-                [LIMIT, NOT_FINITE, TOO_CLOSE, REBUILD], OK,
+                [LIMIT, NOT_FINITE, TOO_CLOSE, REBUILD],
+                OK,
             ).astype(jnp.int32)
             accept = alive & (status == OK)
             state = jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), new, state)
-            record = (state.positions, state.velocities, state.forces, state.energy,
-                      jnp.where(alive, status, LIMIT), lengths[closest], closest)
+            record = (
+                state.positions,
+                state.velocities,
+                state.forces,
+                state.energy,
+                jnp.where(alive, status, LIMIT),
+                lengths[closest],
+                closest,
+            )
             return (state, key, accept), record
 
         (state, key, _), rec = jax.lax.scan(body, (state, key, jnp.array(True)), jnp.arange(n_steps))

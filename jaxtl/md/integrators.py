@@ -51,8 +51,7 @@ def velocity_verlet_step(force_fn: ForceFn, state: MDState, dt, masses, mobile) 
     return MDState(x, v, forces, energy)
 
 
-def langevin_baoab_step(force_fn: ForceFn, state: MDState, dt, masses, mobile, kT, friction,
-                        key: jax.Array) -> MDState:
+def langevin_baoab_step(force_fn: ForceFn, state: MDState, dt, masses, mobile, kT, friction, key: jax.Array) -> MDState:
     """One Langevin step in the BAOAB splitting (Leimkuhler and Matthews 2013).
 
     kT: thermal energy in eV; friction: in 1 / ASE time unit. The Ornstein-Uhlenbeck

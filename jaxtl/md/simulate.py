@@ -120,8 +120,7 @@ class MDResult:
         if len(e) < 2:
             return {"drift_eV_per_atom_per_ps": 0.0, "max_deviation_eV_per_atom": 0.0}
         slope = np.polyfit(self.time / 1000.0, e, 1)[0]
-        return {"drift_eV_per_atom_per_ps": float(slope),
-                "max_deviation_eV_per_atom": float(np.max(np.abs(e - e[0])))}
+        return {"drift_eV_per_atom_per_ps": float(slope), "max_deviation_eV_per_atom": float(np.max(np.abs(e - e[0])))}
 
 
 class MDError(RuntimeError):
@@ -150,8 +149,9 @@ def fixed_atoms(atoms: ase.Atoms) -> np.ndarray:
     return fixed
 
 
-def initial_velocities(atoms: ase.Atoms, temperature: float | None, fixed: np.ndarray,
-                       rng: np.random.Generator) -> np.ndarray:
+def initial_velocities(
+    atoms: ase.Atoms, temperature: float | None, fixed: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """[n_atoms, 3] in A / ASE time: the atoms' own velocities when set, else
     Maxwell-Boltzmann at `temperature` (K) without centre-of-mass motion (when no atom
     is fixed), else zero. Fixed atoms get zero."""
@@ -202,8 +202,14 @@ class MDEngine:
         self._budgets[nodes] = budget
         return batch.graph
 
-    def run(self, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress=False,
-            on_frames: Callable[[list], None] | None = None, start_step: int = 0) -> MDResult:
+    def run(
+        self,
+        atoms: ase.Atoms,
+        config: MDConfig = MDConfig(),
+        progress=False,
+        on_frames: Callable[[list], None] | None = None,
+        start_step: int = 0,
+    ) -> MDResult:
         """Run MD from `atoms` (not modified). See `MDConfig` for the settings.
 
         progress: True for a tqdm bar, or a tqdm bar of the caller's to update.
@@ -286,9 +292,16 @@ class MDEngine:
             log.warning("%s; keeping %d frames", error, len(frames))
         ekin_a = np.array(ekin)
         return MDResult(
-            frames=frames, time=(start_step + np.arange(len(epot))) * config.dt, potential_energy=np.array(epot),
-            kinetic_energy=ekin_a, temperature=2 * ekin_a / (dof * units.kB), steps_done=done, error=error,
-            n_atoms=n, n_compilations=self.n_compilations - compilations, n_rebuilds=rebuilds,
+            frames=frames,
+            time=(start_step + np.arange(len(epot))) * config.dt,
+            potential_energy=np.array(epot),
+            kinetic_energy=ekin_a,
+            temperature=2 * ekin_a / (dof * units.kB),
+            steps_done=done,
+            error=error,
+            n_atoms=n,
+            n_compilations=self.n_compilations - compilations,
+            n_rebuilds=rebuilds,
             wall_s=time.perf_counter() - start_time,
         )
 
@@ -307,8 +320,14 @@ class MDEngine:
         return None
 
 
-def run_md(model, atoms: ase.Atoms, config: MDConfig = MDConfig(), progress: bool = False,
-           on_frames: Callable[[list], None] | None = None, start_step: int = 0) -> MDResult:
+def run_md(
+    model,
+    atoms: ase.Atoms,
+    config: MDConfig = MDConfig(),
+    progress: bool = False,
+    on_frames: Callable[[list], None] | None = None,
+    start_step: int = 0,
+) -> MDResult:
     """One MD run with a fresh `MDEngine` (see `MDEngine.run`). `model`: a folder or a LoadedModel."""
     return MDEngine(model).run(atoms, config, progress, on_frames=on_frames, start_step=start_step)
 
@@ -372,17 +391,23 @@ def stop_message(record, status: np.ndarray, accepted: int, step: int, graph, co
     bad one), or None when it ran to its limit or stopped for a neighbour-list rebuild."""
     reason = int(status[accepted]) if accepted < len(status) else LIMIT
     if reason == NOT_FINITE:
-        return (f"MD stopped at step {step}: energy, forces or positions became NaN/inf "
-                f"(the run exploded; try a smaller dt, or the model is outside its training domain)")
+        return (
+            f"MD stopped at step {step}: energy, forces or positions became NaN/inf "
+            f"(the run exploded; try a smaller dt, or the model is outside its training domain)"
+        )
     if reason == TOO_CLOSE:
         e = int(record.closest_edge[accepted])
         i, j = int(graph.senders[e]), int(graph.receivers[e])
-        return (f"MD stopped at step {step}: atoms {i} and {j} came "
-                f"{float(record.min_distance[accepted]):.3f} A apart (< min_distance "
-                f"{config.min_distance} A); the run exploded or the model lets atoms collapse")
+        return (
+            f"MD stopped at step {step}: atoms {i} and {j} came "
+            f"{float(record.min_distance[accepted]):.3f} A apart (< min_distance "
+            f"{config.min_distance} A); the run exploded or the model lets atoms collapse"
+        )
     if reason == REBUILD and accepted == 0:
-        return (f"MD stopped at step {step}: an atom moved more than skin/2 = "
-                f"{config.skin / 2} A in one step; use a smaller dt or a larger skin")
+        return (
+            f"MD stopped at step {step}: an atom moved more than skin/2 = "
+            f"{config.skin / 2} A in one step; use a smaller dt or a larger skin"
+        )
     return None
 
 

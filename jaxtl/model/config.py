@@ -82,7 +82,9 @@ class MACEConfig:
 
     def validate(self) -> None:
         if len(self.correlation) != self.num_interactions:
-            raise ValueError(f"correlation has {len(self.correlation)} entries for {self.num_interactions} interactions")
+            raise ValueError(
+                f"correlation has {len(self.correlation)} entries for {self.num_interactions} interactions"
+            )
         if len(self.avg_num_neighbors) != self.num_interactions:
             raise ValueError("avg_num_neighbors needs one value per interaction")
         if len(set(self.atomic_numbers)) != len(self.atomic_numbers):

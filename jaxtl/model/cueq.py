@@ -71,7 +71,11 @@ def _run(poly, inputs, out_shape, dtype, indices=None):
     if m == "uniform_1d" and not _uniform(poly):
         m = "naive"  # mixed channel counts: correct, not fused
     [out] = cuex.segmented_polynomial(
-        poly, inputs, [jax.ShapeDtypeStruct(out_shape, dtype)], indices, method=m,
+        poly,
+        inputs,
+        [jax.ShapeDtypeStruct(out_shape, dtype)],
+        indices,
+        method=m,
         options={"math_dtype": jnp.dtype(dtype).name},
     )
     return out
@@ -179,8 +183,9 @@ def conv_polynomial(in_dims: tuple[tuple[int, int], ...], sh_dims: tuple[int, ..
             d.add_segment(3, (t.mul,))
         cg = np.asarray(conv_clebsch_gordan((dim_in - 1) // 2, t.l_sh, t.l_out)) * math.sqrt(2 * t.l_out + 1)
         for a, b, m3 in zip(*np.nonzero(np.abs(cg) > 1e-12)):
-            d.add_path(p, x_start[t.i_in] + int(a), int(sh_start[t.l_sh] + b), out_start + int(m3),
-                       c=float(cg[a, b, m3]))
+            d.add_path(
+                p, x_start[t.i_in] + int(a), int(sh_start[t.l_sh] + b), out_start + int(m3), c=float(cg[a, b, m3])
+            )
     return cue.SegmentedPolynomial(d.operands[:3], d.operands[3:], [(cue.Operation([0, 1, 2, 3]), d)])
 
 
@@ -228,6 +233,7 @@ def conv_messages(
     if chunk == n_edges:
         out = call(senders, receivers, tuple(sh), radial_data)
     else:
+
         def body(total, xs):
             (s, r, sh_chunk, data), mask = xs
             return total + call(s, r, sh_chunk, data, mask), None

@@ -99,7 +99,9 @@ class Interaction(nn.Module):
             return weights if cut is None else [w * cut for w in weights]
 
         if self.density:
-            edge_density = jnp.tanh(RadialMLP((self.num_radial, 1), dtype=self.dtype, name="density_fn")(edge_feats) ** 2)
+            edge_density = jnp.tanh(
+                RadialMLP((self.num_radial, 1), dtype=self.dtype, name="density_fn")(edge_feats) ** 2
+            )
             if cutoff is not None:
                 edge_density = edge_density * cutoff
             density = jax.ops.segment_sum(edge_density, receivers, num_segments=n_nodes)  # [n, 1]
@@ -111,9 +113,19 @@ class Interaction(nn.Module):
         # nodes: the path-wide messages then exist for one step of nodes at a time
         mid = tp.mid_irreps(paths)
         mats = IrrepsLinear(mid, self.target_irreps, self.dtype, name="linear").weights()
-        message = tp.messages(h, senders, receivers, neighbours, sh, (edge_feats, cutoff), radial_fn, paths,
-                              self.backend, edge_pairs,
-                              node_fn=lambda blocks: irreps_linear(mid, self.target_irreps, mats, blocks))
+        message = tp.messages(
+            h,
+            senders,
+            receivers,
+            neighbours,
+            sh,
+            (edge_feats, cutoff),
+            radial_fn,
+            paths,
+            self.backend,
+            edge_pairs,
+            node_fn=lambda blocks: irreps_linear(mid, self.target_irreps, mats, blocks),
+        )
         if self.density:
             message = tuple(m / (density[:, :, None] + 1.0) for m in message)
         else:

@@ -116,9 +116,7 @@ class ElementLinear(nn.Module):
                 out.append(jnp.zeros((n, mul_out, 2 * l + 1), blocks[0].dtype))
                 continue
             fan_in = x.shape[1]
-            w = self.param(
-                name, nn.initializers.normal(1.0), (self.num_elements, fan_in, mul_out), self.dtype
-            )
+            w = self.param(name, nn.initializers.normal(1.0), (self.num_elements, fan_in, mul_out), self.dtype)
             norm = 1.0 / math.sqrt(fan_in * self.num_elements)
             if onehot is None:
                 out.append(jnp.einsum("nui,nuw->nwi", x, w[species].astype(x.dtype)) * norm)
@@ -140,7 +138,5 @@ class ElementEmbedding(nn.Module):
 
     @nn.compact
     def __call__(self, species: jnp.ndarray) -> tuple[jnp.ndarray]:
-        w = self.param(
-            "embeddings", nn.initializers.normal(1.0), (self.num_elements, self.channels), self.dtype
-        )
+        w = self.param("embeddings", nn.initializers.normal(1.0), (self.num_elements, self.channels), self.dtype)
         return (w[species][:, :, None] / math.sqrt(self.num_elements),)

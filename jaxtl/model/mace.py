@@ -62,7 +62,9 @@ def layer_irreps(config: MACEConfig) -> list[dict]:
     for i in range(config.num_interactions - 1):
         last = i == config.num_interactions - 2
         out = (hidden[0],) if last and not config.keep_last_layer_irreps else hidden
-        layers.append(dict(cls=config.interaction_cls, node_feats=hidden, edge=edge, target=target, hidden_out=out, use_sc=True))
+        layers.append(
+            dict(cls=config.interaction_cls, node_feats=hidden, edge=edge, target=target, hidden_out=out, use_sc=True)
+        )
     return layers
 
 
@@ -81,8 +83,13 @@ class ProductBlock(nn.Module):
     def __call__(self, message, sc, species, elements=None):
         """elements: [slots] model element indices present (-1 for none) or None."""
         feats = SymmetricContraction(
-            self.coupling_irreps, self.hidden_out, self.correlation, self.num_elements, self.dtype,
-            self.backend, name="symmetric_contraction",
+            self.coupling_irreps,
+            self.hidden_out,
+            self.correlation,
+            self.num_elements,
+            self.dtype,
+            self.backend,
+            name="symmetric_contraction",
         )(message, species, elements)
         feats = IrrepsLinear(self.hidden_out, self.hidden_out, self.dtype, name="linear")(feats)
         if self.use_sc and sc is not None:
@@ -179,8 +186,13 @@ class MACE(nn.Module):
 
         lengths, sh, recompute = edge_geometry(graph, cfg.max_ell)
         edge_feats, cutoff = (nn.remat(RadialEmbedding) if recompute else RadialEmbedding)(
-            cfg.r_max, cfg.num_bessel, cfg.num_polynomial_cutoff, cfg.radial_type,
-            cfg.distance_transform, cfg.apply_cutoff, name="radial_embedding",
+            cfg.r_max,
+            cfg.num_bessel,
+            cfg.num_polynomial_cutoff,
+            cfg.radial_type,
+            cfg.distance_transform,
+            cfg.apply_cutoff,
+            name="radial_embedding",
         )(lengths, z_s, z_r)
 
         e0_table = jnp.asarray(
@@ -200,10 +212,17 @@ class MACE(nn.Module):
         feats_per_layer = []
         for t, lay in enumerate(layers):
             common = dict(
-                node_feats_irreps=lay["node_feats"], edge_irreps=lay["edge"], sh_irreps=sh_irreps,
-                target_irreps=lay["target"], hidden_irreps=lay["hidden_out"], num_elements=Z,
-                num_radial=edge_feats.shape[-1], radial_MLP=cfg.radial_MLP,
-                avg_num_neighbors=cfg.avg_num_neighbors[t], dtype=dtype, backend=self.backend,
+                node_feats_irreps=lay["node_feats"],
+                edge_irreps=lay["edge"],
+                sh_irreps=sh_irreps,
+                target_irreps=lay["target"],
+                hidden_irreps=lay["hidden_out"],
+                num_elements=Z,
+                num_radial=edge_feats.shape[-1],
+                radial_MLP=cfg.radial_MLP,
+                avg_num_neighbors=cfg.avg_num_neighbors[t],
+                dtype=dtype,
+                backend=self.backend,
                 name=f"interactions_{t}",
             )
             args = (h, species, sh, edge_feats, cutoff, graph.senders, graph.receivers, graph.neighbours, elements)
@@ -214,8 +233,14 @@ class MACE(nn.Module):
                 message, sc = Interaction(kind=lay["cls"], **common)(*args, graph.edge_pairs)
             prod_species = jnp.zeros_like(species) if cfg.use_agnostic_product else real_species
             h = ProductBlock(
-                lay["target"], lay["hidden_out"], cfg.correlation[t], 1 if cfg.use_agnostic_product else Z,
-                lay["use_sc"], dtype, self.backend, name=f"products_{t}",
+                lay["target"],
+                lay["hidden_out"],
+                cfg.correlation[t],
+                1 if cfg.use_agnostic_product else Z,
+                lay["use_sc"],
+                dtype,
+                self.backend,
+                name=f"products_{t}",
             )(message, sc, prod_species, None if cfg.use_agnostic_product else elements)
             feats_per_layer.append((h, lay["hidden_out"]))
 

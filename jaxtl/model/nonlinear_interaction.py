@@ -58,8 +58,18 @@ class NonLinearInteraction(nn.Module):
     backend: str = "xla"  # see `jaxtl.model.cueq`
 
     @nn.compact
-    def __call__(self, node_feats, species, sh, edge_feats, cutoff: jnp.ndarray | None, senders, receivers,
-                 neighbours: jnp.ndarray | None = None, elements: jnp.ndarray | None = None):
+    def __call__(
+        self,
+        node_feats,
+        species,
+        sh,
+        edge_feats,
+        cutoff: jnp.ndarray | None,
+        senders,
+        receivers,
+        neighbours: jnp.ndarray | None = None,
+        elements: jnp.ndarray | None = None,
+    ):
         n_nodes = species.shape[0]
         C = scalar_channels(self.node_feats_irreps)
         nonlin_irreps = gate_irreps(self.target_irreps)
@@ -74,15 +84,18 @@ class NonLinearInteraction(nn.Module):
 
         paths = tp.conv_tp_paths(self.edge_irreps, self.sh_irreps, self.target_irreps)
         n_in = self.num_radial + 2 * C
-        tp_weights = LayerNormMLP((n_in, *self.radial_MLP, tp.weight_numel(paths)), self.dtype, name="conv_tp_weights")(ef)
+        tp_weights = LayerNormMLP((n_in, *self.radial_MLP, tp.weight_numel(paths)), self.dtype, name="conv_tp_weights")(
+            ef
+        )
         edge_density = jnp.tanh(LayerNormMLP((n_in, 64, 1), self.dtype, name="density_fn")(ef) ** 2)
         if cutoff is not None:
             tp_weights = tp_weights * cutoff
             edge_density = edge_density * cutoff
         density = jax.ops.segment_sum(edge_density, receivers, num_segments=n_nodes)[:, :, None]
 
-        message = tp.messages(h, senders, receivers, neighbours, sh, tp_weights,
-                               lambda w: tp.path_weights(w, paths), paths, self.backend)
+        message = tp.messages(
+            h, senders, receivers, neighbours, sh, tp_weights, lambda w: tp.path_weights(w, paths), paths, self.backend
+        )
         message = IrrepsLinear(tp.mid_irreps(paths), nonlin_irreps, self.dtype, name="linear_1")(message)
         alpha = self.param("alpha", lambda k: jnp.asarray(20.0, self.dtype))
         beta = self.param("beta", lambda k: jnp.asarray(0.0, self.dtype))

@@ -361,7 +361,14 @@ class SymmetricContraction(nn.Module):
     def __call__(self, x: jnp.ndarray, species: jnp.ndarray, elements=None) -> tuple[jnp.ndarray, ...]:
         return tuple(
             Contraction(
-                self.coupling_irreps, l, p, self.correlation, self.num_elements, mul, self.dtype, self.backend,
+                self.coupling_irreps,
+                l,
+                p,
+                self.correlation,
+                self.num_elements,
+                mul,
+                self.dtype,
+                self.backend,
                 name=f"contraction_{ir_str(l, p)}",
             )(x, species, elements)
             for mul, l, p in self.irreps_out
@@ -371,6 +378,5 @@ class SymmetricContraction(nn.Module):
 def contraction_flops(n_nodes: int, channels: int, dim: int, Ks: Sequence[int], M: int) -> int:
     """Multiply-adds of one contraction (for benchmarks)."""
     return sum(
-        n_nodes * channels * (math.comb(dim + nu - 1, nu) * (M * K + nu) + M * K)
-        for nu, K in enumerate(Ks, start=1)
+        n_nodes * channels * (math.comb(dim + nu - 1, nu) * (M * K + nu) + M * K) for nu, K in enumerate(Ks, start=1)
     )

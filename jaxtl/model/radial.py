@@ -29,10 +29,7 @@ def polynomial_envelope(r: jnp.ndarray, r_max, p) -> jnp.ndarray:
     """
     x = r / r_max
     env = (
-        1.0
-        - ((p + 1.0) * (p + 2.0) / 2.0) * x**p
-        + p * (p + 2.0) * x ** (p + 1)
-        - (p * (p + 1.0) / 2.0) * x ** (p + 2)
+        1.0 - ((p + 1.0) * (p + 2.0) / 2.0) * x**p + p * (p + 2.0) * x ** (p + 1) - (p * (p + 1.0) / 2.0) * x ** (p + 2)
     )
     return jnp.where(r < r_max, env, 0.0)
 

@@ -218,8 +218,15 @@ def pair_weights_in_slots(
     return [_permute_rows(w, *first) + _permute_rows(w, *second) for w in w_pairs]
 
 
-def slot_messages(x: Sequence[jnp.ndarray], sh_slots: Sequence[jnp.ndarray], w: Sequence[jnp.ndarray],
-                  groups: dict, paths: Sequence[TPPath], n: int, K: int) -> jnp.ndarray:
+def slot_messages(
+    x: Sequence[jnp.ndarray],
+    sh_slots: Sequence[jnp.ndarray],
+    w: Sequence[jnp.ndarray],
+    groups: dict,
+    paths: Sequence[TPPath],
+    n: int,
+    K: int,
+) -> jnp.ndarray:
     """The messages of `n` nodes from their K neighbour slots each: [n, sum over paths of
     mul * (2l3+1)], paths in order.
 
@@ -370,8 +377,9 @@ def messages(
         out = cueq.conv_messages(node_blocks, senders, receivers, sh, radial_data, radial_fn, paths)
         return out if node_fn is None else node_fn(out)
     if neighbours is not None:
-        return node_major_messages(node_blocks, senders, neighbours, sh, radial_data, radial_fn, paths, pairs=pairs,
-                                   node_fn=node_fn)
+        return node_major_messages(
+            node_blocks, senders, neighbours, sh, radial_data, radial_fn, paths, pairs=pairs, node_fn=node_fn
+        )
     n_nodes = node_blocks[0].shape[0]
     out = chunked_messages(node_blocks, senders, receivers, n_nodes, sh, radial_data, radial_fn, paths)
     return out if node_fn is None else node_fn(out)

@@ -31,8 +31,9 @@ BEST_STAGE_TWO = "best_stage_two"
 
 
 def _options() -> ocp.CheckpointManagerOptions:
-    return ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False, create=True,
-                                        cleanup_tmp_directories=True)
+    return ocp.CheckpointManagerOptions(
+        max_to_keep=1, enable_async_checkpointing=False, create=True, cleanup_tmp_directories=True
+    )
 
 
 class Checkpointer:
@@ -46,8 +47,7 @@ class Checkpointer:
         if name not in self._managers:
             # handlers named up front, so that item_metadata can read a checkpoint before any restore
             handlers = {"arrays": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
-            self._managers[name] = ocp.CheckpointManager(self.root / name, options=_options(),
-                                                         item_handlers=handlers)
+            self._managers[name] = ocp.CheckpointManager(self.root / name, options=_options(), item_handlers=handlers)
         return self._managers[name]
 
     def path(self, name: str) -> Path | None:
@@ -79,8 +79,9 @@ class Checkpointer:
             raise FileNotFoundError(f"no checkpoint {name!r} under {self.root}")
         if template is None:
             device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-            template = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                                    manager.item_metadata(step)["arrays"])
+            template = jax.tree.map(
+                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), manager.item_metadata(step)["arrays"]
+            )
         arrays_arg = ocp.args.StandardRestore(template)
         out = manager.restore(step, args=ocp.args.Composite(arrays=arrays_arg, meta=ocp.args.JsonRestore()))
         return out["arrays"], out["meta"]
@@ -95,8 +96,11 @@ def pack_state(state, constants) -> dict:
     """Checkpoint arrays of a `TrainState`: readable params/constants, other leaves by index."""
     rest = (state.step, state.opt_state, state.ema)
     leaves = jax.tree.leaves(rest)
-    return {"params": state.params, "constants": constants,
-            "state": {f"{i:05d}": leaf for i, leaf in enumerate(leaves)}}
+    return {
+        "params": state.params,
+        "constants": constants,
+        "state": {f"{i:05d}": leaf for i, leaf in enumerate(leaves)},
+    }
 
 
 def unpack_state(arrays: dict, template_state):
@@ -105,8 +109,9 @@ def unpack_state(arrays: dict, template_state):
     treedef = jax.tree.structure(rest)
     leaves = [arrays["state"][k] for k in sorted(arrays["state"])]
     step, opt_state, ema = jax.tree.unflatten(treedef, leaves)
-    return template_state._replace(step=step, params=arrays["params"], opt_state=opt_state, ema=ema), \
-        arrays["constants"]
+    return template_state._replace(step=step, params=arrays["params"], opt_state=opt_state, ema=ema), arrays[
+        "constants"
+    ]
 
 
 # ---------------------------------------------------------------- model folder

@@ -82,8 +82,13 @@ def _filter(configs: list[Configuration], max_force: float | None, where: str) -
         return configs
     kept = [c for c in configs if c.forces is None or np.abs(c.forces).max() <= max_force]
     if len(kept) < len(configs):
-        log.warning("%s: dropped %d of %d structures with |F| > %g eV/A", where, len(configs) - len(kept),
-                    len(configs), max_force)
+        log.warning(
+            "%s: dropped %d of %d structures with |F| > %g eV/A",
+            where,
+            len(configs) - len(kept),
+            len(configs),
+            max_force,
+        )
     return kept
 
 
@@ -98,8 +103,10 @@ def describe_labels(configs: Sequence[Configuration], where: str) -> str:
     types = Counter(c.config_type for c in configs)
     have = {name: sum(getattr(c, name) is not None for c in configs) for name in LABELS}
     labels = ", ".join(f"{name} {n}" for name, n in have.items() if n)
-    return (f"{where}: {len(configs)} structures ({', '.join(f'{t} {n}' for t, n in types.items())}); "
-            f"with labels: {labels or 'none'}")
+    return (
+        f"{where}: {len(configs)} structures ({', '.join(f'{t} {n}' for t, n in types.items())}); "
+        f"with labels: {labels or 'none'}"
+    )
 
 
 def read_splits(cfg: DataConfig, require: Sequence[str] = ()) -> Splits:
@@ -112,8 +119,10 @@ def read_splits(cfg: DataConfig, require: Sequence[str] = ()) -> Splits:
     """
     train, isolated = _read(cfg.train_file, cfg, require)
     if train and not any(c.energy is not None or c.forces is not None for c in train):
-        raise DataError(f"{cfg.train_file}: no structure has an energy ('{cfg.keys.energy}') or forces "
-                        f"('{cfg.keys.forces}'); set --energy-key/--forces-key to the keys the file uses")
+        raise DataError(
+            f"{cfg.train_file}: no structure has an energy ('{cfg.keys.energy}') or forces "
+            f"('{cfg.keys.forces}'); set --energy-key/--forces-key to the keys the file uses"
+        )
     for name in ("energy", "forces"):
         if train and all(getattr(c, name) is None for c in train):
             log.warning("%s: no structure has %s under '%s'", cfg.train_file, name, getattr(cfg.keys, name))
@@ -161,13 +170,19 @@ class PlannedBatches(Sequence):
     def __getitem__(self, i: int):
         budget, members = self.epoch.plan[i]
         dataset = self.epoch.dataset
-        batch = pad_batch([dataset.items[j] for j in members], *budget[:3], r_max=dataset.r_max,
-                          dtype=self.epoch.dtype, n_neighbour=budget.n_neighbour)
+        batch = pad_batch(
+            [dataset.items[j] for j in members],
+            *budget[:3],
+            r_max=dataset.r_max,
+            dtype=self.epoch.dtype,
+            n_neighbour=budget.n_neighbour,
+        )
         return batch, self.config_types(i)
 
 
-def epoch_batches(dataset: GraphDataset, batch_size: int, seed: int, shuffle: bool,
-                  budgets: Budgets | None = None, dtype=np.float64) -> Callable[[int], PlannedBatches]:
+def epoch_batches(
+    dataset: GraphDataset, batch_size: int, seed: int, shuffle: bool, budgets: Budgets | None = None, dtype=np.float64
+) -> Callable[[int], PlannedBatches]:
     """epoch -> the (Batch, config_types) of the epoch in an order fixed by (seed, epoch).
 
     Budgets are fixed once for the dataset, so every epoch reuses the same few shapes.
@@ -176,8 +191,9 @@ def epoch_batches(dataset: GraphDataset, batch_size: int, seed: int, shuffle: bo
     budgets = budgets or choose_budgets(dataset, batch_size)
 
     def at(epoch: int) -> PlannedBatches:
-        return PlannedBatches(batch_iterator(dataset, batch_size, budgets, shuffle=shuffle, seed=seed, epoch=epoch,
-                                             dtype=dtype))
+        return PlannedBatches(
+            batch_iterator(dataset, batch_size, budgets, shuffle=shuffle, seed=seed, epoch=epoch, dtype=dtype)
+        )
 
     at.budgets = budgets  # type: ignore[attr-defined]
     return at

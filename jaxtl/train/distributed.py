@@ -66,8 +66,11 @@ class DistributedConfig:
             raise ValueError(f"coordinator_address must be HOST:PORT, got {self.coordinator_address!r}")
         if self.num_processes is not None and self.num_processes < 1:
             raise ValueError(f"num_processes must be positive, got {self.num_processes}")
-        if self.process_id is not None and self.num_processes is not None \
-                and not 0 <= self.process_id < self.num_processes:
+        if (
+            self.process_id is not None
+            and self.num_processes is not None
+            and not 0 <= self.process_id < self.num_processes
+        ):
             raise ValueError(f"process_id {self.process_id} is not in 0..{self.num_processes - 1}")
 
     @classmethod
@@ -84,21 +87,34 @@ def initialize(cfg: DistributedConfig) -> None:
     """Start JAX's distributed runtime (once, before any other JAX call) and log the layout."""
     if jax.distributed.is_initialized():
         return
-    explicit = {"coordinator_address": cfg.coordinator_address, "num_processes": cfg.num_processes,
-                "process_id": cfg.process_id,
-                "local_device_ids": list(cfg.local_device_ids) if cfg.local_device_ids is not None else None}
+    explicit = {
+        "coordinator_address": cfg.coordinator_address,
+        "num_processes": cfg.num_processes,
+        "process_id": cfg.process_id,
+        "local_device_ids": list(cfg.local_device_ids) if cfg.local_device_ids is not None else None,
+    }
     try:
-        jax.distributed.initialize(**{k: v for k, v in explicit.items() if v is not None},
-                                   initialization_timeout=cfg.initialization_timeout_s,
-                                   heartbeat_timeout_seconds=cfg.heartbeat_timeout_s)
+        jax.distributed.initialize(
+            **{k: v for k, v in explicit.items() if v is not None},
+            initialization_timeout=cfg.initialization_timeout_s,
+            heartbeat_timeout_seconds=cfg.heartbeat_timeout_s,
+        )
     except ValueError as err:
         if cfg.is_auto:
-            raise ValueError(f"{err}: no cluster environment (SLURM, Open MPI, Cloud TPU) was detected; give "
-                             "--coordinator-address HOST:PORT --num-processes N --process-id I") from err
+            raise ValueError(
+                f"{err}: no cluster environment (SLURM, Open MPI, Cloud TPU) was detected; give "
+                "--coordinator-address HOST:PORT --num-processes N --process-id I"
+            ) from err
         raise
-    log.info("process %d of %d: %d local of %d devices (%s); a process silent for %d s stops the job",
-             jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count(),
-             jax.devices()[0].platform, cfg.heartbeat_timeout_s)
+    log.info(
+        "process %d of %d: %d local of %d devices (%s); a process silent for %d s stops the job",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+        jax.devices()[0].platform,
+        cfg.heartbeat_timeout_s,
+    )
 
 
 def is_primary() -> bool:
@@ -109,16 +125,28 @@ def is_primary() -> bool:
 def per_device_batch_size(global_batch_size: int, n_devices: int) -> int:
     """Structures per padded device batch when `global_batch_size` are split over `n_devices`."""
     if global_batch_size % n_devices:
-        raise ValueError(f"the batch size ({global_batch_size}) is the global batch of one step and must be a "
-                         f"multiple of the number of devices ({n_devices})")
+        raise ValueError(
+            f"the batch size ({global_batch_size}) is the global batch of one step and must be a "
+            f"multiple of the number of devices ({n_devices})"
+        )
     return global_batch_size // n_devices
 
 
 def lost_peer(err: Exception) -> bool:
     """Whether a runtime error is a collective that lost another process."""
     text = str(err)
-    return any(s in text for s in ("Gloo", "Connection closed by peer", "Connection reset", "heartbeat",
-                                   "CoordinationService", "NCCL", "DEADLINE_EXCEEDED"))
+    return any(
+        s in text
+        for s in (
+            "Gloo",
+            "Connection closed by peer",
+            "Connection reset",
+            "heartbeat",
+            "CoordinationService",
+            "NCCL",
+            "DEADLINE_EXCEEDED",
+        )
+    )
 
 
 def peer_error(err: Exception, what: str) -> DistributedError:
@@ -126,4 +154,5 @@ def peer_error(err: Exception, what: str) -> DistributedError:
     return DistributedError(
         f"process {jax.process_index()} of {jax.process_count()}: {what} failed because another process of the "
         f"job died or became unreachable ({str(err).splitlines()[0][:200]}). The job stops; restart every "
-        "process with --resume to continue from the last checkpoint")
+        "process with --resume to continue from the last checkpoint"
+    )

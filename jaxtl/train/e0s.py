@@ -115,7 +115,9 @@ def lstsq_e0s(counts: np.ndarray, energies: np.ndarray) -> np.ndarray:
             f"the {len(energies)} structures span only {rank} independent compositions for "
             f"{counts.shape[1]} elements: the E0s are not determined by the data; using the "
             "minimum-norm least-squares solution (only sums over the compositions seen are meaningful)",
-            RankDeficientWarning, stacklevel=3)
+            RankDeficientWarning,
+            stacklevel=3,
+        )
     e0s, *_ = np.linalg.lstsq(counts, energies, rcond=None)
     return e0s
 
@@ -145,19 +147,24 @@ class EnergyTable:
     def from_configs(cls, configs: Sequence[Configuration], atomic_numbers: Sequence[int]) -> EnergyTable:
         """One row per structure with an energy label."""
         labelled = with_energy(configs)
-        return cls(element_counts(labelled, atomic_numbers), np.array([c.energy for c in labelled], np.float64),
-                   np.ones(len(labelled)))
+        return cls(
+            element_counts(labelled, atomic_numbers),
+            np.array([c.energy for c in labelled], np.float64),
+            np.ones(len(labelled)),
+        )
 
 
-def average_e0s(configs: Sequence[Configuration], atomic_numbers: Sequence[int],
-                fixed: Mapping[int, float] | None = None) -> dict[int, float]:
+def average_e0s(
+    configs: Sequence[Configuration], atomic_numbers: Sequence[int], fixed: Mapping[int, float] | None = None
+) -> dict[int, float]:
     """Least-squares E0s {Z: eV} of the elements present; `fixed` ones are held at their
     value and only the others are fitted (to the energies less the fixed part)."""
     return table_e0s(EnergyTable.from_configs(configs, atomic_numbers), atomic_numbers, fixed)
 
 
-def table_e0s(table: EnergyTable, atomic_numbers: Sequence[int],
-              fixed: Mapping[int, float] | None = None) -> dict[int, float]:
+def table_e0s(
+    table: EnergyTable, atomic_numbers: Sequence[int], fixed: Mapping[int, float] | None = None
+) -> dict[int, float]:
     """`average_e0s` of an `EnergyTable`."""
     fixed = dict(fixed or {})
     zs = [int(z) for z in atomic_numbers]
@@ -184,8 +191,13 @@ def isolated_e0s(isolated: Sequence[Configuration]) -> dict[int, float]:
     return out
 
 
-def e0_row(e0s: Mapping[int, float], atomic_numbers: Sequence[int], needed: Sequence[int],
-           source: str, fallback: Sequence[float] | None = None) -> np.ndarray:
+def e0_row(
+    e0s: Mapping[int, float],
+    atomic_numbers: Sequence[int],
+    needed: Sequence[int],
+    source: str,
+    fallback: Sequence[float] | None = None,
+) -> np.ndarray:
     """E0s [n_elements] in model order; every element of `needed` must be in `e0s`.
 
     Elements not needed take `fallback` (e.g. the foundation's) or 0.
@@ -209,9 +221,13 @@ def data_elements(configs: Sequence[Configuration]) -> list[int]:
     return sorted({int(z) for c in configs for z in c.atomic_numbers})
 
 
-def resolve_e0s(spec: E0Spec | None, configs: Sequence[Configuration], atomic_numbers: Sequence[int],
-                isolated: Sequence[Configuration] = (), needed: Sequence[int] | None = None
-                ) -> tuple[np.ndarray, str]:
+def resolve_e0s(
+    spec: E0Spec | None,
+    configs: Sequence[Configuration],
+    atomic_numbers: Sequence[int],
+    isolated: Sequence[Configuration] = (),
+    needed: Sequence[int] | None = None,
+) -> tuple[np.ndarray, str]:
     """E0s [n_elements] (eV, model order) for training from scratch, and a description.
 
     spec None: the IsolatedAtom frames when there are any (mace-torch), else "average".
@@ -221,24 +237,34 @@ def resolve_e0s(spec: E0Spec | None, configs: Sequence[Configuration], atomic_nu
     `needed`: the elements that must get an E0 (default: those of `configs`).
     """
     needed = data_elements(configs) if needed is None else needed
-    return resolve_table_e0s(spec, EnergyTable.from_configs(configs, atomic_numbers), atomic_numbers,
-                             isolated_e0s(isolated), needed)
+    return resolve_table_e0s(
+        spec, EnergyTable.from_configs(configs, atomic_numbers), atomic_numbers, isolated_e0s(isolated), needed
+    )
 
 
-def resolve_table_e0s(spec: E0Spec | None, table: EnergyTable, atomic_numbers: Sequence[int],
-                      from_isolated: Mapping[int, float], needed: Sequence[int]) -> tuple[np.ndarray, str]:
+def resolve_table_e0s(
+    spec: E0Spec | None,
+    table: EnergyTable,
+    atomic_numbers: Sequence[int],
+    from_isolated: Mapping[int, float],
+    needed: Sequence[int],
+) -> tuple[np.ndarray, str]:
     """`resolve_e0s` from an `EnergyTable` and the IsolatedAtom frames' E0s {Z: eV}."""
     method = parse_e0s("isolated" if (spec is None and from_isolated) else (spec or "average"))
     if method in ("estimated", "foundation"):
         raise ValueError(f'E0s "{method}" needs a foundation model: fine-tune one (`jaxtl.finetune`)')
     if method == "isolated":
         if not from_isolated:
-            raise DataError('E0s "isolated": the training file holds no IsolatedAtom frames (one atom, '
-                            'config_type=IsolatedAtom)')
+            raise DataError(
+                'E0s "isolated": the training file holds no IsolatedAtom frames (one atom, config_type=IsolatedAtom)'
+            )
         return e0_row(from_isolated, atomic_numbers, needed, "the IsolatedAtom frames"), "isolated"
     if method == "average":
         fitted = table_e0s(table, atomic_numbers, fixed=from_isolated)
-        source = "average" + (" (IsolatedAtom frames for " + ", ".join(_symbol(z) for z in sorted(from_isolated))
-                              + ")" if from_isolated else "")
+        source = "average" + (
+            " (IsolatedAtom frames for " + ", ".join(_symbol(z) for z in sorted(from_isolated)) + ")"
+            if from_isolated
+            else ""
+        )
         return e0_row(fitted, atomic_numbers, needed, "the least-squares fit (no energy labels)"), source
     return e0_row(method, atomic_numbers, needed, "--E0s"), "given"

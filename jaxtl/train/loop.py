@@ -78,8 +78,9 @@ def _np_dtype(cfg: TrainConfig):
 
 
 def _cast(tree, dtype):
-    return jax.tree.map(lambda x: jnp.asarray(x, dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)
-                        else jnp.asarray(x), tree)
+    return jax.tree.map(
+        lambda x: jnp.asarray(x, dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else jnp.asarray(x), tree
+    )
 
 
 def _host_terms(acc: dict, terms) -> dict:
@@ -93,8 +94,9 @@ def _host_loss(terms: dict, weights: dict) -> float:
     return float(sum(weights[k] * s / max(c, 1.0) for k, (s, c) in terms.items()))
 
 
-def _run_eval(eval_step, params, constants, items, mesh, dtype, weights,
-              acc: MetricsAccumulator | None = None) -> tuple[float, dict]:
+def _run_eval(
+    eval_step, params, constants, items, mesh, dtype, weights, acc: MetricsAccumulator | None = None
+) -> tuple[float, dict]:
     """Exact loss and metrics of `items` ({group: metrics}); the errors are also added to `acc`."""
     terms: dict = {}
     acc = MetricsAccumulator() if acc is None else acc
@@ -115,9 +117,18 @@ def improves(loss: float, reference: float, min_rel_improvement: float) -> bool:
 
 
 def _fresh_meta(cfg: TrainConfig) -> dict:
-    return {"epoch": 0, "step": 0, "seed": cfg.seed, "plateau": dataclasses.asdict(PlateauState()),
-            "best_loss": math.inf, "patience_ref": math.inf, "best_epoch": None, "epochs_since_best": 0, "stage": 1,
-            "stage_two_start": start_epoch(cfg.stage_two, cfg.max_num_epochs)}
+    return {
+        "epoch": 0,
+        "step": 0,
+        "seed": cfg.seed,
+        "plateau": dataclasses.asdict(PlateauState()),
+        "best_loss": math.inf,
+        "patience_ref": math.inf,
+        "best_epoch": None,
+        "epochs_since_best": 0,
+        "stage": 1,
+        "stage_two_start": start_epoch(cfg.stage_two, cfg.max_num_epochs),
+    }
 
 
 def evaluate(predict_fn, variables: dict, batches: Iterable, cfg: TrainConfig) -> tuple[float, dict]:
@@ -136,19 +147,28 @@ def make_evaluator(predict_fn, cfg: TrainConfig) -> Callable:
 
     def evaluator(variables: dict, batches: Iterable, acc: MetricsAccumulator | None = None):
         v = _cast(variables, dtype)
-        return _run_eval(eval_step, v["params"], v.get("constants", {}), batches, mesh, dtype, cfg.loss.weights(),
-                         acc)
+        return _run_eval(eval_step, v["params"], v.get("constants", {}), batches, mesh, dtype, cfg.loss.weights(), acc)
 
     return evaluator
 
 
-def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], Iterable],
-          valid_batches: Batches, cfg: TrainConfig, out_dir: str | Path, *,
-          test_batches: Batches | None = None, param_labels: Any = None,
-          label_transforms: dict | None = None, decay_filter: Callable | None = None,
-          resume: bool = False, model_config: dict | None = None,
-          write_model: Callable[[Path, dict], Any] | None = None,
-          writers: Sequence[ScalarWriter] | None = None) -> TrainResult:
+def train(
+    predict_fn: Callable,
+    variables: dict,
+    train_batches: Callable[[int], Iterable],
+    valid_batches: Batches,
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    test_batches: Batches | None = None,
+    param_labels: Any = None,
+    label_transforms: dict | None = None,
+    decay_filter: Callable | None = None,
+    resume: bool = False,
+    model_config: dict | None = None,
+    write_model: Callable[[Path, dict], Any] | None = None,
+    writers: Sequence[ScalarWriter] | None = None,
+) -> TrainResult:
     """Train `variables["params"]` of `predict_fn` (constants stay fixed).
 
     Args:
@@ -205,16 +225,29 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
             stage_two = meta["stage_two_start"] is not None and epoch >= meta["stage_two_start"]
             if stage_two and meta["stage"] == 1:
                 log.info("epoch %d: stage two (loss weights and lr %g)", epoch, cfg.stage_two.swa_lr)
-                meta.update(stage=2, best_loss=math.inf, patience_ref=math.inf, best_epoch=None,
-                            epochs_since_best=0)
+                meta.update(stage=2, best_loss=math.inf, patience_ref=math.inf, best_epoch=None, epochs_since_best=0)
             weights = loss_weights(cfg.loss, cfg.stage_two, stage_two)
             plateau = PlateauState(**meta["plateau"])
-            state, terms, lr = _train_epoch(train_step, state, constants, _items(train_batches, epoch), epoch,
-                                            stage_two, plateau, weights, cfg, mesh, dtype, ckpt, log_path)
+            state, terms, lr = _train_epoch(
+                train_step,
+                state,
+                constants,
+                _items(train_batches, epoch),
+                epoch,
+                stage_two,
+                plateau,
+                weights,
+                cfg,
+                mesh,
+                dtype,
+                ckpt,
+                log_path,
+            )
             train_loss = _host_loss(terms, weights)
             params = state.ema.params if state.ema is not None else state.params
-            valid_loss, valid_metrics = _run_eval(eval_step, params, constants, _items(valid_batches, epoch), mesh,
-                                                  dtype, weights)
+            valid_loss, valid_metrics = _run_eval(
+                eval_step, params, constants, _items(valid_batches, epoch), mesh, dtype, weights
+            )
             if math.isnan(valid_loss) and not valid_metrics:
                 valid_loss = train_loss  # no validation data: track the training loss
             if not math.isfinite(valid_loss):
@@ -227,9 +260,17 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
             improved, stop = _early_stopping(meta, valid_loss, epoch, cfg)
             meta.update(epoch=epoch + 1, step=int(state.step), stopped=stop)
 
-            record = {"epoch": epoch, "stage": meta["stage"], "lr": lr, "train_loss": train_loss,
-                      "train_running": running_errors(terms, loss), "valid_loss": valid_loss,
-                      "valid": valid_metrics, "time_s": time.time() - t0, "n_compiles": dict(compiles)}
+            record = {
+                "epoch": epoch,
+                "stage": meta["stage"],
+                "lr": lr,
+                "train_loss": train_loss,
+                "train_running": running_errors(terms, loss),
+                "valid_loss": valid_loss,
+                "valid": valid_metrics,
+                "time_s": time.time() - t0,
+                "n_compiles": dict(compiles),
+            }
             monitor.epoch(record)  # adds wall_s and eta_s
             _append(log_path, record)
 
@@ -242,21 +283,35 @@ def train(predict_fn: Callable, variables: dict, train_batches: Callable[[int], 
             if stop:
                 break
 
-        return _finish(ckpt, state, constants, cfg, out, eval_step, train_batches, valid_batches,
-                       test_batches, dtype, compiles, model_config, log_path, write_model)
+        return _finish(
+            ckpt,
+            state,
+            constants,
+            cfg,
+            out,
+            eval_step,
+            train_batches,
+            valid_batches,
+            test_batches,
+            dtype,
+            compiles,
+            model_config,
+            log_path,
+            write_model,
+        )
     finally:
         monitor.stop()
         ckpt.close()
 
 
-def _initial_state(variables: dict, optimizer, cfg: TrainConfig, mesh, ckpt: Checkpointer, log_path: Path,
-                   resume: bool) -> tuple[TrainState, dict, dict]:
+def _initial_state(
+    variables: dict, optimizer, cfg: TrainConfig, mesh, ckpt: Checkpointer, log_path: Path, resume: bool
+) -> tuple[TrainState, dict, dict]:
     """(state, constants, meta) of a fresh run, or of the latest checkpoint when resuming
     (the log then cut back to its epoch)."""
     constants = variables.get("constants", {})
     params = variables["params"]
-    state = TrainState(jnp.zeros([], jnp.int32), params, optimizer.init(params),
-                       ema_init(params) if cfg.ema else None)
+    state = TrainState(jnp.zeros([], jnp.int32), params, optimizer.init(params), ema_init(params) if cfg.ema else None)
     meta = _fresh_meta(cfg)
     # Replicated on the mesh from the start, as the step returns it (one compilation); the
     # restored checkpoint takes this placement from its template.
@@ -283,16 +338,29 @@ def _initial_state(variables: dict, optimizer, cfg: TrainConfig, mesh, ckpt: Che
     return state, constants, meta
 
 
-def _train_epoch(train_step, state: TrainState, constants, items, epoch: int, stage_two: bool,
-                 plateau: PlateauState, weights: dict, cfg: TrainConfig, mesh, dtype, ckpt: Checkpointer,
-                 log_path: Path) -> tuple[TrainState, dict, float]:
+def _train_epoch(
+    train_step,
+    state: TrainState,
+    constants,
+    items,
+    epoch: int,
+    stage_two: bool,
+    plateau: PlateauState,
+    weights: dict,
+    cfg: TrainConfig,
+    mesh,
+    dtype,
+    ckpt: Checkpointer,
+    log_path: Path,
+) -> tuple[TrainState, dict, float]:
     """One pass over the epoch's batches: (state, summed loss terms, last lr).
 
     Raises NonFiniteLossError (logged, naming epoch and batch) on a non-finite step loss."""
     weights_dev = {k: jnp.asarray(v, dtype) for k, v in weights.items()}
     total = math.ceil(len(items) / cfg.n_devices) if hasattr(items, "__len__") else None
-    bar = tqdm(total=total, desc=f"epoch {epoch}", disable=None if cfg.progress_bar and is_primary() else True,
-               leave=False)  # None: only on a terminal
+    bar = tqdm(
+        total=total, desc=f"epoch {epoch}", disable=None if cfg.progress_bar and is_primary() else True, leave=False
+    )  # None: only on a terminal
     terms: dict = {}
     lr = math.nan
     for idx, stacked, _ in group_batches(items, mesh, dtype):
@@ -303,8 +371,10 @@ def _train_epoch(train_step, state: TrainState, constants, items, epoch: int, st
         if not math.isfinite(value):
             where = f"batch {idx[0]}" if len(idx) == 1 else f"batches {', '.join(map(str, idx))}"
             last = ckpt.path(LATEST)
-            msg = (f"non-finite training loss ({value}) at epoch {epoch}, {where}; stopping. "
-                   f"Last good checkpoint: {last if last else 'none (no epoch completed)'}")
+            msg = (
+                f"non-finite training loss ({value}) at epoch {epoch}, {where}; stopping. "
+                f"Last good checkpoint: {last if last else 'none (no epoch completed)'}"
+            )
             _append(log_path, {"event": "non_finite_loss", "epoch_failed": epoch, "batch": idx[0], "message": msg})
             raise NonFiniteLossError(msg)
         _host_terms(terms, stats["terms"])
@@ -344,8 +414,22 @@ def _append(path: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def _finish(ckpt, state, constants, cfg, out, eval_step, train_batches, valid_batches, test_batches,
-            dtype, compiles, model_config, log_path, write_model=None) -> TrainResult:
+def _finish(
+    ckpt,
+    state,
+    constants,
+    cfg,
+    out,
+    eval_step,
+    train_batches,
+    valid_batches,
+    test_batches,
+    dtype,
+    compiles,
+    model_config,
+    log_path,
+    write_model=None,
+) -> TrainResult:
     """Final model from the best checkpoint of the last stage; metrics on every split."""
     template = pack_state(state, constants)
     template_sharding = jax.tree.map(lambda x: x.sharding, (state, constants))

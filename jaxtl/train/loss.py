@@ -115,8 +115,9 @@ def _node_term(err: jnp.ndarray, mask: jnp.ndarray, n_components: int) -> Term:
     return total, n_components * jnp.sum(mask).astype(total.dtype)
 
 
-def loss_terms(pred: Mapping[str, jnp.ndarray], labels: Labels, graph: Graph, loss: str,
-               huber_delta: float = 0.01) -> dict[str, Term]:
+def loss_terms(
+    pred: Mapping[str, jnp.ndarray], labels: Labels, graph: Graph, loss: str, huber_delta: float = 0.01
+) -> dict[str, Term]:
     """The (sum, count) terms of `loss` for one padded batch.
 
     Args:
@@ -163,7 +164,8 @@ def loss_terms(pred: Mapping[str, jnp.ndarray], labels: Labels, graph: Graph, lo
         w_f = labels.forces_weight[node_graph][:, None]
         terms["energy"] = _graph_term(huber(labels.energy_weight * d_energy, huber_delta), gmask, 1)
         terms["forces"] = _node_term(
-            conditional_huber_forces(w_f * labels.forces, w_f * pred["forces"], huber_delta), nmask, 3)
+            conditional_huber_forces(w_f * labels.forces, w_f * pred["forces"], huber_delta), nmask, 3
+        )
         w_s = labels.stress_weight[:, None, None]
         terms["stress"] = _graph_term(huber(w_s * (pred["stress"] - labels.stress), huber_delta), gmask, 9)
     elif loss == "l1l2":
@@ -201,8 +203,13 @@ def add_terms(a: Mapping[str, Term], b: Mapping[str, Term]) -> dict[str, Term]:
     return {k: (a[k][0] + b[k][0], a[k][1] + b[k][1]) for k in a}
 
 
-def compute_loss(pred: Mapping[str, jnp.ndarray], labels: Labels, graph: Graph, cfg: LossConfig,
-                 weights: Mapping[str, float] | None = None) -> jnp.ndarray:
+def compute_loss(
+    pred: Mapping[str, jnp.ndarray],
+    labels: Labels,
+    graph: Graph,
+    cfg: LossConfig,
+    weights: Mapping[str, float] | None = None,
+) -> jnp.ndarray:
     """The scalar loss of one batch (`cfg.loss` with `cfg`'s weights unless given)."""
     terms = loss_terms(pred, labels, graph, cfg.loss, cfg.huber_delta)
     return combine(terms, cfg.weights() if weights is None else weights)

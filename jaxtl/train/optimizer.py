@@ -218,8 +218,8 @@ def make_optimizer(
             groups[label] = optax.chain(_direction(cfg, decay_filter), scale_by_learning_rate_arg(), t)
     # Frozen gradients are zeroed first so that they do not count in the norm.
     drop_frozen = optax.multi_transform(
-        {label: (optax.set_to_zero() if label == FROZEN else optax.identity()) for label in transforms},
-        param_labels)
+        {label: (optax.set_to_zero() if label == FROZEN else optax.identity()) for label in transforms}, param_labels
+    )
     parts = [drop_frozen]
     if cfg.clip_grad is not None:
         parts.append(clip_by_global_norm_torch(cfg.clip_grad))

@@ -40,8 +40,10 @@ def make_mesh(n_devices: int = 1) -> Mesh:
     if jax.process_count() > 1:
         devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
         if n_devices != len(devices):
-            raise ValueError(f"a job of {jax.process_count()} processes trains on all their {len(devices)} devices; "
-                             f"set n_devices={len(devices)} (got {n_devices})")
+            raise ValueError(
+                f"a job of {jax.process_count()} processes trains on all their {len(devices)} devices; "
+                f"set n_devices={len(devices)} (got {n_devices})"
+            )
         return Mesh(np.array(devices), (DATA,))
     devices = jax.local_devices()
     if n_devices > len(devices):
@@ -78,8 +80,9 @@ def cast_batch(batch: Batch, dtype) -> Batch:
 def blank_batch(batch: Batch) -> Batch:
     """A batch of the same shapes holding no real structure (fills an incomplete group)."""
     g, lab = batch.graph, batch.labels
-    graph = g._replace(node_mask=np.zeros_like(np.asarray(g.node_mask)),
-                       graph_mask=np.zeros_like(np.asarray(g.graph_mask)))
+    graph = g._replace(
+        node_mask=np.zeros_like(np.asarray(g.node_mask)), graph_mask=np.zeros_like(np.asarray(g.graph_mask))
+    )
     labels = Labels(*(np.zeros_like(np.asarray(x)) for x in lab))
     return Batch(graph, labels)
 
@@ -100,8 +103,10 @@ def stack_batches(batches: Sequence[Batch], keep_optional: dict | None = None) -
             batches = [Batch(b.graph._replace(**{field: None}), b.labels) for b in batches]
     shapes = {tuple(np.shape(x) for x in jax.tree.leaves(b)) for b in batches}
     if len(shapes) > 1:
-        raise ValueError("batches of one data-parallel step must have the same padded shapes; "
-                         "pad every batch to the same n_nodes/n_edges/n_graphs")
+        raise ValueError(
+            "batches of one data-parallel step must have the same padded shapes; "
+            "pad every batch to the same n_nodes/n_edges/n_graphs"
+        )
     return jax.tree.map(lambda *xs: np.stack(xs), *batches)
 
 

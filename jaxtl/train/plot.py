@@ -36,8 +36,10 @@ def plot_learning_curve(log_path: str | Path, out_png: str | Path) -> Path | Non
     axes[0].set_ylabel("loss")
     axes[0].legend()
     for ax, key, unit in ((axes[1], "energy_rmse", "meV/atom"), (axes[2], "forces_rmse", "meV/A")):
-        for split, values in (("train (running)", [r.get("train_running", {}).get(key) for r in records]),
-                              ("valid", [r.get("valid", {}).get("all", {}).get(key) for r in records])):
+        for split, values in (
+            ("train (running)", [r.get("train_running", {}).get(key) for r in records]),
+            ("valid", [r.get("valid", {}).get("all", {}).get(key) for r in records]),
+        ):
             if any(v is not None for v in values):
                 ax.semilogy(epochs, [float("nan") if v is None else v for v in values], label=split)
         ax.set_ylabel(f"{key} ({unit})")

@@ -62,8 +62,9 @@ class WandbWriter:
             import wandb
         except ImportError as err:
             raise ImportError("WandbWriter needs wandb: pip install jaxtl[wandb]") from err
-        self._run = wandb.init(project=project, dir=None if run_dir is None else str(run_dir),
-                               config=dict(config or {}))
+        self._run = wandb.init(
+            project=project, dir=None if run_dir is None else str(run_dir), config=dict(config or {})
+        )
 
     def write(self, step: int, scalars: Mapping[str, float]) -> None:
         self._run.log(dict(scalars), step=step)
@@ -77,8 +78,11 @@ def running_errors(terms: Mapping[str, tuple[float, float]], loss: str) -> dict[
     epoch's steps; {} for losses that are not mean squares (huber, universal, l1l2)."""
     if loss not in _SQUARED_LOSSES:
         return {}
-    return {key: 1000.0 * math.sqrt(terms[name][0] / terms[name][1])
-            for name, key in _SQUARED_TERMS.items() if name in terms and terms[name][1] > 0}
+    return {
+        key: 1000.0 * math.sqrt(terms[name][0] / terms[name][1])
+        for name, key in _SQUARED_TERMS.items()
+        if name in terms and terms[name][1] > 0
+    }
 
 
 def scalars(record: Mapping) -> dict[str, float]:
@@ -93,8 +97,11 @@ def scalars(record: Mapping) -> dict[str, float]:
 
 
 def _errors(errors: Mapping[str, float]) -> str:
-    parts = [f"{label} {errors[key]:.2f}" for key, label in
-             (("energy_rmse", "E"), ("forces_rmse", "F"), ("stress_rmse", "S")) if key in errors]
+    parts = [
+        f"{label} {errors[key]:.2f}"
+        for key, label in (("energy_rmse", "E"), ("forces_rmse", "F"), ("stress_rmse", "S"))
+        if key in errors
+    ]
     return " ".join(parts)
 
 
@@ -113,10 +120,13 @@ def epoch_line(record: Mapping, n_epochs: int, elapsed_s: float, eta_s: float) -
     """One line for the screen and train.log."""
     train = _errors(record.get("train_running", {}))
     valid = _errors(record.get("valid", {}).get("all", {}))
-    return (f"epoch {record['epoch'] + 1}/{n_epochs} | lr {record['lr']:.2e} | train loss {record['train_loss']:.4g}"
-            + (f" {train}" if train else "")
-            + f" | valid loss {record['valid_loss']:.4g}" + (f" {valid}" if valid else "")
-            + f" | {record['time_s']:.1f}s, total {duration(elapsed_s)}, ETA {duration(eta_s)}")
+    return (
+        f"epoch {record['epoch'] + 1}/{n_epochs} | lr {record['lr']:.2e} | train loss {record['train_loss']:.4g}"
+        + (f" {train}" if train else "")
+        + f" | valid loss {record['valid_loss']:.4g}"
+        + (f" {valid}" if valid else "")
+        + f" | {record['time_s']:.1f}s, total {duration(elapsed_s)}, ETA {duration(eta_s)}"
+    )
 
 
 def eta(epoch_times: Sequence[float], remaining: int) -> float:
@@ -137,8 +147,14 @@ class RunMonitor:
     context manager).
     """
 
-    def __init__(self, out_dir: str | Path, n_epochs: int, writers: Iterable[ScalarWriter] = (),
-                 plot: bool = True, plot_every: int = PLOT_EVERY):
+    def __init__(
+        self,
+        out_dir: str | Path,
+        n_epochs: int,
+        writers: Iterable[ScalarWriter] = (),
+        plot: bool = True,
+        plot_every: int = PLOT_EVERY,
+    ):
         self.out = Path(out_dir)
         self.n_epochs = n_epochs
         self.writers = list(writers)
@@ -159,8 +175,11 @@ class RunMonitor:
         # decides what is printed), unless the caller set jaxtl's logger level themselves
         if jaxtl_log.level == logging.NOTSET and jaxtl_log.getEffectiveLevel() > logging.INFO:
             jaxtl_log.setLevel(logging.INFO)
-        log.info("run folder %s; errors as RMSE: E meV/atom, F meV/A, S meV/A^3 (train: running over the "
-                 "epoch's steps, config weights applied; valid: after the epoch)", self.out)
+        log.info(
+            "run folder %s; errors as RMSE: E meV/atom, F meV/A, S meV/A^3 (train: running over the "
+            "epoch's steps, config weights applied; valid: after the epoch)",
+            self.out,
+        )
         return self
 
     def epoch(self, record: dict) -> None:

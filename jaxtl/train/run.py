@@ -67,7 +67,8 @@ def scale_shift(configs: list[Configuration], atomic_numbers, e0s: np.ndarray, s
     index = {z: i for i, z in enumerate(atomic_numbers)}
     per_atom = [
         (c.energy - sum(e0s[index[int(z)]] for z in c.atomic_numbers)) / c.n_atoms
-        for c in configs if c.energy is not None
+        for c in configs
+        if c.energy is not None
     ]
     shift = float(np.mean(per_atom)) if per_atom else 0.0
     if scaling == "no_scaling":
@@ -123,8 +124,11 @@ def train_from_scratch(config: ScratchConfig, out_dir: str | Path, *, resume: bo
     check_elements(splits.train + splits.valid + splits.test, model["atomic_numbers"])
     r_max = float(model.get("r_max", MACEConfig.r_max))
 
-    heads = tuple(model.setdefault("heads", tuple(dict.fromkeys(
-        c.head for c in splits.train + splits.valid + splits.test)) or ("Default",)))
+    heads = tuple(
+        model.setdefault(
+            "heads", tuple(dict.fromkeys(c.head for c in splits.train + splits.valid + splits.test)) or ("Default",)
+        )
+    )
     train_set = GraphDataset(splits.train, r_max, heads=heads, cache_dir=data.cache_dir)
     valid_set = GraphDataset(splits.valid, r_max, heads=heads, cache_dir=data.cache_dir) if splits.valid else None
     test_set = GraphDataset(splits.test, r_max, heads=heads, cache_dir=data.cache_dir) if splits.test else None
@@ -140,8 +144,14 @@ def train_from_scratch(config: ScratchConfig, out_dir: str | Path, *, resume: bo
     model.setdefault("dtype", train_config.dtype)
     config = MACEConfig(**model)
     for h, head in enumerate(heads):
-        log.info("head %s: E0s %s (%s), scale %.4f, shift %.4f", head,
-                 {z: round(float(e), 4) for z, e in zip(atomic_numbers, e0[h])}, e0_sources[head], scale[h], shift[h])
+        log.info(
+            "head %s: E0s %s (%s), scale %.4f, shift %.4f",
+            head,
+            {z: round(float(e), 4) for z, e in zip(atomic_numbers, e0[h])},
+            e0_sources[head],
+            scale[h],
+            shift[h],
+        )
     log.info("avg_num_neighbors %.3f", config.avg_num_neighbors[0])
 
     variables = init_variables(config, seed=train_config.seed)
@@ -153,15 +163,34 @@ def train_from_scratch(config: ScratchConfig, out_dir: str | Path, *, resume: bo
 
     dtype = np.float64 if train_config.dtype == "float64" else np.float32
     train_batches = epoch_batches(train_set, data.batch_size, data.seed, shuffle=True, dtype=dtype)
-    valid_batches = epoch_batches(valid_set, data.valid_batch_size, data.seed, False, dtype=dtype)(0) if valid_set else []
-    test_batches = epoch_batches(test_set, data.valid_batch_size, data.seed, False, dtype=dtype)(0) if test_set else None
+    valid_batches = (
+        epoch_batches(valid_set, data.valid_batch_size, data.seed, False, dtype=dtype)(0) if valid_set else []
+    )
+    test_batches = (
+        epoch_batches(test_set, data.valid_batch_size, data.seed, False, dtype=dtype)(0) if test_set else None
+    )
     log.info("batch shapes per epoch: %s", train_batches.budgets.main)
 
     result = train(
-        make_predict(MACE(config, train_config.backend)), variables, train_batches, valid_batches, train_config, out_dir,
-        test_batches=test_batches, resume=resume, model_config=config.to_dict(),
+        make_predict(MACE(config, train_config.backend)),
+        variables,
+        train_batches,
+        valid_batches,
+        train_config,
+        out_dir,
+        test_batches=test_batches,
+        resume=resume,
+        model_config=config.to_dict(),
     )
-    save_model(out_dir / "model", config, jax.tree_util.tree_map(np.asarray, result.variables),
-               {"trained_on": data.train_file, "data": dataclasses.asdict(data) | {"keys": None},
-                "e0s": e0_sources, "metrics": result.metrics})
+    save_model(
+        out_dir / "model",
+        config,
+        jax.tree_util.tree_map(np.asarray, result.variables),
+        {
+            "trained_on": data.train_file,
+            "data": dataclasses.asdict(data) | {"keys": None},
+            "e0s": e0_sources,
+            "metrics": result.metrics,
+        },
+    )
     return result

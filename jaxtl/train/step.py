@@ -68,9 +68,16 @@ def _stacked(fn, stack):
     return jax.vmap(fn)(stack)
 
 
-def make_train_step(predict_fn: PredictFn, loss: str, huber_delta: float, compute_stress: bool,
-                    optimizer: optax.GradientTransformationExtraArgs, ema_decay: float | None,
-                    mesh: Mesh, counter: Counter | None = None):
+def make_train_step(
+    predict_fn: PredictFn,
+    loss: str,
+    huber_delta: float,
+    compute_stress: bool,
+    optimizer: optax.GradientTransformationExtraArgs,
+    ema_decay: float | None,
+    mesh: Mesh,
+    counter: Counter | None = None,
+):
     """The jitted optimiser step; `stats` = {"loss": scalar, "terms": {name: (sum, count)}}."""
     counter = Counter() if counter is None else counter
 
@@ -78,7 +85,8 @@ def make_train_step(predict_fn: PredictFn, loss: str, huber_delta: float, comput
         def local_loss(params):
             variables = {"params": params, "constants": constants}
             per_batch = _stacked(
-                lambda b: _batch_terms(predict_fn, variables, b, loss, huber_delta, compute_stress), batch)
+                lambda b: _batch_terms(predict_fn, variables, b, loss, huber_delta, compute_stress), batch
+            )
             terms = {k: (s.sum(), c.sum()) for k, (s, c) in per_batch.items()}
             # Counts over the whole step (all devices) do not depend on params.
             counts = {k: jax.lax.psum(c, DATA) for k, (_, c) in terms.items()}
@@ -95,8 +103,9 @@ def make_train_step(predict_fn: PredictFn, loss: str, huber_delta: float, comput
         new_state = TrainState(state.step + 1, params, opt_state, ema)
         return new_state, {"loss": total, "terms": terms}
 
-    sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P(DATA), P(), P()), out_specs=(P(), P()),
-                            check_vma=False)
+    sharded = jax.shard_map(
+        local, mesh=mesh, in_specs=(P(), P(), P(DATA), P(), P()), out_specs=(P(), P()), check_vma=False
+    )
 
     def step(state, constants, batch, lr, weights):
         counter["train"] += 1  # runs only while tracing
@@ -105,8 +114,14 @@ def make_train_step(predict_fn: PredictFn, loss: str, huber_delta: float, comput
     return _reporting_lost_peers(jax.jit(step), "a training step"), counter
 
 
-def make_eval_step(predict_fn: PredictFn, loss: str, huber_delta: float, compute_stress: bool,
-                   mesh: Mesh, counter: Counter | None = None):
+def make_eval_step(
+    predict_fn: PredictFn,
+    loss: str,
+    huber_delta: float,
+    compute_stress: bool,
+    mesh: Mesh,
+    counter: Counter | None = None,
+):
     """`eval(params, constants, batch) -> (terms, errors)`.
 
     terms: {name: (sum, count)} summed over the stacked batches; errors: the
@@ -120,16 +135,14 @@ def make_eval_step(predict_fn: PredictFn, loss: str, huber_delta: float, compute
 
         def one(b):
             pred = predict_fn(variables, b.graph, compute_stress)
-            return (loss_terms(pred, b.labels, b.graph, loss, huber_delta),
-                    graph_errors(pred, b.labels, b.graph))
+            return (loss_terms(pred, b.labels, b.graph, loss, huber_delta), graph_errors(pred, b.labels, b.graph))
 
         per_batch, errors = _stacked(one, batch)
         terms = {k: (s.sum(), c.sum()) for k, (s, c) in per_batch.items()}
         # every process needs every device's errors for its metrics
         return jax.lax.psum(terms, DATA), jax.lax.all_gather(errors, DATA, tiled=True)
 
-    sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P(DATA)), out_specs=(P(), P()),
-                            check_vma=False)
+    sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P(DATA)), out_specs=(P(), P()), check_vma=False)
 
     def evaluate(params, constants, batch):
         counter["eval"] += 1

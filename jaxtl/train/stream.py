@@ -135,8 +135,9 @@ def _kept(scan: LabelScan, indices: np.ndarray, max_force: float | None, where: 
         return indices
     keep = ~(scan.max_force[indices] > max_force)  # NaN (no forces) is kept
     if not keep.all():
-        log.warning("%s: dropped %d of %d structures with |F| > %g eV/A", where, int((~keep).sum()), len(indices),
-                    max_force)
+        log.warning(
+            "%s: dropped %d of %d structures with |F| > %g eV/A", where, int((~keep).sum()), len(indices), max_force
+        )
     return indices[keep]
 
 
@@ -145,8 +146,7 @@ def elements(scan: LabelScan, indices: np.ndarray) -> set[int]:
     return {int(z) for z in scan.elements[scan.counts[np.unique(scan.composition[indices])].sum(axis=0) > 0]}
 
 
-def split(data: PreparedData, scan: LabelScan, valid_scan: LabelScan | None = None
-          ) -> tuple[Subset, Subset | None]:
+def split(data: PreparedData, scan: LabelScan, valid_scan: LabelScan | None = None) -> tuple[Subset, Subset | None]:
     """(training subset, validation subset) in the order and with the rules of
     `jaxtl.train.data.read_splits`; `scan` is the training folder's, `valid_scan` the
     validation folder's (when `data.valid_dir` is given)."""
@@ -182,17 +182,23 @@ def isolated_e0s(scan: LabelScan) -> dict[int, float]:
     return out
 
 
-def label_statistics(scan: LabelScan, train_idx: np.ndarray, atomic_numbers: Sequence[int],
-                     e0s: E0Spec | None = None, needed: Sequence[int] | None = None
-                     ) -> tuple[np.ndarray, str, float, float]:
+def label_statistics(
+    scan: LabelScan,
+    train_idx: np.ndarray,
+    atomic_numbers: Sequence[int],
+    e0s: E0Spec | None = None,
+    needed: Sequence[int] | None = None,
+) -> tuple[np.ndarray, str, float, float]:
     """(E0s [n_elements], how they were found, scale, shift) of the training structures
     `train_idx`, as `train_from_scratch` finds them (`rms_forces_scaling`); `needed`:
     the elements that must get an E0 (default: those of `train_idx`)."""
     model_column = {int(z): j for j, z in enumerate(atomic_numbers)}
     missing = sorted(elements(scan, train_idx) - set(model_column))
     if missing:
-        raise DataError(f"the training structures hold elements {missing} that the model's atomic_numbers "
-                        f"{list(atomic_numbers)} lack")
+        raise DataError(
+            f"the training structures hold elements {missing} that the model's atomic_numbers "
+            f"{list(atomic_numbers)} lack"
+        )
     counts = np.zeros((len(scan.counts), len(atomic_numbers)))
     for k, z in enumerate(scan.elements):  # elements only of IsolatedAtom or filtered structures drop out
         if int(z) in model_column:
@@ -200,8 +206,9 @@ def label_statistics(scan: LabelScan, train_idx: np.ndarray, atomic_numbers: Seq
     labelled = train_idx[np.isfinite(scan.energy[train_idx])]
     rows, inverse = np.unique(scan.composition[labelled], return_inverse=True)
     multiplicity = np.bincount(inverse, minlength=len(rows)).astype(np.float64)
-    table = EnergyTable(counts[rows], np.bincount(inverse, scan.energy[labelled], len(rows)) / multiplicity,
-                        multiplicity)
+    table = EnergyTable(
+        counts[rows], np.bincount(inverse, scan.energy[labelled], len(rows)) / multiplicity, multiplicity
+    )
     isolated = isolated_e0s(scan)
     needed = sorted(elements(scan, train_idx)) if needed is None else needed
     e0, source = resolve_table_e0s(e0s, table, atomic_numbers, isolated, needed)
@@ -213,8 +220,13 @@ def label_statistics(scan: LabelScan, train_idx: np.ndarray, atomic_numbers: Seq
     return e0, source, scale or 1.0, shift
 
 
-def train_from_prepared(data: PreparedData, out_dir: str | Path, model: Mapping | None = None,
-                        train_config: TrainConfig | None = None, resume: bool = False) -> TrainResult:
+def train_from_prepared(
+    data: PreparedData,
+    out_dir: str | Path,
+    model: Mapping | None = None,
+    train_config: TrainConfig | None = None,
+    resume: bool = False,
+) -> TrainResult:
     """Train a new MACE on prepared folders, streaming. `model` holds MACEConfig fields
     (r_max is the prepared set's); each process reads only its own batches."""
     from jaxtl.model import MACE, MACEConfig, init_variables, make_predict
@@ -226,11 +238,15 @@ def train_from_prepared(data: PreparedData, out_dir: str | Path, model: Mapping 
     valid_scan = scan_labels(OnDiskDataset(data.valid_dir)) if data.valid_dir else scan
     train_set, valid_set = split(data, scan, valid_scan)
     if len(train_set.heads) > 1:
-        raise DataError(f"{data.train_dir}: heads {', '.join(train_set.heads)}; training from a prepared set "
-                        "takes one head: prepare each head's data apart or train from the files")
+        raise DataError(
+            f"{data.train_dir}: heads {', '.join(train_set.heads)}; training from a prepared set "
+            "takes one head: prepare each head's data apart or train from the files"
+        )
     if abs(float(model.get("r_max", train_set.r_max)) - train_set.r_max) > 1e-12:
-        raise ValueError(f"{data.train_dir} was prepared with r_max {train_set.r_max} A, the model asks for "
-                         f"{model['r_max']} A: prepare it again with --r-max {model['r_max']}")
+        raise ValueError(
+            f"{data.train_dir} was prepared with r_max {train_set.r_max} A, the model asks for "
+            f"{model['r_max']} A: prepare it again with --r-max {model['r_max']}"
+        )
     model["r_max"] = train_set.r_max
     zs = sorted(elements(scan, train_set.indices) | (elements(valid_scan, valid_set.indices) if valid_set else set()))
     model.setdefault("atomic_numbers", tuple(zs))
@@ -240,8 +256,15 @@ def train_from_prepared(data: PreparedData, out_dir: str | Path, model: Mapping 
     model.setdefault("avg_num_neighbors", (avg,) * n_layers)
     model.setdefault("dtype", cfg.dtype)
     config = MACEConfig(**model)
-    log.info("streaming %d training structures from %s; E0s (%s) %s, scale %.4f, shift %.4f", len(train_set),
-             data.train_dir, source, dict(zip(config.atomic_numbers, e0.round(4))), scale, shift)
+    log.info(
+        "streaming %d training structures from %s; E0s (%s) %s, scale %.4f, shift %.4f",
+        len(train_set),
+        data.train_dir,
+        source,
+        dict(zip(config.atomic_numbers, e0.round(4))),
+        scale,
+        shift,
+    )
 
     variables = init_variables(config, seed=cfg.seed)
     constants = dict(variables["constants"])
@@ -252,10 +275,25 @@ def train_from_prepared(data: PreparedData, out_dir: str | Path, model: Mapping 
 
     dtype = np.float64 if cfg.dtype == "float64" else np.float32
     train_batches = streamed_batches(train_set, data.batch_size, data.seed, shuffle=True, dtype=dtype)
-    valid_batches = (streamed_batches(valid_set, data.valid_batch_size, data.seed, shuffle=False, dtype=dtype)(0)
-                     if valid_set is not None else [])
-    result = train(make_predict(MACE(config, cfg.backend)), variables, train_batches, valid_batches, cfg, out_dir,
-                   resume=resume, model_config=config.to_dict())
-    save_model(Path(out_dir) / "model", config, jax.tree_util.tree_map(np.asarray, result.variables),
-               {"trained_on": data.train_dir, "data": dataclasses.asdict(data), "metrics": result.metrics})
+    valid_batches = (
+        streamed_batches(valid_set, data.valid_batch_size, data.seed, shuffle=False, dtype=dtype)(0)
+        if valid_set is not None
+        else []
+    )
+    result = train(
+        make_predict(MACE(config, cfg.backend)),
+        variables,
+        train_batches,
+        valid_batches,
+        cfg,
+        out_dir,
+        resume=resume,
+        model_config=config.to_dict(),
+    )
+    save_model(
+        Path(out_dir) / "model",
+        config,
+        jax.tree_util.tree_map(np.asarray, result.variables),
+        {"trained_on": data.train_dir, "data": dataclasses.asdict(data), "metrics": result.metrics},
+    )
     return result

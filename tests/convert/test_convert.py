@@ -24,8 +24,9 @@ def test_converter_script_writes_a_verified_model(tmp_path):
 
     out = tmp_path / "h2cu"
     script = os.path.join(os.path.dirname(__file__), "..", "..", "converters", "convert_mace.py")
-    proc = subprocess.run([sys.executable, script, H2CU, str(out), "--dtype", "float64"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, script, H2CU, str(out), "--dtype", "float64"], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     assert "parity float64" in proc.stdout
     meta = json.loads((out / "metadata.json").read_text())

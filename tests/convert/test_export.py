@@ -31,8 +31,15 @@ ROUND_OFF = 1e-10
 # ScaleShift + 2 heads (Residual/Residual); plain MACE + ZBL + Soft + chebyshev (Interaction/
 # Residual); the NonLinear block. The others build slowly (correlation 3 coupling tensors).
 FAST_ROUND_TRIP = ("multihead", "plain_l2_chebyshev_soft", "nonlinear")
-SLOW_ROUND_TRIP = ("l0_interaction_residual", "l1_residual_gaussian", "density_zbl_agnesi",
-                   "l3_corr1_three_layers", "corr4_small", "single_layer_no_cutoff", "nonlinear_edge_agnostic")
+SLOW_ROUND_TRIP = (
+    "l0_interaction_residual",
+    "l1_residual_gaussian",
+    "density_zbl_agnesi",
+    "l3_corr1_three_layers",
+    "corr4_small",
+    "single_layer_no_cutoff",
+    "nonlinear_edge_agnostic",
+)
 
 
 def _read(torch_model):
@@ -122,8 +129,9 @@ def finetuned(tmp_path_factory):
     original = load_torch_model(h2cu)
     config, variables = _read(original)
     rng = np.random.default_rng(3)
-    params = jax.tree_util.tree_map(lambda w: w * (1 + 0.05 * rng.standard_normal(w.shape)).astype(w.dtype),
-                                    variables["params"])
+    params = jax.tree_util.tree_map(
+        lambda w: w * (1 + 0.05 * rng.standard_normal(w.shape)).astype(w.dtype), variables["params"]
+    )
     consts = dict(variables["constants"])
     consts["atomic_energies"] = consts["atomic_energies"] + np.array([[0.31, -0.17]], np.float32)
     consts["scale"] = consts["scale"] * np.float32(1.1)
@@ -146,8 +154,9 @@ def test_finetuned_model_is_what_jaxtl_predicts(finetuned):
     assert _worst(errors) < ROUND_OFF, errors
     before = evaluate_torch(finetuned["original"], atoms)
     assert np.max(np.abs(ref["energy"] - before["energy"])) > 1e-2  # the fine-tune is in the file
-    assert np.allclose(written.atomic_energies_fn.atomic_energies.numpy(),
-                       np.asarray(variables["constants"]["atomic_energies"])[0])
+    assert np.allclose(
+        written.atomic_energies_fn.atomic_energies.numpy(), np.asarray(variables["constants"]["atomic_energies"])[0]
+    )
 
 
 def test_mace_ase_calculator_runs_the_file(finetuned):
@@ -178,9 +187,18 @@ def native(tmp_path_factory):
     from jaxtl.model.config import MACEConfig
     from jaxtl.model.mace import init_variables
 
-    config = MACEConfig(atomic_numbers=(1, 8), r_max=4.0, num_bessel=4, hidden_irreps="4x0e+4x1o", max_ell=2,
-                        correlation=(3, 2), radial_MLP=(8,), MLP_irreps="4x0e", avg_num_neighbors=(3.5, 4.5),
-                        dtype="float64")
+    config = MACEConfig(
+        atomic_numbers=(1, 8),
+        r_max=4.0,
+        num_bessel=4,
+        hidden_irreps="4x0e+4x1o",
+        max_ell=2,
+        correlation=(3, 2),
+        radial_MLP=(8,),
+        MLP_irreps="4x0e",
+        avg_num_neighbors=(3.5, 4.5),
+        dtype="float64",
+    )
     variables = init_variables(config, seed=1)
     variables["constants"]["atomic_energies"] = np.array([[-13.6, -430.2]])
     variables["constants"]["scale"] = np.array([0.7])
@@ -206,10 +224,13 @@ def test_cli_export(native, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["back.model"]
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(num_polynomial_cutoff=5.5), "num_polynomial_cutoff"),
-    (dict(gate_cst=1.5), "gate_cst"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(num_polynomial_cutoff=5.5), "num_polynomial_cutoff"),
+        (dict(gate_cst=1.5), "gate_cst"),
+    ],
+)
 def test_inexpressible_config_is_refused(native, tmp_path, change, message):
     config, variables, _ = native
     bad = config.replace(**change)
@@ -223,8 +244,10 @@ def test_inexpressible_config_is_refused(native, tmp_path, change, message):
 
 def test_variables_without_a_place_are_refused(native):
     config, variables, _ = native
-    extra = {"params": dict(variables["params"], lora_adapter={"A": np.zeros((4, 2))}),
-             "constants": variables["constants"]}
+    extra = {
+        "params": dict(variables["params"], lora_adapter={"A": np.zeros((4, 2))}),
+        "constants": variables["constants"],
+    }
     with pytest.raises(ExportError, match="lora_adapter"):
         to_torch_module(config, extra)
 

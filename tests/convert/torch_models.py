@@ -162,9 +162,7 @@ def _build(
     )
     with _seeded(seed):
         if scale_shift:
-            model = modules.ScaleShiftMACE(
-                atomic_inter_scale=scale, atomic_inter_shift=shift, **kwargs
-            )
+            model = modules.ScaleShiftMACE(atomic_inter_scale=scale, atomic_inter_shift=shift, **kwargs)
         else:
             model = modules.MACE(**kwargs)
     model = model.double().eval()
@@ -175,8 +173,10 @@ def _build(
 
 def l0_interaction_residual(seed: int = 0):
     m = _build(seed=seed, hidden_irreps="8x0e", max_ell=3, num_bessel=8, correlation=3)
-    return m, ("ScaleShiftMACE Interaction/Residual, 8x0e, max_ell 3, bessel 8, corr 3, "
-               "no transform, MLP 16x0e (shape of the real model files)")
+    return m, (
+        "ScaleShiftMACE Interaction/Residual, 8x0e, max_ell 3, bessel 8, corr 3, "
+        "no transform, MLP 16x0e (shape of the real model files)"
+    )
 
 
 def l1_residual_gaussian(seed: int = 0):
@@ -195,8 +195,7 @@ def l1_residual_gaussian(seed: int = 0):
         scale=0.8,
         shift=0.25,
     )
-    return m, ("ScaleShiftMACE Residual/Residual, 8x0e+8x1o, max_ell 2, gaussian 7, p=6, "
-               "Agnesi, corr 2, MLP 8x0e")
+    return m, ("ScaleShiftMACE Residual/Residual, 8x0e+8x1o, max_ell 2, gaussian 7, p=6, Agnesi, corr 2, MLP 8x0e")
 
 
 def plain_l2_chebyshev_soft(seed: int = 0):
@@ -221,13 +220,14 @@ def plain_l2_chebyshev_soft(seed: int = 0):
     with torch.no_grad():
         for inter in m.interactions:
             w = inter.conv_tp_weights.layer0.weight  # (num_basis, hidden), used as x @ W
-            t_n = torch.stack([torch.special.chebyshev_polynomial_t(r, n)
-                               for n in range(1, w.shape[0] + 1)])
+            t_n = torch.stack([torch.special.chebyshev_polynomial_t(r, n) for n in range(1, w.shape[0] + 1)])
             w.div_(t_n.abs().unsqueeze(1))
-    return m, ("plain MACE Interaction/Residual, 8x0e+8x1o+8x2e, max_ell 2, chebyshev 4, "
-               "r_max 4.5, Soft transform, ZBL, corr 2. NB: torch.special.chebyshev_"
-               "polynomial_t has no autograd, so mace-torch forces/stress treat the basis "
-               "as constant and are NOT the gradient of the energy")
+    return m, (
+        "plain MACE Interaction/Residual, 8x0e+8x1o+8x2e, max_ell 2, chebyshev 4, "
+        "r_max 4.5, Soft transform, ZBL, corr 2. NB: torch.special.chebyshev_"
+        "polynomial_t has no autograd, so mace-torch forces/stress treat the basis "
+        "as constant and are NOT the gradient of the energy"
+    )
 
 
 def density_zbl_agnesi(seed: int = 0):
@@ -245,8 +245,10 @@ def density_zbl_agnesi(seed: int = 0):
         scale=1.7,
         shift=-0.9,
     )
-    return m, ("ScaleShiftMACE Density/DensityResidual, 8x0e+8x1o, max_ell 3, ZBL + Agnesi, "
-               "corr 3, radial MLP [16,16,16] (small MP-0b3)")
+    return m, (
+        "ScaleShiftMACE Density/DensityResidual, 8x0e+8x1o, max_ell 3, ZBL + Agnesi, "
+        "corr 3, radial MLP [16,16,16] (small MP-0b3)"
+    )
 
 
 def l3_corr1_three_layers(seed: int = 0):
@@ -260,8 +262,9 @@ def l3_corr1_three_layers(seed: int = 0):
         MLP_irreps="32x0e",
         avg_num_neighbors=11.0,
     )
-    return m, ("ScaleShiftMACE Residual x3, 4x0e+4x1o+4x2e+4x3o (max_L 3), max_ell 3, corr 1, "
-               "3 interactions, MLP 32x0e")
+    return m, (
+        "ScaleShiftMACE Residual x3, 4x0e+4x1o+4x2e+4x3o (max_L 3), max_ell 3, corr 1, 3 interactions, MLP 32x0e"
+    )
 
 
 def corr4_small(seed: int = 0):
@@ -288,8 +291,9 @@ def single_layer_no_cutoff(seed: int = 0):
         correlation=2,
         apply_cutoff=False,
     )
-    return m, ("plain MACE, 1 interaction (Density; only a linear readout; hidden reduced to "
-               "8x0e), apply_cutoff False, corr 2")
+    return m, (
+        "plain MACE, 1 interaction (Density; only a linear readout; hidden reduced to 8x0e), apply_cutoff False, corr 2"
+    )
 
 
 def multihead(seed: int = 0):
@@ -304,8 +308,9 @@ def multihead(seed: int = 0):
         scale=[1.3, 0.7],
         shift=[-0.4, 0.6],
     )
-    return m, ("ScaleShiftMACE 2 heads (pt_head, Default), per-head E0s/scale/shift, "
-               "8x0e+8x1o, corr 2, MLP 8x0e per head")
+    return m, (
+        "ScaleShiftMACE 2 heads (pt_head, Default), per-head E0s/scale/shift, 8x0e+8x1o, corr 2, MLP 8x0e per head"
+    )
 
 
 def nonlinear(seed: int = 0):
@@ -319,8 +324,10 @@ def nonlinear(seed: int = 0):
         apply_cutoff=False,
         radial_MLP=[16, 16],
     )
-    return m, ("ScaleShiftMACE NonLinear/NonLinear, 8x0e+8x1o, max_ell 2, corr 2, "
-               "apply_cutoff False (smooth), alpha/beta/LayerNorm perturbed")
+    return m, (
+        "ScaleShiftMACE NonLinear/NonLinear, 8x0e+8x1o, max_ell 2, corr 2, "
+        "apply_cutoff False (smooth), alpha/beta/LayerNorm perturbed"
+    )
 
 
 def nonlinear_edge_agnostic(seed: int = 0):
@@ -337,8 +344,10 @@ def nonlinear_edge_agnostic(seed: int = 0):
         pair_repulsion=True,
         radial_MLP=[16, 16],
     )
-    return m, ("ScaleShiftMACE NonLinear/NonLinear with edge_irreps 4x0e+4x1o (first layer "
-               "4x0e), use_agnostic_product, corr 3, ZBL, apply_cutoff True")
+    return m, (
+        "ScaleShiftMACE NonLinear/NonLinear with edge_irreps 4x0e+4x1o (first layer "
+        "4x0e), use_agnostic_product, corr 3, ZBL, apply_cutoff True"
+    )
 
 
 def _mp0(seed: int, hidden: str):
@@ -362,13 +371,15 @@ def _mp0(seed: int, hidden: str):
 def mp0_medium(seed: int = 0):
     return _mp0(seed, "128x0e+128x1o"), (
         "MACE-MP-0 medium shape: 89 el., 128x0e+128x1o, max_ell 3, corr 3, r_max 6, "
-        "10 bessel, radial MLP [64,64,64], Residual/Residual")
+        "10 bessel, radial MLP [64,64,64], Residual/Residual"
+    )
 
 
 def mp0_small(seed: int = 0):
     return _mp0(seed, "128x0e"), (
         "MACE-MP-0 small shape: 89 el., 128x0e, max_ell 3, corr 3, r_max 6, 10 bessel, "
-        "radial MLP [64,64,64], Residual/Residual")
+        "radial MLP [64,64,64], Residual/Residual"
+    )
 
 
 REGISTRY: dict[str, Factory] = {

@@ -12,5 +12,14 @@ from helpers import random_jaxtl_model  # noqa: E402
 @pytest.fixture(scope="module")
 def teacher():
     """A tiny random float64 H/Cu MACE standing in for a real teacher."""
-    return random_jaxtl_model(seed=3, atomic_numbers=(1, 29), r_max=4.0, hidden_irreps="4x0e+4x1o", max_ell=1,
-                              correlation=(2,), num_interactions=1, avg_num_neighbors=(12.0,), radial_MLP=(8,))
+    return random_jaxtl_model(
+        seed=3,
+        atomic_numbers=(1, 29),
+        r_max=4.0,
+        hidden_irreps="4x0e+4x1o",
+        max_ell=1,
+        correlation=(2,),
+        num_interactions=1,
+        avg_num_neighbors=(12.0,),
+        radial_MLP=(8,),
+    )

@@ -28,8 +28,16 @@ def ace_run(teacher, tmp_path_factory):
     from jaxtl.distill import ACEStudentConfig
 
     out = tmp_path_factory.mktemp("ace")
-    report = distill(teacher, out, structures=[h_on_cu(i, rattle=0.05) for i in range(12)], student=ACEStudentConfig(**TINY_ACE),
-                     test_fraction=0.25, speed_structures=2, speed_repeats=2, progress=False)
+    report = distill(
+        teacher,
+        out,
+        structures=[h_on_cu(i, rattle=0.05) for i in range(12)],
+        student=ACEStudentConfig(**TINY_ACE),
+        test_fraction=0.25,
+        speed_structures=2,
+        speed_repeats=2,
+        progress=False,
+    )
     return out, report
 
 
@@ -71,8 +79,9 @@ def test_load_calculator_gives_the_fitted_model(ace_run):
         np.testing.assert_allclose(a.get_forces(), b.get_forces(), atol=1e-10)
     from jaxtl.distill.students import calculator_errors
 
-    np.testing.assert_allclose(calculator_errors(calc, test)["forces_rmse"],
-                               report["student_vs_teacher"]["forces_rmse"], rtol=1e-6)  # test.xyz keeps 8 decimals
+    np.testing.assert_allclose(
+        calculator_errors(calc, test)["forces_rmse"], report["student_vs_teacher"]["forces_rmse"], rtol=1e-6
+    )  # test.xyz keeps 8 decimals
     # the student is fitted, not the zero readout of a bare basis
     a = test[0].copy()
     a.calc = calc
@@ -126,9 +135,12 @@ def test_no_test_frame_comes_from_a_training_trajectory(teacher):
     """The plan's test frames come from other MD runs (other seeds, temperatures, a start
     held out entirely), never from a trajectory that training uses."""
     starts = [h_on_cu(i, rattle=0.05) for i in range(3)]
-    plan = SamplingPlan(train=SamplingConfig(md_steps=10, temperature=300, keep_every=5, n_rattled=1,
-                                             check_every=10),
-                        test_temperatures=(500,), test_md_steps=10, held_out_starts=(2,))
+    plan = SamplingPlan(
+        train=SamplingConfig(md_steps=10, temperature=300, keep_every=5, n_rattled=1, check_every=10),
+        test_temperatures=(500,),
+        test_md_steps=10,
+        held_out_starts=(2,),
+    )
     structures, record = sample_plan(teacher, starts, plan, progress=False)
     train, tests, _ = split_labelled(structures)
     train_runs = {a.info["trajectory"] for a in train}
@@ -144,8 +156,11 @@ def test_no_test_frame_comes_from_a_training_trajectory(teacher):
         for a in frames:
             assert np.abs(train_pos - a.positions).reshape(len(train), -1).max(axis=1).min() > 1e-6
     assert not any(a.info.get("rattled") for frames in tests.values() for a in frames)
-    assert record["counts"] == {TRAIN: len(train), TEST_INDEPENDENT: len(tests[TEST_INDEPENDENT]),
-                                TEST_HELD_OUT_START: len(tests[TEST_HELD_OUT_START])}
+    assert record["counts"] == {
+        TRAIN: len(train),
+        TEST_INDEPENDENT: len(tests[TEST_INDEPENDENT]),
+        TEST_HELD_OUT_START: len(tests[TEST_HELD_OUT_START]),
+    }
     assert record["plan"]["held_out_starts"] == [2] and record["starts"][2]["n_atoms"] == 9
     # untagged frames of one trajectory are refused as a test set
     for a in structures:
@@ -186,8 +201,27 @@ def test_cli_ace_options_and_r0(capsys):
 
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())
-    args = parser.parse_args(["distill", "--teacher", "t", "--out", "o", "--student", "ace", "--ace-order", "2",
-                              "--ace-degree", "7", "--ace-r-max", "4.5", "--ace-r0", "Cu=2.5", "--ace-solver", "qr"])
+    args = parser.parse_args(
+        [
+            "distill",
+            "--teacher",
+            "t",
+            "--out",
+            "o",
+            "--student",
+            "ace",
+            "--ace-order",
+            "2",
+            "--ace-degree",
+            "7",
+            "--ace-r-max",
+            "4.5",
+            "--ace-r0",
+            "Cu=2.5",
+            "--ace-solver",
+            "qr",
+        ]
+    )
     config = ace_config(args)
     assert config == ACEStudentConfig(order=2, degree=7, r_max=4.5, r0=((29, 2.5),), solver="qr")
     pytest.importorskip("ace_jax")

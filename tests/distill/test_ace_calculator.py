@@ -31,9 +31,15 @@ def model_file(tmp_path_factory):
     basis = build_model([1, 29], 3, 6, rcut=4.0, r0=ACEStudentConfig().r0_table([1, 29]), seed=0)
     rng = np.random.default_rng(0)
     m = basis.model
-    m = eqx.tree_at(lambda m: (m.WB, m.Wpair, m.E0), m,
-                    (jnp.asarray(rng.normal(scale=0.05, size=m.WB.shape)),
-                     jnp.asarray(rng.normal(scale=0.05, size=m.Wpair.shape)), jnp.asarray([-1.1, -3.0])))
+    m = eqx.tree_at(
+        lambda m: (m.WB, m.Wpair, m.E0),
+        m,
+        (
+            jnp.asarray(rng.normal(scale=0.05, size=m.WB.shape)),
+            jnp.asarray(rng.normal(scale=0.05, size=m.Wpair.shape)),
+            jnp.asarray([-1.1, -3.0]),
+        ),
+    )
     path = tmp_path_factory.mktemp("ace_calc") / "model.npz"
     save_npz(path, basis._replace(model=m))
     return path

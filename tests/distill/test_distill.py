@@ -21,6 +21,7 @@ from jaxtl.model_io import save_model  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared"
 
+
 def test_labels_match_the_teacher_and_file_is_reusable(teacher, tmp_path):
     structures = [h_on_cu(i) for i in range(5)]
     structures[1].info["REF_energy"] = -1.25  # a "DFT" label the input carried
@@ -30,7 +31,9 @@ def test_labels_match_the_teacher_and_file_is_reusable(teacher, tmp_path):
     direct = teacher.predict(batch_atoms(structures[:1], teacher.config.r_max).graph, compute_stress=True)
     configs = read_configurations(tmp_path / "lab.xyz")
     np.testing.assert_allclose(configs[0].energy, float(direct["energy"][0]), rtol=1e-10)
-    np.testing.assert_allclose(configs[0].forces, np.asarray(direct["forces"])[:9], atol=1e-7)  # extxyz keeps 8 decimals
+    np.testing.assert_allclose(
+        configs[0].forces, np.asarray(direct["forces"])[:9], atol=1e-7
+    )  # extxyz keeps 8 decimals
     np.testing.assert_allclose(configs[0].stress, np.asarray(direct["stress"])[0], atol=1e-7)
     assert labelled[1].info["DFT_energy"] == -1.25 and "DFT_energy" not in labelled[0].info
     assert "REF_energy" not in structures[0].info  # inputs untouched
@@ -53,14 +56,12 @@ def test_labelling_failure_names_the_structure_and_keeps_the_rest(teacher, tmp_p
 
 def test_sampling_keeps_every_kth_frame_and_rattles(teacher):
     starts = [h_on_cu(0), h_on_cu(1)]
-    config = SamplingConfig(md_steps=10, temperature=300, keep_every=5, n_rattled=1, rattle_std=0.05,
-                            check_every=10)
+    config = SamplingConfig(md_steps=10, temperature=300, keep_every=5, n_rattled=1, rattle_std=0.05, check_every=10)
     structures, report = sample_structures(teacher, starts, config, progress=True)
     assert len(structures) == 2 * 3 * 2 and report["md_steps"] == 20 and not report["md_errors"]
     assert all(a.calc is None for a in structures)
     assert sum(bool(a.info.get("rattled")) for a in structures) == 6
     assert not np.allclose(structures[0].positions, structures[2].positions)
-
 
 
 def test_sampling_keeps_frames_of_an_exploding_run_and_goes_on(teacher, caplog):
@@ -82,6 +83,7 @@ def test_sampling_keeps_frames_of_an_exploding_run_and_goes_on(teacher, caplog):
     assert 1 < len(from_bad) < 31 and all(np.isfinite(a.positions).all() for a in from_bad)
     assert sum(a.info["sample_start"] == 1 for a in structures) == 31
 
+
 def test_distill_cli_end_to_end(teacher, tmp_path):
     """`jaxtl distill` (a thin call into `distill`): MD sampling, labels, student, report."""
     from jaxtl.cli import main
@@ -93,16 +95,51 @@ def test_distill_cli_end_to_end(teacher, tmp_path):
     ase.io.write(tmp_path / "starts.xyz", starts)
     teacher_dir = tmp_path / "teacher"
     save_model(teacher_dir, teacher.config, teacher.variables)
-    rc = main(["distill", "--teacher", str(teacher_dir), "--structures", str(tmp_path / "starts.xyz"),
-               "--md-steps", "10", "--keep-every", "5", "--check-every", "10", "--temperature", "300",
-               "--student-hidden-irreps", "4x0e", "--student-radial-mlp", "8", "--student-correlation", "1",
-               "--student-mlp-irreps", "4x0e", "--student-num-bessel", "4", "--epochs", "1", "--test-fraction", "0.25",
-               "--quiet", "--dft-test", str(tmp_path / "starts.xyz"), "--out", str(tmp_path / "cli")])
+    rc = main(
+        [
+            "distill",
+            "--teacher",
+            str(teacher_dir),
+            "--structures",
+            str(tmp_path / "starts.xyz"),
+            "--md-steps",
+            "10",
+            "--keep-every",
+            "5",
+            "--check-every",
+            "10",
+            "--temperature",
+            "300",
+            "--student-hidden-irreps",
+            "4x0e",
+            "--student-radial-mlp",
+            "8",
+            "--student-correlation",
+            "1",
+            "--student-mlp-irreps",
+            "4x0e",
+            "--student-num-bessel",
+            "4",
+            "--epochs",
+            "1",
+            "--test-fraction",
+            "0.25",
+            "--quiet",
+            "--dft-test",
+            str(tmp_path / "starts.xyz"),
+            "--out",
+            str(tmp_path / "cli"),
+        ]
+    )
     assert rc == 0
     report = json.loads((tmp_path / "cli" / "report.json").read_text())
     # training runs: 3 starts x 3 kept frames; independent test runs (other seeds): 3 x 2 (no frame 0)
-    assert report["n_structures"] == {"labelled": 15, "train_and_valid": 9, "test": 6,
-                                      "test_sets": {"test_independent_runs": 6}}
+    assert report["n_structures"] == {
+        "labelled": 15,
+        "train_and_valid": 9,
+        "test": 6,
+        "test_sets": {"test_independent_runs": 6},
+    }
     assert report["sampling"]["md_steps"] == 60 and report["labelling"]["structures_per_s"] > 0
     assert json.loads((tmp_path / "cli" / "sampling.json").read_text())["counts"]["train"] == 9
     assert report["student_config"]["hidden_irreps"] == "4x0e" and report["student_config"]["num_interactions"] == 1

@@ -16,9 +16,12 @@ from ase.constraints import FixAtoms
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks"))
 import student_stability as stab  # noqa: E402
 
-FAST = stab.StabilityConfig(time_ps=0.05, save_every=5, seed=1,
-                            criteria=stab.Criteria(equilibration_fs=10.0, mean_temperature_tolerance=10.0,
-                                                   max_temperature_factor=100.0))
+FAST = stab.StabilityConfig(
+    time_ps=0.05,
+    save_every=5,
+    seed=1,
+    criteria=stab.Criteria(equilibration_fs=10.0, mean_temperature_tolerance=10.0, max_temperature_factor=100.0),
+)
 
 
 def h2_on_cu(bond: float = 0.74, height: float = 1.8) -> Atoms:
@@ -96,8 +99,9 @@ def test_analyse_flags_each_criterion():
     wrapped = start.positions.copy()
     wrapped[5] += start.cell[0]  # the same site in the next cell: no displacement
     assert not stab.analyse([frame(wrapped)], start, t, time_fs, FAST, None)["exploded"]
-    hot = stab.analyse([frame(start.positions)], start, np.array([600.0, 5000.0]), time_fs, stab.StabilityConfig(),
-                       None)
+    hot = stab.analyse(
+        [frame(start.positions)], start, np.array([600.0, 5000.0]), time_fs, stab.StabilityConfig(), None
+    )
     assert any("temperature" in r for r in hot["reasons"])
 
 

@@ -38,9 +38,19 @@ def tiny_model(pair_repulsion=False, atomic_numbers=(1, 29), hidden="4x0e+4x1o")
     from jaxtl.convert.verify import jaxtl_batch
     from jaxtl.model import MACE, MACEConfig
 
-    config = MACEConfig(atomic_numbers=atomic_numbers, r_max=3.0, num_bessel=4, max_ell=2, hidden_irreps=hidden,
-                        MLP_irreps="4x0e", correlation=2, radial_MLP=(8, 8), avg_num_neighbors=8.0,
-                        pair_repulsion=pair_repulsion, dtype="float64")
+    config = MACEConfig(
+        atomic_numbers=atomic_numbers,
+        r_max=3.0,
+        num_bessel=4,
+        max_ell=2,
+        hidden_irreps=hidden,
+        MLP_irreps="4x0e",
+        correlation=2,
+        radial_MLP=(8, 8),
+        avg_num_neighbors=8.0,
+        pair_repulsion=pair_repulsion,
+        dtype="float64",
+    )
     batch = jaxtl_batch([bulk("Cu", "fcc", a=3.6)], config.r_max)
     shapes = jax.eval_shape(MACE(config).init, jax.random.PRNGKey(0), batch.graph)["params"]
     rng = np.random.default_rng(0)
@@ -89,5 +99,10 @@ def ft_config(foundation, train_file, strategy=None, train=None, e0s=None, **dat
     data.setdefault("batch_size", 5)
     data.setdefault("valid_batch_size", data["batch_size"])
     data.setdefault("seed", train.seed)
-    return FinetuneConfig(FoundationConfig(str(foundation)), DataConfig(train_file=str(train_file), **data),
-                          strategy or StrategyConfig(), train, e0s)
+    return FinetuneConfig(
+        FoundationConfig(str(foundation)),
+        DataConfig(train_file=str(train_file), **data),
+        strategy or StrategyConfig(),
+        train,
+        e0s,
+    )

@@ -12,9 +12,16 @@ TRUE = np.array([-13.6, -1029.5, -2041.3])
 
 def config(numbers, energy, index=0, source="data.xyz"):
     n = len(numbers)
-    return Configuration(atomic_numbers=np.array(numbers), positions=np.arange(3 * n, dtype=float).reshape(n, 3),
-                         cell=np.zeros((3, 3)), pbc=(False, False, False), energy=energy, energy_weight=1.0,
-                         source=source, index=index)
+    return Configuration(
+        atomic_numbers=np.array(numbers),
+        positions=np.arange(3 * n, dtype=float).reshape(n, 3),
+        cell=np.zeros((3, 3)),
+        pbc=(False, False, False),
+        energy=energy,
+        energy_weight=1.0,
+        source=source,
+        index=index,
+    )
 
 
 def synthetic(n=30, seed=0, noise=1e-3):

@@ -23,8 +23,14 @@ def test_finetune_f5_writes_a_loadable_model(h2cu_dir, h2cu, data, tmp_path):
 
     _, foundation = h2cu
     cfg = TrainConfig(dtype="float64", progress_bar=False, plot=False)
-    config = ft_config(h2cu_dir, data / "train.xyz", StrategyConfig(freeze=5), cfg.replace(max_num_epochs=2),
-                       batch_size=4, valid_file=data / "valid.xyz")
+    config = ft_config(
+        h2cu_dir,
+        data / "train.xyz",
+        StrategyConfig(freeze=5),
+        cfg.replace(max_num_epochs=2),
+        batch_size=4,
+        valid_file=data / "valid.xyz",
+    )
     result = finetune(config, tmp_path, **QUIET)
     assert result.frozen_unchanged and result.report.n_trainable == 1120
     model = jaxtl.load_model(result.model_dir)
@@ -42,12 +48,17 @@ def test_finetune_f5_writes_a_loadable_model(h2cu_dir, h2cu, data, tmp_path):
 
 
 def test_dry_run_and_unknown_element(h2cu_dir, data, tmp_path):
-    result = finetune(ft_config(h2cu_dir, data / "train.xyz", StrategyConfig(freeze=6), e0s="foundation"),
-                      tmp_path / "dry", dry_run=True, **QUIET)
+    result = finetune(
+        ft_config(h2cu_dir, data / "train.xyz", StrategyConfig(freeze=6), e0s="foundation"),
+        tmp_path / "dry",
+        dry_run=True,
+        **QUIET,
+    )
     assert result.model_dir is None and result.report.n_trainable == 288
     assert not (tmp_path / "dry" / "model").exists()
     alien = labelled_structures(2, seed=2, symbols=("Cu", "Ni"))
     ase.io.write(tmp_path / "ni.xyz", alien)
     with pytest.raises(DataError, match=r"ni.xyz, frame 0: element Ni"):
-        finetune(ft_config(h2cu_dir, tmp_path / "ni.xyz", StrategyConfig(freeze=6)), tmp_path / "ni", dry_run=True,
-                 **QUIET)
+        finetune(
+            ft_config(h2cu_dir, tmp_path / "ni.xyz", StrategyConfig(freeze=6)), tmp_path / "ni", dry_run=True, **QUIET
+        )

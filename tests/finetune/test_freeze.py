@@ -61,8 +61,12 @@ def test_paper_counting_without_zbl_equals_mace_from_5(h2cu):
     groups = lambda labels: {p.split("/")[0].rstrip("0123456789") for p in frozen_paths(params, labels)}
     assert groups(freeze_labels(params, -2, "paper", config)) == {"readouts_"}
     assert groups(freeze_labels(params, -3, "paper", config)) == {"readouts_", "products_"}
-    assert groups(freeze_labels(params, -8, "paper", config)) == {"readouts_", "products_", "interactions_",
-                                                                   "node_embedding"}
+    assert groups(freeze_labels(params, -8, "paper", config)) == {
+        "readouts_",
+        "products_",
+        "interactions_",
+        "node_embedding",
+    }
 
 
 def test_paper_counting_with_zbl_is_shifted_by_one():
@@ -99,13 +103,16 @@ def test_layer_group_and_pattern_labels(h2cu):
     glob = pattern_labels(params, freeze=["interactions_*/conv_tp_weights"])
     regex = pattern_labels(params, freeze=[r"^interactions_\d+/conv_tp_weights/"], syntax="regex")
     assert glob == regex
-    assert frozen_paths(params, glob) == {f"interactions_{t}/conv_tp_weights/layer_{k}" for t in (0, 1)
-                                          for k in range(4)}
+    assert frozen_paths(params, glob) == {
+        f"interactions_{t}/conv_tp_weights/layer_{k}" for t in (0, 1) for k in range(4)
+    }
     # train-only patterns freeze everything else; train wins over freeze.
     assert pattern_labels(params, train=["readouts_*"]) == freeze_labels(params, 6)
     both = pattern_labels(params, freeze=["*"], train=["readouts_1"])
     assert {p for p, _, _, label in describe(params, both).leaves if label == TRAINABLE} == {
-        "readouts_1/linear_1/0e", "readouts_1/linear_2/0e"}
+        "readouts_1/linear_1/0e",
+        "readouts_1/linear_2/0e",
+    }
     with pytest.raises(ValueError, match="matches no parameter"):
         pattern_labels(params, freeze=["interaction_1/*"])
 
@@ -113,15 +120,15 @@ def test_layer_group_and_pattern_labels(h2cu):
 def test_soft_labels_and_scaling(h2cu):
     _, variables = h2cu
     params = variables["params"]
-    labels = soft_labels(params, {"interactions_lr_factor": 0.1, "embedding_lr_factor": 0.0},
-                         base=freeze_labels(params, 0))
+    labels = soft_labels(
+        params, {"interactions_lr_factor": 0.1, "embedding_lr_factor": 0.0}, base=freeze_labels(params, 0)
+    )
     flat = dict(zip([p for p, *_ in describe(params, labels).leaves], jax.tree.leaves(labels)))
     assert flat["node_embedding/embeddings"] == FROZEN
     assert flat["interactions_1/linear/0e"] == soft(0.1)
     assert flat["products_0/linear/0e"] == TRAINABLE
     # Frozen stays frozen under any factor.
-    assert soft_labels(params, {"readouts_lr_factor": 2.0}, base=freeze_labels(params, 7)) == \
-        freeze_labels(params, 7)
+    assert soft_labels(params, {"readouts_lr_factor": 2.0}, base=freeze_labels(params, 7)) == freeze_labels(params, 7)
 
     grads = jax.tree.map(lambda x: np.ones_like(x), params)
     opt = optax.multi_transform(label_transforms(labels, optax.sgd(0.5)), labels)
@@ -158,6 +165,9 @@ def test_state_memory_saved(h2cu):
 
 def test_labels_have_the_params_structure():
     _, params = tiny_model()
-    for labels in (freeze_labels(params, 5), pattern_labels(params, freeze=["products_*"]),
-                   soft_labels(params, {"readouts": 0.5})):
+    for labels in (
+        freeze_labels(params, 5),
+        pattern_labels(params, freeze=["products_*"]),
+        soft_labels(params, {"readouts": 0.5}),
+    ):
         assert jax.tree.structure(labels) == jax.tree.structure(map_paths(lambda p: "", params))

@@ -41,16 +41,17 @@ def test_frozen_leaves_bit_identical(h2cu, which):
     rng = np.random.default_rng(0)
     targets = jax.tree.map(lambda x: rng.normal(size=x.shape), params)
     optimizers = {
-        "multi_transform": optax.multi_transform(label_transforms(labels, optax.adamw(1e-2, weight_decay=0.1)),
-                                                 labels),
+        "multi_transform": optax.multi_transform(label_transforms(labels, optax.adamw(1e-2, weight_decay=0.1)), labels),
         "engine": make_optimizer(OptimizerConfig(weight_decay=0.1), labels, lr_factor_transforms(labels)),
     }
     for name, opt in optimizers.items():
+
         @jax.jit
         def step(p, state):
             grads = jax.grad(_toy_loss)(p, targets)
-            updates, state = opt.update(grads, state, p, learning_rate=1e-2) if name == "engine" else \
-                opt.update(grads, state, p)
+            updates, state = (
+                opt.update(grads, state, p, learning_rate=1e-2) if name == "engine" else opt.update(grads, state, p)
+            )
             return optax.apply_updates(p, updates), state
 
         p, state = params, opt.init(params)
@@ -96,8 +97,11 @@ def test_cut_gradients_are_exact(h2cu):
 
     @jax.jit  # one compilation for the three
     def grads(params):
-        return (jax.grad(loss(predict))(params), jax.grad(loss(stop_frozen_gradients(predict, labels)))(params),
-                trainable_value_and_grad(loss(predict), labels)(params)[1])
+        return (
+            jax.grad(loss(predict))(params),
+            jax.grad(loss(stop_frozen_gradients(predict, labels)))(params),
+            trainable_value_and_grad(loss(predict), labels)(params)[1],
+        )
 
     full, cut, split = grads(variables["params"])
     for g_full, g_cut, g_split, label in zip(*map(jax.tree.leaves, (full, cut, split, labels))):

@@ -133,8 +133,12 @@ def check_trained(result, foundation, predict, kind):
 
     atoms, rotated, rotation = probe()
     constants = result.train.variables["constants"]
-    unmerged = energy_forces(jax.jit(result.strategy.reparametrise(predict), static_argnums=2),
-                             {"params": tree, "constants": constants}, [atoms, rotated], config.r_max)
+    unmerged = energy_forces(
+        jax.jit(result.strategy.reparametrise(predict), static_argnums=2),
+        {"params": tree, "constants": constants},
+        [atoms, rotated],
+        config.r_max,
+    )
     merged = energy_forces(model._predict, model.variables, [atoms, rotated], config.r_max)
     np.testing.assert_allclose(merged[0], unmerged[0], rtol=0, atol=1e-10)
     np.testing.assert_allclose(merged[1], unmerged[1], rtol=0, atol=1e-10)
@@ -164,8 +168,9 @@ def test_replay_lora_trains_moves_and_stays_equivariant(foundation, data, predic
 
 def test_magnitude_trains_moves_and_stays_equivariant(foundation, data, predict, tmp_path):
     folder, *_ = foundation
-    config = ft_config(folder, data / "train.xyz", StrategyConfig("magnitude"), TRAIN_2, batch_size=8,
-                       valid_file=data / "valid.xyz")
+    config = ft_config(
+        folder, data / "train.xyz", StrategyConfig("magnitude"), TRAIN_2, batch_size=8, valid_file=data / "valid.xyz"
+    )
     result = finetune(config, tmp_path, **QUIET)
     check_trained(result, foundation, predict, "magnitude")
     # one scale per output channel of each irrep block of the chosen linears
@@ -222,13 +227,21 @@ def test_errors(foundation, data, tmp_path):
     with pytest.raises(ValueError, match="need a replay strategy"):
         make_strategy("lora", replay_weight=0.5)
     with pytest.raises(ValueError, match="naive trains every weight"):
-        finetune(ft_config(folder, data / "train.xyz", StrategyConfig("naive", freeze=6)), tmp_path / "n",
-                 dry_run=True, **QUIET)
+        finetune(
+            ft_config(folder, data / "train.xyz", StrategyConfig("naive", freeze=6)),
+            tmp_path / "n",
+            dry_run=True,
+            **QUIET,
+        )
     alien = labelled_structures(2, seed=2, symbols=("Cu", "Ni"))
     ase.io.write(tmp_path / "ni.xyz", alien)
     with pytest.raises(DataError, match=r"replay set: .*ni.xyz, frame 0: element Ni"):
-        finetune(ft_config(folder, data / "train.xyz", StrategyConfig("replay", replay_files=[tmp_path / "ni.xyz"])),
-                 tmp_path / "r", dry_run=True, **QUIET)
+        finetune(
+            ft_config(folder, data / "train.xyz", StrategyConfig("replay", replay_files=[tmp_path / "ni.xyz"])),
+            tmp_path / "r",
+            dry_run=True,
+            **QUIET,
+        )
 
 
 def test_dry_run_reports_each_strategy(foundation, data, tmp_path):
@@ -237,15 +250,17 @@ def test_dry_run_reports_each_strategy(foundation, data, tmp_path):
     counts = {}
     for name in STRATEGIES:
         kw = dict(lora_rank=2) if "lora" in name else {}
-        result = finetune(ft_config(folder, data / "train.xyz", StrategyConfig(name, **kw)), tmp_path / name,
-                          dry_run=True, **QUIET)
+        result = finetune(
+            ft_config(folder, data / "train.xyz", StrategyConfig(name, **kw)), tmp_path / name, dry_run=True, **QUIET
+        )
         assert isinstance(result.strategy, Strategy) and result.model_dir is None
         counts[name] = result.report.n_trainable
         assert result.report.state_bytes <= result.report.state_bytes_naive
     assert counts["naive"] == counts["freeze"] == counts["replay"] == n_foundation
     assert 0 < counts["magnitude"] < counts["lora"] == counts["replay+lora"] < n_foundation
-    frozen = finetune(ft_config(folder, data / "train.xyz", StrategyConfig(freeze=6)), tmp_path / "f6", dry_run=True,
-                      **QUIET)
+    frozen = finetune(
+        ft_config(folder, data / "train.xyz", StrategyConfig(freeze=6)), tmp_path / "f6", dry_run=True, **QUIET
+    )
     assert frozen.report.n_trainable < n_foundation
     # lora on top of freezing options: readouts train in full, the rest through adapters
     lora = StrategyConfig("lora", lora_rank=2, freeze=6, adapter_patterns=["interactions_*/linear/*"])
@@ -262,10 +277,27 @@ def test_cli_lora_dry_run_and_tiny_run(foundation, data, tmp_path, capsys):
     from jaxtl.cli import main
 
     folder, *_ = foundation
-    common = ["finetune", "--foundation", str(folder), "--train", str(data / "train.xyz"), "--valid",
-              str(data / "valid.xyz"), "--strategy", "lora", "--lora-rank", "2", "--adapter-patterns",
-              "interactions_*/linear/*", "--adapter-patterns", "readouts_1/linear_1", "--dtype", "float64",
-              "--batch-size", "8"]
+    common = [
+        "finetune",
+        "--foundation",
+        str(folder),
+        "--train",
+        str(data / "train.xyz"),
+        "--valid",
+        str(data / "valid.xyz"),
+        "--strategy",
+        "lora",
+        "--lora-rank",
+        "2",
+        "--adapter-patterns",
+        "interactions_*/linear/*",
+        "--adapter-patterns",
+        "readouts_1/linear_1",
+        "--dtype",
+        "float64",
+        "--batch-size",
+        "8",
+    ]
     assert main(common + ["--dry-run", "--out", str(tmp_path / "dry")]) == 0
     out = capsys.readouterr().out
     assert "adapters/lora/interactions_1/linear/1o/A" in out and "adapters: lora on 7 weights" in out
@@ -284,17 +316,24 @@ def test_cli_lora_dry_run_and_tiny_run(foundation, data, tmp_path, capsys):
 def test_lora_run_resumes_exactly(foundation, data, tmp_path):
     """An adapter run stopped after one epoch and resumed ends where an uninterrupted run ends."""
     folder, *_ = foundation
-    config = ft_config(folder, data / "train.xyz", StrategyConfig("lora", lora_rank=2), TRAIN_2, batch_size=8,
-                       valid_file=data / "valid.xyz")
+    config = ft_config(
+        folder,
+        data / "train.xyz",
+        StrategyConfig("lora", lora_rank=2),
+        TRAIN_2,
+        batch_size=8,
+        valid_file=data / "valid.xyz",
+    )
     whole = finetune(config, tmp_path / "whole", **QUIET)
     one_epoch = config.replace(train=config.train.replace(max_num_epochs=1))
     finetune(one_epoch, tmp_path / "split", **QUIET)
     with pytest.raises(ValueError, match=r"strategy.lora_rank differ"):
-        finetune(config.replace(strategy=StrategyConfig("lora", lora_rank=3)), tmp_path / "split", resume=True,
-                 **QUIET)
+        finetune(config.replace(strategy=StrategyConfig("lora", lora_rank=3)), tmp_path / "split", resume=True, **QUIET)
     resumed = finetune(config, tmp_path / "split", resume=True, **QUIET)
-    assert leaves_equal(jax.tree.map(np.asarray, resumed.train.variables["params"]),
-                        jax.tree.map(np.asarray, whole.train.variables["params"]))
+    assert leaves_equal(
+        jax.tree.map(np.asarray, resumed.train.variables["params"]),
+        jax.tree.map(np.asarray, whole.train.variables["params"]),
+    )
     import jaxtl
 
     merged_whole, merged_resumed = jaxtl.load_model(whole.model_dir), jaxtl.load_model(resumed.model_dir)
@@ -321,8 +360,14 @@ def test_adapter_model_is_written_once_merged_and_atomically(foundation, data, t
         return real_save(directory, config, variables, metadata)
 
     monkeypatch.setattr(ft_module, "save_model", counting_save)
-    config = ft_config(folder, data / "train.xyz", StrategyConfig("magnitude"), TRAIN_2.replace(max_num_epochs=1),
-                       batch_size=8, valid_file=data / "valid.xyz")
+    config = ft_config(
+        folder,
+        data / "train.xyz",
+        StrategyConfig("magnitude"),
+        TRAIN_2.replace(max_num_epochs=1),
+        batch_size=8,
+        valid_file=data / "valid.xyz",
+    )
     result = finetune(config, tmp_path, **QUIET)
     assert len(writes) == 1 and BASE not in writes[0] and ADAPTERS not in writes[0]
     before = jaxtl.load_model(result.model_dir)

@@ -148,7 +148,8 @@ MACE_STYLE = (
     '1\nProperties=species:S:1:pos:R:3 REF_energy=-0.5 config_type=IsolatedAtom pbc="F F F"\nSi 0 0 0\n'
     + GOOD_FRAME
     + GOOD_FRAME.replace("Properties=species:S:1:pos:R:3:REF_forces:R:3", "Properties=species:S:1:pos:R:3")
-    .replace("Si 0.0 0.0 0.0 0.1 0.2 0.3", "Si 0.0 0.0 0.0").replace("Si 1.3 1.3 1.3 -0.1 -0.2 -0.3", "Si 1.3 1.3 1.3")
+    .replace("Si 0.0 0.0 0.0 0.1 0.2 0.3", "Si 0.0 0.0 0.0")
+    .replace("Si 1.3 1.3 1.3 -0.1 -0.2 -0.3", "Si 1.3 1.3 1.3")
     .replace("config_type=bulk", "config_type=md config_weight=0.5 config_energy_weight=3.0 head=pbe")
 )
 
@@ -166,8 +167,9 @@ def test_frames_with_some_labels_are_kept_with_zero_weight(tmp_path):
     weighted = read_configurations(write(tmp_path, MACE_STYLE), config_type_weights={"md": 4.0, "bulk": 2.0})
     assert [c.weight for c in weighted] == [1.0, 2.0, 2.0]
     # mace's --head_key: the head is read from another info key
-    (_, _, c) = read_configurations(write(tmp_path, MACE_STYLE.replace("head=pbe", "dataset=pbe")),
-                                    DataKeys(head="dataset"))
+    (_, _, c) = read_configurations(
+        write(tmp_path, MACE_STYLE.replace("head=pbe", "dataset=pbe")), DataKeys(head="dataset")
+    )
     assert c.head == "pbe"
 
 
@@ -176,8 +178,11 @@ def test_config_type_weights_must_name_config_types_of_the_data(tmp_path):
 
     configs = read_configurations(write(tmp_path, MACE_STYLE))
     check_config_type_weights({"Default": 1.0, "bulk": 2.0, "IsolatedAtom": 1.0}, configs, "data.extxyz")
-    with pytest.raises(DataError, match=r"config_type 'Bulk', which no structure of data.extxyz has "
-                                        r"\(config types there: \['IsolatedAtom', 'bulk', 'md'\]\)"):
+    with pytest.raises(
+        DataError,
+        match=r"config_type 'Bulk', which no structure of data.extxyz has "
+        r"\(config types there: \['IsolatedAtom', 'bulk', 'md'\]\)",
+    ):
         check_config_type_weights({"Bulk": 2.0}, configs, "data.extxyz")
     with pytest.raises(DataError, match="weight of 'bulk' is not a number"):
         check_config_type_weights({"bulk": "heavy"}, configs, "data.extxyz")
@@ -193,14 +198,21 @@ def test_ase_database_with_key_value_pairs(tmp_path):
         for atoms in frames:
             kv = {k: v for k, v in atoms.info.items() if isinstance(v, (int, float, str))}
             data = {"REF_forces": atoms.arrays["REF_forces"]} if "REF_forces" in atoms.arrays else {}
-            db.write(ase.Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc),
-                     key_value_pairs=kv, data=data)
+            db.write(
+                ase.Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc), key_value_pairs=kv, data=data
+            )
     from_db = read_configurations(path)
     from_xyz = read_configurations(tmp_path / "data.extxyz")
     assert len(from_db) == 3
     for a, b in zip(from_db, from_xyz):
-        assert (a.energy, a.config_type, a.weight, a.energy_weight, a.forces_weight, a.head) == \
-            (b.energy, b.config_type, b.weight, b.energy_weight, b.forces_weight, b.head)
+        assert (a.energy, a.config_type, a.weight, a.energy_weight, a.forces_weight, a.head) == (
+            b.energy,
+            b.config_type,
+            b.weight,
+            b.energy_weight,
+            b.forces_weight,
+            b.head,
+        )
         assert (a.forces is None) == (b.forces is None)
         if a.forces is not None:
             np.testing.assert_array_equal(a.forces, b.forces)

@@ -10,7 +10,10 @@ from jaxtl.graph.neighbours import neighbour_list  # noqa: E402
 
 def reference_edges(positions, cell, pbc, r_max):
     edge_index, _, unit_shifts, _ = mace_neighborhood.get_neighborhood(
-        positions, r_max, pbc=tuple(bool(p) for p in pbc), cell=np.array(cell, dtype=float)  # it edits cell
+        positions,
+        r_max,
+        pbc=tuple(bool(p) for p in pbc),
+        cell=np.array(cell, dtype=float),  # it edits cell
     )
     return edge_index[0], edge_index[1], unit_shifts
 
@@ -46,9 +49,27 @@ SKEWED = np.array([[2.1, 0.0, 0.0], [0.9, 1.9, 0.0], [-0.6, 0.5, 2.3]])
         ("single atom, periodic images only", np.zeros((1, 3)), SKEWED, (True,) * 3, 4.0),
         ("left-handed cell", RNG.random((5, 3)) * 3.0, np.diag([3.0, 3.0, -3.0]), (True,) * 3, 4.0),
         ("atoms outside the cell", RNG.random((6, 3)) * 3.0 + [-7.0, 11.0, 4.0], 3.0 * np.eye(3), (True,) * 3, 3.0),
-        ("slab TTF, zero c", RNG.random((8, 3)) * [3, 3, 6], np.array([[3.0, 0, 0], [1.0, 2.8, 0], [0, 0, 0]]), (True, True, False), 4.0),
-        ("slab TTF, skewed c", RNG.random((8, 3)) * [3, 3, 6], np.array([[3.0, 0, 0], [1.0, 2.8, 0], [0.4, 0.7, 12.0]]), (True, True, False), 4.0),
-        ("wire TFF", RNG.random((5, 3)) * 3, np.array([[2.5, 0, 0], [0, 9.0, 0], [0, 0, 9.0]]), (True, False, False), 5.0),
+        (
+            "slab TTF, zero c",
+            RNG.random((8, 3)) * [3, 3, 6],
+            np.array([[3.0, 0, 0], [1.0, 2.8, 0], [0, 0, 0]]),
+            (True, True, False),
+            4.0,
+        ),
+        (
+            "slab TTF, skewed c",
+            RNG.random((8, 3)) * [3, 3, 6],
+            np.array([[3.0, 0, 0], [1.0, 2.8, 0], [0.4, 0.7, 12.0]]),
+            (True, True, False),
+            4.0,
+        ),
+        (
+            "wire TFF",
+            RNG.random((5, 3)) * 3,
+            np.array([[2.5, 0, 0], [0, 9.0, 0], [0, 0, 9.0]]),
+            (True, False, False),
+            5.0,
+        ),
         ("FTF", RNG.random((5, 3)) * 3, np.array([[9.0, 0, 0], [0.5, 2.5, 0], [0, 0, 9.0]]), (False, True, False), 5.0),
         ("molecule, zero cell", RNG.random((12, 3)) * 5.0, np.zeros((3, 3)), (False,) * 3, 3.0),
         ("molecule, far from origin", RNG.random((12, 3)) * 5.0 - 100.0, 10.0 * np.eye(3), (False,) * 3, 3.0),

@@ -21,11 +21,22 @@ def structures(n: int, seed: int = 0) -> list[Configuration]:
     for i in range(n):
         k = int(rng.integers(2, 8))
         cell = np.diag(rng.uniform(4.0, 6.0, 3))
-        out.append(Configuration(
-            atomic_numbers=rng.choice([1, 6, 8], k), positions=rng.uniform(0, 4.0, (k, 3)), cell=cell,
-            pbc=(True, True, i % 3 != 0), energy=float(rng.normal()), forces=rng.normal(size=(k, 3)),
-            stress=None if i % 2 else rng.normal(size=(3, 3)), energy_weight=1.0, forces_weight=1.0,
-            stress_weight=0.0 if i % 2 else 1.0, config_type="bulk" if i % 4 else "surface", index=i))
+        out.append(
+            Configuration(
+                atomic_numbers=rng.choice([1, 6, 8], k),
+                positions=rng.uniform(0, 4.0, (k, 3)),
+                cell=cell,
+                pbc=(True, True, i % 3 != 0),
+                energy=float(rng.normal()),
+                forces=rng.normal(size=(k, 3)),
+                stress=None if i % 2 else rng.normal(size=(3, 3)),
+                energy_weight=1.0,
+                forces_weight=1.0,
+                stress_weight=0.0 if i % 2 else 1.0,
+                config_type="bulk" if i % 4 else "surface",
+                index=i,
+            )
+        )
     return out
 
 

@@ -34,13 +34,26 @@ def tiny(tmp_path_factory):
     from jaxtl.model_io import save_model
 
     root = tmp_path_factory.mktemp("lc_data")
-    config = MACEConfig(atomic_numbers=(1, 29), r_max=3.0, num_bessel=4, max_ell=1, hidden_irreps="4x0e",
-                        num_interactions=1,
-                        MLP_irreps="4x0e", correlation=2, radial_MLP=(8, 8), avg_num_neighbors=8.0,
-                        dtype="float32")
+    config = MACEConfig(
+        atomic_numbers=(1, 29),
+        r_max=3.0,
+        num_bessel=4,
+        max_ell=1,
+        hidden_irreps="4x0e",
+        num_interactions=1,
+        MLP_irreps="4x0e",
+        correlation=2,
+        radial_MLP=(8, 8),
+        avg_num_neighbors=8.0,
+        dtype="float32",
+    )
     save_model(root / "foundation", config, init_variables(config, seed=0))
     ase.io.write(root / "pool.xyz", emt_cells(20, seed=0))
     ase.io.write(root / "test.xyz", emt_cells(4, seed=1))
     ase.io.write(root / "alien_test.xyz", emt_cells(4, seed=2, other="Ni"))
-    return {"foundation": root / "foundation", "pool": root / "pool.xyz", "test": root / "test.xyz",
-            "alien_test": root / "alien_test.xyz"}
+    return {
+        "foundation": root / "foundation",
+        "pool": root / "pool.xyz",
+        "test": root / "test.xyz",
+        "alien_test": root / "alien_test.xyz",
+    }

@@ -21,31 +21,65 @@ from jaxtl.learning_curve import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-CELLS = ["0.5_scratch_s0", "0.5_scratch_s1", "0.5_f5_s0", "0.5_f5_s1", "1_scratch_s0", "1_scratch_s1",
-         "1_f5_s0", "1_f5_s1"]
+CELLS = [
+    "0.5_scratch_s0",
+    "0.5_scratch_s1",
+    "0.5_f5_s0",
+    "0.5_f5_s1",
+    "1_scratch_s0",
+    "1_scratch_s1",
+    "1_f5_s0",
+    "1_f5_s1",
+]
 
 
 def tiny_config(tiny, test=None, **grid) -> LearningCurveConfig:
     grid = {"fractions": (0.5, 1.0), "strategies": ("scratch", "f5"), "seeds": 2, **grid}
     return LearningCurveConfig(
-        DataSettings(str(tiny["foundation"]), str(tiny["pool"]), str(test or tiny["test"]), valid_fraction=0.2,
-                     batch_size=4),
-        GridSettings(**grid), ConvergenceSettings(patience=5, max_epochs=2))
+        DataSettings(
+            str(tiny["foundation"]), str(tiny["pool"]), str(test or tiny["test"]), valid_fraction=0.2, batch_size=4
+        ),
+        GridSettings(**grid),
+        ConvergenceSettings(patience=5, max_epochs=2),
+    )
 
 
 def cli_args(config: LearningCurveConfig, out: Path) -> list[str]:
     d, g, c = config.data, config.grid, config.convergence
-    return ["learning-curve", "--foundation", d.foundation, "--train", d.train_file, "--test", d.test_file,
-            "--valid-fraction", str(d.valid_fraction), "--batch-size", str(d.batch_size),
-            "--fractions", *map(str, g.fractions), "--strategies", *g.strategies, "--seeds", str(g.seeds),
-            "--patience", str(c.patience), "--max-epochs", str(c.max_epochs), "--out", str(out)]
+    return [
+        "learning-curve",
+        "--foundation",
+        d.foundation,
+        "--train",
+        d.train_file,
+        "--test",
+        d.test_file,
+        "--valid-fraction",
+        str(d.valid_fraction),
+        "--batch-size",
+        str(d.batch_size),
+        "--fractions",
+        *map(str, g.fractions),
+        "--strategies",
+        *g.strategies,
+        "--seeds",
+        str(g.seeds),
+        "--patience",
+        str(c.patience),
+        "--max-epochs",
+        str(c.max_epochs),
+        "--out",
+        str(out),
+    ]
 
 
 def table(summary) -> list:
     """The result rows without the timings (which differ between runs)."""
     keep = ("forces_rmse", "energy_rmse", "epochs_to_convergence", "n_trainable")
-    return [{k: r[k] for k in ("fraction", "strategy", "seeds", "n_train", "n_test", "hit_max_epochs", *keep)}
-            for r in summary["rows"]]
+    return [
+        {k: r[k] for k in ("fraction", "strategy", "seeds", "n_train", "n_test", "hit_max_epochs", *keep)}
+        for r in summary["rows"]
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +140,13 @@ def test_kill_and_resume_skips_finished_cells(tiny, full, tmp_path):
     for name in CELLS[4:]:
         shutil.rmtree(out / "cells" / name)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.Popen([sys.executable, "-m", "jaxtl.cli", *cli_args(config, out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jaxtl.cli", *cli_args(config, out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 240
         while len(list(out.glob("cells/*/cell.json"))) < 5:
@@ -134,16 +173,21 @@ def test_a_grid_may_grow_but_not_change(tiny, full, tmp_path):
     out = tmp_path / "grown"
     shutil.copytree(full.out_dir, out)
     with pytest.raises(ValueError, match=r"convergence.patience is 5 there, 7 now"):
-        learning_curve(LearningCurveConfig(tiny_config(tiny).data, tiny_config(tiny).grid,
-                                           ConvergenceSettings(patience=7, max_epochs=2)), out)
+        learning_curve(
+            LearningCurveConfig(
+                tiny_config(tiny).data, tiny_config(tiny).grid, ConvergenceSettings(patience=7, max_epochs=2)
+            ),
+            out,
+        )
     grown = learning_curve(tiny_config(tiny, seeds=3), out, max_cells=1)
     assert grown.computed == ["0.5_scratch_s2"]
     assert not (out / "cells" / "0.5_f5_s2").exists()
     # a larger epoch cap continues the capped cells from their checkpoints
     log = out / "cells" / "0.5_f5_s0" / "run" / "metrics.jsonl"
     before = log.read_text().splitlines()
-    longer = LearningCurveConfig(tiny_config(tiny).data, tiny_config(tiny).grid,
-                                 ConvergenceSettings(patience=5, max_epochs=3))
+    longer = LearningCurveConfig(
+        tiny_config(tiny).data, tiny_config(tiny).grid, ConvergenceSettings(patience=5, max_epochs=3)
+    )
     extended = learning_curve(longer, out, first=[(0.5, "f5")], max_cells=1)
     assert extended.computed == ["0.5_f5_s0"]
     after = log.read_text().splitlines()

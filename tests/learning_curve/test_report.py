@@ -5,29 +5,54 @@ from jaxtl.learning_curve.report import summarise, verdict, write_report
 
 
 def _record(fraction, strategy, seed, forces):
-    return {"fraction": fraction, "strategy": strategy, "seed": seed, "n_train": 100 * fraction, "n_test": 5,
-            "hit_max_epochs": False, "device": "cpu", "forces_rmse": forces, "energy_rmse": forces / 10,
-            "forces_mae": None, "energy_mae": None, "stress_rmse": None, "epochs_to_convergence": 10,
-            "epochs_run": 30, "wall_s": 1.0, "n_trainable": 7}
+    return {
+        "fraction": fraction,
+        "strategy": strategy,
+        "seed": seed,
+        "n_train": 100 * fraction,
+        "n_test": 5,
+        "hit_max_epochs": False,
+        "device": "cpu",
+        "forces_rmse": forces,
+        "energy_rmse": forces / 10,
+        "forces_mae": None,
+        "energy_mae": None,
+        "stress_rmse": None,
+        "epochs_to_convergence": 10,
+        "epochs_run": 30,
+        "wall_s": 1.0,
+        "n_trainable": 7,
+    }
 
 
 def test_verdict_is_the_smallest_fraction_within_scratch_spread():
-    config = LearningCurveConfig(DataSettings("f", "p", "t"),
-                                 GridSettings(fractions=(0.1, 0.5, 1.0), strategies=("scratch", "f5", "f6"), seeds=2))
-    forces = {("scratch", 1.0): (40, 44), ("scratch", 0.5): (60, 70), ("scratch", 0.1): (90, 99),
-              ("f5", 0.1): (50, 52), ("f5", 0.5): (43, 45), ("f5", 1.0): (30, 31),
-              ("f6", 0.1): (80, 90), ("f6", 0.5): (70, 75), ("f6", 1.0): (60, 61)}
+    config = LearningCurveConfig(
+        DataSettings("f", "p", "t"),
+        GridSettings(fractions=(0.1, 0.5, 1.0), strategies=("scratch", "f5", "f6"), seeds=2),
+    )
+    forces = {
+        ("scratch", 1.0): (40, 44),
+        ("scratch", 0.5): (60, 70),
+        ("scratch", 0.1): (90, 99),
+        ("f5", 0.1): (50, 52),
+        ("f5", 0.5): (43, 45),
+        ("f5", 1.0): (30, 31),
+        ("f6", 0.1): (80, 90),
+        ("f6", 0.5): (70, 75),
+        ("f6", 1.0): (60, 61),
+    }
     records = [_record(f, s, seed, v[seed]) for (s, f), v in forces.items() for seed in (0, 1)]
     rows = summarise(records, config)
     ref = next(r for r in rows if r["strategy"] == "scratch" and r["fraction"] == 1.0)
-    assert ref["forces_rmse"]["mean"] == 42 and abs(ref["forces_rmse"]["std"] - 8 ** 0.5) < 1e-12
+    assert ref["forces_rmse"]["mean"] == 42 and abs(ref["forces_rmse"]["std"] - 8**0.5) < 1e-12
     assert (ref["forces_rmse"]["min"], ref["forces_rmse"]["max"]) == (40, 44)
     v = verdict(rows, "forces_rmse", config)
     assert v["f5"]["fraction"] == 0.5  # 44 <= 42 + 2.83; 51 is not
     assert v["f6"]["fraction"] is None
     # a partial grid: scratch at 100 % lacks a seed, so there is no verdict yet ...
-    partial = summarise([r for r in records if (r["strategy"], r["fraction"], r["seed"]) != ("scratch", 1.0, 1)],
-                        config)
+    partial = summarise(
+        [r for r in records if (r["strategy"], r["fraction"], r["seed"]) != ("scratch", 1.0, 1)], config
+    )
     assert verdict(partial, "forces_rmse", config) == {"pending": "scratch at 100% has 1 of 2 seeds finished"}
     # ... and a strategy's fraction counts only with every seed finished
     missing = summarise([r for r in records if (r["strategy"], r["fraction"], r["seed"]) != ("f5", 0.5, 1)], config)
@@ -36,8 +61,9 @@ def test_verdict_is_the_smallest_fraction_within_scratch_spread():
 
 
 def test_report_says_when_cells_ran_on_other_devices(tmp_path):
-    config = LearningCurveConfig(DataSettings("f", "p", "t"),
-                                 GridSettings(fractions=(1.0,), strategies=("scratch", "f5"), seeds=2))
+    config = LearningCurveConfig(
+        DataSettings("f", "p", "t"), GridSettings(fractions=(1.0,), strategies=("scratch", "f5"), seeds=2)
+    )
     records = [_record(1.0, s, seed, 10.0 + seed) for s in ("scratch", "f5") for seed in (0, 1)]
     summary = write_report(tmp_path, config, records, "jaxtl learning-curve ...", "abc123", with_plot=False)
     md = (tmp_path / "results.md").read_text()

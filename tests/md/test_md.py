@@ -19,8 +19,17 @@ from jaxtl.md.ase_md import run_ase_md  # noqa: E402
 @pytest.fixture(scope="module")
 def cu_model():
     """A tiny float64 Cu MACE, randomly initialised (smooth, so good enough for integrator tests)."""
-    return random_jaxtl_model(seed=1, atomic_numbers=(29,), r_max=4.0, hidden_irreps="8x0e+8x1o", max_ell=1,
-                              correlation=(2,), num_interactions=1, avg_num_neighbors=(20.0,), radial_MLP=(8, 8))
+    return random_jaxtl_model(
+        seed=1,
+        atomic_numbers=(29,),
+        r_max=4.0,
+        hidden_irreps="8x0e+8x1o",
+        max_ell=1,
+        correlation=(2,),
+        num_interactions=1,
+        avg_num_neighbors=(20.0,),
+        radial_MLP=(8, 8),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +44,14 @@ def cu_cell():
 
 
 def test_nve_energy_drift(engine):
-    result = engine.run(cu_cell(), MDConfig(steps=300, dt=1.0, ensemble="nve", temperature=300, check_every=25,
-                                            save_every=50))
+    result = engine.run(
+        cu_cell(), MDConfig(steps=300, dt=1.0, ensemble="nve", temperature=300, check_every=25, save_every=50)
+    )
     drift = result.drift()
-    print(f"\nNVE 32 Cu, 300 x 1 fs, float64: drift {drift['drift_eV_per_atom_per_ps']:.2e} eV/atom/ps, "
-          f"max |dE| {drift['max_deviation_eV_per_atom']:.2e} eV/atom, {result.steps_per_s:.0f} steps/s")
+    print(
+        f"\nNVE 32 Cu, 300 x 1 fs, float64: drift {drift['drift_eV_per_atom_per_ps']:.2e} eV/atom/ps, "
+        f"max |dE| {drift['max_deviation_eV_per_atom']:.2e} eV/atom, {result.steps_per_s:.0f} steps/s"
+    )
     assert result.error is None and result.steps_done == 300
     assert abs(drift["drift_eV_per_atom_per_ps"]) < 1e-4
     assert drift["max_deviation_eV_per_atom"] < 1e-4
@@ -67,8 +79,10 @@ def test_fixed_atoms_stay_and_langevin_thermostats(engine):
 
     atoms = cu_cell()
     atoms.set_constraint(FixAtoms(indices=[0, 1, 2, 3]))
-    result = engine.run(atoms, MDConfig(steps=300, dt=1.0, ensemble="langevin", temperature=600, friction=0.1,
-                                        check_every=25, save_every=100))
+    result = engine.run(
+        atoms,
+        MDConfig(steps=300, dt=1.0, ensemble="langevin", temperature=600, friction=0.1, check_every=25, save_every=100),
+    )
     assert result.error is None
     np.testing.assert_allclose(result.frames[-1].positions[:4], atoms.positions[:4], atol=1e-12)
     t = result.temperature[100:].mean()
@@ -81,8 +95,9 @@ def test_explosion_stops_naming_the_step_and_keeps_frames(engine):
 
     atoms = Atoms("Cu2", positions=[[0, 0, 0], [3.0, 0, 0]])
     atoms.set_velocities(np.array([[0.2, 0, 0], [-0.2, 0, 0]]) / units.fs)  # 0.2 A/fs towards each other
-    result = engine.run(atoms, MDConfig(steps=50, dt=1.0, ensemble="nve", temperature=None, save_every=1,
-                                        check_every=10))
+    result = engine.run(
+        atoms, MDConfig(steps=50, dt=1.0, ensemble="nve", temperature=None, save_every=1, check_every=10)
+    )
     assert result.error is not None and "step 7" in result.error and "atoms 0 and 1" in result.error
     assert result.steps_done == 6 and len(result.frames) == 7
 
@@ -102,9 +117,28 @@ def test_md_cli(tmp_path, cu_model):
     save_model(tmp_path / "m", cu_model.config, cu_model.variables)
     ase.io.write(tmp_path / "start.xyz", cu_cell())
     out = tmp_path / "traj.xyz"
-    rc = main(["md", "--model", str(tmp_path / "m"), "--structure", str(tmp_path / "start.xyz"), "--steps", "40",
-               "--dt", "1", "--temperature", "300", "--save-every", "10", "--check-every", "20", "--quiet",
-               "--out", str(out)])
+    rc = main(
+        [
+            "md",
+            "--model",
+            str(tmp_path / "m"),
+            "--structure",
+            str(tmp_path / "start.xyz"),
+            "--steps",
+            "40",
+            "--dt",
+            "1",
+            "--temperature",
+            "300",
+            "--save-every",
+            "10",
+            "--check-every",
+            "20",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     frames = ase.io.read(out, ":")
     assert len(frames) == 5 and frames[-1].info["md_step"] == 40

@@ -27,8 +27,17 @@ def setup(tmp_path_factory):
     from jaxtl.model_io import save_model
 
     root = tmp_path_factory.mktemp("md")
-    model = random_jaxtl_model(seed=1, atomic_numbers=(29,), r_max=4.0, hidden_irreps="8x0e+8x1o", max_ell=1,
-                               correlation=(2,), num_interactions=1, avg_num_neighbors=(20.0,), radial_MLP=(8, 8))
+    model = random_jaxtl_model(
+        seed=1,
+        atomic_numbers=(29,),
+        r_max=4.0,
+        hidden_irreps="8x0e+8x1o",
+        max_ell=1,
+        correlation=(2,),
+        num_interactions=1,
+        avg_num_neighbors=(20.0,),
+        radial_MLP=(8, 8),
+    )
     save_model(root / "m", model.config, model.variables)
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 2, 2)
     atoms.rattle(0.05, seed=0)
@@ -37,9 +46,29 @@ def setup(tmp_path_factory):
 
 
 def md_args(root, out, *extra):
-    return ["md", "--model", str(root / "m"), "--structure", str(root / "start.xyz"), "--steps", str(STEPS),
-            "--ensemble", "nve", "--dt", "1", "--temperature", "400", "--save-every", str(SAVE), "--check-every",
-            str(CHUNK), "--quiet", "--out", str(out), *extra]
+    return [
+        "md",
+        "--model",
+        str(root / "m"),
+        "--structure",
+        str(root / "start.xyz"),
+        "--steps",
+        str(STEPS),
+        "--ensemble",
+        "nve",
+        "--dt",
+        "1",
+        "--temperature",
+        "400",
+        "--save-every",
+        str(SAVE),
+        "--check-every",
+        str(CHUNK),
+        "--quiet",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize("name", ["traj.xyz", "traj.traj"])
@@ -49,6 +78,7 @@ def test_frames_are_on_disk_after_each_chunk_and_a_resume_continues(setup, tmp_p
     config = MDConfig(steps=STEPS, dt=1.0, ensemble="nve", temperature=400, save_every=SAVE, check_every=CHUNK)
     on_disk = []
     with pytest.raises(Killed), FrameWriter(out) as writer:
+
         def write_then_die(frames):
             writer.write(frames)
             on_disk.append([a.info["md_step"] for a in complete_frames(out)])

@@ -11,9 +11,18 @@ from jaxtl.model.mace import init_variables
 def random_jaxtl_model(seed=0, **overrides):
     """A freshly initialised float64 jaxtl MACE with non-trivial E0s, scale and shift."""
     jax.config.update("jax_enable_x64", True)
-    kwargs = dict(atomic_numbers=(1, 8, 29), r_max=4.0, num_bessel=6, hidden_irreps="8x0e+8x1o+8x2e",
-                  max_ell=2, correlation=(3, 2), avg_num_neighbors=(6.0, 6.0), radial_MLP=(16, 16),
-                  MLP_irreps="8x0e", dtype="float64")
+    kwargs = dict(
+        atomic_numbers=(1, 8, 29),
+        r_max=4.0,
+        num_bessel=6,
+        hidden_irreps="8x0e+8x1o+8x2e",
+        max_ell=2,
+        correlation=(3, 2),
+        avg_num_neighbors=(6.0, 6.0),
+        radial_MLP=(16, 16),
+        MLP_irreps="8x0e",
+        dtype="float64",
+    )
     kwargs.update(overrides)
     config = MACEConfig(**kwargs)
     variables = init_variables(config, seed)
@@ -25,8 +34,9 @@ def random_jaxtl_model(seed=0, **overrides):
     return build_loaded_model(config, variables)
 
 
-def model_and_graph(monkeypatch, edge_chunk: int, node_chunk: int, slots: int, layout: bool, extra_edges: int = 11,
-                    pairs: bool = True):
+def model_and_graph(
+    monkeypatch, edge_chunk: int, node_chunk: int, slots: int, layout: bool, extra_edges: int = 11, pairs: bool = True
+):
     """A 3x1x1 Cu/O cell and a small two-layer model, with the message and product chunk
     sizes set (through `monkeypatch`) and a padded graph; layout: keep the batch's
     neighbour matrix and element list, and with pairs its edge pairs. Returns (model, graph, number of atoms, number of real edges)."""
@@ -39,8 +49,9 @@ def model_and_graph(monkeypatch, edge_chunk: int, node_chunk: int, slots: int, l
     monkeypatch.setattr(tensor_product, "EDGE_CHUNK", edge_chunk)
     monkeypatch.setattr(tensor_product, "NODE_MAJOR_SLOTS", slots)
     monkeypatch.setattr(product, "NODE_CHUNK", node_chunk)
-    model = random_jaxtl_model(seed=7, hidden_irreps="4x0e+4x1o", max_ell=2, correlation=(3, 2), radial_MLP=(8,),
-                               atomic_numbers=(8, 29))
+    model = random_jaxtl_model(
+        seed=7, hidden_irreps="4x0e+4x1o", max_ell=2, correlation=(3, 2), radial_MLP=(8,), atomic_numbers=(8, 29)
+    )
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((3, 1, 1))
     atoms.rattle(0.1, seed=1)
     atoms.numbers[[1, 6]] = 8

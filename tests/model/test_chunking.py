@@ -109,16 +109,24 @@ def test_element_contraction_paths_agree():
     species = jnp.array([3, 7, 3, 11, 0, 7, 5, 5, 3])  # 5 distinct of 12 elements
 
     def run(present, group, elements=None):
-        fn = lambda x: element_contraction(x, factors, U_syms, Ws, species, group=group, present=present,
-                                           elements=elements)
+        fn = lambda x: element_contraction(
+            x, factors, U_syms, Ws, species, group=group, present=present, elements=elements
+        )
         return fn(xc), jax.grad(lambda x: (fn(x) ** 2).sum())(xc)
 
     single, d_single = run(present=8, group=4)  # 5 <= 8: one step
     scanned, d_scanned = run(present=2, group=4)  # 5 > 2: the group scan
     listed, d_listed = run(present=2, group=4, elements=jnp.array([0, 3, 5, 7, 11, -1, -1, -1]))  # as the batch lists
     # reference: every node with its own element's weights, one node at a time
-    ref = jnp.stack([element_contraction(xc[:, i:i + 1], factors, U_syms, [W[s:s + 1] for W in Ws],
-                                         jnp.zeros((1,), int))[:, 0] for i, s in enumerate(species.tolist())], axis=1)
+    ref = jnp.stack(
+        [
+            element_contraction(xc[:, i : i + 1], factors, U_syms, [W[s : s + 1] for W in Ws], jnp.zeros((1,), int))[
+                :, 0
+            ]
+            for i, s in enumerate(species.tolist())
+        ],
+        axis=1,
+    )
     np.testing.assert_allclose(single, ref, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(scanned, ref, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(listed, ref, rtol=1e-10, atol=1e-12)

@@ -5,7 +5,6 @@ the same tests run its fused kernels ("uniform_1d"): `benchmarks/gpu_speed.sh` r
 and gradient tests there. Parity is against mace-torch on real model files, as for the default backend.
 """
 
-
 import numpy as np
 import pytest
 
@@ -101,7 +100,9 @@ def test_edge_chunks_change_nothing(monkeypatch):
         np.testing.assert_allclose(many[key], one[key], rtol=0, atol=1e-12 * np.abs(one[key]).max())
 
 
-@pytest.mark.parametrize("name", ["density_zbl_agnesi", "l3_corr1_three_layers", "corr4_small", "nonlinear_edge_agnostic"])
+@pytest.mark.parametrize(
+    "name", ["density_zbl_agnesi", "l3_corr1_three_layers", "corr4_small", "nonlinear_edge_agnostic"]
+)
 def test_block_variants_match_mace_torch(name):
     """Density-normalised, max_L 3, correlation 4 and non-linear interaction blocks."""
     pytest.importorskip("jaxtl.convert.torch_eval", reason="torch/mace-torch not installed")

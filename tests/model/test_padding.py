@@ -10,8 +10,15 @@ from jaxtl.graph.io import configuration_from_atoms
 
 
 def test_padding_invariance_and_finite_gradients():
-    model = random_jaxtl_model(seed=4, distance_transform="Agnesi", pair_repulsion=True, hidden_irreps="4x0e+4x1o",
-                               max_ell=1, correlation=(2, 2), radial_MLP=(8,))
+    model = random_jaxtl_model(
+        seed=4,
+        distance_transform="Agnesi",
+        pair_repulsion=True,
+        hidden_irreps="4x0e+4x1o",
+        max_ell=1,
+        correlation=(2, 2),
+        radial_MLP=(8,),
+    )
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
     atoms.rattle(0.1, seed=0)
     atoms.numbers[1] = 8
@@ -33,7 +40,10 @@ def test_padding_invariance_and_finite_gradients():
 
     grads = jax.grad(loss)(model.params)
     assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree_util.tree_leaves(grads))
-    force_grads = jax.grad(lambda p: (model.predict(large.graph, variables={"params": p, "constants": model.constants})
-                                      ["forces"] ** 2).sum())(model.params)
+    force_grads = jax.grad(
+        lambda p: (
+            model.predict(large.graph, variables={"params": p, "constants": model.constants})["forces"] ** 2
+        ).sum()
+    )(model.params)
     assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree_util.tree_leaves(force_grads))
     assert np.isfinite(float(energy(model.params, large.graph)[0]))

@@ -1,6 +1,5 @@
 """Float64 (and float32) parity of jaxtl's MACE with mace-torch on the same weights."""
 
-
 import numpy as np
 import pytest
 

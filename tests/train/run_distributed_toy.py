@@ -41,8 +41,15 @@ def main() -> int:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     if args.num_processes > 1:
-        initialize(DistributedConfig(f"127.0.0.1:{args.port}", args.num_processes, args.process_id,
-                                     heartbeat_timeout_s=5, initialization_timeout_s=60))
+        initialize(
+            DistributedConfig(
+                f"127.0.0.1:{args.port}",
+                args.num_processes,
+                args.process_id,
+                heartbeat_timeout_s=5,
+                initialization_timeout_s=60,
+            )
+        )
     jax.config.update("jax_enable_x64", True)
 
     import jax.numpy as jnp
@@ -74,11 +81,19 @@ def main() -> int:
             losses.append(float(stats["loss"]))
             if len(losses) == STEPS:
                 break
-        (out / f"steps-{jax.process_index()}.json").write_text(json.dumps(
-            {"losses": losses, "compiles": counter["train"], "devices": n_devices}))
+        (out / f"steps-{jax.process_index()}.json").write_text(
+            json.dumps({"losses": losses, "compiles": counter["train"], "devices": n_devices})
+        )
 
-    cfg = TrainConfig(max_num_epochs=args.epochs, dtype="float64", n_devices=n_devices, progress_bar=False,
-                      plot=False, ema=True, loss=LossConfig(loss="stress"))
+    cfg = TrainConfig(
+        max_num_epochs=args.epochs,
+        dtype="float64",
+        n_devices=n_devices,
+        progress_bar=False,
+        plot=False,
+        ema=True,
+        loss=LossConfig(loss="stress"),
+    )
     inner = shuffled(data, 0)
 
     def batches(epoch):

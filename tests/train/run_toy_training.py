@@ -19,10 +19,17 @@ from jaxtl.train import LossConfig, OptimizerConfig, TrainConfig, shuffled, trai
 
 
 def config(epochs: int, n_devices: int = 1) -> TrainConfig:
-    return TrainConfig(max_num_epochs=epochs, seed=11, dtype="float64", ema=True, n_devices=n_devices,
-                       loss=LossConfig(loss="stress", forces_weight=10.0),
-                       optimizer=OptimizerConfig(scheduler="plateau", scheduler_patience=1, lr_factor=0.5),
-                       progress_bar=False, plot=False)
+    return TrainConfig(
+        max_num_epochs=epochs,
+        seed=11,
+        dtype="float64",
+        ema=True,
+        n_devices=n_devices,
+        loss=LossConfig(loss="stress", forces_weight=10.0),
+        optimizer=OptimizerConfig(scheduler="plateau", scheduler_patience=1, lr_factor=0.5),
+        progress_bar=False,
+        plot=False,
+    )
 
 
 def main():
@@ -41,8 +48,15 @@ def main():
             time.sleep(args.sleep)  # lets the kill test land mid-run
             yield b
 
-    train(T.predict, T.init_variables(0), batches, data[:2], config(args.epochs, args.n_devices), args.out,
-          resume=args.resume)
+    train(
+        T.predict,
+        T.init_variables(0),
+        batches,
+        data[:2],
+        config(args.epochs, args.n_devices),
+        args.out,
+        resume=args.resume,
+    )
     print("done", flush=True)
 
 

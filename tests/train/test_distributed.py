@@ -64,8 +64,11 @@ def _start(out: Path, n_processes: int, devices_per_process: int = 1, *extra) ->
         args = [sys.executable, str(SCRIPT), str(out), "--cache", CACHE["dir"], *map(str, extra)]
         if n_processes > 1:
             args += ["--num-processes", str(n_processes), "--process-id", str(i), "--port", str(port)]
-        procs.append(subprocess.Popen(args, env=_env(devices_per_process), stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                args, env=_env(devices_per_process), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
     return procs
 
 
@@ -137,9 +140,11 @@ def test_two_processes_train_as_one_process_with_two_devices(one_process_two_dev
     b, meta_b = _checkpoint(two_processes)
     assert meta_a == meta_b and meta_a["epoch"] == 3
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-15), a, b)
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-15),
-                 load_model_variables(one_process_two_devices / "run" / "model"),
-                 load_model_variables(two_processes / "run" / "model"))
+    jax.tree.map(
+        lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-15),
+        load_model_variables(one_process_two_devices / "run" / "model"),
+        load_model_variables(two_processes / "run" / "model"),
+    )
     # one log, written once
     log = (two_processes / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(log) == 3

@@ -28,8 +28,9 @@ def data():
 
 
 def _cfg(**kw):
-    base = dict(max_num_epochs=12, dtype="float64", progress_bar=False,
-                optimizer=OptimizerConfig(lr=0.1, scheduler="constant"))
+    base = dict(
+        max_num_epochs=12, dtype="float64", progress_bar=False, optimizer=OptimizerConfig(lr=0.1, scheduler="constant")
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -37,8 +38,16 @@ def _cfg(**kw):
 def test_toy_model_learns_with_one_compilation(data, tmp_path):
     with_types = [(b, ["a", "b", "a"]) for b in data]
     cfg = _cfg(ema=True, stage_two=StageTwoConfig(enabled=True, start_epoch=10, swa_lr=1e-3))
-    res = train(T.predict, T.init_variables(0), shuffled(with_types[:4], 0), with_types[4:], cfg, tmp_path,
-                test_batches=with_types[4:], model_config={"r_max": T.R_MAX})
+    res = train(
+        T.predict,
+        T.init_variables(0),
+        shuffled(with_types[:4], 0),
+        with_types[4:],
+        cfg,
+        tmp_path,
+        test_batches=with_types[4:],
+        model_config={"r_max": T.R_MAX},
+    )
     losses = [r["valid_loss"] for r in res.history if r["stage"] == 1]
     assert losses[-1] < 0.25 * losses[0]
     assert res.n_compiles == {"train": 1, "eval": 1}
@@ -47,8 +56,7 @@ def test_toy_model_learns_with_one_compilation(data, tmp_path):
     assert [r["lr"] for r in res.history[9:]] == [0.1, 1e-3, 1e-3]
     assert set(res.metrics) == {"train", "valid", "test"} and {"a", "b", "all"} <= set(res.metrics["valid"])
     assert res.metrics["valid"]["all"]["forces_rmse"] < 1e3 * 1.0
-    for name in ("train_config.json", "train_config.yaml", "metrics.jsonl", "final_metrics.json",
-                 "learning_curve.png"):
+    for name in ("train_config.json", "train_config.yaml", "metrics.jsonl", "final_metrics.json", "learning_curve.png"):
         assert (tmp_path / name).exists(), name
     assert TrainConfig.load(tmp_path / "train_config.yaml") == cfg
     assert TrainConfig.load(tmp_path / "train_config.json") == cfg

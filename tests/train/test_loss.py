@@ -16,14 +16,22 @@ def _two_graph_batch():
     s = [T.random_structure(rng, 2), T.random_structure(rng, 1)]
     b = T.make_batch(s, n_nodes=5, n_edges=4, n_graphs=3)
     labels = b.labels._replace(
-        energy=np.array([-3.0, -1.0, 0.0]), forces=rng.normal(size=(5, 3)) * np.array([1, 1, 1, 0, 0])[:, None],
+        energy=np.array([-3.0, -1.0, 0.0]),
+        forces=rng.normal(size=(5, 3)) * np.array([1, 1, 1, 0, 0])[:, None],
         stress=rng.normal(size=(3, 3, 3)) * np.array([1, 1, 0])[:, None, None],
         virials=rng.normal(size=(3, 3, 3)) * np.array([1, 1, 0])[:, None, None],
-        weight=np.array([2.0, 0.5, 0.0]), energy_weight=np.array([1.0, 1.0, 0.0]),
-        forces_weight=np.array([1.0, 0.0, 0.0]), stress_weight=np.array([1.0, 1.0, 0.0]),
-        virials_weight=np.array([0.0, 1.0, 0.0]))
-    pred = {"energy": np.array([-2.0, -1.5, 7.0]), "forces": rng.normal(size=(5, 3)),
-            "stress": rng.normal(size=(3, 3, 3)), "virials": rng.normal(size=(3, 3, 3))}
+        weight=np.array([2.0, 0.5, 0.0]),
+        energy_weight=np.array([1.0, 1.0, 0.0]),
+        forces_weight=np.array([1.0, 0.0, 0.0]),
+        stress_weight=np.array([1.0, 1.0, 0.0]),
+        virials_weight=np.array([0.0, 1.0, 0.0]),
+    )
+    pred = {
+        "energy": np.array([-2.0, -1.5, 7.0]),
+        "forces": rng.normal(size=(5, 3)),
+        "stress": rng.normal(size=(3, 3, 3)),
+        "virials": rng.normal(size=(3, 3, 3)),
+    }
     pred["forces"][3:] = 1e3  # garbage on padding must not matter
     return pred, Batch(b.graph, labels)
 
@@ -35,13 +43,22 @@ def test_weighted_stress_virials_by_hand():
     e = lab.weight[:2] * lab.energy_weight[:2] * ((pred["energy"][:2] - lab.energy[:2]) / n) ** 2
     w_node = np.array([2.0, 2.0, 0.0])  # weight * forces_weight per real atom
     f = (w_node[:, None] * (pred["forces"][:3] - lab.forces[:3]) ** 2).sum() / 9
-    s = sum(lab.weight[g] * lab.stress_weight[g] * ((pred["stress"][g] - lab.stress[g]) ** 2).sum()
-            for g in range(2)) / 18
-    v = sum(lab.weight[g] * lab.virials_weight[g] * (((pred["virials"][g] - lab.virials[g]) / n[g]) ** 2).sum()
-            for g in range(2)) / 18
+    s = (
+        sum(lab.weight[g] * lab.stress_weight[g] * ((pred["stress"][g] - lab.stress[g]) ** 2).sum() for g in range(2))
+        / 18
+    )
+    v = (
+        sum(
+            lab.weight[g] * lab.virials_weight[g] * (((pred["virials"][g] - lab.virials[g]) / n[g]) ** 2).sum()
+            for g in range(2)
+        )
+        / 18
+    )
     cfg = LossConfig(energy_weight=3.0, forces_weight=10.0, stress_weight=5.0, virials_weight=7.0)
-    got = {k: float(compute_loss(pred, lab, b.graph, LossConfig(**{**cfg.__dict__, "loss": k})))
-           for k in ("weighted", "forces_only", "stress", "virials")}
+    got = {
+        k: float(compute_loss(pred, lab, b.graph, LossConfig(**{**cfg.__dict__, "loss": k})))
+        for k in ("weighted", "forces_only", "stress", "virials")
+    }
     np.testing.assert_allclose(got["weighted"], 3 * e.mean() + 10 * f, rtol=1e-12)
     np.testing.assert_allclose(got["forces_only"], 10 * f, rtol=1e-12)
     np.testing.assert_allclose(got["stress"], 3 * e.mean() + 10 * f + 5 * s, rtol=1e-12)
@@ -92,15 +109,30 @@ def test_parity_with_mace_torch(kind):
         # jaxtl masks labels of weight 0, so the two agree when every label is present.
         present = np.array([1.0, 1.0, 0.0])
         lab = lab._replace(energy_weight=present, forces_weight=present, stress_weight=present)
-    cls = {"weighted": "WeightedEnergyForcesLoss", "forces_only": "WeightedForcesLoss",
-           "stress": "WeightedEnergyForcesStressLoss", "virials": "WeightedEnergyForcesVirialsLoss",
-           "huber": "WeightedHuberEnergyForcesStressLoss", "universal": "UniversalLoss",
-           "l1l2": "WeightedEnergyForcesL1L2Loss"}[kind]
+    cls = {
+        "weighted": "WeightedEnergyForcesLoss",
+        "forces_only": "WeightedForcesLoss",
+        "stress": "WeightedEnergyForcesStressLoss",
+        "virials": "WeightedEnergyForcesVirialsLoss",
+        "huber": "WeightedHuberEnergyForcesStressLoss",
+        "universal": "UniversalLoss",
+        "l1l2": "WeightedEnergyForcesL1L2Loss",
+    }[kind]
     weights = dict(energy_weight=3.0, forces_weight=10.0, stress_weight=5.0, virials_weight=7.0)
-    kwargs = {k: v for k, v in weights.items() if k.split("_")[0] in
-              {"weighted": "energy forces", "forces_only": "forces", "stress": "energy forces stress",
-               "virials": "energy forces virials", "huber": "energy forces stress",
-               "universal": "energy forces stress", "l1l2": "energy forces"}[kind].split()}
+    kwargs = {
+        k: v
+        for k, v in weights.items()
+        if k.split("_")[0]
+        in {
+            "weighted": "energy forces",
+            "forces_only": "forces",
+            "stress": "energy forces stress",
+            "virials": "energy forces virials",
+            "huber": "energy forces stress",
+            "universal": "energy forces stress",
+            "l1l2": "energy forces",
+        }[kind].split()
+    }
     if kind in ("huber", "universal"):
         kwargs["huber_delta"] = 0.3
     torch_loss = getattr(mace_loss, cls)(**kwargs)
@@ -109,12 +141,24 @@ def test_parity_with_mace_torch(kind):
         __getattr__ = dict.__getitem__
 
     t = lambda x: torch.tensor(np.asarray(x, np.float64))
-    ref = Ref(energy=t(lab.energy[:2]), forces=t(lab.forces[:3]), stress=t(lab.stress[:2]),
-              virials=t(lab.virials[:2]), weight=t(lab.weight[:2]), energy_weight=t(lab.energy_weight[:2]),
-              forces_weight=t(lab.forces_weight[:2]), stress_weight=t(lab.stress_weight[:2]),
-              virials_weight=t(lab.virials_weight[:2]), ptr=torch.tensor([0, 2, 3]))
-    tp = {"energy": t(pred["energy"][:2]), "forces": t(pred["forces"][:3]), "stress": t(pred["stress"][:2]),
-          "virials": t(pred["virials"][:2])}
+    ref = Ref(
+        energy=t(lab.energy[:2]),
+        forces=t(lab.forces[:3]),
+        stress=t(lab.stress[:2]),
+        virials=t(lab.virials[:2]),
+        weight=t(lab.weight[:2]),
+        energy_weight=t(lab.energy_weight[:2]),
+        forces_weight=t(lab.forces_weight[:2]),
+        stress_weight=t(lab.stress_weight[:2]),
+        virials_weight=t(lab.virials_weight[:2]),
+        ptr=torch.tensor([0, 2, 3]),
+    )
+    tp = {
+        "energy": t(pred["energy"][:2]),
+        "forces": t(pred["forces"][:3]),
+        "stress": t(pred["stress"][:2]),
+        "virials": t(pred["virials"][:2]),
+    }
     expected = float(torch_loss(ref, tp))
     got = float(compute_loss(pred, lab, b.graph, LossConfig(loss=kind, huber_delta=0.3, **weights)))
     np.testing.assert_allclose(got, expected, rtol=1e-12)
@@ -124,13 +168,18 @@ def test_parity_with_mace_torch(kind):
 def test_missing_labels_add_nothing(kind):
     """A label of weight 0 (missing in the file) may hold anything: the loss is unchanged."""
     pred, b = _two_graph_batch()
-    lab = b.labels._replace(energy_weight=np.array([1.0, 0.0, 0.0]), forces_weight=np.array([1.0, 0.0, 0.0]),
-                            stress_weight=np.array([0.0, 1.0, 0.0]), virials_weight=np.array([0.0, 1.0, 0.0]))
+    lab = b.labels._replace(
+        energy_weight=np.array([1.0, 0.0, 0.0]),
+        forces_weight=np.array([1.0, 0.0, 0.0]),
+        stress_weight=np.array([0.0, 1.0, 0.0]),
+        virials_weight=np.array([0.0, 1.0, 0.0]),
+    )
     garbage = lab._replace(
         energy=lab.energy + np.array([0.0, 1e3, 0.0]),
         forces=lab.forces + np.array([0, 0, 1, 0, 0])[:, None] * 1e3,  # atom 2 is graph 1's
         stress=lab.stress + np.array([1, 0, 0])[:, None, None] * 1e3,
-        virials=lab.virials + np.array([1, 0, 0])[:, None, None] * 1e3)
+        virials=lab.virials + np.array([1, 0, 0])[:, None, None] * 1e3,
+    )
     cfg = LossConfig(loss=kind)
     base = float(compute_loss(pred, lab, b.graph, cfg))
     assert float(compute_loss(pred, garbage, b.graph, cfg)) == pytest.approx(base, rel=1e-12, abs=1e-12)
@@ -142,6 +191,7 @@ def test_missing_labels_add_nothing(kind):
 @jax.jit
 def _losses_grads_terms(variables, batch):
     """{kind: (loss, grad, terms)} for every loss kind (one compilation per shape)."""
+
     def f(params, kind):
         p = T.predict({"params": params, "constants": variables["constants"]}, batch.graph, True)
         terms = loss_terms(p, batch.labels, batch.graph, kind)
@@ -160,9 +210,12 @@ def padded_data():
     structs = [T.random_structure(rng) for _ in range(4)]
     teacher = T.teacher()
     lab = lambda b: jax.tree.map(jnp.asarray, T.label_batch(b, teacher))
-    return {"variables": T.init_variables(1), "small": lab(T.make_batch(structs)),
-            "big": lab(T.make_batch(structs, n_nodes=30, n_edges=100, n_graphs=9)),
-            "halves": [lab(T.make_batch(structs[:2])), lab(T.make_batch(structs[2:]))]}
+    return {
+        "variables": T.init_variables(1),
+        "small": lab(T.make_batch(structs)),
+        "big": lab(T.make_batch(structs, n_nodes=30, n_edges=100, n_graphs=9)),
+        "halves": [lab(T.make_batch(structs[:2])), lab(T.make_batch(structs[2:]))],
+    }
 
 
 def test_padding_and_batching_invariance(padded_data):

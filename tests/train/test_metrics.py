@@ -23,18 +23,27 @@ def test_exact_accumulation_and_config_types():
         n = int(b.graph.graph_mask.sum())
         for g in range(n):
             sel = np.asarray(b.graph.node_graph) == g
-            per_graph.append({"de": float((p["energy"][g] - b.labels.energy[g]) / b.graph.n_node[g]),
-                              "df": np.asarray(p["forces"] - b.labels.forces)[sel].ravel(),
-                              "ds": np.asarray(p["stress"][g] - b.labels.stress[g]).ravel()})
+            per_graph.append(
+                {
+                    "de": float((p["energy"][g] - b.labels.energy[g]) / b.graph.n_node[g]),
+                    "df": np.asarray(p["forces"] - b.labels.forces)[sel].ravel(),
+                    "ds": np.asarray(p["stress"][g] - b.labels.stress[g]).ravel(),
+                }
+            )
     res = acc.result()
 
     def expect(idx):
         de = np.array([per_graph[i]["de"] for i in idx])
         df = np.concatenate([per_graph[i]["df"] for i in idx])
         ds = np.concatenate([per_graph[i]["ds"] for i in idx])
-        return {"energy_mae": 1e3 * np.abs(de).mean(), "energy_rmse": 1e3 * np.sqrt((de**2).mean()),
-                "forces_mae": 1e3 * np.abs(df).mean(), "forces_rmse": 1e3 * np.sqrt((df**2).mean()),
-                "stress_mae": 1e3 * np.abs(ds).mean(), "stress_rmse": 1e3 * np.sqrt((ds**2).mean())}
+        return {
+            "energy_mae": 1e3 * np.abs(de).mean(),
+            "energy_rmse": 1e3 * np.sqrt((de**2).mean()),
+            "forces_mae": 1e3 * np.abs(df).mean(),
+            "forces_rmse": 1e3 * np.sqrt((df**2).mean()),
+            "stress_mae": 1e3 * np.abs(ds).mean(),
+            "stress_rmse": 1e3 * np.sqrt((ds**2).mean()),
+        }
 
     for group, idx in (("all", [0, 1, 2, 3]), ("bulk", [0, 2]), ("surface", [1])):
         for key, value in expect(idx).items():

@@ -80,8 +80,9 @@ def test_plateau_matches_torch():
 
 
 def test_schedules():
-    assert scheduled_lr(OptimizerConfig(scheduler="exponential", lr_scheduler_gamma=0.9), 0, 3) == \
-        pytest.approx(0.01 * 0.9**3)
+    assert scheduled_lr(OptimizerConfig(scheduler="exponential", lr_scheduler_gamma=0.9), 0, 3) == pytest.approx(
+        0.01 * 0.9**3
+    )
     cos = OptimizerConfig(scheduler="cosine", decay_epochs=10, min_lr_factor=0.1)
     assert scheduled_lr(cos, 0, 0) == pytest.approx(0.01)
     assert scheduled_lr(cos, 0, 10) == pytest.approx(0.001)

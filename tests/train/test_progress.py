@@ -29,8 +29,12 @@ class ListWriter:
 
 
 def _cfg(epochs):
-    return TrainConfig(max_num_epochs=epochs, dtype="float64", progress_bar=False,
-                       optimizer=OptimizerConfig(lr=0.05, scheduler="constant"))
+    return TrainConfig(
+        max_num_epochs=epochs,
+        dtype="float64",
+        progress_bar=False,
+        optimizer=OptimizerConfig(lr=0.05, scheduler="constant"),
+    )
 
 
 def test_running_errors_are_rmse_in_mev():
@@ -48,23 +52,37 @@ def test_eta_leaves_out_the_compiling_epoch():
 
 
 def test_epoch_line_and_scalars():
-    record = {"epoch": 4, "lr": 0.01, "train_loss": 0.5, "valid_loss": 0.25, "time_s": 2.0,
-              "train_running": {"energy_rmse": 3.0, "forces_rmse": 80.0},
-              "valid": {"all": {"energy_rmse": 4.0, "forces_rmse": 90.0, "stress_rmse": 1.5, "n_graphs": 3}}}
+    record = {
+        "epoch": 4,
+        "lr": 0.01,
+        "train_loss": 0.5,
+        "valid_loss": 0.25,
+        "time_s": 2.0,
+        "train_running": {"energy_rmse": 3.0, "forces_rmse": 80.0},
+        "valid": {"all": {"energy_rmse": 4.0, "forces_rmse": 90.0, "stress_rmse": 1.5, "n_graphs": 3}},
+    }
     line = epoch_line(record, 10, 130.0, 60.0)
     assert line.startswith("epoch 5/10") and "E 3.00 F 80.00" in line and "E 4.00 F 90.00 S 1.50" in line
     assert "total 2m10s" in line and "ETA 1m00s" in line
-    assert scalars(record) == {"train/loss": 0.5, "valid/loss": 0.25, "lr": 0.01, "train/energy_rmse": 3.0,
-                               "train/forces_rmse": 80.0, "valid/energy_rmse": 4.0, "valid/forces_rmse": 90.0,
-                               "valid/stress_rmse": 1.5}
+    assert scalars(record) == {
+        "train/loss": 0.5,
+        "valid/loss": 0.25,
+        "lr": 0.01,
+        "train/energy_rmse": 3.0,
+        "train/forces_rmse": 80.0,
+        "valid/energy_rmse": 4.0,
+        "valid/forces_rmse": 90.0,
+        "valid/stress_rmse": 1.5,
+    }
 
 
 def test_a_run_reports_every_epoch_everywhere(tmp_path, caplog):
     data = T.dataset(6, seed=2)
     writer = ListWriter(tmp_path)
     with caplog.at_level(logging.INFO, logger="jaxtl.train"):
-        res = train(T.predict, T.init_variables(0), shuffled(data[:4], 0), data[4:], _cfg(12), tmp_path,
-                    writers=[writer])
+        res = train(
+            T.predict, T.init_variables(0), shuffled(data[:4], 0), data[4:], _cfg(12), tmp_path, writers=[writer]
+        )
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == list(range(12))
     for r in records:
@@ -90,10 +108,12 @@ def test_a_run_reports_every_epoch_everywhere(tmp_path, caplog):
 def test_resumed_run_appends_to_train_log(tmp_path):
     data = T.dataset(6, seed=2)
     train(T.predict, T.init_variables(0), shuffled(data[:4], 0), data[4:], _cfg(2), tmp_path, writers=[])
-    train(T.predict, T.init_variables(0), shuffled(data[:4], 0), data[4:], _cfg(4), tmp_path, writers=[],
-          resume=True)
-    epochs = [line.split(" epoch ")[1].split()[0] for line in (tmp_path / "train.log").read_text().splitlines()
-              if " epoch " in line and "|" in line]
+    train(T.predict, T.init_variables(0), shuffled(data[:4], 0), data[4:], _cfg(4), tmp_path, writers=[], resume=True)
+    epochs = [
+        line.split(" epoch ")[1].split()[0]
+        for line in (tmp_path / "train.log").read_text().splitlines()
+        if " epoch " in line and "|" in line
+    ]
     assert epochs == ["1/2", "2/2", "3/4", "4/4"]
 
 
@@ -108,21 +128,48 @@ def _jaxtl(*args):
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", "jaxtl.cli", "--no-cpu-tuning", *map(str, args)],
-                          capture_output=True, text=True, timeout=900, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "jaxtl.cli", "--no-cpu-tuning", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
 
 
 def test_quiet_command_keeps_the_screen_clear_and_the_log_full(tiny_xyz, tmp_path):
     out = tmp_path / "run"
-    proc = _jaxtl("train", "--train", tiny_xyz, "--epochs", 2, "--out", out, "--quiet", "--hidden-irreps", "4x0e",
-                  "--max-ell", 1, "--correlation", 2, "--radial-mlp", 8, "--batch-size", 4, "--r-max", 4.0)
+    proc = _jaxtl(
+        "train",
+        "--train",
+        tiny_xyz,
+        "--epochs",
+        2,
+        "--out",
+        out,
+        "--quiet",
+        "--hidden-irreps",
+        "4x0e",
+        "--max-ell",
+        1,
+        "--correlation",
+        2,
+        "--radial-mlp",
+        8,
+        "--batch-size",
+        4,
+        "--r-max",
+        4.0,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "epoch 1/2" not in proc.stderr + proc.stdout and "it/s" not in proc.stderr  # no epoch lines, no bars
     assert "epoch 1/2" in (out / "train.log").read_text() and "epoch 2/2" in (out / "train.log").read_text()
 
 
-@pytest.mark.skipif(__import__("importlib").util.find_spec("tensorboardX") is not None,
-                    reason="tensorboardX is installed: the missing-extra message cannot be shown")
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("tensorboardX") is not None,
+    reason="tensorboardX is installed: the missing-extra message cannot be shown",
+)
 def test_missing_extra_is_named(tiny_xyz, tmp_path):
     proc = _jaxtl("train", "--train", tiny_xyz, "--epochs", 1, "--out", tmp_path / "run", "--tensorboard", tmp_path)
     assert proc.returncode == 2 and "pip install jaxtl[tensorboard]" in proc.stderr, proc.stderr[-2000:]
@@ -141,7 +188,12 @@ def test_batch_bars_only_on_a_terminal(tmp_path, monkeypatch, tty):
     stream = Stream()
     monkeypatch.setattr("sys.stderr", stream)
     data = T.dataset(4, seed=1)
-    cfg = TrainConfig(max_num_epochs=1, dtype="float64", progress_bar=True, plot=False,
-                      optimizer=OptimizerConfig(lr=0.01, scheduler="constant"))
+    cfg = TrainConfig(
+        max_num_epochs=1,
+        dtype="float64",
+        progress_bar=True,
+        plot=False,
+        optimizer=OptimizerConfig(lr=0.01, scheduler="constant"),
+    )
     train(T.predict, T.init_variables(0), shuffled(data[:3], 0), lambda e: data[3:], cfg, tmp_path / "run")
     assert ("it/s" in stream.getvalue() or "s/it" in stream.getvalue()) == tty

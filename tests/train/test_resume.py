@@ -24,8 +24,9 @@ def _env(**extra):
 
 
 def _run(*args, timeout=300):
-    out = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], env=_env(), capture_output=True,
-                         text=True, timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)], env=_env(), capture_output=True, text=True, timeout=timeout
+    )
     assert out.returncode == 0, out.stderr[-3000:]
 
 
@@ -38,13 +39,20 @@ def _latest_arrays(out):
 
 def test_kill_and_resume_is_bit_exact(tmp_path):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(killed), "--sleep", "0.4"], env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(killed), "--sleep", "0.4"],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     latest = killed / "checkpoints" / LATEST
     deadline = time.time() + 240
     while time.time() < deadline:
-        done = [p for p in latest.glob("*") if p.name.isdigit() and (p / "commit_success.txt").exists()] \
-            if latest.exists() else []
+        done = (
+            [p for p in latest.glob("*") if p.name.isdigit() and (p / "commit_success.txt").exists()]
+            if latest.exists()
+            else []
+        )
         if done or proc.poll() is not None:
             break
         time.sleep(0.05)
@@ -60,8 +68,9 @@ def test_kill_and_resume_is_bit_exact(tmp_path):
     b, meta_b = _latest_arrays(clean)
     assert meta_a == meta_b
     jax.tree.map(np.testing.assert_array_equal, a, b)
-    jax.tree.map(np.testing.assert_array_equal, load_model_variables(killed / "model"),
-                 load_model_variables(clean / "model"))
+    jax.tree.map(
+        np.testing.assert_array_equal, load_model_variables(killed / "model"), load_model_variables(clean / "model")
+    )
     # The metrics log of the resumed run holds each epoch once.
     epochs = [l for l in (killed / "metrics.jsonl").read_text().splitlines()]
     assert len(epochs) == 6
@@ -81,8 +90,7 @@ def test_kill_during_save_keeps_previous_checkpoint(tmp_path):
     interrupted = 0
     for delay in (0.0, 0.02, 0.05):
         out = tmp_path / f"d{delay}"
-        proc = subprocess.Popen([sys.executable, "-c", SAVER, str(out)], env=_env(), stdout=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen([sys.executable, "-c", SAVER, str(out)], env=_env(), stdout=subprocess.PIPE, text=True)
         for line in proc.stdout:
             if line.strip() == "saving 3":
                 break

@@ -14,10 +14,17 @@ TRUE = {1: -13.6, 8: -2042.0}
 
 def config(numbers, energy=None, config_type="Default", index=0):
     n = len(numbers)
-    return Configuration(atomic_numbers=np.array(numbers), positions=np.arange(3 * n, dtype=float).reshape(n, 3),
-                         cell=np.zeros((3, 3)), pbc=(False,) * 3, energy=energy,
-                         energy_weight=0.0 if energy is None else 1.0, config_type=config_type,
-                         source="train.xyz", index=index)
+    return Configuration(
+        atomic_numbers=np.array(numbers),
+        positions=np.arange(3 * n, dtype=float).reshape(n, 3),
+        cell=np.zeros((3, 3)),
+        pbc=(False,) * 3,
+        energy=energy,
+        energy_weight=0.0 if energy is None else 1.0,
+        config_type=config_type,
+        source="train.xyz",
+        index=index,
+    )
 
 
 def molecules(n=12, seed=0):
@@ -45,13 +52,16 @@ def test_every_form_parses(tmp_path):
     assert parse_e0s(str(path)) == TRUE
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{1: -13.6, 8: }", "cannot be read: expected one of average"),
-    ("avarage", "cannot be read"),
-    ("__import__('os').system('true')", "cannot be read"),  # never evaluated
-    ("{'Xx': 1.0}", "unknown element 'Xx'"),
-    ("{1: 'low'}", "E0 of H is not a number"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{1: -13.6, 8: }", "cannot be read: expected one of average"),
+        ("avarage", "cannot be read"),
+        ("__import__('os').system('true')", "cannot be read"),  # never evaluated
+        ("{'Xx': 1.0}", "unknown element 'Xx'"),
+        ("{1: 'low'}", "E0 of H is not a number"),
+    ],
+)
 def test_bad_e0s_are_named(text, message):
     with pytest.raises(ValueError, match=message):
         parse_e0s(text)

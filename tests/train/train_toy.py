@@ -44,8 +44,9 @@ MODEL = ToyPair()
 
 def init_variables(seed: int = 0, dtype=jnp.float64, graph: Graph | None = None) -> dict:
     graph = make_batch([random_structure(np.random.default_rng(0))]).graph if graph is None else graph
-    graph = jax.tree.map(lambda x: jnp.asarray(x, dtype) if np.issubdtype(np.asarray(x).dtype, np.floating)
-                         else jnp.asarray(x), graph)
+    graph = jax.tree.map(
+        lambda x: jnp.asarray(x, dtype) if np.issubdtype(np.asarray(x).dtype, np.floating) else jnp.asarray(x), graph
+    )
     v = MODEL.init(jax.random.PRNGKey(seed), graph, graph.positions, graph.cell)
     return {"params": v["params"], "constants": v["constants"]}
 
@@ -56,15 +57,17 @@ def predict(variables, graph: Graph, compute_stress: bool = False) -> dict:
     def energy(positions, strain):
         sym = 0.5 * (strain + jnp.swapaxes(strain, 1, 2))
         pos = positions + jnp.einsum("ni,nij->nj", positions, sym[graph.node_graph])
-        cell = graph.cell + jnp.einsum("gi,gij->gj", graph.cell.reshape(-1, 3), jnp.repeat(sym, 3, 0)
-                                       ).reshape(n_graphs, 3, 3)
+        cell = graph.cell + jnp.einsum("gi,gij->gj", graph.cell.reshape(-1, 3), jnp.repeat(sym, 3, 0)).reshape(
+            n_graphs, 3, 3
+        )
         node_e = MODEL.apply(variables, graph, pos, cell)
         e = jax.ops.segment_sum(node_e, graph.node_graph, n_graphs)
         return e.sum(), (e, node_e)
 
     strain = jnp.zeros((n_graphs, 3, 3), graph.positions.dtype)
     (_, (e, node_e)), (d_pos, d_strain) = jax.value_and_grad(energy, argnums=(0, 1), has_aux=True)(
-        graph.positions, strain)
+        graph.positions, strain
+    )
     out = {"energy": e, "node_energy": node_e, "forces": -d_pos}
     if compute_stress:
         volume = jnp.abs(jnp.linalg.det(graph.cell))
@@ -88,8 +91,7 @@ def random_structure(rng: np.random.Generator, n_atoms: int | None = None) -> di
     return {"positions": pos + 4.0, "numbers": rng.choice([1, 6, 8], size=n), "cell": 10.0 * np.eye(3)}
 
 
-def make_batch(structures, labels=None, n_nodes: int = 16, n_edges: int = 64, n_graphs: int = 5,
-               weights=None) -> Batch:
+def make_batch(structures, labels=None, n_nodes: int = 16, n_edges: int = 64, n_graphs: int = 5, weights=None) -> Batch:
     """Pad `structures` into one Batch; the last graph is the padding graph.
 
     labels: per structure dict(energy, forces, stress, virials) or None (zeros, weight 0).
@@ -122,21 +124,35 @@ def make_batch(structures, labels=None, n_nodes: int = 16, n_edges: int = 64, n_
     n_node_arr[-1] = pad
     cell = np.zeros((n_graphs, 3, 3))
     cell[:g_real] = cells
-    graph = Graph(positions=positions, atomic_numbers=numbers, senders=senders, receivers=receivers,
-                  unit_shifts=np.zeros((n_edges, 3)), cell=cell, node_graph=node_graph, n_node=n_node_arr,
-                  head=np.zeros(n_graphs, np.int32), node_mask=np.arange(n_nodes) < n_real,
-                  graph_mask=np.arange(n_graphs) < g_real)
-    lab = {k: np.zeros(shape) for k, shape in
-           (("energy", (n_graphs,)), ("forces", (n_nodes, 3)), ("stress", (n_graphs, 3, 3)),
-            ("virials", (n_graphs, 3, 3)))}
-    w = {k: np.zeros(n_graphs) for k in ("weight", "energy_weight", "forces_weight", "stress_weight",
-                                          "virials_weight")}
+    graph = Graph(
+        positions=positions,
+        atomic_numbers=numbers,
+        senders=senders,
+        receivers=receivers,
+        unit_shifts=np.zeros((n_edges, 3)),
+        cell=cell,
+        node_graph=node_graph,
+        n_node=n_node_arr,
+        head=np.zeros(n_graphs, np.int32),
+        node_mask=np.arange(n_nodes) < n_real,
+        graph_mask=np.arange(n_graphs) < g_real,
+    )
+    lab = {
+        k: np.zeros(shape)
+        for k, shape in (
+            ("energy", (n_graphs,)),
+            ("forces", (n_nodes, 3)),
+            ("stress", (n_graphs, 3, 3)),
+            ("virials", (n_graphs, 3, 3)),
+        )
+    }
+    w = {k: np.zeros(n_graphs) for k in ("weight", "energy_weight", "forces_weight", "stress_weight", "virials_weight")}
     if labels is not None:
         off = 0
         for g, (s, l) in enumerate(zip(structures, labels)):
             n = len(s["numbers"])
             lab["energy"][g] = l["energy"]
-            lab["forces"][off:off + n] = l["forces"]
+            lab["forces"][off : off + n] = l["forces"]
             lab["stress"][g] = l["stress"]
             lab["virials"][g] = l["virials"]
             for k in w:
@@ -157,10 +173,17 @@ def label_batch(batch: Batch, variables, weights=None) -> Batch:
     real_g = np.asarray(g.graph_mask, float)
     real_n = np.asarray(g.node_mask, float)
     w = real_g if weights is None else real_g * np.asarray(weights)
-    labels = Labels(energy=np.asarray(p["energy"]) * real_g, forces=np.asarray(p["forces"]) * real_n[:, None],
-                    stress=np.asarray(p["stress"]) * real_g[:, None, None],
-                    virials=np.asarray(p["virials"]) * real_g[:, None, None], weight=w,
-                    energy_weight=real_g, forces_weight=real_g, stress_weight=real_g, virials_weight=real_g)
+    labels = Labels(
+        energy=np.asarray(p["energy"]) * real_g,
+        forces=np.asarray(p["forces"]) * real_n[:, None],
+        stress=np.asarray(p["stress"]) * real_g[:, None, None],
+        virials=np.asarray(p["virials"]) * real_g[:, None, None],
+        weight=w,
+        energy_weight=real_g,
+        forces_weight=real_g,
+        stress_weight=real_g,
+        virials_weight=real_g,
+    )
     return Batch(g, labels)
 
 
@@ -175,5 +198,6 @@ def dataset(n_batches: int, per_batch: int = 3, seed: int = 0, **pad) -> list[Ba
     """Padded batches of random clusters labelled by `teacher()`."""
     rng = np.random.default_rng(seed)
     t = teacher()
-    return [label_batch(make_batch([random_structure(rng) for _ in range(per_batch)], **pad), t)
-            for _ in range(n_batches)]
+    return [
+        label_batch(make_batch([random_structure(rng) for _ in range(per_batch)], **pad), t) for _ in range(n_batches)
+    ]
