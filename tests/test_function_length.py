@@ -19,7 +19,6 @@ KNOWN = {
     "finetune/finetune.py:finetune": "over 80 lines once ruff format wrapped it; to split",
     "md/ase_md.py:run_ase_md": "over 80 lines once ruff format wrapped it; to split",
     "md/simulate.py:run": "over 80 lines once ruff format wrapped it; to split",
-    "model/mace.py:__call__": "over 80 lines once ruff format wrapped it; to split",
     "train/loop.py:train": "over 80 lines once ruff format wrapped it; to split",
     "train/run.py:train_from_scratch": "over 80 lines once ruff format wrapped it; to split",
 }
