@@ -17,8 +17,6 @@ KNOWN = {
     "demo.py:run_demo": "over 80 lines once ruff format wrapped it; to split",
     "distill/ace.py:fit_ace_student": "over 80 lines once ruff format wrapped it; to split",
     "finetune/finetune.py:finetune": "over 80 lines once ruff format wrapped it; to split",
-    "md/ase_md.py:run_ase_md": "over 80 lines once ruff format wrapped it; to split",
-    "md/simulate.py:run": "over 80 lines once ruff format wrapped it; to split",
     "train/loop.py:train": "over 80 lines once ruff format wrapped it; to split",
     "train/run.py:train_from_scratch": "over 80 lines once ruff format wrapped it; to split",
 }
