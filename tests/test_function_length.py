@@ -13,9 +13,6 @@ KNOWN = {
     "cli/distill.py:add_parser": "over 80 lines once ruff format wrapped it; to split",
     "demo.py:run_demo": "over 80 lines once ruff format wrapped it; to split",
     "distill/ace.py:fit_ace_student": "over 80 lines once ruff format wrapped it; to split",
-    "finetune/finetune.py:finetune": "over 80 lines once ruff format wrapped it; to split",
-    "train/loop.py:train": "over 80 lines once ruff format wrapped it; to split",
-    "train/run.py:train_from_scratch": "over 80 lines once ruff format wrapped it; to split",
 }
 
 
