@@ -127,10 +127,7 @@ def run_demo(
     fast: bool = False,
 ) -> dict:
     """Run the whole demo; returns the results table (also written to OUT/results.json)."""
-    from jaxtl.finetune import FinetuneConfig, FoundationConfig, StrategyConfig, finetune
     from jaxtl.graph.io import read_configurations
-    from jaxtl.train.data import DataConfig
-    from jaxtl.train.run import ScratchConfig, train_from_scratch
 
     out = Path(out)
     t_start = time.time()
@@ -138,76 +135,107 @@ def run_demo(
     paths = make_data(out / "data", **sizes)
     n_pool = len(read_configurations(paths["target_pool"]))
     log(f"[demo] data in {out / 'data'} ({time.time() - t_start:.0f} s)")
+    _train_foundation(out, paths, foundation_epochs, log)
+
+    rows = []
+    for fraction in fractions:
+        rows += _compare_at(out, paths, fraction, n_pool, steps, log)
+    distilled = _distil(out, paths, rows, fast, log)
+    _report(out, rows, distilled, t_start, log)
+    return {"rows": rows, "distillation": distilled, "wall_s": time.time() - t_start}
+
+
+def _train_foundation(out: Path, paths: dict, epochs: int, log) -> None:
+    """OUT/foundation: DEMO_MODEL trained from scratch on the foundation structures."""
+    from jaxtl.train.data import DataConfig
+    from jaxtl.train.run import ScratchConfig, train_from_scratch
 
     t0 = time.time()
     train_from_scratch(
         ScratchConfig(
             DataConfig(train_file=str(paths["foundation"]), batch_size=10, valid_fraction=0.1),
             DEMO_MODEL,
-            _train_config(foundation_epochs),
+            _train_config(epochs),
         ),
         out / "foundation",
     )
     log(f"[demo] foundation trained on Cu/Ni/Ag/Au EMT data ({time.time() - t0:.0f} s)")
 
-    rows = []
-    batch_size = 5
-    for fraction in fractions:
-        n_train = max(2, int(round(fraction * n_pool * 0.9)))
-        epochs = _epochs_for(n_train, batch_size, steps)
-        runs = {
-            "scratch": lambda d: (
-                train_from_scratch(
-                    ScratchConfig(
-                        DataConfig(
-                            train_file=str(paths["target_pool"]),
-                            test_file=str(paths["target_test"]),
-                            batch_size=batch_size,
-                            train_fraction=fraction,
-                        ),
-                        DEMO_MODEL,
-                        _train_config(epochs),
-                    ),
-                    d,
-                ).metrics
-            ),
-        }
-        for freeze in (5, 6):
-            config = FinetuneConfig(
-                FoundationConfig(str(out / "foundation" / "model")),
-                DataConfig(
-                    train_file=str(paths["target_pool"]),
-                    test_file=str(paths["target_test"]),
-                    batch_size=batch_size,
-                    valid_batch_size=batch_size,
-                    train_fraction=fraction,
-                    seed=0,
-                ),
-                StrategyConfig(freeze=freeze),
-                _train_config(epochs),
-                e0s="average",
-            )
-            runs[f"freeze {freeze}"] = lambda d, config=config: finetune(config, d, log=lambda *_: None).train.metrics
-        for name, fn in runs.items():
-            t0 = time.time()
-            metrics = fn(out / f"{name.replace(' ', '')}_{int(round(fraction * 100))}pct")
-            test = metrics["test"]["all"]
-            rows.append(
-                {
-                    "fraction": fraction,
-                    "n_train": n_train,
-                    "model": name,
-                    "energy_rmse": test["energy_rmse"],
-                    "forces_rmse": test["forces_rmse"],
-                    "wall_s": time.time() - t0,
-                }
-            )
-            log(
-                f"[demo] {name:9s} {fraction:5.0%}: E {test['energy_rmse']:7.1f} meV/atom, "
-                f"F {test['forces_rmse']:7.1f} meV/A ({time.time() - t0:.0f} s)"
-            )
 
-    distilled = _distil(out, paths, rows, fast, log)
+def _compare_at(out: Path, paths: dict, fraction: float, n_pool: int, steps: int, log) -> list[dict]:
+    """Scratch, freeze 5 and freeze 6 trained on `fraction` of the target pool for about
+    `steps` steps, each tested on the held-out target structures: a table row each."""
+    batch_size = 5
+    n_train = max(2, int(round(fraction * n_pool * 0.9)))
+    epochs = _epochs_for(n_train, batch_size, steps)
+    rows = []
+    for name, fn in _runs(out, paths, fraction, batch_size, epochs).items():
+        t0 = time.time()
+        metrics = fn(out / f"{name.replace(' ', '')}_{int(round(fraction * 100))}pct")
+        test = metrics["test"]["all"]
+        rows.append(
+            {
+                "fraction": fraction,
+                "n_train": n_train,
+                "model": name,
+                "energy_rmse": test["energy_rmse"],
+                "forces_rmse": test["forces_rmse"],
+                "wall_s": time.time() - t0,
+            }
+        )
+        log(
+            f"[demo] {name:9s} {fraction:5.0%}: E {test['energy_rmse']:7.1f} meV/atom, "
+            f"F {test['forces_rmse']:7.1f} meV/A ({time.time() - t0:.0f} s)"
+        )
+    return rows
+
+
+def _runs(out: Path, paths: dict, fraction: float, batch_size: int, epochs: int) -> dict:
+    """{"scratch", "freeze 5", "freeze 6"} -> run folder -> the run's metrics on every split."""
+    from jaxtl.finetune import FinetuneConfig, FoundationConfig, StrategyConfig, finetune
+    from jaxtl.train.data import DataConfig
+    from jaxtl.train.run import ScratchConfig, train_from_scratch
+
+    runs = {
+        "scratch": lambda d: (
+            train_from_scratch(
+                ScratchConfig(
+                    DataConfig(
+                        train_file=str(paths["target_pool"]),
+                        test_file=str(paths["target_test"]),
+                        batch_size=batch_size,
+                        train_fraction=fraction,
+                    ),
+                    DEMO_MODEL,
+                    _train_config(epochs),
+                ),
+                d,
+            ).metrics
+        ),
+    }
+    for freeze in (5, 6):
+        config = FinetuneConfig(
+            FoundationConfig(str(out / "foundation" / "model")),
+            DataConfig(
+                train_file=str(paths["target_pool"]),
+                test_file=str(paths["target_test"]),
+                batch_size=batch_size,
+                valid_batch_size=batch_size,
+                train_fraction=fraction,
+                seed=0,
+            ),
+            StrategyConfig(freeze=freeze),
+            _train_config(epochs),
+            e0s="average",
+        )
+        runs[f"freeze {freeze}"] = lambda d, config=config: finetune(config, d, log=lambda *_: None).train.metrics
+    return runs
+
+
+def _report(out: Path, rows: list[dict], distilled: dict, t_start: float, log) -> None:
+    """The table and the distillation line on screen, OUT/results.json and OUT/learning_curves.png."""
+    from jaxtl.train.plot import plot_data_efficiency
+
     table = format_table(rows)
     log(table)
     log(
@@ -216,8 +244,6 @@ def run_demo(
         f"{distilled['speedup']:.1f}x faster than its teacher ({distilled['n_labelled']} structures labelled)"
     )
     (out / "results.json").write_text(json.dumps({"rows": rows, "distillation": distilled}, indent=2))
-    from jaxtl.train.plot import plot_data_efficiency
-
     plot_data_efficiency(
         rows, out / "learning_curves.png", "model", "jaxtl demo (EMT data): frozen fine-tuning vs scratch"
     )
@@ -225,7 +251,6 @@ def run_demo(
         f"[demo] total {time.time() - t_start:.0f} s; table in {out / 'results.json'}, plot in "
         f"{out / 'learning_curves.png'}. A demonstration of the mechanics on EMT data, not a physics result."
     )
-    return {"rows": rows, "distillation": distilled, "wall_s": time.time() - t_start}
 
 
 def _distil(out: Path, paths: dict, rows: list[dict], fast: bool, log) -> dict:

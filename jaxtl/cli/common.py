@@ -67,7 +67,18 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
+    """The training flags (one group, mace-torch's names), then the watching and distributed groups."""
     g = p.add_argument_group("training (mace-torch names and defaults, except EMA and stage two, on here)")
+    _add_optimiser_args(g)
+    _add_loss_args(g)
+    _add_ema_and_stage_two_args(g)
+    _add_run_args(g)
+    _add_watching_args(p)
+    add_distributed_args(p)
+
+
+def _add_optimiser_args(g) -> None:
+    """Epochs, learning rate and its schedule, optimiser, patience."""
     g.add_argument("--epochs", type=int, default=100, help="number of epochs (default 100; mace's max_num_epochs)")
     g.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01, mace-torch's)")
     g.add_argument(
@@ -90,6 +101,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         default=2048,
         help="stop after this many epochs without a better validation loss (default 2048)",
     )
+
+
+def _add_loss_args(g) -> None:
+    """Loss function and weights."""
     g.add_argument("--energy-weight", type=float, default=1.0, help="loss weight of energy per atom (default 1)")
     g.add_argument("--forces-weight", type=float, default=100.0, help="loss weight of forces (default 100)")
     g.add_argument("--stress-weight", type=float, default=1.0, help="loss weight of stress (default 1)")
@@ -100,6 +115,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         help="weighted | forces_only | stress | virials | huber | universal | l1l2 (default weighted)",
     )
     g.add_argument("--huber-delta", type=float, default=0.01, help="delta of the Huber losses (default 0.01)")
+
+
+def _add_ema_and_stage_two_args(g) -> None:
+    """EMA of the weights and mace's stage two (--swa)."""
     g.add_argument(
         "--ema",
         action=argparse.BooleanOptionalAction,
@@ -134,6 +153,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
             default=default,
             help=f"stage-two loss weight of {name} (default {default:g})",
         )
+
+
+def _add_run_args(g) -> None:
+    """Dtype, backend, seed, run folder, resume and a settings file."""
     g.add_argument(
         "--dtype", default="float32", choices=["float32", "float64"], help="training dtype (default float32)"
     )
@@ -161,6 +184,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         help="YAML/JSON settings: a mace-torch run_train YAML (options jaxtl lacks are named and "
         "ignored), or the run_config.yaml / train_config.yaml of a jaxtl run; flags win",
     )
+
+
+def _add_watching_args(p: argparse.ArgumentParser) -> None:
+    """Quiet runs, TensorBoard and W&B."""
     g = p.add_argument_group("watching the run")
     g.add_argument(
         "--quiet",
@@ -180,7 +207,6 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         metavar="PROJECT",
         help="also log each epoch's scalars to this Weights & Biases project (pip install jaxtl[wandb])",
     )
-    add_distributed_args(p)
 
 
 def parse_mapping(text, what: str) -> dict | None:

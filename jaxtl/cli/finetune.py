@@ -32,6 +32,15 @@ def add_parser(sub) -> None:
         "mace-mp-0-medium (see `jaxtl models`; downloaded and converted once into $JAXTL_CACHE)",
     )
     p.add_argument("--head", default=None, help="head of a multi-head foundation to fine-tune")
+    _add_freezing_args(p)
+    _add_strategy_args(p)
+    add_data_args(p)
+    add_train_args(p)
+    p.set_defaults(func=run, parser=p)
+
+
+def _add_freezing_args(p) -> None:
+    """mace-torch's --freeze N, patterns, soft freezing, --dry-run."""
     g = p.add_argument_group("freezing")
     g.add_argument(
         "--freeze",
@@ -65,6 +74,10 @@ def add_parser(sub) -> None:
         help='soft freezing, JSON: {"interactions_lr_factor": 0.1, "products_lr_factor": 0.5}',
     )
     g.add_argument("--dry-run", action="store_true", help="print which parameters train and stop")
+
+
+def _add_strategy_args(p) -> None:
+    """The strategy: LoRA and magnitude adapters, replay."""
     s = p.add_argument_group("strategy")
     s.add_argument(
         "--strategy",
@@ -98,9 +111,6 @@ def add_parser(sub) -> None:
         help="structures to label with the foundation and replay (repeatable)",
     )
     s.add_argument("--replay-rattle", type=float, default=None, help="displacement of the copies in A (default 0.05)")
-    add_data_args(p)
-    add_train_args(p)
-    p.set_defaults(func=run, parser=p)
 
 
 def finetune_config(args):

@@ -17,6 +17,16 @@ def add_parser(sub) -> None:
         "the same command again skips finished cells and resumes an interrupted one; the fractions, "
         "strategies and seeds may grow between runs, other settings may not.",
     )
+    _add_pool_args(p)
+    _add_grid_args(p)
+    _add_convergence_args(p)
+    _add_training_args(p)
+    p.add_argument("--out", required=True, help="run folder: grid_config.json, cells/, results.*")
+    p.set_defaults(func=run)
+
+
+def _add_pool_args(p) -> None:
+    """The "data" group: foundation, pool, test set, batch size, label keys."""
     g = p.add_argument_group("data")
     g.add_argument(
         "--foundation",
@@ -37,6 +47,10 @@ def add_parser(sub) -> None:
     g.add_argument("--forces-key", default="REF_forces", help="arrays key of forces (eV/A)")
     g.add_argument("--stress-key", default="REF_stress", help="info key of stress (eV/A^3)")
     g.add_argument("--head", default=None, help="head of a multi-head foundation")
+
+
+def _add_grid_args(p) -> None:
+    """Fractions x strategies x seeds, and which cells run first."""
     g = p.add_argument_group("grid")
     g.add_argument(
         "--fractions",
@@ -68,6 +82,10 @@ def add_parser(sub) -> None:
         help="run these cells (every seed) before the others, e.g. 0.1:f5 0.1:scratch 1:scratch",
     )
     g.add_argument("--max-cells", type=int, default=None, help="train at most this many cells, then stop")
+
+
+def _add_convergence_args(p) -> None:
+    """Early stopping and the plateau schedule."""
     g = p.add_argument_group("convergence")
     g.add_argument(
         "--patience",
@@ -90,6 +108,10 @@ def add_parser(sub) -> None:
         help="epochs without improvement before the lr is multiplied by --lr-factor (default 5)",
     )
     g.add_argument("--lr-factor", type=float, default=0.8, help="plateau lr factor (default 0.8)")
+
+
+def _add_training_args(p) -> None:
+    """Learning rates, dtype, EMA, loss weights, E0s, freezing count, LoRA rank."""
     g = p.add_argument_group("training")
     g.add_argument("--lr", type=float, default=0.005, help="learning rate of fine-tuning (default 0.005)")
     g.add_argument("--scratch-lr", type=float, default=0.01, help="learning rate of scratch (default 0.01)")
@@ -104,8 +126,6 @@ def add_parser(sub) -> None:
     )
     g.add_argument("--counting", choices=["mace", "paper"], default="mace", help="counting of fN (default mace)")
     g.add_argument("--lora-rank", type=int, default=None, help="rank of the LoRA strategies (default 4)")
-    p.add_argument("--out", required=True, help="run folder: grid_config.json, cells/, results.*")
-    p.set_defaults(func=run)
 
 
 def config_from_args(args):

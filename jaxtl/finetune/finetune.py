@@ -279,18 +279,93 @@ def finetune(
     custom_labels = labels is not None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cfg, data = config.train, config.data
+    cfg = config.train
     enable_x64_if(cfg.dtype)
     strategy = make_strategy_of(config.strategy, cfg.seed)
     if not dry_run:
         record_config(config, out / CONFIG_FILE, resume, may_change=RESUME_MAY_CHANGE, write=is_primary())
 
+    setup = _set_up(config, strategy, out, labels, decay_filter, log)
+    log(str(setup.report))
+    if dry_run:
+        return FinetuneResult(None, setup.report, setup.atomic_energies, setup.labels, strategy=strategy)
+
+    replay = _label_replay(setup, strategy, config, log)
+    run = _Run(
+        config,
+        setup.model_config,
+        setup.variables["constants"],
+        strategy,
+        setup.tree,
+        setup.labels,
+        setup.report,
+        setup.meta,
+        setup.splits,
+        replay,
+        custom_labels,
+    )
+    result, n_steps, train_time, wall = run.train(out, setup.decay_filter, resume)
+    log(setup.report.summary())
+    log(f"wrote {out / 'model'} ({n_steps} steps in {train_time:.1f} s)")
+    # frozen_unchanged: write_model compared every frozen leaf before writing and raises otherwise
+    return FinetuneResult(
+        out / "model",
+        setup.report,
+        setup.atomic_energies,
+        setup.labels,
+        result,
+        True,
+        wall,
+        n_steps / train_time if train_time > 0 else None,
+        strategy,
+        len(replay),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Setup:
+    """A fine-tuning run before training: the foundation on the new data, and what the
+    strategy trains.
+
+    Attributes:
+        model_config, variables: the foundation in the training dtype, its E0s refitted.
+        meta: the foundation's metadata.
+        teacher: (config, variables) of the foundation as loaded; it labels the replay set.
+        splits: the new data, on the foundation's head.
+        tree, labels: the optimised tree (the parameters, or {"base", "adapters"}) and its labels.
+        decay_filter: the strategy's weight-decay selection.
+        replay_set: the replay structures, unlabelled (None without replay).
+        report: what the strategy trains (`StrategyReport`).
+    """
+
+    model_config: MACEConfig
+    variables: dict
+    meta: dict
+    teacher: tuple[MACEConfig, dict]
+    splits: Splits
+    tree: Any
+    labels: Any
+    decay_filter: Callable | None
+    replay_set: list | None
+    report: StrategyReport
+
+    @property
+    def atomic_energies(self) -> np.ndarray:
+        """The refitted E0s [n_heads, n_elements] (eV)."""
+        return np.asarray(self.variables["constants"]["atomic_energies"])
+
+
+def _set_up(
+    config: FinetuneConfig, strategy: Strategy, out: Path, labels: Freeze, decay_filter, log: Callable[[str], None]
+) -> _Setup:
+    """Load the foundation, read the data and refit the E0s, then set up the strategy's
+    tree, labels, weight decay and replay set (see `finetune`)."""
+    cfg, data = config.train, config.data
     f = config.foundation
     model_config, variables, meta = load_foundation(f.model, out, f.head, f.check_conversion, log)
     splits = read_finetune_data(data, model_config)
     teacher = (model_config, variables)  # the foundation as it is labels the replay set
     model_config, variables = refit_e0s(model_config, variables, splits, config.e0s, data.batch_size, cfg.dtype, log)
-    atomic_energies = np.asarray(variables["constants"]["atomic_energies"])
 
     params = variables["params"]
     tree = strategy.init(params, seed=cfg.seed)
@@ -308,51 +383,25 @@ def finetune(
         optimizer=lambda l: make_optimizer(cfg.optimizer, l, lr_factor_transforms(l), decay_filter),
         replay=replay_line,
     )
-    log(str(report))
-    if dry_run:
-        return FinetuneResult(None, report, atomic_energies, labels, strategy=strategy)
+    return _Setup(model_config, variables, meta, teacher, splits, tree, labels, decay_filter, replay_set, report)
 
-    replay = []
-    if replay_set:
-        replay = pseudolabel(
-            build_loaded_model(*teacher, dtype=cfg.dtype),
-            replay_set,
-            strategy.replay,
-            model_config.heads[0],
-            np.asarray(teacher[1]["constants"]["atomic_energies"])[0],
-            atomic_energies[0],
-            data.batch_size,
-        )
-        log(f"labelled {len(replay)} replay structures with the foundation")
-    run = _Run(
-        config,
-        model_config,
-        variables["constants"],
-        strategy,
-        tree,
-        labels,
-        report,
-        meta,
-        splits,
-        replay,
-        custom_labels,
+
+def _label_replay(setup: _Setup, strategy: Strategy, config: FinetuneConfig, log: Callable[[str], None]) -> list:
+    """The replay structures labelled by the foundation (on the refitted E0s); [] without replay."""
+    if not setup.replay_set:
+        return []
+    teacher_config, teacher_variables = setup.teacher
+    replay = pseudolabel(
+        build_loaded_model(teacher_config, teacher_variables, dtype=config.train.dtype),
+        setup.replay_set,
+        strategy.replay,
+        setup.model_config.heads[0],
+        np.asarray(teacher_variables["constants"]["atomic_energies"])[0],
+        setup.atomic_energies[0],
+        config.data.batch_size,
     )
-    result, n_steps, train_time, wall = run.train(out, decay_filter, resume)
-    log(report.summary())
-    log(f"wrote {out / 'model'} ({n_steps} steps in {train_time:.1f} s)")
-    # frozen_unchanged: write_model compared every frozen leaf before writing and raises otherwise
-    return FinetuneResult(
-        out / "model",
-        report,
-        atomic_energies,
-        labels,
-        result,
-        True,
-        wall,
-        n_steps / train_time if train_time > 0 else None,
-        strategy,
-        len(replay),
-    )
+    log(f"labelled {len(replay)} replay structures with the foundation")
+    return replay
 
 
 @dataclasses.dataclass

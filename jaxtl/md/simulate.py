@@ -28,6 +28,7 @@ from ase.constraints import FixAtoms
 
 from jaxtl.api import LoadedModel, load_model
 from jaxtl.graph.batching import Budget, graph_from_configuration, pad_to_capacity
+from jaxtl.graph.graph import Graph
 from jaxtl.graph.io import Configuration, DataKeys, check_elements, configuration_from_atoms
 from jaxtl.md.chunk import LIMIT, NOT_FINITE, OK, REBUILD, TOO_CLOSE, ChunkParams, make_chunk, make_initial_forces
 from jaxtl.md.integrators import MDState
@@ -166,6 +167,71 @@ def initial_velocities(
     return velocities
 
 
+@dataclasses.dataclass(frozen=True)
+class _System:
+    """What stays fixed through one MD run: the structure and its per-node arrays, padded to
+    the graph's node capacity `n_nodes`.
+
+    masses: [n_nodes] amu (1 on padding); mobile: [n_nodes] bool (False on fixed atoms and
+    padding); np_masses: [n] amu of the real atoms (float64); dof: 3 x the mobile atoms."""
+
+    atoms: ase.Atoms
+    numbers: np.ndarray
+    cell: np.ndarray
+    pbc: np.ndarray
+    n_nodes: int
+    masses: jnp.ndarray
+    mobile: jnp.ndarray
+    np_masses: np.ndarray
+    dof: int
+
+    @property
+    def n(self) -> int:
+        return len(self.atoms)
+
+
+@dataclasses.dataclass
+class _Trajectory:
+    """Energies of every step and the frames of every `config.save_every`-th, handed to
+    `on_frames` as each chunk is done (the start frame first, unless resuming)."""
+
+    system: _System
+    config: MDConfig
+    on_frames: Callable[[list], None] | None
+    start_step: int
+    epot: list = dataclasses.field(default_factory=list)
+    ekin: list = dataclasses.field(default_factory=list)
+    frames: list = dataclasses.field(default_factory=list)
+
+    def frame(self, step: int, positions, velocities, energy, forces) -> ase.Atoms:
+        return md_frame(self.system.atoms, step, step * self.config.dt, positions, velocities, energy, forces)
+
+    def kinetic(self, velocities) -> float:
+        return kinetic_energy(self.system.np_masses, velocities)
+
+    def start(self, positions, velocities, energy, forces) -> None:
+        """The start frame (step `start_step`)."""
+        self.epot.append(float(energy))
+        self.ekin.append(self.kinetic(velocities))
+        self.frames.append(self.frame(self.start_step, positions, velocities, energy, forces))
+        if self.on_frames is not None and not self.start_step:
+            self.on_frames(self.frames[:1])
+
+    def add(self, record, accepted: int, last_step: int) -> None:
+        """The first `accepted` steps of a chunk's `record`, which began after step `last_step`."""
+        energies, vels = np.asarray(record.energy), np.asarray(record.velocities)
+        positions, all_forces = np.asarray(record.positions), np.asarray(record.forces)
+        saved = len(self.frames)
+        for j in range(accepted):
+            step = last_step + j + 1
+            self.epot.append(float(energies[j]))
+            self.ekin.append(self.kinetic(vels[j]))
+            if step % self.config.save_every == 0:
+                self.frames.append(self.frame(step, positions[j], vels[j], energies[j], all_forces[j]))
+        if self.on_frames is not None and len(self.frames) > saved:
+            self.on_frames(self.frames[saved:])
+
+
 class MDEngine:
     """MD with one model; compiled chunks and graph budgets are reused across runs.
 
@@ -222,6 +288,39 @@ class MDEngine:
         """
         start_time = time.perf_counter()
         compilations = self.n_compilations
+        system, graph, velocities = self._system(atoms, config)
+        energy, forces = self._initial(self.model.variables, graph)
+        state = MDState(jnp.asarray(graph.positions), jnp.asarray(velocities, self.dtype), forces, energy)
+        key = jax.random.PRNGKey(config.seed)
+        if start_step:
+            key = jax.random.fold_in(key, start_step)
+        trajectory = _Trajectory(system, config, on_frames, start_step)
+        trajectory.start(graph.positions, velocities, energy, forces)
+        error = self._check_start(float(energy), np.asarray(forces), graph, config.min_distance)
+        done, rebuilds, error = self._advance(system, graph, state, key, trajectory, progress, error)
+        if error is not None:
+            log.warning("%s; keeping %d frames", error, len(trajectory.frames))
+        ekin = np.array(trajectory.ekin)
+        return MDResult(
+            frames=trajectory.frames,
+            time=(start_step + np.arange(len(trajectory.epot))) * config.dt,
+            potential_energy=np.array(trajectory.epot),
+            kinetic_energy=ekin,
+            temperature=2 * ekin / (system.dof * units.kB),
+            steps_done=done,
+            error=error,
+            n_atoms=system.n,
+            n_compilations=self.n_compilations - compilations,
+            n_rebuilds=rebuilds,
+            wall_s=time.perf_counter() - start_time,
+        )
+
+    def _system(self, atoms: ase.Atoms, config: MDConfig) -> tuple[_System, Graph, np.ndarray]:
+        """(the run's `_System`, its first padded graph, initial velocities [n_nodes, 3] A/(ASE
+        time), zero on fixed atoms and padding).
+
+        Raises:
+            DataError: an element the model does not know."""
         structure = configuration_from_atoms(atoms, min_distance=None, read_labels=False)
         check_elements([structure], self.model.config.atomic_numbers)
         n = len(atoms)
@@ -240,70 +339,40 @@ class MDEngine:
         mobile = jnp.asarray(padded(~fixed, False))
         dof = max(3 * int((~fixed).sum()), 1)
         velocities = padded(initial_velocities(atoms, config.temperature, fixed, rng))
+        np_masses = np.asarray(masses, np.float64)[:n]
+        return _System(atoms, numbers, cell, pbc, n_nodes, masses, mobile, np_masses, dof), graph, velocities
+
+    def _advance(
+        self, system: _System, graph: Graph, state: MDState, key, trajectory: _Trajectory, progress, error: str | None
+    ) -> tuple[int, int, str | None]:
+        """Chunks of `check_every` steps until `config.steps` (or `error`), the neighbour list
+        rebuilt between them: (steps done, rebuilds, the error that stopped the run or None)."""
+        config, start_step = trajectory.config, trajectory.start_step
         variables = self.model.variables
-        energy, forces = self._initial(variables, graph)
-        state = MDState(jnp.asarray(graph.positions), jnp.asarray(velocities, self.dtype), forces, energy)
-        key = jax.random.PRNGKey(config.seed)
-        if start_step:
-            key = jax.random.fold_in(key, start_step)
+        n_steps = max(config.steps - start_step, 0)
         params = chunk_params(config, self.dtype)
         chunk = self._chunk(config.check_every, config.ensemble)
-        np_masses = np.asarray(masses, np.float64)[:n]
-        kinetic = lambda v: kinetic_energy(np_masses, v)  # noqa: E731
-
-        def frame(step, positions, v, e, f):
-            return md_frame(atoms, step, step * config.dt, positions, v, e, f)
-
-        n_steps = max(config.steps - start_step, 0)
-        epot, ekin = [float(energy)], [kinetic(velocities)]
-        frames = [frame(start_step, graph.positions, velocities, energy, forces)]
-        if on_frames is not None and not start_step:
-            on_frames(frames[:1])
-        error = self._check_start(float(energy), np.asarray(forces), graph, config.min_distance)
         done, rebuilds = 0, 0
         bar = _progress(n_steps, progress)
         while error is None and done < n_steps:
             params = params._replace(limit=jnp.asarray(min(config.check_every, n_steps - done), jnp.int32))
-            state, key, record = chunk(variables, graph, masses, mobile, state, key, params)
+            state, key, record = chunk(variables, graph, system.masses, system.mobile, state, key, params)
             status = np.asarray(record.status)
             accepted = int(np.argmax(status != OK)) if np.any(status != OK) else len(status)
-            energies, vels = np.asarray(record.energy), np.asarray(record.velocities)
-            positions, all_forces = np.asarray(record.positions), np.asarray(record.forces)
-            saved = len(frames)
-            for j in range(accepted):
-                step = start_step + done + j + 1
-                epot.append(float(energies[j]))
-                ekin.append(kinetic(vels[j]))
-                if step % config.save_every == 0:
-                    frames.append(frame(step, positions[j], vels[j], energies[j], all_forces[j]))
-            if on_frames is not None and len(frames) > saved:
-                on_frames(frames[saved:])
+            trajectory.add(record, accepted, start_step + done)
             done += accepted
             bar.update(accepted)
             error = stop_message(record, status, accepted, start_step + done + 1, graph, config)
             if error is None and done < n_steps:
-                graph = self.graph(numbers, np.asarray(state.positions, np.float64)[:n], cell, pbc, config.skin)
-                if graph.n_nodes != n_nodes:
+                positions = np.asarray(state.positions, np.float64)[: system.n]
+                graph = self.graph(system.numbers, positions, system.cell, system.pbc, config.skin)
+                if graph.n_nodes != system.n_nodes:
                     raise MDError("node capacity changed during a run")  # budgets never shrink: a bug
                 rebuilds += 1
-            bar.set_postfix(T=f"{2 * ekin[-1] / (dof * units.kB):.0f}K", E=f"{epot[-1]:.3f}")
+            temperature = 2 * trajectory.ekin[-1] / (system.dof * units.kB)
+            bar.set_postfix(T=f"{temperature:.0f}K", E=f"{trajectory.epot[-1]:.3f}")
         bar.close()
-        if error is not None:
-            log.warning("%s; keeping %d frames", error, len(frames))
-        ekin_a = np.array(ekin)
-        return MDResult(
-            frames=frames,
-            time=(start_step + np.arange(len(epot))) * config.dt,
-            potential_energy=np.array(epot),
-            kinetic_energy=ekin_a,
-            temperature=2 * ekin_a / (dof * units.kB),
-            steps_done=done,
-            error=error,
-            n_atoms=n,
-            n_compilations=self.n_compilations - compilations,
-            n_rebuilds=rebuilds,
-            wall_s=time.perf_counter() - start_time,
-        )
+        return done, rebuilds, error
 
     @staticmethod
     def _check_start(energy, forces, graph, min_distance) -> str | None:

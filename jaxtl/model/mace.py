@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -150,6 +152,22 @@ def energies(node_e0, node_inter, graph: Graph, n_graphs: int, dtype) -> dict:
     }
 
 
+class Edges(NamedTuple):
+    """What every interaction block reads of the edges.
+
+    sh: spherical harmonics [n_edges, 2l+1] per l; edge_feats: radial basis [n_edges,
+    num_bessel]; cutoff: [n_edges, 1]; senders, receivers: [n_edges]; neighbours, edge_pairs:
+    the graph's optional layouts (`Graph`)."""
+
+    sh: list
+    edge_feats: jnp.ndarray
+    cutoff: jnp.ndarray
+    senders: jnp.ndarray
+    receivers: jnp.ndarray
+    neighbours: jnp.ndarray | None
+    edge_pairs: jnp.ndarray | None
+
+
 class MACE(nn.Module):
     """MACE energy model. `__call__(graph)` returns node and graph energies.
 
@@ -207,58 +225,10 @@ class MACE(nn.Module):
             )
 
         h = ElementEmbedding(Z, scalar_channels(parse_irreps(cfg.hidden_irreps)), dtype, name="node_embedding")(species)
-        sh_irreps = spherical_harmonics_irreps(cfg.max_ell)
-        layers = layer_irreps(cfg)
-        feats_per_layer = []
-        for t, lay in enumerate(layers):
-            common = dict(
-                node_feats_irreps=lay["node_feats"],
-                edge_irreps=lay["edge"],
-                sh_irreps=sh_irreps,
-                target_irreps=lay["target"],
-                hidden_irreps=lay["hidden_out"],
-                num_elements=Z,
-                num_radial=edge_feats.shape[-1],
-                radial_MLP=cfg.radial_MLP,
-                avg_num_neighbors=cfg.avg_num_neighbors[t],
-                dtype=dtype,
-                backend=self.backend,
-                name=f"interactions_{t}",
-            )
-            args = (h, species, sh, edge_feats, cutoff, graph.senders, graph.receivers, graph.neighbours, elements)
-            if lay["cls"] == "RealAgnosticResidualNonLinearInteractionBlock":
-                # its radial MLP reads the sender's and the receiver's embeddings: no pairs
-                message, sc = NonLinearInteraction(**common)(*args)
-            else:
-                message, sc = Interaction(kind=lay["cls"], **common)(*args, graph.edge_pairs)
-            prod_species = jnp.zeros_like(species) if cfg.use_agnostic_product else real_species
-            h = ProductBlock(
-                lay["target"],
-                lay["hidden_out"],
-                cfg.correlation[t],
-                1 if cfg.use_agnostic_product else Z,
-                lay["use_sc"],
-                dtype,
-                self.backend,
-                name=f"products_{t}",
-            )(message, sc, prod_species, None if cfg.use_agnostic_product else elements)
-            feats_per_layer.append((h, lay["hidden_out"]))
+        edges = Edges(sh, edge_feats, cutoff, graph.senders, graph.receivers, graph.neighbours, graph.edge_pairs)
+        feats_per_layer = self._layers(h, species, real_species, elements, edges)
 
-        readout_energies = []
-        mlp_channels = scalar_channels(parse_irreps(cfg.MLP_irreps))
-        n_readouts = 1 if cfg.use_last_readout_only else len(layers)
-        for i in range(n_readouts):
-            feats, irreps = feats_per_layer[-1 if n_readouts == 1 else i]
-            # mace-torch: the last layer's readout is non-linear, except in one-layer models
-            if i == n_readouts - 1 and len(layers) > 1:
-                gate = cfg.gate_cst if cfg.gate == "silu" else None
-                readout = NonLinearReadout(irreps, mlp_channels, H, gate, dtype, name=f"readouts_{i}")
-            else:
-                readout = LinearReadout(irreps, H, dtype, name=f"readouts_{i}")
-            out = readout(feats, node_heads)
-            readout_energies.append(jnp.take_along_axis(out, node_heads[:, None], axis=1)[:, 0])
-
-        node_inter = pair + sum(readout_energies)
+        node_inter = pair + self._readouts(feats_per_layer, node_heads)
         if cfg.model_type == "ScaleShiftMACE":
             scale = jnp.asarray(self.variable("constants", "scale", lambda: jnp.ones((H,), dtype)).value, dtype)
             shift = jnp.asarray(self.variable("constants", "shift", lambda: jnp.zeros((H,), dtype)).value, dtype)
@@ -268,6 +238,73 @@ class MACE(nn.Module):
         if node_feats_out:
             out["node_feats"] = jnp.concatenate([blocks_to_flat(f) for f, _ in feats_per_layer], axis=-1)
         return out
+
+    def _layers(self, h, species, real_species, elements, edges: Edges) -> list[tuple]:
+        """Interaction and product blocks `interactions_t`, `products_t` (submodules of this
+        compact module: called from `__call__` only): [(node features, their irreps)] per layer.
+
+        h: [n_nodes, channels] the element embedding; species, real_species: [n_nodes] element
+        indices (see `node_species`); elements: [slots] or None."""
+        cfg = self.config
+        Z = cfg.num_elements
+        sh_irreps = spherical_harmonics_irreps(cfg.max_ell)
+        feats_per_layer = []
+        for t, lay in enumerate(layer_irreps(cfg)):
+            common = dict(
+                node_feats_irreps=lay["node_feats"],
+                edge_irreps=lay["edge"],
+                sh_irreps=sh_irreps,
+                target_irreps=lay["target"],
+                hidden_irreps=lay["hidden_out"],
+                num_elements=Z,
+                num_radial=edges.edge_feats.shape[-1],
+                radial_MLP=cfg.radial_MLP,
+                avg_num_neighbors=cfg.avg_num_neighbors[t],
+                dtype=self.dtype,
+                backend=self.backend,
+                name=f"interactions_{t}",
+            )
+            e = edges
+            args = (h, species, e.sh, e.edge_feats, e.cutoff, e.senders, e.receivers, e.neighbours, elements)
+            if lay["cls"] == "RealAgnosticResidualNonLinearInteractionBlock":
+                # its radial MLP reads the sender's and the receiver's embeddings: no pairs
+                message, sc = NonLinearInteraction(**common)(*args)
+            else:
+                message, sc = Interaction(kind=lay["cls"], **common)(*args, e.edge_pairs)
+            prod_species = jnp.zeros_like(species) if cfg.use_agnostic_product else real_species
+            h = ProductBlock(
+                lay["target"],
+                lay["hidden_out"],
+                cfg.correlation[t],
+                1 if cfg.use_agnostic_product else Z,
+                lay["use_sc"],
+                self.dtype,
+                self.backend,
+                name=f"products_{t}",
+            )(message, sc, prod_species, None if cfg.use_agnostic_product else elements)
+            feats_per_layer.append((h, lay["hidden_out"]))
+        return feats_per_layer
+
+    def _readouts(self, feats_per_layer: list[tuple], node_heads) -> jnp.ndarray:
+        """The summed readouts `readouts_i` of the layers' features: interaction energy
+        [n_nodes] (eV, before scale and shift) on each node's head (`node_heads` [n_nodes])."""
+        cfg = self.config
+        H = len(cfg.heads)
+        readout_energies = []
+        mlp_channels = scalar_channels(parse_irreps(cfg.MLP_irreps))
+        n_layers = len(feats_per_layer)
+        n_readouts = 1 if cfg.use_last_readout_only else n_layers
+        for i in range(n_readouts):
+            feats, irreps = feats_per_layer[-1 if n_readouts == 1 else i]
+            # mace-torch: the last layer's readout is non-linear, except in one-layer models
+            if i == n_readouts - 1 and n_layers > 1:
+                gate = cfg.gate_cst if cfg.gate == "silu" else None
+                readout = NonLinearReadout(irreps, mlp_channels, H, gate, self.dtype, name=f"readouts_{i}")
+            else:
+                readout = LinearReadout(irreps, H, self.dtype, name=f"readouts_{i}")
+            out = readout(feats, node_heads)
+            readout_energies.append(jnp.take_along_axis(out, node_heads[:, None], axis=1)[:, 0])
+        return sum(readout_energies)
 
 
 def init_variables(config: MACEConfig, seed: int = 0) -> dict:

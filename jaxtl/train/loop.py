@@ -194,128 +194,145 @@ def train(
         NonFiniteLossError: a training or validation loss is NaN/inf; the
             message names the epoch and batch; no checkpoint is written for it.
     """
-    out = Path(out_dir)
+    run = _open_run(Path(out_dir), cfg, resume)
+    optimizer = make_optimizer(cfg.optimizer, param_labels, label_transforms, decay_filter)
+    run = _with_steps(run, predict_fn, optimizer)
+    state, constants, meta = _initial_state(_cast(variables, run.dtype), optimizer, run, resume)
+
+    monitor = RunMonitor(run.out, cfg.max_num_epochs, default_writers() if writers is None else writers, cfg.plot)
+    try:
+        monitor.start()
+        first = cfg.max_num_epochs if meta.get("stopped") else meta["epoch"]  # early-stopped: just finish
+        for epoch in range(first, cfg.max_num_epochs):
+            state, record, improved = _epoch(run, state, constants, meta, epoch, train_batches, valid_batches)
+            monitor.epoch(record)  # adds wall_s and eta_s
+            _append(run.log_path, record)
+            _save_epoch(run, state, constants, meta, epoch, improved)
+            if meta["stopped"]:
+                break
+        splits = {"train": train_batches, "valid": valid_batches, "test": test_batches}
+        return _finish(run, state, constants, splits, model_config, write_model)
+    finally:
+        monitor.stop()
+        run.ckpt.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """What stays fixed through one training run: its settings, folder, device mesh,
+    checkpoints, log, compiled steps and the count of their compilations."""
+
+    cfg: TrainConfig
+    out: Path
+    dtype: Any
+    mesh: Any
+    ckpt: Checkpointer
+    log_path: Path
+    compiles: Counter
+    train_step: Callable | None = None
+    eval_step: Callable | None = None
+
+
+def _open_run(out: Path, cfg: TrainConfig, resume: bool) -> _Run:
+    """The run folder made (refused when it holds checkpoints and not `resume`), its config
+    saved; the steps are added by `_with_steps`."""
     out.mkdir(parents=True, exist_ok=True)
     dtype = _np_dtype(cfg)
     ckpt = Checkpointer(out)
-    log_path = out / "metrics.jsonl"
     if not resume and ckpt.latest_step(LATEST) is not None:
         raise FileExistsError(f"{out} already holds checkpoints: pass resume=True or use a new out_dir")
     if is_primary():  # in a multi-process job, process 0 writes the logs and files
         cfg.save(out / "train_config.json")
         cfg.save(out / "train_config.yaml")
+    return _Run(cfg, out, dtype, make_mesh(cfg.n_devices), ckpt, out / "metrics.jsonl", Counter())
 
-    variables = _cast(variables, dtype)
-    optimizer = make_optimizer(cfg.optimizer, param_labels, label_transforms, decay_filter)
-    mesh = make_mesh(cfg.n_devices)
-    state, constants, meta = _initial_state(variables, optimizer, cfg, mesh, ckpt, log_path, resume)
 
-    compiles: Counter = Counter()
+def _with_steps(run: _Run, predict_fn: Callable, optimizer) -> _Run:
+    """`run` with its jitted training and evaluation steps (compilations counted in `run.compiles`)."""
+    cfg = run.cfg
     loss, delta, stress = cfg.loss.loss, cfg.loss.huber_delta, cfg.wants_stress
     ema_decay = cfg.ema_decay if cfg.ema else None
-    train_step, _ = make_train_step(predict_fn, loss, delta, stress, optimizer, ema_decay, mesh, compiles)
-    eval_step, _ = make_eval_step(predict_fn, loss, delta, stress, mesh, compiles)
-
-    monitor = RunMonitor(out, cfg.max_num_epochs, default_writers() if writers is None else writers, cfg.plot)
-    try:
-        monitor.start()
-        first = cfg.max_num_epochs if meta.get("stopped") else meta["epoch"]  # early-stopped: just finish
-        for epoch in range(first, cfg.max_num_epochs):
-            t0 = time.time()
-            stage_two = meta["stage_two_start"] is not None and epoch >= meta["stage_two_start"]
-            if stage_two and meta["stage"] == 1:
-                log.info("epoch %d: stage two (loss weights and lr %g)", epoch, cfg.stage_two.swa_lr)
-                meta.update(stage=2, best_loss=math.inf, patience_ref=math.inf, best_epoch=None, epochs_since_best=0)
-            weights = loss_weights(cfg.loss, cfg.stage_two, stage_two)
-            plateau = PlateauState(**meta["plateau"])
-            state, terms, lr = _train_epoch(
-                train_step,
-                state,
-                constants,
-                _items(train_batches, epoch),
-                epoch,
-                stage_two,
-                plateau,
-                weights,
-                cfg,
-                mesh,
-                dtype,
-                ckpt,
-                log_path,
-            )
-            train_loss = _host_loss(terms, weights)
-            params = state.ema.params if state.ema is not None else state.params
-            valid_loss, valid_metrics = _run_eval(
-                eval_step, params, constants, _items(valid_batches, epoch), mesh, dtype, weights
-            )
-            if math.isnan(valid_loss) and not valid_metrics:
-                valid_loss = train_loss  # no validation data: track the training loss
-            if not math.isfinite(valid_loss):
-                msg = f"non-finite validation loss ({valid_loss}) after epoch {epoch}; stopping"
-                _append(log_path, {"event": "non_finite_loss", "epoch_failed": epoch, "message": msg})
-                raise NonFiniteLossError(msg + f". Last good checkpoint: {ckpt.path(LATEST)}")
-
-            if not stage_two and cfg.optimizer.scheduler == "plateau":
-                meta["plateau"] = dataclasses.asdict(plateau_update(plateau, valid_loss, cfg.optimizer))
-            improved, stop = _early_stopping(meta, valid_loss, epoch, cfg)
-            meta.update(epoch=epoch + 1, step=int(state.step), stopped=stop)
-
-            record = {
-                "epoch": epoch,
-                "stage": meta["stage"],
-                "lr": lr,
-                "train_loss": train_loss,
-                "train_running": running_errors(terms, loss),
-                "valid_loss": valid_loss,
-                "valid": valid_metrics,
-                "time_s": time.time() - t0,
-                "n_compiles": dict(compiles),
-            }
-            monitor.epoch(record)  # adds wall_s and eta_s
-            _append(log_path, record)
-
-            arrays = pack_state(state, constants)
-            if improved:
-                best = BEST_STAGE_TWO if meta["stage"] == 2 else BEST
-                if ckpt.latest_step(best) != epoch + 1:  # a resumed rerun of a saved epoch
-                    ckpt.save(best, epoch + 1, arrays, meta)
-            ckpt.save(LATEST, epoch + 1, arrays, meta)
-            if stop:
-                break
-
-        return _finish(
-            ckpt,
-            state,
-            constants,
-            cfg,
-            out,
-            eval_step,
-            train_batches,
-            valid_batches,
-            test_batches,
-            dtype,
-            compiles,
-            model_config,
-            log_path,
-            write_model,
-        )
-    finally:
-        monitor.stop()
-        ckpt.close()
+    train_step, _ = make_train_step(predict_fn, loss, delta, stress, optimizer, ema_decay, run.mesh, run.compiles)
+    eval_step, _ = make_eval_step(predict_fn, loss, delta, stress, run.mesh, run.compiles)
+    return dataclasses.replace(run, train_step=train_step, eval_step=eval_step)
 
 
-def _initial_state(
-    variables: dict, optimizer, cfg: TrainConfig, mesh, ckpt: Checkpointer, log_path: Path, resume: bool
-) -> tuple[TrainState, dict, dict]:
+def _epoch(
+    run: _Run, state: TrainState, constants, meta: dict, epoch: int, train_batches, valid_batches
+) -> tuple[TrainState, dict, bool]:
+    """Train one epoch and validate: (state, the epoch's log record, improved: a new best
+    validation loss). `meta` is brought up to date (stage, plateau, patience, stopped)."""
+    cfg = run.cfg
+    t0 = time.time()
+    stage_two = meta["stage_two_start"] is not None and epoch >= meta["stage_two_start"]
+    if stage_two and meta["stage"] == 1:
+        log.info("epoch %d: stage two (loss weights and lr %g)", epoch, cfg.stage_two.swa_lr)
+        meta.update(stage=2, best_loss=math.inf, patience_ref=math.inf, best_epoch=None, epochs_since_best=0)
+    weights = loss_weights(cfg.loss, cfg.stage_two, stage_two)
+    plateau = PlateauState(**meta["plateau"])
+    items = _items(train_batches, epoch)
+    state, terms, lr = _train_epoch(run, state, constants, items, epoch, stage_two, plateau, weights)
+    train_loss = _host_loss(terms, weights)
+    valid_loss, valid_metrics = _validate(
+        run, state, constants, _items(valid_batches, epoch), epoch, weights, train_loss
+    )
+    if not stage_two and cfg.optimizer.scheduler == "plateau":
+        meta["plateau"] = dataclasses.asdict(plateau_update(plateau, valid_loss, cfg.optimizer))
+    improved, stop = _early_stopping(meta, valid_loss, epoch, cfg)
+    meta.update(epoch=epoch + 1, step=int(state.step), stopped=stop)
+    record = {
+        "epoch": epoch,
+        "stage": meta["stage"],
+        "lr": lr,
+        "train_loss": train_loss,
+        "train_running": running_errors(terms, cfg.loss.loss),
+        "valid_loss": valid_loss,
+        "valid": valid_metrics,
+        "time_s": time.time() - t0,
+        "n_compiles": dict(run.compiles),
+    }
+    return state, record, improved
+
+
+def _validate(
+    run: _Run, state: TrainState, constants, items, epoch: int, weights: dict, train_loss: float
+) -> tuple[float, dict]:
+    """(loss, {group: metrics}) of the epoch's validation batches, with the EMA weights when
+    on; without validation data the loss is `train_loss`, so patience and plateau follow it.
+
+    Raises NonFiniteLossError (logged) when that loss is NaN/inf."""
+    params = state.ema.params if state.ema is not None else state.params
+    loss, metrics = _run_eval(run.eval_step, params, constants, items, run.mesh, run.dtype, weights)
+    if math.isnan(loss) and not metrics:
+        loss = train_loss
+    if not math.isfinite(loss):
+        msg = f"non-finite validation loss ({loss}) after epoch {epoch}; stopping"
+        _append(run.log_path, {"event": "non_finite_loss", "epoch_failed": epoch, "message": msg})
+        raise NonFiniteLossError(msg + f". Last good checkpoint: {run.ckpt.path(LATEST)}")
+    return loss, metrics
+
+
+def _save_epoch(run: _Run, state: TrainState, constants, meta: dict, epoch: int, improved: bool) -> None:
+    """The latest checkpoint after `epoch`, and the best one of the current stage when it improved."""
+    arrays = pack_state(state, constants)
+    if improved:
+        best = BEST_STAGE_TWO if meta["stage"] == 2 else BEST
+        if run.ckpt.latest_step(best) != epoch + 1:  # a resumed rerun of a saved epoch
+            run.ckpt.save(best, epoch + 1, arrays, meta)
+    run.ckpt.save(LATEST, epoch + 1, arrays, meta)
+
+
+def _initial_state(variables: dict, optimizer, run: _Run, resume: bool) -> tuple[TrainState, dict, dict]:
     """(state, constants, meta) of a fresh run, or of the latest checkpoint when resuming
     (the log then cut back to its epoch)."""
+    cfg, ckpt, log_path = run.cfg, run.ckpt, run.log_path
     constants = variables.get("constants", {})
     params = variables["params"]
     state = TrainState(jnp.zeros([], jnp.int32), params, optimizer.init(params), ema_init(params) if cfg.ema else None)
     meta = _fresh_meta(cfg)
     # Replicated on the mesh from the start, as the step returns it (one compilation); the
     # restored checkpoint takes this placement from its template.
-    state, constants = replicate((state, constants), mesh)
+    state, constants = replicate((state, constants), run.mesh)
     primary = is_primary()
     if resume and ckpt.latest_step(LATEST) is not None:
         arrays, meta = ckpt.restore(LATEST, template=pack_state(state, constants))
@@ -339,7 +356,7 @@ def _initial_state(
 
 
 def _train_epoch(
-    train_step,
+    run: _Run,
     state: TrainState,
     constants,
     items,
@@ -347,15 +364,11 @@ def _train_epoch(
     stage_two: bool,
     plateau: PlateauState,
     weights: dict,
-    cfg: TrainConfig,
-    mesh,
-    dtype,
-    ckpt: Checkpointer,
-    log_path: Path,
 ) -> tuple[TrainState, dict, float]:
     """One pass over the epoch's batches: (state, summed loss terms, last lr).
 
     Raises NonFiniteLossError (logged, naming epoch and batch) on a non-finite step loss."""
+    cfg, mesh, dtype = run.cfg, run.mesh, run.dtype
     weights_dev = {k: jnp.asarray(v, dtype) for k, v in weights.items()}
     total = math.ceil(len(items) / cfg.n_devices) if hasattr(items, "__len__") else None
     bar = tqdm(
@@ -366,16 +379,16 @@ def _train_epoch(
     for idx, stacked, _ in group_batches(items, mesh, dtype):
         step = int(state.step)
         lr = cfg.stage_two.swa_lr if stage_two else scheduled_lr(cfg.optimizer, step, epoch, plateau)
-        state, stats = train_step(state, constants, stacked, jnp.asarray(lr, dtype), weights_dev)
+        state, stats = run.train_step(state, constants, stacked, jnp.asarray(lr, dtype), weights_dev)
         value = float(stats["loss"])
         if not math.isfinite(value):
             where = f"batch {idx[0]}" if len(idx) == 1 else f"batches {', '.join(map(str, idx))}"
-            last = ckpt.path(LATEST)
+            last = run.ckpt.path(LATEST)
             msg = (
                 f"non-finite training loss ({value}) at epoch {epoch}, {where}; stopping. "
                 f"Last good checkpoint: {last if last else 'none (no epoch completed)'}"
             )
-            _append(log_path, {"event": "non_finite_loss", "epoch_failed": epoch, "batch": idx[0], "message": msg})
+            _append(run.log_path, {"event": "non_finite_loss", "epoch_failed": epoch, "batch": idx[0], "message": msg})
             raise NonFiniteLossError(msg)
         _host_terms(terms, stats["terms"])
         bar.update(1)
@@ -415,22 +428,11 @@ def _append(path: Path, record: dict) -> None:
 
 
 def _finish(
-    ckpt,
-    state,
-    constants,
-    cfg,
-    out,
-    eval_step,
-    train_batches,
-    valid_batches,
-    test_batches,
-    dtype,
-    compiles,
-    model_config,
-    log_path,
-    write_model=None,
+    run: _Run, state: TrainState, constants, splits: dict, model_config: dict | None, write_model=None
 ) -> TrainResult:
-    """Final model from the best checkpoint of the last stage; metrics on every split."""
+    """Final model from the best checkpoint of the last stage; metrics on every split
+    (`splits`: {"train", "valid", "test"} -> batches, None for a split left out)."""
+    ckpt, cfg, out = run.ckpt, run.cfg, run.out
     template = pack_state(state, constants)
     template_sharding = jax.tree.map(lambda x: x.sharding, (state, constants))
     for name in (BEST_STAGE_TWO, BEST, LATEST):
@@ -441,10 +443,10 @@ def _finish(
     params = state.ema.params if state.ema is not None else state.params
     weights = cfg.loss.weights()
     metrics = {}
-    for split, batches in (("train", train_batches), ("valid", valid_batches), ("test", test_batches)):
+    for split, batches in splits.items():
         items = _items(batches, 0)
         if batches is not None:
-            loss, m = _run_eval(eval_step, params, constants, items, make_mesh(cfg.n_devices), dtype, weights)
+            loss, m = _run_eval(run.eval_step, params, constants, items, run.mesh, run.dtype, weights)
             metrics[split] = {"loss": loss, **m}
     if is_primary():
         (out / "final_metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -454,9 +456,9 @@ def _finish(
     else:
         write_model(out / "model", variables)
     if cfg.plot and is_primary():
-        plot_learning_curve(log_path, out / "learning_curve.png")
-    log.info("compilations: %s", dict(compiles))
-    return TrainResult(variables, read_log(log_path), metrics, dict(compiles), out)
+        plot_learning_curve(run.log_path, out / "learning_curve.png")
+    log.info("compilations: %s", dict(run.compiles))
+    return TrainResult(variables, read_log(run.log_path), metrics, dict(run.compiles), out)
 
 
 def shuffled(batches: Sequence, seed: int, shuffle: bool = True) -> Callable[[int], list]:

@@ -116,63 +116,23 @@ def train_from_scratch(config: ScratchConfig, out_dir: str | Path, *, resume: bo
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     record_config(config, out_dir / CONFIG_FILE, resume, may_change=RESUME_MAY_CHANGE, write=is_primary())
-    data, train_config, e0s, scaling = config.data, config.train, config.e0s, config.scaling
-    model = dict(config.model)
+    data, train_config = config.data, config.train
     splits = read_splits(data)
-    zs = tuple(sorted({int(z) for c in splits.train + splits.valid + splits.test for z in c.atomic_numbers}))
-    model.setdefault("atomic_numbers", zs)
-    check_elements(splits.train + splits.valid + splits.test, model["atomic_numbers"])
-    r_max = float(model.get("r_max", MACEConfig.r_max))
-
-    heads = tuple(
-        model.setdefault(
-            "heads", tuple(dict.fromkeys(c.head for c in splits.train + splits.valid + splits.test)) or ("Default",)
-        )
-    )
-    train_set = GraphDataset(splits.train, r_max, heads=heads, cache_dir=data.cache_dir)
-    valid_set = GraphDataset(splits.valid, r_max, heads=heads, cache_dir=data.cache_dir) if splits.valid else None
-    test_set = GraphDataset(splits.test, r_max, heads=heads, cache_dir=data.cache_dir) if splits.test else None
-
-    atomic_numbers = tuple(model["atomic_numbers"])
-    e0, e0_sources = head_e0s(e0s, splits, heads, atomic_numbers)
-    scale, shift = np.ones(len(heads)), np.zeros(len(heads))
-    for h, head in enumerate(heads):
-        own = [c for c in splits.train if c.head == head]
-        scale[h], shift[h] = scale_shift(own, atomic_numbers, e0[h], scaling)
+    model = _model_fields_from_data(config.model, splits)
+    heads, atomic_numbers = tuple(model["heads"]), tuple(model["atomic_numbers"])
+    sets = _Datasets.of(splits, float(model.get("r_max", MACEConfig.r_max)), heads, data.cache_dir)
+    stats = HeadStatistics.of(splits, heads, atomic_numbers, config.e0s, config.scaling)
     n_layers = int(model.get("num_interactions", MACEConfig.num_interactions))
-    model.setdefault("avg_num_neighbors", (average_num_neighbors(train_set),) * n_layers)
+    model.setdefault("avg_num_neighbors", (average_num_neighbors(sets.train),) * n_layers)
     model.setdefault("dtype", train_config.dtype)
-    config = MACEConfig(**model)
-    for h, head in enumerate(heads):
-        log.info(
-            "head %s: E0s %s (%s), scale %.4f, shift %.4f",
-            head,
-            {z: round(float(e), 4) for z, e in zip(atomic_numbers, e0[h])},
-            e0_sources[head],
-            scale[h],
-            shift[h],
-        )
-    log.info("avg_num_neighbors %.3f", config.avg_num_neighbors[0])
+    model_config = MACEConfig(**model)
+    stats.log(heads, atomic_numbers)
+    log.info("avg_num_neighbors %.3f", model_config.avg_num_neighbors[0])
 
-    variables = init_variables(config, seed=train_config.seed)
-    constants = dict(variables["constants"])
-    constants["atomic_energies"] = e0.astype(constants["atomic_energies"].dtype)
-    constants["scale"] = scale.astype(constants["scale"].dtype)
-    constants["shift"] = shift.astype(constants["shift"].dtype)
-    variables = {"params": variables["params"], "constants": constants}
-
-    dtype = np.float64 if train_config.dtype == "float64" else np.float32
-    train_batches = epoch_batches(train_set, data.batch_size, data.seed, shuffle=True, dtype=dtype)
-    valid_batches = (
-        epoch_batches(valid_set, data.valid_batch_size, data.seed, False, dtype=dtype)(0) if valid_set else []
-    )
-    test_batches = (
-        epoch_batches(test_set, data.valid_batch_size, data.seed, False, dtype=dtype)(0) if test_set else None
-    )
-    log.info("batch shapes per epoch: %s", train_batches.budgets.main)
-
+    variables = stats.apply(init_variables(model_config, seed=train_config.seed))
+    train_batches, valid_batches, test_batches = sets.batches(data, train_config.dtype)
     result = train(
-        make_predict(MACE(config, train_config.backend)),
+        make_predict(MACE(model_config, train_config.backend)),
         variables,
         train_batches,
         valid_batches,
@@ -180,17 +140,110 @@ def train_from_scratch(config: ScratchConfig, out_dir: str | Path, *, resume: bo
         out_dir,
         test_batches=test_batches,
         resume=resume,
-        model_config=config.to_dict(),
+        model_config=model_config.to_dict(),
     )
     save_model(
         out_dir / "model",
-        config,
+        model_config,
         jax.tree_util.tree_map(np.asarray, result.variables),
         {
             "trained_on": data.train_file,
             "data": dataclasses.asdict(data) | {"keys": None},
-            "e0s": e0_sources,
+            "e0s": stats.sources,
             "metrics": result.metrics,
         },
     )
     return result
+
+
+def _model_fields_from_data(model: Mapping[str, Any], splits) -> dict:
+    """`MACEConfig` fields with atomic_numbers (the elements in the data, sorted) and heads
+    (the data's in order of first appearance, else "Default") filled in where not given.
+
+    Raises:
+        DataError: a structure with an element the given atomic_numbers leave out.
+    """
+    model = dict(model)
+    every = splits.train + splits.valid + splits.test
+    model.setdefault("atomic_numbers", tuple(sorted({int(z) for c in every for z in c.atomic_numbers})))
+    check_elements(every, model["atomic_numbers"])
+    model.setdefault("heads", tuple(dict.fromkeys(c.head for c in every)) or ("Default",))
+    return model
+
+
+@dataclasses.dataclass(frozen=True)
+class _Datasets:
+    """The graphs of the training, validation and test structures (None: no structures)."""
+
+    train: GraphDataset
+    valid: GraphDataset | None
+    test: GraphDataset | None
+
+    @classmethod
+    def of(cls, splits, r_max: float, heads: tuple[str, ...], cache_dir) -> _Datasets:
+        def dataset(configs):
+            return GraphDataset(configs, r_max, heads=heads, cache_dir=cache_dir)
+
+        return cls(
+            dataset(splits.train),
+            dataset(splits.valid) if splits.valid else None,
+            dataset(splits.test) if splits.test else None,
+        )
+
+    def batches(self, data: DataConfig, dtype: str) -> tuple[Any, list, list | None]:
+        """(epoch -> shuffled training batches, validation batches, test batches or None)."""
+        dtype = np.float64 if dtype == "float64" else np.float32
+        train_batches = epoch_batches(self.train, data.batch_size, data.seed, shuffle=True, dtype=dtype)
+        valid_batches = (
+            epoch_batches(self.valid, data.valid_batch_size, data.seed, False, dtype=dtype)(0) if self.valid else []
+        )
+        test_batches = (
+            epoch_batches(self.test, data.valid_batch_size, data.seed, False, dtype=dtype)(0) if self.test else None
+        )
+        log.info("batch shapes per epoch: %s", train_batches.budgets.main)
+        return train_batches, valid_batches, test_batches
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadStatistics:
+    """Per-head reference energies and scaling from the training data.
+
+    Attributes:
+        e0s: atomic_energies [n_heads, n_elements] (eV).
+        sources: {head: how its E0s were found}.
+        scale, shift: [n_heads] of the interaction energy (eV per atom).
+    """
+
+    e0s: np.ndarray
+    sources: dict
+    scale: np.ndarray
+    shift: np.ndarray
+
+    @classmethod
+    def of(cls, splits, heads, atomic_numbers, e0s: E0Spec | None, scaling: str) -> HeadStatistics:
+        """E0s from `e0s` (`head_e0s`), scale and shift from each head's own training structures."""
+        e0, sources = head_e0s(e0s, splits, heads, atomic_numbers)
+        scale, shift = np.ones(len(heads)), np.zeros(len(heads))
+        for h, head in enumerate(heads):
+            own = [c for c in splits.train if c.head == head]
+            scale[h], shift[h] = scale_shift(own, atomic_numbers, e0[h], scaling)
+        return cls(e0, sources, scale, shift)
+
+    def log(self, heads, atomic_numbers) -> None:
+        for h, head in enumerate(heads):
+            log.info(
+                "head %s: E0s %s (%s), scale %.4f, shift %.4f",
+                head,
+                {z: round(float(e), 4) for z, e in zip(atomic_numbers, self.e0s[h])},
+                self.sources[head],
+                self.scale[h],
+                self.shift[h],
+            )
+
+    def apply(self, variables: dict) -> dict:
+        """`variables` with these E0s, scale and shift as constants (in the constants' dtypes)."""
+        constants = dict(variables["constants"])
+        constants["atomic_energies"] = self.e0s.astype(constants["atomic_energies"].dtype)
+        constants["scale"] = self.scale.astype(constants["scale"].dtype)
+        constants["shift"] = self.shift.astype(constants["shift"].dtype)
+        return {"params": variables["params"], "constants": constants}
