@@ -1,5 +1,6 @@
-"""H atoms over Cu(100): the starting structures of the distillation tests."""
+"""H atoms over Cu(100): the starting structures of the distillation tests, and their files."""
 
+import ase.io
 import numpy as np
 from ase import Atoms
 from ase.build import fcc100
@@ -13,3 +14,9 @@ def h_on_cu(seed: int, rattle: float = 0.03) -> Atoms:
     atoms += Atoms("H", positions=[[*rng.uniform(0, 3.6, 2), top + 1.8]])
     atoms.rattle(rattle, seed=seed)
     return atoms
+
+
+def write_structures(path, structures):
+    """Structures as an extended XYZ file (a DistillConfig names files); returns the path."""
+    ase.io.write(path, structures, format="extxyz")
+    return str(path)
