@@ -137,6 +137,7 @@ def distill_config(args):
     """The `DistillConfig` of the command line (bad settings fail here, before a run starts)."""
     from jaxtl.distill.config import DistillConfig, DistillDataConfig, MACEStudentConfig, TeacherConfig
     from jaxtl.train.config import TrainConfig
+    from jaxtl.train.distributed import per_device_batch_size
     from jaxtl.train.optimizer import OptimizerConfig
 
     teacher = args.teacher if not os.path.exists(args.teacher) else os.path.abspath(args.teacher)
@@ -163,9 +164,14 @@ def distill_config(args):
         if args.student_r_max is not None:
             model["r_max"] = args.student_r_max
         train = TrainConfig(
-            max_num_epochs=args.epochs, seed=args.seed, plot=False, optimizer=OptimizerConfig(lr=args.lr)
+            max_num_epochs=args.epochs,
+            seed=args.seed,
+            plot=False,
+            optimizer=OptimizerConfig(lr=args.lr),
+            n_devices=args.devices,
         )
-        student = MACEStudentConfig(model=model, train=train, batch_size=args.batch_size)
+        batch_size = per_device_batch_size(args.batch_size, args.devices)
+        student = MACEStudentConfig(model=model, train=train, batch_size=batch_size)
     return DistillConfig(TeacherConfig(teacher), data, sampling_plan(args), student)
 
 
@@ -255,7 +261,16 @@ def add_parser(sub) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=100, help="training epochs (default 100)")
     g.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
-    g.add_argument("--batch-size", type=int, default=8, help="structures per training batch (default 8)")
+    g.add_argument(
+        "--batch-size", type=int, default=8, help="structures per training step over all devices (default 8)"
+    )
+    g.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="devices of this process the MACE student trains on, data parallel: each takes "
+        "--batch-size / N structures a step (default 1)",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_distill, parser=p)
 

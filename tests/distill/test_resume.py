@@ -48,7 +48,9 @@ def tiny_config(teacher_dir, starts) -> DistillConfig:
 
 @pytest.fixture(scope="module")
 def starts(tmp_path_factory):
-    return write_structures(tmp_path_factory.mktemp("starts") / "starts.xyz", [h_on_cu(i) for i in range(3)])
+    return write_structures(
+        tmp_path_factory.mktemp("starts") / "starts.xyz", [h_on_cu(i, periodic=False) for i in range(3)]
+    )
 
 
 @pytest.fixture(scope="module")
