@@ -95,6 +95,30 @@ def test_load_calculator_gives_the_fitted_model(ace_run):
     assert np.abs(a.get_forces() - a.arrays["REF_forces"]).max() < np.abs(a.arrays["REF_forces"]).max()
 
 
+def test_a_resumed_ace_run_reads_its_fitted_student_back(ace_run, monkeypatch, tmp_path):
+    """A run stopped after the fit (its report missing) resumes without labelling or fitting
+    again, to the same errors."""
+    import shutil
+
+    import jaxtl.distill.ace as ace
+    import jaxtl.distill.labelled_set as labelled_set
+    from jaxtl.distill.config import CONFIG_FILE
+
+    out, report = ace_run
+    shutil.copytree(out, tmp_path / "run")
+    (tmp_path / "run" / "report.json").unlink()
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a finished step was run again")
+
+    monkeypatch.setattr(ace, "fit_ace_student", refused)
+    monkeypatch.setattr(labelled_set, "label_structures", refused)
+    config = DistillConfig.load(tmp_path / "run" / CONFIG_FILE)
+    again = distill(config, tmp_path / "run", resume=True, progress=False)
+    assert again["student_vs_teacher"] == pytest.approx(report["student_vs_teacher"], rel=1e-10)
+    assert again["uncertainty"] == report["uncertainty"] and again["n_structures"] == report["n_structures"]
+
+
 def test_ace_student_names_an_element_it_lacks(ace_run):
     import jaxtl
 
