@@ -84,7 +84,8 @@ def summary(report: dict, out) -> dict:
     }
 
 
-# options that say how a run is watched or where it is, not what it computes
+# options that say how a run is watched or where it is, not what it computes; --epochs may
+# lengthen a resumed MACE student's training
 NOT_SETTINGS = {"resume", "out", "quiet", "func", "command", "parser", "epochs"}
 
 
