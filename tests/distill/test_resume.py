@@ -183,6 +183,8 @@ def test_cli_resume_takes_the_saved_settings(teacher_dir, starts, uninterrupted,
     assert "drop --md-steps, --student-max-ell" in err and "distill_config.yaml" in err
     assert main(["distill", "--teacher", str(teacher_dir), "--structures", starts, "--out", str(out)]) == 2
     assert f"use --resume {out}" in capsys.readouterr().err
+    assert main(["distill", "--teacher", str(teacher_dir), "--structures", starts, "--out", str(out), "--resume"]) == 2
+    assert "student.model.hidden_irreps, student.model.num_bessel" in capsys.readouterr().err  # the flags' config
     assert main(["distill", "--structures", starts]) == 2
     assert "--teacher, --out" in capsys.readouterr().err
 
