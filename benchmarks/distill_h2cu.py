@@ -12,7 +12,7 @@ Stages, each skipped when its output exists (the run resumes where it stopped):
      temperatures, and from a slab held out entirely; labels in OUT/data/labelled.xyz,
      the record in OUT/data/sampling.json;
   3. OUT/students/NAME: each student distilled from those labels (`distill` with
-     `labelled_file=`): report.json with errors against the teacher per test set;
+     `data.labelled_file`): report.json with errors against the teacher per test set;
   4. OUT/speed_N.json: energy+forces per call through ASE for the teacher, every
      student and an MP-0-medium-shaped MACE (random weights: speed only), interleaved in
      one process, on test structures of N = 56 atoms and their 2x2 repeats (224 atoms);
@@ -205,9 +205,18 @@ def stage_data(teacher, out: Path, s: dict, seed: int) -> Path:
     return data / "labelled.xyz"
 
 
-def stage_student(teacher, name: str, labelled: Path, out: Path, s: dict, seed: int, batch_size: int) -> dict:
-    """One student distilled from the labels (skipped when its report exists)."""
-    from jaxtl.distill import ACEStudentConfig, distill
+def stage_student(teacher_dir: Path, name: str, labelled: Path, out: Path, s: dict, seed: int, batch_size: int) -> dict:
+    """One student distilled from the labels (skipped when its report exists; an interrupted
+    one resumes)."""
+    from jaxtl.distill import (
+        ACEStudentConfig,
+        DistillConfig,
+        DistillDataConfig,
+        MACEStudentConfig,
+        SpeedConfig,
+        TeacherConfig,
+        distill,
+    )
     from jaxtl.train.config import TrainConfig
     from jaxtl.train.optimizer import OptimizerConfig
 
@@ -216,27 +225,21 @@ def stage_student(teacher, name: str, labelled: Path, out: Path, s: dict, seed: 
         return json.loads((run / "report.json").read_text())
     if name in ACE_STUDENTS:
         student = ACEStudentConfig(**ACE_STUDENTS[name], seed=seed)
-        train_config = None
     else:
-        student = MACE_STUDENTS[name]
-        train_config = TrainConfig(
+        train = TrainConfig(
             max_num_epochs=s["epochs"],
             seed=seed,
             plot=False,
             optimizer=OptimizerConfig(lr=0.01, scheduler="cosine", decay_epochs=s["epochs"], min_lr_factor=0.02),
         )
-    return distill(
-        teacher,
-        run,
-        labelled_file=str(labelled),
+        student = MACEStudentConfig(model=MACE_STUDENTS[name], train=train, batch_size=batch_size)
+    config = DistillConfig(
+        TeacherConfig(str(teacher_dir)),
+        DistillDataConfig(labelled_file=str(labelled), seed=seed),
         student=student,
-        train_config=train_config,
-        speed_structures=s["speed_structures"],
-        speed_repeats=s["speed_repeats"],
-        seed=seed,
-        progress=False,
-        batch_size=batch_size,
+        speed=SpeedConfig(structures=s["speed_structures"], repeats=s["speed_repeats"]),
     )
+    return distill(config, run, resume=(run / "distill_config.yaml").exists(), progress=False)
 
 
 def medium_shaped_model():
@@ -337,7 +340,7 @@ def main(argv=None) -> int:
     reports = {}
     for name in s["students"]:
         logging.info("student %s", name)
-        reports[name] = stage_student(teacher, name, labelled, out, s, args.seed, args.batch_size)
+        reports[name] = stage_student(teacher_dir, name, labelled, out, s, args.seed, args.batch_size)
     if args.students_only:
         return 0
     speeds = {}

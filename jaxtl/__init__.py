@@ -2,7 +2,8 @@
 
 The public face: `load_model`, `MACECalculator`, `MACEConfig`, `MACE`; the run
 configs (`DataConfig`, `TrainConfig`, `ScratchConfig` for `train_from_scratch`,
-`FinetuneConfig` of `FoundationConfig`, `StrategyConfig` for `jaxtl.finetune.finetune`); and
+`FinetuneConfig` of `FoundationConfig`, `StrategyConfig` for `jaxtl.finetune.finetune`,
+`DistillConfig` for `jaxtl.distill.distill`); and
 `configure_cpu()`: the process-wide CPU settings (allocator, XLA flags, JAX dispatch)
 behind jaxtl's CPU speed, made only when called (see `jaxtl.cpu`). Importing jaxtl
 changes nothing outside jaxtl and never imports torch (only `jaxtl.convert` does, lazily).
@@ -25,6 +26,7 @@ _LAZY = {
     "FinetuneConfig": "jaxtl.finetune",
     "FoundationConfig": "jaxtl.finetune",
     "StrategyConfig": "jaxtl.finetune",
+    "DistillConfig": "jaxtl.distill",
     "configure_cpu": "jaxtl.cpu",
     "cpu_settings": "jaxtl.cpu",
 }

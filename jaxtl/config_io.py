@@ -42,6 +42,9 @@ def _convert(hint, value):
         return None
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
+        kinds = [arg for arg in typing.get_args(hint) if dataclasses.is_dataclass(arg)]
+        if len(kinds) > 1 and isinstance(value, Mapping):
+            return config_from_dict(_class_of_kind(kinds, value), value)
         for arg in typing.get_args(hint):
             if arg is type(None):
                 continue
@@ -57,9 +60,27 @@ def _convert(hint, value):
     return value
 
 
+def _kind(cls) -> str | None:
+    """The default of a dataclass's `kind` field: what names it among a union's choices."""
+    field = {f.name: f for f in dataclasses.fields(cls)}.get("kind")
+    return None if field is None else field.default
+
+
+def _class_of_kind(classes, value: Mapping):
+    """The one of several dataclasses a union field may hold that `value["kind"]` names."""
+    by_kind = {_kind(c): c for c in classes}
+    if None in by_kind or len(by_kind) < len(classes):
+        raise TypeError(f"a field holding one of {[c.__name__ for c in classes]} needs a distinct `kind` in each")
+    kind = value.get("kind")
+    if kind not in by_kind:
+        raise ValueError(f"kind {kind!r} is none of {sorted(by_kind)} (the settings: {dict(value)})")
+    return by_kind[kind]
+
+
 def config_from_dict(cls: type[T], d: Mapping[str, Any]) -> T:
     """`cls` (a dataclass) from `config_to_dict`'s output or a file's; nested dataclasses
-    and tuples are rebuilt from their field types. An unknown key is an error naming it."""
+    and tuples are rebuilt from their field types (a field that may hold one of several
+    dataclasses, from the value's `kind`). An unknown key is an error naming it."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(d) - names)

@@ -257,14 +257,23 @@ def _distil(out: Path, paths: dict, rows: list[dict], fast: bool, log) -> dict:
     """Distil the best fine-tuned model of the largest fraction into DEMO_STUDENT."""
     import ase.io
 
-    from jaxtl.distill import SamplingConfig, distill
+    from jaxtl.distill import (
+        DistillConfig,
+        DistillDataConfig,
+        MACEStudentConfig,
+        SamplingConfig,
+        SpeedConfig,
+        TeacherConfig,
+        distill,
+    )
 
     largest = max(r["fraction"] for r in rows)
     best = min(
         (r for r in rows if r["fraction"] == largest and r["model"] != "scratch"), key=lambda r: r["forces_rmse"]
     )
     teacher = out / f"{best['model'].replace(' ', '')}_{int(round(largest * 100))}pct" / "model"
-    starts = ase.io.read(paths["target_pool"], index=":4" if fast else ":8")
+    starts = out / "distill_starts.xyz"
+    ase.io.write(starts, ase.io.read(paths["target_pool"], index=":4" if fast else ":8"), format="extxyz")
     sampling = SamplingConfig(
         md_steps=20 if fast else 150,
         temperature=600,
@@ -275,18 +284,15 @@ def _distil(out: Path, paths: dict, rows: list[dict], fast: bool, log) -> dict:
         rattle_std=0.05,
         seed=0,
     )
-    t0 = time.time()
-    report = distill(
-        teacher,
-        out / "student",
-        structures=starts,
-        sampling=sampling,
-        student=DEMO_STUDENT,
-        train_config=_train_config(3 if fast else 40),
-        speed_repeats=3 if fast else 10,
-        seed=0,
-        progress=False,
+    config = DistillConfig(
+        TeacherConfig(str(teacher)),
+        DistillDataConfig(starts=(str(starts),), seed=0),
+        sampling,
+        MACEStudentConfig(model=DEMO_STUDENT, train=_train_config(3 if fast else 40)),
+        SpeedConfig(repeats=3 if fast else 10),
     )
+    t0 = time.time()
+    report = distill(config, out / "student", progress=False)
     log(f"[demo] distillation ({time.time() - t0:.0f} s)")
     return {
         "teacher": f"{best['model']} at {largest:.0%}",

@@ -170,12 +170,18 @@ teacher's E0s, scores teacher and student on the DFT test subset, and times them
 (interleaved calls, one aspirin a call, same CPU)."""
 
 DISTILL = """\
+from jaxtl.distill import DistillConfig, DistillDataConfig, MACEStudentConfig, SpeedConfig, TeacherConfig
+
 STUDENT = dict(hidden_irreps='32x0e', max_ell=2, correlation=2, num_interactions=2, radial_MLP=(32, 32),
                MLP_irreps='16x0e', num_bessel=8)
+ase.io.write(OUT / 'samples.xyz', samples)  # the sampled structures, labelled as they are
+config = DistillConfig(
+    teacher=TeacherConfig(str(ft.model_dir)),
+    data=DistillDataConfig(starts=(str(OUT / 'samples.xyz'),), dft_test_file=str(test_file)),
+    student=MACEStudentConfig(model=STUDENT, train=train_config(S['st_epochs'], 0.01)),
+    speed=SpeedConfig(structures=4, repeats=S['speed_repeats']))
 t0 = time.perf_counter()
-report = distill(teacher, OUT / 'distill', structures=samples, student=STUDENT,
-                 train_config=train_config(S['st_epochs'], 0.01), dft_test_file=str(test_file),
-                 speed_structures=4, speed_repeats=S['speed_repeats'], progress=False)
+report = distill(config, OUT / 'distill', progress=False)  # the config is saved as OUT/distill/distill_config.yaml
 wall['distill_s'] = time.perf_counter() - t0
 vs_teacher, speed = report['student_vs_teacher'], report['speed']
 print(f"labelled {report['n_structures']}; labelling {report['labelling']['structures_per_s']:.0f} structures/s")

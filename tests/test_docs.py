@@ -16,6 +16,7 @@ DOCTESTED = (
     "jaxtl.heads",
     "jaxtl.datasets",
     "jaxtl.finetune.config",
+    "jaxtl.distill.config",
 )
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 from jaxtl.cli.md import add_md_args
 
@@ -32,78 +34,35 @@ energies eV, forces eV/A; errors are reported in meV/atom and meV/A, timings in 
   4. OUT/report.json: student errors against the teacher on each test set, against DFT
      where labels exist, the teacher/student speed ratio for energy+forces, and for ACE
      the posterior's predicted uncertainty next to the actual errors.
+
+Every setting is saved first as OUT/distill_config.yaml; `jaxtl distill --resume OUT`
+continues a stopped run with them: finished steps are kept (sampled.xyz, the frames of
+labelled.xyz, train/test.xyz, a trained student), labelling goes on after the last frame
+written and a MACE student's training from its last checkpoint.
 """
 
 
 def cmd_distill(args) -> int:
     from jaxtl.distill.distill import distill
     from jaxtl.distill.labelling import LabellingError
-    from jaxtl.distill.sampling import SamplingConfig, SamplingPlan
     from jaxtl.graph.io import DataError
-    from jaxtl.train.config import TrainConfig
-    from jaxtl.train.optimizer import OptimizerConfig
 
-    sampling = None
-    if args.md_steps > 0:
-        sampling = SamplingConfig(
-            md_steps=args.md_steps,
-            temperature=args.temperature,
-            dt=args.dt,
-            friction=args.friction,
-            keep_every=args.keep_every,
-            n_rattled=args.rattle,
-            rattle_std=args.rattle_std,
-            skin=args.skin,
-            check_every=args.check_every,
-            min_distance=args.min_distance,
-            seed=args.seed,
-        )
-        sampling = SamplingPlan(
-            train=sampling,
-            test_temperatures=tuple(args.test_temperatures or ()),
-            test_md_steps=args.test_md_steps,
-            test_seed=args.test_seed,
-            held_out_starts=tuple(args.held_out_starts or ()),
-        )
-    student = dict(
-        hidden_irreps=args.student_hidden_irreps,
-        max_ell=args.student_max_ell,
-        correlation=args.student_correlation,
-        num_interactions=args.student_num_interactions,
-        radial_MLP=tuple(args.student_radial_mlp),
-        MLP_irreps=args.student_mlp_irreps,
-        num_bessel=args.student_num_bessel,
-    )
-    if args.student_r_max is not None:
-        student["r_max"] = args.student_r_max
-    if args.student == "ace":
-        student = ace_config(args)
-    train_config = TrainConfig(
-        max_num_epochs=args.epochs, seed=args.seed, plot=False, optimizer=OptimizerConfig(lr=args.lr)
-    )
     try:
-        report = distill(
-            args.teacher,
-            args.out,
-            structures=args.structures,
-            sampling=sampling,
-            student=student,
-            train_config=train_config,
-            labelled_file=args.labelled,
-            test_fraction=args.test_fraction,
-            batch_size=args.batch_size,
-            label_batch_size=args.label_batch_size,
-            dft_test_file=args.dft_test,
-            seed=args.seed,
-            progress=not args.quiet,
-        )
+        config, out, resume = run_settings(args)
+        report = distill(config, out, resume=resume, progress=not args.quiet)
     except LabellingError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
-    except (DataError, ImportError, ValueError) as err:
+    except (DataError, ImportError, ValueError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    summary = {
+    print(json.dumps(summary(report, out), indent=2))
+    return 0
+
+
+def summary(report: dict, out) -> dict:
+    """What the command prints: the report's errors, speed and counts."""
+    return {
         "student": report["student_kind"],
         "test_split": report["test_split"],
         "student_vs_teacher": report["student_vs_teacher"],
@@ -119,12 +78,130 @@ def cmd_distill(args) -> int:
             for name, u in (report.get("uncertainty") or {}).items()
         }
         or None,
-        "labelling_structures_per_s": report.get("labelling", {}).get("structures_per_s"),
+        "labelling_structures_per_s": (report.get("labelling") or {}).get("structures_per_s"),
         "md_errors": report.get("sampling", {}).get("md_errors"),
-        "report": f"{args.out}/report.json",
+        "report": f"{out}/report.json",
     }
-    print(json.dumps(summary, indent=2))
-    return 0
+
+
+# options that say how a run is watched or where it is, not what it computes; --epochs may
+# lengthen a resumed MACE student's training
+NOT_SETTINGS = {"resume", "out", "quiet", "func", "command", "parser", "epochs"}
+
+
+def run_settings(args):
+    """(DistillConfig, run folder, resume) of the command line.
+
+    --resume RUN_DIR: the config saved in RUN_DIR (--epochs may lengthen a MACE student's
+    training; any other setting is an error, since it would not be used). Plain --resume:
+    the flags' config, which must equal the one saved in --out. Otherwise a new run, in an
+    --out that holds none.
+    """
+    from jaxtl.distill.config import CONFIG_FILE, DistillConfig, MACEStudentConfig
+
+    if isinstance(args.resume, str):
+        out = Path(args.resume)
+        if args.out is not None and Path(args.out).resolve() != out.resolve():
+            raise ValueError(f"--resume {args.resume} and --out {args.out} name different folders")
+        saved = out / CONFIG_FILE
+        if not saved.exists():
+            raise FileNotFoundError(f"--resume {out}: no {CONFIG_FILE} there (`jaxtl distill` writes one)")
+        given = [a.option_strings[0] for a in args.parser._actions if _given(args, a)]
+        if given:
+            raise ValueError(f"--resume {out} runs with the settings of {saved}; drop {', '.join(given)}")
+        config = DistillConfig.load(saved)
+        if args.epochs != args.parser.get_default("epochs") and isinstance(config.student, MACEStudentConfig):
+            student = config.student
+            config = config.replace(student=student.replace(train=student.train.replace(max_num_epochs=args.epochs)))
+        return config, out, True
+    missing = [flag for flag, value in (("--teacher", args.teacher), ("--out", args.out)) if value is None]
+    if missing:
+        raise ValueError(f"the following arguments are required: {', '.join(missing)} (or --resume RUN_DIR)")
+    if not args.resume and (Path(args.out) / CONFIG_FILE).exists():
+        raise FileExistsError(f"{args.out} already holds a distillation run: use --resume {args.out} or a new --out")
+    return distill_config(args), Path(args.out), bool(args.resume)
+
+
+def _given(args, action) -> bool:
+    """Whether an option that sets what a run computes differs from its default."""
+    if not action.option_strings or action.dest in NOT_SETTINGS or action.dest == "help":
+        return False
+    return getattr(args, action.dest, None) != action.default
+
+
+def _input_file(path):
+    """An input file as an absolute path, so a run resumed from elsewhere finds it."""
+    return None if path is None else os.path.abspath(path)
+
+
+def distill_config(args):
+    """The `DistillConfig` of the command line (bad settings fail here, before a run starts)."""
+    from jaxtl.distill.config import DistillConfig, DistillDataConfig, MACEStudentConfig, TeacherConfig
+    from jaxtl.train.config import TrainConfig
+    from jaxtl.train.distributed import per_device_batch_size
+    from jaxtl.train.optimizer import OptimizerConfig
+
+    teacher = args.teacher if not os.path.exists(args.teacher) else os.path.abspath(args.teacher)
+    data = DistillDataConfig(
+        starts=tuple(_input_file(s) for s in args.structures or ()),
+        labelled_file=_input_file(args.labelled),
+        dft_test_file=_input_file(args.dft_test),
+        test_fraction=args.test_fraction,
+        label_batch_size=args.label_batch_size,
+        seed=args.seed,
+    )
+    if args.student == "ace":
+        student = ace_config(args)
+    else:
+        model = dict(
+            hidden_irreps=args.student_hidden_irreps,
+            max_ell=args.student_max_ell,
+            correlation=args.student_correlation,
+            num_interactions=args.student_num_interactions,
+            radial_MLP=tuple(args.student_radial_mlp),
+            MLP_irreps=args.student_mlp_irreps,
+            num_bessel=args.student_num_bessel,
+        )
+        if args.student_r_max is not None:
+            model["r_max"] = args.student_r_max
+        train = TrainConfig(
+            max_num_epochs=args.epochs,
+            seed=args.seed,
+            plot=False,
+            optimizer=OptimizerConfig(lr=args.lr),
+            n_devices=args.devices,
+        )
+        batch_size = per_device_batch_size(args.batch_size, args.devices)
+        student = MACEStudentConfig(model=model, train=train, batch_size=batch_size)
+    return DistillConfig(TeacherConfig(teacher), data, sampling_plan(args), student)
+
+
+def sampling_plan(args):
+    """The SamplingPlan of the --md-steps ... options; None without MD."""
+    from jaxtl.distill.sampling import SamplingConfig, SamplingPlan
+
+    if args.md_steps <= 0:
+        return None
+    train = SamplingConfig(
+        md_steps=args.md_steps,
+        temperature=args.temperature,
+        dt=args.dt,
+        friction=args.friction,
+        keep_every=args.keep_every,
+        n_rattled=args.rattle,
+        rattle_std=args.rattle_std,
+        skin=args.skin,
+        check_every=args.check_every,
+        min_distance=args.min_distance,
+        seed=args.seed,
+    )
+    return SamplingPlan(
+        train=train,
+        test_temperatures=tuple(args.test_temperatures or ()),
+        test_md_steps=args.test_md_steps,
+        test_seed=args.test_seed,
+        held_out_starts=tuple(args.held_out_starts or ()),
+    )
 
 
 def ace_config(args):
@@ -158,10 +235,48 @@ def add_parser(sub) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--teacher", required=True, help="teacher: jaxtl model folder or mace-torch .model file")
+    p.add_argument("--teacher", help="teacher: jaxtl model folder or mace-torch .model file (required)")
     p.add_argument("--structures", nargs="+", default=None, help="starting structures (files, every frame)")
     p.add_argument("--labelled", default=None, help="reuse a teacher-labelled extended XYZ (skips sampling/labelling)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", default=None, help="output folder (required)")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="RUN_DIR",
+        help="continue a stopped run: --resume RUN_DIR alone runs with RUN_DIR/distill_config.yaml "
+        "(--epochs may be raised); plain --resume with the run's flags continues the run in --out",
+    )
+    _add_sampling_args(p)
+    add_md_args(p)
+    _add_data_args(p)
+    p.add_argument(
+        "--student",
+        choices=["mace", "ace"],
+        default="mace",
+        help="student kind: a small MACE (default) or a linear ACE (ace-jax, pip install 'jaxtl[ace]')",
+    )
+    _add_mace_student_args(p)
+    _add_ace_args(p)
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=100, help="training epochs (default 100)")
+    g.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
+    g.add_argument(
+        "--batch-size", type=int, default=8, help="structures per training step over all devices (default 8)"
+    )
+    g.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="devices of this process the MACE student trains on, data parallel: each takes "
+        "--batch-size / N structures a step (default 1)",
+    )
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_distill, parser=p)
+
+
+def _add_sampling_args(p) -> None:
     g = p.add_argument_group("sampling")
     g.add_argument(
         "--md-steps",
@@ -194,7 +309,9 @@ def add_parser(sub) -> None:
         default=None,
         help="indices of starting structures used for test runs only (a facet, a conformer)",
     )
-    add_md_args(p)
+
+
+def _add_data_args(p) -> None:
     g = p.add_argument_group("labelling and data")
     g.add_argument("--label-batch-size", type=int, default=8, help="structures per labelling batch (default 8)")
     g.add_argument(
@@ -204,12 +321,9 @@ def add_parser(sub) -> None:
         help="held-out share of structures labelled as given, without MD (default 0.1)",
     )
     g.add_argument("--dft-test", default=None, help="DFT-labelled structures to evaluate teacher and student on")
-    p.add_argument(
-        "--student",
-        choices=["mace", "ace"],
-        default="mace",
-        help="student kind: a small MACE (default) or a linear ACE (ace-jax, pip install 'jaxtl[ace]')",
-    )
+
+
+def _add_mace_student_args(p) -> None:
     g = p.add_argument_group("student (MACE fields; r_max and elements default to the teacher's)")
     g.add_argument("--student-hidden-irreps", default="16x0e", help="node features (default 16x0e)")
     g.add_argument("--student-max-ell", type=int, default=1, help="spherical harmonics degree (default 1)")
@@ -221,6 +335,9 @@ def add_parser(sub) -> None:
     g.add_argument("--student-mlp-irreps", default="16x0e", help="readout hidden width (default 16x0e)")
     g.add_argument("--student-num-bessel", type=int, default=8, help="radial Bessel functions (default 8)")
     g.add_argument("--student-r-max", type=float, default=None, help="cutoff in A (default: the teacher's)")
+
+
+def _add_ace_args(p) -> None:
     g = p.add_argument_group("ACE student (--student ace)")
     g.add_argument("--ace-order", type=int, default=3, help="correlation order, body order - 1 (default 3)")
     g.add_argument("--ace-degree", type=int, default=10, help="total polynomial degree (default 10)")
@@ -247,9 +364,3 @@ def add_parser(sub) -> None:
         action="store_true",
         help="an isotropic prior instead of ace-jax's smoothness prior",
     )
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=100, help="training epochs (default 100)")
-    g.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
-    g.add_argument("--batch-size", type=int, default=8, help="structures per training batch (default 8)")
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_distill)

@@ -1,7 +1,16 @@
 """Distillation: sample structures with a teacher, label them, train a small fast student."""
 
 from jaxtl.distill.ace import ACEStudentConfig, fit_ace_student
-from jaxtl.distill.distill import DEFAULT_STUDENT, distill, read_structures, student_config
+from jaxtl.distill.config import (
+    DEFAULT_STUDENT,
+    DistillConfig,
+    DistillDataConfig,
+    MACEStudentConfig,
+    SpeedConfig,
+    TeacherConfig,
+)
+from jaxtl.distill.distill import distill, student_config
+from jaxtl.distill.labelled_set import read_structures
 from jaxtl.distill.labelling import LabellingError, LabelStats, label_structures
 from jaxtl.distill.sampling import SamplingConfig, SamplingPlan, rattled_copies, sample_plan, sample_structures
 from jaxtl.distill.speed import compare_calculators, compare_speed, n_parameters, speedup
@@ -10,10 +19,15 @@ from jaxtl.distill.splits import split_labelled
 __all__ = [
     "DEFAULT_STUDENT",
     "ACEStudentConfig",
+    "DistillConfig",
+    "DistillDataConfig",
     "LabelStats",
     "LabellingError",
+    "MACEStudentConfig",
     "SamplingConfig",
     "SamplingPlan",
+    "SpeedConfig",
+    "TeacherConfig",
     "compare_calculators",
     "compare_speed",
     "distill",

@@ -55,6 +55,7 @@ class ACEStudentConfig:
     """The basis and the fit of a linear ACE student.
 
     Attributes:
+        kind: "ace" (names the student kind in a saved config).
         order: correlation order (body order - 1), e.g. 3 for a 4-body ACE.
         degree: total polynomial degree of the basis (ace-jax's max_degree).
         r_max: cutoff in A.
@@ -80,6 +81,7 @@ class ACEStudentConfig:
         seed: seed of the fit.
     """
 
+    kind: str = KIND
     order: int = 3
     degree: int = 10
     r_max: float = 5.0
@@ -95,6 +97,8 @@ class ACEStudentConfig:
     seed: int = 0
 
     def __post_init__(self):
+        if self.kind != KIND:
+            raise ValueError(f"ACEStudentConfig.kind is {KIND!r}, got {self.kind!r}")
         object.__setattr__(self, "r0", tuple((int(z), float(r)) for z, r in dict(self.r0).items()))
         object.__setattr__(self, "elements", tuple(int(z) for z in self.elements))
         if self.e0 not in ("lsq", "fixed"):
@@ -197,9 +201,7 @@ def fit_ace_student(
     require_ace_jax()
     _enable_x64()
     import ace_jax
-    from ace_jax.basis.model import build_model
-    from ace_jax.fit.pipeline import FitConfig, fit, load_fit_data, save_model
-    from ace_jax.fit.pipeline.outputs import fitted_e0
+    from ace_jax.fit.pipeline import fit, load_fit_data, save_model
     from ace_jax.fit.progress import progress_file
 
     out = Path(out_dir)
@@ -207,52 +209,12 @@ def fit_ace_student(
     train = _label_frames(labelled)
     elements = list(config.elements) or sorted({int(z) for a in train for z in a.numbers})
     check_student_elements(labelled, elements, "training structures")
-    tests = {}
-    for name, frames in (test_sets or {}).items():
-        check_student_elements(frames, elements, f"test set {name}")
-        if frames:
-            keep = np.unique(
-                np.linspace(0, len(frames) - 1, min(len(frames), config.uncertainty_structures)).astype(int)
-            )
-            tests[name] = _label_frames([frames[i] for i in keep])
+    tests = _uncertainty_subsets(test_sets or {}, elements, config.uncertainty_structures)
 
     started = time.perf_counter()
-    basis = build_model(
-        elements,
-        config.order,
-        config.degree,
-        wL=config.wL,
-        rcut=config.r_max,
-        r0=config.r0_table(elements),
-        seed=config.seed,
-        with_gamma=config.smoothness_prior,
-    )
-    fixed_e0 = config.e0 == "fixed"
-    if fixed_e0:
-        if e0s is None:
-            raise ValueError("ACEStudentConfig.e0 'fixed' needs the e0s (isolated-atom energies)")
-        import equinox as eqx
-        import jax.numpy as jnp
-
-        missing = [chemical_symbols[z] for z in elements if z not in e0s]
-        if missing:
-            raise ValueError(f"no E0 for {', '.join(missing)}")
-        e0 = jnp.asarray([float(e0s[z]) for z in elements])
-        basis = basis._replace(model=eqx.tree_at(lambda m: m.E0, basis.model, e0))
+    basis = _basis(config, elements, e0s)
     basis_s = time.perf_counter() - started
-    fit_config = FitConfig(
-        model=basis,
-        arm="linear",
-        energy_key=ENERGY_KEY,
-        force_key=FORCES_KEY,
-        e0="model" if fixed_e0 else "lsq",
-        lml_solver=config.solver,
-        map_polish="on" if config.polish else "off",
-        map_steps=config.map_steps,
-        predict_train=False,
-        seed=config.seed,
-        r0=float(np.mean(config.r0_table(elements))),
-    )
+    fit_config = _fit_config(config, basis, elements)
     names = list(tests)
     test_frames = [a for name in names for a in tests[name]]
     quiet = lambda *a, **k: None  # noqa: E731  (ace-jax prints every evaluation)
@@ -262,25 +224,8 @@ def fit_ace_student(
         path = save_model(result, out, log=quiet)
     if path is None:
         raise RuntimeError("ace-jax wrote no model file")
-    record = {
-        "kind": KIND,
-        "model_file": MODEL_FILE,
-        "config": config.to_dict(),
-        "elements": elements,
-        "e0": config.e0,
-        "e0_fitted": dict(zip((str(z) for z in elements), map(float, fitted_e0(result)))),
-        "teacher_e0s": None if e0s is None else {str(z): float(e0s[z]) for z in elements if z in e0s},
-        "n_basis": int(basis.meta["len_basis"]),
-        "n_train": len(train),
-        "ace_jax_version": ace_jax.__version__,
-        "fit_s": time.perf_counter() - started,
-        "basis_s": basis_s,
-        "timings": {k: float(v) for k, v in result.timings.items()},
-        "hyperparameters": {
-            k: float(np.asarray(v).reshape(-1)[0]) for k, v in result.theta._asdict().items() if np.size(v) == 1
-        },
-        "log_evidence": float(result.map.log_evidence) if result.map.log_evidence is not None else None,
-    }
+    record = _fit_record(config, elements, e0s, basis, result, len(train))
+    record.update(ace_jax_version=ace_jax.__version__, fit_s=time.perf_counter() - started, basis_s=basis_s)
     if test_frames:
         record["uncertainty"] = _uncertainty(result.preds.arrays["test/map"], [len(tests[n]) for n in names], names)
     (out / STUDENT_FILE).write_text(json.dumps(record, indent=2))
@@ -291,6 +236,89 @@ def fit_ace_student(
         record["fit_s"],
     )
     return record
+
+
+def _uncertainty_subsets(
+    test_sets: Mapping[str, Sequence[ase.Atoms]], elements: Sequence[int], n: int
+) -> dict[str, list[ase.Atoms]]:
+    """Up to `n` evenly spaced labelled structures of each test set (their posterior std is
+    computed); an element outside the basis is named."""
+    tests = {}
+    for name, frames in test_sets.items():
+        check_student_elements(frames, elements, f"test set {name}")
+        if frames:
+            keep = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), n)).astype(int))
+            tests[name] = _label_frames([frames[i] for i in keep])
+    return tests
+
+
+def _basis(config: ACEStudentConfig, elements: Sequence[int], e0s: Mapping[int, float] | None):
+    """ace-jax's basis of `config`, its E0s set to `e0s` when config.e0 is "fixed"."""
+    from ace_jax.basis.model import build_model
+
+    basis = build_model(
+        elements,
+        config.order,
+        config.degree,
+        wL=config.wL,
+        rcut=config.r_max,
+        r0=config.r0_table(elements),
+        seed=config.seed,
+        with_gamma=config.smoothness_prior,
+    )
+    if config.e0 != "fixed":
+        return basis
+    if e0s is None:
+        raise ValueError("ACEStudentConfig.e0 'fixed' needs the e0s (isolated-atom energies)")
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    missing = [chemical_symbols[z] for z in elements if z not in e0s]
+    if missing:
+        raise ValueError(f"no E0 for {', '.join(missing)}")
+    e0 = jnp.asarray([float(e0s[z]) for z in elements])
+    return basis._replace(model=eqx.tree_at(lambda m: m.E0, basis.model, e0))
+
+
+def _fit_config(config: ACEStudentConfig, basis, elements: Sequence[int]):
+    """ace-jax's FitConfig: Bayesian linear regression on the teacher's energies and forces."""
+    from ace_jax.fit.pipeline import FitConfig
+
+    return FitConfig(
+        model=basis,
+        arm="linear",
+        energy_key=ENERGY_KEY,
+        force_key=FORCES_KEY,
+        e0="model" if config.e0 == "fixed" else "lsq",
+        lml_solver=config.solver,
+        map_polish="on" if config.polish else "off",
+        map_steps=config.map_steps,
+        predict_train=False,
+        seed=config.seed,
+        r0=float(np.mean(config.r0_table(elements))),
+    )
+
+
+def _fit_record(config: ACEStudentConfig, elements, e0s, basis, result, n_train: int) -> dict:
+    """student.json's record of a fit: kind, settings, E0s, basis size, timings, the evidence."""
+    from ace_jax.fit.pipeline.outputs import fitted_e0
+
+    return {
+        "kind": KIND,
+        "model_file": MODEL_FILE,
+        "config": config.to_dict(),
+        "elements": elements,
+        "e0": config.e0,
+        "e0_fitted": dict(zip((str(z) for z in elements), map(float, fitted_e0(result)))),
+        "teacher_e0s": None if e0s is None else {str(z): float(e0s[z]) for z in elements if z in e0s},
+        "n_basis": int(basis.meta["len_basis"]),
+        "n_train": n_train,
+        "timings": {k: float(v) for k, v in result.timings.items()},
+        "hyperparameters": {
+            k: float(np.asarray(v).reshape(-1)[0]) for k, v in result.theta._asdict().items() if np.size(v) == 1
+        },
+        "log_evidence": float(result.map.log_evidence) if result.map.log_evidence is not None else None,
+    }
 
 
 def _uncertainty(arrays: Mapping, sizes: Sequence[int], names: Sequence[str]) -> dict:

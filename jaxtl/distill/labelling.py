@@ -82,15 +82,19 @@ def label_structures(
     batch_size: int = 8,
     progress: bool = False,
     source: str = "<structures>",
+    append: bool = False,
+    first_index: int = 0,
 ) -> tuple[list[ase.Atoms], LabelStats]:
     """Label `structures` with the teacher.
 
     Args:
         teacher: the model that labels.
         structures: ASE Atoms (not modified).
-        out_file: extended XYZ written batch by batch (replaced if it exists).
+        out_file: extended XYZ written batch by batch (replaced if it exists, unless `append`).
         batch_size: structures per padded batch.
         source: name used in error messages ("<source>, frame i").
+        append: add to `out_file` (a resumed run labelling the rest of its structures).
+        first_index: the frame number of structures[0] in `source` (for error messages).
 
     Returns (labelled copies, LabelStats).
 
@@ -101,13 +105,17 @@ def label_structures(
     """
     r_max = float(teacher.config.r_max)
     dtype = np.float64 if teacher.config.dtype == "float64" else np.float32
-    configs = [configuration_from_atoms(a, source=source, index=i, min_distance=None) for i, a in enumerate(structures)]
+    configs = [
+        configuration_from_atoms(a, source=source, index=first_index + i, min_distance=None)
+        for i, a in enumerate(structures)
+    ]
     check_elements(configs, teacher.config.atomic_numbers)
     stress = any(_periodic(a) for a in structures)
     if out_file is not None:
         out_file = os.fspath(out_file)
         os.makedirs(os.path.dirname(os.path.abspath(out_file)), exist_ok=True)
-        open(out_file, "w").close()
+        if not append:
+            open(out_file, "w").close()
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -131,7 +139,7 @@ def label_structures(
         offset = 0
         for g, config in enumerate(part):
             n = config.n_atoms
-            atoms = structures[config.index].copy()
+            atoms = structures[config.index - first_index].copy()
             f = forces[offset : offset + n]
             offset += n
             if not (np.isfinite(energy[g]) and np.all(np.isfinite(f))):

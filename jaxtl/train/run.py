@@ -35,8 +35,14 @@ log = logging.getLogger("jaxtl.train")
 CONFIG_FILE = "scratch_config.yaml"
 SCALINGS = ("rms_forces_scaling", "std_scaling", "no_scaling")
 # a resumed run may be lengthened, and with it the start of stage two moves (`jaxtl.train.train`);
-# its input files may have moved with the run folder
-RESUME_MAY_CHANGE = ("train.max_num_epochs", "train.stage_two.start_epoch", "data.*_file", "data.cache_dir")
+# its input files may have moved with the run folder, and a progress bar only shows it
+RESUME_MAY_CHANGE = (
+    "train.max_num_epochs",
+    "train.stage_two.start_epoch",
+    "train.progress_bar",
+    "data.*_file",
+    "data.cache_dir",
+)
 
 
 def fit_average_e0s(configs: list[Configuration], atomic_numbers) -> np.ndarray:

@@ -23,3 +23,13 @@ def teacher():
         avg_num_neighbors=(12.0,),
         radial_MLP=(8,),
     )
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(teacher, tmp_path_factory):
+    """The tiny teacher as a jaxtl model folder (what a DistillConfig names)."""
+    from jaxtl.model_io import save_model
+
+    folder = tmp_path_factory.mktemp("teacher") / "model"
+    save_model(folder, teacher.config, teacher.variables)
+    return folder

@@ -9,9 +9,19 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from hcu import h_on_cu  # noqa: E402
+from hcu import h_on_cu, write_structures  # noqa: E402
 
-from jaxtl.distill import SamplingConfig, SamplingPlan, distill, label_structures, sample_plan  # noqa: E402
+from jaxtl.distill import (  # noqa: E402
+    DistillConfig,
+    DistillDataConfig,
+    SamplingConfig,
+    SamplingPlan,
+    SpeedConfig,
+    TeacherConfig,
+    distill,
+    label_structures,
+    sample_plan,
+)
 from jaxtl.distill.labelling import LabellingError  # noqa: E402
 from jaxtl.distill.sampling import TEST_HELD_OUT_START, TEST_INDEPENDENT, TRAIN  # noqa: E402
 from jaxtl.distill.splits import split_labelled  # noqa: E402
@@ -22,23 +32,20 @@ TINY_ACE = dict(order=2, degree=5, r_max=4.0, map_steps=60)
 
 
 @pytest.fixture(scope="module")
-def ace_run(teacher, tmp_path_factory):
+def ace_run(teacher_dir, tmp_path_factory):
     """One fast ACE distillation (12 structures labelled as given), shared by the checks."""
     pytest.importorskip("ace_jax", reason="ACE students need the ace extra")
     from jaxtl.distill import ACEStudentConfig
 
     out = tmp_path_factory.mktemp("ace")
-    report = distill(
-        teacher,
-        out,
-        structures=[h_on_cu(i, rattle=0.05) for i in range(12)],
+    starts = write_structures(out.parent / "ace_starts.xyz", [h_on_cu(i, rattle=0.05) for i in range(12)])
+    config = DistillConfig(
+        TeacherConfig(str(teacher_dir)),
+        DistillDataConfig(starts=(starts,), test_fraction=0.25),
         student=ACEStudentConfig(**TINY_ACE),
-        test_fraction=0.25,
-        speed_structures=2,
-        speed_repeats=2,
-        progress=False,
+        speed=SpeedConfig(structures=2, repeats=2),
     )
-    return out, report
+    return out, distill(config, out, progress=False)
 
 
 def test_ace_student_reports_like_a_mace_student(ace_run):
@@ -86,6 +93,30 @@ def test_load_calculator_gives_the_fitted_model(ace_run):
     a = test[0].copy()
     a.calc = calc
     assert np.abs(a.get_forces() - a.arrays["REF_forces"]).max() < np.abs(a.arrays["REF_forces"]).max()
+
+
+def test_a_resumed_ace_run_reads_its_fitted_student_back(ace_run, monkeypatch, tmp_path):
+    """A run stopped after the fit (its report missing) resumes without labelling or fitting
+    again, to the same errors."""
+    import shutil
+
+    import jaxtl.distill.ace as ace
+    import jaxtl.distill.labelled_set as labelled_set
+    from jaxtl.distill.config import CONFIG_FILE
+
+    out, report = ace_run
+    shutil.copytree(out, tmp_path / "run")
+    (tmp_path / "run" / "report.json").unlink()
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a finished step was run again")
+
+    monkeypatch.setattr(ace, "fit_ace_student", refused)
+    monkeypatch.setattr(labelled_set, "label_structures", refused)
+    config = DistillConfig.load(tmp_path / "run" / CONFIG_FILE)
+    again = distill(config, tmp_path / "run", resume=True, progress=False)
+    assert again["student_vs_teacher"] == pytest.approx(report["student_vs_teacher"], rel=1e-10)
+    assert again["uncertainty"] == report["uncertainty"] and again["n_structures"] == report["n_structures"]
 
 
 def test_ace_student_names_an_element_it_lacks(ace_run):
@@ -169,13 +200,16 @@ def test_no_test_frame_comes_from_a_training_trajectory(teacher):
         split_labelled([a for a in structures if a.info["sample_start"] == 0])
 
 
-def test_nan_teacher_keeps_what_was_labelled_and_the_record(teacher, tmp_path):
+def test_nan_teacher_keeps_what_was_labelled_and_the_record(teacher_dir, tmp_path):
     """A teacher that gives NaN on the 4th structure: a clear error naming it, the three
     before it labelled in labelled.xyz, and sampling.json saying so."""
     structures = [h_on_cu(i, rattle=0.05) for i in range(5)]
     structures[3].positions[1] = structures[3].positions[0]
-    with pytest.raises(LabellingError, match="frame 3") as err:
-        distill(teacher, tmp_path, structures=structures, label_batch_size=1, progress=False)
+    starts = write_structures(tmp_path / "starts.xyz", structures)
+    config = DistillConfig(str(teacher_dir), DistillDataConfig(starts=(starts,), label_batch_size=1))
+    with pytest.raises(LabellingError, match="sampled.xyz, frame 3") as err:
+        distill(config, tmp_path / "run", progress=False)
+    tmp_path = tmp_path / "run"
     assert len(err.value.labelled) == 3
     assert len(ase.io.read(tmp_path / "labelled.xyz", ":")) == 3
     record = json.loads((tmp_path / "sampling.json").read_text())

@@ -11,7 +11,7 @@ import pytest
 from ase import Atoms
 
 sys.path.insert(0, os.path.dirname(__file__))
-from hcu import h_on_cu  # noqa: E402
+from hcu import h_on_cu, write_structures  # noqa: E402
 
 from jaxtl.distill import LabellingError, SamplingConfig, label_structures, sample_structures  # noqa: E402
 from jaxtl.graph.batching import batch_atoms  # noqa: E402
@@ -177,3 +177,43 @@ def test_h2cu_benchmark_fast(tmp_path):
     assert set(ace["forces_rmse_by_set"]) == {"test_independent_runs", "test_held_out_starts"}
     assert all(np.isfinite(v) for v in ace["forces_rmse_by_set"].values())
     assert ace["speedup_56"] > 0 and ace["speedup_224"] > 0 and results["meta"]["commit"]
+
+
+TWO_DEVICES = """
+import sys
+from jaxtl.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_distill_cli_trains_the_student_on_two_devices(teacher_dir, tmp_path):
+    """--devices 2 (host devices in a subprocess): the MACE student trains data parallel,
+    --batch-size 4 being 2 structures a device, and the run is recorded so."""
+    import subprocess
+
+    import yaml
+
+    starts = write_structures(tmp_path / "starts.xyz", [h_on_cu(i, periodic=False) for i in range(8)])
+    out = tmp_path / "run"
+    env = dict(
+        os.environ,
+        XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip(),
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    )
+    tiny = ["--student-hidden-irreps", "4x0e", "--student-radial-mlp", "8", "--student-correlation", "1"]
+    tiny += ["--student-mlp-irreps", "4x0e", "--student-num-bessel", "4", "--epochs", "1", "--test-fraction", "0.25"]
+    proc = subprocess.run(
+        [sys.executable, "-c", TWO_DEVICES, "distill", "--teacher", str(teacher_dir), "--structures", starts]
+        + tiny
+        + ["--devices", "2", "--batch-size", "4", "--quiet", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = yaml.safe_load((out / "distill_config.yaml").read_text())
+    assert config["student"]["train"]["n_devices"] == 2 and config["student"]["batch_size"] == 2
+    assert json.loads((out / "student" / "train_config.json").read_text())["n_devices"] == 2
+    report = json.loads((out / "report.json").read_text())
+    assert report["training"]["epochs"] == 1 and np.isfinite(report["student_vs_teacher"]["forces_rmse"])
