@@ -24,6 +24,7 @@ random labels. Writes benchmarks/results/stream_memory.{json,md}.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import resource
@@ -302,6 +303,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(HERE))
     from _harness import hardware_line, run_metadata, write_results
 
+    meta = run_metadata("stream_memory.py", argv)  # the commit and date the run starts from
     rows = []
     work = Path(args.work)
     for n in sorted(set(args.sizes) | {args.train_size}):
@@ -320,7 +322,7 @@ def main(argv=None) -> int:
         print(rows[-1], flush=True)
     rows += _train_rounds(args, work)
 
-    meta = run_metadata("stream_memory.py", argv)
+    meta["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
     meta["device"] = f"CPU ({hardware_line()}, shared), no GPU"
     meta["summary"] = _summary(rows)
     print(write_results(Path(args.out), meta, rows, markdown))
