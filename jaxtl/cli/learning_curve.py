@@ -5,6 +5,8 @@ from __future__ import annotations
 import shlex
 import sys
 
+from jaxtl.cli.common import add_distributed_args, start_distributed
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -22,6 +24,7 @@ def add_parser(sub) -> None:
     _add_convergence_args(p)
     _add_training_args(p)
     p.add_argument("--out", required=True, help="run folder: grid_config.json, cells/, results.*")
+    add_distributed_args(p)
     p.set_defaults(func=run)
 
 
@@ -143,7 +146,7 @@ def config_from_args(args):
             train_file=args.train,
             test_file=args.test,
             valid_fraction=args.valid_fraction,
-            batch_size=args.batch_size,
+            batch_size=getattr(args, "global_batch_size", args.batch_size),  # per device after start_distributed
             energy_key=args.energy_key,
             forces_key=args.forces_key,
             stress_key=args.stress_key,
@@ -187,6 +190,7 @@ def parse_first(items) -> list[tuple[float, str]]:
 def run(args) -> int:
     import jax
 
+    start_distributed(args)  # before any JAX computation; --batch-size stays the global batch
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     from jaxtl.learning_curve import learning_curve
@@ -194,7 +198,12 @@ def run(args) -> int:
 
     command = "jaxtl " + " ".join(shlex.quote(a) for a in (getattr(args, "argv", None) or sys.argv[1:]))
     result = learning_curve(
-        config_from_args(args), args.out, command=command, first=parse_first(args.first), max_cells=args.max_cells
+        config_from_args(args),
+        args.out,
+        command=command,
+        first=parse_first(args.first),
+        max_cells=args.max_cells,
+        n_devices=args.n_devices,
     )
     print(
         f"{len(result.records)} of {result.summary['n_cells']['grid']} cells finished "

@@ -250,34 +250,57 @@ class OnDiskDataset:
             self._open[shard] = (f, f["nodes"], f["edges"], f["graphs"])
         return self._open[shard][1:]
 
-    def item(self, i: int) -> Batch:
-        """Structure `i` as the unpadded single-graph Batch `graph_from_configuration` gives."""
+    def _rows(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(node rows [n, 7], edge rows [e, 5], graph row [1, 34]) of structure `i`: three reads."""
         shard = int(self._shard[i])
         j = int(i - self._first[shard])
         node_table, edge_table, graph_table = self._tables(shard)
         node_offsets, edge_offsets = self._offsets[shard]
-        nodes = _columns(node_table[node_offsets[j] : node_offsets[j + 1]], NODE_COLUMNS)
-        edges = _columns(edge_table[edge_offsets[j] : edge_offsets[j + 1]], EDGE_COLUMNS)
-        row = _columns(graph_table[j : j + 1], GRAPH_COLUMNS)
-        n = len(nodes["positions"])
+        return (
+            node_table[node_offsets[j] : node_offsets[j + 1]],
+            edge_table[edge_offsets[j] : edge_offsets[j + 1]],
+            graph_table[j : j + 1],
+        )
+
+    def item(self, i: int) -> Batch:
+        """Structure `i` as the unpadded single-graph Batch `graph_from_configuration` gives."""
+        return self.gather([i])
+
+    def gather(self, indices: Sequence[int]) -> Batch:
+        """Structures `indices` as one unpadded Batch of len(indices) graphs, in that order.
+
+        `pad_batch([dataset.gather(members)], ...)` is `pad_batch([dataset.item(i) for i in
+        members], ...)` bit for bit, but builds the arrays of a batch once from its
+        concatenated table rows instead of once per structure (the per-structure arrays
+        cost more host time than the reads).
+        """
+        rows = [self._rows(int(i)) for i in indices]
+        n_node = np.array([len(r[0]) for r in rows], np.int32)
+        n_edge = np.array([len(r[1]) for r in rows], np.int64)
+        nodes = _columns(np.concatenate([r[0] for r in rows]), NODE_COLUMNS)
+        edges = _columns(np.concatenate([r[1] for r in rows]), EDGE_COLUMNS)
+        row = _columns(np.concatenate([r[2] for r in rows]), GRAPH_COLUMNS)
+        n, g = int(n_node.sum()), len(rows)
+        # edges are stored within their structure: offset them by the nodes before it
+        node_offset = np.repeat(np.concatenate([[0], np.cumsum(n_node)[:-1]]), n_edge).astype(np.int32)
         graph = Graph(
             positions=np.ascontiguousarray(nodes["positions"]),
             atomic_numbers=nodes["atomic_numbers"][:, 0].astype(np.int32),
-            senders=edges["senders"][:, 0].copy(),
-            receivers=edges["receivers"][:, 0].copy(),
+            senders=edges["senders"][:, 0] + node_offset,
+            receivers=edges["receivers"][:, 0] + node_offset,
             unit_shifts=edges["unit_shifts"].astype(np.float64),
-            cell=row["cell"].reshape(1, 3, 3).copy(),
-            node_graph=np.zeros(n, np.int32),
-            n_node=np.array([n], np.int32),
+            cell=row["cell"].reshape(g, 3, 3).copy(),
+            node_graph=np.repeat(np.arange(g, dtype=np.int32), n_node),
+            n_node=n_node,
             head=row["head"][:, 0].astype(np.int32),
             node_mask=np.ones(n, bool),
-            graph_mask=np.ones(1, bool),
+            graph_mask=np.ones(g, bool),
         )
         labels = Labels(
             energy=row["energy"][:, 0].copy(),
             forces=np.ascontiguousarray(nodes["forces"]),
-            stress=row["stress"].reshape(1, 3, 3).copy(),
-            virials=row["virials"].reshape(1, 3, 3).copy(),
+            stress=row["stress"].reshape(g, 3, 3).copy(),
+            virials=row["virials"].reshape(g, 3, 3).copy(),
             **{
                 f: row[f][:, 0].copy()
                 for f in ("weight", "energy_weight", "forces_weight", "stress_weight", "virials_weight")
@@ -310,7 +333,7 @@ class StreamedBatches(Sequence):
     def __getitem__(self, i: int):
         budget, members = self.plan[i]
         batch = pad_batch(
-            [self.dataset.item(j) for j in members],
+            [self.dataset.gather(members)],
             *budget[:3],
             r_max=self.dataset.r_max,
             dtype=self.dtype,

@@ -29,6 +29,7 @@ from jaxtl.learning_curve.config import SCRATCH, LearningCurveConfig, freeze_lev
 from jaxtl.train.checkpoint import LATEST, Checkpointer
 from jaxtl.train.config import TrainConfig
 from jaxtl.train.data import DataConfig
+from jaxtl.train.distributed import barrier, is_primary, per_device_batch_size
 from jaxtl.train.loop import improves
 from jaxtl.train.loss import LossConfig
 from jaxtl.train.optimizer import OptimizerConfig
@@ -58,8 +59,9 @@ def device_name() -> str:
     return d.platform if d.platform == "cpu" else f"{d.platform}: {d.device_kind}"
 
 
-def train_config(config: LearningCurveConfig, cell: Cell) -> TrainConfig:
-    """The engine settings of `cell`: the grid's convergence rule, the seed, the strategy's lr."""
+def train_config(config: LearningCurveConfig, cell: Cell, n_devices: int = 1) -> TrainConfig:
+    """The engine settings of `cell`: the grid's convergence rule, the seed, the strategy's lr,
+    on a data mesh of `n_devices` (`TrainConfig.n_devices`)."""
     c, t = config.convergence, config.train
     lr = t.scratch_lr if cell.strategy == SCRATCH else t.lr
     return TrainConfig(
@@ -68,6 +70,7 @@ def train_config(config: LearningCurveConfig, cell: Cell) -> TrainConfig:
         min_rel_improvement=c.min_rel_improvement,
         seed=cell.seed,
         dtype=t.dtype,
+        n_devices=n_devices,
         ema=t.ema,
         ema_decay=t.ema_decay,
         progress_bar=False,
@@ -96,32 +99,40 @@ def run_cell(
     scratch_model: dict,
     n_test: int,
     commit: str,
+    n_devices: int = 1,
 ) -> dict:
     """Train and test `cell`; write and return its record.
 
     pool: the pool's ase.Atoms; subset, valid: [n] pool indices of the training subset
     and validation set. An interrupted run in cell_dir/run resumes exactly; one that
-    cannot be resumed restarts (this cell only).
+    cannot be resumed restarts (this cell only). n_devices: devices of the data mesh (in a
+    multi-process job all devices of all processes; every process calls this, process 0
+    writes the files).
     """
     import ase.io
 
     previous = finished(cell_dir)  # capped by a smaller max_epochs: this run continues it
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    ase.io.write(cell_dir / "train.xyz", [pool[i] for i in subset], format="extxyz")
-    ase.io.write(cell_dir / "valid.xyz", [pool[i] for i in valid], format="extxyz")
+    if is_primary():
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        ase.io.write(cell_dir / "train.xyz", [pool[i] for i in subset], format="extxyz")
+        ase.io.write(cell_dir / "valid.xyz", [pool[i] for i in valid], format="extxyz")
+    barrier(f"{cell.name}: data written")
     run_dir = cell_dir / "run"
     resume = run_dir.exists() and Checkpointer(run_dir).latest_step(LATEST) is not None
+    args = (cell, cell_dir, run_dir, config, foundation_dir, scratch_model, n_devices)
     t0 = time.perf_counter()
     try:
-        metrics, n_trainable = _train(cell, cell_dir, run_dir, config, foundation_dir, scratch_model, resume)
+        metrics, n_trainable = _train(*args, resume)
     except (ValueError, FileNotFoundError) as err:
         if not resume:
             raise
         log.warning("%s: cannot resume (%s); restarting the cell", cell.name, err)
-        shutil.rmtree(run_dir)
+        if is_primary():
+            shutil.rmtree(run_dir)
+        barrier(f"{cell.name}: restarted")
         resume = False
         t0 = time.perf_counter()
-        metrics, n_trainable = _train(cell, cell_dir, run_dir, config, foundation_dir, scratch_model, False)
+        metrics, n_trainable = _train(*args, False)
     wall = time.perf_counter() - t0 + (previous["wall_s"] if previous and resume else 0.0)
 
     history = [r for r in read_log(run_dir / "metrics.jsonl") if "valid_loss" in r]
@@ -147,13 +158,17 @@ def run_cell(
         "train_s": float(sum(r.get("time_s", 0.0) for r in history)),
         "n_trainable": int(n_trainable),
         "device": device_name(),
+        "n_devices": n_devices,
+        "n_processes": jax.process_count(),
         "resumed": resume,
         "jaxtl_commit": commit,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    tmp = cell_dir / f".{CELL_FILE}.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, cell_dir / CELL_FILE)
+    if is_primary():
+        tmp = cell_dir / f".{CELL_FILE}.tmp"
+        tmp.write_text(json.dumps(record, indent=1))
+        os.replace(tmp, cell_dir / CELL_FILE)
+    barrier(f"{cell.name}: finished")
     return record
 
 
@@ -170,18 +185,20 @@ def _stopped_early(losses: list[float], rule) -> bool:
     return False
 
 
-def _train(cell, cell_dir, run_dir, config, foundation_dir, scratch_model, resume) -> tuple[dict, int]:
-    """(final metrics {split: {group: metrics}}, trainable parameters) of one training run."""
+def _train(cell, cell_dir, run_dir, config, foundation_dir, scratch_model, n_devices, resume) -> tuple[dict, int]:
+    """(final metrics {split: {group: metrics}}, trainable parameters) of one training run;
+    the grid's batch size is the global batch of a step, split over the `n_devices`."""
     d, t = config.data, config.train
     keys = DataKeys(energy=d.energy_key, forces=d.forces_key, stress=d.stress_key)
-    cfg = train_config(config, cell)
+    cfg = train_config(config, cell, n_devices)
+    per_device = per_device_batch_size(d.batch_size, n_devices)
     data = DataConfig(
         train_file=str(cell_dir / "train.xyz"),
         valid_file=str(cell_dir / "valid.xyz"),
         test_file=d.test_file,
         keys=keys,
-        batch_size=d.batch_size,
-        valid_batch_size=d.batch_size,
+        batch_size=per_device,
+        valid_batch_size=per_device,
         seed=cell.seed,
     )
     if cell.strategy == SCRATCH:

@@ -13,6 +13,7 @@ holding another grid.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import subprocess
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from jaxtl.learning_curve.cell import Cell, finished, run_cell
 from jaxtl.learning_curve.config import LearningCurveConfig, check_strategy
 from jaxtl.learning_curve.report import write_report
 from jaxtl.learning_curve.subsets import Split, split_pool
+from jaxtl.train.distributed import barrier, is_primary, per_device_batch_size
 
 log = logging.getLogger("jaxtl.learning_curve")
 CONFIG_FILE = "grid_config.json"
@@ -137,6 +139,7 @@ def learning_curve(
     command: str | None = None,
     first: Sequence[tuple[float, str]] = (),
     max_cells: int | None = None,
+    n_devices: int = 1,
 ) -> GridResult:
     """Run (or complete) the grid of `config` in `out_dir` and write its report.
 
@@ -149,6 +152,11 @@ def learning_curve(
         command: the command line recorded in the report (default: the Python call).
         first: (fraction, strategy) pairs to run before the others, every seed.
         max_cells: train at most this many cells in this call, then report and return.
+        n_devices: devices of each cell's data mesh (`TrainConfig.n_devices`): this process's
+            first n_devices, or in a multi-process job (`jaxtl.train.distributed`, every
+            process making this call) all devices of all processes. The grid's batch size is
+            the global batch, a multiple of n_devices. Not a setting of the grid: a rerun may
+            use other devices (each cell records its own).
 
     Raises:
         ValueError: an unknown strategy, a fraction smaller than a batch, a folder holding a
@@ -161,6 +169,7 @@ def learning_curve(
     from jaxtl.model_io import load_model_files
 
     out = Path(out_dir)
+    per_device_batch_size(config.data.batch_size, n_devices)  # the global batch splits evenly
     _check_saved_config(out, config)
     for name in config.grid.strategies:
         check_strategy(name)
@@ -169,11 +178,15 @@ def learning_curve(
     pool = read_configurations(d.train_file, keys, require=("energy", "forces"))
     test = read_configurations(d.test_file, keys, require=("energy", "forces"))
     splits = {seed: split_pool(len(pool), d.valid_fraction, seed) for seed in range(config.grid.seeds)}
-    out.mkdir(parents=True, exist_ok=True)
+    if is_primary():  # in a multi-process job process 0 writes, the others wait and read
+        out.mkdir(parents=True, exist_ok=True)
+        prepare_foundation(d.foundation, out, config.train.dtype, d.head)
+    barrier("learning curve: foundation ready")
     foundation_dir = prepare_foundation(d.foundation, out, config.train.dtype, d.head)
     f_config, _, _ = load_model_files(foundation_dir)
     check_inputs(config, pool, test, f_config.atomic_numbers, splits)
-    config.save(out / CONFIG_FILE)
+    if is_primary():
+        config.save(out / CONFIG_FILE)
 
     scratch_model = {
         k: v for k, v in f_config.to_dict().items() if k not in ("atomic_numbers", "avg_num_neighbors", "dtype")
@@ -200,6 +213,7 @@ def learning_curve(
             scratch_model,
             len(test),
             commit,
+            n_devices,
         )
         computed.append(cell.name)
         log.info(
@@ -210,10 +224,13 @@ def learning_curve(
             record["epochs_run"],
             record["wall_s"],
         )
-        # the plot costs seconds: redrawn between cells only when that is small beside a cell
-        write_report(out, config, _records(out, cells), command, commit, with_plot=record["wall_s"] > 60)
+        if is_primary():  # the plot costs seconds: redrawn between cells only when small beside a cell
+            write_report(out, config, _records(out, cells), command, commit, with_plot=record["wall_s"] > 60)
     records = _records(out, cells)
-    summary = write_report(out, config, records, command, commit)
+    summary = write_report(out, config, records, command, commit) if is_primary() else None
+    barrier("learning curve: report written")
+    if summary is None:
+        summary = json.loads((out / "results.json").read_text())
     return GridResult(records, computed, summary, out)
 
 

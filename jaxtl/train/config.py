@@ -37,6 +37,9 @@ class TrainConfig:
             a multi-process job (`jaxtl.train.distributed`) all devices of all
             processes. Each step consumes n_devices padded batches of one shape
             (one per device), so the global batch is n_devices x the batch size.
+        prefetch: data-parallel steps read, padded and stacked ahead on a background
+            thread while the device trains (`jaxtl.train.prefetch`); 0: on the training
+            thread. Results do not depend on it.
         progress_bar: show a tqdm bar.
         plot: write a learning-curve PNG (needs matplotlib).
         backend: "xla", or "cueq" for NVIDIA cuEquivariance kernels (`jaxtl.model.cueq`).
@@ -54,6 +57,7 @@ class TrainConfig:
     stage_two: StageTwoConfig = dataclasses.field(default_factory=StageTwoConfig)
     compute_stress: bool | None = None
     n_devices: int = 1
+    prefetch: int = 2
     progress_bar: bool = True
     plot: bool = True
     backend: str = "xla"
@@ -61,6 +65,8 @@ class TrainConfig:
     def __post_init__(self):
         if not 0.0 <= self.min_rel_improvement < 1.0:
             raise ValueError(f"min_rel_improvement must be in [0, 1), got {self.min_rel_improvement}")
+        if self.prefetch < 0:
+            raise ValueError(f"prefetch must be >= 0 steps, got {self.prefetch}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         from jaxtl.model.cueq import check_backend

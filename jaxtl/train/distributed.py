@@ -122,6 +122,15 @@ def is_primary() -> bool:
     return jax.process_index() == 0
 
 
+def barrier(name: str) -> None:
+    """Wait until every process of the job gets here (`name`: the same on all); at once in a
+    single process. Used after process 0 writes a file the others then read."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def per_device_batch_size(global_batch_size: int, n_devices: int) -> int:
     """Structures per padded device batch when `global_batch_size` are split over `n_devices`."""
     if global_batch_size % n_devices:

@@ -15,6 +15,7 @@ when on), final_metrics.json and learning_curve.png (redrawn as the run goes).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -376,23 +377,27 @@ def _train_epoch(
     )  # None: only on a terminal
     terms: dict = {}
     lr = math.nan
-    for idx, stacked, _ in group_batches(items, mesh, dtype):
-        step = int(state.step)
-        lr = cfg.stage_two.swa_lr if stage_two else scheduled_lr(cfg.optimizer, step, epoch, plateau)
-        state, stats = run.train_step(state, constants, stacked, jnp.asarray(lr, dtype), weights_dev)
-        value = float(stats["loss"])
-        if not math.isfinite(value):
-            where = f"batch {idx[0]}" if len(idx) == 1 else f"batches {', '.join(map(str, idx))}"
-            last = run.ckpt.path(LATEST)
-            msg = (
-                f"non-finite training loss ({value}) at epoch {epoch}, {where}; stopping. "
-                f"Last good checkpoint: {last if last else 'none (no epoch completed)'}"
-            )
-            _append(run.log_path, {"event": "non_finite_loss", "epoch_failed": epoch, "batch": idx[0], "message": msg})
-            raise NonFiniteLossError(msg)
-        _host_terms(terms, stats["terms"])
-        bar.update(1)
-        bar.set_postfix(loss=f"{value:.4g}", lr=f"{lr:.2e}")
+    # closed on any exception too, so the reading thread stops with the epoch
+    with contextlib.closing(group_batches(items, mesh, dtype, cfg.prefetch)) as steps:
+        for idx, stacked, _ in steps:
+            step = int(state.step)
+            lr = cfg.stage_two.swa_lr if stage_two else scheduled_lr(cfg.optimizer, step, epoch, plateau)
+            state, stats = run.train_step(state, constants, stacked, jnp.asarray(lr, dtype), weights_dev)
+            value = float(stats["loss"])
+            if not math.isfinite(value):
+                where = f"batch {idx[0]}" if len(idx) == 1 else f"batches {', '.join(map(str, idx))}"
+                last = run.ckpt.path(LATEST)
+                msg = (
+                    f"non-finite training loss ({value}) at epoch {epoch}, {where}; stopping. "
+                    f"Last good checkpoint: {last if last else 'none (no epoch completed)'}"
+                )
+                _append(
+                    run.log_path, {"event": "non_finite_loss", "epoch_failed": epoch, "batch": idx[0], "message": msg}
+                )
+                raise NonFiniteLossError(msg)
+            _host_terms(terms, stats["terms"])
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.4g}", lr=f"{lr:.2e}")
     bar.close()
     return state, terms, lr
 

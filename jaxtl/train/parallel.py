@@ -151,16 +151,39 @@ def _config_types(items: Sequence, i: int):
     return split_item(items[i])[1]
 
 
-def _agreed_optional_fields(batches: Sequence[Batch]) -> dict:
-    """{field: keep} agreed by all processes: a field is kept if every process's batches have it."""
+def _agreed_optional_fields(have: np.ndarray) -> dict:
+    """{field: keep} agreed by all processes: a field is kept if every process's batches have it
+    (`have`: [len(OPTIONAL_FIELDS)] whether this process's do)."""
     from jax.experimental import multihost_utils
 
-    have = np.array([all(getattr(b.graph, f) is not None for b in batches) for f in OPTIONAL_FIELDS], np.int32)
     every = np.asarray(multihost_utils.process_allgather(have)).reshape(-1, len(OPTIONAL_FIELDS)).min(axis=0)
     return {f: bool(v) for f, v in zip(OPTIONAL_FIELDS, every)}
 
 
-def group_batches(items: Iterable, mesh: Mesh | int, dtype) -> Iterator[tuple[list[int], Batch, list]]:
+def host_steps(items: Sequence, k: int, block: range, dtype, start: int = 0) -> Iterator[tuple]:
+    """The host side of `group_batches`: (item indices, this process's stacked Batch [len(block), ...],
+    whether its batches all have each optional field, config_types per slot) of each step from
+    step `start` on.
+
+    Pure host work (reading, padding, casting, stacking) that touches no device and no
+    other process, so it may run on a background thread (`jaxtl.train.prefetch`).
+    """
+    for step in step_plan(_shape_keys(items), k)[start:]:
+        mine = [step[i] for i in block]
+        local = {j: cast_batch(split_item(items[j])[0], dtype) for j in mine if j is not None}
+        if not local:  # this process's slots are all blank: shapes from the step's first batch
+            template = cast_batch(split_item(items[step[0]])[0], dtype)
+        else:
+            template = next(iter(local.values()))
+        stack = [blank_batch(template) if j is None else local[j] for j in mine]
+        have = np.array([all(getattr(b.graph, f) is not None for b in stack) for f in OPTIONAL_FIELDS], np.int32)
+        types = [None if j is None else _config_types(items, j) for j in step]
+        yield [j for j in step if j is not None], stack_batches(stack), have, types
+
+
+def group_batches(
+    items: Iterable, mesh: Mesh | int, dtype, prefetch: int = 0, start: int = 0
+) -> Iterator[tuple[list[int], Batch, list]]:
     """Data-parallel steps as (item indices, stacked Batch, config_types per slot).
 
     items: Batches or (Batch, config_types), or a lazy sequence of them (with
@@ -170,7 +193,13 @@ def group_batches(items: Iterable, mesh: Mesh | int, dtype) -> Iterator[tuple[li
     which add nothing. In a multi-process job every process takes the slots of its
     own devices and the stacked Batch is a global array sharded over the mesh; in
     a single process it is a host array [k, ...].
+    prefetch: steps prepared ahead on a background thread (`jaxtl.train.prefetch.Prefetch`);
+    the steps and their order are the same for every value. Close the generator (or
+    exhaust it) to stop the thread.
+    start: the first step to give (the earlier ones are neither read nor padded).
     """
+    from jaxtl.train.prefetch import Prefetch
+
     k = mesh if isinstance(mesh, int) else mesh.size
     multi = not isinstance(mesh, int) and jax.process_count() > 1
     block = local_block(mesh) if multi else range(k)
@@ -181,20 +210,13 @@ def group_batches(items: Iterable, mesh: Mesh | int, dtype) -> Iterator[tuple[li
     def global_array(x):
         return jax.make_array_from_process_local_data(sharding, x, (k,) + x.shape[1:])
 
-    for step in step_plan(_shape_keys(items), k):
-        mine = [step[i] for i in block]
-        local = {j: cast_batch(split_item(items[j])[0], dtype) for j in mine if j is not None}
-        if not local:  # this process's slots are all blank: shapes from the step's first batch
-            template = cast_batch(split_item(items[step[0]])[0], dtype)
-        else:
-            template = next(iter(local.values()))
-        stack = [blank_batch(template) if j is None else local[j] for j in mine]
-        types = [None if j is None else _config_types(items, j) for j in step]
-        if multi:
-            stacked = jax.tree.map(global_array, stack_batches(stack, _agreed_optional_fields(stack)))
-        else:
-            stacked = stack_batches(stack)
-        yield [j for j in step if j is not None], stacked, types
+    with Prefetch(host_steps(items, k, block, dtype, start), prefetch) as steps:
+        for indices, stacked, have, types in steps:
+            if multi:  # collectives stay on this thread, in the same order on every process
+                agreed = _agreed_optional_fields(have)
+                drop = {f: None for f in OPTIONAL_FIELDS if not agreed[f]}
+                stacked = jax.tree.map(global_array, Batch(stacked.graph._replace(**drop), stacked.labels))
+            yield indices, stacked, types
 
 
 def replicate(tree, mesh: Mesh):

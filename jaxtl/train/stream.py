@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from jaxtl.graph.io import ISOLATED_ATOM, DataError
+from jaxtl.graph.labels import Batch
 from jaxtl.graph.ondisk import OnDiskDataset, streamed_batches
 from jaxtl.train.config import TrainConfig
 from jaxtl.train.e0s import E0Spec, EnergyTable, resolve_table_e0s
@@ -44,6 +45,9 @@ class Subset:
 
     def item(self, i: int):
         return self.dataset.item(int(self.indices[i]))
+
+    def gather(self, indices) -> Batch:
+        return self.dataset.gather(self.indices[np.asarray(indices, np.int64)])
 
     def config_type(self, i: int) -> str:
         return self.dataset.config_type(int(self.indices[i]))

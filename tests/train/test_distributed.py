@@ -28,6 +28,7 @@ from jaxtl.train.parallel import step_plan
 
 HERE = Path(__file__).parent
 SCRIPT = HERE / "run_distributed_toy.py"
+PREPARED_SCRIPT = HERE / "run_distributed_prepared.py"
 TIMEOUT = 300
 
 
@@ -55,13 +56,17 @@ def compilation_cache(tmp_path_factory):
     CACHE.clear()
 
 
-def _start(out: Path, n_processes: int, devices_per_process: int = 1, *extra) -> list[subprocess.Popen]:
-    """The processes of one job (or one process when n_processes == 1)."""
+def _start(
+    out: Path, n_processes: int, devices_per_process: int = 1, *extra, script: list | None = None
+) -> list[subprocess.Popen]:
+    """The processes of one job (or one process when n_processes == 1); `script`: another
+    job script and its leading arguments."""
     out.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     procs = []
     for i in range(n_processes):
-        args = [sys.executable, str(SCRIPT), str(out), "--cache", CACHE["dir"], *map(str, extra)]
+        head = script or [SCRIPT, out, "--cache", CACHE["dir"]]
+        args = [sys.executable, *map(str, head), *map(str, extra)]
         if n_processes > 1:
             args += ["--num-processes", str(n_processes), "--process-id", str(i), "--port", str(port)]
         procs.append(
@@ -85,8 +90,8 @@ def _finish(procs: list[subprocess.Popen]) -> None:
         assert p.returncode == 0, err[-4000:]
 
 
-def _run(out: Path, n_processes: int, devices_per_process: int = 1, *extra) -> Path:
-    _finish(_start(out, n_processes, devices_per_process, *extra))
+def _run(out: Path, n_processes: int, devices_per_process: int = 1, *extra, script: list | None = None) -> Path:
+    _finish(_start(out, n_processes, devices_per_process, *extra, script=script))
     return out
 
 
@@ -183,6 +188,35 @@ def test_killed_process_stops_the_job_and_it_resumes_exactly(tmp_path, two_proce
     assert meta_a == meta_b
     jax.tree.map(np.testing.assert_array_equal, a, b)
     assert len((out / "run" / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_two_processes_stream_a_prepared_set_as_one_process(tmp_path):
+    """A tiny MACE streamed from a prepared set: each process reads only its own batches, and
+    the job trains as one process with both devices (losses, checkpoint)."""
+    sys.path.insert(0, str(HERE.parent / "graph"))
+    from test_ondisk import structures
+
+    from jaxtl.graph.ondisk import write_ondisk
+
+    prepared = write_ondisk(iter(structures(26, seed=3)), tmp_path / "prepared", 3.0, shard_size=8)
+    single = _run(tmp_path / "single", 1, 2, script=[PREPARED_SCRIPT, prepared, tmp_path / "single"])
+    pair = _run(tmp_path / "pair", 2, 1, script=[PREPARED_SCRIPT, prepared, tmp_path / "pair"])
+
+    def losses(run):
+        return [(r["train_loss"], r["valid_loss"]) for r in map(json.loads, (run / "run" / "metrics.jsonl").open())]
+
+    assert len(losses(single)) == 2
+    np.testing.assert_allclose(losses(pair), losses(single), rtol=1e-12)
+    a, meta_a = _checkpoint(single)
+    b, meta_b = _checkpoint(pair)
+    assert meta_a == meta_b
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-15), a, b)
+    # each process reads only the batches of its own device (and, for a step whose slot on
+    # it is blank, the step's first batch as the shape of its blank one)
+    everything = json.loads((single / "reads-0.json").read_text())
+    mine = [json.loads((pair / f"reads-{i}.json").read_text()) for i in (0, 1)]
+    assert len(mine[0]) + len(mine[1]) >= len(everything)
+    assert 0 < len(mine[0]) < len(everything) and 0 < len(mine[1]) < len(everything)
 
 
 @pytest.mark.slow
