@@ -33,8 +33,11 @@ NOT_SAVED = {
     "num_processes",
     "process_id",
     "heartbeat_timeout",
+    "first",
+    "max_cells",
 }
-# Settings a resumed run may change: raising the length continues a run.
+# Settings a resumed run may change: raising the length continues a run. A command adds its
+# own through its parser's `resume_may_change` default.
 RESUME_MAY_CHANGE = {"epochs", "out"}
 RUN_CONFIG = "run_config.yaml"
 
@@ -118,6 +121,7 @@ def apply_settings(parser, args, argv):
     sub = subparser(parser, args.command)
     given = given_flags(sub, argv)
     dests = {a.dest for a in sub._actions} - {"help"}
+    may_change = RESUME_MAY_CHANGE | set(sub.get_default("resume_may_change") or ())
     from_file: dict[str, str] = {}
     if args.config:
         settings, ignored = translate(read_settings(args.config), dests - NOT_SAVED)
@@ -146,7 +150,7 @@ def apply_settings(parser, args, argv):
             for dest, source in chosen.items():
                 if (
                     dest in saved
-                    and dest not in RESUME_MAY_CHANGE | NOT_SAVED
+                    and dest not in may_change | NOT_SAVED
                     and not same_value(absolute_paths(dest, getattr(args, dest)), saved[dest])
                 ):
                     parser.error(
@@ -154,7 +158,7 @@ def apply_settings(parser, args, argv):
                         f"{saved[dest]!r} ({saved_path}); drop it to resume, or start a new run"
                     )
             for dest, value in saved.items():
-                if dest in dests and dest not in given and not (dest in from_file and dest in RESUME_MAY_CHANGE):
+                if dest in dests and dest not in given and not (dest in from_file and dest in may_change):
                     setattr(args, dest, value)
         elif args.resume is not True:
             parser.error(

@@ -16,16 +16,36 @@ def add_parser(sub) -> None:
         "validation set drawn from the pool, best weights kept, --max-epochs cap), test each on "
         "all of --test, and write OUT/results.json, OUT/results.md (mean and spread over seeds, "
         "verdict against scratch at the largest fraction) and OUT/learning_curve.png. Resumable: "
-        "the same command again skips finished cells and resumes an interrupted one; the fractions, "
-        "strategies and seeds may grow between runs, other settings may not.",
+        "the same command again, or --resume OUT alone, skips finished cells and resumes an interrupted "
+        "one; the fractions, strategies, seeds and --max-epochs may grow between runs, other settings may not.",
     )
     _add_pool_args(p)
     _add_grid_args(p)
     _add_convergence_args(p)
     _add_training_args(p)
-    p.add_argument("--out", required=True, help="run folder: grid_config.json, cells/, results.*")
+    _add_run_args(p)
     add_distributed_args(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, parser=p, resume_may_change=RESUME_MAY_CHANGE)
+
+
+# flags a resumed grid may change: the grid grows, the cap rises, the order and the devices are free
+RESUME_MAY_CHANGE = ("fractions", "strategies", "seeds", "max_epochs", "first", "max_cells", "n_devices")
+
+
+def _add_run_args(p) -> None:
+    """The run folder, resuming from it alone, and a settings file."""
+    p.add_argument("--out", default=None, help="run folder: run_config.yaml, grid_config.json, cells/, results.*")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="RUN_DIR",
+        help="continue a grid from RUN_DIR/run_config.yaml alone; flags given with it must agree with the "
+        "saved run, except --fractions, --strategies, --seeds, --max-epochs (the grid may grow), --first, "
+        "--max-cells and --devices",
+    )
+    p.add_argument("--config", default=None, help="YAML/JSON settings (a run's run_config.yaml); flags win")
 
 
 def _add_pool_args(p) -> None:
@@ -33,12 +53,11 @@ def _add_pool_args(p) -> None:
     g = p.add_argument_group("data")
     g.add_argument(
         "--foundation",
-        required=True,
         help="jaxtl model folder, mace-torch .model file (converted "
         "once into OUT/foundation) or a released model's name; scratch cells use its architecture",
     )
-    g.add_argument("--train", required=True, help="the pool: subsets and the validation set are drawn from it")
-    g.add_argument("--test", required=True, help="test structures; every cell is tested on all of them")
+    g.add_argument("--train", help="the pool: subsets and the validation set are drawn from it")
+    g.add_argument("--test", help="test structures; every cell is tested on all of them")
     g.add_argument(
         "--valid-fraction",
         type=float,
@@ -190,7 +209,14 @@ def parse_first(items) -> list[tuple[float, str]]:
 def run(args) -> int:
     import jax
 
+    if args.test is None:
+        raise ValueError("learning-curve needs --test (every cell is tested on all of it)")
     start_distributed(args)  # before any JAX computation; --batch-size stays the global batch
+    from jaxtl.settings import save_run_config
+    from jaxtl.train.distributed import is_primary
+
+    if is_primary():
+        save_run_config(args, args.parser)
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     from jaxtl.learning_curve import learning_curve

@@ -131,9 +131,11 @@ def test_cell_data_nest_and_keep_validation_apart(full):
     assert positions(full.out_dir / "cells" / "1_f5_s0" / "valid.xyz") != valid
 
 
-def test_kill_and_resume_skips_finished_cells(tiny, full, tmp_path):
+def test_kill_and_resume_skips_finished_cells(tiny, full, tmp_path, capsys):
     """Half of the full grid done (copied), the rest run by `jaxtl learning-curve`, killed
-    once it has finished a cell, then completed by the same call again."""
+    once it has finished a cell, then completed by `jaxtl learning-curve --resume OUT` alone."""
+    from jaxtl.cli import main
+
     config = tiny_config(tiny)
     out = tmp_path / "killed"
     shutil.copytree(full.out_dir, out)
@@ -157,11 +159,13 @@ def test_kill_and_resume_skips_finished_cells(tiny, full, tmp_path):
         proc.wait()
     done = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("cells/*/cell.json")}
     assert 5 <= len(done) < 8
-    resumed = learning_curve(config, out, command="test")
-    assert not set(resumed.computed) & set(done)
-    assert sorted(resumed.computed + list(done)) == sorted(CELLS)
+    with pytest.raises(SystemExit):  # a setting the saved run does not have
+        main(["learning-curve", "--resume", str(out), "--lr", "0.5"])
+    assert "--lr 0.5 conflicts with the resumed run's lr" in capsys.readouterr().err
+    assert main(["learning-curve", "--resume", str(out)]) == 0  # the run folder alone
+    assert sorted(p.parent.name for p in out.glob("cells/*/cell.json")) == sorted(CELLS)
     assert {n: (out / "cells" / n / "cell.json").stat().st_mtime_ns for n in done} == done
-    assert table(resumed.summary) == table(full.summary)
+    assert table(json.loads((out / "results.json").read_text())) == table(full.summary)
     # a finished grid returns at once, training nothing
     t0 = time.perf_counter()
     again = learning_curve(config, out, command="test")
