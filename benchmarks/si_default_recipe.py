@@ -57,7 +57,7 @@ def run_and_time(command: list[str], out: Path) -> dict:
 
 
 def summarise(out: Path, timing: dict, argv: list[str]) -> None:
-    test = json.loads((out / "final_metrics.json").read_text())["test"]
+    test = json.loads((out / "final_metrics.json").read_text())["test"]["all"]
     loads = timing["load_average_1min"] or [float("nan")]
     row = {
         "epochs": json.loads((out / "train_config.json").read_text()).get("max_num_epochs"),
@@ -70,7 +70,7 @@ def summarise(out: Path, timing: dict, argv: list[str]) -> None:
     }
     row["meets_bars"] = all(row[k] <= v for k, v in BARS.items())
     meta = run_metadata("si_default_recipe.py", argv)
-    meta.update(train_command=" ".join(Path(a).name if i == 0 else a for i, a in enumerate(timing["command"])))
+    meta.update(train_command=" ".join(Path(a).name if Path(a).is_absolute() else a for a in timing["command"]))
     meta.update(device=f"CPU ({hardware_line()}), shared with other jobs at the load averages shown")
     write_results(HERE / "results" / "si_default_recipe", meta, [row], markdown)
 
