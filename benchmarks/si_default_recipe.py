@@ -41,6 +41,8 @@ def train_command(epochs: int, out: Path) -> list[str]:
 def run_and_time(command: list[str], out: Path) -> dict:
     """Runs `command`, sampling the load average every 30 s; the wall time from launch to exit."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    meta = run_metadata("si_default_recipe.py", None)
+    provenance = {"jaxtl_commit": meta["jaxtl_commit"], "date": meta["date"], "run_by": meta["command"]}
     loads, start = [], time.perf_counter()
     with open(out.parent / f"{out.name}.log", "w") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -51,7 +53,7 @@ def run_and_time(command: list[str], out: Path) -> dict:
     wall = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(f"{' '.join(command)} failed (exit {proc.returncode}); see {out.parent / out.name}.log")
-    record = {"command": command, "wall_s": wall, "load_average_1min": loads}
+    record = {"command": command, "wall_s": wall, "load_average_1min": loads, **provenance}
     (out / "wall.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
 
@@ -70,6 +72,10 @@ def summarise(out: Path, timing: dict, argv: list[str]) -> None:
     }
     row["meets_bars"] = all(row[k] <= v for k, v in BARS.items())
     meta = run_metadata("si_default_recipe.py", argv)
+    for key in ("malloc_hugetlb", "heap_settings", "glibc_tunables", "cpu_settings"):  # this driver's, not the run's
+        meta.pop(key)
+    # the run's own commit, date and driver command (a --summarise-only pass only reads its folder)
+    meta.update(jaxtl_commit=timing["jaxtl_commit"], date=timing["date"], command=timing["run_by"])
     meta.update(train_command=" ".join(Path(a).name if Path(a).is_absolute() else a for a in timing["command"]))
     meta.update(device=f"CPU ({hardware_line()}), shared with other jobs at the load averages shown")
     write_results(HERE / "results" / "si_default_recipe", meta, [row], markdown)
