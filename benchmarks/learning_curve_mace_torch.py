@@ -15,8 +15,12 @@ OUT/results.json and OUT/results.md: mace-torch's rows beside jaxtl's for the sa
 The 2022 SPICE file is re-saved first as mace-torch 0.3.16 needs (r_max a tensor buffer, a
 `heads` attribute; ../shared/DATA.md). mace-torch reduces the foundation to the data's elements,
 so its trainable counts differ from jaxtl's 15-element model (the computed function is the same).
-mace-torch stops on plain patience (any lower validation loss resets it); a jaxtl grid with
-`min_rel_improvement` > 0 stops sooner, so mace-torch's cells train at least as long as jaxtl's.
+mace-torch 0.3.16 ends training early only in a distributed run: a single process logs
+"Stopping optimization after N epochs without improvement" once its plain patience is spent
+and goes on to the epoch cap (mace/tools/train.py: the exit flag exists only with
+`distributed`). Its checkpoints are written at each lower validation loss and the final model
+is the last of them, so its cells keep the best-validation weights, like jaxtl's, after
+training to the cap: at least as long as jaxtl's cells, which stop by their rule.
 """
 
 from __future__ import annotations
