@@ -17,19 +17,10 @@ import sys
 from pathlib import Path
 
 import jax
+from test_stream import MODEL  # the tiny model of the in-memory/streamed comparison (this folder is on sys.path)
 
 from jaxtl.train.distributed import DistributedConfig, initialize
 
-MODEL = dict(
-    r_max=3.0,
-    hidden_irreps="4x0e",
-    max_ell=1,
-    correlation=(1,),
-    num_interactions=1,
-    num_bessel=4,
-    radial_MLP=(8,),
-    MLP_irreps="4x0e",
-)
 GLOBAL_BATCH = 6
 
 
