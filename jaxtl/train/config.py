@@ -37,9 +37,9 @@ class TrainConfig:
             a multi-process job (`jaxtl.train.distributed`) all devices of all
             processes. Each step consumes n_devices padded batches of one shape
             (one per device), so the global batch is n_devices x the batch size.
-        prefetch: data-parallel steps read, padded and stacked ahead on a background
-            thread while the device trains (`jaxtl.train.prefetch`); 0: on the training
-            thread. Results do not depend on it.
+        prefetch: data-parallel steps (training, validation and test) read, padded and
+            stacked ahead on a background thread while the device computes
+            (`jaxtl.train.prefetch`); 0: on the calling thread. Results do not depend on it.
         progress_bar: show a tqdm bar.
         plot: write a learning-curve PNG (needs matplotlib).
         backend: "xla", or "cueq" for NVIDIA cuEquivariance kernels (`jaxtl.model.cueq`).

@@ -96,17 +96,28 @@ def _host_loss(terms: dict, weights: dict) -> float:
 
 
 def _run_eval(
-    eval_step, params, constants, items, mesh, dtype, weights, acc: MetricsAccumulator | None = None
+    eval_step,
+    params,
+    constants,
+    items,
+    mesh,
+    dtype,
+    weights,
+    acc: MetricsAccumulator | None = None,
+    prefetch: int = 0,
 ) -> tuple[float, dict]:
-    """Exact loss and metrics of `items` ({group: metrics}); the errors are also added to `acc`."""
+    """Exact loss and metrics of `items` ({group: metrics}); the errors are also added to `acc`.
+    `prefetch` steps are read and padded ahead on a background thread (the result is the same)."""
     terms: dict = {}
     acc = MetricsAccumulator() if acc is None else acc
-    for _, stacked, types in group_batches(items, mesh, dtype):
-        t, errors = eval_step(params, constants, stacked)
-        _host_terms(terms, t)
-        errors = jax.tree.map(np.asarray, errors)
-        for j, ctypes in enumerate(types):
-            acc.update({k: v[j] for k, v in errors.items()}, ctypes)
+    # closed on any exception too, so the reading thread stops with the evaluation
+    with contextlib.closing(group_batches(items, mesh, dtype, prefetch)) as steps:
+        for _, stacked, types in steps:
+            t, errors = eval_step(params, constants, stacked)
+            _host_terms(terms, t)
+            errors = jax.tree.map(np.asarray, errors)
+            for j, ctypes in enumerate(types):
+                acc.update({k: v[j] for k, v in errors.items()}, ctypes)
     loss = _host_loss(terms, weights) if terms else math.nan
     return loss, acc.result()
 
@@ -148,7 +159,8 @@ def make_evaluator(predict_fn, cfg: TrainConfig) -> Callable:
 
     def evaluator(variables: dict, batches: Iterable, acc: MetricsAccumulator | None = None):
         v = _cast(variables, dtype)
-        return _run_eval(eval_step, v["params"], v.get("constants", {}), batches, mesh, dtype, cfg.loss.weights(), acc)
+        constants = v.get("constants", {})
+        return _run_eval(eval_step, v["params"], constants, batches, mesh, dtype, cfg.loss.weights(), acc, cfg.prefetch)
 
     return evaluator
 
@@ -303,7 +315,9 @@ def _validate(
 
     Raises NonFiniteLossError (logged) when that loss is NaN/inf."""
     params = state.ema.params if state.ema is not None else state.params
-    loss, metrics = _run_eval(run.eval_step, params, constants, items, run.mesh, run.dtype, weights)
+    loss, metrics = _run_eval(
+        run.eval_step, params, constants, items, run.mesh, run.dtype, weights, prefetch=run.cfg.prefetch
+    )
     if math.isnan(loss) and not metrics:
         loss = train_loss
     if not math.isfinite(loss):
@@ -451,7 +465,9 @@ def _finish(
     for split, batches in splits.items():
         items = _items(batches, 0)
         if batches is not None:
-            loss, m = _run_eval(run.eval_step, params, constants, items, run.mesh, run.dtype, weights)
+            loss, m = _run_eval(
+                run.eval_step, params, constants, items, run.mesh, run.dtype, weights, prefetch=run.cfg.prefetch
+            )
             metrics[split] = {"loss": loss, **m}
     if is_primary():
         (out / "final_metrics.json").write_text(json.dumps(metrics, indent=2))

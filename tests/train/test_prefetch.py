@@ -87,3 +87,31 @@ def test_prefetched_steps_are_the_steps_read_in_place(tmp_path):
     tail = list(group_batches(batches, 2, np.float64, prefetch=2, start=3))
     assert [s[0] for s in tail] == [s[0] for s in plain[3:]]
     _equal(tail[0][1], plain[3][1])
+
+
+def test_validation_reads_ahead_and_gives_the_same_numbers(monkeypatch):
+    """The evaluator (validation and the final test metrics) pads its steps on the prefetch thread
+    when `TrainConfig.prefetch` > 0, with the same loss and metrics as in place."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import train_toy as T
+
+    from jaxtl.train import TrainConfig
+    from jaxtl.train import prefetch as prefetch_module
+    from jaxtl.train.loop import make_evaluator
+
+    depths = []
+
+    class Recording(Prefetch):
+        def __init__(self, source, depth):
+            depths.append(depth)
+            super().__init__(source, depth)
+
+    monkeypatch.setattr(prefetch_module, "Prefetch", Recording)
+    batches, variables = T.dataset(5, seed=3), T.init_variables(0)
+    results = {}
+    for depth in (0, 2):
+        cfg = TrainConfig(dtype="float64", progress_bar=False, prefetch=depth)
+        results[depth] = make_evaluator(T.predict, cfg)(variables, batches)
+    assert depths == [0, 2]
+    assert results[0][0] == results[2][0] and np.isfinite(results[0][0])
+    assert results[0][1] == results[2][1]
