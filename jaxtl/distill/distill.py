@@ -35,6 +35,7 @@ from pathlib import Path
 
 import ase
 import ase.io
+import jax
 import numpy as np
 
 from jaxtl.api import LoadedModel, load_model
@@ -54,6 +55,7 @@ from jaxtl.distill.speed import compare_calculators, n_parameters, speedup
 from jaxtl.distill.splits import split_labelled
 from jaxtl.distill.students import calculator_errors, write_mace_record
 from jaxtl.graph.io import configuration_from_atoms
+from jaxtl.train.distributed import barrier, is_primary
 
 log = logging.getLogger("jaxtl.distill")
 
@@ -95,38 +97,61 @@ def distill(config: DistillConfig, out_dir, *, resume: bool = False, progress: b
             last frame written and a MACE student's training from its last checkpoint.
         progress: progress bars (MD, labelling, training).
 
-    Raises ValueError naming the fields when resuming with another config, DataError when a
+    In a multi-process job (`jaxtl.train.distributed`, every process calling `distill` with
+    the same arguments and `out_dir` on a shared file system), process 0 samples, labels,
+    splits and scores; a MACE student trains data parallel over every device of every
+    process (`student.train.n_devices`); each process returns the report.
+
+    Raises ValueError naming the fields when resuming with another config (or asking a
+    multi-process job for an ACE student, which is fitted in one process), DataError when a
     structure holds an element the teacher lacks (naming it), and LabellingError when the
     teacher fails on a structure (what was labelled is kept).
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    record_config(config, out / CONFIG_FILE, resume, may_change=RESUME_MAY_CHANGE)
+    if jax.process_count() > 1 and isinstance(config.student, ACEStudentConfig):
+        raise ValueError("student: a linear ACE student is fitted in one process; run it without jax.distributed")
+    if is_primary():
+        out.mkdir(parents=True, exist_ok=True)
+        record_config(config, out / CONFIG_FILE, resume, may_change=RESUME_MAY_CHANGE)
+    barrier("jaxtl distill: config recorded")
     finished = _finished_report(out, config) if resume else None
     if finished is not None:
         log.info("resuming %s: the run is finished (%s)", out, out / REPORT_FILE)
         return finished
     started = time.perf_counter()
+    teacher, report, train, tests, dft = _labelled_data(config, out, resume, progress) if is_primary() else (None,) * 5
+    barrier("jaxtl distill: training and test sets written")
+    if isinstance(config.student, ACEStudentConfig):
+        _ace_student(report, teacher, config, out, train, tests, dft, resume)
+    else:
+        teacher = teacher or load_teacher(config.teacher, out, resume=True)  # converted by process 0
+        training = _train_mace(teacher, config, out, resume, progress)
+        if is_primary():
+            report["training"] = training
+            _score_mace_student(report, teacher, config, out, tests, dft)
+    if is_primary():
+        report["wall_s"] = time.perf_counter() - started
+        report["config"] = _plain_config(config)
+        (out / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str))
+        log.info(
+            "%s student: forces RMSE vs teacher %.1f meV/A on %d held-out structures, %.1fx faster than the teacher",
+            report["student_kind"],
+            report["student_vs_teacher"]["forces_rmse"],
+            report["n_structures"]["test"],
+            report["speed"]["speedup"],
+        )
+    barrier("jaxtl distill: report written")
+    return json.loads((out / REPORT_FILE).read_text())
+
+
+def _labelled_data(config: DistillConfig, out: Path, resume: bool, progress: bool):
+    """Steps 1-3 on this process: (teacher, report so far, training structures, {test set:
+    structures}, DFT-labelled structures); the sets are written to `out`."""
     teacher = load_teacher(config.teacher, out, resume)
     report: dict = {"teacher": config.teacher.model, "out_dir": str(out)}
     labelled = labelled_set(config, teacher, out, report, resume, progress)
     train, tests = _split(config.data, labelled, out, report, resume)
-    dft = _dft_structures(config.data, tests)
-    if isinstance(config.student, ACEStudentConfig):
-        _ace_student(report, teacher, config, out, train, tests, dft, resume)
-    else:
-        _mace_student(report, teacher, config, out, tests, dft, resume, progress)
-    report["wall_s"] = time.perf_counter() - started
-    report["config"] = _plain_config(config)
-    (out / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str))
-    log.info(
-        "%s student: forces RMSE vs teacher %.1f meV/A on %d held-out structures, %.1fx faster than the teacher",
-        report["student_kind"],
-        report["student_vs_teacher"]["forces_rmse"],
-        report["n_structures"]["test"],
-        report["speed"]["speedup"],
-    )
-    return report
+    return teacher, report, train, tests, _dft_structures(config.data, tests)
 
 
 def _plain_config(config: DistillConfig) -> dict:
@@ -231,11 +256,10 @@ def _ase_labels(frames):
     return out
 
 
-def _mace_student(report, teacher, config: DistillConfig, out: Path, tests, dft, resume: bool, progress: bool) -> None:
-    """Train (or, resuming, finish training) the MACE student and score it into `report`."""
+def _score_mace_student(report, teacher, config: DistillConfig, out: Path, tests, dft) -> None:
+    """Score the trained MACE student in out/student into `report`."""
     from jaxtl.calculator import MACECalculator
 
-    report["training"] = _train_mace(teacher, config, out, resume, progress)
     student_model = load_model(out / "student" / "model", dtype=teacher.config.dtype)
     write_mace_record(out / "student", teacher=config.teacher.model)
     report["student_kind"] = "mace"
@@ -301,7 +325,8 @@ def _train_mace(teacher, config: DistillConfig, out: Path, resume: bool, progres
         "resumed": from_checkpoint,
         "train_config": student.train.to_dict(),
     }
-    done_file.write_text(json.dumps(training, indent=2, default=str))
+    if is_primary():
+        done_file.write_text(json.dumps(training, indent=2, default=str))
     return training
 
 
