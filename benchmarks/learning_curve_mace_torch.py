@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -274,6 +275,11 @@ def spread(xs) -> str:
     return f"{xs.mean():.2f} ± {std:.2f} [{xs.min():.2f}, {xs.max():.2f}]"
 
 
+def _commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE)
+    return out.stdout.strip() or "unknown"
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--grid", required=True, help="the jaxtl learning-curve folder (grid_config.json, foundation/)")
@@ -287,6 +293,11 @@ def main(argv=None) -> None:
         default=None,
         help="override the grid's epoch cap (smoke tests only: the comparison needs the grid's)",
     )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write results.md/json from the cells finished so far, training nothing",
+    )
     args = p.parse_args(argv)
     import mace
     import torch
@@ -299,15 +310,15 @@ def main(argv=None) -> None:
     if args.max_epochs is not None:
         config["convergence"]["max_epochs"] = args.max_epochs
     f_config = json.loads((grid / "foundation" / "config.json").read_text())
-    foundation = resave_foundation(
-        Path(config["data"]["foundation"]), out / "foundation_resaved.model", config["train"]["dtype"]
-    )
     seeds = args.seeds if args.seeds is not None else list(range(config["grid"]["seeds"]))
-    rows = [
-        run_cell(config, foundation, f_config, s, seed, args.fraction, out / f"{s}_s{seed}")
-        for s in args.strategies
-        for seed in seeds
-    ]
+    folders = [(s, seed, out / f"{s}_s{seed}") for s in args.strategies for seed in seeds]
+    if args.report_only:
+        rows = [json.loads((f / "cell.json").read_text()) for _, _, f in folders if (f / "cell.json").exists()]
+    else:
+        foundation = resave_foundation(
+            Path(config["data"]["foundation"]), out / "foundation_resaved.model", config["train"]["dtype"]
+        )
+        rows = [run_cell(config, foundation, f_config, s, seed, args.fraction, f) for s, seed, f in folders]
     jaxtl_cells = []
     if (grid / "results.json").exists():
         jaxtl_cells = [
@@ -316,8 +327,11 @@ def main(argv=None) -> None:
             if c["fraction"] == args.fraction and c["strategy"] in args.strategies and c["seed"] in seeds
         ]
     intro = (
+        f"Cells finished: {len(rows)} of {len(folders)} (mace-torch). "
         "Test errors on all of the grid's test file, mean ± std [min, max] over seeds; same subsets, "
-        "validation sets and settings (grid_config.json)."
+        "validation sets and settings (grid_config.json). jaxtl's cells stop by the grid's convergence "
+        "rule; mace-torch 0.3.16 trains a single process to the epoch cap, keeping its best-validation "
+        "checkpoint, so the epoch and wall columns are not comparable."
     )
     lines = [
         f"# mace-torch beside jaxtl at {args.fraction:.0%} of the pool",
@@ -346,11 +360,13 @@ def main(argv=None) -> None:
             "torch": torch.__version__,
             "python": platform.python_version(),
         },
-        "device": "cpu",
+        "device": f"cpu ({platform.machine()}, {os.cpu_count()} cores)",
+        "jaxtl_commit": _commit(),
     }
     lines += [
         "",
-        f"mace {meta['versions']['mace']}, torch {meta['versions']['torch']}; {meta['date']}",
+        f"jaxtl {meta['jaxtl_commit']}; mace {meta['versions']['mace']}, torch {meta['versions']['torch']}, "
+        f"python {meta['versions']['python']}; {meta['device']}; {meta['date']}",
         "",
         f"Command: `{meta['command']}`",
         "",

@@ -57,9 +57,10 @@ def test_notebooks_execute(tmp_path):
 
     assert proc.stdout.count("executed") == len(NOTEBOOKS)
     assert not (clone / "benchmarks").exists() and not (clone.parent / "shared").exists()
-    frozen = json.loads((out / "aspirin_frozen" / "results.json").read_text())["runs"]  # 02_frozen_finetuning
-    assert [r["strategy"] for r in frozen] == ["f6", "scratch"]
-    assert all(r["forces_rmse"] > 0 and r["energy_rmse"] == r["energy_rmse"] for r in frozen)
+    grid = json.loads((out / "aspirin_learning_curve" / "results.json").read_text())  # 02_frozen_finetuning
+    assert sorted(c["strategy"] for c in grid["cells"]) == ["f5", "scratch"]
+    assert all(c["forces_rmse"] > 0 and c["energy_rmse"] == c["energy_rmse"] for c in grid["cells"])
+    assert set(grid["verdict"]["forces_rmse"]) == {"f5"}  # scratch at the largest fraction finished: a verdict
     chain = json.loads((out / "aspirin_chain" / "results" / "results.json").read_text())  # 03_distill_and_md
     assert chain["speed"]["speedup"] > 0 and chain["nve"]["error"] is None
     assert chain["ase_vs_jit_max_position_diff_A"] < 1e-8  # ASE's VelocityVerlet retraces the jit-compiled NVE
