@@ -275,6 +275,21 @@ def spread(xs) -> str:
     return f"{xs.mean():.2f} ± {std:.2f} [{xs.min():.2f}, {xs.max():.2f}]"
 
 
+def _rule(convergence: dict) -> str:
+    """A jaxtl grid's convergence rule in a few words."""
+    if convergence["patience"] >= convergence["max_epochs"]:
+        return f"to the {convergence['max_epochs']}-epoch cap"
+    rel = convergence.get("min_rel_improvement", 0.0)
+    return f"{rel:.0%} / {convergence['patience']}-epoch rule, cap {convergence['max_epochs']}"
+
+
+def _check_same_cells(config: dict, other: dict, folder: Path) -> None:
+    """Another grid compared must draw the same cells: same data and training settings."""
+    for key in ("data", "train"):
+        if other[key] != config[key]:
+            raise ValueError(f"{folder}: its {key} settings differ from --grid's, so its cells are not the same work")
+
+
 def _commit() -> str:
     out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE)
     return out.stdout.strip() or "unknown"
@@ -292,6 +307,12 @@ def main(argv=None) -> None:
         type=int,
         default=None,
         help="override the grid's epoch cap (smoke tests only: the comparison needs the grid's)",
+    )
+    p.add_argument(
+        "--jaxtl-grids",
+        nargs="*",
+        default=[],
+        help="more jaxtl grids of the same data and settings (another convergence rule) to show beside --grid's",
     )
     p.add_argument(
         "--report-only",
@@ -319,13 +340,16 @@ def main(argv=None) -> None:
             Path(config["data"]["foundation"]), out / "foundation_resaved.model", config["train"]["dtype"]
         )
         rows = [run_cell(config, foundation, f_config, s, seed, args.fraction, f) for s, seed, f in folders]
-    jaxtl_cells = []
-    if (grid / "results.json").exists():
-        jaxtl_cells = [
-            c
-            for c in json.loads((grid / "results.json").read_text())["cells"]
-            if c["fraction"] == args.fraction and c["strategy"] in args.strategies and c["seed"] in seeds
-        ]
+    jaxtl_rows = {}  # "jaxtl (its rule)" -> cells of each grid compared
+    for folder in [grid, *map(Path, args.jaxtl_grids)]:
+        if (folder / "results.json").exists():
+            summary = json.loads((folder / "results.json").read_text())
+            _check_same_cells(json.loads((grid / "grid_config.json").read_text()), summary["config"], folder)
+            jaxtl_rows[f"jaxtl ({_rule(summary['config']['convergence'])})"] = [
+                c
+                for c in summary["cells"]
+                if c["fraction"] == args.fraction and c["strategy"] in args.strategies and c["seed"] in seeds
+            ]
     intro = (
         f"Cells finished: {len(rows)} of {len(folders)} (mace-torch). "
         "Test errors on all of the grid's test file, mean ± std [min, max] over seeds; same subsets, "
@@ -343,8 +367,11 @@ def main(argv=None) -> None:
     ]
     for s in args.strategies:
         for code, cells in (
-            ("mace-torch", [r for r in rows if r["strategy"] == s]),
-            ("jaxtl", [c for c in jaxtl_cells if c["strategy"] == s]),
+            (
+                f"mace-torch (to the {config['convergence']['max_epochs']}-epoch cap)",
+                [r for r in rows if r["strategy"] == s],
+            ),
+            *((name, [c for c in cells if c["strategy"] == s]) for name, cells in jaxtl_rows.items()),
         ):
             if cells:
                 lines.append(
@@ -371,7 +398,7 @@ def main(argv=None) -> None:
         f"Command: `{meta['command']}`",
         "",
     ]
-    (out / "results.json").write_text(json.dumps({"meta": meta, "mace_torch": rows, "jaxtl": jaxtl_cells}, indent=1))
+    (out / "results.json").write_text(json.dumps({"meta": meta, "mace_torch": rows, "jaxtl": jaxtl_rows}, indent=1))
     (out / "results.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
