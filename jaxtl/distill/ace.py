@@ -162,12 +162,17 @@ def _enable_x64() -> None:
 
 
 def _label_frames(frames: Sequence[ase.Atoms]) -> list[ase.Atoms]:
-    """Copies holding only the teacher's energy and forces (ace-jax reads info/arrays keys)."""
+    """Copies holding only the teacher's energy and forces (ace-jax reads info/arrays keys).
+    A molecule (no periodic direction) without a cell gets its bounding box as one, since
+    ace-jax's neighbour list inverts the cell; with pbc off the cell changes nothing else."""
     out = []
     for i, a in enumerate(frames):
         if ENERGY_KEY not in a.info or FORCES_KEY not in a.arrays:
             raise DataError(f"structure {i}: no teacher labels ({ENERGY_KEY}, {FORCES_KEY})")
-        b = ase.Atoms(numbers=a.numbers, positions=a.positions, cell=a.cell, pbc=a.pbc)
+        cell = a.cell[:]
+        if not a.pbc.any() and abs(np.linalg.det(cell)) < 1e-12:
+            cell = np.diag(np.ptp(a.positions, axis=0) + 1.0)
+        b = ase.Atoms(numbers=a.numbers, positions=a.positions, cell=cell, pbc=a.pbc)
         b.info[ENERGY_KEY] = float(a.info[ENERGY_KEY])
         b.arrays[FORCES_KEY] = np.asarray(a.arrays[FORCES_KEY], float)
         out.append(b)

@@ -142,6 +142,27 @@ def test_ace_fit_names_element_and_frame(teacher, tmp_path):
         fit_ace_student(labelled[:3], config, tmp_path, test_sets={"independent": test})
 
 
+def test_ace_fits_molecules_without_a_cell(teacher, tmp_path):
+    """Non-periodic structures with no cell (a molecule file) fit, and the student's calculator
+    gives finite forces on one."""
+    pytest.importorskip("ace_jax")
+    from ase import Atoms
+
+    from jaxtl import load_calculator
+    from jaxtl.distill import ACEStudentConfig, fit_ace_student
+
+    rng = np.random.default_rng(0)
+    base = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 1.6], [1.5, 0.0, 0.8], [0.0, 1.5, 0.8]])
+    molecules = [Atoms("CuHCuH", positions=base + rng.normal(0, 0.05, base.shape)) for _ in range(6)]
+    assert not molecules[0].pbc.any() and molecules[0].cell.volume == 0
+    labelled, _ = label_structures(teacher, molecules)
+    fit_ace_student(labelled, ACEStudentConfig(**TINY_ACE), tmp_path / "student")
+    calc = load_calculator(tmp_path / "student")
+    atoms = molecules[0].copy()
+    atoms.calc = calc
+    assert np.isfinite(atoms.get_forces()).all()
+
+
 def test_load_calculator_mace_and_unknown_folders(teacher, tmp_path):
     import jaxtl
     from jaxtl.calculator import MACECalculator
