@@ -50,8 +50,22 @@ def subparser(parser, command):
     return parser
 
 
+def resume_may_change(sub) -> set[str]:
+    """Settings a resumed run of the subcommand `sub` may change: RESUME_MAY_CHANGE and the
+    parser's own `resume_may_change` default."""
+    return RESUME_MAY_CHANGE | set(sub.get_default("resume_may_change") or ())
+
+
+def fixed_on_resume(sub, given: dict[str, str]) -> dict[str, str]:
+    """The options of `given` ({dest: flag}) that set what a run computes and that a resumed
+    run may not change: not how it is watched or started (NOT_SAVED), nor `resume_may_change`."""
+    free = NOT_SAVED | resume_may_change(sub) | {"help"}
+    return {dest: flag for dest, flag in given.items() if dest not in free}
+
+
 def given_flags(parser, argv) -> dict[str, str]:
-    """{dest: the flag as typed} of the options given on the command line."""
+    """{dest: the flag as typed} of the options given on the command line (whatever their
+    values: a flag given with its default value is given)."""
     options = {o: a.dest for a in parser._actions for o in a.option_strings}
     given = {}
     for token in argv:
@@ -121,7 +135,7 @@ def apply_settings(parser, args, argv):
     sub = subparser(parser, args.command)
     given = given_flags(sub, argv)
     dests = {a.dest for a in sub._actions} - {"help"}
-    may_change = RESUME_MAY_CHANGE | set(sub.get_default("resume_may_change") or ())
+    may_change = resume_may_change(sub)
     from_file: dict[str, str] = {}
     if args.config:
         settings, ignored = translate(read_settings(args.config), dests - NOT_SAVED)

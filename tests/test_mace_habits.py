@@ -16,6 +16,7 @@ from ase.calculators.emt import EMT
 from jaxtl import cli
 from jaxtl.cli import common
 from jaxtl.graph import DataError, GraphDataset, pad_batch
+from jaxtl.settings import save_run_config
 from jaxtl.train.config import TrainConfig
 from jaxtl.train.data import DataConfig, Splits, read_splits
 from jaxtl.train.loss import LossConfig, compute_loss
@@ -302,7 +303,7 @@ def test_finetune_resumes_from_its_folder_alone(data, tmp_path):
             str(out),
         ]
     )
-    common.save_run_config(args, args.parser)
+    save_run_config(args, args.parser)
     resumed = cli.parse_args(["finetune", "--resume", str(out)])
     assert (resumed.freeze, resumed.e0s, resumed.stage_two, resumed.ema) == (6, "isolated", False, True)
     assert common.train_config(resumed) == common.train_config(args)

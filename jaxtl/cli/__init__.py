@@ -65,13 +65,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv):
-    """The settings of a command line, with --config and a resumed run's folder applied."""
+    """The settings of a command line, with --config and a resumed run's folder applied.
+
+    A command that can resume gets `args.given`: {dest: flag as typed} of the options on the
+    command line (`jaxtl.settings.given_flags`), which a resumed run checks against its record.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if hasattr(args, "config") and hasattr(args, "resume"):
-        from jaxtl.settings import apply_settings
+    if hasattr(args, "resume"):
+        from jaxtl.settings import apply_settings, given_flags, subparser
 
-        args = apply_settings(parser, args, argv)
+        args.given = given_flags(subparser(parser, args.command), argv)
+        if hasattr(args, "config"):
+            args = apply_settings(parser, args, argv)
     return args
 
 

@@ -370,13 +370,6 @@ def data_config(args):
     )
 
 
-def save_run_config(args, sub) -> None:
-    """Every setting of the command in OUT/run_config.yaml (`jaxtl.settings`)."""
-    from jaxtl.settings import save_run_config as save
-
-    save(args, sub)
-
-
 def check_fresh_run(args) -> None:
     """A new run must not start in a folder that holds one (its settings would be overwritten)."""
     if not args.resume and (Path(args.out) / "checkpoints" / "latest").exists():

@@ -84,20 +84,22 @@ def summary(report: dict, out) -> dict:
     }
 
 
-# options that say how a run is watched or where it is, not what it computes; --epochs may
-# lengthen a resumed MACE student's training
-NOT_SETTINGS = {"resume", "out", "quiet", "func", "command", "parser", "epochs"}
+# what a resumed run may change (`jaxtl.settings.resume_may_change`, which adds --epochs and
+# --out): the devices the MACE student trains on (the global batch, --batch-size, stays)
+RESUME_MAY_CHANGE = ("devices",)
 
 
 def run_settings(args):
     """(DistillConfig, run folder, resume) of the command line.
 
-    --resume RUN_DIR: the config saved in RUN_DIR (--epochs may lengthen a MACE student's
-    training; any other setting is an error, since it would not be used). Plain --resume:
-    the flags' config, which must equal the one saved in --out. Otherwise a new run, in an
+    --resume RUN_DIR: the config saved in RUN_DIR; --epochs may lengthen a MACE student's
+    training and --devices move it to other devices, and any other option given (even
+    with its default value) is an error, since it would not be used. Plain --resume: the
+    flags' config, which must equal the one saved in --out. Otherwise a new run, in an
     --out that holds none.
     """
-    from jaxtl.distill.config import CONFIG_FILE, DistillConfig, MACEStudentConfig
+    from jaxtl.distill.config import CONFIG_FILE, DistillConfig
+    from jaxtl.settings import fixed_on_resume
 
     if isinstance(args.resume, str):
         out = Path(args.resume)
@@ -106,14 +108,11 @@ def run_settings(args):
         saved = out / CONFIG_FILE
         if not saved.exists():
             raise FileNotFoundError(f"--resume {out}: no {CONFIG_FILE} there (`jaxtl distill` writes one)")
-        given = [a.option_strings[0] for a in args.parser._actions if _given(args, a)]
-        if given:
-            raise ValueError(f"--resume {out} runs with the settings of {saved}; drop {', '.join(given)}")
-        config = DistillConfig.load(saved)
-        if args.epochs != args.parser.get_default("epochs") and isinstance(config.student, MACEStudentConfig):
-            student = config.student
-            config = config.replace(student=student.replace(train=student.train.replace(max_num_epochs=args.epochs)))
-        return config, out, True
+        given = _given(args)
+        fixed = fixed_on_resume(args.parser, given)
+        if fixed:
+            raise ValueError(f"--resume {out} runs with the settings of {saved}; drop {', '.join(fixed.values())}")
+        return _resumed(DistillConfig.load(saved), args, given), out, True
     missing = [flag for flag, value in (("--teacher", args.teacher), ("--out", args.out)) if value is None]
     if missing:
         raise ValueError(f"the following arguments are required: {', '.join(missing)} (or --resume RUN_DIR)")
@@ -122,11 +121,25 @@ def run_settings(args):
     return distill_config(args), Path(args.out), bool(args.resume)
 
 
-def _given(args, action) -> bool:
-    """Whether an option that sets what a run computes differs from its default."""
-    if not action.option_strings or action.dest in NOT_SETTINGS or action.dest == "help":
-        return False
-    return getattr(args, action.dest, None) != action.default
+def _given(args) -> dict[str, str]:
+    """{dest: flag} of the options on the command line (`jaxtl.cli.parse_args`)."""
+    if not hasattr(args, "given"):
+        raise ValueError("the distill settings need the command line's flags: parse it with jaxtl.cli.parse_args")
+    return args.given
+
+
+def _resumed(config, args, given: dict[str, str]):
+    """The saved config with what a resumed run may change: a MACE student's epochs and devices."""
+    from jaxtl.distill.config import MACEStudentConfig
+
+    if not isinstance(config.student, MACEStudentConfig):
+        return config
+    train = config.student.train
+    if "epochs" in given:
+        train = train.replace(max_num_epochs=args.epochs)
+    if "devices" in given:
+        train = train.replace(n_devices=args.devices)
+    return config.replace(student=config.student.replace(train=train))
 
 
 def _input_file(path):
@@ -138,7 +151,6 @@ def distill_config(args):
     """The `DistillConfig` of the command line (bad settings fail here, before a run starts)."""
     from jaxtl.distill.config import DistillConfig, DistillDataConfig, MACEStudentConfig, TeacherConfig
     from jaxtl.train.config import TrainConfig
-    from jaxtl.train.distributed import per_device_batch_size
     from jaxtl.train.optimizer import OptimizerConfig
 
     teacher = args.teacher if not os.path.exists(args.teacher) else os.path.abspath(args.teacher)
@@ -171,8 +183,7 @@ def distill_config(args):
             optimizer=OptimizerConfig(lr=args.lr),
             n_devices=args.devices,
         )
-        batch_size = per_device_batch_size(args.batch_size, args.devices)
-        student = MACEStudentConfig(model=model, train=train, batch_size=batch_size)
+        student = MACEStudentConfig(model=model, train=train, batch_size=args.batch_size)
     return DistillConfig(TeacherConfig(teacher), data, sampling_plan(args), student)
 
 
@@ -246,7 +257,7 @@ def add_parser(sub) -> None:
         default=False,
         metavar="RUN_DIR",
         help="continue a stopped run: --resume RUN_DIR alone runs with RUN_DIR/distill_config.yaml "
-        "(--epochs may be raised); plain --resume with the run's flags continues the run in --out",
+        "(--epochs may be raised, --devices changed); plain --resume with the run's flags continues the run in --out",
     )
     _add_sampling_args(p)
     add_md_args(p)
@@ -273,7 +284,7 @@ def add_parser(sub) -> None:
         "--batch-size / N structures a step (default 1)",
     )
     g.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_distill, parser=p)
+    p.set_defaults(func=cmd_distill, parser=p, resume_may_change=RESUME_MAY_CHANGE)
 
 
 def _add_sampling_args(p) -> None:

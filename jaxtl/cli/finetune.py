@@ -10,10 +10,10 @@ from jaxtl.cli.common import (
     check_fresh_run,
     data_config,
     parse_mapping,
-    save_run_config,
     start_distributed,
     train_config,
 )
+from jaxtl.settings import save_run_config
 
 
 def add_parser(sub) -> None:

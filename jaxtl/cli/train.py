@@ -11,10 +11,10 @@ from jaxtl.cli.common import (
     add_train_args,
     check_fresh_run,
     data_config,
-    save_run_config,
     start_distributed,
     train_config,
 )
+from jaxtl.settings import save_run_config
 
 
 def add_parser(sub) -> None:

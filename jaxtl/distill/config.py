@@ -26,11 +26,13 @@ from jaxtl.distill.sampling import SamplingConfig, SamplingPlan
 from jaxtl.train.config import TrainConfig
 
 CONFIG_FILE = "distill_config.yaml"
-# a resumed run may be lengthened (`jaxtl.train.train`), and its input files may have moved
-# with the run folder
+# a resumed run may be lengthened (`jaxtl.train.train`), may train its student on other
+# devices (the global batch stays: results change by round-off only), and its input files
+# may have moved with the run folder
 RESUME_MAY_CHANGE = (
     "student.train.max_num_epochs",
     "student.train.stage_two.start_epoch",
+    "student.train.n_devices",
     "teacher.model",
     "data.starts",
     "data.labelled_file",
@@ -122,7 +124,8 @@ class MACEStudentConfig:
         model: `MACEConfig` fields over DEFAULT_STUDENT; atomic_numbers and r_max
             default to the teacher's, correlation may be one int for every layer.
         train: optimisation, loss, epochs, seed of init and data order, n_devices.
-        batch_size: structures per training batch (per device).
+        batch_size: structures per training step over all devices (the global batch; each
+            of the train.n_devices devices takes batch_size / n_devices of them).
         valid_fraction: share of the training structures used for validation.
     """
 
@@ -138,8 +141,11 @@ class MACEStudentConfig:
         # lists from a YAML file as the tuples MACEConfig holds, so a saved config compares equal
         model = {**DEFAULT_STUDENT, **self.model}
         object.__setattr__(self, "model", {k: tuple(v) if isinstance(v, list) else v for k, v in model.items()})
-        if self.batch_size < 1:
-            raise ValueError(f"MACEStudentConfig.batch_size must be >= 1, got {self.batch_size}")
+        if self.batch_size < 1 or self.batch_size % self.train.n_devices:
+            raise ValueError(
+                f"MACEStudentConfig.batch_size must be a positive multiple of train.n_devices "
+                f"({self.train.n_devices}), got {self.batch_size}"
+            )
 
     def replace(self, **changes) -> MACEStudentConfig:
         return dataclasses.replace(self, **changes)

@@ -292,6 +292,7 @@ def _train_mace(teacher, config: DistillConfig, out: Path, resume: bool, progres
     """The training record of the MACE student in out/student (trained here unless a
     resumed run's student finished its epochs; an interrupted one resumes its checkpoint)."""
     from jaxtl.train.data import DataConfig
+    from jaxtl.train.distributed import per_device_batch_size
     from jaxtl.train.run import ScratchConfig, train_from_scratch
 
     student, folder = config.student, out / "student"
@@ -301,12 +302,13 @@ def _train_mace(teacher, config: DistillConfig, out: Path, resume: bool, progres
         if done["train_config"]["max_num_epochs"] == student.train.max_num_epochs:
             log.info("resuming %s: the student is trained (%s)", out, folder / "model")
             return done
+    per_device = per_device_batch_size(student.batch_size, student.train.n_devices)
     data = DataConfig(
         train_file=str(out / "train.xyz"),
         test_file=str(out / "test.xyz"),
         valid_fraction=student.valid_fraction,
-        batch_size=student.batch_size,
-        valid_batch_size=student.batch_size,
+        batch_size=per_device,
+        valid_batch_size=per_device,
         seed=config.data.seed,
     )
     scratch = ScratchConfig(
@@ -316,7 +318,7 @@ def _train_mace(teacher, config: DistillConfig, out: Path, resume: bool, progres
         _teacher_e0s(teacher),
     )
     t0 = time.perf_counter()
-    from_checkpoint = resume and (folder / "checkpoints").exists()
+    from_checkpoint = resume and (folder / "checkpoints").exists() and _same_devices(folder, student.train.n_devices)
     result = train_from_scratch(scratch, folder, resume=from_checkpoint)
     training = {
         "wall_s": time.perf_counter() - t0,
@@ -328,6 +330,25 @@ def _train_mace(teacher, config: DistillConfig, out: Path, resume: bool, progres
     if is_primary():
         done_file.write_text(json.dumps(training, indent=2, default=str))
     return training
+
+
+def _same_devices(folder: Path, n_devices: int) -> bool:
+    """Whether the student's interrupted training in `folder` ran on `n_devices` devices.
+    If not, it is cleared to start again on these (`train_from_scratch` resumes only the
+    settings it saved, the per-device batch among them); the global batch is the same, so
+    the student differs by round-off only."""
+    import shutil
+
+    from jaxtl.config_io import load_config
+    from jaxtl.train.run import CONFIG_FILE as SCRATCH_FILE
+    from jaxtl.train.run import ScratchConfig
+
+    saved = folder / SCRATCH_FILE
+    if not saved.exists() or load_config(ScratchConfig, saved).train.n_devices == n_devices:
+        return True
+    log.warning("%s: the student's training ran on other devices; it starts again on %d", folder, n_devices)
+    shutil.rmtree(folder)
+    return False
 
 
 def _ace_student(report, teacher, config: DistillConfig, out: Path, train, tests, dft, resume: bool) -> None:

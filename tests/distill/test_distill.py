@@ -180,40 +180,51 @@ def test_h2cu_benchmark_fast(tmp_path):
 
 
 TWO_DEVICES = """
-import sys
+import json, sys
 from jaxtl.cli import main
-sys.exit(main(sys.argv[1:]))
+for argv in json.loads(sys.argv[1]):  # one process: its compiled programs serve every run
+    if main(argv):
+        sys.exit(f"failed: jaxtl {' '.join(argv)}")
 """
 
 
 def test_distill_cli_trains_the_student_on_two_devices(teacher_dir, tmp_path):
     """--devices 2 (host devices in a subprocess): the MACE student trains data parallel,
-    --batch-size 4 being 2 structures a device, and the run is recorded so."""
+    --batch-size 4 (the global batch) being 2 structures a device, and the run is recorded
+    so. A run started on one device and resumed on two (--resume RUN_DIR --devices 2, more
+    epochs) gives the student of a one-device run to round-off."""
     import subprocess
 
     import yaml
 
     starts = write_structures(tmp_path / "starts.xyz", [h_on_cu(i, periodic=False) for i in range(8)])
-    out = tmp_path / "run"
     env = dict(
         os.environ,
         XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip(),
         PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     )
     tiny = ["--student-hidden-irreps", "4x0e", "--student-radial-mlp", "8", "--student-correlation", "1"]
-    tiny += ["--student-mlp-irreps", "4x0e", "--student-num-bessel", "4", "--epochs", "1", "--test-fraction", "0.25"]
+    tiny += ["--student-mlp-irreps", "4x0e", "--student-num-bessel", "4", "--test-fraction", "0.25"]
+    new = ["distill", "--teacher", str(teacher_dir), "--structures", starts, *tiny, "--batch-size", "4", "--quiet"]
+    two, one, moved = tmp_path / "two", tmp_path / "one", tmp_path / "moved"
+    runs = [
+        [*new, "--devices", "2", "--epochs", "1", "--out", str(two)],
+        [*new, "--devices", "1", "--epochs", "2", "--out", str(one)],
+        [*new, "--devices", "1", "--epochs", "1", "--out", str(moved)],
+        ["distill", "--resume", str(moved), "--devices", "2", "--epochs", "2", "--quiet"],
+    ]
     proc = subprocess.run(
-        [sys.executable, "-c", TWO_DEVICES, "distill", "--teacher", str(teacher_dir), "--structures", starts]
-        + tiny
-        + ["--devices", "2", "--batch-size", "4", "--quiet", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
+        [sys.executable, "-c", TWO_DEVICES, json.dumps(runs)], capture_output=True, text=True, timeout=600, env=env
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    config = yaml.safe_load((out / "distill_config.yaml").read_text())
-    assert config["student"]["train"]["n_devices"] == 2 and config["student"]["batch_size"] == 2
-    assert json.loads((out / "student" / "train_config.json").read_text())["n_devices"] == 2
-    report = json.loads((out / "report.json").read_text())
+    config = yaml.safe_load((two / "distill_config.yaml").read_text())
+    assert config["student"]["train"]["n_devices"] == 2 and config["student"]["batch_size"] == 4
+    assert json.loads((two / "student" / "train_config.json").read_text())["n_devices"] == 2
+    assert yaml.safe_load((two / "student" / "scratch_config.yaml").read_text())["data"]["batch_size"] == 2
+    report = json.loads((two / "report.json").read_text())
     assert report["training"]["epochs"] == 1 and np.isfinite(report["student_vs_teacher"]["forces_rmse"])
+
+    reference, resumed = (json.loads((run / "report.json").read_text()) for run in (one, moved))
+    assert resumed["training"]["train_config"]["n_devices"] == 2 and resumed["training"]["epochs"] == 2
+    for key in ("energy_rmse", "forces_rmse"):
+        np.testing.assert_allclose(resumed["student_vs_teacher"][key], reference["student_vs_teacher"][key], rtol=1e-4)

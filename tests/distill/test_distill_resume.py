@@ -166,6 +166,10 @@ def test_resume_with_other_settings_names_them(teacher_dir, starts, uninterrupte
         distill(other, out, resume=True, progress=False)
     longer = config.replace(student=config.student.replace(train=config.student.train.replace(max_num_epochs=3)))
     assert config.differences(longer) == []  # lengthening a student's training is a resume
+    moved = config.replace(student=config.student.replace(train=config.student.train.replace(n_devices=2)))
+    assert config.differences(moved) == []  # so is training on other devices: the global batch stays
+    with pytest.raises(ValueError, match="multiple of train.n_devices"):
+        config.student.replace(batch_size=3, train=config.student.train.replace(n_devices=2))
 
 
 def test_cli_resume_takes_the_saved_settings(teacher_dir, starts, uninterrupted, capsys, calls):
@@ -187,6 +191,29 @@ def test_cli_resume_takes_the_saved_settings(teacher_dir, starts, uninterrupted,
     assert "student.model.hidden_irreps, student.model.num_bessel" in capsys.readouterr().err  # the flags' config
     assert main(["distill", "--structures", starts]) == 2
     assert "--teacher, --out" in capsys.readouterr().err
+
+
+def test_cli_resume_treats_a_flag_typed_with_its_default_value_as_given(uninterrupted, capsys, calls):
+    """Next to --resume RUN_DIR, an option on the command line is given whatever its value:
+    `--lr 0.01` and `--student mace` (the defaults) are refused like any other setting;
+    --devices and --epochs, which a resumed run may change, are taken from the command line."""
+    from jaxtl.cli import main, parse_args
+    from jaxtl.cli.distill import run_settings
+
+    counts, _ = calls
+    out, _ = uninterrupted
+    assert main(["distill", "--resume", str(out), "--lr", "0.01", "--student", "mace"]) == 2
+    assert "drop --lr, --student" in capsys.readouterr().err
+    config, folder, resume = run_settings(parse_args(["distill", "--resume", str(out), "--devices", "2"]))
+    saved = config.load(out / "distill_config.yaml")
+    assert (
+        (folder, resume) == (out, True) and config.student.train.n_devices == 2 and saved.student.train.n_devices == 1
+    )
+    assert config.student.batch_size == saved.student.batch_size == 4  # the global batch
+    epochs = run_settings(parse_args(["distill", "--resume", str(out), "--epochs", "100"]))[0].student.train
+    assert epochs.max_num_epochs == 100 != saved.student.train.max_num_epochs  # 100, the default, typed
+    assert main(["distill", "--resume", str(out), "--devices", "1", "--quiet"]) == 0  # finished: its report
+    assert sum(counts.values()) == 0
 
 
 def test_config_yaml_loads_each_student_kind_back(tmp_path):
