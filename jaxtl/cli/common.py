@@ -266,8 +266,18 @@ def add_distributed_args(p: argparse.ArgumentParser) -> None:
 def start_distributed(args) -> None:
     """Join the multi-process job if asked (before any JAX computation), count the devices
     of the step into `args.n_devices` and split `args.batch_size`, the global batch, over them."""
+    args.n_devices = join_job(args)
+    from jaxtl.train.distributed import per_device_batch_size
+
+    args.global_batch_size = args.batch_size  # what the run's settings record
+    args.batch_size = per_device_batch_size(args.batch_size, args.n_devices)
+
+
+def join_job(args) -> int:
+    """Join the multi-process job that `add_distributed_args`' flags ask for (before any JAX
+    computation); the number of devices a step runs on (--devices, or every device of the job)."""
     explicit = (args.coordinator_address, args.num_processes, args.process_id)
-    args.n_devices = args.devices or 1
+    n_devices = args.devices or 1
     if args.distributed or any(v is not None for v in explicit):
         import jax
 
@@ -281,11 +291,8 @@ def start_distributed(args) -> None:
                 f"--devices {args.devices}: a job of {jax.process_count()} processes trains on all "
                 f"their {jax.device_count()} devices"
             )
-        args.n_devices = jax.device_count()
-    from jaxtl.train.distributed import per_device_batch_size
-
-    args.global_batch_size = args.batch_size  # what the run's settings record
-    args.batch_size = per_device_batch_size(args.batch_size, args.n_devices)
+        n_devices = jax.device_count()
+    return n_devices
 
 
 def train_config(args):

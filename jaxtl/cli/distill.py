@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from jaxtl.cli.common import add_distributed_args, join_job
 from jaxtl.cli.md import add_md_args
 
 DESCRIPTION = """\
@@ -46,8 +47,10 @@ def cmd_distill(args) -> int:
     from jaxtl.distill.distill import distill
     from jaxtl.distill.labelling import LabellingError
     from jaxtl.graph.io import DataError
+    from jaxtl.train.distributed import is_primary
 
     try:
+        args.devices = join_job(args)
         config, out, resume = run_settings(args)
         report = distill(config, out, resume=resume, progress=not args.quiet)
     except LabellingError as err:
@@ -56,7 +59,8 @@ def cmd_distill(args) -> int:
     except (DataError, ImportError, ValueError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(summary(report, out), indent=2))
+    if is_primary():
+        print(json.dumps(summary(report, out), indent=2))
     return 0
 
 
@@ -85,8 +89,9 @@ def summary(report: dict, out) -> dict:
 
 
 # what a resumed run may change (`jaxtl.settings.resume_may_change`, which adds --epochs and
-# --out): the devices the MACE student trains on (the global batch, --batch-size, stays)
-RESUME_MAY_CHANGE = ("devices",)
+# --out): the devices and processes the MACE student trains on (the global batch, --batch-size, stays)
+DEVICE_FLAGS = ("devices", "distributed", "coordinator_address", "num_processes", "process_id")
+RESUME_MAY_CHANGE = (*DEVICE_FLAGS, "heartbeat_timeout")
 
 
 def run_settings(args):
@@ -137,7 +142,7 @@ def _resumed(config, args, given: dict[str, str]):
     train = config.student.train
     if "epochs" in given:
         train = train.replace(max_num_epochs=args.epochs)
-    if "devices" in given:
+    if any(flag in given for flag in DEVICE_FLAGS):
         train = train.replace(n_devices=args.devices)
     return config.replace(student=config.student.replace(train=train))
 
@@ -276,14 +281,8 @@ def add_parser(sub) -> None:
     g.add_argument(
         "--batch-size", type=int, default=8, help="structures per training step over all devices (default 8)"
     )
-    g.add_argument(
-        "--devices",
-        type=int,
-        default=1,
-        help="devices of this process the MACE student trains on, data parallel: each takes "
-        "--batch-size / N structures a step (default 1)",
-    )
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_distributed_args(p)  # the MACE student's data parallel training; process 0 samples, labels and scores
     p.set_defaults(func=cmd_distill, parser=p, resume_may_change=RESUME_MAY_CHANGE)
 
 

@@ -347,7 +347,9 @@ def _same_devices(folder: Path, n_devices: int) -> bool:
     if not saved.exists() or load_config(ScratchConfig, saved).train.n_devices == n_devices:
         return True
     log.warning("%s: the student's training ran on other devices; it starts again on %d", folder, n_devices)
-    shutil.rmtree(folder)
+    if is_primary():
+        shutil.rmtree(folder)
+    barrier("jaxtl distill: the student's folder cleared")
     return False
 
 

@@ -32,14 +32,13 @@ def job_config(teacher_dir, starts, n_devices: int):
         SpeedConfig,
     )
     from jaxtl.train.config import TrainConfig
-    from jaxtl.train.distributed import per_device_batch_size
 
     train = TrainConfig(max_num_epochs=2, dtype="float64", plot=False, progress_bar=False, n_devices=n_devices)
     return DistillConfig(
         str(teacher_dir),
         DistillDataConfig(starts=(str(starts),), label_batch_size=4, test_fraction=0.25),
         None,  # no MD: the starts are labelled as they are
-        MACEStudentConfig(model=TINY_STUDENT, train=train, batch_size=per_device_batch_size(GLOBAL_BATCH, n_devices)),
+        MACEStudentConfig(model=TINY_STUDENT, train=train, batch_size=GLOBAL_BATCH),
         SpeedConfig(structures=1, repeats=1),
     )
 
