@@ -139,7 +139,9 @@ def test_unknown_element_is_named(engine):
         engine.run(atoms, MDConfig(steps=2))
 
 
-def test_md_cli(tmp_path, cu_model):
+def test_md_cli(tmp_path, cu_model, capsys):
+    import json
+
     import ase.io
 
     from jaxtl.cli import main
@@ -173,6 +175,8 @@ def test_md_cli(tmp_path, cu_model):
     assert rc == 0
     frames = ase.io.read(out, ":")
     assert len(frames) == 5 and frames[-1].info["md_step"] == 40
+    summary = json.loads(capsys.readouterr().out)
+    assert 0.2 <= summary["neighbour_list_skin_A"] <= 1.0  # the engine's own choice, reported
 
 
 def test_md_help_gives_units(capsys):
