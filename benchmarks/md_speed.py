@@ -1,20 +1,25 @@
-"""MD steps per second: jaxtl against mace-torch on the same model file and start.
+"""MD steps per second: jaxtl's MD engine against the calculator path (and mace-torch), A/B in one process.
 
-NVE velocity Verlet from one start (the atoms' FixAtoms kept), three ways, in this process:
+NVE velocity Verlet from one start (the atoms' FixAtoms kept), in this process:
 
-  * `mace-torch + ASE`: mace's `MACECalculator` under ASE's `VelocityVerlet` (how MD with
-    mace-torch is usually run: a neighbour list and a model call from Python every step);
-  * `jaxtl + ASE`: `jaxtl.MACECalculator` under the same integrator (the same Python loop);
+  * `jaxtl + ASE` (the calculator path): `jaxtl.MACECalculator` under ASE's `VelocityVerlet`,
+    a neighbour list and a model call from Python every step;
   * `jaxtl MDEngine`: jaxtl's jit-compiled MD (`jaxtl md`: `check_every` steps a compiled
-    chunk, the neighbour list rebuilt with a skin only when an atom has moved far enough).
+    chunk, the neighbour list rebuilt with a skin only when an atom has moved far enough),
+    once per `--skin` value (each with its own engine, so capacities are not shared);
+  * `mace-torch + ASE`: mace's `MACECalculator` under the same integrator (unless --no-torch).
 
-Each run is timed after a warm-up (the first model call; for the engine a first run of the
-same length, which compiles its chunk), and the three final positions are compared: on the
-same model in float64 the trajectories agree until chaos amplifies round-off.
+Every code is warmed up first (the first model call; for the engine a whole run, which
+compiles its chunk), then `--rounds` rounds each time every code once, interleaved (the
+order rotates by round), so that all codes see the same background load. The tables give
+the median and the range over rounds, the engine's speed-up over the calculator path in
+the same round, the load average before and after, and the final positions against the
+calculator path's: on one model in float64 the trajectories agree to round-off.
 
 Default: the real H2/Cu MACE of the frozen-transfer-learning paper (`../shared/models/
-h2cu_mace.model`) on H2 over Cu(111) (56 atoms, 18 fixed) at 925 K, repeated --repeat times
-in the surface plane.
+h2cu_mace.model`) on H2 over Cu(111) (56 atoms, 18 fixed), repeated --repeat times in the
+surface plane. mace-torch runs with --torch-threads (1: on a shared CPU its OpenMP threads
+spin and slow every other code); JAX's CPU client uses the cores XLA picks (all of them).
 
     python benchmarks/md_speed.py --steps 200 --repeat 2,2,1 --out benchmarks/results/md_speed_cpu
 """
@@ -24,12 +29,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+CALCULATOR, TORCH = "jaxtl + ASE", "mace-torch + ASE"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -45,8 +52,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--dt", type=float, default=0.5, help="fs")
     p.add_argument("--temperature", type=float, default=300.0, help="K, initial Maxwell-Boltzmann velocities")
-    p.add_argument("--check-every", type=int, default=20, help="steps per compiled chunk of the engine")
-    p.add_argument("--skin", type=float, default=None, help="the engine's neighbour-list skin, A (default MDConfig's)")
+    p.add_argument("--rounds", type=int, default=3, help="timed runs of every code, interleaved")
+    p.add_argument("--check-every", type=int, default=None, help="steps per compiled chunk (default MDConfig's)")
+    p.add_argument(
+        "--skin",
+        default="auto",
+        help="the engine's neighbour-list skins in A, comma-separated, one engine each; 'auto': the engine's "
+        "own choice (MDConfig's default)",
+    )
+    p.add_argument("--torch-threads", type=int, default=1, help="mace-torch's threads")
+    p.add_argument("--no-torch", action="store_true", help="leave mace-torch out")
     p.add_argument("--out", default=None, help="output stem (default benchmarks/results/md_speed_<device>)")
     return p.parse_args(argv)
 
@@ -64,61 +79,126 @@ def start_structure(path: str, repeat: str, temperature: float):
     return atoms
 
 
-def ase_run(calc, atoms, steps: int, dt: float):
-    """(seconds for `steps` VelocityVerlet steps after one warm-up call, final positions)."""
-    from ase import units
-    from ase.md.verlet import VelocityVerlet
+class AseRun:
+    """`steps` VelocityVerlet steps with an ASE calculator: () -> (seconds, final positions, info)."""
 
-    atoms = atoms.copy()
-    atoms.calc = calc
-    atoms.get_forces()  # the warm-up call (jaxtl: the compile)
-    dyn = VelocityVerlet(atoms, timestep=dt * units.fs)
-    t0 = time.perf_counter()
-    dyn.run(steps)
-    return time.perf_counter() - t0, atoms.get_positions()
+    def __init__(self, calc, atoms, steps: int, dt: float):
+        self.calc, self.atoms, self.steps, self.dt = calc, atoms, steps, dt
+        warm = atoms.copy()
+        warm.calc = calc
+        warm.get_forces()  # the first call (jaxtl: the compile)
+
+    def __call__(self):
+        from ase import units
+        from ase.md.verlet import VelocityVerlet
+
+        atoms = self.atoms.copy()
+        atoms.calc = self.calc
+        dyn = VelocityVerlet(atoms, timestep=self.dt * units.fs)
+        t0 = time.perf_counter()
+        dyn.run(self.steps)
+        return time.perf_counter() - t0, atoms.get_positions(), {}
 
 
-def engine_run(engine, atoms, steps: int, dt: float, check_every: int, skin: float | None):
-    """(seconds of an engine run of `steps` after a warm-up run of the same length, final
-    positions, rebuilds, compilations)."""
-    from jaxtl.md.simulate import MDConfig
+class EngineRun:
+    """An `MDEngine` run of `steps` NVE steps: () -> (seconds, final positions, info with the
+    skin, rebuilds and compilations). Built with a warm-up run, which compiles its chunks."""
 
-    config = MDConfig(
-        steps=steps,
-        dt=dt,
-        ensemble="nve",
-        temperature=None,
-        check_every=check_every,
-        save_every=steps,
-        **({} if skin is None else {"skin": skin}),
-    )
-    engine.run(atoms, config)  # compiles the chunk
-    before = engine.n_compilations
-    t0 = time.perf_counter()
-    result = engine.run(atoms, config)
-    wall = time.perf_counter() - t0
-    if result.error:
-        raise SystemExit(f"jaxtl MD failed: {result.error}")
-    return wall, result.frames[-1].get_positions(), result.n_rebuilds, engine.n_compilations - before
+    def __init__(self, engine, atoms, steps: int, dt: float, check_every: int | None, skin: float | None):
+        from jaxtl.md.simulate import MDConfig
+
+        settings = {"check_every": check_every, "skin": skin}
+        self.engine, self.atoms = engine, atoms
+        self.config = MDConfig(
+            steps=steps,
+            dt=dt,
+            ensemble="nve",
+            temperature=None,
+            save_every=steps,
+            **{k: v for k, v in settings.items() if v is not None},
+        )
+        engine.run(atoms, self.config)
+
+    def __call__(self):
+        before = self.engine.n_compilations
+        t0 = time.perf_counter()
+        result = self.engine.run(self.atoms, self.config)
+        wall = time.perf_counter() - t0
+        if result.error:
+            raise SystemExit(f"jaxtl MD failed: {result.error}")
+        info = {
+            "skin_A": result.skin,
+            "check_every": self.config.check_every,
+            "rebuilds": result.n_rebuilds,
+            "compilations": self.engine.n_compilations - before,
+        }
+        return wall, result.frames[-1].get_positions(), info
+
+
+def interleave(runs: dict, rounds: int, steps: int) -> dict:
+    """{name: [(seconds, positions, info) per round]}; round r starts at the r-th code."""
+    names = list(runs)
+    out = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            out[name].append(runs[name]())
+            print(f"[md] round {r + 1} {name:30s} {1e3 * out[name][-1][0] / steps:8.2f} ms/step", flush=True)
+    return out
+
+
+def summarise(results: dict, steps: int) -> list[dict]:
+    """A row per code: ms/step median and range over rounds, speed-up over the calculator path
+    (per round, the same round's calculator time over this code's), final positions against
+    the calculator path's (first round) and mace-torch's."""
+    import numpy as np
+
+    calc = results[CALCULATOR]
+    rows = []
+    for name, runs in results.items():
+        ms = [1e3 * wall / steps for wall, _, _ in runs]
+        speedup = [c[0] / wall for c, (wall, _, _) in zip(calc, runs)]
+        row = {
+            "code": name,
+            "ms_per_step": ms,
+            "ms_per_step_median": statistics.median(ms),
+            "steps_per_s_median": 1e3 / statistics.median(ms),
+            "speedup_vs_calculator": speedup,
+            "speedup_vs_calculator_median": statistics.median(speedup),
+            "max_position_diff_vs_calculator_A": float(np.abs(runs[0][1] - calc[0][1]).max()),
+        }
+        if TORCH in results:
+            row["max_position_diff_vs_torch_A"] = float(np.abs(runs[0][1] - results[TORCH][0][1]).max())
+        row.update(runs[-1][2])
+        rows.append(row)
+    return rows
 
 
 def markdown(rows, meta) -> str:
+    engines = [r for r in rows if "skin_A" in r]
+    engine_text = "; ".join(
+        f"{r['code']}: skin {r['skin_A']:.3f} A, {r['check_every']} steps a chunk, {r['rebuilds']} rebuilds and "
+        f"{r['compilations']} compilations in the last timed run"
+        for r in engines
+    )
     lines = [
-        "# MD steps per second, jaxtl vs mace-torch (cpu)",
+        f"# MD steps per second: jaxtl MD engine vs calculator path ({meta['n_atoms']} atoms, cpu)",
         "",
         f"{meta['model']} on {meta['structure']} repeated {meta['repeat']} ({meta['n_atoms']} atoms, "
         f"{meta['n_fixed']} fixed), {meta['dtype']}, NVE velocity Verlet, {meta['steps']} steps of {meta['dt_fs']} fs "
-        f"from Maxwell-Boltzmann velocities at {meta['temperature_K']} K; all in one process ({meta['machine']}, "
-        f"torch threads {meta['torch_threads']}); the engine (skin {meta['skin_A']} A, {meta['check_every']} steps a "
-        f"chunk) rebuilt its neighbour list {meta['engine_rebuilds']} "
-        f"times and compiled {meta['engine_compilations_timed_run']} times in the timed run; {meta['date']}.",
+        f"from Maxwell-Boltzmann velocities at {meta['temperature_K']} K; one process ({meta['machine']}; JAX on "
+        f"all cores, mace-torch {meta['torch_threads']} thread(s)); {meta['rounds']} rounds, each code once a "
+        f"round, interleaved. {engine_text}. Load average (1 min) {meta['load_before']:.2f} before, "
+        f"{meta['load_after']:.2f} after.",
         "",
-        "| code | ms/step | steps/s | speed-up vs mace-torch | final positions vs mace-torch, A |",
+        "| code | ms/step, median (range) | steps/s | speed-up vs calculator path, median (range) "
+        "| final positions vs calculator path, A |",
         "|---|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {r['code']} | {r['ms_per_step']:.2f} | {r['steps_per_s']:.1f} | {r['speedup_vs_torch']:.2f}x | "
-        f"{r['max_position_diff_vs_torch_A']:.1e} |"
+        f"| {r['code']} | {r['ms_per_step_median']:.2f} ({min(r['ms_per_step']):.2f}-{max(r['ms_per_step']):.2f}) "
+        f"| {r['steps_per_s_median']:.1f} | {r['speedup_vs_calculator_median']:.2f}x "
+        f"({min(r['speedup_vs_calculator']):.2f}-{max(r['speedup_vs_calculator']):.2f}) "
+        f"| {r['max_position_diff_vs_calculator_A']:.1e} |"
         for r in rows
     ]
     return "\n".join(lines + ["", f"Command: `{meta['command']}`", ""])
@@ -131,7 +211,6 @@ def main(argv=None) -> int:
     args.model = args.model or str(data_path("h2cu-mace"))
     args.structure = args.structure or str(data_path("h2cu-slabs") / "cu111_h7.0_full_925K.in")
     import mace  # noqa: F401  (before e3nn, see the README)
-    import numpy as np
     import torch
     from _harness import run_metadata, write_results
     from mace.calculators import MACECalculator as TorchCalculator
@@ -141,38 +220,26 @@ def main(argv=None) -> int:
     jaxtl.configure_cpu()  # the settings the `jaxtl` command runs with (before JAX starts)
     from jaxtl.convert.convert import from_torch_module
     from jaxtl.convert.torch_reader import load_torch_model
-    from jaxtl.md.simulate import MDConfig, MDEngine
+    from jaxtl.md.simulate import MDEngine
 
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(args.torch_threads)
     atoms = start_structure(args.structure, args.repeat, args.temperature)
-    torch_calc = TorchCalculator(model_paths=args.model, device="cpu", default_dtype=args.dtype)
     loaded = jaxtl.api.build_loaded_model(*from_torch_module(load_torch_model(args.model)), dtype=args.dtype)
-    jax_calc = jaxtl.MACECalculator(loaded)
-    engine = MDEngine(loaded)
-
-    runs = {}
-    runs["mace-torch + ASE"] = ase_run(torch_calc, atoms, args.steps, args.dt)
-    runs["jaxtl + ASE"] = ase_run(jax_calc, atoms, args.steps, args.dt)
-    wall, positions, rebuilds, compiles = engine_run(engine, atoms, args.steps, args.dt, args.check_every, args.skin)
-    runs["jaxtl MDEngine"] = (wall, positions)
-
-    reference = runs["mace-torch + ASE"]
-    rows = []
-    for name, (wall, positions) in runs.items():
-        rows.append(
-            {
-                "code": name,
-                "wall_s": wall,
-                "steps_per_s": args.steps / wall,
-                "ms_per_step": 1e3 * wall / args.steps,
-                "speedup_vs_torch": reference[0] / wall,
-                "max_position_diff_vs_torch_A": float(np.abs(positions - reference[1]).max()),
-            }
-        )
+    runs = {CALCULATOR: AseRun(jaxtl.MACECalculator(loaded), atoms, args.steps, args.dt)}
+    for skin in args.skin.split(","):
+        value = None if skin == "auto" else float(skin)
+        name = "jaxtl MDEngine" + (" (auto skin)" if value is None else f" (skin {value:g} A)")
+        runs[name] = EngineRun(MDEngine(loaded), atoms, args.steps, args.dt, args.check_every, value)
+    if not args.no_torch:
+        torch_calc = TorchCalculator(model_paths=args.model, device="cpu", default_dtype=args.dtype)
+        runs[TORCH] = AseRun(torch_calc, atoms, args.steps, args.dt)
+    load_before = os.getloadavg()[0]
+    rows = summarise(interleave(runs, args.rounds, args.steps), args.steps)
+    load_after = os.getloadavg()[0]
+    for r in rows:
         print(
-            f"[md] {name:18s} {rows[-1]['ms_per_step']:8.2f} ms/step {rows[-1]['steps_per_s']:8.1f} steps/s "
-            f"x{rows[-1]['speedup_vs_torch']:6.2f}  final positions vs mace-torch "
-            f"{rows[-1]['max_position_diff_vs_torch_A']:.1e} A"
+            f"[md] {r['code']:30s} {r['ms_per_step_median']:8.2f} ms/step  x{r['speedup_vs_calculator_median']:5.2f} "
+            f"vs calculator  final positions vs calculator {r['max_position_diff_vs_calculator_A']:.1e} A"
         )
     meta = run_metadata("md_speed.py", argv) | {
         "model": Path(args.model).name,
@@ -184,12 +251,11 @@ def main(argv=None) -> int:
         "steps": args.steps,
         "dt_fs": args.dt,
         "temperature_K": args.temperature,
-        "check_every": args.check_every,
-        "skin_A": args.skin if args.skin is not None else MDConfig.skin,
-        "engine_rebuilds": rebuilds,
-        "engine_compilations_timed_run": compiles,
+        "rounds": args.rounds,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "torch_threads": torch.get_num_threads(),
+        "load_before": load_before,
+        "load_after": load_after,
     }
     write_results(args.out or ROOT / "benchmarks" / "results" / "md_speed_cpu", meta, rows, markdown)
     return 0

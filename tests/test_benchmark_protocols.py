@@ -121,6 +121,8 @@ def test_md_speed_benchmark_runs_the_same_trajectory_three_ways(tmp_path):
             "6",
             "--check-every",
             "3",
+            "--rounds",
+            "1",
             "--out",
             str(out),
         ],
@@ -131,9 +133,12 @@ def test_md_speed_benchmark_runs_the_same_trajectory_three_ways(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.with_suffix(".json").read_text())
     rows = {r["code"]: r for r in result["rows"]}
-    assert set(rows) == {"mace-torch + ASE", "jaxtl + ASE", "jaxtl MDEngine"}
-    assert all(r["steps_per_s"] > 0 for r in rows.values())
+    assert set(rows) == {"mace-torch + ASE", "jaxtl + ASE", "jaxtl MDEngine (auto skin)"}
+    assert all(r["steps_per_s_median"] > 0 and len(r["ms_per_step"]) == 1 for r in rows.values())
+    engine = rows["jaxtl MDEngine (auto skin)"]
+    assert engine["max_position_diff_vs_calculator_A"] < 1e-9 and engine["max_position_diff_vs_torch_A"] < 1e-9
     assert rows["jaxtl + ASE"]["max_position_diff_vs_torch_A"] < 1e-9
-    assert rows["jaxtl MDEngine"]["max_position_diff_vs_torch_A"] < 1e-9
-    assert result["meta"]["n_atoms"] == 56 and result["meta"]["n_fixed"] == 18
-    assert result["meta"]["engine_compilations_timed_run"] == 0  # the warm-up run compiled the chunk
+    assert 0.2 <= engine["skin_A"] <= 1.0 and engine["compilations"] == 0  # the warm-up run compiled the chunk
+    meta = result["meta"]
+    assert meta["n_atoms"] == 56 and meta["n_fixed"] == 18 and meta["torch_threads"] == 1
+    assert meta["load_before"] >= 0 and meta["load_after"] >= 0 and len(meta["jaxtl_commit"].split("+")[0]) == 40

@@ -9,8 +9,8 @@ import sys
 DESCRIPTION = """\
 Run MD with a jaxtl model. Units: positions A, time fs, temperature K, energy eV.
 By default the whole run is jit-compiled in chunks of --check-every steps (lax.scan),
-with the neighbour list (cutoff r_max + --skin) rebuilt on the host between chunks;
---ase runs the same MD through ASE and MACECalculator instead. Frames are written to
+with the neighbour list (cutoff r_max + --skin) rebuilt on the host when an atom has
+moved skin/2 since the last rebuild; --ase runs the same MD through ASE and MACECalculator instead. Frames are written to
 --out as they are produced (extended XYZ, or an ASE trajectory for a .traj name; energy,
 forces, velocities), flushed after every chunk, so a killed run keeps them; --resume
 continues from the last frame in --out. A run that explodes stops with a message naming
@@ -32,16 +32,18 @@ def add_md_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--skin",
         type=float,
-        default=1.0,
-        help="neighbour-list skin in A (default 1). Every pair within r_max + skin is computed, so a "
-        "smaller skin is faster, and stays exact while the atoms move less than skin/2 in a chunk "
-        "(pair it with a smaller --check-every; benchmarks/md_speed.py measures both)",
+        default=None,
+        help="neighbour-list skin in A (default: chosen from the velocities, temperature, masses and "
+        "--dt so the fastest atom takes about 8 steps to move skin/2, within 0.2-1 A). Every pair within "
+        "r_max + skin is computed, so a thinner skin makes steps cheaper and rebuilds more frequent; the "
+        "forces stay exact either way",
     )
     g.add_argument(
         "--check-every",
         type=int,
         default=20,
-        help="steps per jit-compiled chunk between neighbour-list rebuilds (default 20)",
+        help="steps per jit-compiled chunk: frames are written and progress shown between chunks; a chunk "
+        "ends early for a neighbour-list rebuild (default 20)",
     )
     g.add_argument(
         "--min-distance", type=float, default=0.5, help="stop when two atoms come closer than this, in A (default 0.5)"
@@ -111,6 +113,7 @@ def cmd_md(args) -> int:
         "mean_temperature_K_second_half": float(half.mean()),
         "compilations": result.n_compilations,
         "neighbour_list_rebuilds": result.n_rebuilds,
+        "neighbour_list_skin_A": None if args.ase else round(result.skin, 4),
         "error": result.error,
         "trajectory": args.out,
     }

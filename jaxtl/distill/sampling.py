@@ -39,7 +39,7 @@ class SamplingConfig:
     keep_every: int = 50
     n_rattled: int = 0
     rattle_std: float = 0.05
-    skin: float = 1.0
+    skin: float | None = None
     check_every: int = 25
     min_distance: float = 0.5
     seed: int = 0

@@ -5,9 +5,10 @@
     result.frames            # every `save_every`-th frame, with energy, forces and velocities
     result.drift()           # eV/atom/ps of the total energy (NVE)
 
-Between chunks of `check_every` steps the host rebuilds the neighbour list with cutoff
-r_max + skin, padded to capacities that never shrink, so a run compiles a handful of
-times. A run that explodes (non-finite energy or forces, atoms closer than
+The model sees every pair closer than r_max + skin. When a compiled chunk of up to
+`check_every` steps stops because an atom has moved skin/2 from where the list was built,
+the host rebuilds the list, padded to capacities that never shrink, so a run compiles a
+handful of times; the skin is chosen from the system unless given (`jaxtl.md.skin`). A run that explodes (non-finite energy or forces, atoms closer than
 `min_distance`) stops with a message naming the step and keeps the frames so far.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -27,13 +29,32 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
 
 from jaxtl.api import LoadedModel, load_model
-from jaxtl.graph.batching import Budget, graph_from_configuration, pad_to_capacity
+from jaxtl.graph.batching import (
+    Budget,
+    graph_from_configuration,
+    item_size,
+    max_in_degree,
+    neighbour_width,
+    pad_batch,
+    round_capacity,
+)
 from jaxtl.graph.graph import Graph
 from jaxtl.graph.io import Configuration, DataKeys, check_elements, configuration_from_atoms
+from jaxtl.graph.labels import Batch
 from jaxtl.md.chunk import LIMIT, NOT_FINITE, OK, REBUILD, TOO_CLOSE, ChunkParams, make_chunk, make_initial_forces
 from jaxtl.md.integrators import MDState
+from jaxtl.md.skin import choose_skin
 
 log = logging.getLogger("jaxtl.md")
+
+# The engine's graph capacities. The model's cost follows the padded edges and neighbour
+# width, not the real ones, and one MD run keeps one size, so a fine grid (at most ~6 %
+# padding) pays. A run recompiles only when a rebuilt list outgrows the capacities, which
+# then grow with headroom (the counts drift as the atoms move) and never shrink.
+CAPACITY_STEPS = 16  # capacities per doubling (`round_capacity`)
+EDGE_HEADROOM = 0.02
+NEIGHBOUR_HEADROOM = 0.125
+GROWN_HEADROOM = (0.125, 0.25)  # (edges, neighbour width) when a run outgrows its capacities
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,9 +69,13 @@ class MDConfig:
             Maxwell-Boltzmann velocities when the atoms have none. None: start at rest
             (or from the atoms' own velocities).
         friction: Langevin friction in 1/fs.
-        skin: neighbour-list skin in A (the list holds pairs closer than r_max + skin).
-        check_every: steps per jit-compiled chunk; the neighbour list is rebuilt and
-            progress reported between chunks.
+        skin: neighbour-list skin in A (the list holds pairs closer than r_max + skin and
+            is rebuilt once an atom has moved skin/2 from where it was built). None: chosen
+            from the start velocities, the temperature, the masses and `dt` so that the
+            fastest atom needs about 8 steps to use up half of it, within 0.2-1.0 A
+            (`jaxtl.md.skin`): a thin skin keeps the model's edges few, and a rebuild is cheap.
+        check_every: steps per jit-compiled chunk; frames are handed over and progress
+            reported between chunks (a chunk also ends early when the list needs rebuilding).
         save_every: keep every k-th frame (frame 0 is always kept).
         min_distance: stop when two atoms come closer than this (A).
         seed: seed of the initial velocities and the Langevin noise.
@@ -61,7 +86,7 @@ class MDConfig:
     ensemble: str = "langevin"
     temperature: float | None = 300.0
     friction: float = 0.01
-    skin: float = 1.0
+    skin: float | None = None
     check_every: int = 20
     save_every: int = 10
     min_distance: float = 0.5
@@ -72,7 +97,13 @@ class MDConfig:
             raise ValueError(f"ensemble must be 'nve' or 'langevin', got {self.ensemble!r}")
         if self.ensemble == "langevin" and self.temperature is None:
             raise ValueError("Langevin dynamics needs a temperature (K)")
-        if self.dt <= 0 or self.skin < 0 or self.check_every < 1 or self.save_every < 1 or self.steps < 0:
+        if (
+            self.dt <= 0
+            or (self.skin is not None and self.skin < 0)
+            or self.check_every < 1
+            or self.save_every < 1
+            or self.steps < 0
+        ):
             raise ValueError(f"invalid MD settings: {self}")
 
 
@@ -91,6 +122,7 @@ class MDResult:
         n_atoms: atoms in the structure.
         n_compilations: jit traces during the run (chunk and initial forces).
         n_rebuilds: neighbour-list rebuilds.
+        skin: the neighbour-list skin used, A (`MDConfig.skin`, or the engine's choice).
         wall_s: wall time in s; steps_per_s: steps_done / wall_s.
     """
 
@@ -104,6 +136,7 @@ class MDResult:
     n_atoms: int
     n_compilations: int = 0
     n_rebuilds: int = 0
+    skin: float = 0.0
     wall_s: float = 0.0
 
     @property
@@ -122,6 +155,25 @@ class MDResult:
             return {"drift_eV_per_atom_per_ps": 0.0, "max_deviation_eV_per_atom": 0.0}
         slope = np.polyfit(self.time / 1000.0, e, 1)[0]
         return {"drift_eV_per_atom_per_ps": float(slope), "max_deviation_eV_per_atom": float(np.max(np.abs(e - e[0])))}
+
+
+def md_budget(item: Batch, previous: Budget | None) -> Budget:
+    """Capacities for one structure's graph `item` (unpadded): `previous` while the item
+    fits in it, else capacities with headroom over the item's needs (never below `previous`)."""
+    n_nodes, n_edges = item_size(item)
+    degree = max_in_degree([item])
+    if previous is not None and n_edges <= previous.n_edge and degree <= previous.n_neighbour:
+        return previous
+    # Outgrown: the counts are drifting (a neighbour shell crossing r_max + skin, say), and
+    # each recompile costs as much as many steps, so grow with more room.
+    edge_room, neighbour_room = (EDGE_HEADROOM, NEIGHBOUR_HEADROOM) if previous is None else GROWN_HEADROOM
+    previous = previous or Budget(0, 0, 0, 0)
+    return Budget(
+        n_node=max(round_capacity(n_nodes + 1, CAPACITY_STEPS), previous.n_node),
+        n_edge=max(round_capacity(math.ceil(n_edges * (1 + edge_room)), CAPACITY_STEPS), previous.n_edge),
+        n_graph=2,  # the structure's and the padding graph
+        n_neighbour=max(neighbour_width(degree, CAPACITY_STEPS, neighbour_room), previous.n_neighbour),
+    )
 
 
 class MDError(RuntimeError):
@@ -173,7 +225,8 @@ class _System:
     the graph's node capacity `n_nodes`.
 
     masses: [n_nodes] amu (1 on padding); mobile: [n_nodes] bool (False on fixed atoms and
-    padding); np_masses: [n] amu of the real atoms (float64); dof: 3 x the mobile atoms."""
+    padding); np_masses: [n] amu of the real atoms (float64); dof: 3 x the mobile atoms;
+    skin: the neighbour-list skin in A."""
 
     atoms: ase.Atoms
     numbers: np.ndarray
@@ -184,6 +237,7 @@ class _System:
     mobile: jnp.ndarray
     np_masses: np.ndarray
     dof: int
+    skin: float
 
     @property
     def n(self) -> int:
@@ -235,7 +289,7 @@ class _Trajectory:
 class MDEngine:
     """MD with one model; compiled chunks and graph budgets are reused across runs.
 
-    Budgets are kept per node capacity and only grow, so structures of one size share
+    Budgets are kept per number of atoms and only grow, so structures of one size share
     a compiled shape whatever their neighbour counts.
     """
 
@@ -261,12 +315,9 @@ class MDEngine:
         """Padded graph with every pair closer than r_max + skin (host side)."""
         config = Configuration(atomic_numbers=numbers, positions=positions, cell=cell, pbc=pbc)
         item = graph_from_configuration(config, self.r_max + skin)
-        nodes = len(numbers) + 1
-        batch, budget = pad_to_capacity(
-            [item], self.r_max, at_least=self._budgets.get(nodes), dtype=self.dtype, neighbour_headroom=0.25
-        )
-        self._budgets[nodes] = budget
-        return batch.graph
+        key = len(numbers)
+        budget = self._budgets[key] = md_budget(item, self._budgets.get(key))
+        return pad_batch([item], *budget[:3], r_max=self.r_max, dtype=self.dtype, n_neighbour=budget.n_neighbour).graph
 
     def run(
         self,
@@ -312,6 +363,7 @@ class MDEngine:
             n_atoms=system.n,
             n_compilations=self.n_compilations - compilations,
             n_rebuilds=rebuilds,
+            skin=system.skin,
             wall_s=time.perf_counter() - start_time,
         )
 
@@ -327,7 +379,11 @@ class MDEngine:
         fixed = fixed_atoms(atoms)
         rng = np.random.default_rng(config.seed)
         numbers, cell, pbc = structure.atomic_numbers, structure.cell, structure.pbc
-        graph = self.graph(numbers, structure.positions, cell, pbc, config.skin)
+        start_velocities = initial_velocities(atoms, config.temperature, fixed, rng)
+        skin = config.skin
+        if skin is None:
+            skin = choose_skin(start_velocities, atoms.get_masses(), ~fixed, config.temperature, config.dt)
+        graph = self.graph(numbers, structure.positions, cell, pbc, skin)
         n_nodes = graph.n_nodes
 
         def padded(x, fill=0.0):
@@ -338,36 +394,40 @@ class MDEngine:
         masses = jnp.asarray(padded(atoms.get_masses(), 1.0), self.dtype)
         mobile = jnp.asarray(padded(~fixed, False))
         dof = max(3 * int((~fixed).sum()), 1)
-        velocities = padded(initial_velocities(atoms, config.temperature, fixed, rng))
         np_masses = np.asarray(masses, np.float64)[:n]
-        return _System(atoms, numbers, cell, pbc, n_nodes, masses, mobile, np_masses, dof), graph, velocities
+        system = _System(atoms, numbers, cell, pbc, n_nodes, masses, mobile, np_masses, dof, skin)
+        return system, graph, padded(start_velocities)
 
     def _advance(
         self, system: _System, graph: Graph, state: MDState, key, trajectory: _Trajectory, progress, error: str | None
     ) -> tuple[int, int, str | None]:
-        """Chunks of `check_every` steps until `config.steps` (or `error`), the neighbour list
-        rebuilt between them: (steps done, rebuilds, the error that stopped the run or None)."""
+        """Chunks of `check_every` steps until `config.steps` (or `error`); the neighbour list is
+        rebuilt when a chunk stops because an atom moved more than skin/2 from where the list
+        was built: (steps done, rebuilds, the error that stopped the run or None)."""
         config, start_step = trajectory.config, trajectory.start_step
         variables = self.model.variables
         n_steps = max(config.steps - start_step, 0)
-        params = chunk_params(config, self.dtype)
+        params = chunk_params(config, system.skin, self.dtype)
         chunk = self._chunk(config.check_every, config.ensemble)
         done, rebuilds = 0, 0
+        reference, fresh = state.positions, True  # where `graph` was built; built for this chunk
         bar = _progress(n_steps, progress)
         while error is None and done < n_steps:
             params = params._replace(limit=jnp.asarray(min(config.check_every, n_steps - done), jnp.int32))
-            state, key, record = chunk(variables, graph, system.masses, system.mobile, state, key, params)
+            state, key, record = chunk(variables, graph, system.masses, system.mobile, state, reference, key, params)
             status = np.asarray(record.status)
             accepted = int(np.argmax(status != OK)) if np.any(status != OK) else len(status)
             trajectory.add(record, accepted, start_step + done)
             done += accepted
             bar.update(accepted)
-            error = stop_message(record, status, accepted, start_step + done + 1, graph, config)
-            if error is None and done < n_steps:
+            error = stop_message(record, status, accepted, start_step + done + 1, graph, config, system.skin, fresh)
+            fresh = False
+            if error is None and done < n_steps and accepted < len(status) and status[accepted] == REBUILD:
                 positions = np.asarray(state.positions, np.float64)[: system.n]
-                graph = self.graph(system.numbers, positions, system.cell, system.pbc, config.skin)
+                graph = self.graph(system.numbers, positions, system.cell, system.pbc, system.skin)
                 if graph.n_nodes != system.n_nodes:
                     raise MDError("node capacity changed during a run")  # budgets never shrink: a bug
+                reference, fresh = state.positions, True
                 rebuilds += 1
             temperature = 2 * trajectory.ekin[-1] / (system.dof * units.kB)
             bar.set_postfix(T=f"{temperature:.0f}K", E=f"{trajectory.epot[-1]:.3f}")
@@ -429,13 +489,14 @@ def _progress(total: int, show):
     return tqdm(total=total, unit="step", desc="MD", disable=None)  # None: only on a terminal
 
 
-def chunk_params(config: MDConfig, dtype) -> ChunkParams:
-    """The chunk's settings in ASE units (dt in ASE time, kT and friction per ASE time)."""
+def chunk_params(config: MDConfig, skin: float, dtype) -> ChunkParams:
+    """The chunk's settings in ASE units (dt in ASE time, kT and friction per ASE time);
+    `skin` in A, the neighbour list's."""
     return ChunkParams(
         dt=jnp.asarray(config.dt * units.fs, dtype),
         kT=jnp.asarray(units.kB * (config.temperature or 0.0), dtype),
         friction=jnp.asarray(config.friction / units.fs, dtype),
-        half_skin=jnp.asarray(0.5 * config.skin, dtype),
+        half_skin=jnp.asarray(0.5 * skin, dtype),
         min_distance=jnp.asarray(config.min_distance, dtype),
         limit=jnp.asarray(config.check_every, jnp.int32),
     )
@@ -455,9 +516,13 @@ def md_frame(atoms: ase.Atoms, step: int, time_fs: float, positions, velocities,
     return a
 
 
-def stop_message(record, status: np.ndarray, accepted: int, step: int, graph, config: MDConfig) -> str | None:
+def stop_message(
+    record, status: np.ndarray, accepted: int, step: int, graph, config: MDConfig, skin: float, fresh: bool
+) -> str | None:
     """Why a chunk stopped after `accepted` good steps, as an error naming `step` (the first
-    bad one), or None when it ran to its limit or stopped for a neighbour-list rebuild."""
+    bad one), or None when it ran to its limit or stopped for a neighbour-list rebuild.
+    `fresh`: the chunk's graph was built at the state it started from, so a rebuild
+    wanted before any step was accepted means one step moved an atom more than skin/2."""
     reason = int(status[accepted]) if accepted < len(status) else LIMIT
     if reason == NOT_FINITE:
         return (
@@ -472,10 +537,10 @@ def stop_message(record, status: np.ndarray, accepted: int, step: int, graph, co
             f"{float(record.min_distance[accepted]):.3f} A apart (< min_distance "
             f"{config.min_distance} A); the run exploded or the model lets atoms collapse"
         )
-    if reason == REBUILD and accepted == 0:
+    if reason == REBUILD and accepted == 0 and fresh:
         return (
             f"MD stopped at step {step}: an atom moved more than skin/2 = "
-            f"{config.skin / 2} A in one step; use a smaller dt or a larger skin"
+            f"{skin / 2:.3g} A in one step; use a smaller dt or a larger skin"
         )
     return None
 

@@ -55,8 +55,9 @@ def test_nve_energy_drift(engine):
     assert result.error is None and result.steps_done == 300
     assert abs(drift["drift_eV_per_atom_per_ps"]) < 1e-4
     assert drift["max_deviation_eV_per_atom"] < 1e-4
-    assert result.n_rebuilds == 11 and len(result.frames) == 7
-    assert result.n_compilations <= 2  # initial forces + one chunk shape
+    assert result.n_rebuilds > 0 and len(result.frames) == 7
+    # initial forces + a chunk shape, + the capacities outgrown as the third shell (4.41 A) crosses r_max + skin
+    assert result.n_compilations <= 5
     assert result.temperature[0] > 100  # the atoms really moved
     f = result.frames[-1]
     assert f.info["md_step"] == 300 and np.isfinite(f.get_forces()).all()
@@ -72,6 +73,36 @@ def test_jit_md_matches_ase_velocity_verlet(engine, cu_model):
         np.testing.assert_allclose(a.positions, b.positions, atol=1e-8)
         np.testing.assert_allclose(a.get_forces(), b.get_forces(), atol=1e-8)
     np.testing.assert_allclose(ours.total_energy, theirs.total_energy, atol=1e-8)
+
+
+def expanded_cu_cell():
+    """Cu fcc with a = r_max = 4 A, rattled: second-shell pairs sit at r_max, so pairs keep
+    crossing the cutoff, and a neighbour list that missed one would give wrong forces."""
+    atoms = bulk("Cu", "fcc", a=4.0, cubic=True) * (2, 2, 2)
+    atoms.rattle(0.05, seed=1)
+    return atoms
+
+
+@pytest.mark.parametrize("skin", [None, 0.1])
+def test_skin_gives_the_calculator_trajectory(cu_model, skin):
+    """The engine's own skin (None), and one too thin for the motion (rebuilt every few
+    steps), give the calculator path's trajectory to round-off: the skin check fires and a
+    rebuild replaces the list before any pair closer than r_max can be missing."""
+    atoms = expanded_cu_cell()
+    config = MDConfig(steps=40, dt=2.0, ensemble="nve", temperature=1500, check_every=10, save_every=5, skin=skin)
+    ours = MDEngine(cu_model).run(atoms, config)
+    theirs = run_ase_md(cu_model, atoms, config)
+    assert ours.error is None and theirs.error is None and len(ours.frames) == len(theirs.frames) == 9
+    for a, b in zip(ours.frames, theirs.frames):
+        np.testing.assert_allclose(a.positions, b.positions, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(a.get_forces(), b.get_forces(), rtol=0, atol=1e-9)
+    assert ours.n_rebuilds >= (10 if skin else 2), ours.n_rebuilds
+
+
+def test_rebuilds_only_when_an_atom_has_moved_half_the_skin(engine):
+    """A skin the run does not use up is never rebuilt, however many chunks the run takes."""
+    result = engine.run(cu_cell(), MDConfig(steps=40, dt=1.0, ensemble="nve", temperature=100, check_every=5, skin=1.0))
+    assert result.error is None and result.n_rebuilds == 0 and result.skin == 1.0
 
 
 def test_fixed_atoms_stay_and_langevin_thermostats(engine):
@@ -108,7 +139,9 @@ def test_unknown_element_is_named(engine):
         engine.run(atoms, MDConfig(steps=2))
 
 
-def test_md_cli(tmp_path, cu_model):
+def test_md_cli(tmp_path, cu_model, capsys):
+    import json
+
     import ase.io
 
     from jaxtl.cli import main
@@ -142,6 +175,8 @@ def test_md_cli(tmp_path, cu_model):
     assert rc == 0
     frames = ase.io.read(out, ":")
     assert len(frames) == 5 and frames[-1].info["md_step"] == 40
+    summary = json.loads(capsys.readouterr().out)
+    assert 0.2 <= summary["neighbour_list_skin_A"] <= 1.0  # the engine's own choice, reported
 
 
 def test_md_help_gives_units(capsys):
