@@ -7,8 +7,8 @@ jitted call, so a trajectory compiles a handful of times and each step is one di
 Each layout's program is compiled ahead of time and kept: calling a compiled executable
 with the host arrays costs far less than `jax.jit`'s dispatch of the same numpy arguments
 (about 1.7 ms of a 5 ms call at 224 atoms). The radials are read from ace-jax's B-spline
-table by default (`DEFAULT_RADIAL_TABLE` intervals): forces agree with the exact radials
-to ~1e-7 meV/A and energies to ~1e-7 meV on the H2/Cu students, and the call is cheaper.
+table by default (`DEFAULT_RADIAL_TABLE` intervals): on the H2/Cu students forces agree
+with the exact radials to ~1e-4 meV/A and energies to ~1e-7 meV, and the call is cheaper.
 Models this path does not cover raise NotImplementedError at construction
 (`ace_eval.check_supported`); `jaxtl.distill.ace.ace_calculator` then uses ace-jax's own.
 """
