@@ -72,7 +72,19 @@ ACE_STUDENTS = {
     "ace_o3_d10_r5": dict(order=3, degree=10, r_max=5.0),
     "ace_o3_d10_r4": dict(order=3, degree=10, r_max=4.0),
     "ace_o3_d12_r5": dict(order=3, degree=12, r_max=5.0),
+    "ace_o3_d8_r4.5": dict(order=3, degree=8, r_max=4.5),
+    "ace_o3_d7_r4": dict(order=3, degree=7, r_max=4.0),
+    "ace_o3_d6_r4": dict(order=3, degree=6, r_max=4.0),
+    "ace_o3_d8_r4_hot": dict(order=3, degree=8, r_max=4.0),
+    "ace_o3_d10_r4_hot": dict(order=3, degree=10, r_max=4.0),
+    "ace_o3_d8_r4.5_hot": dict(order=3, degree=8, r_max=4.5),
+    "ace_o3_d8_r4_wL2_hot": dict(order=3, degree=8, r_max=4.0, wL=2.0),
+    "ace_o4_d8_r4_hot": dict(order=4, degree=8, r_max=4.0),
 }
+# Extra training data of the training starts only (never the held-out slab): hotter Langevin
+# runs, each kept frame also rattled. Students named *_hot are fitted to labelled.xyz plus these.
+HOT_SAMPLING = dict(md_steps=400, temperature=1000.0, keep_every=20, n_rattled=1, rattle_std=0.1)
+HOT_SUFFIX = "_hot"
 # The size of the paper's teachers: MACE-MP-0 medium (128x0e+128x1o, L=3, correlation 3, r 6 A)
 MP0_MEDIUM = dict(
     atomic_numbers=(1, 29),
@@ -123,10 +135,9 @@ SETTINGS = {
     ),
 }
 ACE_STUDENTS["ace_fast"] = dict(order=2, degree=5, r_max=5.0, map_steps=60)
-# ACE students are also timed with their radials tabulated (ace-jax's radial_table: forces
-# within ~1e-7 eV/A of the exact ones at this many intervals)
-RADIAL_TABLE_INTERVALS = 4000
-RADIAL_TABLE_SUFFIX = "+radial_table"
+# ACE students run with their radials read from B-spline tables (the calculator's default:
+# forces within ~1e-7 eV/A of the exact radials); they are also timed with the exact radials
+EXACT_RADIALS_SUFFIX = "+exact_radials"
 
 
 def place_h2(slab, rng: np.random.Generator, height=(1.5, 3.0), bond: float = 0.74):
@@ -205,6 +216,32 @@ def stage_data(teacher, out: Path, s: dict, seed: int) -> Path:
     return data / "labelled.xyz"
 
 
+def stage_hot(teacher, labelled: Path, out: Path, s: dict, seed: int) -> Path:
+    """labelled.xyz plus teacher-labelled frames of hotter, rattled runs from the training starts
+    (`HOT_SAMPLING`, seeds of their own), all tagged split=train: OUT/data/labelled_hot.xyz."""
+    import ase.io
+
+    from jaxtl.distill import SamplingConfig, label_structures
+    from jaxtl.distill.sampling import sample_structures
+
+    target = out / "data" / "labelled_hot.xyz"
+    if target.exists():
+        return target
+    n_train = len(s["train_slabs"]) * s["per_slab"]
+    names = s["train_slabs"] * s["per_slab"] + s["held_out_slabs"] * s["per_slab"]
+    train_starts = starts(names, seed)[:n_train]  # the same geometries stage_data drew
+    config = SamplingConfig(**HOT_SAMPLING, dt=1.0, friction=0.01, seed=seed + 2000)
+    frames, report = sample_structures(teacher, train_starts, config, progress=False)
+    for a in frames:
+        a.info.update(split="train", md_temperature=config.temperature, augment="hot")
+    labelled_hot, _ = label_structures(teacher, frames, batch_size=8)
+    tmp = target.with_suffix(".tmp.xyz")
+    ase.io.write(tmp, ase.io.read(labelled, ":") + labelled_hot, format="extxyz")
+    tmp.rename(target)
+    (out / "data" / "sampling_hot.json").write_text(json.dumps(report, indent=2, default=str))
+    return target
+
+
 def stage_student(teacher_dir: Path, name: str, labelled: Path, out: Path, s: dict, seed: int, batch_size: int) -> dict:
     """One student distilled from the labels (skipped when its report exists; an interrupted
     one resumes)."""
@@ -269,13 +306,11 @@ def stage_speed(teacher, names, out: Path, s: dict, repeat: int, medium: bool) -
         b = a.repeat((repeat, repeat, 1)) if repeat > 1 else a.copy()
         b.calc = None
         structures.append(b)
-    calcs = {"teacher": MACECalculator(teacher)}
+    calcs = {"teacher": load_calculator(out / "teacher")}  # every model through the same path
     for name in names:
         calcs[name] = load_calculator(out / "students" / name / "student")
-        if name in ACE_STUDENTS:  # the same student with its radials read from B-spline tables
-            calcs[name + RADIAL_TABLE_SUFFIX] = load_calculator(
-                out / "students" / name / "student", radial_table=RADIAL_TABLE_INTERVALS
-            )
+        if name in ACE_STUDENTS:  # the same student with the radials as fitted
+            calcs[name + EXACT_RADIALS_SUFFIX] = load_calculator(out / "students" / name / "student", radial_table=None)
     if medium:
         calcs["mp0_medium_shaped"] = MACECalculator(medium_shaped_model())
     load_before = os.getloadavg()
@@ -340,7 +375,8 @@ def main(argv=None) -> int:
     reports = {}
     for name in s["students"]:
         logging.info("student %s", name)
-        reports[name] = stage_student(teacher_dir, name, labelled, out, s, args.seed, args.batch_size)
+        data = stage_hot(teacher, labelled, out, s, args.seed) if name.endswith(HOT_SUFFIX) else labelled
+        reports[name] = stage_student(teacher_dir, name, data, out, s, args.seed, args.batch_size)
     if args.students_only:
         return 0
     speeds = {}
@@ -410,7 +446,7 @@ def summarise(reports: dict, speeds: dict, record: dict, s: dict, args, argv) ->
                 k: {q: v for q, v in u.items() if q != "energy_std_per_structure"} for k, u in r["uncertainty"].items()
             }
         for n, timing in speeds.items():
-            for suffix in ("", RADIAL_TABLE_SUFFIX):
+            for suffix in ("", EXACT_RADIALS_SUFFIX):
                 if name + suffix not in timing:
                     continue
                 ms = timing[name + suffix]["ms_per_call"]
@@ -452,7 +488,7 @@ def table_md(results: dict) -> str:
         row += ["1.0x"] * len(sizes)
         lines.append("| " + " | ".join(row) + " |")
     for name, r in results["students"].items():
-        for suffix in ("", RADIAL_TABLE_SUFFIX):
+        for suffix in ("", EXACT_RADIALS_SUFFIX):
             if f"ms{suffix}_{sizes[0]}" not in r:
                 continue
             row = [name + suffix, str(r["n_parameters"])]
@@ -468,9 +504,9 @@ def table_md(results: dict) -> str:
         "Speed: energy+forces per ASE calculator call (neighbour lists included), median of interleaved "
         f"calls in one process on {meta['device']} ({meta['cpu']}); the 224-atom cells are 2x2 repeats. "
         f"Load average (1, 5, 15 min) before/after each size: {_loads(meta.get('load_average'))}. "
-        f"ACE students through `jaxtl.load_calculator` (compiled path, float64); {RADIAL_TABLE_SUFFIX}: the "
-        f"same student with radials from {RADIAL_TABLE_INTERVALS}-interval B-spline tables (errors as the "
-        "exact row to the digits shown).",
+        "Every model through `jaxtl.load_calculator`; ACE students on its compiled path in float64 with "
+        f"radials from B-spline tables (the default), {EXACT_RADIALS_SUFFIX}: the same student with the "
+        "radials as fitted (errors as the tabulated row to the digits shown).",
         "",
         f"Commit {meta['commit']}, {meta['date']}, versions {meta['versions']}.",
         f"Command: `{meta['command']}`",

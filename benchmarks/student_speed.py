@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -57,7 +58,9 @@ def main(argv=None) -> int:
     calcs = {"teacher": MACECalculator(args.teacher)}
     for path in args.students:
         calcs[str(path)] = load_calculator(path)
+    load_before = os.getloadavg()
     speed = compare_calculators(calcs, timed, repeats=args.repeats)
+    load_after = os.getloadavg()
     rows = []
     for name, calc in calcs.items():
         errors = calculator_errors(calc, frames) if name != "teacher" else None
@@ -80,6 +83,7 @@ def main(argv=None) -> int:
         "n_atoms_mean": speed["n_atoms_mean"],
         "device": speed["device"],
         "repeats": args.repeats,
+        "load_average": {"before": list(load_before), "after": list(load_after)},
         "commit": commit,
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "versions": {"jax": jax.__version__, "ase": ase.__version__, "python": platform.python_version()},
@@ -91,7 +95,8 @@ def main(argv=None) -> int:
     lines = [
         f"Energy+forces per ASE calculator call on {meta['device']}, {meta['n_atoms_mean']:.0f} atoms, median of "
         f"{args.repeats} interleaved rounds over {len(timed)} structures; errors against the teacher "
-        f"on {len(frames)} held-out structures ({args.structures}).",
+        f"on {len(frames)} held-out structures ({args.structures}). Load average (1, 5, 15 min) before/after "
+        f"the timing: {', '.join(f'{x:.1f}' for x in load_before)} / {', '.join(f'{x:.1f}' for x in load_after)}.",
         "",
         "| model | ms/call | speed-up | F RMSE vs teacher (meV/A) | E RMSE vs teacher (meV/atom) |",
         "|---|---:|---:|---:|---:|",

@@ -414,7 +414,7 @@ def load(kind: str, model):
 
         return model if isinstance(model, MDEngine) else MDEngine(model)  # compiled once for every start
     if isinstance(model, (str, Path)):
-        from jaxtl.calculator import load_calculator
+        from jaxtl import load_calculator
 
         return load_calculator(model)
     return model

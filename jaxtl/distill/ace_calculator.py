@@ -4,6 +4,11 @@ Reads ace-jax's `model.npz`, evaluates ace-jax's evaluation form of it (`lean`) 
 `ace_eval` on neighbour blocks (`ace_blocks`): the neighbour list is jaxtl's (vesin), the
 capacities are rounded and never shrink, and energy, forces and virial come from one
 jitted call, so a trajectory compiles a handful of times and each step is one dispatch.
+Each layout's program is compiled ahead of time and kept: calling a compiled executable
+with the host arrays costs far less than `jax.jit`'s dispatch of the same numpy arguments
+(about 1.7 ms of a 5 ms call at 224 atoms). The radials are read from ace-jax's B-spline
+table by default (`DEFAULT_RADIAL_TABLE` intervals): on the H2/Cu students forces agree
+with the exact radials to ~1e-4 meV/A and energies to ~1e-7 meV, and the call is cheaper.
 Models this path does not cover raise NotImplementedError at construction
 (`ace_eval.check_supported`); `jaxtl.distill.ace.ace_calculator` then uses ace-jax's own.
 """
@@ -20,6 +25,9 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from jaxtl.distill.ace_blocks import BlockLayout, pack_neighbours
 from jaxtl.graph.io import DataError
+
+# intervals of the radial table a calculator uses unless told otherwise (ace-jax's default)
+DEFAULT_RADIAL_TABLE = 4000
 
 
 def load_lean_model(model_file, radial_table: int | None = None):
@@ -42,9 +50,11 @@ class CompiledACECalculator(Calculator):
 
     Args:
         model_file: ace-jax's model.npz.
-        radial_table: None (the radials as fitted) or a number of intervals: the radials
+        radial_table: a number of intervals (default `DEFAULT_RADIAL_TABLE`): the radials
             read from cubic B-spline tables in r (ace-jax's `radial_table`, an approximation:
-            at 4000 intervals forces within ~1e-7 eV/A of the exact ones), cheaper per edge.
+            at 4000 intervals forces within ~1e-7 eV/A of the exact ones; below 0.5 A, far
+            inside any physical distance, the end cubic extrapolates), cheaper per edge;
+            None: the radials as fitted.
         headroom: neighbour slots per centre beyond the largest count, as a fraction.
         source: how errors name the model (default: the file).
     """
@@ -52,7 +62,12 @@ class CompiledACECalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(
-        self, model_file, radial_table: int | None = None, headroom: float = 0.0, source: str | None = None, **kwargs
+        self,
+        model_file,
+        radial_table: int | None = DEFAULT_RADIAL_TABLE,
+        headroom: float = 0.0,
+        source: str | None = None,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         import jax
@@ -68,14 +83,22 @@ class CompiledACECalculator(Calculator):
         self._index = np.full(max(self.elements) + 1, -1, np.int64)
         self._index[list(self.elements)] = np.arange(len(self.elements))
         self._layout: BlockLayout | None = None
-        self._layouts: set[BlockLayout] = set()
+        self._programs: dict = {}  # BlockLayout -> its compiled executable
         self.last_timing: dict | None = None
         self._evaluate = jax.jit(functools.partial(energy_forces_virial, self.model), static_argnums=0)
 
     @property
     def n_compilations(self) -> int:
         """Distinct padded layouts evaluated so far (one compiled program each)."""
-        return len(self._layouts)
+        return len(self._programs)
+
+    def program(self, layout: BlockLayout, blocks):
+        """The compiled energy+forces+virial of `layout` (compiled on its first use)."""
+        compiled = self._programs.get(layout)
+        if compiled is None:
+            compiled = self._evaluate.lower(layout, *blocks).compile()
+            self._programs[layout] = compiled
+        return compiled
 
     def species_of(self, numbers) -> np.ndarray:
         """[n] species index per atom; a DataError naming an element the model lacks."""
@@ -107,9 +130,8 @@ class CompiledACECalculator(Calculator):
             at_least=self._layout,
             headroom=self.headroom,
         )
-        self._layouts.add(self._layout)
         packed = time.perf_counter()
-        energy, site, forces, virial = self._evaluate(self._layout, *blocks)
+        energy, site, forces, virial = self.program(self._layout, blocks)(*blocks)
         energy = float(energy)
         forces = np.asarray(forces)[:n]
         # the host's share (neighbour list and blocks) and the compiled call's (with transfers)

@@ -71,7 +71,7 @@ def test_same_energies_forces_and_stress_as_ace_jax(model_file):
 
     from jaxtl.distill.ace_calculator import CompiledACECalculator
 
-    fast, reference = CompiledACECalculator(model_file), ACECalculator(str(model_file))
+    fast, reference = CompiledACECalculator(model_file, radial_table=None), ACECalculator(str(model_file))
     for atoms in structures():
         e, f, s = _results(fast, atoms)
         e_ref, f_ref, s_ref = _results(reference, atoms)
@@ -89,9 +89,15 @@ def test_radial_table_matches_ace_jax_table_and_stays_near_exact(model_file):
 
     from jaxtl.distill.ace_calculator import CompiledACECalculator
 
-    table, exact = CompiledACECalculator(model_file, radial_table=2000), CompiledACECalculator(model_file)
+    table, exact = CompiledACECalculator(model_file, radial_table=2000), CompiledACECalculator(model_file, None)
     reference = ACECalculator(str(model_file), radial_table=2000)
+    default, default_reference = CompiledACECalculator(model_file), ACECalculator(str(model_file), radial_table=True)
+    assert default.model.rtab_grid and not exact.model.rtab_grid
     for atoms in structures()[:2]:
+        e, f, _ = _results(default, atoms)  # the default reads ace-jax's default table
+        e_ref, f_ref, _ = _results(default_reference, atoms)
+        np.testing.assert_allclose(e, e_ref, rtol=1e-12)
+        np.testing.assert_allclose(f, f_ref, rtol=0, atol=1e-10)
         e, f, _ = _results(table, atoms)
         e_ref, f_ref, _ = _results(reference, atoms)
         np.testing.assert_allclose(e, e_ref, rtol=1e-12)
