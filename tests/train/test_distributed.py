@@ -51,7 +51,8 @@ CACHE = {}
 
 @pytest.fixture(scope="module", autouse=True)
 def compilation_cache(tmp_path_factory):
-    CACHE["dir"] = str(tmp_path_factory.mktemp("xla_cache"))
+    # the session's cache (tests/conftest.py) where there is one: the jobs' programs are compiled once, not per run
+    CACHE["dir"] = jax.config.jax_compilation_cache_dir or str(tmp_path_factory.mktemp("xla_cache"))
     yield
     CACHE.clear()
 
