@@ -88,7 +88,11 @@ for step in range(1, 1000):
 
 def test_kill_during_save_keeps_previous_checkpoint(tmp_path):
     interrupted = 0
-    for delay in (0.0, 0.02, 0.05):
+    # kills at growing delays after a save starts, until one lands inside a save (on a loaded
+    # machine a save's files may appear later than a fixed delay); every kill keeps a checkpoint
+    for delay in (0.0, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.8):
+        if interrupted:
+            break
         out = tmp_path / f"d{delay}"
         proc = subprocess.Popen([sys.executable, "-c", SAVER, str(out)], env=_env(), stdout=subprocess.PIPE, text=True)
         for line in proc.stdout:
