@@ -5,8 +5,8 @@ Reads ace-jax's `model.npz`, evaluates ace-jax's evaluation form of it (`lean`) 
 capacities are rounded and never shrink, and energy, forces and virial come from one
 jitted call, so a trajectory compiles a handful of times and each step is one dispatch.
 Each layout's program is compiled ahead of time and kept: calling a compiled executable
-with the host arrays costs far less than `jax.jit`'s dispatch of the same numpy arguments
-(about 1.7 ms of a 5 ms call at 224 atoms). The radials are read from ace-jax's B-spline
+with the host arrays costs far less than `jax.jit`'s dispatch of the same numpy arguments,
+a large share of a call on a few hundred atoms. The radials are read from ace-jax's B-spline
 table by default (`DEFAULT_RADIAL_TABLE` intervals): on the H2/Cu students forces agree
 with the exact radials to ~1e-4 meV/A and energies to ~1e-7 meV, and the call is cheaper.
 Models this path does not cover raise NotImplementedError at construction

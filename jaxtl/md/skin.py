@@ -21,11 +21,9 @@ from ase import units
 
 # Steps between rebuilds the skin is sized for. Each 0.1 A of skin adds ~6 % edges at
 # r_max = 5 A, so ~6 % to every step; each rebuild ends a compiled chunk and makes a host
-# round trip (vesin, padding, a new graph on the device, the chunk's frames read back),
-# which on a 2-core CPU cost more than thinner skins saved: on 224 atoms of H2/Cu at 300 K
-# and 0.5 fs (benchmarks/results/md_skin_sweep_cpu_h2cu224.md) a skin of 0.1 A (a rebuild
-# every ~2.4 steps) ran at 328 ms a step, 0.15 A (every ~4) at 266, and this rule's 0.24 A
-# (every ~7) at 240, the calculator path at 270 (medians of 4 interleaved rounds, load 17).
+# round trip (vesin, padding, a new graph on the device, the chunk's frames read back), so
+# a much thinner skin costs more in rebuilds than it saves in edges
+# (benchmarks/results/md_skin_sweep_cpu_h2cu224.md sweeps it).
 STEPS_PER_REBUILD = 8
 # A, the skin's bounds: below MIN_SKIN the list is rebuilt on vibrations alone (a thermal
 # amplitude is ~0.05-0.1 A); at MAX_SKIN the list holds ~1.7x the exact edges (r_max 5 A).
