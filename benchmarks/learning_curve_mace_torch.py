@@ -398,7 +398,9 @@ def main(argv=None) -> None:
         f"Command: `{meta['command']}`",
         "",
     ]
-    (out / "results.json").write_text(json.dumps({"meta": meta, "mace_torch": rows, "jaxtl": jaxtl_rows}, indent=1))
+    record = json.dumps({"meta": meta, "mace_torch": rows, "jaxtl": jaxtl_rows}, indent=1)
+    # the cells' commands name this checkout's files: relative to it, as the results are read elsewhere
+    (out / "results.json").write_text(record.replace(str(HERE.parent) + "/", ""))
     (out / "results.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -16,8 +16,7 @@ import sys
 from pathlib import Path
 
 import jax
-
-from jaxtl.train.distributed import DistributedConfig, initialize
+from local_job import add_job_args, join_local_job
 
 GLOBAL_BATCH = 4
 TINY_STUDENT = dict(hidden_irreps="4x0e", radial_MLP=(8,), correlation=1, MLP_irreps="4x0e", num_bessel=4)
@@ -48,14 +47,9 @@ def main() -> int:
     p.add_argument("teacher")
     p.add_argument("starts")
     p.add_argument("out")
-    p.add_argument("--num-processes", type=int, default=1)
-    p.add_argument("--process-id", type=int, default=0)
-    p.add_argument("--port", type=int, default=0)
+    add_job_args(p)
     args = p.parse_args()
-    if args.num_processes > 1:
-        initialize(
-            DistributedConfig(f"127.0.0.1:{args.port}", args.num_processes, args.process_id, heartbeat_timeout_s=10)
-        )
+    join_local_job(args, heartbeat_timeout_s=10)
     jax.config.update("jax_enable_x64", True)
     import jaxtl.distill.labelled_set as labelled_set
     from jaxtl.distill import distill

@@ -17,9 +17,8 @@ import sys
 from pathlib import Path
 
 import jax
+from local_job import add_job_args, join_local_job
 from test_stream import MODEL  # the tiny model of the in-memory/streamed comparison (this folder is on sys.path)
-
-from jaxtl.train.distributed import DistributedConfig, initialize
 
 GLOBAL_BATCH = 6
 
@@ -28,14 +27,9 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("prepared")
     p.add_argument("out")
-    p.add_argument("--num-processes", type=int, default=1)
-    p.add_argument("--process-id", type=int, default=0)
-    p.add_argument("--port", type=int, default=0)
+    add_job_args(p)
     args = p.parse_args()
-    if args.num_processes > 1:
-        initialize(
-            DistributedConfig(f"127.0.0.1:{args.port}", args.num_processes, args.process_id, heartbeat_timeout_s=10)
-        )
+    join_local_job(args, heartbeat_timeout_s=10)
     jax.config.update("jax_enable_x64", True)
 
     from jaxtl.graph.ondisk import StreamedBatches

@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 
 import jax
-
-from jaxtl.train.distributed import DistributedConfig, initialize
+from local_job import add_job_args, join_local_job
 
 STEPS = 4
 
@@ -27,9 +26,7 @@ STEPS = 4
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("out")
-    p.add_argument("--num-processes", type=int, default=1)
-    p.add_argument("--process-id", type=int, default=0)
-    p.add_argument("--port", type=int, default=0)
+    add_job_args(p)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--resume", action="store_true")
@@ -40,16 +37,7 @@ def main() -> int:
         jax.config.update("jax_compilation_cache_dir", args.cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    if args.num_processes > 1:
-        initialize(
-            DistributedConfig(
-                f"127.0.0.1:{args.port}",
-                args.num_processes,
-                args.process_id,
-                heartbeat_timeout_s=5,
-                initialization_timeout_s=60,
-            )
-        )
+    join_local_job(args, heartbeat_timeout_s=5, initialization_timeout_s=60)
     jax.config.update("jax_enable_x64", True)
 
     import jax.numpy as jnp
