@@ -49,6 +49,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -190,31 +191,45 @@ def analyse(
         "outside_cell": "the cell's z range",
     }
     reasons += [f"{k} {v:.3g} at step {s} (limit {limits[k]})" for k, (s, v) in first_bad.items()]
-    t_max = float(np.max(temperature)) if len(temperature) else np.nan
-    late = temperature[time_fs >= c.equilibration_fs]
-    t_mean = float(late.mean()) if len(late) else np.nan
-    if not frames:
-        reasons.append("no frames on disk")
-    elif not t_max <= c.max_temperature_factor * config.temperature:
-        reasons.append(f"temperature reached {t_max:.0f} K (limit {c.max_temperature_factor}x{config.temperature} K)")
-    if len(late) and abs(t_mean - config.temperature) > c.mean_temperature_tolerance * config.temperature:
-        reasons.append(
-            f"mean temperature after {c.equilibration_fs / 1000:g} ps {t_mean:.0f} K "
-            f"(target {config.temperature} K +-{100 * c.mean_temperature_tolerance:.0f} %)"
-        )
+    reasons += temperature_reasons(temperature, time_fs, config) if frames else ["no frames on disk"]
     return {
         "exploded": bool(reasons),
         "reasons": reasons,
         **{k: float(v) for k, v in worst.items()},
-        "max_temperature_K": t_max,
-        "mean_temperature_K": t_mean,
+        **temperature_summary(temperature, time_fs, config),
         "samples": {k: np.asarray(v) for k, v in samples.items()},
     }
 
 
-def histogram(values: np.ndarray, name: str) -> np.ndarray:
+def temperature_summary(temperature: np.ndarray, time_fs: np.ndarray, config: StabilityConfig) -> dict:
+    """The highest temperature of a run and its mean after equilibration (K; NaN without frames)."""
+    late = temperature[time_fs >= config.criteria.equilibration_fs]
+    return {
+        "max_temperature_K": float(np.max(temperature)) if len(temperature) else np.nan,
+        "mean_temperature_K": float(late.mean()) if len(late) else np.nan,
+    }
+
+
+def temperature_reasons(temperature: np.ndarray, time_fs: np.ndarray, config: StabilityConfig) -> list[str]:
+    """The thermostat criteria a run breaks: a frame above max_temperature_factor x the target, or a
+    mean after equilibration outside target +- mean_temperature_tolerance."""
+    c = config.criteria
+    t = temperature_summary(temperature, time_fs, config)
+    t_max, t_mean = t["max_temperature_K"], t["mean_temperature_K"]
+    reasons = []
+    if not t_max <= c.max_temperature_factor * config.temperature:
+        reasons.append(f"temperature reached {t_max:.0f} K (limit {c.max_temperature_factor}x{config.temperature} K)")
+    if not np.isnan(t_mean) and abs(t_mean - config.temperature) > c.mean_temperature_tolerance * config.temperature:
+        reasons.append(
+            f"mean temperature after {c.equilibration_fs / 1000:g} ps {t_mean:.0f} K "
+            f"(target {config.temperature} K +-{100 * c.mean_temperature_tolerance:.0f} %)"
+        )
+    return reasons
+
+
+def histogram(values: np.ndarray, name: str, observables: dict = OBSERVABLES) -> np.ndarray:
     """Normalised histogram of one observable, with underflow and overflow bins at the ends."""
-    (lo, hi), bins = OBSERVABLES[name]
+    (lo, hi), bins = observables[name]
     edges = np.concatenate([[-np.inf], np.linspace(lo, hi, bins + 1), [np.inf]])
     counts = np.histogram(np.asarray(values, dtype=float), bins=edges)[0].astype(float)
     return counts / counts.sum() if counts.sum() else counts
@@ -334,6 +349,7 @@ def study(
     round_ps: float | None = None,
     run=None,
     run_starts=None,
+    system: System | None = None,
 ) -> list[dict]:
     """Run (or resume) every model from every start; rows of the results, with observables vs the teacher.
 
@@ -342,8 +358,11 @@ def study(
         covered all starts evenly); None: each start to the end before the next.
     run: names of the models to run (None: all); the others are analysed from OUT as they are.
     run_starts: labels of the starts to run (None: all).
+    system: what is checked and compared (default: H2 on Cu, this file's criteria and observables).
     """
     from jaxtl.md.trajectory import complete_frames
+
+    system = system or H2CU
 
     rows, samples = [], {}
     for name, (kind, model) in models.items():
@@ -367,14 +386,14 @@ def study(
             error = errors.get(label, old.get("engine_error"))
             wall = walls.get(label, 0.0) + old.get("wall_s", 0.0)
             temp, time_fs = temperatures(frames, start)
-            verdict = analyse(frames, start, temp, time_fs, config, error)
+            verdict = system.analyse(frames, start, temp, time_fs, config, error)
             samples[(name, label)] = verdict.pop("samples")
             last = int(frames[-1].info.get("md_step", 0)) if frames else 0
             summary = {
                 "model": name,
                 "kind": kind,
                 "start": label,
-                "held_out_start": _held_out(label),
+                "held_out_start": system.held_out(label),
                 "n_atoms": len(start),
                 "steps": last,
                 "ps": last * config.dt_fs / 1000.0,
@@ -390,14 +409,16 @@ def study(
     for row in rows:
         own_samples = samples[(row["model"], row["start"])]
         ref = samples.get(("teacher", row["start"]))
-        for obs in OBSERVABLES:
-            own = histogram(own_samples[obs], obs)
+        for obs in system.observables:
+            own = histogram(own_samples[obs], obs, system.observables)
             if row["model"] == "teacher":  # samples are in frame order: halves are the first and last stretch
                 a, b = own_samples[obs][: len(own_samples[obs]) // 2], own_samples[obs][len(own_samples[obs]) // 2 :]
-                row[f"{obs}_js_teacher_halves"] = js_distance(histogram(a, obs), histogram(b, obs))
+                row[f"{obs}_js_teacher_halves"] = js_distance(
+                    histogram(a, obs, system.observables), histogram(b, obs, system.observables)
+                )
                 row[f"{obs}_w1_teacher_halves"] = wasserstein(a, b)
             elif ref is not None:
-                teacher = histogram(ref[obs], obs)
+                teacher = histogram(ref[obs], obs, system.observables)
                 row[f"{obs}_js"] = js_distance(own, teacher)
                 row[f"{obs}_overlap"] = overlap(own, teacher)
                 row[f"{obs}_w1"] = wasserstein(own_samples[obs], ref[obs])
@@ -422,6 +443,24 @@ def load(kind: str, model):
 
 def _held_out(label: str) -> bool:
     return any(label.endswith(Path(s).stem) for s in HELD_OUT_SLABS)
+
+
+@dataclasses.dataclass(frozen=True)
+class System:
+    """What a stability study checks and compares for one kind of system.
+
+    observables: name -> ((lo, hi), bins) of each histogram.
+    analyse: (frames, start, temperature, time_fs, config, engine_error) -> the verdict dict, with
+        "exploded", "reasons" and "samples" ({observable: 1-D array}); see `analyse`.
+    held_out: start label -> whether the distillation never trained on that start.
+    """
+
+    observables: dict
+    analyse: Callable
+    held_out: Callable[[str], bool]
+
+
+H2CU = System(OBSERVABLES, analyse, _held_out)
 
 
 def markdown(rows: list, meta: dict) -> str:
