@@ -21,6 +21,7 @@ import importlib.util
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -276,7 +277,7 @@ def run_metadata(script: str, argv: Sequence[str] | None) -> dict:
         "heap_settings": _allocator.heap_settings_made(),
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "cpu_settings": dataclasses.asdict(settings) if (settings := cpu_settings()) else None,
-        "command": f"python benchmarks/{script} " + " ".join(args),
+        "command": f"python benchmarks/{script} " + shlex.join(args),
     }
 
 

@@ -5,6 +5,10 @@
 #
 #   benchmarks/distill_aspirin.sh runs/aspirin_student                 # start
 #   benchmarks/distill_aspirin.sh runs/aspirin_student --resume        # continue after a stop
+#   DEGREE=9 benchmarks/distill_aspirin.sh runs/aspirin_student         # another basis, in OUT/ace_o3_d9
+#
+# Another basis on labels already made: `jaxtl distill --teacher T --labelled OUT/ace_o3_d7/labelled.xyz
+# --dft-test ... --student ace --ace-degree 9 ... --out DIR` (no sampling flags).
 #
 # Run from the repository root after benchmarks/learning_curve_aspirin.sh has finished the cell
 # runs/lc_aspirin/cells/0.1_f5_s0 (or set TEACHER to another model folder). Starts: 6 frames of
@@ -31,4 +35,4 @@ exec "${PYTHON:-python}" -m jaxtl.cli distill --teacher "$teacher" \
   --structures "$out/starts.xyz" --held-out-starts 5 \
   --md-steps 20000 --keep-every 40 --temperature 500 --dt 0.5 --test-temperatures 500 700 --test-md-steps 4000 \
   --dft-test ../shared/data/molecules/aspirin_test.extxyz \
-  --student ace --ace-order 3 --ace-degree 10 --ace-r-max 5.0 --quiet --out "$out/ace_o3_d10" "$@"
+  --student ace --ace-order 3 --ace-degree "${DEGREE:-7}" --ace-r-max 5.0 --quiet --out "$out/ace_o3_d${DEGREE:-7}" "$@"

@@ -165,6 +165,11 @@ def markdown(rows: list, meta: dict) -> str:
     if reasons:
         lines += ["", "Failures (the first frame breaking each criterion):", *reasons]
     lines += ["", f"Command: `{meta['command']}`; device {meta['device']}; jaxtl {meta['jaxtl_commit']}."]
+    if "--analyse-only" in meta["command"]:
+        lines.append(
+            "The trajectories were made by the same command without --analyse-only (one process per model, "
+            "`--models NAME`)."
+        )
     return "\n".join(lines) + "\n"
 
 
