@@ -215,20 +215,81 @@ def _pool(R, Y, blk):
     return jnp.concatenate(parts, axis=1)
 
 
-def _product_basis_energies(model, A):
-    """[n_rows, NZ]: sum_v ctilde[v, z] prod_k A[:, spec_v,k] for every species z, from
-    feature-major rows of A (each gather a contiguous row)."""
+def _basis_products(specs, ctilde, A):
+    """[n_rows, NZ] from feature-major rows of A (each gather a contiguous row)."""
     At = A.T
     e, first = 0.0, 0
-    for spec in model.blk_aa_specs:
-        spec = np.asarray(spec)
+    for spec in specs:
         prod = At[spec[:, 0]]
         for k in range(1, spec.shape[1]):
             prod = prod * At[spec[:, k]]
-        ctilde = model.ctilde[first : first + spec.shape[0]]
-        e = e + jnp.matmul(ctilde.T, prod, precision=jax.lax.Precision.HIGHEST)
-        first += spec.shape[0]
+        e = e + jnp.matmul(ctilde[first : first + len(spec)].T, prod, precision=jax.lax.Precision.HIGHEST)
+        first += len(spec)
     return e.T
+
+
+def _gradient_tables(specs, n_A: int, chunk: int = 16):
+    """Index tables for dE/dA_a = sum over the terms t with feature a of c_v(t) times the
+    product of t's other factors: per term (sorted by feature) its coefficient index [T]
+    and other factors [T, order - 1] (n_A: a factor of one); the terms in chunks
+    [n_chunks, chunk] (T: a zero) and each feature's chunks [n_A, m] (n_chunks: a zero).
+    Two rounds of gather-and-sum replace the scatter-add that reverse mode would emit."""
+    order = max(spec.shape[1] for spec in specs)
+    feature, coef, others, first = [], [], [], 0
+    for spec in specs:
+        for k in range(spec.shape[1]):
+            rest = np.delete(spec, k, axis=1)
+            feature.append(spec[:, k])
+            coef.append(first + np.arange(len(spec)))
+            others.append(np.pad(rest, ((0, 0), (0, order - 1 - rest.shape[1])), constant_values=n_A))
+        first += len(spec)
+    by_feature = np.argsort(np.concatenate(feature), kind="stable")
+    feature = np.concatenate(feature)[by_feature]
+    coef, others = np.concatenate(coef)[by_feature], np.concatenate(others)[by_feature]
+    counts = np.bincount(feature, minlength=n_A)
+    starts = np.cumsum(counts) - counts
+    chunks = [
+        np.arange(s, min(s + chunk, starts[a] + counts[a]))
+        for a in range(n_A)
+        for s in range(starts[a], starts[a] + counts[a], chunk)
+    ]
+    chunk_of = np.concatenate([np.full(-(-c // chunk), a) for a, c in enumerate(counts)]).astype(np.int64)
+    chunk_idx = np.full((len(chunks), chunk), len(feature))
+    for i, c in enumerate(chunks):
+        chunk_idx[i, : len(c)] = c
+    per_feature = np.bincount(chunk_of, minlength=n_A)
+    feature_idx = np.full((n_A, max(int(per_feature.max()), 1)), len(chunks))
+    for a, first_chunk in enumerate(np.cumsum(per_feature) - per_feature):
+        feature_idx[a, : per_feature[a]] = first_chunk + np.arange(per_feature[a])
+    return coef, others, chunk_idx, feature_idx
+
+
+def _product_basis_energies(model, A):
+    """[n_rows, NZ]: sum_v ctilde[v, z] prod_k A[:, spec_v,k] for every species z, with its
+    gradient written out (`_gradient_tables`)."""
+    specs = [np.asarray(spec) for spec in model.blk_aa_specs]
+    ctilde = model.ctilde
+
+    @jax.custom_vjp
+    def energies(A):
+        return _basis_products(specs, ctilde, A)
+
+    def forward(A):
+        return _basis_products(specs, ctilde, A), A
+
+    def backward(A, e_bar):
+        n_rows, n_A = A.shape
+        coef, others, chunk_idx, feature_idx = _gradient_tables(specs, n_A)
+        zero = jnp.zeros((n_rows, 1), A.dtype)
+        A1 = jnp.concatenate([A, jnp.ones_like(zero)], axis=1)
+        terms = jnp.matmul(e_bar, ctilde.T, precision=jax.lax.Precision.HIGHEST)[:, coef]
+        for k in range(others.shape[1]):
+            terms = terms * A1[:, others[:, k]]
+        chunk_sums = jnp.concatenate([terms, zero], axis=1)[:, chunk_idx].sum(axis=-1)
+        return (jnp.concatenate([chunk_sums, zero], axis=1)[:, feature_idx].sum(axis=-1),)
+
+    energies.defvjp(forward, backward)
+    return energies(A)
 
 
 def site_energies(model, rij, pair, species, slot_mask):

@@ -104,8 +104,9 @@ def pack_rows(
     n = len(positions)
     centre, nbr, unit = neighbour_list(positions, cell, pbc, cutoff, sort=False)  # x[nbr] - x[centre] + S @ cell
     cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
-    order = np.argsort(centre, kind="stable")  # each centre's slots in a run
-    centre, nbr, unit = centre[order], nbr[order], unit[order]
+    if np.any(centre[1:] < centre[:-1]):  # each centre's slots in a run (vesin's order already is)
+        order = np.argsort(centre, kind="stable")
+        centre, nbr, unit = centre[order], nbr[order], unit[order]
     counts = np.bincount(centre, minlength=n)
     slot = np.arange(len(centre)) - (np.cumsum(counts) - counts)[centre]
 
