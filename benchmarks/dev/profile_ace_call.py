@@ -3,10 +3,10 @@
 For each structure size (a teacher-labelled structure and its repeats), interleaved calls of:
   * the teacher (`jaxtl.load_calculator`, MACECalculator) through ASE;
   * each ACE student through ASE (`jaxtl.load_calculator`), its `last_timing` split into
-    the host neighbour blocks (`nlist_s`) and the compiled call with its transfers (`model_s`);
+    the host neighbour rows (`nlist_s`) and the compiled call with its transfers (`model_s`);
   * the student's compiled energy+forces alone, on arrays already on the device (no host
     work, no transfers): what the model costs;
-  * `pack_neighbours` alone (vesin neighbour list and the blocks).
+  * `pack_rows` alone (vesin neighbour list and the rows).
 Medians in ms of `--repeats` rounds, and the load average before and after.
 
     nice -n 10 python benchmarks/dev/profile_ace_call.py --teacher runs/h2cu/teacher \
@@ -38,7 +38,7 @@ def profile(teacher: str, students: list[str], atoms, repeats: int, radial_table
     import jax
 
     from jaxtl import load_calculator
-    from jaxtl.distill.ace_blocks import pack_neighbours
+    from jaxtl.distill.ace_rows import pack_rows
 
     calcs = {"teacher": load_calculator(teacher)}
     for s in students:
@@ -65,11 +65,9 @@ def profile(teacher: str, students: list[str], atoms, repeats: int, radial_table
                 continue
             species = calc.species_of(atoms.numbers)
             args = (atoms.positions, atoms.cell.array, atoms.pbc, species, len(calc.elements), calc.cutoff)
-            times.setdefault(f"{name} pack_neighbours", []).append(
-                _timed(lambda: pack_neighbours(*args, at_least=calc._layout))
-            )
-            layout, blocks = pack_neighbours(*args, at_least=calc._layout)
-            program, on_device = calc.program(layout, blocks), [jax.device_put(b) for b in blocks]
+            times.setdefault(f"{name} pack_rows", []).append(_timed(lambda: pack_rows(*args, at_least=calc._layout)))
+            layout, arrays = pack_rows(*args, at_least=calc._layout)
+            program, on_device = calc.program(layout, arrays), [jax.device_put(b) for b in arrays]
             jax.block_until_ready(program(*on_device))
             times.setdefault(f"{name} compiled on device", []).append(
                 _timed(lambda: jax.block_until_ready(program(*on_device)))

@@ -1,9 +1,10 @@
 """ASE calculator for linear ACE students: one compiled program per padded layout.
 
 Reads ace-jax's `model.npz`, evaluates ace-jax's evaluation form of it (`lean`) with
-`ace_eval` on neighbour blocks (`ace_blocks`): the neighbour list is jaxtl's (vesin), the
+`ace_eval` on neighbour rows (`ace_rows`): the neighbour list is jaxtl's (vesin), the
 capacities are rounded and never shrink, and energy, forces and virial come from one
-jitted call, so a trajectory compiles a handful of times and each step is one dispatch.
+jitted call on two arrays, so a trajectory compiles a handful of times and each step is
+one dispatch.
 Each layout's program is compiled ahead of time and kept: calling a compiled executable
 with the host arrays costs far less than `jax.jit`'s dispatch of the same numpy arguments,
 a large share of a call on a few hundred atoms. The radials are read from ace-jax's B-spline
@@ -23,7 +24,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from jaxtl.distill.ace_blocks import BlockLayout, pack_neighbours
+from jaxtl.distill.ace_rows import RowLayout, pack_rows
 from jaxtl.graph.io import DataError
 
 # intervals of the radial table a calculator uses unless told otherwise (ace-jax's default)
@@ -82,8 +83,8 @@ class CompiledACECalculator(Calculator):
         self.source = source or str(model_file)
         self._index = np.full(max(self.elements) + 1, -1, np.int64)
         self._index[list(self.elements)] = np.arange(len(self.elements))
-        self._layout: BlockLayout | None = None
-        self._programs: dict = {}  # BlockLayout -> its compiled executable
+        self._layout: RowLayout | None = None
+        self._programs: dict = {}  # RowLayout -> its compiled executable
         self.last_timing: dict | None = None
         self._evaluate = jax.jit(functools.partial(energy_forces_virial, self.model), static_argnums=0)
 
@@ -92,11 +93,11 @@ class CompiledACECalculator(Calculator):
         """Distinct padded layouts evaluated so far (one compiled program each)."""
         return len(self._programs)
 
-    def program(self, layout: BlockLayout, blocks):
+    def program(self, layout: RowLayout, arrays):
         """The compiled energy+forces+virial of `layout` (compiled on its first use)."""
         compiled = self._programs.get(layout)
         if compiled is None:
-            compiled = self._evaluate.lower(layout, *blocks).compile()
+            compiled = self._evaluate.lower(layout, *arrays).compile()
             self._programs[layout] = compiled
         return compiled
 
@@ -120,7 +121,7 @@ class CompiledACECalculator(Calculator):
         n = len(atoms)
         species = self.species_of(atoms.numbers)
         started = time.perf_counter()
-        self._layout, blocks = pack_neighbours(
+        self._layout, arrays = pack_rows(
             atoms.positions,
             atoms.cell.array,
             atoms.pbc,
@@ -131,15 +132,13 @@ class CompiledACECalculator(Calculator):
             headroom=self.headroom,
         )
         packed = time.perf_counter()
-        energy, site, forces, virial = self.program(self._layout, blocks)(*blocks)
+        energy, site, forces, virial = self.program(self._layout, arrays)(*arrays)
         energy = float(energy)
         forces = np.asarray(forces)[:n]
-        # the host's share (neighbour list and blocks) and the compiled call's (with transfers)
+        # the host's share (neighbour list and rows) and the compiled call's (with transfers)
         self.last_timing = {"nlist_s": packed - started, "model_s": time.perf_counter() - packed}
         if not np.isfinite(energy) or not np.all(np.isfinite(forces)):
             raise FloatingPointError(f"{self.source}: the ACE returned NaN or inf (atoms too close?)")
-        energies = np.zeros(n)
-        energies[blocks.rows[blocks.row_mask]] = np.asarray(site)[blocks.row_mask]
-        self.results.update(energy=energy, free_energy=energy, energies=energies, forces=forces)
+        self.results.update(energy=energy, free_energy=energy, energies=np.asarray(site)[:n], forces=forces)
         if np.any(atoms.pbc) and atoms.cell.rank == 3:
             self.results["stress"] = full_3x3_to_voigt_6_stress(-np.asarray(virial) / atoms.get_volume())

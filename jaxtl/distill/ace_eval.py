@@ -1,4 +1,4 @@
-"""Energy, forces and virial of a linear ACE on neighbour blocks (`ace_blocks`), jit-able.
+"""Energy, forces and virial of a linear ACE on neighbour rows (`ace_rows`), jit-able.
 
 The model is ace-jax's evaluation form of a fitted ACE (`ace_jax.eval.model.lean`: the
 readout folded through the coupling, the pair readout folded into the pair radial, the A
@@ -8,9 +8,12 @@ basis in blocks of one l each), and what is computed is what ace-jax computes fo
     A_i[l-block] = sum_j R(r_ij)[block] (x) Y_l(r_ij),
     e_i = sum_v ctilde[v, z_i] prod_k A_i[spec_v,k] + sum_j R_pair(r_ij) + E0[z_i].
 
-Only the layout differs: each (zi, zj) pair is a block, so its weights are constants and
-not gathered per edge, and a centre's neighbours are summed over a fixed axis. Forces
-are -dE/dpositions, the virial -dE/dstrain (rij -> rij + rij @ sym(strain)).
+Only the layout differs: a centre's neighbours are a row of fixed width, so pooling is a
+sum over an axis, and the work is written as elementwise products and sums over small
+axes, which XLA's CPU backend fuses, rather than many tiny matrix products. The energy is
+differentiated with respect to the neighbour vectors r_ij; forces and virial follow from
+that gradient g_ij: F_i = sum_j g_ij - sum_(j: i is j's neighbour) g_ji, and the virial
+-sum_ij sym(r_ij (x) g_ij) (= -dE/dstrain for r_ij -> r_ij + r_ij @ sym(strain)).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtl.distill.ace_blocks import BlockLayout
+from jaxtl.distill.ace_rows import RowLayout, unpack_rows
 
 SUPPORTED_RADIALS = ("analytic", "spline")
 
@@ -47,23 +50,18 @@ def check_supported(model) -> None:
         raise NotImplementedError("compiled ACE path does not cover " + ", ".join(problems))
 
 
-def _slot_constants(layout: BlockLayout, table) -> list:
-    """The columns of a per-pair table [NZ, NZ, P] for every slot: a Python float where all
-    pairs agree (so an integral exponent stays a multiplication), else [n_slots]."""
+def _pair_constants(table, pair) -> list:
+    """The columns of a per-pair table [NZ, NZ, P] at every slot (pair [n_rows, width]):
+    a Python float where all pairs agree (so an integral exponent stays a
+    multiplication), else [n_rows, width]."""
     table = np.asarray(table)
+    flat = table.reshape(-1, table.shape[-1])
     columns = []
-    for c in range(table.shape[-1]):
-        values = {float(table[zi, zj, c]) for zi, zj, _, _ in layout.blocks}
-        if len(values) == 1:
-            columns.append(values.pop())
+    for c in range(flat.shape[1]):
+        if np.all(flat[:, c] == flat[0, c]):
+            columns.append(float(flat[0, c]))
         else:
-            columns.append(
-                jnp.asarray(
-                    np.concatenate(
-                        [np.full(layout.species_rows[zi][1] * K, table[zi, zj, c]) for zi, zj, K, _ in layout.blocks]
-                    )
-                )
-            )
+            columns.append(jnp.asarray(flat[:, c])[pair])
     return columns
 
 
@@ -109,85 +107,90 @@ def _power(x, e):
     return x**e
 
 
-def _radial(kind, layout: BlockLayout, x, coefs, grid, Wnlq, polys, env):
-    """[n_slots, n] one radial basis (ace-jax's `ACEModel._radial_one`) on every slot,
-    each block with its own pair's table, a constant: a matmul, not a per-edge gather."""
-    from ace_jax.eval.radial import poly_recursion, spline_eval
-
-    P = poly_recursion(x, *polys) if kind == "analytic" else None
-    parts = []
-    for zi, zj, K, s in layout.blocks:
-        sl = slice(s, s + layout.species_rows[zi][1] * K)
-        if kind == "spline":
-            x0, h, n = grid
-            parts.append(spline_eval(x[sl], coefs[zi, zj], x0, h, n))
-        else:
-            parts.append(jnp.matmul(P[sl], Wnlq[zi, zj].T, precision=jax.lax.Precision.HIGHEST))
-    return jnp.concatenate(parts) * env[:, None]
-
-
-def _tabulated_radials(model, layout: BlockLayout, r):
-    """[n_slots, n_rnl + n_pair] from ace-jax's radial table (`with_radial_table`): one
-    cubic B-spline in r per pair, exactly zero from the pair's cutoff on."""
-    from ace_jax.eval.radial import spline_eval
-
-    x0, h, n = model.rtab_grid
-    cutoff = np.asarray(model.pair_envelope)[..., 0]
-    parts = []
-    for zi, zj, K, s in layout.blocks:
-        rb = r[s : s + layout.species_rows[zi][1] * K]
-        parts.append(
-            jnp.where((rb < cutoff[zi, zj])[:, None], spline_eval(rb, model.rtab_coefs[zi, zj], x0, h, n), 0.0)
-        )
-    return jnp.concatenate(parts)
+def _spline(x, coefs, pair, grid):
+    """[n_rows, width, F] uniform cubic B-splines (ace-jax's `spline_eval` convention: one
+    pad coefficient at each end), each slot reading its pair's table of coefs
+    [NZ, NZ, n + 2, F]: four rows gathered per slot, weighted elementwise."""
+    x0, h, n = grid
+    nz2, n_coef = coefs.shape[0] * coefs.shape[1], coefs.shape[2]
+    table = jnp.reshape(coefs, (nz2 * n_coef, coefs.shape[3]))
+    u = (x - x0) / h + 1.0
+    i = jnp.clip(jnp.floor(u).astype(jnp.int32), 1, n - 1)
+    t = u - i
+    s = 1.0 - t
+    weights = (s**3 / 6.0, (4.0 - 6.0 * t**2 + 3.0 * t**3) / 6.0, (4.0 - 6.0 * s**2 + 3.0 * s**3) / 6.0, t**3 / 6.0)
+    rows = table[(pair * n_coef + i - 1)[..., None] + jnp.arange(4)]  # [n_rows, width, 4, F]
+    return sum(w[..., None] * rows[..., k, :] for k, w in enumerate(weights))
 
 
-def _slot_radials(model, layout: BlockLayout, r):
-    """[n_slots, n_rnl + n_pair]: R_nl and R_pair at the slots' distances r [n_slots] A."""
+def _radial(kind, x, pair, coefs, grid, Wnlq, polys, env):
+    """[n_rows, width, n] one radial basis (ace-jax's `ACEModel._radial_one`) at every slot,
+    with its pair's weights: the polynomial values once, one product per pair (a few),
+    each kept on its pair's slots."""
+    from ace_jax.eval.radial import poly_recursion
+
+    if kind == "spline":
+        return _spline(x, coefs, pair, grid) * env[..., None]
+    P = poly_recursion(x, *polys)
+    Wnlq = np.asarray(Wnlq)
+    nz = Wnlq.shape[0]
+    out = 0.0
+    for zi in range(nz):
+        for zj in range(nz):
+            R = jnp.matmul(P, Wnlq[zi, zj].T, precision=jax.lax.Precision.HIGHEST)
+            out = out + jnp.where((pair == zi * nz + zj)[..., None], R, 0.0)
+    return out * env[..., None]
+
+
+def _slot_radials(model, r, pair):
+    """[n_rows, width, n_rnl + n_pair]: R_nl and R_pair at the slots' distances r A."""
     if model.rtab_grid:
-        return _tabulated_radials(model, layout, r)
-    x = _transform(r, _slot_constants(layout, model.rnl_transform))
+        # ace-jax's radial table (`with_radial_table`): one cubic B-spline in r per pair,
+        # exactly zero from the pair's cutoff on
+        cutoff = _pair_constants(np.asarray(model.pair_envelope)[..., :1], pair)[0]
+        return jnp.where((r < cutoff)[..., None], _spline(r, model.rtab_coefs, pair, model.rtab_grid), 0.0)
+    x = _transform(r, _pair_constants(model.rnl_transform, pair))
     R = _radial(
         model.radial_kind,
-        layout,
         x,
+        pair,
         model.rnl_coefs,
         model.rnl_grid,
         model.rnl_Wnlq,
         (model.polys_A, model.polys_B, model.polys_C),
-        _envelope_x(x, _slot_constants(layout, model.rnl_envelope)),
+        _envelope_x(x, _pair_constants(model.rnl_envelope, pair)),
     )
-    envp = _envelope_r(model.pair_envelope_kind, r, _slot_constants(layout, model.pair_envelope))
+    envp = _envelope_r(model.pair_envelope_kind, r, _pair_constants(model.pair_envelope, pair))
     Rpair = _radial(
         model.pair_radial_kind,
-        layout,
-        _transform(r, _slot_constants(layout, model.pair_transform)),
+        _transform(r, _pair_constants(model.pair_transform, pair)),
+        pair,
         model.pair_coefs,
         model.pair_grid,
         model.pair_Wnlq,
         (model.pair_polys_A, model.pair_polys_B, model.pair_polys_C),
         envp,
     )
-    return jnp.concatenate([R, Rpair], axis=1)
+    return jnp.concatenate([R, Rpair], axis=-1)
 
 
-def _radials_with_slope(model, layout: BlockLayout, r):
+def _radials_with_slope(model, r, pair):
     """`_slot_radials`, differentiated by forward mode.
 
-    The radials are functions of one variable, so dR/dr [n_slots, n] comes with their
-    value (the tangent of the polynomial recursion fused into it) and the reverse pass is
-    one product with it, instead of the transposed recursion and matmuls.
+    The radials are functions of one variable, so dR/dr comes with their value (the
+    tangent of the recursion or spline fused into it) and the reverse pass is one
+    product with it, instead of the transposed recursion.
     """
 
     @jax.custom_jvp
     def radials(r):
-        return _slot_radials(model, layout, r)
+        return _slot_radials(model, r, pair)
 
     @radials.defjvp
     def _(primals, tangents):
         (r,), (dr,) = primals, tangents
-        value, slope = jax.jvp(lambda t: _slot_radials(model, layout, t), (r,), (jnp.ones_like(r),))
-        return value, slope * dr[:, None]
+        value, slope = jax.jvp(lambda t: _slot_radials(model, t, pair), (r,), (jnp.ones_like(r),))
+        return value, slope * dr[..., None]
 
     return radials(r)
 
@@ -198,75 +201,131 @@ def _harmonics(model, rij):
     return real_solid_harmonics(rij, model.lmax) if model.ysolid else real_spherical_harmonics(rij, model.lmax)
 
 
-def _product_basis_energy(model, A, z: int):
-    """[N] sum_v ctilde[v, z] prod_k A[:, spec_v,k]: products of feature-major rows of A."""
+def _pool(R, Y, blk):
+    """[n_rows, n_A]: per l-block (l, offset, w), sum_k R[:, k, offset + r] Y[:, k, l^2 + y]
+    with (r, y) row-major (ace-jax's A order). A batched matmul: on the CPU faster, forward
+    and reverse, than the broadcast product."""
+    n_rows = R.shape[0]
+    parts = [
+        jnp.einsum(
+            "nkr,nky->nry", R[..., o : o + w], Y[..., l * l : (l + 1) ** 2], precision=jax.lax.Precision.HIGHEST
+        ).reshape(n_rows, -1)
+        for l, o, w in blk
+    ]
+    return jnp.concatenate(parts, axis=1)
+
+
+def _basis_products(specs, ctilde, A):
+    """[n_rows, NZ] from feature-major rows of A (each gather a contiguous row)."""
     At = A.T
     e, first = 0.0, 0
-    for spec in model.blk_aa_specs:
-        spec = np.asarray(spec)
+    for spec in specs:
         prod = At[spec[:, 0]]
         for k in range(1, spec.shape[1]):
             prod = prod * At[spec[:, k]]
-        e = e + jnp.matmul(model.ctilde[first : first + spec.shape[0], z], prod, precision=jax.lax.Precision.HIGHEST)
-        first += spec.shape[0]
-    return e
+        e = e + jnp.matmul(ctilde[first : first + len(spec)].T, prod, precision=jax.lax.Precision.HIGHEST)
+        first += len(spec)
+    return e.T
 
 
-def _pool(R, Y):
-    """[N, w * (2l + 1)] sum_k R[:, k, r] Y[:, k, y], (r, y) row-major (ace-jax's A order).
-    A batched matmul: on the CPU faster, forward and reverse, than the broadcast product."""
-    return jnp.einsum("nkr,nky->nry", R, Y, precision=jax.lax.Precision.HIGHEST).reshape(R.shape[0], -1)
+def _gradient_tables(specs, n_A: int, chunk: int = 16):
+    """Index tables for dE/dA_a = sum over the terms t with feature a of c_v(t) times the
+    product of t's other factors: per term (sorted by feature) its coefficient index [T]
+    and other factors [T, order - 1] (n_A: a factor of one); the terms in chunks
+    [n_chunks, chunk] (T: a zero) and each feature's chunks [n_A, m] (n_chunks: a zero).
+    Two rounds of gather-and-sum replace the scatter-add that reverse mode would emit."""
+    order = max(spec.shape[1] for spec in specs)
+    feature, coef, others, first = [], [], [], 0
+    for spec in specs:
+        for k in range(spec.shape[1]):
+            rest = np.delete(spec, k, axis=1)
+            feature.append(spec[:, k])
+            coef.append(first + np.arange(len(spec)))
+            others.append(np.pad(rest, ((0, 0), (0, order - 1 - rest.shape[1])), constant_values=n_A))
+        first += len(spec)
+    by_feature = np.argsort(np.concatenate(feature), kind="stable")
+    feature = np.concatenate(feature)[by_feature]
+    coef, others = np.concatenate(coef)[by_feature], np.concatenate(others)[by_feature]
+    counts = np.bincount(feature, minlength=n_A)
+    starts = np.cumsum(counts) - counts
+    chunks = [
+        np.arange(s, min(s + chunk, starts[a] + counts[a]))
+        for a in range(n_A)
+        for s in range(starts[a], starts[a] + counts[a], chunk)
+    ]
+    chunk_of = np.concatenate([np.full(-(-c // chunk), a) for a, c in enumerate(counts)]).astype(np.int64)
+    chunk_idx = np.full((len(chunks), chunk), len(feature))
+    for i, c in enumerate(chunks):
+        chunk_idx[i, : len(c)] = c
+    per_feature = np.bincount(chunk_of, minlength=n_A)
+    feature_idx = np.full((n_A, max(int(per_feature.max()), 1)), len(chunks))
+    for a, first_chunk in enumerate(np.cumsum(per_feature) - per_feature):
+        feature_idx[a, : per_feature[a]] = first_chunk + np.arange(per_feature[a])
+    return coef, others, chunk_idx, feature_idx
 
 
-def site_energies(model, layout: BlockLayout, positions, centre, neighbour, shift, slot_mask, strain):
-    """Per-row site energies in eV, [sum N_z] (padding rows included: mask them).
+def _product_basis_energies(model, A):
+    """[n_rows, NZ]: sum_v ctilde[v, z] prod_k A[:, spec_v,k] for every species z, with its
+    gradient written out (`_gradient_tables`)."""
+    specs = [np.asarray(spec) for spec in model.blk_aa_specs]
+    ctilde = model.ctilde
 
-    positions [n_atoms, 3] A; centre, neighbour, slot_mask [n_slots]; shift [n_slots, 3] A;
-    strain [3, 3] (zero: the energy itself; differentiate for the virial).
+    @jax.custom_vjp
+    def energies(A):
+        return _basis_products(specs, ctilde, A)
+
+    def forward(A):
+        return _basis_products(specs, ctilde, A), A
+
+    def backward(A, e_bar):
+        n_rows, n_A = A.shape
+        coef, others, chunk_idx, feature_idx = _gradient_tables(specs, n_A)
+        zero = jnp.zeros((n_rows, 1), A.dtype)
+        A1 = jnp.concatenate([A, jnp.ones_like(zero)], axis=1)
+        terms = jnp.matmul(e_bar, ctilde.T, precision=jax.lax.Precision.HIGHEST)[:, coef]
+        for k in range(others.shape[1]):
+            terms = terms * A1[:, others[:, k]]
+        chunk_sums = jnp.concatenate([terms, zero], axis=1)[:, chunk_idx].sum(axis=-1)
+        return (jnp.concatenate([chunk_sums, zero], axis=1)[:, feature_idx].sum(axis=-1),)
+
+    energies.defvjp(forward, backward)
+    return energies(A)
+
+
+def site_energies(model, rij, pair, species, slot_mask):
+    """[n_rows] site energies in eV (padding rows included: mask them).
+
+    rij [n_rows, width, 3] A, padding slots parked at the cutoff (every radial is 0
+    there); pair [n_rows, width] and species [n_rows], padding set to a valid index;
+    slot_mask [n_rows, width] bool.
     """
-    n_A = sum(w * (2 * l + 1) for l, _, w in model.blk)
-    if not layout.blocks:
-        return jnp.concatenate(
-            [jnp.full(n, model.E0[z], positions.dtype) for z, (_, n) in enumerate(layout.species_rows)]
-        )
-    park = jnp.asarray([1.0, 0.0, 0.0], positions.dtype) * model.pad_cutoff()
-    rij = positions[neighbour] - positions[centre] + shift
-    rij = jnp.where(slot_mask[:, None], rij, park)  # padding slots at the cutoff: every radial is 0 there
-    rij = rij + rij @ (0.5 * (strain + strain.T))
-    V = jnp.where(slot_mask[:, None], _radials_with_slope(model, layout, jnp.linalg.norm(rij, axis=-1)), 0.0)
-    n_rnl = V.shape[1] - model.Wpair.shape[0]
-    Y = _harmonics(model, rij)
-    out = []
-    for z, (_, n_rows) in enumerate(layout.species_rows):
-        if not n_rows:
-            continue
-        A = {l: 0.0 for l, _, _ in model.blk}
-        pair_energy = 0.0
-        for zi, _, K, s in layout.blocks:
-            if zi != z:
-                continue
-            sl = slice(s, s + n_rows * K)
-            R, Yb = V[sl, :n_rnl].reshape(n_rows, K, -1), Y[sl].reshape(n_rows, K, -1)
-            for l, o, w in model.blk:
-                A[l] = A[l] + _pool(R[..., o : o + w], Yb[..., l * l : (l + 1) ** 2])
-            pair_energy = pair_energy + jnp.matmul(V[sl, n_rnl:].reshape(n_rows, K, -1).sum(axis=1), model.Wpair[:, z])
-        parts = [jnp.broadcast_to(A[l], (n_rows, w * (2 * l + 1))) for l, _, w in model.blk]
-        A_z = jnp.concatenate(parts, axis=1) if parts else jnp.zeros((n_rows, n_A), positions.dtype)
-        out.append(_product_basis_energy(model, A_z, z) + pair_energy + model.E0[z])
-    return jnp.concatenate(out)
+    V = jnp.where(slot_mask[..., None], _radials_with_slope(model, jnp.linalg.norm(rij, axis=-1), pair), 0.0)
+    n_rnl = V.shape[-1] - model.Wpair.shape[0]
+    e = jnp.matmul(V[..., n_rnl:].sum(axis=1), model.Wpair) + model.E0  # [n_rows, NZ]
+    if model.blk_aa_specs:
+        e = e + _product_basis_energies(model, _pool(V[..., :n_rnl], _harmonics(model, rij), model.blk))
+    return jnp.take_along_axis(e, species[:, None], axis=1)[:, 0]
 
 
-def energy_forces_virial(model, layout: BlockLayout, positions, rows, row_mask, centre, neighbour, shift, slot_mask):
-    """(energy eV, site energies [sum N_z] eV, forces [n_atoms, 3] eV/A, virial [3, 3] eV).
+def energy_forces_virial(model, layout: RowLayout, coordinates, indices):
+    """(energy eV, site energies [n_rows] eV, forces [n_rows, 3] eV/A, virial [3, 3] eV)
+    of the `NeighbourRows` arrays of `layout`.
 
     The virial is -dE/dstrain (ace-jax's sign; ASE stress = -virial / volume).
     """
+    positions, shift, neighbour, pair, species = unpack_rows(layout, coordinates, indices)
+    slot_mask, row_mask = pair >= 0, species >= 0
+    pair, species = jnp.maximum(pair, 0), jnp.maximum(species, 0)
+    park = jnp.asarray([1.0, 0.0, 0.0], positions.dtype) * model.pad_cutoff()
+    rij = positions[neighbour] - positions[:, None, :] + shift
+    rij = jnp.where(slot_mask[..., None], rij, park)
 
-    def total(x, strain):
-        e = site_energies(model, layout, x, centre, neighbour, shift, slot_mask, strain)
-        e = jnp.where(row_mask, e, 0.0)
+    def total(rij):
+        e = jnp.where(row_mask, site_energies(model, rij, pair, species, slot_mask), 0.0)
         return jnp.sum(e), e
 
-    strain = jnp.zeros((3, 3), positions.dtype)
-    (energy, e), (g_x, g_strain) = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(positions, strain)
-    return energy, e, -g_x, -g_strain
+    (energy, e), g = jax.value_and_grad(total, has_aux=True)(rij)
+    g = jnp.where(slot_mask[..., None], g, 0.0)
+    forces = g.sum(axis=1) - jax.ops.segment_sum(g.reshape(-1, 3), neighbour.reshape(-1), layout.n_rows)
+    w = (rij[..., :, None] * g[..., None, :]).sum(axis=(0, 1))
+    return energy, e, forces, -0.5 * (w + w.T)
