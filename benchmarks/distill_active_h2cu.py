@@ -110,9 +110,10 @@ def main(argv=None) -> int:
     p.add_argument("--random-seeds", type=int, nargs="+", default=None, help="seeds of the random arm (default 0 1)")
     p.add_argument(
         "--arm",
-        choices=["both", "loop", "random"],
+        choices=["both", "loop", "random", "reference"],
         default="both",
-        help="run one arm only (two processes side by side); 'both' also writes the comparison (default)",
+        help="run one part only (processes side by side): the loop, the random arm, or the reference fit to "
+        "every training MD frame; 'both' runs (or reads back) all three and writes the comparison (default)",
     )
     args = p.parse_args(argv)
 
@@ -174,9 +175,17 @@ def main(argv=None) -> int:
                 rows.append(dict(arm=f"random (seed {seed})", teacher_labels=len(initial), errors=rounds[0]["errors"]))
             rows += random_arm(train, initial, counts, tests, student, out, seed, e0s)
         loads.append(os.getloadavg())
+    if args.arm in ("both", "reference"):
+        result = fitted_errors(train, tests, student, out / "reference_all", e0s)
+        rows.append(dict(arm="all training MD frames", teacher_labels=len(train), **result))
     if args.arm != "both":
+        record = dict(
+            arm=args.arm, seeds=s["random_seeds"], loads=loads + [os.getloadavg()], wall_s=time.perf_counter() - started
+        )
+        name = f"arm_{args.arm}" + (f"_{'_'.join(map(str, s['random_seeds']))}" if args.arm == "random" else "")
+        (out / f"{name}.json").write_text(json.dumps(record, indent=1))
         return 0
-    meta = _meta(argv, s, active, student, rounds, train, tests, loads, time.perf_counter() - started)
+    meta = _meta(argv, s, active, student, rounds, train, tests, loads, time.perf_counter() - started, out)
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str))
     if args.results:
         from _harness import write_results
@@ -187,7 +196,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _meta(argv, s, active, student, rounds, train, tests, loads, wall_s) -> dict:
+def _meta(argv, s, active, student, rounds, train, tests, loads, wall_s, out: Path) -> dict:
     import platform
 
     from _harness import run_metadata
@@ -208,29 +217,56 @@ def _meta(argv, s, active, student, rounds, train, tests, loads, wall_s) -> dict
             for r in rounds
         ],
         chosen_blow_up=[sum(bool(c["blow_up"]) for c in r["chosen"]) for r in rounds],
+        arm_runs=[json.loads(p.read_text()) for p in sorted(out.glob("arm_*.json"))],
     )
     return meta
 
 
 def table_md(rows: list, meta: dict) -> str:
     sets = sorted({name for row in rows for name in row["errors"]})
-    counts = sorted({row["teacher_labels"] for row in rows})
-    arms = list(dict.fromkeys(row["arm"] for row in rows))
-    head = "| teacher labels | " + " | ".join(f"{arm}: F RMSE {name} (meV/A)" for arm in arms for name in sets) + " |"
-    lines = [head, "|" + "---|" * (1 + len(arms) * len(sets))]
+    counts = sorted({row["teacher_labels"] for row in rows if row["arm"] != "all training MD frames"})
+    seeds = sorted({row["arm"] for row in rows if row["arm"].startswith("random")})
+
+    def cell(arm_rows, name):
+        values = [r["errors"][name]["forces_rmse"] for r in arm_rows]
+        if not values:
+            return ""
+        if len(values) == 1:
+            return f"{values[0]:.1f}"
+        return f"{np.mean(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+
+    head = ["teacher labels"]
+    head += [f"loop: F RMSE {name} (meV/A)" for name in sets]
+    head += [f"random, mean (range) of {len(seeds)} draws: F RMSE {name} (meV/A)" for name in sets]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for count in counts:
-        cells = []
-        for arm in arms:
-            row = next((r for r in rows if r["arm"] == arm and r["teacher_labels"] == count), None)
-            for name in sets:
-                cells.append(f"{row['errors'][name]['forces_rmse']:.1f}" if row else "")
+        loop = [r for r in rows if r["arm"] == "loop" and r["teacher_labels"] == count]
+        random = [r for r in rows if r["arm"] in seeds and r["teacher_labels"] == count]
+        cells = [cell(loop, name) for name in sets] + [cell(random, name) for name in sets]
         lines.append(f"| {count} | " + " | ".join(cells) + " |")
+    for r in rows:
+        if r["arm"] == "all training MD frames":
+            cells = [cell([r], name) for name in sets]
+            lines.append(
+                f"| {r['teacher_labels']} (every training MD frame) | " + " | ".join(cells + [""] * len(sets)) + " |"
+            )
+    per_seed = "; ".join(
+        f"{arm}: "
+        + ", ".join(
+            f"{r['teacher_labels']}: " + "/".join(f"{r['errors'][name]['forces_rmse']:.1f}" for name in sets)
+            for r in rows
+            if r["arm"] == arm
+        )
+        for arm in seeds
+    )
     text = "\n".join(lines) + "\n\n"
     text += (
         f"ACE student {meta['student']} fitted each time; both arms start from the same {counts[0]} random "
         f"un-rattled training MD frames (of {meta['n_train_pool']}) and are judged on the same test sets "
         f"{meta['test_sets']} (other seeds/temperatures from the training slabs, and a held-out slab). "
-        "Teacher labels count the training structures only.\n\n"
+        "Teacher labels count the training structures only. Random draws, F RMSE "
+        + "/".join(sets)
+        + f" by label count: {per_seed}.\n\n"
         f"Loop: {meta['active']['rounds']} rounds of {meta['active']['frames']} frames; student Langevin MD "
         f"{meta['active']['md']['md_steps']} steps at {meta['active']['md']['temperature']} K from each training "
         f"start, every {meta['active']['md']['keep_every']}th frame scored by {meta['active']['committee']} "
