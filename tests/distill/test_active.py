@@ -159,6 +159,13 @@ def test_a_nan_teacher_mid_loop_keeps_what_was_labelled(active_run, teacher, tmp
     train, tests = _split(run)
     one_round = ActiveConfig(**{**ACTIVE.to_dict(), "rounds": 1})
     student = ACEStudentConfig(**TINY_ACE)
+    # round 0 as the fixture's loop left it before labelling: its fit, MD and choice are reused
+    shutil.copy(run / "active" / "initial.xyz", tmp_path)
+    shutil.copytree(
+        run / "active" / "round_000",
+        tmp_path / "round_000",
+        ignore=shutil.ignore_patterns("labelled.xyz", "round.json"),
+    )
     with pytest.raises(LabellingError, match=r"round_000.*chosen.xyz, frame 1.*1 structures labelled") as err:
         active_learning(_NaNAfter(teacher, good=1), train, tests, one_round, student, tmp_path, label_batch_size=1)
     assert len(err.value.labelled) == 1
