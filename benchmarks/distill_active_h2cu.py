@@ -290,6 +290,13 @@ def table_md(rows: list, meta: dict) -> str:
         f"wall of the run that wrote this file {meta['wall_s'] / 60:.0f} min (the arms may have run before it, "
         "each fit resumed from its folder).\n"
     )
+    for run in meta.get("arm_runs", []):
+        text += (
+            f"\nArm run {run['arm']}"
+            + (f" (seeds {run['seeds']})" if run["arm"] == "random" else "")
+            + f": wall {run['wall_s'] / 60:.0f} min, load average at its start and end "
+            f"{[[round(x, 1) for x in load] for load in (run['loads'][0], run['loads'][-1])]}.\n"
+        )
     return text
 
 
