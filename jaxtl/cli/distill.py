@@ -32,6 +32,16 @@ energies eV, forces eV/A; errors are reported in meV/atom and meV/A, timings in 
      small MACE from scratch (a jaxtl model folder in OUT/student/model); --student ace
      fits a linear ACE with ace-jax (OUT/student/model.npz; needs jaxtl[ace]);
      jaxtl.load_calculator(OUT/student) loads either as an ASE calculator;
+  With --active-rounds N (an ACE student), the student is not fitted to the whole
+     training split: from --active-initial of its structures, each of N rounds fits a
+     student, runs Langevin MD with it from the training starts (--active-md-steps at
+     --active-temperature; held-out starts never), scores every --keep-every-th frame by
+     the disagreement of --active-committee readouts drawn from the fit's posterior, and
+     has the teacher label the --active-frames most uncertain (at least
+     --active-min-separation steps apart; the last frames before a student's MD blew up
+     first). Each round's errors on the test sets, its teacher labels so far and the
+     frames it chose go to OUT/active/rounds.json; the final student is fitted to what
+     the loop labelled;
   4. OUT/report.json: student errors against the teacher on each test set, against DFT
      where labels exist, the teacher/student speed ratio for energy+forces, and for ACE
      the posterior's predicted uncertainty next to the actual errors.
@@ -84,6 +94,15 @@ def summary(report: dict, out) -> dict:
         or None,
         "labelling_structures_per_s": (report.get("labelling") or {}).get("structures_per_s"),
         "md_errors": report.get("sampling", {}).get("md_errors"),
+        "active_rounds": [
+            {
+                "round": r["round"],
+                "teacher_labels": r["teacher_labels"],
+                "forces_rmse": {name: e.get("forces_rmse") for name, e in r["errors"].items()},
+            }
+            for r in (report.get("active") or {}).get("rounds", [])
+        ]
+        or None,
         "report": f"{out}/report.json",
     }
 
@@ -189,7 +208,34 @@ def distill_config(args):
             n_devices=args.devices,
         )
         student = MACEStudentConfig(model=model, train=train, batch_size=args.batch_size)
-    return DistillConfig(TeacherConfig(teacher), data, sampling_plan(args), student)
+    return DistillConfig(TeacherConfig(teacher), data, sampling_plan(args), student, active=active_config(args))
+
+
+def active_config(args):
+    """The ActiveConfig of the --active-* options; None without --active-rounds."""
+    from jaxtl.distill.active import ActiveConfig
+    from jaxtl.distill.sampling import SamplingConfig
+
+    if not args.active_rounds:
+        return None
+    md = SamplingConfig(
+        md_steps=args.active_md_steps,
+        temperature=args.active_temperature if args.active_temperature is not None else args.temperature,
+        dt=args.dt,
+        friction=args.friction,
+        keep_every=args.keep_every,
+        min_distance=args.min_distance,
+        seed=args.seed,
+    )
+    return ActiveConfig(
+        rounds=args.active_rounds,
+        frames=args.active_frames,
+        initial=args.active_initial,
+        md=md,
+        committee=args.active_committee,
+        min_separation=args.active_min_separation,
+        seed=args.seed,
+    )
 
 
 def sampling_plan(args):
@@ -275,6 +321,7 @@ def add_parser(sub) -> None:
     )
     _add_mace_student_args(p)
     _add_ace_args(p)
+    _add_active_args(p)
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=100, help="training epochs (default 100)")
     g.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
@@ -373,4 +420,32 @@ def _add_ace_args(p) -> None:
         "--ace-no-smoothness-prior",
         action="store_true",
         help="an isotropic prior instead of ace-jax's smoothness prior",
+    )
+
+
+def _add_active_args(p) -> None:
+    g = p.add_argument_group("uncertainty-driven loop (--student ace)")
+    g.add_argument(
+        "--active-rounds",
+        type=int,
+        default=0,
+        help="rounds of student MD whose most uncertain frames the teacher labels; 0: no loop (default 0)",
+    )
+    g.add_argument("--active-frames", type=int, default=10, help="frames labelled per round (default 10)")
+    g.add_argument(
+        "--active-initial",
+        type=int,
+        default=0,
+        help="training structures the loop starts from (seeded random subset); 0: all (default 0)",
+    )
+    g.add_argument("--active-md-steps", type=int, default=500, help="student MD steps per start (default 500)")
+    g.add_argument(
+        "--active-temperature", type=float, default=None, help="student MD temperature in K (default: --temperature)"
+    )
+    g.add_argument("--active-committee", type=int, default=4, help="posterior draws that score a frame (default 4)")
+    g.add_argument(
+        "--active-min-separation",
+        type=int,
+        default=50,
+        help="fewest MD steps between two chosen frames of one trajectory (default 50)",
     )

@@ -1,6 +1,7 @@
 """Distillation: sample structures with a teacher, label them, train a small fast student."""
 
 from jaxtl.distill.ace import ACEStudentConfig, fit_ace_student
+from jaxtl.distill.active import ActiveConfig, active_learning
 from jaxtl.distill.config import (
     DEFAULT_STUDENT,
     DistillConfig,
@@ -19,6 +20,7 @@ from jaxtl.distill.splits import split_labelled
 __all__ = [
     "DEFAULT_STUDENT",
     "ACEStudentConfig",
+    "ActiveConfig",
     "DistillConfig",
     "DistillDataConfig",
     "LabelStats",
@@ -28,6 +30,7 @@ __all__ = [
     "SamplingPlan",
     "SpeedConfig",
     "TeacherConfig",
+    "active_learning",
     "compare_calculators",
     "compare_speed",
     "distill",

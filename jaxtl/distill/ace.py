@@ -33,6 +33,7 @@ log = logging.getLogger("jaxtl.distill")
 
 KIND = "ace"
 MODEL_FILE = "model.npz"
+COMMITTEE_FILE = "committee_{}.npz"  # a readout drawn from the posterior (ace-jax's model.npz format)
 STUDENT_FILE = "student.json"
 ENERGY_KEY, FORCES_KEY = "REF_energy", "REF_forces"
 
@@ -185,6 +186,7 @@ def fit_ace_student(
     out_dir,
     e0s: Mapping[int, float] | None = None,
     test_sets: Mapping[str, Sequence[ase.Atoms]] | None = None,
+    committee: int = 0,
 ) -> dict:
     """Fit a linear ACE to teacher labels (REF_energy in eV, REF_forces in eV/A).
 
@@ -198,6 +200,9 @@ def fit_ace_student(
         test_sets: held-out labelled structures by name; the posterior predictive
             standard deviations of up to config.uncertainty_structures of each go into
             the returned "uncertainty".
+        committee: coefficient vectors drawn from the posterior, each written as a model
+            file of its own (`committee_files`): their spread is the posterior's, read
+            through the same fast calculator as the student (`jaxtl.distill.committee`).
 
     Returns the fit record (also in student.json): basis size, timings, the evidence
     maximum, and per test set the median predicted energy std (meV/atom) and force std
@@ -226,10 +231,14 @@ def fit_ace_student(
     with progress_file(out / "progress.jsonl"):  # ace-jax's stage events, to follow a long fit
         data = load_fit_data(fit_config, train=train, test=test_frames or None, log=quiet)
         result = fit(fit_config, data, log=quiet)
+        if committee:  # the posterior the draws and the model file share, factored once
+            result = _with_map_posterior(result)
         path = save_model(result, out, log=quiet)
     if path is None:
         raise RuntimeError("ace-jax wrote no model file")
     record = _fit_record(config, elements, e0s, basis, result, len(train))
+    if committee:
+        record["committee"] = _write_posterior_draws(result, out, committee, config.seed)
     record.update(ace_jax_version=ace_jax.__version__, fit_s=time.perf_counter() - started, basis_s=basis_s)
     if test_frames:
         record["uncertainty"] = _uncertainty(result.preds.arrays["test/map"], [len(tests[n]) for n in names], names)
@@ -241,6 +250,38 @@ def fit_ace_student(
         record["fit_s"],
     )
     return record
+
+
+def committee_files(folder) -> list[Path]:
+    """The posterior-draw model files of an ACE student folder (empty when none were drawn)."""
+    record = read_student(folder)
+    return [Path(folder) / name for name in record.get("committee", [])]
+
+
+def _with_map_posterior(result):
+    """The fit result holding the posterior (mu, L) at its MAP hyperparameters, which ace-jax
+    otherwise recomputes (a pass over the training set) each time it is asked for it."""
+    from ace_jax.fit.pipeline.export import _posterior
+    from ace_jax.fit.predict import theta_key
+
+    posterior = _posterior(result, result.theta)
+    return result._replace(posteriors={**(result.posteriors or {}), theta_key(result.theta): posterior})
+
+
+def _write_posterior_draws(result, out: Path, n: int, seed: int) -> list[str]:
+    """`n` readouts drawn from the Gaussian posterior N(mu, S^-1) of the fit, S = L L^T its
+    precision, each written as COMMITTEE_FILE; returns the file names."""
+    from ace_jax.fit.pipeline.export import _posterior, linear_arrays_from_mean
+
+    mu, chol = (np.asarray(a, np.float64) for a in _posterior(result, result.theta))
+    rng = np.random.default_rng([seed, n])
+    names = []
+    for k in range(n):
+        draw = mu + np.linalg.solve(chol.T, rng.standard_normal(mu.shape))  # covariance S^-1
+        names.append(COMMITTEE_FILE.format(k))
+        arrays = linear_arrays_from_mean(result.data.z, result.data.E0, result.built.prob.cfg, draw)
+        np.savez(out / names[-1], **arrays)
+    return names
 
 
 def _uncertainty_subsets(

@@ -22,6 +22,7 @@ from typing import Any
 
 from jaxtl.config_io import ConfigIO
 from jaxtl.distill.ace import ACEStudentConfig
+from jaxtl.distill.active import ActiveConfig
 from jaxtl.distill.sampling import SamplingConfig, SamplingPlan
 from jaxtl.train.config import TrainConfig
 
@@ -176,6 +177,10 @@ class DistillConfig(ConfigIO):
             at the same temperature with another seed); None: the starts labelled as given.
         student: `MACEStudentConfig` or `ACEStudentConfig` (the `ace` extra).
         speed: the teacher/student timing.
+        active: the uncertainty-driven loop (`ActiveConfig`; an ACE student): from a small
+            initial subset of the training split, rounds of student MD whose least
+            certain frames the teacher labels; the student is fitted to what it chose.
+            None: the student is fitted to the whole training split.
 
     >>> config = DistillConfig("teacher_dir", DistillDataConfig(starts=("starts.xyz",)),
     ...                        SamplingConfig(md_steps=100), ACEStudentConfig(order=2))
@@ -192,6 +197,7 @@ class DistillConfig(ConfigIO):
     sampling: SamplingPlan | None = None
     student: MACEStudentConfig | ACEStudentConfig = dataclasses.field(default_factory=MACEStudentConfig)
     speed: SpeedConfig = dataclasses.field(default_factory=SpeedConfig)
+    active: ActiveConfig | None = None
 
     def __post_init__(self):
         if isinstance(self.teacher, (str, Path)):
@@ -207,6 +213,11 @@ class DistillConfig(ConfigIO):
             raise ValueError(
                 f"DistillConfig.student must be a MACEStudentConfig or an ACEStudentConfig, "
                 f"got {type(self.student).__name__}"
+            )
+        if self.active is not None and not isinstance(self.student, ACEStudentConfig):
+            raise ValueError(
+                "DistillConfig.active: the uncertainty-driven loop scores frames by an ACE student's "
+                "posterior committee; use an ACEStudentConfig"
             )
 
     def differences(self, other: DistillConfig) -> list[str]:

@@ -15,7 +15,10 @@ trajectories, and independent test trajectories: other seeds, temperatures and h
 starts; `out/sampled.xyz`, the record in `out/sampling.json`); (2) teacher labels
 (`out/labelled.xyz`, reusable through `data.labelled_file`); (3) the test sets
 (`out/test.xyz`, never frames of a training trajectory), the rest `out/train.xyz`;
-(4) the student in `out/student/` (`student.json` + the model; `jaxtl.load_calculator`
+(3a) with `config.active`, the uncertainty-driven loop (`jaxtl.distill.active`, in
+`out/active/`): from a small subset of the training set, rounds of student MD whose least
+certain frames the teacher labels, so that the student is fitted to what it chose
+(`out/train.xyz` then holds those); (4) the student in `out/student/` (`student.json` + the model; `jaxtl.load_calculator`
 loads either kind): a MACE trained from scratch with `train_from_scratch`, or a linear
 ACE fitted with ace-jax (`ACEStudentConfig`), both with the teacher's E0s; (5) the
 report (`out/report.json`): student errors against the teacher on each test set,
@@ -122,6 +125,8 @@ def distill(config: DistillConfig, out_dir, *, resume: bool = False, progress: b
     teacher, report, train, tests, dft = _labelled_data(config, out, resume, progress) if is_primary() else (None,) * 5
     barrier("jaxtl distill: training and test sets written")
     if isinstance(config.student, ACEStudentConfig):
+        if config.active is not None:
+            train = _active_training_set(report, teacher, config, out, train, tests, resume, progress)
         _ace_student(report, teacher, config, out, train, tests, dft, resume)
     else:
         teacher = teacher or load_teacher(config.teacher, out, resume=True)  # converted by process 0
@@ -351,6 +356,31 @@ def _same_devices(folder: Path, n_devices: int) -> bool:
         shutil.rmtree(folder)
     barrier("jaxtl distill: the student's folder cleared")
     return False
+
+
+def _active_training_set(report, teacher, config: DistillConfig, out: Path, train, tests, resume, progress):
+    """The training set the uncertainty-driven loop labelled (`jaxtl.distill.active`, in
+    out/active), written as out/train.xyz; the loop's rounds go into `report`."""
+    from jaxtl.distill.active import active_learning
+
+    folder = out / "active"
+    if not resume and folder.exists() and any(folder.iterdir()):
+        raise FileExistsError(f"{folder} holds an earlier loop: resume the run or use a new folder")
+    train, rounds = active_learning(
+        teacher,
+        train,
+        tests,
+        config.active,
+        config.student,
+        folder,
+        e0s=_teacher_e0s(teacher),
+        label_batch_size=config.data.label_batch_size,
+        progress=progress,
+    )
+    write_frames(out / "train.xyz", train)
+    report["active"] = {"folder": str(folder), "rounds": rounds, "teacher_labels": len(train)}
+    report["n_structures"]["train_and_valid"] = len(train)
+    return train
 
 
 def _ace_student(report, teacher, config: DistillConfig, out: Path, train, tests, dft, resume: bool) -> None:

@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import ase
 import ase.io
@@ -174,9 +175,55 @@ def label_structures(
     return labelled, stats
 
 
+def labelled_so_far(path: Path, candidates: Sequence[ase.Atoms], sampled: Path) -> int:
+    """How many of `candidates` an interrupted run's `path` holds labels of; the file is cut
+    to those frames (a frame the interruption cut short is dropped)."""
+    text = path.read_text()
+    frames, cut = [], False
+    try:
+        for atoms in ase.io.iread(path, format="extxyz"):
+            frames.append(atoms)
+    except (OSError, ValueError, IndexError) as err:  # the last frame cut short
+        log.warning("%s: frame %d is incomplete (%s); labelling it again", path, len(frames), err)
+        cut = True
+    if frames and not cut and not text.endswith("\n"):
+        log.warning("%s: frame %d may be cut short; labelling it again", path, len(frames) - 1)
+        frames.pop()  # it parsed, but its last number may be cut short
+    for i, atoms in enumerate(frames):
+        expected = candidates[i] if i < len(candidates) else None
+        if (
+            expected is None
+            or len(atoms) != len(expected)
+            or not np.array_equal(atoms.numbers, expected.numbers)
+            or not np.allclose(atoms.positions, expected.positions, atol=1e-6)
+        ):
+            raise ValueError(
+                f"{path}, frame {i}: not frame {i} of {sampled}, so these labels belong to another run; "
+                f"remove {path} to label again"
+            )
+    if frames:
+        write_frames(path, frames)  # without a cut tail, so labels of the rest are appended after whole frames
+    return len(frames)
+
+
+def write_frames(path: Path, frames: Sequence[ase.Atoms]) -> None:
+    """Extended XYZ written whole or not at all (a stopped run leaves no half file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    ase.io.write(tmp, list(frames), format="extxyz")
+    tmp.replace(path)
+
+
 def _write(path, frames) -> None:
     if path is not None and frames:
         ase.io.write(path, frames, format="extxyz", append=True)
 
 
-__all__ = ["DFT_KEYS", "DataError", "LabelStats", "LabellingError", "label_structures"]
+__all__ = [
+    "DFT_KEYS",
+    "DataError",
+    "LabelStats",
+    "LabellingError",
+    "label_structures",
+    "labelled_so_far",
+    "write_frames",
+]
