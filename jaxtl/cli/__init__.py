@@ -78,6 +78,7 @@ def parse_args(argv):
         args.given = given_flags(subparser(parser, args.command), argv)
         if hasattr(args, "config"):
             args = apply_settings(parser, args, argv)
+    args.argv = list(argv)  # the command line as given, for the run records
     return args
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -62,7 +63,8 @@ def cmd_distill(args) -> int:
     try:
         args.devices = join_job(args)
         config, out, resume = run_settings(args)
-        report = distill(config, out, resume=resume, progress=not args.quiet)
+        command = "jaxtl " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])
+        report = distill(config, out, resume=resume, progress=not args.quiet, command=command)
     except LabellingError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3

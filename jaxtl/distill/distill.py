@@ -58,6 +58,7 @@ from jaxtl.distill.speed import compare_calculators, n_parameters, speedup
 from jaxtl.distill.splits import split_labelled
 from jaxtl.distill.students import calculator_errors, write_mace_record
 from jaxtl.graph.io import configuration_from_atoms
+from jaxtl.provenance import jaxtl_commit, provenance
 from jaxtl.train.distributed import barrier, is_primary
 
 log = logging.getLogger("jaxtl.distill")
@@ -87,7 +88,9 @@ def _errors(model: LoadedModel, configs) -> dict | None:
     return evaluate_configs(model, configs)["all"] if configs else None
 
 
-def distill(config: DistillConfig, out_dir, *, resume: bool = False, progress: bool = True) -> dict:
+def distill(
+    config: DistillConfig, out_dir, *, resume: bool = False, progress: bool = True, command: str | None = None
+) -> dict:
     """Distil `config.teacher` into a student; returns the report (also `out_dir/report.json`).
 
     Args:
@@ -99,6 +102,7 @@ def distill(config: DistillConfig, out_dir, *, resume: bool = False, progress: b
             may have moved), finished steps are read back, labelling goes on after the
             last frame written and a MACE student's training from its last checkpoint.
         progress: progress bars (MD, labelling, training).
+        command: the command line recorded in the report's provenance (default: the Python call).
 
     In a multi-process job (`jaxtl.train.distributed`, every process calling `distill` with
     the same arguments and `out_dir` on a shared file system), process 0 samples, labels,
@@ -137,6 +141,7 @@ def distill(config: DistillConfig, out_dir, *, resume: bool = False, progress: b
     if is_primary():
         report["wall_s"] = time.perf_counter() - started
         report["config"] = _plain_config(config)
+        report["provenance"] = provenance(command or f"jaxtl.distill.distill(config, {str(out)!r})", jaxtl_commit())
         (out / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str))
         log.info(
             "%s student: forces RMSE vs teacher %.1f meV/A on %d held-out structures, %.1fx faster than the teacher",

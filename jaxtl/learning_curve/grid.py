@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from jaxtl.learning_curve.cell import Cell, finished, run_cell
 from jaxtl.learning_curve.config import LearningCurveConfig, check_strategy
 from jaxtl.learning_curve.report import write_report
 from jaxtl.learning_curve.subsets import Split, split_pool
+from jaxtl.provenance import jaxtl_commit
 from jaxtl.train.distributed import barrier, is_primary, per_device_batch_size
 
 log = logging.getLogger("jaxtl.learning_curve")
@@ -39,25 +39,6 @@ class GridResult:
     computed: list[str]
     summary: dict
     out_dir: Path
-
-
-def jaxtl_commit() -> str:
-    """The jaxtl checkout's commit ("+dirty" with uncommitted changes), or "unknown"."""
-    here = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return sha + ("+dirty" if dirty else "")
 
 
 def cells_of(config: LearningCurveConfig, first: Sequence[tuple[float, str]] = ()) -> list[Cell]:

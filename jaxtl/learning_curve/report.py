@@ -10,15 +10,14 @@ seed finished; no verdict until scratch at the largest fraction has every seed.
 
 from __future__ import annotations
 
-import datetime
 import json
-import platform
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from jaxtl.learning_curve.config import SCRATCH, LearningCurveConfig
+from jaxtl.provenance import provenance
 
 METRICS = (
     "forces_rmse",
@@ -88,25 +87,6 @@ def verdict(rows: Sequence[dict], metric: str, config: LearningCurveConfig) -> d
             "fractions_complete": sorted(r["fraction"] for r in mine),
         }
     return out
-
-
-def provenance(command: str, commit: str) -> dict:
-    """What reproduces the report: commit, command, device, library versions, date."""
-    import jax
-
-    versions = {"python": platform.python_version(), "jax": jax.__version__}
-    for name in ("jaxlib", "flax", "optax", "numpy", "ase"):
-        try:
-            versions[name] = __import__(name).__version__
-        except (ImportError, AttributeError):
-            versions[name] = None
-    return {
-        "jaxtl_commit": commit,
-        "command": command,
-        "device": [str(d) for d in jax.devices()],
-        "versions": versions,
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
 
 
 def write_report(

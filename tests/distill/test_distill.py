@@ -152,6 +152,16 @@ def test_distill_cli_end_to_end(teacher, tmp_path):
     assert len(dft) == 3 and all(a.info["md_step"] == 0 for a in dft)  # only the unmoved starts keep DFT labels
     assert (tmp_path / "cli" / "student" / "model" / "config.json").exists()
     assert json.loads((tmp_path / "cli" / "student" / "student.json").read_text())["kind"] == "mace"
+    assert report["provenance"]["command"].startswith("jaxtl distill --teacher ")
+    assert {"jaxtl_commit", "device", "versions", "date"} <= set(report["provenance"])
+    # the results file of a run (benchmarks/distill_report.py) reads the run's own provenance
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import distill_report
+
+    assert distill_report.main([str(tmp_path / "cli"), "--results", str(tmp_path / "results")]) == 0
+    table = (tmp_path / "results.md").read_text()
+    assert "| student vs teacher | test_independent_runs | 6 |" in table and "| teacher vs DFT |" in table
+    assert report["provenance"]["command"] in table
 
 
 def test_distill_help_gives_units(capsys):
