@@ -69,12 +69,17 @@ class Interaction(nn.Module):
         neighbours: jnp.ndarray | None = None,
         elements: jnp.ndarray | None = None,
         edge_pairs: jnp.ndarray | None = None,
+        embed=None,
     ):
         """node_feats: blocks [n_nodes, mul, 2l+1]; species: [n_nodes];
         sh: [n_edges, 2l+1] per l; edge_feats: [n_edges, num_radial];
         cutoff: [n_edges, 1] or None; neighbours: [n_nodes, K] incoming edge ids or
         None; elements: [slots] element indices present or None; edge_pairs: [2, n_pairs]
         the two edge ids of each pair of opposite edges, or None (see `Graph`).
+        embed: None, or rows of `edge_feats` (then a pytree of per-edge arrays) ->
+        (harmonics, radial basis, cutoff or None) of those rows: the message loop then
+        embeds each step's edges itself (`tensor_product.node_major_messages`), and sh
+        and cutoff are None.
         Returns (message [n, C, D], sc blocks or None)."""
         n_nodes = species.shape[0]
         sc = None
@@ -98,6 +103,16 @@ class Interaction(nn.Module):
             weights = radial_mlp(layers, feats, act_cst, split=[t.mul for t in paths])
             return weights if cut is None else [w * cut for w in weights]
 
+        radial_data, slot_fn = (edge_feats, cutoff), radial_fn
+        if embed is not None:
+            if self.density:
+                raise ValueError(f"{self.kind} reads the radial basis of every edge: it cannot stream the embedding")
+            radial_data = edge_feats
+
+            def slot_fn(rows):  # harmonics and radial weights of the rows, embedded here
+                sh_rows, feats, cut = embed(rows)
+                return sh_rows, radial_fn((feats, cut))
+
         if self.density:
             edge_density = jnp.tanh(
                 RadialMLP((self.num_radial, 1), dtype=self.dtype, name="density_fn")(edge_feats) ** 2
@@ -119,8 +134,8 @@ class Interaction(nn.Module):
             receivers,
             neighbours,
             sh,
-            (edge_feats, cutoff),
-            radial_fn,
+            radial_data,
+            slot_fn,
             paths,
             self.backend,
             edge_pairs,

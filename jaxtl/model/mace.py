@@ -28,7 +28,9 @@ from jaxtl.model.pair_repulsion import ZBLRepulsion
 from jaxtl.model.product import SymmetricContraction
 from jaxtl.model.readout import LinearReadout, NonLinearReadout
 
-# Edges (padded) from which `MACE` recomputes the edge embedding in the backward pass.
+# Edges (padded) from which `MACE` embeds the edges inside the message loop, step by step
+# (`streams_edge_embedding`), or, for the blocks that read the embedding of every edge,
+# recomputes it in the backward pass (`edge_geometry`).
 RECOMPUTE_EDGE_EMBEDDING = 1 << 18
 
 
@@ -117,6 +119,44 @@ def edge_geometry(graph: Graph, max_ell: int) -> tuple[jnp.ndarray, list, bool]:
     return lengths, sh_fn(vectors, max_ell), recompute
 
 
+def streams_edge_embedding(cfg: MACEConfig, graph: Graph, backend: str) -> bool:
+    """Whether the interactions embed each step's edges in their message loop.
+
+    The harmonics [n_edges, 16] and radial basis [n_edges, num_bessel] of all edges, their
+    gradients and the residuals of their backward pass are then never formed: in a
+    10^5-atom cell each such array is 0.3 to 0.5 GB. The price is the embedding of every
+    slot in every layer, again in the backward pass (a few percent of a step, next to
+    the radial MLP that already runs per slot); graphs below `RECOMPUTE_EDGE_EMBEDDING`
+    edges, which run in few steps, keep the embedding made once. Only the blocks that
+    read the edges through the loop can stream (not the density-normalised nor the
+    non-linear ones), with the neighbour matrix and the xla backend.
+    """
+    classes = {cfg.interaction_cls_first} | ({cfg.interaction_cls} if cfg.num_interactions > 1 else set())
+    loop_only = not any("Density" in c or "NonLinear" in c for c in classes)
+    large = graph.senders.shape[0] >= RECOMPUTE_EDGE_EMBEDDING
+    return large and loop_only and graph.neighbours is not None and backend == "xla"
+
+
+def slot_embedding(radial_embedding, max_ell: int):
+    """The streamed embedding of `streams_edge_embedding`: rows (vectors [s, 3] in A,
+    z_sender, z_receiver [s]) -> (harmonics [s, 2l+1] per l up to max_ell, radial basis
+    [s, num_basis], cutoff [s, 1] or None), all zero in an empty slot (a zero vector).
+
+    radial_embedding: `RadialEmbedding`'s pure function (lengths, z_sender, z_receiver)."""
+
+    def embed(rows):
+        vectors, z_s, z_r = rows
+        filled = jnp.any(vectors != 0, axis=-1, keepdims=True)
+        # an empty slot is embedded as a unit-ish vector (no 0/0, no NaN in its zero gradient), then zeroed
+        safe = jnp.where(filled, vectors, jnp.ones_like(vectors))
+        mask = filled.astype(vectors.dtype)
+        feats, cut = radial_embedding(jnp.linalg.norm(safe, axis=-1, keepdims=True), z_s, z_r)
+        sh = tuple(y * mask for y in spherical_harmonics(safe, max_ell))
+        return sh, feats * mask, None if cut is None else cut * mask
+
+    return embed
+
+
 def node_species(cfg: MACEConfig, graph: Graph):
     """(species [n_nodes]: model element index, z_s, z_r [n_edges]: atomic numbers of senders
     and receivers, real_species [n_nodes], elements [slots] or None).
@@ -157,15 +197,18 @@ class Edges(NamedTuple):
 
     sh: spherical harmonics [n_edges, 2l+1] per l; edge_feats: radial basis [n_edges,
     num_bessel]; cutoff: [n_edges, 1]; senders, receivers: [n_edges]; neighbours, edge_pairs:
-    the graph's optional layouts (`Graph`)."""
+    the graph's optional layouts (`Graph`). Streamed (`streams_edge_embedding`): sh and
+    cutoff None, edge_feats the per-edge rows (vectors, z_sender, z_receiver) that
+    `embed` (`slot_embedding`) turns into harmonics, radial basis and cutoff."""
 
-    sh: list
-    edge_feats: jnp.ndarray
-    cutoff: jnp.ndarray
+    sh: list | None
+    edge_feats: jnp.ndarray | tuple
+    cutoff: jnp.ndarray | None
     senders: jnp.ndarray
     receivers: jnp.ndarray
     neighbours: jnp.ndarray | None
     edge_pairs: jnp.ndarray | None
+    embed: object = None
 
 
 class MACE(nn.Module):
@@ -202,16 +245,7 @@ class MACE(nn.Module):
         species, z_s, z_r, real_species, elements = node_species(cfg, graph)
         node_heads = graph.head[graph.node_graph]
 
-        lengths, sh, recompute = edge_geometry(graph, cfg.max_ell)
-        edge_feats, cutoff = (nn.remat(RadialEmbedding) if recompute else RadialEmbedding)(
-            cfg.r_max,
-            cfg.num_bessel,
-            cfg.num_polynomial_cutoff,
-            cfg.radial_type,
-            cfg.distance_transform,
-            cfg.apply_cutoff,
-            name="radial_embedding",
-        )(lengths, z_s, z_r)
+        edges, lengths = self._edges(graph, z_s, z_r)
 
         e0_table = jnp.asarray(
             self.variable("constants", "atomic_energies", lambda: jnp.zeros((H, Z), dtype)).value, dtype
@@ -225,7 +259,6 @@ class MACE(nn.Module):
             )
 
         h = ElementEmbedding(Z, scalar_channels(parse_irreps(cfg.hidden_irreps)), dtype, name="node_embedding")(species)
-        edges = Edges(sh, edge_feats, cutoff, graph.senders, graph.receivers, graph.neighbours, graph.edge_pairs)
         feats_per_layer = self._layers(h, species, real_species, elements, edges)
 
         node_inter = pair + self._readouts(feats_per_layer, node_heads)
@@ -238,6 +271,24 @@ class MACE(nn.Module):
         if node_feats_out:
             out["node_feats"] = jnp.concatenate([blocks_to_flat(f) for f, _ in feats_per_layer], axis=-1)
         return out
+
+    def _edges(self, graph: Graph, z_s, z_r) -> tuple[Edges, jnp.ndarray]:
+        """The interaction blocks' edge inputs (submodule `radial_embedding`; called from
+        `__call__` only) and the edge lengths [n_edges, 1] in A. z_s, z_r: [n_edges] atomic
+        numbers of the senders and receivers."""
+        cfg = self.config
+        basis = (cfg.r_max, cfg.num_bessel, cfg.num_polynomial_cutoff, cfg.radial_type, cfg.distance_transform)
+        layout = (graph.senders, graph.receivers, graph.neighbours, graph.edge_pairs)
+        if streams_edge_embedding(cfg, graph, self.backend):
+            vectors = edge_vectors(graph)
+            embedding = RadialEmbedding(*basis, cfg.apply_cutoff, name="radial_embedding")()
+            edges = Edges(None, (vectors, z_s, z_r), None, *layout, embed=slot_embedding(embedding, cfg.max_ell))
+            return edges, jnp.linalg.norm(vectors, axis=-1, keepdims=True)
+        lengths, sh, recompute = edge_geometry(graph, cfg.max_ell)
+        edge_feats, cutoff = (nn.remat(RadialEmbedding) if recompute else RadialEmbedding)(
+            *basis, cfg.apply_cutoff, name="radial_embedding"
+        )(lengths, z_s, z_r)
+        return Edges(sh, edge_feats, cutoff, *layout), lengths
 
     def _layers(self, h, species, real_species, elements, edges: Edges) -> list[tuple]:
         """Interaction and product blocks `interactions_t`, `products_t` (submodules of this
@@ -257,7 +308,7 @@ class MACE(nn.Module):
                 target_irreps=lay["target"],
                 hidden_irreps=lay["hidden_out"],
                 num_elements=Z,
-                num_radial=edges.edge_feats.shape[-1],
+                num_radial=cfg.num_bessel,
                 radial_MLP=cfg.radial_MLP,
                 avg_num_neighbors=cfg.avg_num_neighbors[t],
                 dtype=self.dtype,
@@ -270,7 +321,7 @@ class MACE(nn.Module):
                 # its radial MLP reads the sender's and the receiver's embeddings: no pairs
                 message, sc = NonLinearInteraction(**common)(*args)
             else:
-                message, sc = Interaction(kind=lay["cls"], **common)(*args, e.edge_pairs)
+                message, sc = Interaction(kind=lay["cls"], **common)(*args, e.edge_pairs, e.embed)
             prod_species = jnp.zeros_like(species) if cfg.use_agnostic_product else real_species
             h = ProductBlock(
                 lay["target"],

@@ -292,6 +292,11 @@ def node_major_messages(
     inside each step: a linear map to fewer channels than the paths have then keeps
     the full-width messages and their gradient (5120 numbers a node in MACE-MP-0
     medium, 2 GB each for 10^5 atoms) to one step's rows.
+
+    `sh` None streams the edge embedding: `radial_data` then holds what it is computed
+    from and `radial_fn(rows)` returns (harmonics, radial weights) of the rows, zero in
+    empty slots (rows of zeros); every step embeds its own slots, so no per-edge
+    harmonics or radial basis (nor their gradients) exist for all edges at once.
     """
     if node_fn is None:
         node_fn = list
@@ -302,7 +307,8 @@ def node_major_messages(
     n_steps, per_step = even_chunks(n_nodes, max(1, min(slots // max(K, 1), n_nodes)))
     pad = n_steps * per_step - n_nodes
     ids = jnp.pad(neighbours, ((0, pad), (0, 0)), constant_values=n_edges).reshape(n_steps, per_step * K)
-    sh = tuple(sh)
+    streamed = sh is None
+    sh = None if streamed else tuple(sh)
 
     def rows_of(a, e):
         """a[e] with zeros where e == n_edges (an empty slot): a gather that fills out of
@@ -326,6 +332,8 @@ def node_major_messages(
         return slot_messages(x, sh_slots, w, groups, paths, per_step, K)
 
     def gathered(e):  # plain gathers of the slots' rows; the radial MLP over the slots
+        if streamed:
+            return step(e, *radial_fn(jax.tree_util.tree_map(lambda a: rows_of(a, e), radial_data)))
         sh_slots, rows = jax.tree_util.tree_map(lambda a: rows_of(a, e), (sh, radial_data))
         return step(e, sh_slots, radial_fn(rows))
 
@@ -338,8 +346,8 @@ def node_major_messages(
     # the slots by permutations.
     e = ids[0]
     n_slots = e.shape[0]
-    use_pairs = pairs is not None and pairs.shape[1] < min(n_edges, n_slots)
-    if not use_pairs and n_edges >= n_slots:
+    use_pairs = pairs is not None and pairs.shape[1] < min(n_edges, n_slots) and not streamed
+    if streamed or (not use_pairs and n_edges >= n_slots):
         return node_fn(path_blocks(gathered(e)[:n_nodes], paths))
     slot_of_edge = _positions(e, n_edges)
     sh_slots = tuple(_permute_rows(a, e, slot_of_edge) for a in sh)
@@ -371,8 +379,11 @@ def messages(
     radial_fn: rows of radial_data -> radial weights, one [rows, mul] per path; pairs:
     `Graph.edge_pairs` or None (only for a radial_data symmetric under edge reversal);
     node_fn: blocks -> blocks applied to the node messages row by row (in
-    `node_major_messages`, inside its steps), or None.
+    `node_major_messages`, inside its steps), or None. sh None: the embedding is
+    streamed (see `node_major_messages`; neighbour matrix and XLA backend only).
     """
+    if sh is None and (backend == "cueq" or neighbours is None):
+        raise ValueError("a streamed edge embedding needs the neighbour matrix and the xla backend")
     if backend == "cueq":
         out = cueq.conv_messages(node_blocks, senders, receivers, sh, radial_data, radial_fn, paths)
         return out if node_fn is None else node_fn(out)

@@ -153,3 +153,31 @@ def test_radial_mlp_runs_once_per_edge_pair(monkeypatch):
     np.testing.assert_allclose(outputs[True]["energy"][0], outputs[False]["energy"][0], rtol=1e-13)
     np.testing.assert_allclose(outputs[True]["forces"][:n], outputs[False]["forces"][:n], atol=1e-13)
     np.testing.assert_allclose(outputs[True]["stress"][0], outputs[False]["stress"][0], atol=1e-13)
+
+
+@pytest.mark.parametrize(
+    "arch, steps",
+    [({}, 3), (dict(apply_cutoff=False, distance_transform="Agnesi", radial_type="gaussian"), 1)],
+    ids=["bessel-3-steps", "agnesi-gaussian-cutoff-apart-1-step"],
+)
+def test_streamed_edge_embedding_matches_embedding_of_all_edges(monkeypatch, arch, steps):
+    """Large graphs embed the edges of each message step inside the loop
+    (`mace.streams_edge_embedding`); energies, forces and stress equal those of the
+    embedding made once for all edges, in one step and in several (a step left out, or
+    an empty slot not zeroed, changes them)."""
+    from jaxtl.model import mace
+
+    def predict(slots, threshold):
+        monkeypatch.setattr(mace, "RECOMPUTE_EDGE_EMBEDDING", threshold)
+        model, graph, n, _ = model_and_graph(monkeypatch, 10**6, 10**6, slots, True, **arch)
+        assert graph.neighbours.shape[0] == 15
+        streamed = mace.streams_edge_embedding(model.config, graph, "xla")
+        return model.predict(graph), n, graph.neighbours.shape[1], streamed
+
+    whole, n, K, streamed_whole = predict(10**6, 1 << 30)
+    out, _, _, streamed = predict(15 // steps * K, 0)  # 15 nodes in `steps` steps
+    assert streamed and not streamed_whole
+    np.testing.assert_allclose(out["energy"][0], whole["energy"][0], rtol=1e-12)
+    np.testing.assert_allclose(out["forces"][:n], whole["forces"][:n], atol=1e-12)
+    np.testing.assert_allclose(out["stress"][0], whole["stress"][0], atol=1e-12)
+    assert np.abs(whole["forces"][:n]).max() > 1e-2
