@@ -70,6 +70,8 @@ class Interaction(nn.Module):
         elements: jnp.ndarray | None = None,
         edge_pairs: jnp.ndarray | None = None,
         embed=None,
+        then=None,
+        then_data=None,
     ):
         """node_feats: blocks [n_nodes, mul, 2l+1]; species: [n_nodes];
         sh: [n_edges, 2l+1] per l; edge_feats: [n_edges, num_radial];
@@ -80,7 +82,12 @@ class Interaction(nn.Module):
         (harmonics, radial basis, cutoff or None) of those rows: the message loop then
         embeds each step's edges itself (`tensor_product.node_major_messages`), and sh
         and cutoff are None.
-        Returns (message [n, C, D], sc blocks or None)."""
+        then: None, or (message rows [r, C, D], sc rows, rows of `then_data`) -> rows of
+        any pytree, the next block (the product basis), for the residual blocks without
+        density: it then runs on each step's rows inside the message loop, so that the
+        messages [n, C, D] (and their gradient) never exist for all nodes; then_data: a
+        pytree of [n, ...] arrays.
+        Returns (message [n, C, D], sc blocks or None), or with `then`, (its result, None)."""
         n_nodes = species.shape[0]
         sc = None
         if self.residual:
@@ -128,19 +135,22 @@ class Interaction(nn.Module):
         # nodes: the path-wide messages then exist for one step of nodes at a time
         mid = tp.mid_irreps(paths)
         mats = IrrepsLinear(mid, self.target_irreps, self.dtype, name="linear").weights()
-        message = tp.messages(
-            h,
-            senders,
-            receivers,
-            neighbours,
-            sh,
-            radial_data,
-            slot_fn,
-            paths,
-            self.backend,
-            edge_pairs,
-            node_fn=lambda blocks: irreps_linear(mid, self.target_irreps, mats, blocks),
-        )
+        target, avg = self.target_irreps, self.avg_num_neighbors
+        node_fn, node_data = (lambda blocks, data: irreps_linear(mid, target, mats, blocks)), None
+        if then is not None:
+            if self.density or not self.residual:
+                raise ValueError(f"{self.kind}: only the residual blocks without density run `then` in their loop")
+
+            def node_fn(blocks, data):
+                sc_rows, then_rows = data
+                message = tuple(m / avg for m in irreps_linear(mid, target, mats, blocks))
+                return then(blocks_to_channel_major(message), sc_rows, then_rows)
+
+            node_data = (sc, then_data)
+        args = (h, senders, receivers, neighbours, sh, radial_data, slot_fn, paths, self.backend, edge_pairs)
+        message = tp.messages(*args, node_fn=node_fn, node_data=node_data)
+        if then is not None:
+            return message, None
         if self.density:
             message = tuple(m / (density[:, :, None] + 1.0) for m in message)
         else:

@@ -22,7 +22,7 @@ from jaxtl.model.irreps import (
     sort_simplify,
     spherical_harmonics_irreps,
 )
-from jaxtl.model.linear import ElementEmbedding, IrrepsLinear
+from jaxtl.model.linear import ElementEmbedding, IrrepsLinear, irreps_linear
 from jaxtl.model.nonlinear_interaction import NonLinearInteraction
 from jaxtl.model.pair_repulsion import ZBLRepulsion
 from jaxtl.model.product import SymmetricContraction
@@ -84,9 +84,12 @@ class ProductBlock(nn.Module):
     backend: str = "xla"
 
     @nn.compact
-    def __call__(self, message, sc, species, elements=None):
-        """elements: [slots] model element indices present (-1 for none) or None."""
-        feats = SymmetricContraction(
+    def __call__(self, message, sc=None, species=None, elements=None):
+        """message: [n, C, D]; sc: blocks [n, mul, 2l+1] over hidden_out or None; species:
+        [n]; elements: [slots] model element indices present (-1 for none) or None.
+        Returns blocks over hidden_out. message None: returns the block as a pure function
+        (message, sc, species) of any rows, for a loop over nodes (xla backend)."""
+        contraction = SymmetricContraction(
             self.coupling_irreps,
             self.hidden_out,
             self.correlation,
@@ -95,10 +98,18 @@ class ProductBlock(nn.Module):
             self.backend,
             name="symmetric_contraction",
         )(message, species, elements)
-        feats = IrrepsLinear(self.hidden_out, self.hidden_out, self.dtype, name="linear")(feats)
-        if self.use_sc and sc is not None:
-            feats = tuple(f + s for f, s in zip(feats, sc))
-        return feats
+        mats = IrrepsLinear(self.hidden_out, self.hidden_out, self.dtype, name="linear").weights()
+        use_sc, hidden_out = self.use_sc, self.hidden_out
+
+        def after_contraction(feats, sc):
+            feats = irreps_linear(hidden_out, hidden_out, mats, feats)
+            if use_sc and sc is not None:
+                feats = tuple(f + s for f, s in zip(feats, sc))
+            return feats
+
+        if message is None:  # `contraction` is the contraction's function of rows
+            return lambda message, sc, species: after_contraction(contraction(message, species), sc)
+        return after_contraction(contraction, sc)  # `contraction` holds the contracted features
 
 
 def edge_geometry(graph: Graph, max_ell: int) -> tuple[jnp.ndarray, list, bool]:
@@ -317,13 +328,8 @@ class MACE(nn.Module):
             )
             e = edges
             args = (h, species, e.sh, e.edge_feats, e.cutoff, e.senders, e.receivers, e.neighbours, elements)
-            if lay["cls"] == "RealAgnosticResidualNonLinearInteractionBlock":
-                # its radial MLP reads the sender's and the receiver's embeddings: no pairs
-                message, sc = NonLinearInteraction(**common)(*args)
-            else:
-                message, sc = Interaction(kind=lay["cls"], **common)(*args, e.edge_pairs, e.embed)
             prod_species = jnp.zeros_like(species) if cfg.use_agnostic_product else real_species
-            h = ProductBlock(
+            product = ProductBlock(
                 lay["target"],
                 lay["hidden_out"],
                 cfg.correlation[t],
@@ -332,7 +338,21 @@ class MACE(nn.Module):
                 self.dtype,
                 self.backend,
                 name=f"products_{t}",
-            )(message, sc, prod_species, None if cfg.use_agnostic_product else elements)
+            )
+            prod_elements = None if cfg.use_agnostic_product else elements
+            if lay["cls"] == "RealAgnosticResidualNonLinearInteractionBlock":
+                # its radial MLP reads the sender's and the receiver's embeddings: no pairs
+                message, sc = NonLinearInteraction(**common)(*args)
+            elif e.embed is not None and lay["cls"] == "RealAgnosticResidualInteractionBlock":
+                # a graph large enough to stream its edges: the product basis runs in the
+                # message loop too, on each step's nodes (`Interaction`'s `then`)
+                then = product(None, elements=prod_elements)
+                h, _ = Interaction(kind=lay["cls"], **common)(*args, e.edge_pairs, e.embed, then, prod_species)
+                feats_per_layer.append((h, lay["hidden_out"]))
+                continue
+            else:
+                message, sc = Interaction(kind=lay["cls"], **common)(*args, e.edge_pairs, e.embed)
+            h = product(message, sc, prod_species, prod_elements)
             feats_per_layer.append((h, lay["hidden_out"]))
         return feats_per_layer
 
