@@ -27,6 +27,47 @@ INTERACTION_CLASSES = (
 )
 
 
+def radial_weights_fn(layers, act_cst: float, paths, embed=None):
+    """What the message functions call on rows of their per-edge data (chunks of edges,
+    slots, one edge of each pair): the radial MLP `layers` on rows (edge_feats, cutoff or
+    None), one [rows, mul] per path; with `embed` (see `Interaction`), (harmonics,
+    radial weights) of rows of the data `embed` reads. Applied to rows, as the MLP's
+    [n_edges, weight_numel] output would be one of the largest tensors of the model."""
+
+    def radial_fn(data):
+        feats, cut = data
+        weights = radial_mlp(layers, feats, act_cst, split=[t.mul for t in paths])
+        return weights if cut is None else [w * cut for w in weights]
+
+    if embed is None:
+        return radial_fn
+
+    def slot_fn(rows):
+        sh_rows, feats, cut = embed(rows)
+        return sh_rows, radial_fn((feats, cut))
+
+    return slot_fn
+
+
+def step_fn(mid: IrrepsSpec, target: IrrepsSpec, mats, avg_num_neighbors: float, then=None, skip=None):
+    """`node_fn` of `tensor_product.messages`, run on each step's node rows inside its loop:
+    the linear map `mats` from the paths' irreps `mid` to `target` (the path-wide messages
+    then exist for one step of nodes at a time); with `then` (see `Interaction`), also
+    the normalisation, the element-dependent `skip` (blocks, species) -> blocks of the
+    non-residual blocks, and `then` itself, on rows (sc, species, then_data) of node data."""
+    if then is None:
+        return lambda blocks, data: irreps_linear(mid, target, mats, blocks)
+
+    def node_fn(blocks, data):
+        sc_rows, species_rows, then_rows = data
+        message = tuple(m / avg_num_neighbors for m in irreps_linear(mid, target, mats, blocks))
+        if skip is not None:
+            message = skip(message, species_rows)
+        return then(blocks_to_channel_major(message), sc_rows, then_rows)
+
+    return node_fn
+
+
 class Interaction(nn.Module):
     """Residual, non-residual and density-normalised MACE interactions.
 
@@ -82,8 +123,8 @@ class Interaction(nn.Module):
         (harmonics, radial basis, cutoff or None) of those rows: the message loop then
         embeds each step's edges itself (`tensor_product.node_major_messages`), and sh
         and cutoff are None.
-        then: None, or (message rows [r, C, D], sc rows, rows of `then_data`) -> rows of
-        any pytree, the next block (the product basis), for the residual blocks without
+        then: None, or (message rows [r, C, D], sc rows or None, rows of `then_data`) ->
+        rows of any pytree, the next block (the product basis), for the blocks without
         density: it then runs on each step's rows inside the message loop, so that the
         messages [n, C, D] (and their gradient) never exist for all nodes; then_data: a
         pytree of [n, ...] arrays.
@@ -100,25 +141,10 @@ class Interaction(nn.Module):
         mlp = RadialMLP(
             (self.num_radial, *self.radial_MLP, tp.weight_numel(paths)), dtype=self.dtype, name="conv_tp_weights"
         )
-        layers, act_cst = mlp.weights(), mlp.act_cst
-
-        def radial_fn(data):
-            # the message functions apply it to the rows they need (chunks of edges,
-            # slots, one edge of each pair): its [n_edges, weight_numel] output would
-            # otherwise be one of the largest tensors of the model; one array per path
-            feats, cut = data
-            weights = radial_mlp(layers, feats, act_cst, split=[t.mul for t in paths])
-            return weights if cut is None else [w * cut for w in weights]
-
-        radial_data, slot_fn = (edge_feats, cutoff), radial_fn
-        if embed is not None:
-            if self.density:
-                raise ValueError(f"{self.kind} reads the radial basis of every edge: it cannot stream the embedding")
-            radial_data = edge_feats
-
-            def slot_fn(rows):  # harmonics and radial weights of the rows, embedded here
-                sh_rows, feats, cut = embed(rows)
-                return sh_rows, radial_fn((feats, cut))
+        if embed is not None and self.density:
+            raise ValueError(f"{self.kind} reads the radial basis of every edge: it cannot stream the embedding")
+        slot_fn = radial_weights_fn(mlp.weights(), mlp.act_cst, paths, embed)
+        radial_data = (edge_feats, cutoff) if embed is None else edge_feats
 
         if self.density:
             edge_density = jnp.tanh(
@@ -135,18 +161,15 @@ class Interaction(nn.Module):
         # nodes: the path-wide messages then exist for one step of nodes at a time
         mid = tp.mid_irreps(paths)
         mats = IrrepsLinear(mid, self.target_irreps, self.dtype, name="linear").weights()
-        target, avg = self.target_irreps, self.avg_num_neighbors
-        node_fn, node_data = (lambda blocks, data: irreps_linear(mid, target, mats, blocks)), None
-        if then is not None:
-            if self.density or not self.residual:
-                raise ValueError(f"{self.kind}: only the residual blocks without density run `then` in their loop")
-
-            def node_fn(blocks, data):
-                sc_rows, then_rows = data
-                message = tuple(m / avg for m in irreps_linear(mid, target, mats, blocks))
-                return then(blocks_to_channel_major(message), sc_rows, then_rows)
-
-            node_data = (sc, then_data)
+        skip = None
+        if then is not None and self.density:
+            raise ValueError(f"{self.kind}: the density-normalised blocks cannot run `then` in their loop")
+        if then is not None and not self.residual:
+            skip = ElementLinear(self.target_irreps, self.target_irreps, self.num_elements, self.dtype, name="skip_tp")(
+                None, elements=elements
+            )
+        node_fn = step_fn(mid, self.target_irreps, mats, self.avg_num_neighbors, then, skip)
+        node_data = None if then is None else (sc, species, then_data)
         args = (h, senders, receivers, neighbours, sh, radial_data, slot_fn, paths, self.backend, edge_pairs)
         message = tp.messages(*args, node_fn=node_fn, node_data=node_data)
         if then is not None:

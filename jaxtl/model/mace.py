@@ -27,11 +27,17 @@ from jaxtl.model.nonlinear_interaction import NonLinearInteraction
 from jaxtl.model.pair_repulsion import ZBLRepulsion
 from jaxtl.model.product import SymmetricContraction
 from jaxtl.model.readout import LinearReadout, NonLinearReadout
+from jaxtl.model.tensor_product import backend_chunk
 
-# Edges (padded) from which `MACE` embeds the edges inside the message loop, step by step
-# (`streams_edge_embedding`), or, for the blocks that read the embedding of every edge,
-# recomputes it in the backward pass (`edge_geometry`).
+# Edges (padded) from which `MACE` recomputes the edge embedding in the backward pass, in
+# the graphs that do not stream it (`edge_geometry`).
 RECOMPUTE_EDGE_EMBEDDING = 1 << 18
+# Edges (padded) from which `MACE` streams the edges through the message loop and runs the
+# product basis there too (`streams_edge_embedding`). CPU: 2^18 is ~3,300 atoms of a dense
+# metal at r_max 6 A. GPU/TPU: memory is rarely short before ~2 x 10^5 atoms, and a step
+# of the loop is smaller than the product basis would take alone.
+STREAM_EDGES = 1 << 18
+STREAM_EDGES_ACCELERATOR = 1 << 24
 
 
 def species_lookup(atomic_numbers) -> np.ndarray:
@@ -136,15 +142,15 @@ def streams_edge_embedding(cfg: MACEConfig, graph: Graph, backend: str) -> bool:
     The harmonics [n_edges, 16] and radial basis [n_edges, num_bessel] of all edges, their
     gradients and the residuals of their backward pass are then never formed: in a
     10^5-atom cell each such array is 0.3 to 0.5 GB. The price is the embedding of every
-    slot in every layer, again in the backward pass (a few percent of a step, next to
-    the radial MLP that already runs per slot); graphs below `RECOMPUTE_EDGE_EMBEDDING`
-    edges, which run in few steps, keep the embedding made once. Only the blocks that
-    read the edges through the loop can stream (not the density-normalised nor the
-    non-linear ones), with the neighbour matrix and the xla backend.
+    slot in every layer, again in the backward pass, next to the radial MLP that
+    already runs per slot; graphs below `STREAM_EDGES` edges (`STREAM_EDGES_ACCELERATOR`
+    on a GPU or TPU) keep the embedding made once. Only the blocks that read the edges
+    through the loop can stream (not the density-normalised nor the non-linear ones),
+    with the neighbour matrix and the xla backend.
     """
     classes = {cfg.interaction_cls_first} | ({cfg.interaction_cls} if cfg.num_interactions > 1 else set())
     loop_only = not any("Density" in c or "NonLinear" in c for c in classes)
-    large = graph.senders.shape[0] >= RECOMPUTE_EDGE_EMBEDDING
+    large = graph.senders.shape[0] >= backend_chunk(STREAM_EDGES, STREAM_EDGES_ACCELERATOR)
     return large and loop_only and graph.neighbours is not None and backend == "xla"
 
 
@@ -343,7 +349,7 @@ class MACE(nn.Module):
             if lay["cls"] == "RealAgnosticResidualNonLinearInteractionBlock":
                 # its radial MLP reads the sender's and the receiver's embeddings: no pairs
                 message, sc = NonLinearInteraction(**common)(*args)
-            elif e.embed is not None and lay["cls"] == "RealAgnosticResidualInteractionBlock":
+            elif e.embed is not None:
                 # a graph large enough to stream its edges: the product basis runs in the
                 # message loop too, on each step's nodes (`Interaction`'s `then`)
                 then = product(None, elements=prod_elements)

@@ -156,26 +156,37 @@ def test_radial_mlp_runs_once_per_edge_pair(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "arch, steps",
-    [({}, 3), (dict(apply_cutoff=False, distance_transform="Agnesi", radial_type="gaussian"), 1)],
-    ids=["bessel-3-steps", "agnesi-gaussian-cutoff-apart-1-step"],
+    "arch, per_step",
+    [
+        ({}, 5),
+        (
+            dict(
+                apply_cutoff=False,
+                distance_transform="Agnesi",
+                radial_type="gaussian",
+                interaction_cls_first="RealAgnosticInteractionBlock",
+            ),
+            4,
+        ),
+    ],
+    ids=["residual-bessel-3-steps", "plain-first-agnesi-gaussian-cutoff-apart-4-steps-padded"],
 )
-def test_streamed_edge_embedding_matches_embedding_of_all_edges(monkeypatch, arch, steps):
+def test_streamed_edge_embedding_matches_embedding_of_all_edges(monkeypatch, arch, per_step):
     """Large graphs embed the edges of each message step inside the loop
-    (`mace.streams_edge_embedding`); energies, forces and stress equal those of the
-    embedding made once for all edges, in one step and in several (a step left out, or
-    an empty slot not zeroed, changes them)."""
+    (`mace.streams_edge_embedding`) and run the product basis there too; energies,
+    forces and stress equal those of the whole-graph path (a step left out, or an empty
+    slot not zeroed, changes them). 15 nodes, `per_step` a step."""
     from jaxtl.model import mace
 
     def predict(slots, threshold):
-        monkeypatch.setattr(mace, "RECOMPUTE_EDGE_EMBEDDING", threshold)
+        monkeypatch.setattr(mace, "STREAM_EDGES", threshold)
         model, graph, n, _ = model_and_graph(monkeypatch, 10**6, 10**6, slots, True, **arch)
         assert graph.neighbours.shape[0] == 15
         streamed = mace.streams_edge_embedding(model.config, graph, "xla")
         return model.predict(graph), n, graph.neighbours.shape[1], streamed
 
     whole, n, K, streamed_whole = predict(10**6, 1 << 30)
-    out, _, _, streamed = predict(15 // steps * K, 0)  # 15 nodes in `steps` steps
+    out, _, _, streamed = predict(per_step * K, 0)
     assert streamed and not streamed_whole
     np.testing.assert_allclose(out["energy"][0], whole["energy"][0], rtol=1e-12)
     np.testing.assert_allclose(out["forces"][:n], whole["forces"][:n], atol=1e-12)
