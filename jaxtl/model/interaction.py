@@ -49,20 +49,22 @@ def radial_weights_fn(layers, act_cst: float, paths, embed=None):
     return slot_fn
 
 
-def step_fn(mid: IrrepsSpec, target: IrrepsSpec, mats, avg_num_neighbors: float, then=None, skip=None):
+def step_fn(mid: IrrepsSpec, target: IrrepsSpec, mats, avg_num_neighbors: float, then=None, sc_fn=None, skip=None):
     """`node_fn` of `tensor_product.messages`, run on each step's node rows inside its loop:
     the linear map `mats` from the paths' irreps `mid` to `target` (the path-wide messages
-    then exist for one step of nodes at a time); with `then` (see `Interaction`), also
-    the normalisation, the element-dependent `skip` (blocks, species) -> blocks of the
-    non-residual blocks, and `then` itself, on rows (sc, species, then_data) of node data."""
+    then exist for one step of nodes at a time). With `then` (see `Interaction`), also the
+    normalisation and `then` itself, on rows (node_feats, species, then_data) of node
+    data; `sc_fn` (node_feats, species) -> sc of the residual blocks, or `skip` (message,
+    species) -> message of the plain ones, element-dependent linear maps of those rows."""
     if then is None:
         return lambda blocks, data: irreps_linear(mid, target, mats, blocks)
 
     def node_fn(blocks, data):
-        sc_rows, species_rows, then_rows = data
+        feats_rows, species_rows, then_rows = data
         message = tuple(m / avg_num_neighbors for m in irreps_linear(mid, target, mats, blocks))
         if skip is not None:
             message = skip(message, species_rows)
+        sc_rows = None if sc_fn is None else sc_fn(feats_rows, species_rows)
         return then(blocks_to_channel_major(message), sc_rows, then_rows)
 
     return node_fn
@@ -130,11 +132,13 @@ class Interaction(nn.Module):
         pytree of [n, ...] arrays.
         Returns (message [n, C, D], sc blocks or None), or with `then`, (its result, None)."""
         n_nodes = species.shape[0]
-        sc = None
+        sc_fn = sc = None
         if self.residual:
-            sc = ElementLinear(
+            sc_fn = ElementLinear(
                 self.node_feats_irreps, self.hidden_irreps, self.num_elements, self.dtype, name="skip_tp"
-            )(node_feats, species, elements)
+            )(None, elements=elements)
+            # with `then`, the loop makes sc step by step ([n, slots, mul] per element otherwise)
+            sc = None if then is not None else sc_fn(node_feats, species)
 
         h = IrrepsLinear(self.node_feats_irreps, self.edge_irreps, self.dtype, name="linear_up")(node_feats)
         paths = tp.conv_tp_paths(self.edge_irreps, self.sh_irreps, self.target_irreps)
@@ -168,8 +172,8 @@ class Interaction(nn.Module):
             skip = ElementLinear(self.target_irreps, self.target_irreps, self.num_elements, self.dtype, name="skip_tp")(
                 None, elements=elements
             )
-        node_fn = step_fn(mid, self.target_irreps, mats, self.avg_num_neighbors, then, skip)
-        node_data = None if then is None else (sc, species, then_data)
+        node_fn = step_fn(mid, self.target_irreps, mats, self.avg_num_neighbors, then, sc_fn, skip)
+        node_data = None if then is None else (tuple(node_feats), species, then_data)
         args = (h, senders, receivers, neighbours, sh, radial_data, slot_fn, paths, self.backend, edge_pairs)
         message = tp.messages(*args, node_fn=node_fn, node_data=node_data)
         if then is not None:
