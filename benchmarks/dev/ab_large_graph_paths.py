@@ -100,6 +100,18 @@ def sides_for(args, config, variables, atoms, base):
     return new, other, diff
 
 
+def same_program(new: Side, other: Side) -> bool:
+    """Whether the two sides compile to the same optimised HLO (source locations and names of the
+    Python functions, which XLA keeps as metadata, left out). Only meaningful when neither side's
+    trace depends on a setting swapped while tracing (`--against REV`)."""
+
+    def text(side):
+        compiled = side.loaded._predict.lower(side.loaded.variables, side.graph, False).compile()
+        return re.sub(r", metadata=\{[^}]*\}", "", compiled.as_text())
+
+    return text(new) == text(other)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="medium", choices=("small", "medium"))
@@ -123,6 +135,7 @@ def main(argv=None) -> int:
         for cells in [int(c) for c in args.cells.split(",")]:
             atoms = harness.copper_cell(cells)
             new, other, diff = sides_for(args, config, variables, atoms, base)
+            same = "" if base is None else f"; same compiled program: {same_program(new, other)}"
             load_before = os.getloadavg()[0]
             _, (t_new, t_other) = harness.interleaved([new, other], args.repeats, warmup=2)
             m_new, m_other = statistics.median(t_new), statistics.median(t_other)
@@ -130,7 +143,7 @@ def main(argv=None) -> int:
                 f"{len(atoms)} atoms, {args.model} {args.dtype}: {new_name} {1e3 * m_new:.1f} ms, {other_name} "
                 f"{1e3 * m_other:.1f} ms (medians of {args.repeats} alternating calls), ratio other/new "
                 f"{m_other / m_new:.3f}; max |force difference| {diff:.2e} eV/A; load average "
-                f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after",
+                f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after{same}",
                 flush=True,
             )
     return 0
