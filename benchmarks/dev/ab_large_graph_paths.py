@@ -101,13 +101,16 @@ def sides_for(args, config, variables, atoms, base):
 
 
 def same_program(new: Side, other: Side) -> bool:
-    """Whether the two sides compile to the same optimised HLO (source locations and names of the
-    Python functions, which XLA keeps as metadata, left out). Only meaningful when neither side's
-    trace depends on a setting swapped while tracing (`--against REV`)."""
+    """Whether the two sides compile to the same optimised HLO, with what records where in the
+    Python source each instruction came from left out (metadata, stack frame ids and their
+    tables: the sides' files differ). Only meaningful when neither side's trace depends on a
+    setting swapped while tracing (`--against REV`)."""
 
     def text(side):
         compiled = side.loaded._predict.lower(side.loaded.variables, side.graph, False).compile()
-        return re.sub(r", metadata=\{[^}]*\}", "", compiled.as_text())
+        tables = re.compile(r"\s*\d+ |(FileNames|FunctionNames|FileLocations|StackFrames)\b")
+        lines = [line for line in compiled.as_text().splitlines() if not tables.match(line)]
+        return re.sub(r", (metadata=\{[^}]*\}|stack_frame_id=\d+)", "", "\n".join(lines))
 
     return text(new) == text(other)
 
