@@ -34,44 +34,65 @@ class RadialEmbedding(nn.Module):
     apply_cutoff: bool = True
 
     @nn.compact
-    def __call__(self, lengths, z_sender, z_receiver):
-        """lengths: [n_edges, 1] in A; z_*: [n_edges] atomic numbers of the edge ends."""
-        dtype = lengths.dtype
-        p = _const(self, "p", float(self.num_polynomial_cutoff)).astype(dtype)
-        r_max = _const(self, "r_max", float(self.r_max)).astype(dtype)
-        cutoff = radial.polynomial_envelope(lengths, r_max, p)
+    def __call__(self, lengths=None, z_sender=None, z_receiver=None):
+        """lengths: [n_edges, 1] in A; z_*: [n_edges] atomic numbers of the edge ends.
 
-        r = lengths
+        Called without lengths, returns the embedding as a pure function of
+        (lengths, z_sender, z_receiver), for loops over edges to apply to their rows.
+        """
+        p = _const(self, "p", float(self.num_polynomial_cutoff))
+        r_max = _const(self, "r_max", float(self.r_max))
+        # constants are cast to the lengths' dtype where they are applied
+        transform, transform_consts = None, ()
         if self.distance_transform != "None":
-            radii = _const(self, "covalent_radii", ase.data.covalent_radii).astype(dtype)
-            r_s, r_r = radii[z_sender][:, None], radii[z_receiver][:, None]
+            radii = _const(self, "covalent_radii", ase.data.covalent_radii)
             if self.distance_transform == "Agnesi":
-                q = _const(self, "agnesi_q", 0.9183).astype(dtype)
-                pa = _const(self, "agnesi_p", 4.5791).astype(dtype)
-                a = _const(self, "agnesi_a", 1.0805).astype(dtype)
-                r = radial.agnesi_transform(r, r_s, r_r, q, pa, a)
+                names = (("agnesi_q", 0.9183), ("agnesi_p", 4.5791), ("agnesi_a", 1.0805))
+                transform = radial.agnesi_transform
+                transform_consts = (radii, *(_const(self, k, v) for k, v in names))
             elif self.distance_transform == "Soft":
-                alpha = _const(self, "soft_alpha", 4.0).astype(dtype)
-                r = radial.soft_transform(r, r_s, r_r, alpha)
+                transform, transform_consts = radial.soft_transform, (radii, _const(self, "soft_alpha", 4.0))
             else:
                 raise ValueError(f"unknown distance_transform {self.distance_transform!r}")
 
         if self.radial_type == "bessel":
             w = _const(self, "bessel_weights", np.pi / self.r_max * np.arange(1, self.num_bessel + 1))
             pref = _const(self, "prefactor", math.sqrt(2.0 / self.r_max))
-            basis = radial.bessel_basis(r, w.astype(dtype), pref.astype(dtype))
+
+            def basis_fn(r):
+                return radial.bessel_basis(r, w.astype(r.dtype), pref.astype(r.dtype))
+
         elif self.radial_type == "gaussian":
             mu = _const(self, "gaussian_weights", np.linspace(0.0, self.r_max, self.num_bessel))
             coeff = -0.5 / (self.r_max / (self.num_bessel - 1)) ** 2
-            basis = radial.gaussian_basis(r, mu.astype(dtype), coeff)
+
+            def basis_fn(r):
+                return radial.gaussian_basis(r, mu.astype(r.dtype), coeff)
+
         elif self.radial_type == "chebyshev":
-            basis = radial.chebyshev_basis(r, self.num_bessel)
+            num_basis = self.num_bessel
+
+            def basis_fn(r):
+                return radial.chebyshev_basis(r, num_basis)
+
         else:
             raise ValueError(f"unknown radial_type {self.radial_type!r}")
 
-        if self.apply_cutoff:
-            return basis * cutoff, None
-        return basis, cutoff
+        apply_cutoff = self.apply_cutoff
+
+        def embed(lengths, z_sender, z_receiver):
+            dtype = lengths.dtype
+            cutoff = radial.polynomial_envelope(lengths, r_max.astype(dtype), p.astype(dtype))
+            r = lengths
+            if transform is not None:
+                r_cov, *consts = (c.astype(dtype) for c in transform_consts)
+                r = transform(r, r_cov[z_sender][:, None], r_cov[z_receiver][:, None], *consts)
+            basis = basis_fn(r)
+            if apply_cutoff:
+                return basis * cutoff, None
+            return basis, cutoff
+
+        return embed if lengths is None else embed(lengths, z_sender, z_receiver)
 
 
 def spherical_harmonics(vectors: jnp.ndarray, max_ell: int) -> tuple[jnp.ndarray, ...]:

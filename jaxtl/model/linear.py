@@ -95,35 +95,41 @@ class ElementLinear(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(
-        self, blocks: Sequence[jnp.ndarray], species: jnp.ndarray, elements: jnp.ndarray | None = None
-    ) -> tuple[jnp.ndarray, ...]:
+    def __call__(self, blocks: Sequence[jnp.ndarray] | None, species=None, elements: jnp.ndarray | None = None):
         """species: [n] int, index into the model's element table; elements: [slots]
         the indices present (-1: empty slot) or None (see `Graph.elements`).
+        blocks None: returns the map as a pure function (blocks, species) of any rows.
 
         With `elements` (or few elements in the model), each node's output is picked
         from the outputs of the weights of every element present (one matmul, slots x
         the work of one element) instead of gathering a weight matrix per node
         ([n, fan_in, mul_out], slow and large; its transpose in training a scatter).
         Nodes of an element not listed (padding nodes) get zeros."""
-        n = blocks[0].shape[0]
-        if self.num_elements <= ELEMENT_SLOTS:  # every element is a slot: no list needed
-            elements = jnp.arange(self.num_elements)
-        onehot = None if elements is None else (species[:, None] == elements[None, :]).astype(blocks[0].dtype)
-        out = []
-        for name, mul_out, l, x in _per_output(self.irreps_in, self.irreps_out, blocks):
-            if x is None:
-                out.append(jnp.zeros((n, mul_out, 2 * l + 1), blocks[0].dtype))
-                continue
-            fan_in = x.shape[1]
-            w = self.param(name, nn.initializers.normal(1.0), (self.num_elements, fan_in, mul_out), self.dtype)
-            norm = 1.0 / math.sqrt(fan_in * self.num_elements)
-            if onehot is None:
-                out.append(jnp.einsum("nui,nuw->nwi", x, w[species].astype(x.dtype)) * norm)
-            else:
-                per_element = jnp.einsum("nui,suw->nswi", x, w[jnp.maximum(elements, 0)].astype(x.dtype))
-                out.append(jnp.einsum("nswi,ns->nwi", per_element, onehot) * norm)
-        return tuple(out)
+        Z, irreps_in, irreps_out = self.num_elements, self.irreps_in, self.irreps_out
+        ws = [
+            self.param(name, nn.initializers.normal(1.0), (Z, fan_in, mul_out), self.dtype) if fan_in else None
+            for name, mul_out, fan_in in _fans(irreps_in, irreps_out)
+        ]
+        if Z <= ELEMENT_SLOTS:  # every element is a slot: no list needed
+            elements = jnp.arange(Z)
+
+        def apply(blocks, species):
+            n, dtype = blocks[0].shape[0], blocks[0].dtype
+            onehot = None if elements is None else (species[:, None] == elements[None, :]).astype(dtype)
+            out = []
+            for (_, mul_out, l, x), w in zip(_per_output(irreps_in, irreps_out, blocks), ws):
+                if x is None:
+                    out.append(jnp.zeros((n, mul_out, 2 * l + 1), dtype))
+                    continue
+                norm = 1.0 / math.sqrt(x.shape[1] * Z)
+                if onehot is None:
+                    out.append(jnp.einsum("nui,nuw->nwi", x, w[species].astype(x.dtype)) * norm)
+                else:
+                    per_element = jnp.einsum("nui,suw->nswi", x, w[jnp.maximum(elements, 0)].astype(x.dtype))
+                    out.append(jnp.einsum("nswi,ns->nwi", per_element, onehot) * norm)
+            return tuple(out)
+
+        return apply if blocks is None else apply(blocks, species)
 
 
 class ElementEmbedding(nn.Module):

@@ -22,14 +22,22 @@ from jaxtl.model.irreps import (
     sort_simplify,
     spherical_harmonics_irreps,
 )
-from jaxtl.model.linear import ElementEmbedding, IrrepsLinear
+from jaxtl.model.linear import ElementEmbedding, IrrepsLinear, irreps_linear
 from jaxtl.model.nonlinear_interaction import NonLinearInteraction
 from jaxtl.model.pair_repulsion import ZBLRepulsion
 from jaxtl.model.product import SymmetricContraction
 from jaxtl.model.readout import LinearReadout, NonLinearReadout
+from jaxtl.model.tensor_product import backend_chunk
 
-# Edges (padded) from which `MACE` recomputes the edge embedding in the backward pass.
+# Edges (padded) from which `MACE` recomputes the edge embedding in the backward pass, in
+# the graphs that do not stream it (`edge_geometry`).
 RECOMPUTE_EDGE_EMBEDDING = 1 << 18
+# Edges (padded) from which `MACE` streams the edges through the message loop and runs the
+# product basis there too (`streams_edge_embedding`). CPU: 2^18 is ~3,300 atoms of a dense
+# metal at r_max 6 A. GPU/TPU: memory is rarely short before ~2 x 10^5 atoms, and a step
+# of the loop is smaller than the product basis would take alone.
+STREAM_EDGES = 1 << 18
+STREAM_EDGES_ACCELERATOR = 1 << 24
 
 
 def species_lookup(atomic_numbers) -> np.ndarray:
@@ -82,9 +90,12 @@ class ProductBlock(nn.Module):
     backend: str = "xla"
 
     @nn.compact
-    def __call__(self, message, sc, species, elements=None):
-        """elements: [slots] model element indices present (-1 for none) or None."""
-        feats = SymmetricContraction(
+    def __call__(self, message, sc=None, species=None, elements=None):
+        """message: [n, C, D]; sc: blocks [n, mul, 2l+1] over hidden_out or None; species:
+        [n]; elements: [slots] model element indices present (-1 for none) or None.
+        Returns blocks over hidden_out. message None: returns the block as a pure function
+        (message, sc, species) of any rows, for a loop over nodes (xla backend)."""
+        contraction = SymmetricContraction(
             self.coupling_irreps,
             self.hidden_out,
             self.correlation,
@@ -93,10 +104,18 @@ class ProductBlock(nn.Module):
             self.backend,
             name="symmetric_contraction",
         )(message, species, elements)
-        feats = IrrepsLinear(self.hidden_out, self.hidden_out, self.dtype, name="linear")(feats)
-        if self.use_sc and sc is not None:
-            feats = tuple(f + s for f, s in zip(feats, sc))
-        return feats
+        mats = IrrepsLinear(self.hidden_out, self.hidden_out, self.dtype, name="linear").weights()
+        use_sc, hidden_out = self.use_sc, self.hidden_out
+
+        def after_contraction(feats, sc):
+            feats = irreps_linear(hidden_out, hidden_out, mats, feats)
+            if use_sc and sc is not None:
+                feats = tuple(f + s for f, s in zip(feats, sc))
+            return feats
+
+        if message is None:  # `contraction` is the contraction's function of rows
+            return lambda message, sc, species: after_contraction(contraction(message, species), sc)
+        return after_contraction(contraction, sc)  # `contraction` holds the contracted features
 
 
 def edge_geometry(graph: Graph, max_ell: int) -> tuple[jnp.ndarray, list, bool]:
@@ -115,6 +134,44 @@ def edge_geometry(graph: Graph, max_ell: int) -> tuple[jnp.ndarray, list, bool]:
     recompute = vectors.shape[0] >= RECOMPUTE_EDGE_EMBEDDING
     sh_fn = jax.checkpoint(spherical_harmonics, static_argnums=1) if recompute else spherical_harmonics
     return lengths, sh_fn(vectors, max_ell), recompute
+
+
+def streams_edge_embedding(cfg: MACEConfig, graph: Graph, backend: str) -> bool:
+    """Whether the interactions embed each step's edges in their message loop.
+
+    The harmonics [n_edges, 16] and radial basis [n_edges, num_bessel] of all edges, their
+    gradients and the residuals of their backward pass are then never formed: in a
+    10^5-atom cell each such array is 0.3 to 0.5 GB. The price is the embedding of every
+    slot in every layer, again in the backward pass, next to the radial MLP that
+    already runs per slot; graphs below `STREAM_EDGES` edges (`STREAM_EDGES_ACCELERATOR`
+    on a GPU or TPU) keep the embedding made once. Only the blocks that read the edges
+    through the loop can stream (not the density-normalised nor the non-linear ones),
+    with the neighbour matrix and the xla backend.
+    """
+    classes = {cfg.interaction_cls_first} | ({cfg.interaction_cls} if cfg.num_interactions > 1 else set())
+    loop_only = not any("Density" in c or "NonLinear" in c for c in classes)
+    large = graph.senders.shape[0] >= backend_chunk(STREAM_EDGES, STREAM_EDGES_ACCELERATOR)
+    return large and loop_only and graph.neighbours is not None and backend == "xla"
+
+
+def slot_embedding(radial_embedding, max_ell: int):
+    """The streamed embedding of `streams_edge_embedding`: rows (vectors [s, 3] in A,
+    z_sender, z_receiver [s]) -> (harmonics [s, 2l+1] per l up to max_ell, radial basis
+    [s, num_basis], cutoff [s, 1] or None), all zero in an empty slot (a zero vector).
+
+    radial_embedding: `RadialEmbedding`'s pure function (lengths, z_sender, z_receiver)."""
+
+    def embed(rows):
+        vectors, z_s, z_r = rows
+        filled = jnp.any(vectors != 0, axis=-1, keepdims=True)
+        # an empty slot is embedded as a unit-ish vector (no 0/0, no NaN in its zero gradient), then zeroed
+        safe = jnp.where(filled, vectors, jnp.ones_like(vectors))
+        mask = filled.astype(vectors.dtype)
+        feats, cut = radial_embedding(jnp.linalg.norm(safe, axis=-1, keepdims=True), z_s, z_r)
+        sh = tuple(y * mask for y in spherical_harmonics(safe, max_ell))
+        return sh, feats * mask, None if cut is None else cut * mask
+
+    return embed
 
 
 def node_species(cfg: MACEConfig, graph: Graph):
@@ -157,15 +214,18 @@ class Edges(NamedTuple):
 
     sh: spherical harmonics [n_edges, 2l+1] per l; edge_feats: radial basis [n_edges,
     num_bessel]; cutoff: [n_edges, 1]; senders, receivers: [n_edges]; neighbours, edge_pairs:
-    the graph's optional layouts (`Graph`)."""
+    the graph's optional layouts (`Graph`). Streamed (`streams_edge_embedding`): sh and
+    cutoff None, edge_feats the per-edge rows (vectors, z_sender, z_receiver) that
+    `embed` (`slot_embedding`) turns into harmonics, radial basis and cutoff."""
 
-    sh: list
-    edge_feats: jnp.ndarray
-    cutoff: jnp.ndarray
+    sh: list | None
+    edge_feats: jnp.ndarray | tuple
+    cutoff: jnp.ndarray | None
     senders: jnp.ndarray
     receivers: jnp.ndarray
     neighbours: jnp.ndarray | None
     edge_pairs: jnp.ndarray | None
+    embed: object = None
 
 
 class MACE(nn.Module):
@@ -202,16 +262,7 @@ class MACE(nn.Module):
         species, z_s, z_r, real_species, elements = node_species(cfg, graph)
         node_heads = graph.head[graph.node_graph]
 
-        lengths, sh, recompute = edge_geometry(graph, cfg.max_ell)
-        edge_feats, cutoff = (nn.remat(RadialEmbedding) if recompute else RadialEmbedding)(
-            cfg.r_max,
-            cfg.num_bessel,
-            cfg.num_polynomial_cutoff,
-            cfg.radial_type,
-            cfg.distance_transform,
-            cfg.apply_cutoff,
-            name="radial_embedding",
-        )(lengths, z_s, z_r)
+        edges, lengths = self._edges(graph, z_s, z_r)
 
         e0_table = jnp.asarray(
             self.variable("constants", "atomic_energies", lambda: jnp.zeros((H, Z), dtype)).value, dtype
@@ -225,7 +276,6 @@ class MACE(nn.Module):
             )
 
         h = ElementEmbedding(Z, scalar_channels(parse_irreps(cfg.hidden_irreps)), dtype, name="node_embedding")(species)
-        edges = Edges(sh, edge_feats, cutoff, graph.senders, graph.receivers, graph.neighbours, graph.edge_pairs)
         feats_per_layer = self._layers(h, species, real_species, elements, edges)
 
         node_inter = pair + self._readouts(feats_per_layer, node_heads)
@@ -238,6 +288,24 @@ class MACE(nn.Module):
         if node_feats_out:
             out["node_feats"] = jnp.concatenate([blocks_to_flat(f) for f, _ in feats_per_layer], axis=-1)
         return out
+
+    def _edges(self, graph: Graph, z_s, z_r) -> tuple[Edges, jnp.ndarray]:
+        """The interaction blocks' edge inputs (submodule `radial_embedding`; called from
+        `__call__` only) and the edge lengths [n_edges, 1] in A. z_s, z_r: [n_edges] atomic
+        numbers of the senders and receivers."""
+        cfg = self.config
+        basis = (cfg.r_max, cfg.num_bessel, cfg.num_polynomial_cutoff, cfg.radial_type, cfg.distance_transform)
+        layout = (graph.senders, graph.receivers, graph.neighbours, graph.edge_pairs)
+        if streams_edge_embedding(cfg, graph, self.backend):
+            vectors = edge_vectors(graph)
+            embedding = RadialEmbedding(*basis, cfg.apply_cutoff, name="radial_embedding")()
+            edges = Edges(None, (vectors, z_s, z_r), None, *layout, embed=slot_embedding(embedding, cfg.max_ell))
+            return edges, jnp.linalg.norm(vectors, axis=-1, keepdims=True)
+        lengths, sh, recompute = edge_geometry(graph, cfg.max_ell)
+        edge_feats, cutoff = (nn.remat(RadialEmbedding) if recompute else RadialEmbedding)(
+            *basis, cfg.apply_cutoff, name="radial_embedding"
+        )(lengths, z_s, z_r)
+        return Edges(sh, edge_feats, cutoff, *layout), lengths
 
     def _layers(self, h, species, real_species, elements, edges: Edges) -> list[tuple]:
         """Interaction and product blocks `interactions_t`, `products_t` (submodules of this
@@ -257,7 +325,7 @@ class MACE(nn.Module):
                 target_irreps=lay["target"],
                 hidden_irreps=lay["hidden_out"],
                 num_elements=Z,
-                num_radial=edges.edge_feats.shape[-1],
+                num_radial=cfg.num_bessel,
                 radial_MLP=cfg.radial_MLP,
                 avg_num_neighbors=cfg.avg_num_neighbors[t],
                 dtype=self.dtype,
@@ -266,13 +334,8 @@ class MACE(nn.Module):
             )
             e = edges
             args = (h, species, e.sh, e.edge_feats, e.cutoff, e.senders, e.receivers, e.neighbours, elements)
-            if lay["cls"] == "RealAgnosticResidualNonLinearInteractionBlock":
-                # its radial MLP reads the sender's and the receiver's embeddings: no pairs
-                message, sc = NonLinearInteraction(**common)(*args)
-            else:
-                message, sc = Interaction(kind=lay["cls"], **common)(*args, e.edge_pairs)
             prod_species = jnp.zeros_like(species) if cfg.use_agnostic_product else real_species
-            h = ProductBlock(
+            product = ProductBlock(
                 lay["target"],
                 lay["hidden_out"],
                 cfg.correlation[t],
@@ -281,7 +344,21 @@ class MACE(nn.Module):
                 self.dtype,
                 self.backend,
                 name=f"products_{t}",
-            )(message, sc, prod_species, None if cfg.use_agnostic_product else elements)
+            )
+            prod_elements = None if cfg.use_agnostic_product else elements
+            if lay["cls"] == "RealAgnosticResidualNonLinearInteractionBlock":
+                # its radial MLP reads the sender's and the receiver's embeddings: no pairs
+                message, sc = NonLinearInteraction(**common)(*args)
+            elif e.embed is not None:
+                # a graph large enough to stream its edges: the product basis runs in the
+                # message loop too, on each step's nodes (`Interaction`'s `then`)
+                then = product(None, elements=prod_elements)
+                h, _ = Interaction(kind=lay["cls"], **common)(*args, e.edge_pairs, e.embed, then, prod_species)
+                feats_per_layer.append((h, lay["hidden_out"]))
+                continue
+            else:
+                message, sc = Interaction(kind=lay["cls"], **common)(*args, e.edge_pairs, e.embed)
+            h = product(message, sc, prod_species, prod_elements)
             feats_per_layer.append((h, lay["hidden_out"]))
         return feats_per_layer
 

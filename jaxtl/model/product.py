@@ -307,10 +307,13 @@ class Contraction(nn.Module):
     backend: str = "xla"  # see `jaxtl.model.cueq`
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, species: jnp.ndarray, elements: jnp.ndarray | None = None) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray | None, species=None, elements: jnp.ndarray | None = None):
         """x: [n, channels, D]; species: [n]; elements: see `element_contraction`.
-        Returns [n, channels, 2l+1]."""
-        dim = x.shape[-1]
+        Returns [n, channels, 2l+1]. x None: returns the contraction as a pure function
+        (x [r, channels, D], species [r]) -> [r, channels, 2l+1] of any rows, for the
+        caller's own loop over nodes (xla backend)."""
+        dim = sum(2 * l + 1 for _, l, _ in self.coupling_irreps) if x is None else x.shape[-1]
+        dtype = self.dtype if x is None else x.dtype
         U_syms, Ws, factors = [], [], []
         for nu in range(self.correlation, 0, -1):
             U = self.variable(
@@ -330,14 +333,24 @@ class Contraction(nn.Module):
             )
             keep = coupled_monomials(self.coupling_irreps, self.l, self.p, nu)
             if keep:
-                U_syms.append(symmetrize_U(U.astype(x.dtype), dim, nu, keep))  # [n_kept, M, K]
-                Ws.append(W.astype(x.dtype))
+                U_syms.append(symmetrize_U(U.astype(dtype), dim, nu, keep))  # [n_kept, M, K]
+                Ws.append(W.astype(dtype))
                 factors.append((nu, keep))
+        channels, M = self.channels, 2 * self.l + 1
+
+        def rows_fn(x_rows, species_rows):
+            if not factors:
+                return jnp.zeros((x_rows.shape[0], channels, M), x_rows.dtype)
+            # channels leading: the contraction is then one batched matmul per channel
+            xc = jnp.swapaxes(x_rows, 0, 1)
+            return jnp.swapaxes(element_contraction(xc, factors, U_syms, Ws, species_rows, elements=elements), 0, 1)
+
+        if x is None:
+            return rows_fn
         if not factors:
             return jnp.zeros((x.shape[0], self.channels, 2 * self.l + 1), x.dtype)
         if self.backend == "cueq":
             return cueq.contraction(x, factors, U_syms, Ws, species, elements)
-        # channels leading inside each step: the contraction is then one batched matmul per channel
         return over_node_chunks(
             lambda xc, s_: element_contraction(xc, factors, U_syms, Ws, s_, elements=elements), x, species
         )  # [n, c, 2l+1]
@@ -358,8 +371,10 @@ class SymmetricContraction(nn.Module):
     backend: str = "xla"
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, species: jnp.ndarray, elements=None) -> tuple[jnp.ndarray, ...]:
-        return tuple(
+    def __call__(self, x: jnp.ndarray | None, species=None, elements=None):
+        """x None: returns the pure function (x [r, c, D], species [r]) -> blocks of any
+        rows (see `Contraction`)."""
+        out = tuple(
             Contraction(
                 self.coupling_irreps,
                 l,
@@ -373,6 +388,9 @@ class SymmetricContraction(nn.Module):
             )(x, species, elements)
             for mul, l, p in self.irreps_out
         )
+        if x is not None:
+            return out
+        return lambda x_rows, species_rows: tuple(fn(x_rows, species_rows) for fn in out)
 
 
 def contraction_flops(n_nodes: int, channels: int, dim: int, Ks: Sequence[int], M: int) -> int:

@@ -271,7 +271,8 @@ def node_major_messages(
     slots: int | None = None,
     pairs: jnp.ndarray | None = None,
     node_fn=None,
-) -> list[jnp.ndarray]:
+    node_data=None,
+):
     """`chunked_messages` over a receiver-major neighbour matrix, without a scatter.
 
     neighbours: [n_nodes, K] edge ids of each node's incoming edges, padded with
@@ -288,13 +289,22 @@ def node_major_messages(
     ([2, n_pairs], `Graph.edge_pairs`) halves the radial MLP: it runs once per pair of
     opposite edges (`pair_weights_in_slots`). Same arguments and result as
     `chunked_messages`, one block `[n_nodes, mul, 2l3+1]` per path, mapped by
-    `node_fn` (blocks -> blocks, row by row) when given. In steps, `node_fn` runs
-    inside each step: a linear map to fewer channels than the paths have then keeps
-    the full-width messages and their gradient (5120 numbers a node in MACE-MP-0
-    medium, 2 GB each for 10^5 atoms) to one step's rows.
+    `node_fn(blocks, data)` (row by row; data: the same rows of `node_data`, a pytree
+    of [n_nodes, ...] arrays) when given: the result is then node_fn's, rows of any
+    pytree. In steps, `node_fn` runs inside each step: a linear map to fewer channels
+    than the paths have then keeps the full-width messages and their gradient (5120
+    numbers a node in MACE-MP-0 medium, 2 GB each for 10^5 atoms) to one step's rows.
+
+    `sh` None streams the edge embedding: `radial_data` then holds what it is computed
+    from and `radial_fn(rows)` returns (harmonics, radial weights) of the rows, zero in
+    empty slots (rows of zeros); every step embeds its own slots, so no per-edge
+    harmonics or radial basis (nor their gradients) exist for all edges at once.
     """
     if node_fn is None:
-        node_fn = list
+
+        def node_fn(blocks, data):
+            return list(blocks)
+
     n_edges = senders.shape[0]
     n_nodes, K = neighbours.shape
     if slots is None:
@@ -302,7 +312,8 @@ def node_major_messages(
     n_steps, per_step = even_chunks(n_nodes, max(1, min(slots // max(K, 1), n_nodes)))
     pad = n_steps * per_step - n_nodes
     ids = jnp.pad(neighbours, ((0, pad), (0, 0)), constant_values=n_edges).reshape(n_steps, per_step * K)
-    sh = tuple(sh)
+    streamed = sh is None
+    sh = None if streamed else tuple(sh)
 
     def rows_of(a, e):
         """a[e] with zeros where e == n_edges (an empty slot): a gather that fills out of
@@ -326,28 +337,34 @@ def node_major_messages(
         return slot_messages(x, sh_slots, w, groups, paths, per_step, K)
 
     def gathered(e):  # plain gathers of the slots' rows; the radial MLP over the slots
+        if streamed:
+            return step(e, *radial_fn(jax.tree_util.tree_map(lambda a: rows_of(a, e), radial_data)))
         sh_slots, rows = jax.tree_util.tree_map(lambda a: rows_of(a, e), (sh, radial_data))
         return step(e, sh_slots, radial_fn(rows))
 
     if n_steps > 1:
-        out = jax.lax.map(jax.checkpoint(lambda e: node_fn(path_blocks(gathered(e), paths))), ids)
-        return [b.reshape(n_steps * per_step, *b.shape[2:])[:n_nodes] for b in out]
+        data = jax.tree_util.tree_map(
+            lambda a: jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)).reshape(n_steps, per_step, *a.shape[1:]),
+            node_data,
+        )
+        out = jax.lax.map(jax.checkpoint(lambda x: node_fn(path_blocks(gathered(x[0]), paths), x[1])), (ids, data))
+        return jax.tree_util.tree_map(lambda b: b.reshape(n_steps * per_step, *b.shape[2:])[:n_nodes], out)
     # One step: no loop, and nothing recomputed in the backward passes. The radial MLP
     # runs over the edge pairs, or over the edges when they are fewer than the slots
     # (in-degrees that vary, as in most training sets), and its rows are moved into
     # the slots by permutations.
     e = ids[0]
     n_slots = e.shape[0]
-    use_pairs = pairs is not None and pairs.shape[1] < min(n_edges, n_slots)
-    if not use_pairs and n_edges >= n_slots:
-        return node_fn(path_blocks(gathered(e)[:n_nodes], paths))
+    use_pairs = pairs is not None and pairs.shape[1] < min(n_edges, n_slots) and not streamed
+    if streamed or (not use_pairs and n_edges >= n_slots):
+        return node_fn(path_blocks(gathered(e)[:n_nodes], paths), node_data)
     slot_of_edge = _positions(e, n_edges)
     sh_slots = tuple(_permute_rows(a, e, slot_of_edge) for a in sh)
     if use_pairs:
         w = pair_weights_in_slots(radial_data, radial_fn, pairs, e, slot_of_edge)
     else:
         w = [_permute_rows(a, e, slot_of_edge) for a in radial_fn(radial_data)]
-    return node_fn(path_blocks(step(e, sh_slots, w)[:n_nodes], paths))
+    return node_fn(path_blocks(step(e, sh_slots, w)[:n_nodes], paths), node_data)
 
 
 def messages(
@@ -362,7 +379,8 @@ def messages(
     backend: str = "xla",
     pairs: jnp.ndarray | None = None,
     node_fn=None,
-) -> list[jnp.ndarray]:
+    node_data=None,
+):
     """The summed messages of every node: `node_major_messages` when the graph has a
     neighbour matrix (every batch jaxtl builds), else `chunked_messages`; with
     backend "cueq", one cuEquivariance call over all edges (`jaxtl.model.cueq`).
@@ -370,16 +388,28 @@ def messages(
     sh: harmonics [n_edges, 2l2+1] per l2; radial_data: pytree of per-edge arrays;
     radial_fn: rows of radial_data -> radial weights, one [rows, mul] per path; pairs:
     `Graph.edge_pairs` or None (only for a radial_data symmetric under edge reversal);
-    node_fn: blocks -> blocks applied to the node messages row by row (in
-    `node_major_messages`, inside its steps), or None.
+    node_fn: (blocks, rows of node_data) -> rows of any pytree, applied to the node
+    messages row by row (in `node_major_messages`, inside its steps), or None. sh None: the embedding is
+    streamed (see `node_major_messages`; neighbour matrix and XLA backend only).
     """
+    if sh is None and (backend == "cueq" or neighbours is None):
+        raise ValueError("a streamed edge embedding needs the neighbour matrix and the xla backend")
     if backend == "cueq":
         out = cueq.conv_messages(node_blocks, senders, receivers, sh, radial_data, radial_fn, paths)
-        return out if node_fn is None else node_fn(out)
+        return out if node_fn is None else node_fn(out, node_data)
     if neighbours is not None:
         return node_major_messages(
-            node_blocks, senders, neighbours, sh, radial_data, radial_fn, paths, pairs=pairs, node_fn=node_fn
+            node_blocks,
+            senders,
+            neighbours,
+            sh,
+            radial_data,
+            radial_fn,
+            paths,
+            pairs=pairs,
+            node_fn=node_fn,
+            node_data=node_data,
         )
     n_nodes = node_blocks[0].shape[0]
     out = chunked_messages(node_blocks, senders, receivers, n_nodes, sh, radial_data, radial_fn, paths)
-    return out if node_fn is None else node_fn(out)
+    return out if node_fn is None else node_fn(out, node_data)

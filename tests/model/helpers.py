@@ -35,11 +35,19 @@ def random_jaxtl_model(seed=0, **overrides):
 
 
 def model_and_graph(
-    monkeypatch, edge_chunk: int, node_chunk: int, slots: int, layout: bool, extra_edges: int = 11, pairs: bool = True
+    monkeypatch,
+    edge_chunk: int,
+    node_chunk: int,
+    slots: int,
+    layout: bool,
+    extra_edges: int = 11,
+    pairs: bool = True,
+    **model_overrides,
 ):
     """A 3x1x1 Cu/O cell and a small two-layer model, with the message and product chunk
     sizes set (through `monkeypatch`) and a padded graph; layout: keep the batch's
-    neighbour matrix and element list, and with pairs its edge pairs. Returns (model, graph, number of atoms, number of real edges)."""
+    neighbour matrix and element list, and with pairs its edge pairs; model_overrides:
+    MACEConfig fields. Returns (model, graph, number of atoms, number of real edges)."""
     from ase.build import bulk
 
     from jaxtl.graph.batching import graph_from_configuration, pad_batch
@@ -49,9 +57,8 @@ def model_and_graph(
     monkeypatch.setattr(tensor_product, "EDGE_CHUNK", edge_chunk)
     monkeypatch.setattr(tensor_product, "NODE_MAJOR_SLOTS", slots)
     monkeypatch.setattr(product, "NODE_CHUNK", node_chunk)
-    model = random_jaxtl_model(
-        seed=7, hidden_irreps="4x0e+4x1o", max_ell=2, correlation=(3, 2), radial_MLP=(8,), atomic_numbers=(8, 29)
-    )
+    arch = dict(hidden_irreps="4x0e+4x1o", max_ell=2, correlation=(3, 2), radial_MLP=(8,), atomic_numbers=(8, 29))
+    model = random_jaxtl_model(seed=7, **{**arch, **model_overrides})
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((3, 1, 1))
     atoms.rattle(0.1, seed=1)
     atoms.numbers[[1, 6]] = 8
