@@ -99,7 +99,7 @@ def analyse(frames, start, temperature: np.ndarray, time_fs: np.ndarray, config,
         forces = atoms.get_forces() if atoms.calc is not None else np.zeros((len(atoms), 3))
         measures = {
             "max_bond_stretch": (float(np.max(lengths / length0)), lambda v: v > c.max_bond_stretch),
-            "min_nonbonded": (float(d[apart].min()), lambda v: v < c.min_nonbonded),
+            "min_nonbonded": (float(d[apart].min()) if apart.any() else np.inf, lambda v: v < c.min_nonbonded),
             "max_force": (
                 float(np.linalg.norm(forces, axis=1).max()) if np.all(np.isfinite(forces)) else np.inf,
                 lambda v: not v <= c.max_force,
