@@ -15,6 +15,7 @@ The scripts put this folder on `sys.path` and `import _harness as harness`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import importlib.util
@@ -22,7 +23,6 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -216,19 +216,20 @@ def build_torch_model(name: str):
 
 def jaxtl_commit() -> str:
     """The checkout's commit, with "+dirty" when tracked files differ from it ("unknown" outside git)."""
+    from jaxtl.provenance import jaxtl_commit as commit
+
+    return commit()
+
+
+@contextlib.contextmanager
+def swapped(module, name, value):
+    """`module.name` set to `value` inside the block (an A/B of one function in one process)."""
+    old = getattr(module, name)
+    setattr(module, name, value)
     try:
-        head = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
+        yield
+    finally:
+        setattr(module, name, old)
 
 
 # distribution name -> key in the results files' "versions"

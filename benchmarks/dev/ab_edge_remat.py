@@ -14,7 +14,6 @@ Timed alternating call by call (benchmarks/_harness.py `interleaved`), on the ra
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import subprocess
@@ -24,16 +23,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _harness as harness  # noqa: E402
-
-
-@contextlib.contextmanager
-def swapped(module, name, value):
-    old = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, old)
 
 
 def base_node_major(rev: str):
@@ -83,12 +72,12 @@ def main(argv=None) -> int:
     from jaxtl.model import mace, tensor_product
 
     if args.recompute:
-        with swapped(mace, "RECOMPUTE_EDGE_EMBEDDING", 0):
+        with harness.swapped(mace, "RECOMPUTE_EDGE_EMBEDDING", 0):
             out_new = new.predict(graph, compute_stress=False)
         out_old = old.predict(graph, compute_stress=False)
     else:
         out_new = new.predict(graph, compute_stress=False)
-        with swapped(tensor_product, "node_major_messages", base_node_major(args.base)):
+        with harness.swapped(tensor_product, "node_major_messages", base_node_major(args.base)):
             out_old = old.predict(graph, compute_stress=False)
     diff = float(np.max(np.abs(np.asarray(out_new["forces"]) - np.asarray(out_old["forces"]))))
 

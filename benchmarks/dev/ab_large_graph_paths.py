@@ -20,7 +20,6 @@ Prints one line per cell: medians, ratio, max |force difference|, the load avera
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import os
 import re
@@ -34,16 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _harness as harness  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@contextlib.contextmanager
-def swapped(module, name, value):
-    old = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, old)
 
 
 def import_base(rev: str, into: Path):
@@ -87,9 +76,9 @@ def sides_for(args, config, variables, atoms, base):
     new = Side(build_loaded_model(config, variables, dtype=args.dtype), graph)
     if base is None:  # the same code, both paths
         other = Side(build_loaded_model(config, variables, dtype=args.dtype), graph)
-        with swapped(mace, "STREAM_EDGES", 0):
+        with harness.swapped(mace, "STREAM_EDGES", 0):
             first_new = new()
-        with swapped(mace, "STREAM_EDGES", 1 << 62):
+        with harness.swapped(mace, "STREAM_EDGES", 1 << 62):
             first_other = other()
     else:
         base_api, base_verify = base
