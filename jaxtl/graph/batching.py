@@ -22,7 +22,7 @@ import numpy as np
 from jaxtl.graph.graph import ELEMENT_SLOTS, Graph
 from jaxtl.graph.io import Configuration
 from jaxtl.graph.labels import Batch, Labels
-from jaxtl.graph.neighbours import neighbour_list
+from jaxtl.graph.neighbours import edge_keys, neighbour_list
 
 
 class Budget(NamedTuple):
@@ -154,25 +154,24 @@ def edge_pairs(senders, receivers, unit_shifts, n_edge: int) -> np.ndarray | Non
     n_real, n_pairs = len(s), n_edge // 2
     if n_real == 0:
         return np.full((2, n_pairs), n_edge, np.int32)
-    # one integer per edge: (sender, receiver, shift) in mixed radix
     n_nodes = int(max(s.max(), r.max())) + 1
     bound = int(np.abs(shifts).max())
-    base = 2 * bound + 1
-    if n_nodes * n_nodes * base**3 >= 2**62:
+    forward = edge_keys(s, r, shifts, n_nodes, bound)
+    if forward is None:
         return None
-
-    def key(a, b, S):
-        k = a * n_nodes + b
-        for c in range(3):
-            k = k * base + (S[:, c] + bound)
-        return k
-
-    forward, backward = key(s, r, shifts), key(r, s, -shifts)
-    order = np.argsort(forward, kind="stable")
-    ordered = forward[order]
-    if np.any(ordered[1:] == ordered[:-1]):
-        return None
-    at = np.minimum(np.searchsorted(ordered, backward), n_real - 1)
+    backward = edge_keys(r, s, -shifts, n_nodes, bound)
+    if np.all(forward[1:] > forward[:-1]):  # neighbour_list's order: sorted, and no edge twice
+        order, ordered = np.arange(n_real), forward
+    else:
+        order = np.argsort(forward, kind="stable")
+        ordered = forward[order]
+        if np.any(ordered[1:] == ordered[:-1]):
+            return None
+    # ascending queries: each binary search starts where the last ended (2-4x faster than unsorted)
+    by_backward = np.argsort(backward)
+    at = np.empty(n_real, np.int64)
+    at[by_backward] = np.searchsorted(ordered, backward[by_backward])
+    at = np.minimum(at, n_real - 1)
     reverse = np.where(ordered[at] == backward, order[at], -1)
     edges = np.arange(n_real)
     first = edges[(reverse < 0) | (edges < reverse)]

@@ -106,14 +106,33 @@ def neighbour_list(
     senders = np.asarray(first, dtype=np.int64)
     receivers = np.asarray(second, dtype=np.int64)
     shifts = np.asarray(shifts, dtype=np.int64).reshape(-1, 3)
-    keep = ~((senders == receivers) & np.all(shifts == 0, axis=1))
+    keep = (senders != receivers) | shifts.any(axis=1)
     senders, receivers, shifts = senders[keep], receivers[keep], shifts[keep]
-    if not sort:
-        return senders.astype(np.int32), receivers.astype(np.int32), shifts.astype(np.int32)
-    # A fixed order makes scatter sums (and so energies) bit-reproducible.
-    order = np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], receivers, senders))
-    return (
-        senders[order].astype(np.int32),
-        receivers[order].astype(np.int32),
-        shifts[order].astype(np.int32),
-    )
+    if sort:
+        # A fixed order makes scatter sums (and so energies) bit-reproducible.
+        keys = edge_keys(senders, receivers, shifts, len(positions))
+        if keys is None:
+            order = np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], receivers, senders))
+        else:
+            order = np.argsort(keys, kind="stable")
+        senders, receivers, shifts = senders[order], receivers[order], shifts[order]
+    return senders.astype(np.int32), receivers.astype(np.int32), shifts.astype(np.int32)
+
+
+def edge_keys(senders, receivers, unit_shifts, n_nodes: int, bound: int | None = None) -> np.ndarray | None:
+    """One int64 per edge that orders edges as (sender, receiver, shift x, y, z) do.
+
+    senders, receivers: [n_edges] node ids below `n_nodes`; unit_shifts: [n_edges, 3]
+    integers, each within [-bound, bound] (default: their largest magnitude). Edges with
+    equal keys are the same edge. None when the keys would not fit in 62 bits.
+    """
+    shifts = np.asarray(unit_shifts, np.int64).reshape(-1, 3)
+    if bound is None:
+        bound = int(np.abs(shifts).max(initial=0))
+    base = 2 * bound + 1
+    if n_nodes * n_nodes * base**3 >= 2**62:
+        return None
+    keys = np.asarray(senders, np.int64) * n_nodes + np.asarray(receivers, np.int64)
+    for c in range(3):
+        keys = keys * base + (shifts[:, c] + bound)
+    return keys

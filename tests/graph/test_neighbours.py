@@ -106,6 +106,29 @@ def test_order_is_deterministic():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("cell_side", [5.0, 0.9])  # 0.9 A: shifts up to 5 cells each way
+def test_edges_are_sorted_by_sender_receiver_and_shift(cell_side):
+    positions = RNG.random((12, 3)) * cell_side
+    senders, receivers, shifts = neighbour_list(positions, cell_side * np.eye(3), True, 4.0)
+    columns = (shifts[:, 2], shifts[:, 1], shifts[:, 0], receivers, senders)
+    np.testing.assert_array_equal(np.lexsort(columns), np.arange(len(senders)))
+    unsorted = neighbour_list(positions, cell_side * np.eye(3), True, 4.0, sort=False)
+    assert sorted(zip(*(c.tolist() for c in unsorted))) == sorted(
+        zip(*(c.tolist() for c in (senders, receivers, shifts)))
+    )
+
+
+def test_edge_keys_order_like_the_tuples_and_refuse_overflow():
+    from jaxtl.graph.neighbours import edge_keys
+
+    senders, receivers = np.array([1, 0, 0, 0, 1]), np.array([0, 1, 1, 1, 0])
+    shifts = np.array([[0, 0, -1], [0, 0, 1], [0, -1, 2], [0, 0, -2], [-1, 0, 0]])
+    keys = edge_keys(senders, receivers, shifts, n_nodes=2)
+    expected = np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], receivers, senders))
+    np.testing.assert_array_equal(np.argsort(keys), expected)
+    assert edge_keys(senders, receivers, shifts, n_nodes=2**22, bound=2**5) is None
+
+
 def test_neighbour_list_does_not_import_torch():
     import subprocess
     import sys
