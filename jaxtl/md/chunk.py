@@ -70,16 +70,28 @@ def make_force_fn(module, variables, graph: Graph):
     return force_fn
 
 
-def make_exact_force_fn(module, variables, graph: Graph, r_max: float, budget: ExactBudget):
+def make_exact_force_fn(module, variables, graph: Graph, r_max: float, budget: ExactBudget, wanted=None):
     """positions [n_nodes, 3] -> ((energy eV, forces [n_nodes, 3] eV/A), (counts [3], lengths
     [n_edges] A)): the model on the pairs of `graph` closer than r_max at the positions
     (`exact_graph`, whose counts say whether they fit `budget`), and the lengths of all
-    the edges of `graph` there."""
+    the edges of `graph` there.
+
+    The model is not evaluated (energy and forces are zero) where the exact graph outgrew
+    `budget`, or where `wanted(positions)` (a traced bool) is False: a step that will not be
+    accepted then costs only the cut."""
 
     def force_fn(positions):
         lengths = jnp.linalg.norm(edge_vectors(graph, positions), axis=1)
         exact, counts = exact_graph(graph, lengths, r_max, budget)
-        return make_force_fn(module, variables, exact)(positions), (counts, lengths)
+        usable = budget_fits(counts, budget)
+        if wanted is not None:
+            usable = usable & wanted(positions)
+
+        def skipped(positions):
+            return jnp.zeros((), positions.dtype), jnp.zeros_like(positions)
+
+        forces = jax.lax.cond(usable, make_force_fn(module, variables, exact), skipped, positions)
+        return forces, (counts, lengths)
 
     return force_fn
 
@@ -99,7 +111,17 @@ def make_chunk(module, n_steps: int, ensemble: str, r_max: float, on_trace=None)
     def chunk(variables, graph: Graph, masses, mobile, state: MDState, reference, key, params: ChunkParams, budget):
         if on_trace is not None:
             on_trace()
-        force_fn = make_exact_force_fn(module, variables, graph, r_max, budget)
+
+        def displacement(positions):
+            """The largest distance of a mobile atom from where `graph` was built, A."""
+            return jnp.max(jnp.where(mobile, jnp.linalg.norm(positions - reference, axis=1), 0.0))
+
+        # a proposal that used up the skin is not accepted (the host rebuilds the list): no
+        # forces for it (the comparison is False for NaN, so a NaN position gets its NaN forces)
+        def wanted(positions):
+            return ~(displacement(positions) > params.half_skin)
+
+        force_fn = make_exact_force_fn(module, variables, graph, r_max, budget, wanted)
         real_edge = graph.node_mask[graph.senders]
 
         def propose(i, state, sub):
@@ -110,7 +132,7 @@ def make_chunk(module, n_steps: int, ensemble: str, r_max: float, on_trace=None)
                 new, (counts, lengths) = langevin_baoab_step(
                     force_fn, state, params.dt, masses, mobile, params.kT, params.friction, sub, has_aux=True
                 )
-            moved = jnp.max(jnp.where(mobile, jnp.linalg.norm(new.positions - reference, axis=1), 0.0))
+            moved = displacement(new.positions)
             overflow = ~budget_fits(counts, budget)
             lengths = jnp.where(real_edge, lengths, jnp.inf)
             closest = jnp.argmin(lengths).astype(jnp.int32)
@@ -159,12 +181,15 @@ def budget_fits(counts: jnp.ndarray, budget: ExactBudget) -> jnp.ndarray:
     return jnp.all(counts <= jnp.array(budget.limits, counts.dtype))
 
 
-def make_initial_forces(module, on_trace=None):
-    """A jit-compiled `(variables, graph) -> (energy eV, forces eV/A)` at the graph's positions."""
+def make_initial_forces(module, r_max: float, on_trace=None):
+    """A jit-compiled `(variables, graph, budget) -> (energy eV, forces eV/A, counts [3])` at the
+    graph's positions, on its pairs closer than `r_max` (`exact_graph`; static `budget`). The
+    energy and forces are zero where the counts do not fit `budget`."""
 
-    def initial(variables, graph: Graph):
+    def initial(variables, graph: Graph, budget: ExactBudget):
         if on_trace is not None:
             on_trace()
-        return make_force_fn(module, variables, graph)(graph.positions)
+        (energy, forces), (counts, _) = make_exact_force_fn(module, variables, graph, r_max, budget)(graph.positions)
+        return energy, forces, counts
 
-    return jax.jit(initial)
+    return jax.jit(initial, static_argnames="budget")

@@ -70,8 +70,14 @@ log = logging.getLogger("jaxtl.md")
 CAPACITY_STEPS = 16  # capacities per doubling (`round_capacity`)
 EDGE_HEADROOM = 0.02
 NEIGHBOUR_HEADROOM = 0.125
-EXACT_HEADROOM = (0.03, 0.125)  # (edges, neighbour width) of the exact graph's first capacities
 GROWN_HEADROOM = (0.125, 0.25)  # (edges, neighbour width) when a run outgrows its capacities
+# The exact graph's capacities set the model's cost every step (its edges more than its
+# neighbour width), so they start closer to the counts, on a finer grid: in thermal MD of a
+# few hundred atoms the exact counts wander by ~1-2 % (edges) and one neighbour (in-degree).
+# A step that outgrows them shows the counts drifting (the system heating or compressing),
+# and they grow by GROWN_HEADROOM, so that a run recompiles for it once or twice.
+EXACT_STEPS = 64
+EXACT_HEADROOM = (0.03, 0.0625)  # (edges, neighbour width) of the first capacities
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,7 +325,7 @@ class MDEngine:
         self.dtype = np.dtype(self.model.config.dtype)
         self.n_compilations = 0
         self._chunks: dict = {}
-        self._initial = make_initial_forces(self.model.module, self._count)
+        self._initial = make_initial_forces(self.model.module, self.r_max, self._count)
         self._budgets: dict[int, Budget] = {}
         self._exact_budgets: dict[int, ExactBudget] = {}
 
@@ -351,7 +357,7 @@ class MDEngine:
         """Exact capacities that hold `counts` ([3]: edges, largest in-degree, pairs)."""
         previous = self._exact_budgets.get(n_atoms)
         headroom = EXACT_HEADROOM if previous is None else GROWN_HEADROOM
-        self._exact_budgets[n_atoms] = exact_budget(counts, previous, headroom, CAPACITY_STEPS)
+        self._exact_budgets[n_atoms] = exact_budget(counts, previous, headroom, EXACT_STEPS)
 
     def run(
         self,
@@ -374,7 +380,7 @@ class MDEngine:
         start_time = time.perf_counter()
         compilations = self.n_compilations
         system, graph, velocities = self._system(atoms, config)
-        energy, forces = self._initial(self.model.variables, graph)
+        energy, forces = self._initial_forces(graph, system.n)
         state = MDState(jnp.asarray(graph.positions), jnp.asarray(velocities, self.dtype), forces, energy)
         key = jax.random.PRNGKey(config.seed)
         if start_step:
@@ -401,6 +407,15 @@ class MDEngine:
             skin=system.skin,
             wall_s=time.perf_counter() - start_time,
         )
+
+    def _initial_forces(self, graph: Graph, n_atoms: int):
+        """(energy eV, forces [n_nodes, 3] eV/A) at the graph's positions, the exact capacities
+        grown first if they do not hold its pairs."""
+        while True:
+            energy, forces, counts = self._initial(self.model.variables, graph, budget=self.exact_budget(n_atoms))
+            if self.exact_budget(n_atoms).fits(np.asarray(counts)):
+                return energy, forces
+            self._grow_exact(n_atoms, np.asarray(counts))
 
     def _system(self, atoms: ase.Atoms, config: MDConfig) -> tuple[_System, Graph, np.ndarray]:
         """(the run's `_System`, its first padded graph, initial velocities [n_nodes, 3] A/(ASE
