@@ -95,8 +95,8 @@ class MDConfig:
         skin: neighbour-list skin in A (the list holds pairs closer than r_max + skin and
             is rebuilt once an atom has moved skin/2 from where it was built). None: chosen
             from the start velocities, the temperature, the masses and `dt` so that the
-            fastest atom needs about 8 steps to use up half of it, within 0.2-1.0 A
-            (`jaxtl.md.skin`): a thin skin keeps the model's edges few, and a rebuild is cheap.
+            fastest atom needs about 20 steps to use up half of it, within 0.3-1.5 A
+            (`jaxtl.md.skin`): the model sees only the pairs closer than r_max either way.
         check_every: steps per jit-compiled chunk; frames are handed over and progress
             reported between chunks (a chunk also ends early when the list needs rebuilding).
         save_every: keep every k-th frame (frame 0 is always kept).

@@ -14,6 +14,7 @@ from helpers import random_jaxtl_model  # noqa: E402
 from jaxtl.graph.io import DataError  # noqa: E402
 from jaxtl.md import MDConfig, MDEngine  # noqa: E402
 from jaxtl.md.ase_md import run_ase_md  # noqa: E402
+from jaxtl.md.skin import MAX_SKIN, MIN_SKIN  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +200,7 @@ def test_md_cli(tmp_path, cu_model, capsys):
     frames = ase.io.read(out, ":")
     assert len(frames) == 5 and frames[-1].info["md_step"] == 40
     summary = json.loads(capsys.readouterr().out)
-    assert 0.2 <= summary["neighbour_list_skin_A"] <= 1.0  # the engine's own choice, reported
+    assert MIN_SKIN <= summary["neighbour_list_skin_A"] <= MAX_SKIN  # the engine's own choice, reported
 
 
 def test_md_help_gives_units(capsys):
