@@ -14,7 +14,9 @@ compiles its chunk), then `--rounds` rounds each time every code once, interleav
 order rotates by round), so that all codes see the same background load. The tables give
 the median and the range over rounds, the engine's speed-up over the calculator path in
 the same round, the load average before and after, and the final positions against the
-calculator path's: on one model in float64 the trajectories agree to round-off.
+calculator path's: on one model in float64 the trajectories agree to round-off. They also
+give the process's CPU time a step (all threads): on a loaded machine, where the wall
+time waits on other processes, the CPU times still compare the work each code does.
 
 Default: the real H2/Cu MACE of the frozen-transfer-learning paper (`../shared/models/
 h2cu_mace.model`) on H2 over Cu(111) (56 atoms, 18 fixed), repeated --repeat times in the
@@ -80,7 +82,7 @@ def start_structure(path: str, repeat: str, temperature: float):
 
 
 class AseRun:
-    """`steps` VelocityVerlet steps with an ASE calculator: () -> (seconds, final positions, info)."""
+    """`steps` VelocityVerlet steps with an ASE calculator: () -> (seconds, CPU seconds, final positions, info)."""
 
     def __init__(self, calc, atoms, steps: int, dt: float):
         self.calc, self.atoms, self.steps, self.dt = calc, atoms, steps, dt
@@ -95,14 +97,14 @@ class AseRun:
         atoms = self.atoms.copy()
         atoms.calc = self.calc
         dyn = VelocityVerlet(atoms, timestep=self.dt * units.fs)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         dyn.run(self.steps)
-        return time.perf_counter() - t0, atoms.get_positions(), {}
+        return time.perf_counter() - t0, time.process_time() - c0, atoms.get_positions(), {}
 
 
 class EngineRun:
-    """An `MDEngine` run of `steps` NVE steps: () -> (seconds, final positions, info with the
-    skin, rebuilds and compilations). Built with a warm-up run, which compiles its chunks."""
+    """An `MDEngine` run of `steps` NVE steps: () -> (seconds, CPU seconds, final positions, info
+    with the skin, rebuilds and compilations). Built with a warm-up run, which compiles its chunks."""
 
     def __init__(self, engine, atoms, steps: int, dt: float, check_every: int | None, skin: float | None):
         from jaxtl.md.simulate import MDConfig
@@ -121,42 +123,49 @@ class EngineRun:
 
     def __call__(self):
         before = self.engine.n_compilations
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = self.engine.run(self.atoms, self.config)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         if result.error:
             raise SystemExit(f"jaxtl MD failed: {result.error}")
         info = {
             "skin_A": result.skin,
             "check_every": self.config.check_every,
             "rebuilds": result.n_rebuilds,
+            "overflows": result.n_overflows,
             "compilations": self.engine.n_compilations - before,
         }
-        return wall, result.frames[-1].get_positions(), info
+        return wall, cpu, result.frames[-1].get_positions(), info
 
 
 def interleave(runs: dict, rounds: int, steps: int) -> dict:
-    """{name: [(seconds, positions, info) per round]}; round r starts at the r-th code."""
+    """{name: [(seconds, CPU seconds, positions, info) per round]}; round r starts at the r-th code."""
     names = list(runs)
     out = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             out[name].append(runs[name]())
-            print(f"[md] round {r + 1} {name:30s} {1e3 * out[name][-1][0] / steps:8.2f} ms/step", flush=True)
+            wall, cpu = out[name][-1][:2]
+            print(
+                f"[md] round {r + 1} {name:30s} {1e3 * wall / steps:8.2f} ms/step ({1e3 * cpu / steps:.2f} CPU)",
+                flush=True,
+            )
     return out
 
 
 def summarise(results: dict, steps: int) -> list[dict]:
-    """A row per code: ms/step median and range over rounds, speed-up over the calculator path
-    (per round, the same round's calculator time over this code's), final positions against
-    the calculator path's (first round) and mace-torch's."""
+    """A row per code: ms/step (wall and CPU) median and range over rounds, speed-up over the
+    calculator path (per round, the same round's calculator time over this code's), final
+    positions against the calculator path's (first round) and mace-torch's."""
     import numpy as np
 
     calc = results[CALCULATOR]
     rows = []
     for name, runs in results.items():
-        ms = [1e3 * wall / steps for wall, _, _ in runs]
-        speedup = [c[0] / wall for c, (wall, _, _) in zip(calc, runs)]
+        ms = [1e3 * wall / steps for wall, _, _, _ in runs]
+        cpu_ms = [1e3 * cpu / steps for _, cpu, _, _ in runs]
+        speedup = [c[0] / run[0] for c, run in zip(calc, runs)]
+        cpu_speedup = [c[1] / run[1] for c, run in zip(calc, runs)]
         row = {
             "code": name,
             "ms_per_step": ms,
@@ -164,11 +173,14 @@ def summarise(results: dict, steps: int) -> list[dict]:
             "steps_per_s_median": 1e3 / statistics.median(ms),
             "speedup_vs_calculator": speedup,
             "speedup_vs_calculator_median": statistics.median(speedup),
-            "max_position_diff_vs_calculator_A": float(np.abs(runs[0][1] - calc[0][1]).max()),
+            "cpu_ms_per_step": cpu_ms,
+            "cpu_ms_per_step_median": statistics.median(cpu_ms),
+            "cpu_speedup_vs_calculator_median": statistics.median(cpu_speedup),
+            "max_position_diff_vs_calculator_A": float(np.abs(runs[0][2] - calc[0][2]).max()),
         }
         if TORCH in results:
-            row["max_position_diff_vs_torch_A"] = float(np.abs(runs[0][1] - results[TORCH][0][1]).max())
-        row.update(runs[-1][2])
+            row["max_position_diff_vs_torch_A"] = float(np.abs(runs[0][2] - results[TORCH][0][2]).max())
+        row.update(runs[-1][3])
         rows.append(row)
     return rows
 
@@ -176,8 +188,8 @@ def summarise(results: dict, steps: int) -> list[dict]:
 def markdown(rows, meta) -> str:
     engines = [r for r in rows if "skin_A" in r]
     engine_text = "; ".join(
-        f"{r['code']}: skin {r['skin_A']:.3f} A, {r['check_every']} steps a chunk, {r['rebuilds']} rebuilds and "
-        f"{r['compilations']} compilations in the last timed run"
+        f"{r['code']}: skin {r['skin_A']:.3f} A, {r['check_every']} steps a chunk, {r['rebuilds']} rebuilds, "
+        f"{r['overflows']} capacity overflows and {r['compilations']} compilations in the last timed run"
         for r in engines
     )
     lines = [
@@ -191,13 +203,14 @@ def markdown(rows, meta) -> str:
         f"{meta['load_after']:.2f} after.",
         "",
         "| code | ms/step, median (range) | steps/s | speed-up vs calculator path, median (range) "
-        "| final positions vs calculator path, A |",
-        "|---|---:|---:|---:|---:|",
+        "| CPU ms/step (all threads), median | CPU speed-up vs calculator path | final positions vs calculator path, A |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
         f"| {r['code']} | {r['ms_per_step_median']:.2f} ({min(r['ms_per_step']):.2f}-{max(r['ms_per_step']):.2f}) "
         f"| {r['steps_per_s_median']:.1f} | {r['speedup_vs_calculator_median']:.2f}x "
         f"({min(r['speedup_vs_calculator']):.2f}-{max(r['speedup_vs_calculator']):.2f}) "
+        f"| {r['cpu_ms_per_step_median']:.2f} | {r['cpu_speedup_vs_calculator_median']:.2f}x "
         f"| {r['max_position_diff_vs_calculator_A']:.1e} |"
         for r in rows
     ]
@@ -239,7 +252,8 @@ def main(argv=None) -> int:
     for r in rows:
         print(
             f"[md] {r['code']:30s} {r['ms_per_step_median']:8.2f} ms/step  x{r['speedup_vs_calculator_median']:5.2f} "
-            f"vs calculator  final positions vs calculator {r['max_position_diff_vs_calculator_A']:.1e} A"
+            f"vs calculator (CPU x{r['cpu_speedup_vs_calculator_median']:5.2f})  final positions vs calculator "
+            f"{r['max_position_diff_vs_calculator_A']:.1e} A"
         )
     meta = run_metadata("md_speed.py", argv) | {
         "model": Path(args.model).name,

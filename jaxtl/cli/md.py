@@ -34,9 +34,9 @@ def add_md_args(p: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="neighbour-list skin in A (default: chosen from the velocities, temperature, masses and "
-        "--dt so the fastest atom takes about 8 steps to move skin/2, within 0.2-1 A). Every pair within "
-        "r_max + skin is computed, so a thinner skin makes steps cheaper and rebuilds more frequent; the "
-        "forces stay exact either way",
+        "--dt so the fastest atom takes about 20 steps to move skin/2, within 0.3-1.5 A). Each step cuts the "
+        "pairs within r_max out of the list, so a thicker skin costs little per step and rebuilds less often; "
+        "the forces stay exact either way",
     )
     g.add_argument(
         "--check-every",

@@ -4,6 +4,10 @@ Units are ASE's: positions in A, masses in amu, energies in eV, so velocities ar
 A per ASE time unit (A sqrt(amu/eV); 1 fs = `ase.units.fs` of them) and `dt` is in
 ASE time units. Callers convert from fs with `ase.units.fs`.
 
+A force function may return an auxiliary output beside (energy, forces), as with
+`jax.value_and_grad(..., has_aux=True)`: `force_fn(x) -> ((energy, forces), aux)`, and the
+step then returns `(state, aux)` (what it learnt building the graph at x, say).
+
 Every function acts on padded arrays: `mobile` is False for padding nodes and for
 atoms held fixed (ASE `FixAtoms`), whose velocities stay zero and positions unchanged.
 """
@@ -41,22 +45,32 @@ def kinetic_energy(velocities: jnp.ndarray, masses: jnp.ndarray, mobile: jnp.nda
     return 0.5 * jnp.sum(jnp.where(mobile[:, None], masses[:, None] * velocities**2, 0.0))
 
 
-def velocity_verlet_step(force_fn: ForceFn, state: MDState, dt, masses, mobile) -> MDState:
-    """One NVE step (kick, drift, force, kick); one force evaluation."""
+def _forces(force_fn, x, has_aux: bool):
+    """((energy, forces), aux) of `force_fn` at x; aux None without `has_aux`."""
+    return force_fn(x) if has_aux else (force_fn(x), None)
+
+
+def velocity_verlet_step(force_fn: ForceFn, state: MDState, dt, masses, mobile, has_aux: bool = False):
+    """One NVE step (kick, drift, force, kick); one force evaluation. Returns the new
+    `MDState`, or `(state, aux)` with `has_aux`."""
     move = mobile[:, None]
     v = state.velocities + jnp.where(move, 0.5 * dt * state.forces / masses[:, None], 0.0)
     x = state.positions + jnp.where(move, dt * v, 0.0)
-    energy, forces = force_fn(x)
+    (energy, forces), aux = _forces(force_fn, x, has_aux)
     v = v + jnp.where(move, 0.5 * dt * forces / masses[:, None], 0.0)
-    return MDState(x, v, forces, energy)
+    new = MDState(x, v, forces, energy)
+    return (new, aux) if has_aux else new
 
 
-def langevin_baoab_step(force_fn: ForceFn, state: MDState, dt, masses, mobile, kT, friction, key: jax.Array) -> MDState:
+def langevin_baoab_step(
+    force_fn: ForceFn, state: MDState, dt, masses, mobile, kT, friction, key: jax.Array, has_aux: bool = False
+):
     """One Langevin step in the BAOAB splitting (Leimkuhler and Matthews 2013).
 
     kT: thermal energy in eV; friction: in 1 / ASE time unit. The Ornstein-Uhlenbeck
     part is solved exactly, so the step samples the canonical distribution with an
-    O(dt^2) configurational error; one force evaluation per step.
+    O(dt^2) configurational error; one force evaluation per step. Returns the new
+    `MDState`, or `(state, aux)` with `has_aux`.
     """
     move = mobile[:, None]
     c1 = jnp.exp(-friction * dt)
@@ -66,6 +80,7 @@ def langevin_baoab_step(force_fn: ForceFn, state: MDState, dt, masses, mobile, k
     noise = jax.random.normal(key, v.shape, v.dtype)
     v = jnp.where(move, c1 * v + c2 * jnp.sqrt(kT / masses[:, None]) * noise, 0.0)
     x = x + jnp.where(move, 0.5 * dt * v, 0.0)
-    energy, forces = force_fn(x)
+    (energy, forces), aux = _forces(force_fn, x, has_aux)
     v = v + jnp.where(move, 0.5 * dt * forces / masses[:, None], 0.0)
-    return MDState(x, v, forces, energy)
+    new = MDState(x, v, forces, energy)
+    return (new, aux) if has_aux else new

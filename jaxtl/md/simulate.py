@@ -5,11 +5,14 @@
     result.frames            # every `save_every`-th frame, with energy, forces and velocities
     result.drift()           # eV/atom/ps of the total energy (NVE)
 
-The model sees every pair closer than r_max + skin. When a compiled chunk of up to
-`check_every` steps stops because an atom has moved skin/2 from where the list was built,
-the host rebuilds the list, padded to capacities that never shrink, so a run compiles a
-handful of times; the skin is chosen from the system unless given (`jaxtl.md.skin`). A run that explodes (non-finite energy or forces, atoms closer than
-`min_distance`) stops with a message naming the step and keeps the frames so far.
+The neighbour list holds every pair closer than r_max + skin; each step evaluates the model
+on the pairs closer than r_max at its positions, cut out of it under jit (`jaxtl.md.exact_graph`).
+When a compiled chunk of up to `check_every` steps stops because an atom has moved skin/2 from
+where the list was built, the host rebuilds the list; when the exact pairs outgrow their
+capacities, the host grows them. Capacities never shrink, so a run compiles a handful of times;
+the skin is chosen from the system unless given (`jaxtl.md.skin`). A run that explodes
+(non-finite energy or forces, atoms closer than `min_distance`) stops with a message naming the
+step and keeps the frames so far.
 """
 
 from __future__ import annotations
@@ -41,20 +44,40 @@ from jaxtl.graph.batching import (
 from jaxtl.graph.graph import Graph
 from jaxtl.graph.io import Configuration, DataKeys, check_elements, configuration_from_atoms
 from jaxtl.graph.labels import Batch
-from jaxtl.md.chunk import LIMIT, NOT_FINITE, OK, REBUILD, TOO_CLOSE, ChunkParams, make_chunk, make_initial_forces
+from jaxtl.md.chunk import (
+    LIMIT,
+    NOT_FINITE,
+    OK,
+    OVERFLOW,
+    REBUILD,
+    TOO_CLOSE,
+    ChunkParams,
+    make_chunk,
+    make_initial_forces,
+)
+from jaxtl.md.exact_graph import ExactBudget, exact_budget, host_counts
 from jaxtl.md.integrators import MDState
 from jaxtl.md.skin import choose_skin
 
 log = logging.getLogger("jaxtl.md")
 
-# The engine's graph capacities. The model's cost follows the padded edges and neighbour
-# width, not the real ones, and one MD run keeps one size, so a fine grid (at most ~6 %
-# padding) pays. A run recompiles only when a rebuilt list outgrows the capacities, which
-# then grow with headroom (the counts drift as the atoms move) and never shrink.
+# The engine's graph capacities, of the skin list and of the exact graph the model sees. The
+# model's cost follows the padded edges and neighbour width, not the real ones, and one MD run
+# keeps one size, so a fine grid (at most ~6 % padding) pays. A run recompiles only when a
+# rebuilt list, or the exact pairs of a step, outgrow the capacities, which then grow with
+# headroom (the counts drift as the atoms move) and never shrink. The exact counts change
+# every step (pairs cross r_max), the skin list's only at a rebuild.
 CAPACITY_STEPS = 16  # capacities per doubling (`round_capacity`)
 EDGE_HEADROOM = 0.02
 NEIGHBOUR_HEADROOM = 0.125
 GROWN_HEADROOM = (0.125, 0.25)  # (edges, neighbour width) when a run outgrows its capacities
+# The exact graph's capacities set the model's cost every step (its edges more than its
+# neighbour width), so they start closer to the counts, on a finer grid: in thermal MD of a
+# few hundred atoms the exact counts wander by ~1-2 % (edges) and one neighbour (in-degree).
+# A step that outgrows them shows the counts drifting (the system heating or compressing),
+# and they grow by GROWN_HEADROOM, so that a run recompiles for it once or twice.
+EXACT_STEPS = 64
+EXACT_HEADROOM = (0.03, 0.0625)  # (edges, neighbour width) of the first capacities
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +95,8 @@ class MDConfig:
         skin: neighbour-list skin in A (the list holds pairs closer than r_max + skin and
             is rebuilt once an atom has moved skin/2 from where it was built). None: chosen
             from the start velocities, the temperature, the masses and `dt` so that the
-            fastest atom needs about 8 steps to use up half of it, within 0.2-1.0 A
-            (`jaxtl.md.skin`): a thin skin keeps the model's edges few, and a rebuild is cheap.
+            fastest atom needs about 20 steps to use up half of it, within 0.3-1.5 A
+            (`jaxtl.md.skin`): the model sees only the pairs closer than r_max either way.
         check_every: steps per jit-compiled chunk; frames are handed over and progress
             reported between chunks (a chunk also ends early when the list needs rebuilding).
         save_every: keep every k-th frame (frame 0 is always kept).
@@ -122,6 +145,8 @@ class MDResult:
         n_atoms: atoms in the structure.
         n_compilations: jit traces during the run (chunk and initial forces).
         n_rebuilds: neighbour-list rebuilds.
+        n_overflows: steps whose exact graph outgrew its capacities (each grows them, and
+            the step is taken again: one more compilation).
         skin: the neighbour-list skin used, A (`MDConfig.skin`, or the engine's choice).
         wall_s: wall time in s; steps_per_s: steps_done / wall_s.
     """
@@ -136,6 +161,7 @@ class MDResult:
     n_atoms: int
     n_compilations: int = 0
     n_rebuilds: int = 0
+    n_overflows: int = 0
     skin: float = 0.0
     wall_s: float = 0.0
 
@@ -299,8 +325,9 @@ class MDEngine:
         self.dtype = np.dtype(self.model.config.dtype)
         self.n_compilations = 0
         self._chunks: dict = {}
-        self._initial = make_initial_forces(self.model.module, self._count)
+        self._initial = make_initial_forces(self.model.module, self.r_max, self._count)
         self._budgets: dict[int, Budget] = {}
+        self._exact_budgets: dict[int, ExactBudget] = {}
 
     def _count(self) -> None:
         self.n_compilations += 1  # runs only while tracing
@@ -308,16 +335,29 @@ class MDEngine:
     def _chunk(self, n_steps: int, ensemble: str):
         key = (n_steps, ensemble)
         if key not in self._chunks:
-            self._chunks[key] = make_chunk(self.model.module, n_steps, ensemble, self._count)
+            self._chunks[key] = make_chunk(self.model.module, n_steps, ensemble, self.r_max, self._count)
         return self._chunks[key]
 
     def graph(self, numbers, positions, cell, pbc, skin: float):
-        """Padded graph with every pair closer than r_max + skin (host side)."""
+        """Padded graph with every pair closer than r_max + skin (host side); the capacities of
+        the exact graph (`exact_budget`) grown to hold its pairs closer than r_max."""
         config = Configuration(atomic_numbers=numbers, positions=positions, cell=cell, pbc=pbc)
         item = graph_from_configuration(config, self.r_max + skin)
         key = len(numbers)
         budget = self._budgets[key] = md_budget(item, self._budgets.get(key))
-        return pad_batch([item], *budget[:3], r_max=self.r_max, dtype=self.dtype, n_neighbour=budget.n_neighbour).graph
+        graph = pad_batch([item], *budget[:3], r_max=self.r_max, dtype=self.dtype, n_neighbour=budget.n_neighbour).graph
+        self._grow_exact(key, host_counts(graph, self.r_max))
+        return graph
+
+    def exact_budget(self, n_atoms: int) -> ExactBudget:
+        """The capacities of the exact graphs of structures of `n_atoms` atoms."""
+        return self._exact_budgets[n_atoms]
+
+    def _grow_exact(self, n_atoms: int, counts) -> None:
+        """Exact capacities that hold `counts` ([3]: edges, largest in-degree, pairs)."""
+        previous = self._exact_budgets.get(n_atoms)
+        headroom = EXACT_HEADROOM if previous is None else GROWN_HEADROOM
+        self._exact_budgets[n_atoms] = exact_budget(counts, previous, headroom, EXACT_STEPS)
 
     def run(
         self,
@@ -340,7 +380,7 @@ class MDEngine:
         start_time = time.perf_counter()
         compilations = self.n_compilations
         system, graph, velocities = self._system(atoms, config)
-        energy, forces = self._initial(self.model.variables, graph)
+        energy, forces = self._initial_forces(graph, system.n)
         state = MDState(jnp.asarray(graph.positions), jnp.asarray(velocities, self.dtype), forces, energy)
         key = jax.random.PRNGKey(config.seed)
         if start_step:
@@ -348,7 +388,7 @@ class MDEngine:
         trajectory = _Trajectory(system, config, on_frames, start_step)
         trajectory.start(graph.positions, velocities, energy, forces)
         error = self._check_start(float(energy), np.asarray(forces), graph, config.min_distance)
-        done, rebuilds, error = self._advance(system, graph, state, key, trajectory, progress, error)
+        done, rebuilds, overflows, error = self._advance(system, graph, state, key, trajectory, progress, error)
         if error is not None:
             log.warning("%s; keeping %d frames", error, len(trajectory.frames))
         ekin = np.array(trajectory.ekin)
@@ -363,9 +403,19 @@ class MDEngine:
             n_atoms=system.n,
             n_compilations=self.n_compilations - compilations,
             n_rebuilds=rebuilds,
+            n_overflows=overflows,
             skin=system.skin,
             wall_s=time.perf_counter() - start_time,
         )
+
+    def _initial_forces(self, graph: Graph, n_atoms: int):
+        """(energy eV, forces [n_nodes, 3] eV/A) at the graph's positions, the exact capacities
+        grown first if they do not hold its pairs."""
+        while True:
+            energy, forces, counts = self._initial(self.model.variables, graph, budget=self.exact_budget(n_atoms))
+            if self.exact_budget(n_atoms).fits(np.asarray(counts)):
+                return energy, forces
+            self._grow_exact(n_atoms, np.asarray(counts))
 
     def _system(self, atoms: ase.Atoms, config: MDConfig) -> tuple[_System, Graph, np.ndarray]:
         """(the run's `_System`, its first padded graph, initial velocities [n_nodes, 3] A/(ASE
@@ -400,29 +450,37 @@ class MDEngine:
 
     def _advance(
         self, system: _System, graph: Graph, state: MDState, key, trajectory: _Trajectory, progress, error: str | None
-    ) -> tuple[int, int, str | None]:
+    ) -> tuple[int, int, int, str | None]:
         """Chunks of `check_every` steps until `config.steps` (or `error`); the neighbour list is
         rebuilt when a chunk stops because an atom moved more than skin/2 from where the list
-        was built: (steps done, rebuilds, the error that stopped the run or None)."""
+        was built, the exact capacities grown when a step outgrew them: (steps done, rebuilds,
+        overflows, the error that stopped the run or None)."""
         config, start_step = trajectory.config, trajectory.start_step
         variables = self.model.variables
         n_steps = max(config.steps - start_step, 0)
         params = chunk_params(config, system.skin, self.dtype)
         chunk = self._chunk(config.check_every, config.ensemble)
-        done, rebuilds = 0, 0
+        done, rebuilds, overflows = 0, 0, 0
         reference, fresh = state.positions, True  # where `graph` was built; built for this chunk
         bar = _progress(n_steps, progress)
         while error is None and done < n_steps:
             params = params._replace(limit=jnp.asarray(min(config.check_every, n_steps - done), jnp.int32))
-            state, key, record = chunk(variables, graph, system.masses, system.mobile, state, reference, key, params)
+            budget = self._exact_budgets[system.n]
+            state, key, record = chunk(
+                variables, graph, system.masses, system.mobile, state, reference, key, params, budget=budget
+            )
             status = np.asarray(record.status)
             accepted = int(np.argmax(status != OK)) if np.any(status != OK) else len(status)
             trajectory.add(record, accepted, start_step + done)
             done += accepted
             bar.update(accepted)
             error = stop_message(record, status, accepted, start_step + done + 1, graph, config, system.skin, fresh)
-            fresh = False
-            if error is None and done < n_steps and accepted < len(status) and status[accepted] == REBUILD:
+            fresh = fresh and accepted == 0  # the graph was built at the current state
+            stop = int(status[accepted]) if accepted < len(status) else LIMIT
+            if error is None and stop == OVERFLOW:
+                self._grow_exact(system.n, np.asarray(record.exact_counts)[accepted])
+                overflows += 1
+            if error is None and done < n_steps and stop == REBUILD:
                 positions = np.asarray(state.positions, np.float64)[: system.n]
                 graph = self.graph(system.numbers, positions, system.cell, system.pbc, system.skin)
                 if graph.n_nodes != system.n_nodes:
@@ -432,7 +490,7 @@ class MDEngine:
             temperature = 2 * trajectory.ekin[-1] / (system.dof * units.kB)
             bar.set_postfix(T=f"{temperature:.0f}K", E=f"{trajectory.epot[-1]:.3f}")
         bar.close()
-        return done, rebuilds, error
+        return done, rebuilds, overflows, error
 
     @staticmethod
     def _check_start(energy, forces, graph, min_distance) -> str | None:

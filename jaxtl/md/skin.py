@@ -1,12 +1,17 @@
 """The neighbour-list skin an MD run uses when the user gives none, chosen from the system.
 
-The compiled MD evaluates the model on every pair closer than r_max + skin, and the model's
-cost grows with those edges, roughly as ((r_max + skin) / r_max)^3 in a dense system. A
-thinner skin costs less per step but is used up sooner: the list is rebuilt (on the host,
-between compiled chunks) once an atom has moved skin/2 from where the list was built.
-The rule sizes the skin so that the fastest atom, moving straight on, needs
-`STEPS_PER_REBUILD` steps to use up half of it. Atoms in a solid or a molecule vibrate
-rather than fly, so the observed time between rebuilds is longer than that.
+The list holds every pair closer than r_max + skin and is rebuilt (on the host, between
+compiled chunks) once an atom has moved skin/2 from where it was built. Each step cuts the
+pairs closer than r_max out of it (`jaxtl.md.exact_graph`), so the model costs what it costs
+on the exact list whatever the skin: a thicker skin adds only the cut (an elementwise pass
+over the list's edges, ~3 % of a step at 1 A for MACE at r_max = 5 A) and a larger list to
+build. A thinner one is used up sooner, and each rebuild ends a chunk early and makes a host
+round trip (vesin, padding, a new graph on the device); the proposal that used up the skin
+costs only the cut (the model is not evaluated for it). Over 0.24-2 A the CPU time of a step
+is the same within the noise (224 H2/Cu atoms, benchmarks/md_speed.py), so the rule sizes the
+skin for a rebuild about once a chunk (`MDConfig.check_every`'s default): the fastest atom,
+moving straight on, needs `STEPS_PER_REBUILD` steps to use up half of it. Atoms in a solid or
+a molecule vibrate rather than fly, so the observed time between rebuilds is longer than that.
 
 The speed is the larger of the fastest mobile atom's at the start and the root mean square
 thermal speed of the lightest mobile element at the run's temperature (so a start at rest
@@ -19,15 +24,13 @@ from __future__ import annotations
 import numpy as np
 from ase import units
 
-# Steps between rebuilds the skin is sized for. Each 0.1 A of skin adds ~6 % edges at
-# r_max = 5 A, so ~6 % to every step; each rebuild ends a compiled chunk and makes a host
-# round trip (vesin, padding, a new graph on the device, the chunk's frames read back), so
-# a much thinner skin costs more in rebuilds than it saves in edges
-# (benchmarks/results/md_skin_sweep_cpu_h2cu224.md sweeps it).
-STEPS_PER_REBUILD = 8
+# Steps between rebuilds the skin is sized for: a chunk's default length, so that a chunk
+# seldom ends early for a rebuild.
+STEPS_PER_REBUILD = 20
 # A, the skin's bounds: below MIN_SKIN the list is rebuilt on vibrations alone (a thermal
-# amplitude is ~0.05-0.1 A); at MAX_SKIN the list holds ~1.7x the exact edges (r_max 5 A).
-MIN_SKIN, MAX_SKIN = 0.2, 1.0
+# amplitude is ~0.05-0.1 A); at MAX_SKIN the list holds ~2.2x the exact edges (r_max 5 A),
+# so the cut and each rebuild cost twice what they do at the exact list.
+MIN_SKIN, MAX_SKIN = 0.3, 1.5
 
 
 def choose_skin(
