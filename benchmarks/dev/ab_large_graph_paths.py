@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -49,17 +50,24 @@ def import_base(rev: str, into: Path):
 
 
 class Side:
+    """One side's energy+forces call; `cpu` collects the process CPU seconds of each call
+    (both sides' threads spin alike; unlike wall time, it does not count the time the
+    call waits for cores taken by other processes)."""
+
     def __init__(self, loaded, graph):
         self.loaded, self.graph = loaded, graph
+        self.cpu, self._cpu0 = [], 0.0
 
     def __call__(self):
+        self._cpu0 = time.process_time()
         return self.loaded.predict(self.graph, compute_stress=False)
 
-    @staticmethod
-    def sync(out):
+    def sync(self, out):
         import jax
 
-        return jax.block_until_ready(out)
+        out = jax.block_until_ready(out)
+        self.cpu.append(time.process_time() - self._cpu0)
+        return out
 
 
 def sides_for(args, config, variables, atoms, base):
@@ -131,10 +139,13 @@ def main(argv=None) -> int:
             load_before = os.getloadavg()[0]
             _, (t_new, t_other) = harness.interleaved([new, other], args.repeats, warmup=2)
             m_new, m_other = statistics.median(t_new), statistics.median(t_other)
+            c_new, c_other = (statistics.median(side.cpu[-args.repeats :]) for side in (new, other))
             print(
                 f"{len(atoms)} atoms, {args.model} {args.dtype}: {new_name} {1e3 * m_new:.1f} ms, {other_name} "
                 f"{1e3 * m_other:.1f} ms (medians of {args.repeats} alternating calls), ratio other/new "
-                f"{m_other / m_new:.3f}; max |force difference| {diff:.2e} eV/A; load average "
+                f"{m_other / m_new:.3f}; fastest calls {1e3 * min(t_new):.1f} / {1e3 * min(t_other):.1f} ms "
+                f"({min(t_other) / min(t_new):.3f}); process CPU {1e3 * c_new:.1f} / {1e3 * c_other:.1f} ms "
+                f"({c_other / c_new:.3f}); max |force difference| {diff:.2e} eV/A; load average "
                 f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after{same}",
                 flush=True,
             )

@@ -97,11 +97,12 @@ def train_case(args, without=None):
     """(call, first loss, XLA entry instructions) of the training step, traced and compiled now;
     without: a Graph field to set to None."""
     import jax
+    from _data import data_path
 
     from jaxtl.convert.convert import from_torch_module
 
     b = bench_train_step
-    frames = b.read_structures(str(b.DATA), 5)
+    frames = b.read_structures(str(data_path("mlearn-Si-train")), 5)
     side = b.JaxTrainer(*from_torch_module(b.build_torch_model(args.hidden, 10.0)), frames, args.dtype, False)
     if without:
         side.batch = side.batch._replace(graph=side.batch.graph._replace(**{without: None}))

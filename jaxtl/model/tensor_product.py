@@ -218,6 +218,26 @@ def pair_weights_in_slots(
     return [_permute_rows(w, *first) + _permute_rows(w, *second) for w in w_pairs]
 
 
+def _row_products(w: Sequence[jnp.ndarray], x: jnp.ndarray) -> jnp.ndarray:
+    """[slots, paths * (2l1+1), mul]: w[p][s, c] * x[s, a, c], one product of channel rows
+    per (path, input component) rather than a broadcast: XLA:CPU vectorises these along
+    the channels, and their gradients are sums of such rows, where a broadcast's gradient
+    reduces over short middle axes (several times slower)."""
+    return jnp.stack([wp * x[:, a] for wp in w for a in range(x.shape[1])], axis=1)
+
+
+def neighbour_sum(sh: jnp.ndarray, w: Sequence[jnp.ndarray], x: jnp.ndarray) -> jnp.ndarray:
+    """sum_k sh[n, k, b] w[p][nk, c] x[nk, a, c] -> [n, b, paths * (2l1+1) * mul], (p, a, c) flat.
+
+    sh: harmonics [n, K, 2l2+1] of each node's K slots; w: radial weights [n * K, mul],
+    one per path; x: sender features [n * K, 2l1+1, mul]. The sum over slots is one
+    batched matmul over the products w * x (`_row_products`), harmonics leading so that
+    the large operand keeps its layout.
+    """
+    n, K, _ = sh.shape
+    return jnp.einsum("nkb,nkq->nbq", sh, _row_products(w, x).reshape(n, K, -1))
+
+
 def slot_messages(
     x: Sequence[jnp.ndarray],
     sh_slots: Sequence[jnp.ndarray],
@@ -230,33 +250,31 @@ def slot_messages(
     """The messages of `n` nodes from their K neighbour slots each: [n, sum over paths of
     mul * (2l3+1)], paths in order.
 
-    x: sender features of each slot, one [n * K, mul, 2l1+1] per input irrep; sh_slots:
+    x: sender features of each slot, one [n * K, 2l1+1, mul] per input irrep (channels
+    last, so that the per-slot products are of contiguous channel rows, see
+    `neighbour_sum`); sh_slots:
     harmonics [n * K, 2l2+1] per degree; w: radial weights [n * K, mul] per path (zero in
     empty slots); groups: {(input irrep, harmonic degree): [path indices]}.
     """
     dtype = x[0].dtype
     out = [None] * len(paths)
     for (i_in, l_sh), group in groups.items():
-        dim_in = x[i_in].shape[-1]
-        # [slots, paths, mul]: the paths from one input irrep share its multiplicity
-        w_group = jnp.stack([w[p] for p in group], axis=1)
-        wx = (w_group[:, :, :, None] * x[i_in][:, None]).reshape(n, K, -1)
-        # sum over the K neighbour slots, harmonics leading so that the large
-        # operand keeps its layout: [nodes, 2l2+1, paths * channels * dims]
-        summed = jnp.einsum("nkb,nkq->nbq", sh_slots[l_sh].reshape(n, K, -1), wx)
+        dim_in = x[i_in].shape[1]
+        # [nodes, 2l2+1, paths * (2l1+1) * mul]: the paths of a group share the input
+        summed = neighbour_sum(sh_slots[l_sh].reshape(n, K, -1), tuple(w[p] for p in group), x[i_in])
         # cut into paths on an axis of their own: the gradient then keeps the same
         # layout (fewer XLA instructions than cutting the flat last axis)
-        summed = summed.reshape(n, 2 * l_sh + 1, len(group), -1, dim_in)
+        summed = summed.reshape(n, 2 * l_sh + 1, len(group), dim_in, -1)
         blocks = split_pieces(summed, [1] * len(group), axis=2)
         for p, block in zip(group, blocks):
             t = paths[p]
-            block = block.reshape(n, 2 * l_sh + 1, t.mul, dim_in)
+            block = block.reshape(n, 2 * l_sh + 1, dim_in, t.mul)
             cg = conv_clebsch_gordan((dim_in - 1) // 2, l_sh, t.l_out) * math.sqrt(2 * t.l_out + 1)
             if dim_in == 1:  # scalar inputs: the coupling is a multiple of the identity
                 assert np.allclose(cg[0], cg[0, 0, 0] * np.eye(2 * l_sh + 1), atol=1e-12)
-                out[p] = (block[..., 0] * float(cg[0, 0, 0])).transpose(0, 2, 1).reshape(n, -1)
+                out[p] = (block[:, :, 0] * float(cg[0, 0, 0])).transpose(0, 2, 1).reshape(n, -1)
             else:
-                out[p] = jnp.einsum("nbca,abm->ncm", block, jnp.asarray(cg, dtype)).reshape(n, -1)
+                out[p] = jnp.einsum("nbac,abm->ncm", block, jnp.asarray(cg, dtype)).reshape(n, -1)
     return jnp.concatenate(out, axis=-1)
 
 
@@ -330,10 +348,12 @@ def node_major_messages(
     for p, t in enumerate(paths):
         groups[(t.i_in, t.l_sh)].append(p)
 
+    channels_last = [b.transpose(0, 2, 1) for b in node_blocks]  # node rows: cheap next to the slots'
+
     def step(e, sh_slots, w):
         """e: [per_step * K] edge ids; sh_slots, w: the harmonics and the radial weights
         (one [per_step * K, mul] per path) of those slots, zero in empty ones."""
-        x = [b[rows_of(senders, e)] for b in node_blocks]  # [slots, mul, 2l1+1]; an empty slot reads node 0
+        x = [b[rows_of(senders, e)] for b in channels_last]  # [slots, 2l1+1, mul]; an empty slot reads node 0
         return slot_messages(x, sh_slots, w, groups, paths, per_step, K)
 
     def gathered(e):  # plain gathers of the slots' rows; the radial MLP over the slots
