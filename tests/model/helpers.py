@@ -56,6 +56,7 @@ def model_and_graph(
 
     monkeypatch.setattr(tensor_product, "EDGE_CHUNK", edge_chunk)
     monkeypatch.setattr(tensor_product, "NODE_MAJOR_SLOTS", slots)
+    monkeypatch.setattr(tensor_product, "NODE_MAJOR_BYTES", 0)  # steps of `slots` whatever the width
     monkeypatch.setattr(product, "NODE_CHUNK", node_chunk)
     arch = dict(hidden_irreps="4x0e+4x1o", max_ell=2, correlation=(3, 2), radial_MLP=(8,), atomic_numbers=(8, 29))
     model = random_jaxtl_model(seed=7, **{**arch, **model_overrides})

@@ -47,3 +47,19 @@ def test_neighbour_sum_second_derivative_matches_autodiff():
 
     for a, b in zip(force_like(neighbour_sum), force_like(plain_neighbour_sum)):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_slim_models_take_more_slots_a_step():
+    from jaxtl.model.tensor_product import NODE_MAJOR_BYTES, NODE_MAJOR_SLOTS, conv_tp_paths, node_major_slots
+
+    sh = [(1, l, (-1) ** l) for l in range(4)]  # max_ell 3; targets as mace's: the harmonics' irreps
+
+    def slots(node_irreps, dtype):
+        blocks = [jnp.zeros((1, mul, 2 * l + 1), dtype) for mul, l, _ in node_irreps]
+        paths = conv_tp_paths(node_irreps, sh, sh)
+        return node_major_slots(blocks, paths), sum(t.mul * (2 * node_irreps[t.i_in][1] + 1) for t in paths)
+
+    slim, width = slots([(16, 0, 1)], jnp.float64)  # the H2/Cu MACE: 4 paths of 16 scalars
+    assert width == 64 and slim == NODE_MAJOR_BYTES // (64 * 8) > NODE_MAJOR_SLOTS
+    wide, width = slots([(128, 0, 1), (128, 1, -1)], jnp.float32)  # MP-0 medium's second layer
+    assert width == 2816 and wide == NODE_MAJOR_SLOTS
