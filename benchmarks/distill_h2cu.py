@@ -76,6 +76,8 @@ ACE_STUDENTS = {
     "ace_o3_d10_r4": dict(order=3, degree=10, r_max=4.0),
     "ace_o3_d12_r5": dict(order=3, degree=12, r_max=5.0),
     "ace_o3_d8_r4.5": dict(order=3, degree=8, r_max=4.5),
+    "ace_o3_d8_r3.5": dict(order=3, degree=8, r_max=3.5),
+    "ace_o3_d8_r3.5_hot": dict(order=3, degree=8, r_max=3.5),
     "ace_o3_d7_r4": dict(order=3, degree=7, r_max=4.0),
     "ace_o3_d6_r4": dict(order=3, degree=6, r_max=4.0),
     "ace_o3_d8_r4_hot": dict(order=3, degree=8, r_max=4.0),
