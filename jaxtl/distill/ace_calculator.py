@@ -24,6 +24,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from jaxtl.ase_state import QuickStateCheck
 from jaxtl.distill.ace_rows import RowLayout, pack_rows
 from jaxtl.graph.io import DataError
 
@@ -45,7 +46,7 @@ def load_lean_model(model_file, radial_table: int | None = None):
     return with_radial_table(lean(model), radial_table)[0], meta
 
 
-class CompiledACECalculator(Calculator):
+class CompiledACECalculator(QuickStateCheck, Calculator):
     """Energy, free energy, per-atom energies, forces and (periodic cells) stress of a
     linear ACE (ace-jax `model.npz`), in float64.
 
