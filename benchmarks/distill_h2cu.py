@@ -85,11 +85,20 @@ ACE_STUDENTS = {
     "ace_o3_d8_r4.5_hot": dict(order=3, degree=8, r_max=4.5),
     "ace_o3_d8_r4_wL2_hot": dict(order=3, degree=8, r_max=4.0, wL=2.0),
     "ace_o4_d8_r4_hot": dict(order=4, degree=8, r_max=4.0),
+    "ace_o3_d8_r4_defects": dict(order=3, degree=8, r_max=4.0, uncertainty_structures=0),
 }
 # Extra training data of the training starts only (never the held-out slab): hotter Langevin
 # runs, each kept frame also rattled. Students named *_hot are fitted to labelled.xyz plus these.
 HOT_SAMPLING = dict(md_steps=400, temperature=1000.0, keep_every=20, n_rattled=1, rattle_std=0.1)
 HOT_SUFFIX = "_hot"
+# Surface defects made from the training starts only (never the held-out slab): each start
+# with one top-layer Cu atom lifted onto the surface as an adatom, and with one removed (a
+# vacancy), each relaxed with the teacher and then rattled `DEFECT_RATTLES` times with a
+# std growing over `DEFECT_RATTLE_STD` A. Students named *_defects are fitted to
+# labelled.xyz plus these.
+DEFECT_RATTLES = 20
+DEFECT_RATTLE_STD = (0.03, 0.15)
+DEFECTS_SUFFIX = "_defects"
 # The size of the paper's teachers: MACE-MP-0 medium (128x0e+128x1o, L=3, correlation 3, r 6 A)
 MP0_MEDIUM = dict(
     atomic_numbers=(1, 29),
@@ -247,6 +256,53 @@ def stage_hot(teacher, labelled: Path, out: Path, s: dict, seed: int) -> Path:
     return target
 
 
+def defect_variants(start):
+    """(adatom, vacancy) copies of a slab start: its highest Cu atom moved 1.3 A sideways
+    and 1.8 A up, and that atom removed."""
+    top = max((i for i in range(len(start)) if start.numbers[i] == 29), key=lambda i: start.positions[i, 2])
+    adatom = start.copy()
+    adatom.positions[top] += [1.3, 0.0, 1.8]
+    vacancy = start.copy()
+    del vacancy[top]  # FixAtoms indices follow
+    return adatom, vacancy
+
+
+def stage_defects(teacher_dir: Path, labelled: Path, out: Path, s: dict, seed: int) -> Path:
+    """labelled.xyz plus teacher-labelled adatom and vacancy variants of the training starts
+    (`defect_variants`), relaxed and rattled, tagged split=train: OUT/data/labelled_defects.xyz."""
+    import ase.io
+    from ase.optimize import BFGS
+
+    from jaxtl.api import load_model
+    from jaxtl.calculator import MACECalculator
+    from jaxtl.distill import label_structures
+
+    target = out / "data" / "labelled_defects.xyz"
+    if target.exists():
+        return target
+    n_train = len(s["train_slabs"]) * s["per_slab"]
+    names = s["train_slabs"] * s["per_slab"] + s["held_out_slabs"] * s["per_slab"]
+    teacher = load_model(teacher_dir)
+    calc = MACECalculator(teacher)
+    rng = np.random.default_rng(seed + 3000)
+    frames = []
+    for start in starts(names, seed)[:n_train]:
+        for kind, atoms in zip(("adatom", "vacancy"), defect_variants(start)):
+            atoms.calc = calc
+            BFGS(atoms, logfile=None).run(fmax=0.1, steps=40)
+            for std in np.linspace(*DEFECT_RATTLE_STD, DEFECT_RATTLES):
+                a = atoms.copy()
+                a.calc = None
+                a.positions += rng.normal(scale=std, size=a.positions.shape)
+                a.info.update(split="train", augment=f"{kind} rattled {std:.3f}", source=start.info["source"])
+                frames.append(a)
+    labelled_defects, _ = label_structures(teacher, frames, batch_size=8)
+    tmp = target.with_suffix(".tmp.xyz")
+    ase.io.write(tmp, ase.io.read(labelled, ":") + labelled_defects, format="extxyz")
+    tmp.rename(target)
+    return target
+
+
 def stage_student(teacher_dir: Path, name: str, labelled: Path, out: Path, s: dict, seed: int, batch_size: int) -> dict:
     """One student distilled from the labels (skipped when its report exists; an interrupted
     one resumes)."""
@@ -382,6 +438,8 @@ def main(argv=None) -> int:
     for name in s["students"]:
         logging.info("student %s", name)
         data = stage_hot(teacher, labelled, out, s, args.seed) if name.endswith(HOT_SUFFIX) else labelled
+        if name.endswith(DEFECTS_SUFFIX):
+            data = stage_defects(teacher_dir, labelled, out, s, args.seed)
         reports[name] = stage_student(teacher_dir, name, data, out, s, args.seed, args.batch_size)
     if args.students_only:
         return 0
