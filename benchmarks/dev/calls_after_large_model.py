@@ -6,7 +6,8 @@ MP-0-medium-shaped MACE (0.2-0.3 s a call) with the teacher and the students, an
 teacher came right after it. Here, one process: each round calls the large model once,
 optionally sleeps, then calls the teacher K times in a row (each through its ASE
 calculator, a fresh copy, a reset calculator), and the same again for a student; the
-table gives the median time of the k-th call after the large one. Then the figures of
+table gives the median time of the k-th call after the large one. The same for the
+teacher's and the student's calls after one call of the other. Then the figures of
 `compare_calculators` for {teacher, student} with and without the large model interleaved.
 
     nice -n 10 python benchmarks/dev/calls_after_large_model.py --run runs/h2cu \
@@ -78,6 +79,9 @@ def main(argv=None) -> int:
         for name, calc in calcs.items():
             ms = 1e3 * calls_after(large, calc, structures, args.rounds, args.calls, pause)
             rows.append({"what": f"{name}, k-th call after the medium model, pause {pause} s", "ms": ms.tolist()})
+    for first, then in (("teacher", "student"), ("student", "teacher")):  # the two small models, one after the other
+        ms = 1e3 * calls_after(calcs[first], calcs[then], structures, args.rounds, 2, 0.0)
+        rows.append({"what": f"{then}, 1st and 2nd call after the {first}", "ms": ms.tolist()})
     for label, group in (("without", calcs), ("with", {**calcs, "mp0_medium_shaped": large})):
         timing = compare_calculators(group, structures, repeats=args.rounds)
         ms = [timing[n]["ms_per_call"] for n in calcs]
