@@ -13,9 +13,11 @@ Stages, each skipped when its output exists (the run resumes where it stopped):
      the record in OUT/data/sampling.json;
   3. OUT/students/NAME: each student distilled from those labels (`distill` with
      `data.labelled_file`): report.json with errors against the teacher per test set;
-  4. OUT/speed_N.json: energy+forces per call through ASE for the teacher and every
-     student, interleaved in one process, on test structures of N = 56 atoms and their
-     2x2 repeats (224 atoms); then, in a pass of its own, the teacher beside an
+  4. OUT/speed_N.json: energy+forces per call through ASE, the teacher and one student
+     interleaved in a pass of their own, student by student, in one process, on test
+     structures of N = 56 atoms and their 2x2 repeats (224 atoms): with more models in
+     one interleaving each model's calls slow down (the teacher 12 ms a call beside 12
+     ACE calculators, 6.4 ms beside two); then, in a pass of its own, the teacher beside an
      MP-0-medium-shaped MACE (random weights: speed only), whose 0.2-1 s calls slow the
      next several calls of whichever model follows them (2.7x for the teacher at 56 atoms:
      benchmarks/dev/calls_after_large_model.py), so it never sits in the students' interleaving;
@@ -367,16 +369,23 @@ def stage_speed(teacher, names, out: Path, s: dict, repeat: int, medium: bool) -
         b = a.repeat((repeat, repeat, 1)) if repeat > 1 else a.copy()
         b.calc = None
         structures.append(b)
-    calcs = {"teacher": load_calculator(out / "teacher")}  # every model through the same path
-    for name in names:
-        calcs[name] = load_calculator(out / "students" / name / "student")
+    teacher_calc = load_calculator(out / "teacher")  # every model through the same path
+    load_before = os.getloadavg()
+    timing, teacher_ms = {}, []
+    for name in names:  # the teacher beside one student at a time, as benchmarks/student_speed.py times them
+        calcs = {"teacher": teacher_calc, name: load_calculator(out / "students" / name / "student")}
         if name in ACE_STUDENTS:  # the same student with the radials as fitted
             calcs[name + EXACT_RADIALS_SUFFIX] = load_calculator(out / "students" / name / "student", radial_table=None)
-    load_before = os.getloadavg()
-    timing = compare_calculators(calcs, structures, repeats=s["speed_repeats"])
+        pair = compare_calculators(calcs, structures, repeats=s["speed_repeats"])
+        for key in calcs:
+            if key != "teacher":
+                timing[key] = {**pair[key], "teacher_ms_per_call": pair["teacher"]["ms_per_call"]}
+        teacher_ms.append(pair["teacher"]["ms_per_call"])
+        timing.update({k: pair[k] for k in ("n_structures", "n_atoms_mean", "device")})
+    timing["teacher"] = {"ms_per_call": float(np.median(teacher_ms)), "ms_per_call_by_pass": teacher_ms}
     timing["load_average"] = {"before": list(load_before), "after": list(os.getloadavg())}
     if medium:  # the teacher's time in this pass links the medium model to the students
-        pair = {"teacher": calcs["teacher"], "mp0_medium_shaped": MACECalculator(medium_shaped_model())}
+        pair = {"teacher": teacher_calc, "mp0_medium_shaped": MACECalculator(medium_shaped_model())}
         timing["medium_pass"] = compare_calculators(pair, structures, repeats=s["speed_repeats"])
     (out / f"speed_{len(structures[0])}.json").write_text(json.dumps(timing, indent=2))
     return timing
@@ -515,7 +524,7 @@ def summarise(reports: dict, speeds: dict, record: dict, s: dict, args, argv) ->
                     continue
                 ms = timing[name + suffix]["ms_per_call"]
                 row[f"ms{suffix}_{n}"] = ms
-                row[f"speedup{suffix}_{n}"] = timing["teacher"]["ms_per_call"] / ms
+                row[f"speedup{suffix}_{n}"] = timing[name + suffix]["teacher_ms_per_call"] / ms
                 if "medium_pass" in timing:
                     row[f"speedup_vs_medium{suffix}_{n}"] = _medium_over_teacher(timing) * row[f"speedup{suffix}_{n}"]
         students[name] = row
@@ -570,7 +579,9 @@ def table_md(results: dict) -> str:
         "(other seeds/temperatures from the training starts; the held-out slab only in test runs).",
         "Speed: energy+forces per ASE calculator call (neighbour lists included), median of interleaved "
         f"calls in one process on {meta['device']} ({meta['cpu']}), each after an untimed call of the same "
-        "model (`compare_calculators`); the 224-atom cells are 2x2 repeats. The MP-0-medium-shaped model is "
+        "model (`compare_calculators`), each student (with its exact-radials twin) beside the teacher in a "
+        "pass of its own, its speed-up against the teacher's time in that pass (the teacher row: the median "
+        "over the passes); the 224-atom cells are 2x2 repeats. The MP-0-medium-shaped model is "
         "timed beside the teacher in a pass of its own (its long calls slow whichever model follows): its "
         "ms are from that pass, and a student's speed-up over it is (medium / teacher there) x (its speed-up). "
         f"Load average (1, 5, 15 min) before/after each size: {_loads(meta.get('load_average'))}. "
