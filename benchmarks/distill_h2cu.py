@@ -13,9 +13,14 @@ Stages, each skipped when its output exists (the run resumes where it stopped):
      the record in OUT/data/sampling.json;
   3. OUT/students/NAME: each student distilled from those labels (`distill` with
      `data.labelled_file`): report.json with errors against the teacher per test set;
-  4. OUT/speed_N.json: energy+forces per call through ASE for the teacher, every
-     student and an MP-0-medium-shaped MACE (random weights: speed only), interleaved in
-     one process, on test structures of N = 56 atoms and their 2x2 repeats (224 atoms);
+  4. OUT/speed_N.json: energy+forces per call through ASE, the teacher and one student
+     interleaved in a pass of their own, student by student, in one process, on test
+     structures of N = 56 atoms and their 2x2 repeats (224 atoms): with more models in
+     one interleaving each model's calls slow down (the teacher 12 ms a call beside 12
+     ACE calculators, 6.4 ms beside two); then, in a pass of its own, the teacher beside an
+     MP-0-medium-shaped MACE (random weights: speed only), whose 0.2-1 s calls slow the
+     next several calls of whichever model follows them (2.7x for the teacher at 56 atoms:
+     benchmarks/dev/calls_after_large_model.py), so it never sits in the students' interleaving;
   5. OUT/results.{json,md} and, with --results STEM, STEM.{json,md}: the trade-off table.
 
     python benchmarks/distill_h2cu.py --fast --out /tmp/h2cu     # about a minute; run by tests/distill
@@ -73,6 +78,8 @@ ACE_STUDENTS = {
     "ace_o3_d10_r4": dict(order=3, degree=10, r_max=4.0),
     "ace_o3_d12_r5": dict(order=3, degree=12, r_max=5.0),
     "ace_o3_d8_r4.5": dict(order=3, degree=8, r_max=4.5),
+    "ace_o3_d8_r3.5": dict(order=3, degree=8, r_max=3.5),
+    "ace_o3_d8_r3.5_hot": dict(order=3, degree=8, r_max=3.5),
     "ace_o3_d7_r4": dict(order=3, degree=7, r_max=4.0),
     "ace_o3_d6_r4": dict(order=3, degree=6, r_max=4.0),
     "ace_o3_d8_r4_hot": dict(order=3, degree=8, r_max=4.0),
@@ -80,11 +87,20 @@ ACE_STUDENTS = {
     "ace_o3_d8_r4.5_hot": dict(order=3, degree=8, r_max=4.5),
     "ace_o3_d8_r4_wL2_hot": dict(order=3, degree=8, r_max=4.0, wL=2.0),
     "ace_o4_d8_r4_hot": dict(order=4, degree=8, r_max=4.0),
+    "ace_o3_d8_r4_defects": dict(order=3, degree=8, r_max=4.0, uncertainty_structures=0),
 }
 # Extra training data of the training starts only (never the held-out slab): hotter Langevin
 # runs, each kept frame also rattled. Students named *_hot are fitted to labelled.xyz plus these.
 HOT_SAMPLING = dict(md_steps=400, temperature=1000.0, keep_every=20, n_rattled=1, rattle_std=0.1)
 HOT_SUFFIX = "_hot"
+# Surface defects made from the training starts only (never the held-out slab): each start
+# with one top-layer Cu atom lifted onto the surface as an adatom, and with one removed (a
+# vacancy), each relaxed with the teacher and then rattled `DEFECT_RATTLES` times with a
+# std growing over `DEFECT_RATTLE_STD` A. Students named *_defects are fitted to
+# labelled.xyz plus these.
+DEFECT_RATTLES = 20
+DEFECT_RATTLE_STD = (0.03, 0.15)
+DEFECTS_SUFFIX = "_defects"
 # The size of the paper's teachers: MACE-MP-0 medium (128x0e+128x1o, L=3, correlation 3, r 6 A)
 MP0_MEDIUM = dict(
     atomic_numbers=(1, 29),
@@ -242,6 +258,53 @@ def stage_hot(teacher, labelled: Path, out: Path, s: dict, seed: int) -> Path:
     return target
 
 
+def defect_variants(start):
+    """(adatom, vacancy) copies of a slab start: its highest Cu atom moved 1.3 A sideways
+    and 1.8 A up, and that atom removed."""
+    top = max((i for i in range(len(start)) if start.numbers[i] == 29), key=lambda i: start.positions[i, 2])
+    adatom = start.copy()
+    adatom.positions[top] += [1.3, 0.0, 1.8]
+    vacancy = start.copy()
+    del vacancy[top]  # FixAtoms indices follow
+    return adatom, vacancy
+
+
+def stage_defects(teacher_dir: Path, labelled: Path, out: Path, s: dict, seed: int) -> Path:
+    """labelled.xyz plus teacher-labelled adatom and vacancy variants of the training starts
+    (`defect_variants`), relaxed and rattled, tagged split=train: OUT/data/labelled_defects.xyz."""
+    import ase.io
+    from ase.optimize import BFGS
+
+    from jaxtl.api import load_model
+    from jaxtl.calculator import MACECalculator
+    from jaxtl.distill import label_structures
+
+    target = out / "data" / "labelled_defects.xyz"
+    if target.exists():
+        return target
+    n_train = len(s["train_slabs"]) * s["per_slab"]
+    names = s["train_slabs"] * s["per_slab"] + s["held_out_slabs"] * s["per_slab"]
+    teacher = load_model(teacher_dir)
+    calc = MACECalculator(teacher)
+    rng = np.random.default_rng(seed + 3000)
+    frames = []
+    for start in starts(names, seed)[:n_train]:
+        for kind, atoms in zip(("adatom", "vacancy"), defect_variants(start)):
+            atoms.calc = calc
+            BFGS(atoms, logfile=None).run(fmax=0.1, steps=40)
+            for std in np.linspace(*DEFECT_RATTLE_STD, DEFECT_RATTLES):
+                a = atoms.copy()
+                a.calc = None
+                a.positions += rng.normal(scale=std, size=a.positions.shape)
+                a.info.update(split="train", augment=f"{kind} rattled {std:.3f}", source=start.info["source"])
+                frames.append(a)
+    labelled_defects, _ = label_structures(teacher, frames, batch_size=8)
+    tmp = target.with_suffix(".tmp.xyz")
+    ase.io.write(tmp, ase.io.read(labelled, ":") + labelled_defects, format="extxyz")
+    tmp.rename(target)
+    return target
+
+
 def stage_student(teacher_dir: Path, name: str, labelled: Path, out: Path, s: dict, seed: int, batch_size: int) -> dict:
     """One student distilled from the labels (skipped when its report exists; an interrupted
     one resumes)."""
@@ -306,16 +369,24 @@ def stage_speed(teacher, names, out: Path, s: dict, repeat: int, medium: bool) -
         b = a.repeat((repeat, repeat, 1)) if repeat > 1 else a.copy()
         b.calc = None
         structures.append(b)
-    calcs = {"teacher": load_calculator(out / "teacher")}  # every model through the same path
-    for name in names:
-        calcs[name] = load_calculator(out / "students" / name / "student")
+    teacher_calc = load_calculator(out / "teacher")  # every model through the same path
+    load_before = os.getloadavg()
+    timing, teacher_ms = {}, []
+    for name in names:  # the teacher beside one student at a time, as benchmarks/student_speed.py times them
+        calcs = {"teacher": teacher_calc, name: load_calculator(out / "students" / name / "student")}
         if name in ACE_STUDENTS:  # the same student with the radials as fitted
             calcs[name + EXACT_RADIALS_SUFFIX] = load_calculator(out / "students" / name / "student", radial_table=None)
-    if medium:
-        calcs["mp0_medium_shaped"] = MACECalculator(medium_shaped_model())
-    load_before = os.getloadavg()
-    timing = compare_calculators(calcs, structures, repeats=s["speed_repeats"])
+        pair = compare_calculators(calcs, structures, repeats=s["speed_repeats"])
+        for key in calcs:
+            if key != "teacher":
+                timing[key] = {**pair[key], "teacher_ms_per_call": pair["teacher"]["ms_per_call"]}
+        teacher_ms.append(pair["teacher"]["ms_per_call"])
+        timing.update({k: pair[k] for k in ("n_structures", "n_atoms_mean", "device")})
+    timing["teacher"] = {"ms_per_call": float(np.median(teacher_ms)), "ms_per_call_by_pass": teacher_ms}
     timing["load_average"] = {"before": list(load_before), "after": list(os.getloadavg())}
+    if medium:  # the teacher's time in this pass links the medium model to the students
+        pair = {"teacher": teacher_calc, "mp0_medium_shaped": MACECalculator(medium_shaped_model())}
+        timing["medium_pass"] = compare_calculators(pair, structures, repeats=s["speed_repeats"])
     (out / f"speed_{len(structures[0])}.json").write_text(json.dumps(timing, indent=2))
     return timing
 
@@ -376,6 +447,8 @@ def main(argv=None) -> int:
     for name in s["students"]:
         logging.info("student %s", name)
         data = stage_hot(teacher, labelled, out, s, args.seed) if name.endswith(HOT_SUFFIX) else labelled
+        if name.endswith(DEFECTS_SUFFIX):
+            data = stage_defects(teacher_dir, labelled, out, s, args.seed)
         reports[name] = stage_student(teacher_dir, name, data, out, s, args.seed, args.batch_size)
     if args.students_only:
         return 0
@@ -451,17 +524,24 @@ def summarise(reports: dict, speeds: dict, record: dict, s: dict, args, argv) ->
                     continue
                 ms = timing[name + suffix]["ms_per_call"]
                 row[f"ms{suffix}_{n}"] = ms
-                row[f"speedup{suffix}_{n}"] = timing["teacher"]["ms_per_call"] / ms
-                if "mp0_medium_shaped" in timing:
-                    row[f"speedup_vs_medium{suffix}_{n}"] = timing["mp0_medium_shaped"]["ms_per_call"] / ms
+                row[f"speedup{suffix}_{n}"] = timing[name + suffix]["teacher_ms_per_call"] / ms
+                if "medium_pass" in timing:
+                    row[f"speedup_vs_medium{suffix}_{n}"] = _medium_over_teacher(timing) * row[f"speedup{suffix}_{n}"]
         students[name] = row
     teacher = {f"ms_{n}": t["teacher"]["ms_per_call"] for n, t in speeds.items()}
-    teacher.update(
-        {f"medium_ms_{n}": t["mp0_medium_shaped"]["ms_per_call"] for n, t in speeds.items() if "mp0_medium_shaped" in t}
-    )
+    for n, t in speeds.items():
+        if "medium_pass" in t:
+            teacher[f"medium_ms_{n}"] = t["medium_pass"]["mp0_medium_shaped"]["ms_per_call"]
+            teacher[f"medium_over_teacher_{n}"] = _medium_over_teacher(t)
     sampling = {k: record.get(k) for k in ("counts", "plan", "md_errors", "sampling_s")}
     sampling["starts"] = record.get("starts")
     return {"meta": meta, "sampling": sampling, "teacher": teacher, "students": students}
+
+
+def _medium_over_teacher(timing: dict) -> float:
+    """The MP-0-medium-shaped model's time over the teacher's, both from their own pass."""
+    pair = timing["medium_pass"]
+    return pair["mp0_medium_shaped"]["ms_per_call"] / pair["teacher"]["ms_per_call"]
 
 
 def table_md(results: dict) -> str:
@@ -475,16 +555,12 @@ def table_md(results: dict) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     teacher_row = ["teacher (h2cu_mace)", ""] + [""] * len(sets)
     teacher_row += [f"{results['teacher'][f'ms_{n}']:.2f}" for n in sizes] + ["1.0x"] * len(sizes)
-    teacher_row += (
-        [f"{results['teacher'][f'medium_ms_{n}'] / results['teacher'][f'ms_{n}']:.1f}x" for n in sizes]
-        if medium
-        else []
-    )
+    teacher_row += [f"{results['teacher'][f'medium_over_teacher_{n}']:.1f}x" for n in sizes] if medium else []
     lines.append("| " + " | ".join(teacher_row) + " |")
     if medium:
         row = ["MP-0-medium-shaped (random)", ""] + [""] * len(sets)
         row += [f"{results['teacher'][f'medium_ms_{n}']:.2f}" for n in sizes]
-        row += [f"{results['teacher'][f'ms_{n}'] / results['teacher'][f'medium_ms_{n}']:.2f}x" for n in sizes]
+        row += [f"{1 / results['teacher'][f'medium_over_teacher_{n}']:.2f}x" for n in sizes]
         row += ["1.0x"] * len(sizes)
         lines.append("| " + " | ".join(row) + " |")
     for name, r in results["students"].items():
@@ -502,7 +578,12 @@ def table_md(results: dict) -> str:
         f"Labelled structures: {counts}. Test sets never share a trajectory with training "
         "(other seeds/temperatures from the training starts; the held-out slab only in test runs).",
         "Speed: energy+forces per ASE calculator call (neighbour lists included), median of interleaved "
-        f"calls in one process on {meta['device']} ({meta['cpu']}); the 224-atom cells are 2x2 repeats. "
+        f"calls in one process on {meta['device']} ({meta['cpu']}), each after an untimed call of the same "
+        "model (`compare_calculators`), each student (with its exact-radials twin) beside the teacher in a "
+        "pass of its own, its speed-up against the teacher's time in that pass (the teacher row: the median "
+        "over the passes); the 224-atom cells are 2x2 repeats. The MP-0-medium-shaped model is "
+        "timed beside the teacher in a pass of its own (its long calls slow whichever model follows): its "
+        "ms are from that pass, and a student's speed-up over it is (medium / teacher there) x (its speed-up). "
         f"Load average (1, 5, 15 min) before/after each size: {_loads(meta.get('load_average'))}. "
         "Every model through `jaxtl.load_calculator`; ACE students on its compiled path in float64 with "
         f"radials from B-spline tables (the default), {EXACT_RADIALS_SUFFIX}: the same student with the "

@@ -7,11 +7,12 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from jaxtl.api import LoadedModel, load_model
+from jaxtl.ase_state import QuickStateCheck
 from jaxtl.graph.batching import Budget, graph_from_configuration, pad_to_capacity
 from jaxtl.graph.io import DataError, check_elements, configuration_from_atoms
 
 
-class MACECalculator(Calculator):
+class MACECalculator(QuickStateCheck, Calculator):
     """Energy, free energy, forces and (periodic cells) stress from a jaxtl MACE.
 
     Args:

@@ -2,9 +2,9 @@
 
 Reads ace-jax's `model.npz`, evaluates ace-jax's evaluation form of it (`lean`) with
 `ace_eval` on neighbour rows (`ace_rows`): the neighbour list is jaxtl's (vesin), the
-capacities are rounded and never shrink, and energy, forces and virial come from one
-jitted call on two arrays, so a trajectory compiles a handful of times and each step is
-one dispatch.
+capacities are rounded and never shrink, and energy, site energies, forces and virial
+come from one jitted call on two arrays as one array, so a trajectory compiles a handful
+of times and each step is one dispatch, one transfer each way and one conversion.
 Each layout's program is compiled ahead of time and kept: calling a compiled executable
 with the host arrays costs far less than `jax.jit`'s dispatch of the same numpy arguments,
 a large share of a call on a few hundred atoms. The radials are read from ace-jax's B-spline
@@ -24,6 +24,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from jaxtl.ase_state import QuickStateCheck
 from jaxtl.distill.ace_rows import RowLayout, pack_rows
 from jaxtl.graph.io import DataError
 
@@ -45,7 +46,7 @@ def load_lean_model(model_file, radial_table: int | None = None):
     return with_radial_table(lean(model), radial_table)[0], meta
 
 
-class CompiledACECalculator(Calculator):
+class CompiledACECalculator(QuickStateCheck, Calculator):
     """Energy, free energy, per-atom energies, forces and (periodic cells) stress of a
     linear ACE (ace-jax `model.npz`), in float64.
 
@@ -73,7 +74,8 @@ class CompiledACECalculator(Calculator):
         super().__init__(**kwargs)
         import jax
 
-        from jaxtl.distill.ace_eval import check_supported, energy_forces_virial
+        from jaxtl.distill.ace_eval import check_supported
+        from jaxtl.graph.neighbours import vesin_list
 
         self.model, self.meta = load_lean_model(model_file, radial_table)
         check_supported(self.model)
@@ -86,7 +88,8 @@ class CompiledACECalculator(Calculator):
         self._layout: RowLayout | None = None
         self._programs: dict = {}  # RowLayout -> its compiled executable
         self.last_timing: dict | None = None
-        self._evaluate = jax.jit(functools.partial(energy_forces_virial, self.model), static_argnums=0)
+        self._evaluate = jax.jit(functools.partial(_flat_results, self.model), static_argnums=0)
+        self._vesin_list = vesin_list(self.cutoff)
 
     @property
     def n_compilations(self) -> int:
@@ -130,15 +133,28 @@ class CompiledACECalculator(Calculator):
             self.cutoff,
             at_least=self._layout,
             headroom=self.headroom,
+            vesin_list=self._vesin_list,
         )
         packed = time.perf_counter()
-        energy, site, forces, virial = self.program(self._layout, arrays)(*arrays)
-        energy = float(energy)
-        forces = np.asarray(forces)[:n]
+        flat = np.asarray(self.program(self._layout, arrays)(*arrays))
         # the host's share (neighbour list and rows) and the compiled call's (with transfers)
         self.last_timing = {"nlist_s": packed - started, "model_s": time.perf_counter() - packed}
-        if not np.isfinite(energy) or not np.all(np.isfinite(forces)):
+        r = self._layout.n_rows
+        energy, site, forces, virial = flat[0], flat[1 : 1 + n], flat[1 + r : 1 + r + 3 * n], flat[1 + 4 * r :]
+        if not np.all(np.isfinite(flat[: 1 + 4 * r])):
             raise FloatingPointError(f"{self.source}: the ACE returned NaN or inf (atoms too close?)")
-        self.results.update(energy=energy, free_energy=energy, energies=np.asarray(site)[:n], forces=forces)
+        energy = float(energy)
+        self.results.update(energy=energy, free_energy=energy, energies=site, forces=forces.reshape(n, 3))
         if np.any(atoms.pbc) and atoms.cell.rank == 3:
-            self.results["stress"] = full_3x3_to_voigt_6_stress(-np.asarray(virial) / atoms.get_volume())
+            self.results["stress"] = full_3x3_to_voigt_6_stress(-virial.reshape(3, 3) / atoms.get_volume())
+
+
+def _flat_results(model, layout: RowLayout, vectors, indices):
+    """`energy_forces_virial` as one array [1 + n_rows + 3 n_rows + 9]: energy, site
+    energies, forces (row-major), virial (row-major); one array to bring back to the host."""
+    import jax.numpy as jnp
+
+    from jaxtl.distill.ace_eval import energy_forces_virial
+
+    energy, site, forces, virial = energy_forces_virial(model, layout, vectors, indices)
+    return jnp.concatenate([energy[None], site, forces.reshape(-1), virial.reshape(-1)])

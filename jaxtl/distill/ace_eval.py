@@ -307,17 +307,16 @@ def site_energies(model, rij, pair, species, slot_mask):
     return jnp.take_along_axis(e, species[:, None], axis=1)[:, 0]
 
 
-def energy_forces_virial(model, layout: RowLayout, coordinates, indices):
+def energy_forces_virial(model, layout: RowLayout, vectors, indices):
     """(energy eV, site energies [n_rows] eV, forces [n_rows, 3] eV/A, virial [3, 3] eV)
     of the `NeighbourRows` arrays of `layout`.
 
     The virial is -dE/dstrain (ace-jax's sign; ASE stress = -virial / volume).
     """
-    positions, shift, neighbour, pair, species = unpack_rows(layout, coordinates, indices)
+    rij, neighbour, pair, species = unpack_rows(layout, vectors, indices)
     slot_mask, row_mask = pair >= 0, species >= 0
     pair, species = jnp.maximum(pair, 0), jnp.maximum(species, 0)
-    park = jnp.asarray([1.0, 0.0, 0.0], positions.dtype) * model.pad_cutoff()
-    rij = positions[neighbour] - positions[:, None, :] + shift
+    park = jnp.asarray([1.0, 0.0, 0.0], rij.dtype) * model.pad_cutoff()
     rij = jnp.where(slot_mask[..., None], rij, park)
 
     def total(rij):

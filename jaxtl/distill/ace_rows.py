@@ -3,9 +3,11 @@
 A linear ACE sums over each centre's neighbours, so a [n_rows, width] matrix of neighbour
 slots makes that sum a reduction over a fixed axis (no scatter), and the energy's
 gradient with respect to the neighbour vectors gives the forces with one segment sum.
-Each slot carries its species pair (zi * n_species + zj), which picks the pair's radial
-weights. Everything a call needs travels in two arrays (`NeighbourRows`), since each
-array handed to the compiled program costs a host-to-device transfer of its own.
+Each slot carries its neighbour vector r_ij (vesin computes it with the list, so the
+compiled program needs no positions and no periodic shifts) and its species pair
+(zi * n_species + zj), which picks the pair's radial weights. Everything a call needs
+travels in two arrays (`NeighbourRows`), since each array handed to the compiled program
+costs a host-to-device transfer of its own.
 
 Built on the host (numpy) from jaxtl's vesin neighbour list. The row count and width are
 rounded up (`round_capacity`) and never shrink below `at_least`, so a trajectory settles
@@ -21,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from jaxtl.graph.batching import round_capacity
-from jaxtl.graph.neighbours import neighbour_list
+from jaxtl.graph.neighbours import neighbour_vectors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,24 +46,23 @@ class RowLayout:
 class NeighbourRows(NamedTuple):
     """The padded arrays of one structure (numpy), read by `unpack_rows`.
 
-    coordinates: [n_rows + n_slots, 3] A: the positions (zero on padding rows), then
-        each slot's periodic shift, row-major: r_ij = x[neighbour] - x[row] + shift.
+    vectors: [n_slots, 3] A: each slot's r_ij = x[neighbour] - x[row] + S @ cell,
+        row-major (zero on padding slots).
     indices: [2 n_slots + n_rows] int32: each slot's neighbour atom (0 on padding slots),
         each slot's species pair zi * n_species + zj (-1 on padding slots), each row's
         species index (-1 on padding rows).
     """
 
-    coordinates: np.ndarray
+    vectors: np.ndarray
     indices: np.ndarray
 
 
-def unpack_rows(layout: RowLayout, coordinates, indices):
-    """(positions [n_rows, 3], shift [n_rows, width, 3], neighbour [n_rows, width],
-    pair [n_rows, width] (-1: padding), species [n_rows] (-1: padding)); numpy or jax."""
+def unpack_rows(layout: RowLayout, vectors, indices):
+    """(r_ij [n_rows, width, 3], neighbour [n_rows, width], pair [n_rows, width] (-1:
+    padding), species [n_rows] (-1: padding)); numpy or jax."""
     r, k, s = layout.n_rows, layout.width, layout.n_slots
     return (
-        coordinates[:r],
-        coordinates[r:].reshape(r, k, 3),
+        vectors.reshape(r, k, 3),
         indices[:s].reshape(r, k),
         indices[s : 2 * s].reshape(r, k),
         indices[2 * s :],
@@ -81,6 +82,7 @@ def pack_rows(
     cutoff: float,
     at_least: RowLayout | None = None,
     headroom: float = 0.0,
+    vesin_list=None,
 ) -> tuple[RowLayout, NeighbourRows]:
     """Neighbour rows of one structure.
 
@@ -96,17 +98,16 @@ def pack_rows(
             width is rounded up (16, 20, 24, 28, 32, ...) and never shrinks, so in MD the
             program compiles again only when a count first passes a rounding step;
             headroom trades padded work on every call for fewer such compilations.
+        vesin_list: a `jaxtl.graph.neighbours.vesin_list(cutoff)` to reuse.
 
     Returns (layout, arrays).
     """
-    positions = np.asarray(positions, dtype=np.float64)
     species = np.asarray(species, dtype=np.int64)
-    n = len(positions)
-    centre, nbr, unit = neighbour_list(positions, cell, pbc, cutoff, sort=False)  # x[nbr] - x[centre] + S @ cell
-    cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
-    if np.any(centre[1:] < centre[:-1]):  # each centre's slots in a run (vesin's order already is)
+    n = len(species)
+    centre, nbr, rij = neighbour_vectors(positions, cell, pbc, cutoff, reuse=vesin_list)
+    if np.any(centre[1:] < centre[:-1]):  # each centre's slots in a run
         order = np.argsort(centre, kind="stable")
-        centre, nbr, unit = centre[order], nbr[order], unit[order]
+        centre, nbr, rij = centre[order], nbr[order], rij[order]
     counts = np.bincount(centre, minlength=n)
     slot = np.arange(len(centre)) - (np.cumsum(counts) - counts)[centre]
 
@@ -116,14 +117,13 @@ def pack_rows(
         width=max(_width(k_max, headroom), at_least.width if at_least else 0),
     )
     r, s = layout.n_rows, layout.n_slots
-    at = centre.astype(np.int64) * layout.width + slot
-    coordinates = np.zeros((r + s, 3))
-    coordinates[:n] = positions
-    coordinates[r + at] = unit @ cell
-    indices = np.zeros(2 * s + r, np.int32)
+    at = centre * layout.width + slot
+    vectors = np.zeros((s, 3))
+    vectors[at] = rij
+    indices = np.empty(2 * s + r, np.int32)
+    indices[:s] = 0
+    indices[s:] = -1
     indices[at] = nbr
-    indices[s : 2 * s] = -1
     indices[s + at] = species[centre] * n_species + species[nbr]
-    indices[2 * s :] = -1
     indices[2 * s : 2 * s + n] = species
-    return layout, NeighbourRows(coordinates, indices)
+    return layout, NeighbourRows(vectors, indices)

@@ -83,9 +83,13 @@ def compare_calculators(calculators: dict, structures: Sequence[ase.Atoms], repe
 
     Each calculator is called once per structure first (compilation); then calls are
     interleaved structure by structure, calculator by calculator, `repeats` rounds, so
-    background load affects all alike. Consecutive calls of one calculator see different
-    structures, so nothing is served from a cache (with one structure, each call gets a
-    fresh copy, which ASE calculators also recompute).
+    background load affects all alike. Each timed call follows an untimed call of the same
+    calculator (on the previous structure), as in an MD code calling one model step after
+    step: the first call after another model's is slower than the next (on the 2-core CPU
+    of benchmarks/results/dev_calls_after_large_model.md, ~10 % after the H2/Cu teacher or
+    student, and for several calls after a model 40x larger, which should be timed in a
+    pass of its own). Every call gets a fresh copy of its structure and a reset
+    calculator, so nothing is served from ASE's cache.
 
     Returns {name: {"ms_per_call", "ms_per_atom_call", "n_calls"}, "n_structures",
     "n_atoms_mean", "device"}; calculators that time their own model (ace-jax's
@@ -98,8 +102,10 @@ def compare_calculators(calculators: dict, structures: Sequence[ase.Atoms], repe
     times: dict[str, list[float]] = {name: [] for name in calculators}
     model_times: dict[str, list[float]] = {name: [] for name in calculators}
     for _ in range(repeats):
-        for a in structures:
+        for i, a in enumerate(structures):
             for name, calc in calculators.items():
+                calc.reset()
+                _calculator_call(calc, structures[i - 1])  # untimed: this calculator's caches warm again
                 calc.reset()
                 times[name].append(_calculator_call(calc, a))
                 model_s = (getattr(calc, "last_timing", None) or {}).get("model_s")

@@ -40,6 +40,62 @@ def _import_vesin():
     return _vesin
 
 
+def _checked(positions, cell, pbc, r_max: float):
+    """(positions [n, 3] float64, cell [3, 3] float64, pbc [3] bool), or a ValueError naming
+    what is wrong with them."""
+    positions = np.ascontiguousarray(positions, dtype=np.float64)
+    if positions.ndim != 2 or positions.shape[1] != 3:
+        raise ValueError(f"positions must be [n_atoms, 3], got {positions.shape}")
+    if not np.all(np.isfinite(positions)):
+        raise ValueError("positions contain NaN or inf")
+    if not r_max > 0:
+        raise ValueError(f"r_max must be positive, got {r_max}")
+    pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy()
+    cell = np.zeros((3, 3)) if cell is None else np.array(cell, dtype=np.float64)
+    if cell.shape != (3, 3):
+        raise ValueError(f"cell must be [3, 3], got {cell.shape}")
+    if not np.all(np.isfinite(cell)):
+        raise ValueError("cell contains NaN or inf")
+    n_periodic = int(pbc.sum())
+    if n_periodic and np.linalg.matrix_rank(cell[pbc], tol=1e-8) < n_periodic:
+        # mace-torch silently swaps a zero cell for the identity here; a periodic
+        # direction without a lattice vector is a broken input, so say so.
+        raise ValueError(f"cell {cell.tolist()} is degenerate along periodic directions {pbc.tolist()}")
+    return positions, cell, pbc
+
+
+def vesin_list(r_max: float):
+    """A vesin full neighbour list of cutoff `r_max` (A), to reuse across `neighbour_vectors` calls."""
+    return _import_vesin().NeighborList(cutoff=float(r_max), full_list=True)
+
+
+def neighbour_vectors(
+    positions: np.ndarray, cell: np.ndarray | None, pbc: Sequence[bool] | bool, r_max: float, reuse=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The edges of `neighbour_list` with their vectors, in vesin's order (unsorted).
+
+    Args:
+        positions, cell, pbc, r_max: as `neighbour_list`.
+        reuse: a `vesin_list(r_max)` to reuse; None: a new one.
+
+    Returns:
+        centres: [n_edges] int64, index i.
+        neighbours: [n_edges] int64, index j.
+        vectors: [n_edges, 3] float64 in A, r_ij = positions[j] - positions[i] + S @ cell.
+    """
+    positions, cell, pbc = _checked(positions, cell, pbc, r_max)
+    if len(positions) == 0:
+        return np.zeros((0,), np.int64), np.zeros((0,), np.int64), np.zeros((0, 3))
+    nl = vesin_list(r_max) if reuse is None else reuse
+    first, second, vectors = nl.compute(positions, cell, pbc, quantities="ijD", copy=True)
+    first, second, vectors = np.asarray(first, np.int64), np.asarray(second, np.int64), np.asarray(vectors)
+    self_pair = first == second
+    if np.any(self_pair):  # an atom's own periodic images are edges, itself at zero shift is not
+        keep = ~(self_pair & np.all(vectors == 0.0, axis=1))
+        first, second, vectors = first[keep], second[keep], vectors[keep]
+    return first, second, vectors
+
+
 def neighbour_list(
     positions: np.ndarray,
     cell: np.ndarray | None,
@@ -78,24 +134,7 @@ def neighbour_list(
         >>> len(senders), sorted(map(tuple, shifts.tolist()))[:2]
         (6, [(-1, 0, 0), (0, -1, 0)])
     """
-    positions = np.ascontiguousarray(positions, dtype=np.float64)
-    if positions.ndim != 2 or positions.shape[1] != 3:
-        raise ValueError(f"positions must be [n_atoms, 3], got {positions.shape}")
-    if not np.all(np.isfinite(positions)):
-        raise ValueError("positions contain NaN or inf")
-    if not r_max > 0:
-        raise ValueError(f"r_max must be positive, got {r_max}")
-    pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy()
-    cell = np.zeros((3, 3)) if cell is None else np.array(cell, dtype=np.float64)
-    if cell.shape != (3, 3):
-        raise ValueError(f"cell must be [3, 3], got {cell.shape}")
-    if not np.all(np.isfinite(cell)):
-        raise ValueError("cell contains NaN or inf")
-    n_periodic = int(pbc.sum())
-    if n_periodic and np.linalg.matrix_rank(cell[pbc], tol=1e-8) < n_periodic:
-        # mace-torch silently swaps a zero cell for the identity here; a periodic
-        # direction without a lattice vector is a broken input, so say so.
-        raise ValueError(f"cell {cell.tolist()} is degenerate along periodic directions {pbc.tolist()}")
+    positions, cell, pbc = _checked(positions, cell, pbc, r_max)
     if len(positions) == 0:
         empty = np.zeros((0,), np.int32)
         return empty, empty.copy(), np.zeros((0, 3), np.int32)

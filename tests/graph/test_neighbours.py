@@ -140,3 +140,22 @@ def test_neighbour_list_does_not_import_torch():
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_neighbour_vectors_are_the_edges_of_neighbour_list_with_their_vectors():
+    from jaxtl.graph.neighbours import neighbour_vectors, vesin_list
+
+    rng = np.random.default_rng(3)
+    cell = np.array([[3.0, 0.0, 0.0], [1.2, 3.1, 0.0], [0.3, 0.4, 2.9]])
+    positions = rng.uniform(0, 1, (7, 3)) @ cell
+    for pbc in ((True, True, True), (True, False, True), (False, False, False)):
+        senders, receivers, shifts = neighbour_list(positions, cell, pbc, 3.5)
+        expected = {
+            (j, i, *np.round(positions[i] - positions[j] + s @ cell, 10))
+            for j, i, s in zip(senders.tolist(), receivers.tolist(), shifts)
+        }
+        reuse = vesin_list(3.5)
+        for _ in range(2):  # a reused vesin list gives the same edges again
+            centres, neighbours, vectors = neighbour_vectors(positions, cell, pbc, 3.5, reuse=reuse)
+            found = {(i, j, *np.round(v, 10)) for i, j, v in zip(centres.tolist(), neighbours.tolist(), vectors)}
+            assert len(found) == len(centres) and found == expected
