@@ -113,6 +113,7 @@ def cmd_md(args) -> int:
         "mean_temperature_K_second_half": float(half.mean()),
         "compilations": result.n_compilations,
         "neighbour_list_rebuilds": result.n_rebuilds,
+        "exact_graph_overflows": result.n_overflows,
         "neighbour_list_skin_A": None if args.ase else round(result.skin, 4),
         "error": result.error,
         "trajectory": args.out,

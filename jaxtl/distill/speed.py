@@ -85,10 +85,10 @@ def compare_calculators(calculators: dict, structures: Sequence[ase.Atoms], repe
     interleaved structure by structure, calculator by calculator, `repeats` rounds, so
     background load affects all alike. Each timed call follows an untimed call of the same
     calculator (on the previous structure), as in an MD code calling one model step after
-    step: the first call after another model's is slower than the next (on the 2-core CPU
-    of benchmarks/results/dev_calls_after_large_model.md, ~10 % after the H2/Cu teacher or
-    student, and for several calls after a model 40x larger, which should be timed in a
-    pass of its own). Every call gets a fresh copy of its structure and a reset
+    step: the first calls after another model's are slower than the next (for several calls
+    after a model 40x larger, on the 2-core CPU of
+    benchmarks/results/dev_calls_after_large_model.md: time such a model in a pass of its
+    own). Every call gets a fresh copy of its structure and a reset
     calculator, so nothing is served from ASE's cache.
 
     Returns {name: {"ms_per_call", "ms_per_atom_call", "n_calls"}, "n_structures",

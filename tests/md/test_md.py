@@ -201,6 +201,7 @@ def test_md_cli(tmp_path, cu_model, capsys):
     assert len(frames) == 5 and frames[-1].info["md_step"] == 40
     summary = json.loads(capsys.readouterr().out)
     assert MIN_SKIN <= summary["neighbour_list_skin_A"] <= MAX_SKIN  # the engine's own choice, reported
+    assert summary["exact_graph_overflows"] >= 0 and summary["compilations"] >= 1 + summary["exact_graph_overflows"]
 
 
 def test_md_help_gives_units(capsys):
