@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtl.graph.batching import neighbour_width, round_capacity
-from jaxtl.graph.graph import Graph
+from jaxtl.graph.graph import Graph, edge_vectors
 
 # Entries of the counts `exact_graph` returns.
 EDGES, DEGREE, PAIRS = 0, 1, 2
@@ -67,10 +67,7 @@ def exact_budget(counts, previous: ExactBudget | None, headroom: tuple[float, fl
 def host_counts(graph: Graph, r_max: float) -> np.ndarray:
     """[3] int (edges, largest in-degree, pairs) of the pairs of a padded numpy `graph` closer
     than `r_max` at its positions; pairs counted as half the edges (a full list is symmetric)."""
-    positions = np.asarray(graph.positions, np.float64)
-    cell = np.asarray(graph.cell, np.float64)[np.asarray(graph.node_graph)[np.asarray(graph.senders)]]
-    shifts = np.einsum("ei,eij->ej", np.asarray(graph.unit_shifts, np.float64), cell)
-    vectors = positions[graph.receivers] - positions[graph.senders] + shifts
+    vectors = np.asarray(edge_vectors(graph))
     kept = np.asarray(graph.node_mask)[np.asarray(graph.senders)] & (np.linalg.norm(vectors, axis=1) < r_max)
     degree = np.bincount(np.asarray(graph.receivers)[kept], minlength=1).max()
     n_edges = int(kept.sum())
