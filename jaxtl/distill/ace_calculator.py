@@ -145,8 +145,9 @@ class CompiledACECalculator(QuickStateCheck, Calculator):
             raise FloatingPointError(f"{self.source}: the ACE returned NaN or inf (atoms too close?)")
         energy = float(energy)
         self.results.update(energy=energy, free_energy=energy, energies=site, forces=forces.reshape(n, 3))
-        if np.any(atoms.pbc) and atoms.cell.rank == 3:
-            self.results["stress"] = full_3x3_to_voigt_6_stress(-virial.reshape(3, 3) / atoms.get_volume())
+        volume = abs(float(np.linalg.det(atoms.cell.array))) if np.any(atoms.pbc) else 0.0
+        if volume > 0.0:  # a periodic cell of three lattice vectors
+            self.results["stress"] = full_3x3_to_voigt_6_stress(-virial.reshape(3, 3) / volume)
 
 
 def _flat_results(model, layout: RowLayout, vectors, indices):

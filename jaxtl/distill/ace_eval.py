@@ -228,12 +228,10 @@ def _basis_products(specs, ctilde, A):
     return e.T
 
 
-def _gradient_tables(specs, n_A: int, chunk: int = 16):
+def _gradient_tables(specs, n_A: int):
     """Index tables for dE/dA_a = sum over the terms t with feature a of c_v(t) times the
-    product of t's other factors: per term (sorted by feature) its coefficient index [T]
-    and other factors [T, order - 1] (n_A: a factor of one); the terms in chunks
-    [n_chunks, chunk] (T: a zero) and each feature's chunks [n_A, m] (n_chunks: a zero).
-    Two rounds of gather-and-sum replace the scatter-add that reverse mode would emit."""
+    product of t's other factors, with the terms sorted by feature: each term's feature [T],
+    coefficient index [T] and other factors [T, order - 1] (n_A: a factor of one)."""
     order = max(spec.shape[1] for spec in specs)
     feature, coef, others, first = [], [], [], 0
     for spec in specs:
@@ -244,24 +242,7 @@ def _gradient_tables(specs, n_A: int, chunk: int = 16):
             others.append(np.pad(rest, ((0, 0), (0, order - 1 - rest.shape[1])), constant_values=n_A))
         first += len(spec)
     by_feature = np.argsort(np.concatenate(feature), kind="stable")
-    feature = np.concatenate(feature)[by_feature]
-    coef, others = np.concatenate(coef)[by_feature], np.concatenate(others)[by_feature]
-    counts = np.bincount(feature, minlength=n_A)
-    starts = np.cumsum(counts) - counts
-    chunks = [
-        np.arange(s, min(s + chunk, starts[a] + counts[a]))
-        for a in range(n_A)
-        for s in range(starts[a], starts[a] + counts[a], chunk)
-    ]
-    chunk_of = np.concatenate([np.full(-(-c // chunk), a) for a, c in enumerate(counts)]).astype(np.int64)
-    chunk_idx = np.full((len(chunks), chunk), len(feature))
-    for i, c in enumerate(chunks):
-        chunk_idx[i, : len(c)] = c
-    per_feature = np.bincount(chunk_of, minlength=n_A)
-    feature_idx = np.full((n_A, max(int(per_feature.max()), 1)), len(chunks))
-    for a, first_chunk in enumerate(np.cumsum(per_feature) - per_feature):
-        feature_idx[a, : per_feature[a]] = first_chunk + np.arange(per_feature[a])
-    return coef, others, chunk_idx, feature_idx
+    return tuple(np.concatenate(table)[by_feature] for table in (feature, coef, others))
 
 
 def _product_basis_energies(model, A):
@@ -278,15 +259,15 @@ def _product_basis_energies(model, A):
         return _basis_products(specs, ctilde, A), A
 
     def backward(A, e_bar):
+        # feature-major, so that every gather takes whole rows and the sum over a
+        # feature's terms adds whole rows of the sorted terms
         n_rows, n_A = A.shape
-        coef, others, chunk_idx, feature_idx = _gradient_tables(specs, n_A)
-        zero = jnp.zeros((n_rows, 1), A.dtype)
-        A1 = jnp.concatenate([A, jnp.ones_like(zero)], axis=1)
-        terms = jnp.matmul(e_bar, ctilde.T, precision=jax.lax.Precision.HIGHEST)[:, coef]
+        feature, coef, others = _gradient_tables(specs, n_A)
+        A1t = jnp.concatenate([A.T, jnp.ones((1, n_rows), A.dtype)], axis=0)
+        terms = jnp.matmul(ctilde, e_bar.T, precision=jax.lax.Precision.HIGHEST)[coef]  # [T, n_rows]
         for k in range(others.shape[1]):
-            terms = terms * A1[:, others[:, k]]
-        chunk_sums = jnp.concatenate([terms, zero], axis=1)[:, chunk_idx].sum(axis=-1)
-        return (jnp.concatenate([chunk_sums, zero], axis=1)[:, feature_idx].sum(axis=-1),)
+            terms = terms * A1t[others[:, k]]
+        return (jax.ops.segment_sum(terms, feature, n_A, indices_are_sorted=True).T,)
 
     energies.defvjp(forward, backward)
     return energies(A)
@@ -326,5 +307,5 @@ def energy_forces_virial(model, layout: RowLayout, vectors, indices):
     (energy, e), g = jax.value_and_grad(total, has_aux=True)(rij)
     g = jnp.where(slot_mask[..., None], g, 0.0)
     forces = g.sum(axis=1) - jax.ops.segment_sum(g.reshape(-1, 3), neighbour.reshape(-1), layout.n_rows)
-    w = (rij[..., :, None] * g[..., None, :]).sum(axis=(0, 1))
+    w = jnp.matmul(rij.reshape(-1, 3).T, g.reshape(-1, 3), precision=jax.lax.Precision.HIGHEST)
     return energy, e, forces, -0.5 * (w + w.T)
