@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -91,6 +92,15 @@ def config_from_dict(cls: type[T], d: Mapping[str, Any]) -> T:
     return cls(**{k: _convert(hints[k], v) for k, v in d.items()})
 
 
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write `text` to `path` through a file of this process's own, renamed into place:
+    readers, and other processes writing the same file, never see half of it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def save_config(config, path: str | Path) -> None:
     """Write `config` as YAML (.yaml/.yml) or JSON (any other suffix), atomically."""
     path = Path(path)
@@ -101,9 +111,7 @@ def save_config(config, path: str | Path) -> None:
         text = yaml.safe_dump(values, sort_keys=False)
     else:
         text = json.dumps(values, indent=2)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_text_atomic(path, text)
 
 
 def load_config(cls: type[T], path: str | Path) -> T:

@@ -233,7 +233,9 @@ def run(args) -> int:
     )
     print(
         f"{len(result.records)} of {result.summary['n_cells']['grid']} cells finished "
-        f"({len(result.computed)} trained now); table in {result.out_dir / 'results.md'}"
+        f"({len(result.computed)} trained now"
+        + (f", {len(result.held_elsewhere)} left to the other processes training them" if result.held_elsewhere else "")
+        + f"); table in {result.out_dir / 'results.md'}"
     )
     print("\n".join(verdict_lines(result.summary)))
     return 0

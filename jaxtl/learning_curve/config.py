@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from jaxtl.config_io import flat_items
+from jaxtl.config_io import flat_items, write_text_atomic
 
 SCRATCH = "scratch"
 _FREEZE = re.compile(r"f(\d+)$")
@@ -145,7 +145,7 @@ class LearningCurveConfig:
         )
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> LearningCurveConfig:

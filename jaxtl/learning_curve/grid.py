@@ -8,6 +8,10 @@
 Everything that can be wrong with the input is checked before the first cell trains:
 strategy names, subsets smaller than a batch, elements the foundation lacks, a run folder
 holding another grid.
+
+Several processes may run the same grid at once (the same command, on one machine or on
+machines sharing the run folder): each trains the cells no other live process has claimed
+(`jaxtl.learning_curve.claims`), so N processes finish it about N times sooner.
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 from jaxtl.config_io import flat_items
 from jaxtl.learning_curve.cell import Cell, finished, run_cell
+from jaxtl.learning_curve.claims import Claim, holder
 from jaxtl.learning_curve.config import LearningCurveConfig, check_strategy
 from jaxtl.learning_curve.report import write_report
 from jaxtl.learning_curve.subsets import Split, split_pool
@@ -33,12 +40,14 @@ CONFIG_FILE = "grid_config.json"
 @dataclasses.dataclass
 class GridResult:
     """records: every finished cell of the grid (cell.json contents); computed: the cells
-    this call trained; summary: the results.json contents."""
+    this call trained; summary: the results.json contents; held_elsewhere: unfinished
+    cells this call left to the other processes training them."""
 
     records: list[dict]
     computed: list[str]
     summary: dict
     out_dir: Path
+    held_elsewhere: list[str] = dataclasses.field(default_factory=list)
 
 
 def cells_of(config: LearningCurveConfig, first: Sequence[tuple[float, str]] = ()) -> list[Cell]:
@@ -70,7 +79,16 @@ def prepare_foundation(foundation: str, out: Path, dtype: str, head: str | None)
         from jaxtl.convert.convert import convert_file  # the only door to torch
 
         log.info("converting %s into %s", path, folder)
-        convert_file(path, folder, dtype=dtype, head=head, log=log.info)
+        # into a folder of this process's own, then renamed: another process of the same
+        # grid converting at the same time never sees a half-written foundation
+        partial = out / f"foundation.partial-{os.getpid()}"
+        convert_file(path, partial, dtype=dtype, head=head, log=log.info)
+        try:
+            os.rename(partial, folder)
+        except OSError:  # another process got there first
+            if not (folder / "config.json").exists():
+                raise
+            shutil.rmtree(partial, ignore_errors=True)
     return folder
 
 
@@ -180,39 +198,73 @@ def learning_curve(
     frames = ase.io.read(d.train_file, ":") if todo else []
     if todo and len(frames) != len(pool):
         raise ValueError(f"{d.train_file}: ASE reads {len(frames)} frames, jaxtl {len(pool)}")
-    computed = []
-    for cell in todo[:max_cells] if max_cells is not None else todo:
-        log.info("cell %s: %d training structures", cell.name, splits[cell.seed].subset_size(cell.fraction))
-        record = run_cell(
-            cell,
-            out / "cells" / cell.name,
-            config,
-            frames,
-            splits[cell.seed].subset(cell.fraction),
-            splits[cell.seed].valid,
-            foundation_dir,
-            scratch_model,
-            len(test),
-            commit,
-            n_devices,
+    computed, held = [], []
+    for cell in todo:
+        if max_cells is not None and len(computed) >= max_cells:
+            break
+        status, record = _claim_and_run(
+            cell, out, config, frames, splits, foundation_dir, scratch_model, len(test), commit, n_devices
         )
+        if status != "trained":
+            held += [cell.name] if status == "held" else []
+            continue
         computed.append(cell.name)
-        log.info(
-            "cell %s: force RMSE %.2f meV/A, energy RMSE %.3f meV/atom, %d epochs (%.0f s)",
-            cell.name,
-            record["forces_rmse"],
-            record["energy_rmse"],
-            record["epochs_run"],
-            record["wall_s"],
-        )
         if is_primary():  # the plot costs seconds: redrawn between cells only when small beside a cell
             write_report(out, config, _records(out, cells), command, commit, with_plot=record["wall_s"] > 60)
+    held = [name for name in held if not done(finished(out / "cells" / name), config)]
+    if held:
+        log.info("%d cells left to the processes training them: %s", len(held), ", ".join(held))
     records = _records(out, cells)
     summary = write_report(out, config, records, command, commit) if is_primary() else None
     barrier("learning curve: report written")
     if summary is None:
         summary = json.loads((out / "results.json").read_text())
-    return GridResult(records, computed, summary, out)
+    return GridResult(records, computed, summary, out, held)
+
+
+def _claim_and_run(cell, out, config, frames, splits, foundation_dir, scratch_model, n_test, commit, n_devices):
+    """("trained", its record) for `cell` trained under this process's claim; ("held",
+    None) when another live process holds the cell, ("finished", record) when one finished
+    it meanwhile. A multi-process job trains every cell with all its processes together,
+    so it claims nothing (one such job per run folder)."""
+    import contextlib
+
+    import jax
+
+    cell_dir = out / "cells" / cell.name
+    claim = Claim.take(cell_dir) if jax.process_count() == 1 else contextlib.nullcontext()
+    if claim is None:
+        who = holder(cell_dir) or {}
+        log.info("cell %s: being trained by %s (pid %s); skipped", cell.name, who.get("host"), who.get("pid"))
+        return "held", None
+    with claim:
+        previous = finished(cell_dir)
+        if done(previous, config):  # by another process, since this one listed the cells
+            return "finished", previous
+        split = splits[cell.seed]
+        log.info("cell %s: %d training structures", cell.name, split.subset_size(cell.fraction))
+        record = run_cell(
+            cell,
+            cell_dir,
+            config,
+            frames,
+            split.subset(cell.fraction),
+            split.valid,
+            foundation_dir,
+            scratch_model,
+            n_test,
+            commit,
+            n_devices,
+        )
+    log.info(
+        "cell %s: force RMSE %.2f meV/A, energy RMSE %.3f meV/atom, %d epochs (%.0f s)",
+        cell.name,
+        record["forces_rmse"],
+        record["energy_rmse"],
+        record["epochs_run"],
+        record["wall_s"],
+    )
+    return "trained", record
 
 
 def done(record: dict | None, config: LearningCurveConfig) -> bool:

@@ -11,11 +11,13 @@ seed finished; no verdict until scratch at the largest fraction has every seed.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from jaxtl.config_io import write_text_atomic
 from jaxtl.learning_curve.config import SCRATCH, LearningCurveConfig
 from jaxtl.provenance import provenance
 
@@ -105,8 +107,9 @@ def write_report(
         "rows": rows,
         "cells": list(records),
     }
-    (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
-    (out / "results.md").write_text(markdown(summary))
+    # atomic: several processes of one grid rewrite these after their cells
+    write_text_atomic(out / "results.json", json.dumps(summary, indent=1) + "\n")
+    write_text_atomic(out / "results.md", markdown(summary))
     if with_plot:
         plot(rows, out / "learning_curve.png")
     return summary
@@ -229,5 +232,7 @@ def plot(rows: Sequence[dict], path: Path) -> None:
         ax.legend()
     fig.suptitle("mean over seeds, bars: min to max")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
     plt.close(fig)

@@ -173,6 +173,49 @@ def test_kill_and_resume_skips_finished_cells(tiny, full, tmp_path, capsys):
     assert table(again.summary) == table(full.summary)
 
 
+def test_a_cell_another_process_holds_is_left_to_it(tiny, full, tmp_path):
+    import socket
+
+    out = tmp_path / "shared"
+    shutil.copytree(full.out_dir, out)
+    for name in ("0.5_f5_s0", "1_f5_s1"):
+        shutil.rmtree(out / "cells" / name)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (out / "cells" / "1_f5_s1").mkdir()
+        claim = {"host": socket.gethostname(), "pid": holder.pid, "since": "now"}
+        (out / "cells" / "1_f5_s1" / "claim.json").write_text(json.dumps(claim))
+        first = learning_curve(tiny_config(tiny), out, command="test")
+        assert first.computed == ["0.5_f5_s0"] and first.held_elsewhere == ["1_f5_s1"]
+        assert first.summary["n_cells"]["finished"] == 7
+    finally:
+        holder.kill()
+        holder.wait()
+    second = learning_curve(tiny_config(tiny), out, command="test")  # the holder died: taken over
+    assert second.computed == ["1_f5_s1"] and second.held_elsewhere == []
+    assert not list(out.glob("cells/*/claim.json*"))
+    assert table(second.summary) == table(full.summary)
+
+
+def test_two_processes_share_one_grid(tiny, full, tmp_path):
+    """The same command started twice at once: every cell trained once, by one of them."""
+    out = tmp_path / "two"
+    shutil.copytree(full.out_dir, out)
+    for name in CELLS[2:6]:
+        shutil.rmtree(out / "cells" / name)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+    command = [sys.executable, "-m", "jaxtl.cli", *cli_args(tiny_config(tiny), out)]
+    procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
+    procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    trained = [
+        line.split(":")[0].split()[-1] for log in logs for line in log.splitlines() if "training structures" in line
+    ]
+    assert sorted(trained) == sorted(CELLS[2:6]), logs  # each once
+    assert table(json.loads((out / "results.json").read_text())) == table(full.summary)
+
+
 def test_a_grid_may_grow_but_not_change(tiny, full, tmp_path):
     out = tmp_path / "grown"
     shutil.copytree(full.out_dir, out)
