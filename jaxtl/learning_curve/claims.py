@@ -7,8 +7,8 @@ which exactly one process wins; it keeps the file's modification time fresh whil
 trains (`HEARTBEAT_S`) and removes the file when the cell's record is written. A claim
 whose process is gone is taken over: on the same host, when that pid no longer runs; from
 any host, when the file has not been touched for `STALE_S` (a process killed on another
-machine). Taking over renames the stale file away first, an atomic step only one process
-can win, then claims afresh.
+machine). Taking over happens under a short lock file of its own, so only one of several
+processes finding the same stale claim replaces it.
 """
 
 from __future__ import annotations
@@ -69,22 +69,40 @@ class Claim:
         cell_dir = Path(cell_dir)
         cell_dir.mkdir(parents=True, exist_ok=True)
         path = cell_dir / CLAIM_FILE
-        if path.exists():
-            if holder(cell_dir, stale_s) is not None:
-                return None
-            try:  # stale: only one process can move it away
-                os.rename(path, cell_dir / f"{CLAIM_FILE}.stale-{socket.gethostname()}-{os.getpid()}")
-            except FileNotFoundError:
-                return None
-        me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        me = json.dumps(
+            {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        )
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            return None
+            return cls._take_over(path, me, stale_s)
         with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(me) + "\n")
-        for stale in cell_dir.glob(f"{CLAIM_FILE}.stale-*"):
-            stale.unlink(missing_ok=True)
+            f.write(me + "\n")
+        return cls(path)
+
+    @classmethod
+    def _take_over(cls, path: Path, me: str, stale_s: float) -> Claim | None:
+        """Replace a stale claim, under a short lock of its own (`.takeover`): of several
+        processes finding the same stale claim, one replaces it and the others see it held."""
+        lock = path.with_name(path.name + ".takeover")
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                if time.time() - lock.stat().st_mtime > 60.0:  # left by a process killed mid-takeover
+                    lock.unlink(missing_ok=True)
+            except FileNotFoundError:
+                pass
+            return None
+        try:
+            if holder(path.parent, stale_s) is not None:
+                return None
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(me + "\n")
+            os.replace(tmp, path)
+        finally:
+            os.close(fd)
+            lock.unlink(missing_ok=True)
         return cls(path)
 
     def _heartbeat(self) -> None:

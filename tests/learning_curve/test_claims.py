@@ -8,6 +8,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from jaxtl.learning_curve.claims import CLAIM_FILE, STALE_S, Claim, holder
 
 
@@ -34,8 +36,9 @@ def test_one_holder_until_released(tmp_path):
     again.release()
 
 
-def test_only_one_of_many_racing_takers_wins(tmp_path):
-    cell, won, start = tmp_path / "cell", [], threading.Barrier(8)
+def race(cell, n=8):
+    """The claims won by `n` threads taking `cell` at once."""
+    won, start = [], threading.Barrier(n)
 
     def take():
         start.wait()
@@ -43,13 +46,23 @@ def test_only_one_of_many_racing_takers_wins(tmp_path):
         if claim is not None:
             won.append(claim)
 
-    threads = [threading.Thread(target=take) for _ in range(8)]
+    threads = [threading.Thread(target=take) for _ in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(won) == 1
+    return won
+
+
+@pytest.mark.parametrize("stale", [False, True])
+def test_only_one_of_many_racing_takers_wins(tmp_path, stale):
+    cell = tmp_path / "cell"
+    if stale:  # all of them find the same dead claim
+        write_claim(cell, "elsewhere", 1, age_s=STALE_S + 60)
+    won = race(cell)
+    assert len(won) == 1 and holder(cell)["pid"] == os.getpid()
     won[0].release()
+    assert sorted(p.name for p in cell.iterdir()) == []
 
 
 def test_a_dead_process_claim_on_this_host_is_taken_over(tmp_path):
