@@ -21,6 +21,10 @@ Cases (`--case`):
 graph whose optional field FIELD is None (e.g. `--without edge_pairs`: the radial MLP
 once per edge instead of once per pair of opposite edges).
 
+Each side's median wall time and median process CPU time per call are printed; on a
+machine shared with other processes the CPU time (both cores' work for this process) moves
+far less with the load than the wall time does.
+
 The function is looked up by name in the module at the moment the model is traced, so it
 must be called as `module.function` (or from inside that module) for the swap to take.
 """
@@ -30,6 +34,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import statistics
 import subprocess
 import sys
@@ -146,24 +151,34 @@ def main(argv=None) -> int:
     (_, out_a, _), (_, out_b, _) = sides.values()
     diff = float(np.max(np.abs(np.asarray(out_a) - np.asarray(out_b))))
     times = {name: [] for name in sides}
+    cpu = {name: [] for name in sides}
     for r in range(args.warmup + args.repeats):
         for name, (call, _, _) in sides.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             call()
             if r >= args.warmup:
                 times[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
     if args.case == "forces":
         what = f"{args.model} energy+forces ({4 * args.cells**3} atoms)"
     else:
         what = f"{args.hidden} training step"
     change = f"Graph.{args.without}" if args.without else f"{args.module}.{args.function}"
-    print(f"[ab] {what}, {args.dtype}: {change}, median of {args.repeats} alternating calls")
+    print(
+        f"[ab] {what}, {args.dtype}: {change}, median of {args.repeats} alternating calls "
+        f"(load average {os.getloadavg()[0]:.1f})"
+    )
     for name, (_, _, count) in sides.items():
-        t = times[name]
+        t, c = times[name], cpu[name]
         print(
-            f"[ab]   {name:14s} {1e3 * statistics.median(t):8.1f} ms (min {1e3 * min(t):.1f}), "
-            f"{count} XLA entry instructions"
+            f"[ab]   {name:14s} {1e3 * statistics.median(t):8.1f} ms (min {1e3 * min(t):.1f}), process CPU "
+            f"{1e3 * statistics.median(c):.1f} ms (min {1e3 * min(c):.1f}), {count} XLA entry instructions"
         )
+    (name_a, cpu_a), (name_b, cpu_b) = cpu.items()
+    print(
+        f"[ab]   {name_a} / {name_b}: wall {statistics.median(times[name_a]) / statistics.median(times[name_b]):.3f}, "
+        f"process CPU {statistics.median(cpu_a) / statistics.median(cpu_b):.3f}"
+    )
     print(f"[ab]   largest |difference| of the {'forces' if args.case == 'forces' else 'first loss'}: {diff:.1e}")
     return 0
 
