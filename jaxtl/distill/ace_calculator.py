@@ -86,6 +86,7 @@ class CompiledACECalculator(QuickStateCheck, Calculator):
         self._index = np.full(max(self.elements) + 1, -1, np.int64)
         self._index[list(self.elements)] = np.arange(len(self.elements))
         self._layout: RowLayout | None = None
+        self._last_species: tuple[np.ndarray, np.ndarray] | None = None
         self._programs: dict = {}  # RowLayout -> its compiled executable
         self.last_timing: dict | None = None
         self._evaluate = jax.jit(functools.partial(_flat_results, self.model), static_argnums=0)
@@ -107,6 +108,9 @@ class CompiledACECalculator(QuickStateCheck, Calculator):
     def species_of(self, numbers) -> np.ndarray:
         """[n] species index per atom; a DataError naming an element the model lacks."""
         numbers = np.asarray(numbers, np.int64)
+        last = self._last_species
+        if last is not None and np.array_equal(last[0], numbers):  # a trajectory: the same atoms
+            return last[1]
         known = numbers < len(self._index)
         species = np.where(known, self._index[np.where(known, numbers, 0)], -1)
         if np.any(species < 0):
@@ -116,6 +120,7 @@ class CompiledACECalculator(QuickStateCheck, Calculator):
                 f"{self.source}: element {chemical_symbols[bad]} (Z={bad}) is not one of the ACE "
                 f"student's elements [{names}]"
             )
+        self._last_species = (numbers.copy(), species)
         return species
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):

@@ -9,6 +9,7 @@ may be zero: vesin supports mixed pbc natively, no large fake cell vector is nee
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Sequence
 
@@ -56,12 +57,20 @@ def _checked(positions, cell, pbc, r_max: float):
         raise ValueError(f"cell must be [3, 3], got {cell.shape}")
     if not np.all(np.isfinite(cell)):
         raise ValueError("cell contains NaN or inf")
-    n_periodic = int(pbc.sum())
-    if n_periodic and np.linalg.matrix_rank(cell[pbc], tol=1e-8) < n_periodic:
+    if pbc.any() and _degenerate(cell.tobytes(), pbc.tobytes()):
         # mace-torch silently swaps a zero cell for the identity here; a periodic
         # direction without a lattice vector is a broken input, so say so.
         raise ValueError(f"cell {cell.tolist()} is degenerate along periodic directions {pbc.tolist()}")
     return positions, cell, pbc
+
+
+@functools.lru_cache(maxsize=64)
+def _degenerate(cell: bytes, pbc: bytes) -> bool:
+    """Whether the periodic rows of a cell (as bytes: a trajectory asks about one cell again
+    and again, and the rank costs an SVD) span fewer directions than there are."""
+    periodic = np.frombuffer(pbc, dtype=bool)
+    rows = np.frombuffer(cell, dtype=np.float64).reshape(3, 3)[periodic]
+    return np.linalg.matrix_rank(rows, tol=1e-8) < int(periodic.sum())
 
 
 def vesin_list(r_max: float):
