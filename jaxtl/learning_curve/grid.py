@@ -11,7 +11,7 @@ holding another grid.
 
 Several processes may run the same grid at once (the same command, on one machine or on
 machines sharing the run folder): each trains the cells no other live process has claimed
-(`jaxtl.learning_curve.claims`), so N processes finish it about N times sooner.
+(`jaxtl.learning_curve.claims`), so the cells split between them.
 """
 
 from __future__ import annotations
