@@ -5,9 +5,9 @@ machine, or on machines that share the folder) takes the next cell nobody holds:
 training a cell it creates `CELL/claim.json` (host, pid, time) with an exclusive create,
 which exactly one process wins; it keeps the file's modification time fresh while it
 trains (`HEARTBEAT_S`) and removes the file when the cell's record is written. A claim
-whose process is gone is taken over: on the same host, when that pid no longer runs; from
-any host, when the file has not been touched for `STALE_S` (a process killed on another
-machine). Taking over happens under a short lock file of its own, so only one of several
+whose process is gone is taken over: on the same host, when that pid no longer runs (a
+stopped process keeps its claim); from another host, when the file has not been touched
+for `STALE_S`. Taking over happens under a short lock file of its own, so only one of several
 processes finding the same stale claim replaces it.
 """
 
@@ -47,11 +47,9 @@ def holder(cell_dir: Path, stale_s: float = STALE_S) -> dict | None:
         owner = json.loads(path.read_text())
     except (FileNotFoundError, ValueError):  # being written (or its writer died at once: stale in time)
         owner = {"host": "?", "pid": -1, "since": "?"}
-    if owner.get("host") == socket.gethostname() and not _alive(int(owner.get("pid", -1))):
-        return None
-    if time.time() - touched > stale_s:
-        return None
-    return owner
+    if owner.get("host") == socket.gethostname():  # a paused process keeps its cells
+        return owner if _alive(int(owner.get("pid", -1))) else None
+    return owner if time.time() - touched <= stale_s else None
 
 
 class Claim:

@@ -80,7 +80,7 @@ def test_a_live_process_claim_holds(tmp_path):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         cell = tmp_path / "cell"
-        write_claim(cell, socket.gethostname(), sleeper.pid)
+        write_claim(cell, socket.gethostname(), sleeper.pid, age_s=STALE_S + 60)  # e.g. stopped a while
         assert holder(cell)["pid"] == sleeper.pid
         assert Claim.take(cell) is None
     finally:
