@@ -89,6 +89,7 @@ ACE_STUDENTS = {
     "ace_o4_d8_r4_hot": dict(order=4, degree=8, r_max=4.0),
     "ace_o3_d8_r4_defects": dict(order=3, degree=8, r_max=4.0, uncertainty_structures=0),
     "ace_o3_d8_r4_steps": dict(order=3, degree=8, r_max=4.0, uncertainty_structures=0),
+    "ace_o3_d8_r4_steps2": dict(order=3, degree=8, r_max=4.0, uncertainty_structures=0),
 }
 # Extra training data of the training starts only (never the held-out slab): hotter Langevin
 # runs, each kept frame also rattled. Students named *_hot are fitted to labelled.xyz plus these.
@@ -109,6 +110,12 @@ DEFECTS_SUFFIX = "_defects"
 # labelled.xyz plus these.
 STEPS_SAMPLING = dict(md_steps=400, temperature=600.0, keep_every=10, n_rattled=1, rattle_std=0.05)
 STEPS_SUFFIX = "_steps"
+# Wider terraces: each training start doubled across its close-packed rows (6 rows, one H2) and
+# 3 of the 6 rows removed on both faces, so the upper and lower terraces are 3 rows wide as on
+# a stepped facet's terraces, with an edge, a middle and an inner-corner row. Students named
+# *_steps2 are fitted to labelled_steps.xyz plus these.
+WIDE_STEPS_SAMPLING = dict(md_steps=400, temperature=600.0, keep_every=20, n_rattled=1, rattle_std=0.05)
+WIDE_STEPS_SUFFIX = "_steps2"
 # The size of the paper's teachers: MACE-MP-0 medium (128x0e+128x1o, L=3, correlation 3, r 6 A)
 MP0_MEDIUM = dict(
     atomic_numbers=(1, 29),
@@ -313,22 +320,42 @@ def stage_defects(teacher_dir: Path, labelled: Path, out: Path, s: dict, seed: i
     return target
 
 
-def stage_steps(teacher, labelled: Path, out: Path, s: dict, seed: int) -> Path:
-    """labelled.xyz plus teacher-labelled MD frames of step-edge variants of the training starts
-    (`STEPS_SAMPLING`), all tagged split=train: OUT/data/labelled_steps.xyz, the record in
-    OUT/data/sampling_steps.json."""
+def widened(start, times: int):
+    """`start` repeated `times` times across its close-packed rows, the adsorbate (H) of the
+    copies dropped."""
+    from jaxtl.distill.surfaces import close_packed_axis
+
+    reps = [1, 1, 1]
+    reps[1 - close_packed_axis(start)] = times
+    big = start.repeat(reps)
+    del big[[i for i in range(len(start), len(big)) if big.numbers[i] != 29]]
+    big.info.update(start.info)
+    return big
+
+
+def stage_steps(teacher, labelled: Path, out: Path, s: dict, seed: int, wide: bool = False) -> Path:
+    """`labelled` plus teacher-labelled MD frames of step-edge variants of the training starts,
+    all tagged split=train: OUT/data/labelled_steps.xyz (`STEPS_SAMPLING`: one row off each
+    face) or, wide, OUT/data/labelled_steps2.xyz (`WIDE_STEPS_SAMPLING`: the starts widened to
+    6 rows, 3 off each face); the record in OUT/data/sampling_steps[2].json."""
     import ase.io
 
     from jaxtl.distill import SamplingConfig, label_structures, sample_structures
     from jaxtl.distill.surfaces import step_edges
 
-    target = out / "data" / "labelled_steps.xyz"
+    tag = "steps2" if wide else "steps"
+    target = out / "data" / f"labelled_{tag}.xyz"
     if target.exists():
         return target
     n_train = len(s["train_slabs"]) * s["per_slab"]
     names = s["train_slabs"] * s["per_slab"] + s["held_out_slabs"] * s["per_slab"]
-    stepped = [step_edges(a, rows=1, faces=("top", "bottom")) for a in starts(names, seed)[:n_train]]
-    config = SamplingConfig(**STEPS_SAMPLING, dt=1.0, friction=0.01, seed=seed + 4000)
+    train_starts = starts(names, seed)[:n_train]
+    if wide:
+        stepped = [step_edges(widened(a, 2), rows=3, faces=("top", "bottom")) for a in train_starts]
+    else:
+        stepped = [step_edges(a, rows=1, faces=("top", "bottom")) for a in train_starts]
+    settings = WIDE_STEPS_SAMPLING if wide else STEPS_SAMPLING
+    config = SamplingConfig(**settings, dt=1.0, friction=0.01, seed=seed + (5000 if wide else 4000))
     frames, report = sample_structures(teacher, stepped, config, progress=False)
     for a in frames:
         start = stepped[a.info["sample_start"]]
@@ -342,7 +369,7 @@ def stage_steps(teacher, labelled: Path, out: Path, s: dict, seed: int) -> Path:
         starts=[{"source": a.info["source"], "n_atoms": len(a), "step_edges": a.info["step_edges"]} for a in stepped],
         labelling=stats.to_dict(),
     )
-    (out / "data" / "sampling_steps.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / "data" / f"sampling_{tag}.json").write_text(json.dumps(report, indent=2, default=str))
     return target
 
 
@@ -490,8 +517,10 @@ def main(argv=None) -> int:
         data = stage_hot(teacher, labelled, out, s, args.seed) if name.endswith(HOT_SUFFIX) else labelled
         if name.endswith(DEFECTS_SUFFIX):
             data = stage_defects(teacher_dir, labelled, out, s, args.seed)
-        if name.endswith(STEPS_SUFFIX):
+        if name.endswith(STEPS_SUFFIX) or name.endswith(WIDE_STEPS_SUFFIX):
             data = stage_steps(teacher, labelled, out, s, args.seed)
+        if name.endswith(WIDE_STEPS_SUFFIX):
+            data = stage_steps(teacher, data, out, s, args.seed, wide=True)
         reports[name] = stage_student(teacher_dir, name, data, out, s, args.seed, args.batch_size)
     if args.students_only:
         return 0

@@ -78,6 +78,22 @@ def step_edges(
     return out
 
 
+def close_packed_axis(
+    slab: ase.Atoms, element: str | None = None, layer_gap: float = 0.6, row_tolerance: float = 0.8
+) -> int:
+    """The cell vector (0 or 1) along which the rows of the slab's top `element` layer lie
+    farthest apart, the close-packed rows (`step_edges`' default row direction)."""
+    symbols = np.asarray(slab.get_chemical_symbols())
+    if element is None:
+        names, counts = np.unique(symbols, return_counts=True)
+        element = str(names[np.argmax(counts)])
+    metal = np.flatnonzero(symbols == element)
+    if len(metal) == 0:
+        raise ValueError(f"no {element} atoms in the slab ({slab.get_chemical_formula()})")
+    atoms = metal[outermost_layer(slab.positions[metal, 2], "top", layer_gap)]
+    return _rows(slab, atoms, None, row_tolerance)[0]
+
+
 def outermost_layer(z: np.ndarray, face: str, layer_gap: float) -> np.ndarray:
     """[n] bool: the atoms of heights `z` [n] (A) before the first gap wider than
     `layer_gap` A, counted from the top or the bottom `face`."""
@@ -97,7 +113,7 @@ def _rows(slab: ase.Atoms, atoms: np.ndarray, row_axis: int | None, tolerance: f
     starting after the widest gap between them."""
     if row_axis is None:
         spacing = {axis: _row_spacing(slab, atoms, axis, tolerance) for axis in (0, 1)}
-        row_axis = max(spacing, key=lambda axis: spacing[axis])  # ties: cell vector 0
+        row_axis = 1 if spacing[1] > 1.01 * spacing[0] else 0  # equal spacings (a hexagonal cell): cell vector 0
     across, width = _across(slab, atoms, row_axis)
     return row_axis, _circular_clusters(across, width, tolerance)
 

@@ -212,6 +212,13 @@ def test_h2cu_steps_stage_samples_stepped_training_starts(teacher, tmp_path, mon
     assert all(len(a) == 56 - 6 and "REF_forces" in a.arrays for a in added)
     record = json.loads((tmp_path / "data" / "sampling_steps.json").read_text())
     assert record["n_structures"] == len(added) and len(record["starts"]) == n_starts
+    # wide: each start doubled across its rows (one H2 kept), 3 of 6 rows off each face, after those
+    monkeypatch.setitem(distill_h2cu.WIDE_STEPS_SAMPLING, "md_steps", 0)
+    wide = ase.io.read(distill_h2cu.stage_steps(teacher, out, tmp_path, s, seed=0, wide=True), ":")
+    assert len(wide) == len(frames) + n_starts * 2
+    assert all(
+        len(a) == 2 * 54 - 18 + 2 and a.info["augment"].startswith("steps: top: 3 of 6") for a in wide[len(frames) :]
+    )
 
 
 TWO_DEVICES = """

@@ -7,6 +7,7 @@ from ase.constraints import FixAtoms
 from ase.neighborlist import neighbor_list
 
 from jaxtl.distill import step_edges
+from jaxtl.distill.surfaces import close_packed_axis
 
 CU_SHELL = 3.0  # A, between the first (2.55) and second (3.61) Cu neighbour shells
 
@@ -52,6 +53,7 @@ def test_faces_rows_and_close_packed_direction():
     stepped = step_edges(slab_with_h2(fcc110, (3, 3, 6)))
     assert "along cell vector 1" in stepped.info["step_edges"]
     assert "along cell vector 0" in step_edges(slab_with_h2(fcc110, (3, 3, 6)), row_axis=0).info["step_edges"]
+    assert close_packed_axis(slab_with_h2(fcc110, (3, 3, 6))) == 1 and close_packed_axis(slab) == 0
 
 
 def test_removal_does_not_depend_on_atom_order():
