@@ -90,6 +90,7 @@ ACE_STUDENTS = {
     "ace_o3_d8_r4_defects": dict(order=3, degree=8, r_max=4.0, uncertainty_structures=0),
     "ace_o3_d8_r4_steps": dict(order=3, degree=8, r_max=4.0, uncertainty_structures=0),
     "ace_o3_d8_r4_steps2": dict(order=3, degree=8, r_max=4.0, uncertainty_structures=0),
+    "ace_o3_d8_r4_wsteps": dict(order=3, degree=8, r_max=4.0, uncertainty_structures=0),
 }
 # Extra training data of the training starts only (never the held-out slab): hotter Langevin
 # runs, each kept frame also rattled. Students named *_hot are fitted to labelled.xyz plus these.
@@ -113,9 +114,17 @@ STEPS_SUFFIX = "_steps"
 # Wider terraces: each training start doubled across its close-packed rows (6 rows, one H2) and
 # 3 of the 6 rows removed on both faces, so the upper and lower terraces are 3 rows wide as on
 # a stepped facet's terraces, with an edge, a middle and an inner-corner row. Students named
-# *_steps2 are fitted to labelled_steps.xyz plus these.
+# *_steps2 are fitted to labelled_steps.xyz plus these at 600 K; *_wsteps to labelled.xyz plus
+# these at 600 K and at 800 K (no one-row steps).
 WIDE_STEPS_SAMPLING = dict(md_steps=400, temperature=600.0, keep_every=20, n_rattled=1, rattle_std=0.05)
 WIDE_STEPS_SUFFIX = "_steps2"
+WIDE_ONLY_SUFFIX = "_wsteps"
+# variant -> (times widened, rows off each face, sampling settings, seed offset)
+STEP_VARIANTS = {
+    "narrow": (1, 1, STEPS_SAMPLING, 4000),
+    "wide": (2, 3, WIDE_STEPS_SAMPLING, 5000),
+    "wide800": (2, 3, dict(WIDE_STEPS_SAMPLING, temperature=800.0), 6000),
+}
 # The size of the paper's teachers: MACE-MP-0 medium (128x0e+128x1o, L=3, correlation 3, r 6 A)
 MP0_MEDIUM = dict(
     atomic_numbers=(1, 29),
@@ -333,29 +342,26 @@ def widened(start, times: int):
     return big
 
 
-def stage_steps(teacher, labelled: Path, out: Path, s: dict, seed: int, wide: bool = False) -> Path:
-    """`labelled` plus teacher-labelled MD frames of step-edge variants of the training starts,
-    all tagged split=train: OUT/data/labelled_steps.xyz (`STEPS_SAMPLING`: one row off each
-    face) or, wide, OUT/data/labelled_steps2.xyz (`WIDE_STEPS_SAMPLING`: the starts widened to
-    6 rows, 3 off each face); the record in OUT/data/sampling_steps[2].json."""
+def stage_steps(teacher, labelled: Path, out: Path, s: dict, seed: int, variant: str, tag: str) -> Path:
+    """`labelled` plus teacher-labelled MD frames of step-edge variants of the training starts
+    (`STEP_VARIANTS[variant]`: widened, rows off each face, sampling, seeds), all tagged
+    split=train: OUT/data/labelled_TAG.xyz, the record in OUT/data/sampling_TAG.json."""
     import ase.io
 
     from jaxtl.distill import SamplingConfig, label_structures, sample_structures
     from jaxtl.distill.surfaces import step_edges
 
-    tag = "steps2" if wide else "steps"
     target = out / "data" / f"labelled_{tag}.xyz"
     if target.exists():
         return target
     n_train = len(s["train_slabs"]) * s["per_slab"]
     names = s["train_slabs"] * s["per_slab"] + s["held_out_slabs"] * s["per_slab"]
     train_starts = starts(names, seed)[:n_train]
-    if wide:
-        stepped = [step_edges(widened(a, 2), rows=3, faces=("top", "bottom")) for a in train_starts]
-    else:
-        stepped = [step_edges(a, rows=1, faces=("top", "bottom")) for a in train_starts]
-    settings = WIDE_STEPS_SAMPLING if wide else STEPS_SAMPLING
-    config = SamplingConfig(**settings, dt=1.0, friction=0.01, seed=seed + (5000 if wide else 4000))
+    times, rows, settings, offset = STEP_VARIANTS[variant]
+    stepped = [
+        step_edges(widened(a, times) if times > 1 else a, rows=rows, faces=("top", "bottom")) for a in train_starts
+    ]
+    config = SamplingConfig(**settings, dt=1.0, friction=0.01, seed=seed + offset)
     frames, report = sample_structures(teacher, stepped, config, progress=False)
     for a in frames:
         start = stepped[a.info["sample_start"]]
@@ -518,9 +524,12 @@ def main(argv=None) -> int:
         if name.endswith(DEFECTS_SUFFIX):
             data = stage_defects(teacher_dir, labelled, out, s, args.seed)
         if name.endswith(STEPS_SUFFIX) or name.endswith(WIDE_STEPS_SUFFIX):
-            data = stage_steps(teacher, labelled, out, s, args.seed)
+            data = stage_steps(teacher, labelled, out, s, args.seed, "narrow", "steps")
         if name.endswith(WIDE_STEPS_SUFFIX):
-            data = stage_steps(teacher, data, out, s, args.seed, wide=True)
+            data = stage_steps(teacher, data, out, s, args.seed, "wide", "steps2")
+        if name.endswith(WIDE_ONLY_SUFFIX):
+            data = stage_steps(teacher, labelled, out, s, args.seed, "wide", "wsteps600")
+            data = stage_steps(teacher, data, out, s, args.seed, "wide800", "wsteps")
         reports[name] = stage_student(teacher_dir, name, data, out, s, args.seed, args.batch_size)
     if args.students_only:
         return 0

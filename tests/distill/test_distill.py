@@ -202,7 +202,7 @@ def test_h2cu_steps_stage_samples_stepped_training_starts(teacher, tmp_path, mon
     (tmp_path / "data").mkdir()
     labelled = tmp_path / "data" / "labelled.xyz"
     label_structures(teacher, [h_on_cu(0)], labelled)
-    out = distill_h2cu.stage_steps(teacher, labelled, tmp_path, s, seed=0)
+    out = distill_h2cu.stage_steps(teacher, labelled, tmp_path, s, 0, "narrow", "steps")
     frames = ase.io.read(out, ":")
     added = frames[1:]
     n_starts = len(s["train_slabs"]) * s["per_slab"]
@@ -214,7 +214,7 @@ def test_h2cu_steps_stage_samples_stepped_training_starts(teacher, tmp_path, mon
     assert record["n_structures"] == len(added) and len(record["starts"]) == n_starts
     # wide: each start doubled across its rows (one H2 kept), 3 of 6 rows off each face, after those
     monkeypatch.setitem(distill_h2cu.WIDE_STEPS_SAMPLING, "md_steps", 0)
-    wide = ase.io.read(distill_h2cu.stage_steps(teacher, out, tmp_path, s, seed=0, wide=True), ":")
+    wide = ase.io.read(distill_h2cu.stage_steps(teacher, out, tmp_path, s, 0, "wide", "steps2"), ":")
     assert len(wide) == len(frames) + n_starts * 2
     assert all(
         len(a) == 2 * 54 - 18 + 2 and a.info["augment"].startswith("steps: top: 3 of 6") for a in wide[len(frames) :]
