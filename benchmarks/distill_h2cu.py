@@ -88,6 +88,9 @@ ACE_STUDENTS = {
     "ace_o3_d8_r4_wL2_hot": dict(order=3, degree=8, r_max=4.0, wL=2.0),
     "ace_o4_d8_r4_hot": dict(order=4, degree=8, r_max=4.0),
     "ace_o3_d8_r4_defects": dict(order=3, degree=8, r_max=4.0, uncertainty_structures=0),
+    "ace_o3_d8_r4_steps": dict(order=3, degree=8, r_max=4.0, uncertainty_structures=0),
+    "ace_o3_d8_r4_steps2": dict(order=3, degree=8, r_max=4.0, uncertainty_structures=0),
+    "ace_o3_d8_r4_wsteps": dict(order=3, degree=8, r_max=4.0, uncertainty_structures=0),
 }
 # Extra training data of the training starts only (never the held-out slab): hotter Langevin
 # runs, each kept frame also rattled. Students named *_hot are fitted to labelled.xyz plus these.
@@ -101,6 +104,27 @@ HOT_SUFFIX = "_hot"
 DEFECT_RATTLES = 20
 DEFECT_RATTLE_STD = (0.03, 0.15)
 DEFECTS_SUFFIX = "_defects"
+# Step edges made from the training starts only (never the held-out slab): each start with one
+# close-packed row of its outermost Cu layer removed on both faces (`jaxtl.distill.surfaces.
+# step_edges`: 7-coordinated edge atoms, as on a stepped facet), sampled by Langevin MD with the
+# teacher as the training runs are, seeds of their own. Students named *_steps are fitted to
+# labelled.xyz plus these.
+STEPS_SAMPLING = dict(md_steps=400, temperature=600.0, keep_every=10, n_rattled=1, rattle_std=0.05)
+STEPS_SUFFIX = "_steps"
+# Wider terraces: each training start doubled across its close-packed rows (6 rows, one H2) and
+# 3 of the 6 rows removed on both faces, so the upper and lower terraces are 3 rows wide as on
+# a stepped facet's terraces, with an edge, a middle and an inner-corner row. Students named
+# *_steps2 are fitted to labelled_steps.xyz plus these at 600 K; *_wsteps to labelled.xyz plus
+# these at 600 K and at 800 K (no one-row steps).
+WIDE_STEPS_SAMPLING = dict(md_steps=400, temperature=600.0, keep_every=20, n_rattled=1, rattle_std=0.05)
+WIDE_STEPS_SUFFIX = "_steps2"
+WIDE_ONLY_SUFFIX = "_wsteps"
+# variant -> (times widened, rows off each face, sampling settings, seed offset)
+STEP_VARIANTS = {
+    "narrow": (1, 1, STEPS_SAMPLING, 4000),
+    "wide": (2, 3, WIDE_STEPS_SAMPLING, 5000),
+    "wide800": (2, 3, dict(WIDE_STEPS_SAMPLING, temperature=800.0), 6000),
+}
 # The size of the paper's teachers: MACE-MP-0 medium (128x0e+128x1o, L=3, correlation 3, r 6 A)
 MP0_MEDIUM = dict(
     atomic_numbers=(1, 29),
@@ -305,6 +329,56 @@ def stage_defects(teacher_dir: Path, labelled: Path, out: Path, s: dict, seed: i
     return target
 
 
+def widened(start, times: int):
+    """`start` repeated `times` times across its close-packed rows, the adsorbate (H) of the
+    copies dropped."""
+    from jaxtl.distill.surfaces import close_packed_axis
+
+    reps = [1, 1, 1]
+    reps[1 - close_packed_axis(start)] = times
+    big = start.repeat(reps)
+    del big[[i for i in range(len(start), len(big)) if big.numbers[i] != 29]]
+    big.info.update(start.info)
+    return big
+
+
+def stage_steps(teacher, labelled: Path, out: Path, s: dict, seed: int, variant: str, tag: str) -> Path:
+    """`labelled` plus teacher-labelled MD frames of step-edge variants of the training starts
+    (`STEP_VARIANTS[variant]`: widened, rows off each face, sampling, seeds), all tagged
+    split=train: OUT/data/labelled_TAG.xyz, the record in OUT/data/sampling_TAG.json."""
+    import ase.io
+
+    from jaxtl.distill import SamplingConfig, label_structures, sample_structures
+    from jaxtl.distill.surfaces import step_edges
+
+    target = out / "data" / f"labelled_{tag}.xyz"
+    if target.exists():
+        return target
+    n_train = len(s["train_slabs"]) * s["per_slab"]
+    names = s["train_slabs"] * s["per_slab"] + s["held_out_slabs"] * s["per_slab"]
+    train_starts = starts(names, seed)[:n_train]
+    times, rows, settings, offset = STEP_VARIANTS[variant]
+    stepped = [
+        step_edges(widened(a, times) if times > 1 else a, rows=rows, faces=("top", "bottom")) for a in train_starts
+    ]
+    config = SamplingConfig(**settings, dt=1.0, friction=0.01, seed=seed + offset)
+    frames, report = sample_structures(teacher, stepped, config, progress=False)
+    for a in frames:
+        start = stepped[a.info["sample_start"]]
+        a.info.update(split="train", md_temperature=config.temperature, source=start.info["source"])
+        a.info.update(augment="steps: " + start.info["step_edges"])
+    labelled_steps, stats = label_structures(teacher, frames, batch_size=8)
+    tmp = target.with_suffix(".tmp.xyz")
+    ase.io.write(tmp, ase.io.read(labelled, ":") + labelled_steps, format="extxyz")
+    tmp.rename(target)
+    report.update(
+        starts=[{"source": a.info["source"], "n_atoms": len(a), "step_edges": a.info["step_edges"]} for a in stepped],
+        labelling=stats.to_dict(),
+    )
+    (out / "data" / f"sampling_{tag}.json").write_text(json.dumps(report, indent=2, default=str))
+    return target
+
+
 def stage_student(teacher_dir: Path, name: str, labelled: Path, out: Path, s: dict, seed: int, batch_size: int) -> dict:
     """One student distilled from the labels (skipped when its report exists; an interrupted
     one resumes)."""
@@ -449,6 +523,13 @@ def main(argv=None) -> int:
         data = stage_hot(teacher, labelled, out, s, args.seed) if name.endswith(HOT_SUFFIX) else labelled
         if name.endswith(DEFECTS_SUFFIX):
             data = stage_defects(teacher_dir, labelled, out, s, args.seed)
+        if name.endswith(STEPS_SUFFIX) or name.endswith(WIDE_STEPS_SUFFIX):
+            data = stage_steps(teacher, labelled, out, s, args.seed, "narrow", "steps")
+        if name.endswith(WIDE_STEPS_SUFFIX):
+            data = stage_steps(teacher, data, out, s, args.seed, "wide", "steps2")
+        if name.endswith(WIDE_ONLY_SUFFIX):
+            data = stage_steps(teacher, labelled, out, s, args.seed, "wide", "wsteps600")
+            data = stage_steps(teacher, data, out, s, args.seed, "wide800", "wsteps")
         reports[name] = stage_student(teacher_dir, name, data, out, s, args.seed, args.batch_size)
     if args.students_only:
         return 0

@@ -16,6 +16,7 @@ from jaxtl.distill.labelling import LabellingError, LabelStats, label_structures
 from jaxtl.distill.sampling import SamplingConfig, SamplingPlan, rattled_copies, sample_plan, sample_structures
 from jaxtl.distill.speed import compare_calculators, compare_speed, n_parameters, speedup
 from jaxtl.distill.splits import split_labelled
+from jaxtl.distill.surfaces import step_edges
 
 __all__ = [
     "DEFAULT_STUDENT",
@@ -42,6 +43,7 @@ __all__ = [
     "sample_plan",
     "sample_structures",
     "speedup",
+    "step_edges",
     "split_labelled",
     "student_config",
 ]

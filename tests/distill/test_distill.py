@@ -189,6 +189,38 @@ def test_h2cu_benchmark_fast(tmp_path):
     assert ace["speedup_56"] > 0 and ace["speedup_224"] > 0 and results["meta"]["commit"]
 
 
+@pytest.mark.skipif(not (SHARED / "data" / "h2cu_slabs").exists(), reason="../shared/data/h2cu_slabs absent")
+def test_h2cu_steps_stage_samples_stepped_training_starts(teacher, tmp_path, monkeypatch):
+    """distill_h2cu's *_steps data: the training slabs with a row off each face, sampled and
+    labelled by the teacher, appended to labelled.xyz as training frames; the held-out slab
+    never appears."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import distill_h2cu
+
+    monkeypatch.setitem(distill_h2cu.STEPS_SAMPLING, "md_steps", 0)  # the random teacher's MD collapses the H2
+    s = distill_h2cu.SETTINGS["fast"]
+    (tmp_path / "data").mkdir()
+    labelled = tmp_path / "data" / "labelled.xyz"
+    label_structures(teacher, [h_on_cu(0)], labelled)
+    out = distill_h2cu.stage_steps(teacher, labelled, tmp_path, s, 0, "narrow", "steps")
+    frames = ase.io.read(out, ":")
+    added = frames[1:]
+    n_starts = len(s["train_slabs"]) * s["per_slab"]
+    assert len(added) == n_starts * 2  # each stepped start and a rattled copy of it
+    assert all(a.info["split"] == "train" and a.info["augment"].startswith("steps: top: 1 of") for a in added)
+    assert {a.info["source"] for a in added} == {f"{name} + H2" for name in s["train_slabs"]}
+    assert all(len(a) == 56 - 6 and "REF_forces" in a.arrays for a in added)
+    record = json.loads((tmp_path / "data" / "sampling_steps.json").read_text())
+    assert record["n_structures"] == len(added) and len(record["starts"]) == n_starts
+    # wide: each start doubled across its rows (one H2 kept), 3 of 6 rows off each face, after those
+    monkeypatch.setitem(distill_h2cu.WIDE_STEPS_SAMPLING, "md_steps", 0)
+    wide = ase.io.read(distill_h2cu.stage_steps(teacher, out, tmp_path, s, 0, "wide", "steps2"), ":")
+    assert len(wide) == len(frames) + n_starts * 2
+    assert all(
+        len(a) == 2 * 54 - 18 + 2 and a.info["augment"].startswith("steps: top: 3 of 6") for a in wide[len(frames) :]
+    )
+
+
 TWO_DEVICES = """
 import json, sys
 from jaxtl.cli import main
