@@ -92,13 +92,18 @@ def config_from_dict(cls: type[T], d: Mapping[str, Any]) -> T:
     return cls(**{k: _convert(hints[k], v) for k, v in d.items()})
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write `text` to `path` through a file of this process's own, renamed into place:
+def write_atomic(path: str | Path, write) -> None:
+    """`write(tmp)` into a file of this process's own (same suffix), then renamed to `path`:
     readers, and other processes writing the same file, never see half of it."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    write(tmp)
     tmp.replace(path)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """`text` written to `path` atomically (`write_atomic`)."""
+    write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def save_config(config, path: str | Path) -> None:

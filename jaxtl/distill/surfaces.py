@@ -52,13 +52,7 @@ def step_edges(
         raise ValueError(f"a slab must be periodic along its first two cell vectors (pbc {slab.pbc.tolist()})")
     if row_axis not in (None, 0, 1):
         raise ValueError(f"row_axis must be 0, 1 or None, got {row_axis}")
-    symbols = np.asarray(slab.get_chemical_symbols())
-    if element is None:
-        names, counts = np.unique(symbols, return_counts=True)
-        element = str(names[np.argmax(counts)])
-    metal = np.flatnonzero(symbols == element)
-    if len(metal) == 0:
-        raise ValueError(f"no {element} atoms in the slab ({slab.get_chemical_formula()})")
+    metal = _element_atoms(slab, element)
     remove, described = [], []
     for face in faces:
         layer = outermost_layer(slab.positions[metal, 2], face, layer_gap)
@@ -83,6 +77,14 @@ def close_packed_axis(
 ) -> int:
     """The cell vector (0 or 1) along which the rows of the slab's top `element` layer lie
     farthest apart, the close-packed rows (`step_edges`' default row direction)."""
+    metal = _element_atoms(slab, element)
+    atoms = metal[outermost_layer(slab.positions[metal, 2], "top", layer_gap)]
+    return _rows(slab, atoms, None, row_tolerance)[0]
+
+
+def _element_atoms(slab: ase.Atoms, element: str | None) -> np.ndarray:
+    """Indices of the `element` atoms (None: the most common element); a ValueError when
+    there are none."""
     symbols = np.asarray(slab.get_chemical_symbols())
     if element is None:
         names, counts = np.unique(symbols, return_counts=True)
@@ -90,8 +92,7 @@ def close_packed_axis(
     metal = np.flatnonzero(symbols == element)
     if len(metal) == 0:
         raise ValueError(f"no {element} atoms in the slab ({slab.get_chemical_formula()})")
-    atoms = metal[outermost_layer(slab.positions[metal, 2], "top", layer_gap)]
-    return _rows(slab, atoms, None, row_tolerance)[0]
+    return metal
 
 
 def outermost_layer(z: np.ndarray, face: str, layer_gap: float) -> np.ndarray:

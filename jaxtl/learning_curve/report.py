@@ -11,13 +11,12 @@ seed finished; no verdict until scratch at the largest fraction has every seed.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from jaxtl.config_io import write_text_atomic
+from jaxtl.config_io import write_atomic, write_text_atomic
 from jaxtl.learning_curve.config import SCRATCH, LearningCurveConfig
 from jaxtl.provenance import provenance
 
@@ -232,7 +231,5 @@ def plot(rows: Sequence[dict], path: Path) -> None:
         ax.legend()
     fig.suptitle("mean over seeds, bars: min to max")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120))
     plt.close(fig)
