@@ -19,5 +19,5 @@ exec "${PYTHON:-python}" -m jaxtl.cli learning-curve \
   --train ../shared/data/molecules/aspirin_train.extxyz \
   --test ../shared/data/molecules/aspirin_test.extxyz \
   --fractions 0.05 0.1 0.2 0.5 1.0 --strategies scratch f0 f5 f6 lora --seeds 3 \
-  --batch-size 10 --lr 0.005 --scratch-lr 0.01 --patience 30 --min-rel-improvement 0.01 --scheduler-patience 10 --max-epochs 500 \
+  --batch-size 10 --lr 0.005 --scratch-lr 0.01 --patience 30 --min-rel-improvement 0.01 --scheduler-patience 10 --max-epochs 2000 \
   --dtype float32 --first 0.1:f5 0.1:scratch 1:scratch 0.5:f5 1:f5 0.2:f5 0.05:f5 0.1:f6 0.1:f0 0.1:lora --out "$out" "$@"

@@ -1,6 +1,6 @@
 """mace-torch's own `--freeze` fine-tuning and scratch training on the cells of a jaxtl learning curve.
 
-    python benchmarks/learning_curve_mace_torch.py --grid runs/lc_aspirin --out runs/lc_aspirin_mace_torch
+    python benchmarks/learning_curve_mace_torch.py --grid runs/lc_aspirin --max-epochs 500 --out runs/lc_aspirin_mace_torch
 
 On a CPU shared with other jobs, set OMP_NUM_THREADS=1: torch's threads spin waiting on each
 other whenever one of them is descheduled, which makes a step several times slower.
@@ -8,8 +8,8 @@ other whenever one of them is descheduled, which makes a step several times slow
 For each (strategy, seed) at `--fraction` (default 10 %, f5 and scratch, seeds of the grid):
 the same training subset and validation set as the jaxtl cell (`jaxtl.learning_curve.split_pool`,
 same seed), the same settings read from the grid's grid_config.json (batch size, learning rates,
-plateau schedule, early-stopping patience, epoch cap, EMA, loss weights, E0s, dtype), trained by
-`mace_run_train` and tested on all of the grid's test file with `mace_eval_configs`. Writes
+plateau schedule, early-stopping patience, EMA, loss weights, E0s, dtype; the epoch cap too
+unless `--max-epochs` is given), trained by `mace_run_train` and tested on all of the grid's test file with `mace_eval_configs`. Writes
 OUT/results.json and OUT/results.md: mace-torch's rows beside jaxtl's for the same cells.
 
 The 2022 SPICE file is re-saved first as mace-torch 0.3.16 needs (r_max a tensor buffer, a
@@ -306,7 +306,7 @@ def main(argv=None) -> None:
         "--max-epochs",
         type=int,
         default=None,
-        help="override the grid's epoch cap (smoke tests only: the comparison needs the grid's)",
+        help="the epoch cap (default: the grid's); the comparison in benchmarks/results runs both codes to a cap of 500",
     )
     p.add_argument(
         "--jaxtl-grids",
