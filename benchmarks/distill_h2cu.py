@@ -547,6 +547,7 @@ def main(argv=None) -> int:
         stem.parent.mkdir(parents=True, exist_ok=True)
         stem.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str))
         stem.with_suffix(".md").write_text(table)
+        tradeoff_plot(results, stem.with_suffix(".png"))
     print(table)
     return 0
 
@@ -656,6 +657,8 @@ def table_md(results: dict) -> str:
     counts = results["sampling"]["counts"]
     lines += [
         "",
+        "Plot: the .png beside this file (force RMSE against ms per call, each size).",
+        "",
         f"Labelled structures: {counts}. Test sets never share a trajectory with training "
         "(other seeds/temperatures from the training starts; the held-out slab only in test runs).",
         "Speed: energy+forces per ASE calculator call (neighbour lists included), median of interleaved "
@@ -683,6 +686,51 @@ def table_md(results: dict) -> str:
             }
             lines.append(f"- {name} posterior force uncertainty: {u}")
     return "\n".join(lines) + "\n"
+
+
+def tradeoff_plot(results: dict, path: Path) -> None:
+    """Force RMSE against the teacher (each test set) against ms per energy+forces call, one
+    panel per system size: every student (exact-radials twins left out), the teacher's time
+    and the 5x line, the 20 meV/A line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    sizes = sorted(int(k[3:]) for k in results["teacher"] if k.startswith("ms_"))
+    sets = sorted({k for r in results["students"].values() for k in r["forces_rmse_by_set"]})
+    markers = dict(zip(sets, "os^vD"))
+    fig, axes = plt.subplots(1, len(sizes), figsize=(5.5 * len(sizes), 4.5), squeeze=False)
+    for ax, n in zip(axes[0], sizes):
+        teacher_ms = results["teacher"][f"ms_{n}"]
+        ax.axvline(teacher_ms, color="k", ls="--", lw=1, label="teacher")
+        ax.axvline(teacher_ms / 5, color="k", ls=":", lw=1, label="5x the teacher")
+        ax.axhline(20.0, color="grey", ls=":", lw=1, label="20 meV/A")
+        for i, (name, r) in enumerate(results["students"].items()):
+            if f"ms_{n}" not in r:
+                continue
+            for k in sets:
+                if k in r["forces_rmse_by_set"]:
+                    ax.scatter(
+                        r[f"ms_{n}"],
+                        r["forces_rmse_by_set"][k],
+                        color=f"C{i % 10}",
+                        marker=markers[k],
+                        label=f"{name}: {k}",
+                    )
+        ax.set(xscale="log", yscale="log", xlabel=f"ms per energy+forces call, {n} atoms")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(plain)
+            axis.set_minor_formatter(plain)
+        ax.set_ylabel("force RMSE against the teacher (meV/A)")
+    axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    meta = results["meta"]
+    fig.suptitle(f"jaxtl {meta['commit'][:12]}, {meta['date']}, {meta['device']}: {meta['command']}", fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _loads(loads) -> str:
