@@ -66,9 +66,12 @@ def summarise(records: Sequence[dict], config: LearningCurveConfig) -> list[dict
 
 def verdict(rows: Sequence[dict], metric: str, config: LearningCurveConfig) -> dict:
     """strategy -> {"fraction": smallest matching fraction or None, the reference's spread,
-    "fractions_complete": the fractions with every seed finished}; or {"pending": why}
+    "fractions_complete": the fractions with every seed finished, "capped": the seeds of the
+    reference and of the matching row that stopped at the epoch cap}; or {"pending": why}
     while scratch at the grid's largest fraction lacks seeds. Only complete rows (every
-    seed of the grid finished) count, so a partial grid states no verdict it may not keep."""
+    seed of the grid finished) count, so a partial grid states no verdict it may not keep.
+    A capped seed was still improving when it stopped: a capped reference flatters every
+    strategy, and the report says so."""
     n_seeds, largest = config.grid.seeds, max(config.grid.fractions)
     complete = [r for r in rows if len(r["seeds"]) == n_seeds and r[metric]["mean"] is not None]
     ref = next((r for r in complete if r["strategy"] == SCRATCH and r["fraction"] == largest), None)
@@ -79,13 +82,15 @@ def verdict(rows: Sequence[dict], metric: str, config: LearningCurveConfig) -> d
     out = {}
     for strategy in dict.fromkeys(r["strategy"] for r in rows if r["strategy"] != SCRATCH):
         mine = [r for r in complete if r["strategy"] == strategy]
-        ok = [r["fraction"] for r in mine if r[metric]["mean"] <= bound]
+        ok = [r for r in mine if r[metric]["mean"] <= bound]
+        match = min(ok, key=lambda r: r["fraction"]) if ok else None
         out[strategy] = {
-            "fraction": min(ok) if ok else None,
+            "fraction": None if match is None else match["fraction"],
             "reference_fraction": ref["fraction"],
             "reference_mean": ref[metric]["mean"],
             "reference_std": ref[metric]["std"],
             "fractions_complete": sorted(r["fraction"] for r in mine),
+            "capped": {"reference": ref["hit_max_epochs"], "match": None if match is None else match["hit_max_epochs"]},
         }
     return out
 
@@ -140,9 +145,16 @@ def verdict_lines(summary: dict) -> list[str]:
                 if v["fraction"] is not None
                 else "at none of the complete fractions"
             )
+            capped = v.get("capped") or {}
+            caveats = [
+                f"{n} of the {what}'s seeds stopped at the epoch cap, still improving"
+                for what, n in (("reference", capped.get("reference")), ("match", capped.get("match")))
+                if n
+            ]
             lines.append(
                 f"- {strategy}: {name} RMSE within the seeds' spread of {ref} {found} "
                 f"(fractions with every seed finished: {complete})"
+                + ("" if not caveats else f"; **not converged**: {'; '.join(caveats)}")
             )
     return lines
 

@@ -58,6 +58,21 @@ def test_verdict_is_the_smallest_fraction_within_scratch_spread():
     missing = summarise([r for r in records if (r["strategy"], r["fraction"], r["seed"]) != ("f5", 0.5, 1)], config)
     assert verdict(missing, "forces_rmse", config)["f5"]["fraction"] == 1.0
     assert verdict(missing, "forces_rmse", config)["f5"]["fractions_complete"] == [0.1, 1.0]
+    assert v["f5"]["capped"] == {"reference": 0, "match": 0} and v["f6"]["capped"]["match"] is None
+
+
+def test_verdict_says_when_the_reference_stopped_at_the_cap(tmp_path):
+    config = LearningCurveConfig(
+        DataSettings("f", "p", "t"), GridSettings(fractions=(0.5, 1.0), strategies=("scratch", "f5"), seeds=2)
+    )
+    records = [_record(f, s, seed, 10.0 + seed) for f in (0.5, 1.0) for s in ("scratch", "f5") for seed in (0, 1)]
+    write_report(tmp_path, config, records, "cmd", "abc123", with_plot=False)
+    assert "not converged" not in (tmp_path / "results.md").read_text()
+    capped = [{**r, "hit_max_epochs": r["strategy"] == "scratch" and r["fraction"] == 1.0} for r in records]
+    summary = write_report(tmp_path, config, capped, "cmd", "abc123", with_plot=False)
+    assert summary["verdict"]["forces_rmse"]["f5"]["capped"] == {"reference": 2, "match": 0}
+    md = (tmp_path / "results.md").read_text()
+    assert "**not converged**: 2 of the reference's seeds stopped at the epoch cap, still improving" in md
 
 
 def test_report_says_when_cells_ran_on_other_devices(tmp_path):
