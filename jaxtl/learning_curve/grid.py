@@ -210,11 +210,11 @@ def learning_curve(
             continue
         computed.append(cell.name)
         if is_primary():  # the plot costs seconds: redrawn between cells only when small beside a cell
-            write_report(out, config, _records(out, cells), command, commit, with_plot=record["wall_s"] > 60)
+            write_report(out, config, _records(out, cells, config), command, commit, with_plot=record["wall_s"] > 60)
     held = [name for name in held if not done(finished(out / "cells" / name), config)]
     if held:
         log.info("%d cells left to the processes training them: %s", len(held), ", ".join(held))
-    records = _records(out, cells)
+    records = _records(out, cells, config)
     summary = write_report(out, config, records, command, commit) if is_primary() else None
     barrier("learning curve: report written")
     if summary is None:
@@ -275,5 +275,7 @@ def done(record: dict | None, config: LearningCurveConfig) -> bool:
     )
 
 
-def _records(out: Path, cells: Sequence[Cell]) -> list[dict]:
-    return [r for r in (finished(out / "cells" / c.name) for c in cells) if r is not None]
+def _records(out: Path, cells: Sequence[Cell], config: LearningCurveConfig) -> list[dict]:
+    """The records that stand under `config` (a cell capped by a smaller `max_epochs` is
+    still training: its old record is left out of the report)."""
+    return [r for r in (finished(out / "cells" / c.name) for c in cells) if done(r, config)]

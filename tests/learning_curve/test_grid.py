@@ -241,6 +241,9 @@ def test_a_grid_may_grow_but_not_change(tiny, full, tmp_path):
     assert after[:2] == before and len(after) == 3
     record = json.loads((out / "cells" / "0.5_f5_s0" / "cell.json").read_text())
     assert record["epochs_run"] == 3 and record["resumed"]
+    # the cells still capped at 2 epochs are not reported as finished under a cap of 3
+    assert [(r["fraction"], r["strategy"], r["seed"]) for r in extended.records] == [(0.5, "f5", 0)]
+    assert extended.summary["n_cells"]["finished"] == 1
     with pytest.raises(ValueError, match=r"convergence.max_epochs is 3 there, 2 now"):
         learning_curve(tiny_config(tiny), out)
 
