@@ -124,7 +124,11 @@ class CompiledACECalculator(QuickStateCheck, Calculator):
         return species
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
+        # ASE's get_property has just stored a copy of `atoms` as self.atoms; ASE's
+        # Calculator.calculate would copy it once more (and look for a working directory this
+        # calculator never writes to), a sizeable share of a call on a small structure
+        if atoms is not None and (self.atoms is None or self.check_state(atoms)):
+            self.atoms = atoms.copy()
         atoms = self.atoms
         n = len(atoms)
         species = self.species_of(atoms.numbers)
@@ -150,9 +154,15 @@ class CompiledACECalculator(QuickStateCheck, Calculator):
             raise FloatingPointError(f"{self.source}: the ACE returned NaN or inf (atoms too close?)")
         energy = float(energy)
         self.results.update(energy=energy, free_energy=energy, energies=site, forces=forces.reshape(n, 3))
-        volume = abs(float(np.linalg.det(atoms.cell.array))) if np.any(atoms.pbc) else 0.0
+        volume = _volume(atoms.cell.array.tobytes()) if np.any(atoms.pbc) else 0.0
         if volume > 0.0:  # a periodic cell of three lattice vectors
             self.results["stress"] = full_3x3_to_voigt_6_stress(-virial.reshape(3, 3) / volume)
+
+
+@functools.lru_cache(maxsize=64)
+def _volume(cell: bytes) -> float:
+    """|det| of a [3, 3] float64 cell given as bytes (a trajectory asks about one cell again and again)."""
+    return abs(float(np.linalg.det(np.frombuffer(cell, dtype=np.float64).reshape(3, 3))))
 
 
 def _flat_results(model, layout: RowLayout, vectors, indices):

@@ -134,3 +134,27 @@ def test_unknown_element_is_named(model_file):
     atoms.calc = CompiledACECalculator(model_file, source="student X")
     with pytest.raises(DataError, match=r"student X: element O \(Z=8\)"):
         atoms.get_potential_energy()
+
+
+def test_state_copy_follows_the_atoms_given(model_file):
+    """The calculator keeps its own copy of the atoms it computed (ASE's cache key), without
+    the second copy ASE's Calculator.calculate makes: a move in place is seen, and so is a
+    direct `calculate` on other atoms."""
+    from jaxtl.distill.ace_calculator import CompiledACECalculator
+
+    calc = CompiledACECalculator(model_file)
+    atoms = h_on_cu(7, rattle=0.05)
+    atoms.calc = calc
+    before = atoms.get_forces()
+    assert calc.atoms is not atoms and np.array_equal(calc.atoms.positions, atoms.positions)
+    atoms.positions[-1] += [0.0, 0.0, 0.1]  # in place: the stored copy must not follow
+    assert not np.array_equal(calc.atoms.positions, atoms.positions)
+    after = atoms.get_forces()
+    assert np.abs(after - before).max() > 1e-4
+    np.testing.assert_array_equal(calc.atoms.positions, atoms.positions)
+    other = h_on_cu(8, rattle=0.05)
+    calc.calculate(other, ["energy", "forces"])
+    assert calc.atoms is not other and np.array_equal(calc.atoms.positions, other.positions)
+    reference = other.copy()
+    reference.calc = CompiledACECalculator(model_file)
+    np.testing.assert_allclose(calc.results["forces"], reference.get_forces(), rtol=0, atol=1e-12)
