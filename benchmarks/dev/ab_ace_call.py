@@ -11,7 +11,7 @@ structure:
     times it (get_potential_energy and get_forces on a fresh copy of the structure with
     a reset calculator, the copy untimed): neighbour list, rows, the compiled call and
     ASE's machinery;
-  * `program`: the compiled program alone on arrays already on the device.
+  * `program`: the compiled program alone (with the virial) on arrays already on the device.
 
 Prints each side's median wall and process-CPU microseconds, the ratios working tree /
 base, the load average, and the largest force difference between the sides over the

@@ -158,3 +158,23 @@ def test_state_copy_follows_the_atoms_given(model_file):
     reference = other.copy()
     reference.calc = CompiledACECalculator(model_file)
     np.testing.assert_allclose(calc.results["forces"], reference.get_forces(), rtol=0, atol=1e-12)
+
+
+def test_stress_from_the_first_call_that_asks_for_it(model_file):
+    """Energy and forces alone until stress is asked for; then the same stress as a calculator
+    asked for it from the start, and stress with every later call (no second call per step)."""
+    from jaxtl.distill.ace_calculator import CompiledACECalculator
+
+    calc, reference = CompiledACECalculator(model_file), CompiledACECalculator(model_file)
+    atoms = h_on_cu(9, rattle=0.05)
+    atoms.calc = calc
+    forces = atoms.get_forces()
+    assert "stress" not in calc.results
+    stress = atoms.get_stress()
+    expected = atoms.copy()
+    expected.calc = reference
+    np.testing.assert_allclose(stress, expected.get_stress(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(forces, expected.get_forces(), rtol=0, atol=1e-12)
+    atoms.positions[0] += [0.05, 0.0, 0.0]
+    atoms.get_forces()
+    assert "stress" in calc.results
