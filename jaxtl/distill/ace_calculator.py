@@ -48,7 +48,8 @@ def load_lean_model(model_file, radial_table: int | None = None):
 
 class CompiledACECalculator(QuickStateCheck, Calculator):
     """Energy, free energy, per-atom energies, forces and (periodic cells) stress of a
-    linear ACE (ace-jax `model.npz`), in float64.
+    linear ACE (ace-jax `model.npz`), in float64. Stress (the virial) is computed from the
+    first call that asks for it on; calls before it return energy and forces alone.
 
     Args:
         model_file: ace-jax's model.npz.
@@ -87,22 +88,25 @@ class CompiledACECalculator(QuickStateCheck, Calculator):
         self._index[list(self.elements)] = np.arange(len(self.elements))
         self._layout: RowLayout | None = None
         self._last_species: tuple[np.ndarray, np.ndarray] | None = None
-        self._programs: dict = {}  # RowLayout -> its compiled executable
+        self._programs: dict = {}  # (RowLayout, with virial) -> its compiled executable
+        # the virial is computed from the first call that asks for stress on (an NPT run asks
+        # every step; a run at fixed cell never pays for it)
+        self._with_virial = False
         self.last_timing: dict | None = None
-        self._evaluate = jax.jit(functools.partial(_flat_results, self.model), static_argnums=0)
+        self._evaluate = jax.jit(functools.partial(_flat_results, self.model), static_argnums=(0, 1))
         self._vesin_list = vesin_list(self.cutoff)
 
     @property
     def n_compilations(self) -> int:
-        """Distinct padded layouts evaluated so far (one compiled program each)."""
+        """Programs compiled so far: one per padded layout (and per with or without virial)."""
         return len(self._programs)
 
-    def program(self, layout: RowLayout, arrays):
-        """The compiled energy+forces+virial of `layout` (compiled on its first use)."""
-        compiled = self._programs.get(layout)
+    def program(self, layout: RowLayout, arrays, virial: bool = True):
+        """The compiled energy+forces(+virial) of `layout` (compiled on its first use)."""
+        compiled = self._programs.get((layout, virial))
         if compiled is None:
-            compiled = self._evaluate.lower(layout, *arrays).compile()
-            self._programs[layout] = compiled
+            compiled = self._evaluate.lower(layout, virial, *arrays).compile()
+            self._programs[layout, virial] = compiled
         return compiled
 
     def species_of(self, numbers) -> np.ndarray:
@@ -124,10 +128,15 @@ class CompiledACECalculator(QuickStateCheck, Calculator):
         return species
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
+        # ASE's get_property has just stored a copy of `atoms` as self.atoms; ASE's
+        # Calculator.calculate would copy it once more (and look for a working directory this
+        # calculator never writes to), a sizeable share of a call on a small structure
+        if atoms is not None and (self.atoms is None or self.check_state(atoms)):
+            self.atoms = atoms.copy()
         atoms = self.atoms
         n = len(atoms)
         species = self.species_of(atoms.numbers)
+        self._with_virial = self._with_virial or "stress" in properties
         started = time.perf_counter()
         self._layout, arrays = pack_rows(
             atoms.positions,
@@ -141,7 +150,7 @@ class CompiledACECalculator(QuickStateCheck, Calculator):
             vesin_list=self._vesin_list,
         )
         packed = time.perf_counter()
-        flat = np.asarray(self.program(self._layout, arrays)(*arrays))
+        flat = np.asarray(self.program(self._layout, arrays, self._with_virial)(*arrays))
         # the host's share (neighbour list and rows) and the compiled call's (with transfers)
         self.last_timing = {"nlist_s": packed - started, "model_s": time.perf_counter() - packed}
         r = self._layout.n_rows
@@ -150,17 +159,24 @@ class CompiledACECalculator(QuickStateCheck, Calculator):
             raise FloatingPointError(f"{self.source}: the ACE returned NaN or inf (atoms too close?)")
         energy = float(energy)
         self.results.update(energy=energy, free_energy=energy, energies=site, forces=forces.reshape(n, 3))
-        volume = abs(float(np.linalg.det(atoms.cell.array))) if np.any(atoms.pbc) else 0.0
+        volume = _volume(atoms.cell.array.tobytes()) if self._with_virial and np.any(atoms.pbc) else 0.0
         if volume > 0.0:  # a periodic cell of three lattice vectors
             self.results["stress"] = full_3x3_to_voigt_6_stress(-virial.reshape(3, 3) / volume)
 
 
-def _flat_results(model, layout: RowLayout, vectors, indices):
-    """`energy_forces_virial` as one array [1 + n_rows + 3 n_rows + 9]: energy, site
-    energies, forces (row-major), virial (row-major); one array to bring back to the host."""
+@functools.lru_cache(maxsize=64)
+def _volume(cell: bytes) -> float:
+    """|det| of a [3, 3] float64 cell given as bytes (a trajectory asks about one cell again and again)."""
+    return abs(float(np.linalg.det(np.frombuffer(cell, dtype=np.float64).reshape(3, 3))))
+
+
+def _flat_results(model, layout: RowLayout, virial: bool, vectors, indices):
+    """`energy_forces_virial` as one array [1 + n_rows + 3 n_rows (+ 9)]: energy, site
+    energies, forces (row-major), with `virial` the virial (row-major); one array to bring
+    back to the host. Without it, XLA drops the virial's work."""
     import jax.numpy as jnp
 
     from jaxtl.distill.ace_eval import energy_forces_virial
 
-    energy, site, forces, virial = energy_forces_virial(model, layout, vectors, indices)
-    return jnp.concatenate([energy[None], site, forces.reshape(-1), virial.reshape(-1)])
+    energy, site, forces, w = energy_forces_virial(model, layout, vectors, indices)
+    return jnp.concatenate([energy[None], site, forces.reshape(-1)] + ([w.reshape(-1)] if virial else []))

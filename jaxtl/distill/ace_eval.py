@@ -119,7 +119,10 @@ def _spline(x, coefs, pair, grid):
     t = u - i
     s = 1.0 - t
     weights = (s**3 / 6.0, (4.0 - 6.0 * t**2 + 3.0 * t**3) / 6.0, (4.0 - 6.0 * s**2 + 3.0 * s**3) / 6.0, t**3 / 6.0)
-    rows = table[(pair * n_coef + i - 1)[..., None] + jnp.arange(4)]  # [n_rows, width, 4, F]
+    # the row numbers computed once, apart: fused into the gather, XLA's CPU backend would
+    # redo their arithmetic (distance, floor, clip) for every one of the F gathered columns
+    first = jax.lax.optimization_barrier(pair * n_coef + i - 1)
+    rows = table[first[..., None] + jnp.arange(4)]  # [n_rows, width, 4, F]
     return sum(w[..., None] * rows[..., k, :] for k, w in enumerate(weights))
 
 
@@ -203,29 +206,28 @@ def _harmonics(model, rij):
 
 def _pool(R, Y, blk):
     """[n_rows, n_A]: per l-block (l, offset, w), sum_k R[:, k, offset + r] Y[:, k, l^2 + y]
-    with (r, y) row-major (ace-jax's A order). A batched matmul: on the CPU faster, forward
-    and reverse, than the broadcast product."""
-    n_rows = R.shape[0]
-    parts = [
-        jnp.einsum(
-            "nkr,nky->nry", R[..., o : o + w], Y[..., l * l : (l + 1) ** 2], precision=jax.lax.Precision.HIGHEST
-        ).reshape(n_rows, -1)
-        for l, o, w in blk
-    ]
-    return jnp.concatenate(parts, axis=1)
+    with (r, y) row-major (ace-jax's A order). One batched matmul of every radial with every
+    harmonic, of which the blocks' entries are kept: more products than the blocks need,
+    but on the CPU one small matmul per row costs less than one per block, forward and
+    reverse."""
+    n_rows, _, n_y = R.shape[0], R.shape[1], Y.shape[-1]
+    every = jnp.einsum("nkr,nky->nry", R, Y, precision=jax.lax.Precision.HIGHEST).reshape(n_rows, -1)
+    kept = [((o + np.arange(w))[:, None] * n_y + l * l + np.arange(2 * l + 1)).reshape(-1) for l, o, w in blk]
+    return every[:, np.concatenate(kept)]
 
 
-def _basis_products(specs, ctilde, A):
-    """[n_rows, NZ] from feature-major rows of A (each gather a contiguous row)."""
+def _basis_products(specs, c, A):
+    """[n_rows]: sum_v c[v, row] prod_k A[row, spec_v,k], from feature-major rows of A
+    (each gather a contiguous row); c [n_basis, n_rows] the coefficients of each row's species."""
     At = A.T
     e, first = 0.0, 0
     for spec in specs:
         prod = At[spec[:, 0]]
         for k in range(1, spec.shape[1]):
             prod = prod * At[spec[:, k]]
-        e = e + jnp.matmul(ctilde[first : first + len(spec)].T, prod, precision=jax.lax.Precision.HIGHEST)
+        e = e + jnp.sum(c[first : first + len(spec)] * prod, axis=0)
         first += len(spec)
-    return e.T
+    return e
 
 
 def _gradient_tables(specs, n_A: int):
@@ -245,32 +247,43 @@ def _gradient_tables(specs, n_A: int):
     return tuple(np.concatenate(table)[by_feature] for table in (feature, coef, others))
 
 
-def _product_basis_energies(model, A):
-    """[n_rows, NZ]: sum_v ctilde[v, z] prod_k A[:, spec_v,k] for every species z, with its
-    gradient written out (`_gradient_tables`)."""
+def _species_columns(table, species):
+    """[P, n_rows]: the column of table [P, NZ] of each row's species, by selects (NZ is
+    a few): on the CPU cheaper than a gather or a matrix product with NZ columns."""
+    table = jnp.asarray(table)
+    out = jnp.broadcast_to(table[:, :1], (table.shape[0], species.shape[0]))
+    for z in range(1, table.shape[1]):
+        out = jnp.where(species[None, :] == z, table[:, z : z + 1], out)
+    return out
+
+
+def _product_basis_energies(model, A, species):
+    """[n_rows]: sum_v ctilde[v, z_row] prod_k A[row, spec_v,k], each row at its own
+    species, with its gradient written out (`_gradient_tables`)."""
     specs = [np.asarray(spec) for spec in model.blk_aa_specs]
-    ctilde = model.ctilde
 
     @jax.custom_vjp
-    def energies(A):
-        return _basis_products(specs, ctilde, A)
+    def energies(A, c):
+        return _basis_products(specs, c, A)
 
-    def forward(A):
-        return _basis_products(specs, ctilde, A), A
+    def forward(A, c):
+        return _basis_products(specs, c, A), (A, c)
 
-    def backward(A, e_bar):
+    def backward(residuals, e_bar):
         # feature-major, so that every gather takes whole rows and the sum over a
         # feature's terms adds whole rows of the sorted terms
+        A, c = residuals
         n_rows, n_A = A.shape
         feature, coef, others = _gradient_tables(specs, n_A)
         A1t = jnp.concatenate([A.T, jnp.ones((1, n_rows), A.dtype)], axis=0)
-        terms = jnp.matmul(ctilde, e_bar.T, precision=jax.lax.Precision.HIGHEST)[coef]  # [T, n_rows]
+        terms = c[coef] * e_bar[None, :]  # [T, n_rows]
         for k in range(others.shape[1]):
             terms = terms * A1t[others[:, k]]
-        return (jax.ops.segment_sum(terms, feature, n_A, indices_are_sorted=True).T,)
+        # c is the species' constants: nothing flows back to it
+        return jax.ops.segment_sum(terms, feature, n_A, indices_are_sorted=True).T, jnp.zeros_like(c)
 
     energies.defvjp(forward, backward)
-    return energies(A)
+    return energies(A, _species_columns(model.ctilde, species))
 
 
 def site_energies(model, rij, pair, species, slot_mask):
@@ -281,11 +294,14 @@ def site_energies(model, rij, pair, species, slot_mask):
     slot_mask [n_rows, width] bool.
     """
     V = jnp.where(slot_mask[..., None], _radials_with_slope(model, jnp.linalg.norm(rij, axis=-1), pair), 0.0)
-    n_rnl = V.shape[-1] - model.Wpair.shape[0]
-    e = jnp.matmul(V[..., n_rnl:].sum(axis=1), model.Wpair) + model.E0  # [n_rows, NZ]
+    n_pair = model.Wpair.shape[0]
+    n_rnl = V.shape[-1] - n_pair
+    # pair readout and E0 of each row's species: [n_pair + 1, n_rows]
+    w = _species_columns(jnp.concatenate([jnp.asarray(model.Wpair), jnp.asarray(model.E0)[None]], axis=0), species)
+    e = jnp.sum(V[..., n_rnl:].sum(axis=1) * w[:n_pair].T, axis=1) + w[n_pair]
     if model.blk_aa_specs:
-        e = e + _product_basis_energies(model, _pool(V[..., :n_rnl], _harmonics(model, rij), model.blk))
-    return jnp.take_along_axis(e, species[:, None], axis=1)[:, 0]
+        e = e + _product_basis_energies(model, _pool(V[..., :n_rnl], _harmonics(model, rij), model.blk), species)
+    return e
 
 
 def energy_forces_virial(model, layout: RowLayout, vectors, indices):

@@ -134,3 +134,47 @@ def test_unknown_element_is_named(model_file):
     atoms.calc = CompiledACECalculator(model_file, source="student X")
     with pytest.raises(DataError, match=r"student X: element O \(Z=8\)"):
         atoms.get_potential_energy()
+
+
+def test_state_copy_follows_the_atoms_given(model_file):
+    """The calculator keeps its own copy of the atoms it computed (ASE's cache key), without
+    the second copy ASE's Calculator.calculate makes: a move in place is seen, and so is a
+    direct `calculate` on other atoms."""
+    from jaxtl.distill.ace_calculator import CompiledACECalculator
+
+    calc = CompiledACECalculator(model_file)
+    atoms = h_on_cu(7, rattle=0.05)
+    atoms.calc = calc
+    before = atoms.get_forces()
+    assert calc.atoms is not atoms and np.array_equal(calc.atoms.positions, atoms.positions)
+    atoms.positions[-1] += [0.0, 0.0, 0.1]  # in place: the stored copy must not follow
+    assert not np.array_equal(calc.atoms.positions, atoms.positions)
+    after = atoms.get_forces()
+    assert np.abs(after - before).max() > 1e-4
+    np.testing.assert_array_equal(calc.atoms.positions, atoms.positions)
+    other = h_on_cu(8, rattle=0.05)
+    calc.calculate(other, ["energy", "forces"])
+    assert calc.atoms is not other and np.array_equal(calc.atoms.positions, other.positions)
+    reference = other.copy()
+    reference.calc = CompiledACECalculator(model_file)
+    np.testing.assert_allclose(calc.results["forces"], reference.get_forces(), rtol=0, atol=1e-12)
+
+
+def test_stress_from_the_first_call_that_asks_for_it(model_file):
+    """Energy and forces alone until stress is asked for; then the same stress as a calculator
+    asked for it from the start, and stress with every later call (no second call per step)."""
+    from jaxtl.distill.ace_calculator import CompiledACECalculator
+
+    calc, reference = CompiledACECalculator(model_file), CompiledACECalculator(model_file)
+    atoms = h_on_cu(9, rattle=0.05)
+    atoms.calc = calc
+    forces = atoms.get_forces()
+    assert "stress" not in calc.results
+    stress = atoms.get_stress()
+    expected = atoms.copy()
+    expected.calc = reference
+    np.testing.assert_allclose(stress, expected.get_stress(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(forces, expected.get_forces(), rtol=0, atol=1e-12)
+    atoms.positions[0] += [0.05, 0.0, 0.0]
+    atoms.get_forces()
+    assert "stress" in calc.results
