@@ -236,7 +236,9 @@ def fit_ace_student(
     test_frames = [a for name in names for a in tests[name]]
     quiet = lambda *a, **k: None  # noqa: E731  (ace-jax prints every evaluation)
     with progress_file(out / "progress.jsonl"):  # ace-jax's stage events, to follow a long fit
-        data = load_fit_data(fit_config, train=train, test=test_frames or None, log=quiet)
+        # ace-jax predicts its test split, and with none the whole training set: a pass as long
+        # as the fit's own, so with no test frames one training structure stands in
+        data = load_fit_data(fit_config, train=train, test=test_frames or train[:1], log=quiet)
         result = fit(fit_config, data, log=quiet)
         if committee:  # the posterior the draws and the model file share, factored once
             result = _with_map_posterior(result)
