@@ -288,6 +288,7 @@ def ace_config(args):
         solver=args.ace_solver,
         polish=args.ace_polish,
         smoothness_prior=not args.ace_no_smoothness_prior,
+        smoothness_exponent=args.ace_smoothness_exponent,
         seed=args.seed,
     )
 
@@ -422,6 +423,12 @@ def _add_ace_args(p) -> None:
         "--ace-no-smoothness-prior",
         action="store_true",
         help="an isotropic prior instead of ace-jax's smoothness prior",
+    )
+    g.add_argument(
+        "--ace-smoothness-exponent",
+        type=float,
+        default=4.0,
+        help="exponent p of the smoothness prior (default 4; lower: high degrees less penalised)",
     )
 
 

@@ -142,11 +142,16 @@ def test_ace_fit_names_element_and_frame(teacher, tmp_path):
         fit_ace_student(labelled[:3], config, tmp_path, test_sets={"independent": test})
 
 
-def test_ace_fits_molecules_without_a_cell(teacher, tmp_path):
+def test_ace_fits_molecules_without_a_cell(teacher, tmp_path, monkeypatch):
     """Non-periodic structures with no cell (a molecule file) fit, and the student's calculator
-    gives finite forces on one."""
+    gives finite forces on one. With no test sets, ace-jax predicts one structure, not the
+    whole training set."""
     pytest.importorskip("ace_jax")
+    import ace_jax.fit.pipeline as pipeline
     from ase import Atoms
+
+    load, predicted = pipeline.load_fit_data, []
+    monkeypatch.setattr(pipeline, "load_fit_data", lambda *a, **k: predicted.append(len(k["test"])) or load(*a, **k))
 
     from jaxtl import load_calculator
     from jaxtl.distill import ACEStudentConfig, fit_ace_student
@@ -157,6 +162,7 @@ def test_ace_fits_molecules_without_a_cell(teacher, tmp_path):
     assert not molecules[0].pbc.any() and molecules[0].cell.volume == 0
     labelled, _ = label_structures(teacher, molecules)
     fit_ace_student(labelled, ACEStudentConfig(**TINY_ACE), tmp_path / "student")
+    assert predicted == [1]
     calc = load_calculator(tmp_path / "student")
     atoms = molecules[0].copy()
     atoms.calc = calc
@@ -275,11 +281,36 @@ def test_cli_ace_options_and_r0(capsys):
             "Cu=2.5",
             "--ace-solver",
             "qr",
+            "--ace-smoothness-exponent",
+            "2",
         ]
     )
     config = ace_config(args)
-    assert config == ACEStudentConfig(order=2, degree=7, r_max=4.5, r0=((29, 2.5),), solver="qr")
+    assert config == ACEStudentConfig(
+        order=2, degree=7, r_max=4.5, r0=((29, 2.5),), solver="qr", smoothness_exponent=2.0
+    )
     pytest.importorskip("ace_jax")
     np.testing.assert_allclose(config.r0_table([1, 29]), [[0.74, 1.62], [1.62, 2.5]])
     with pytest.raises(ValueError, match="no bond length r0 for He"):
         config.r0_table([2, 29])
+
+
+def test_smoothness_exponent_sets_the_prior_diagonal():
+    pytest.importorskip("ace_jax")
+    from ace_jax.basis.model import build_model
+
+    from jaxtl.distill.ace import ACEStudentConfig, _basis
+
+    config = ACEStudentConfig(**TINY_ACE)
+    default = build_model([1, 29], 2, 5, wL=1.5, rcut=4.0, r0=config.r0_table([1, 29]))
+    np.testing.assert_array_equal(_basis(config, [1, 29], None).gamma, default.gamma)
+    squared = _basis(ACEStudentConfig(**TINY_ACE, smoothness_exponent=2.0), [1, 29], None)
+    # per column: sum over its bodies (n, l) of (l / (2/3))^2 + n^2, tensor columns per
+    # species, then pair columns (n, 0) per species
+    tensor = [sum((1.5 * l) ** 2 + n**2 for n, l in body) for body in default.meta["nnll"]]
+    pair = [float(n**2) for n in range(1, default.meta["n_pair"] + 1)]
+    np.testing.assert_allclose(squared.gamma, tensor * 2 + pair * 2)
+    saved = ACEStudentConfig(smoothness_exponent=2.0).to_dict()
+    assert ACEStudentConfig.from_dict(saved).smoothness_exponent == 2.0
+    with pytest.raises(ValueError, match="smoothness_exponent must be > 0, got 0"):
+        ACEStudentConfig(smoothness_exponent=0)
