@@ -283,3 +283,54 @@ def test_cli_ace_options_and_r0(capsys):
     np.testing.assert_allclose(config.r0_table([1, 29]), [[0.74, 1.62], [1.62, 2.5]])
     with pytest.raises(ValueError, match="no bond length r0 for He"):
         config.r0_table([2, 29])
+
+
+def _fitted_prior(config, frames):
+    """The gamma ace-jax's fit uses for the prior (its Problem), for a jaxtl ACE config."""
+    from ace_jax.fit.pipeline import load_fit_data
+    from ace_jax.fit.pipeline.problem import build_problem
+
+    from jaxtl.distill.ace import _basis, _enable_x64, _fit_config, _label_frames
+
+    _enable_x64()
+    elements = [1, 29]
+    fit_config = _fit_config(config, _basis(config, elements, None), elements)
+    fit_config.validate()
+    data = load_fit_data(fit_config, train=_label_frames(frames), log=lambda *a, **k: None)
+    return np.asarray(build_problem(fit_config, data).prob.gamma)
+
+
+def test_ace_prior_reaches_the_fit(teacher):
+    """--ace-no-smoothness-prior gives the fit an isotropic prior (ace-jax rebuilt the smoothness
+    prior for a basis built without one), and the smoothness prior keeps its relative weights,
+    scaled so its largest gamma is the square root of the raw one."""
+    pytest.importorskip("ace_jax")
+    from ace_jax.basis.model import build_model
+
+    from jaxtl.distill import ACEStudentConfig
+
+    frames, _ = label_structures(teacher, [h_on_cu(i, rattle=0.05) for i in range(2)])
+    config = ACEStudentConfig(order=2, degree=4, r_max=4.0)
+    iso = _fitted_prior(ACEStudentConfig(order=2, degree=4, r_max=4.0, smoothness_prior=False), frames)
+    np.testing.assert_array_equal(iso, np.ones_like(iso))
+    raw = np.asarray(build_model([1, 29], 2, 4, wL=config.wL, rcut=4.0, r0=config.r0_table([1, 29])).gamma)
+    smooth = _fitted_prior(config, frames)
+    assert raw.max() > 100
+    np.testing.assert_allclose(smooth, raw / np.sqrt(raw.max()))
+
+
+def test_ace_hyperparameters_at_bound_are_named(caplog):
+    pytest.importorskip("ace_jax")
+    from ace_jax.fit.hypers import Hypers
+    from ace_jax.fit.pipeline.mapfit import LBFGS_HI, LBFGS_LO
+
+    from jaxtl.distill.ace import hyperparameters_at_bound, prior_gamma
+
+    inside = Hypers(*(0.5 * (LBFGS_LO + LBFGS_HI)))
+    assert hyperparameters_at_bound(inside) == []
+    top = inside._replace(log_sigma_c=float(LBFGS_HI[Hypers._fields.index("log_sigma_c")]), log_r0=LBFGS_LO[3])
+    with caplog.at_level("WARNING", logger="jaxtl.distill"):
+        assert hyperparameters_at_bound(top) == ["log_sigma_c"]
+    assert "log_sigma_c ended on a bound" in caplog.text
+    with pytest.raises(ValueError, match="must be positive"):
+        prior_gamma(np.array([1.0, 0.0]), True)
