@@ -79,11 +79,15 @@ def test_load_calculator_gives_the_fitted_model(ace_run):
     calc = jaxtl.load_calculator(out / "student")
     reference = ACECalculator(str(out / "student" / "model.npz"))
     test = ase.io.read(out / "test.xyz", ":")
+    # the two sum the same terms in different orders: round-off grows with the coefficients, large
+    # in this fit, which nearly interpolates its 9 structures
+    weights = np.load(out / "student" / "model.npz")
+    scale = max(1.0, np.abs(weights["WB"]).max(), np.abs(weights["Wpair"]).max())
     for atoms in test:
         a, b = atoms.copy(), atoms.copy()
         a.calc, b.calc = calc, reference
         np.testing.assert_allclose(a.get_potential_energy(), b.get_potential_energy(), rtol=1e-12)
-        np.testing.assert_allclose(a.get_forces(), b.get_forces(), atol=1e-10)
+        np.testing.assert_allclose(a.get_forces(), b.get_forces(), atol=1e-11 * scale)
     from jaxtl.distill.students import calculator_errors
 
     np.testing.assert_allclose(
