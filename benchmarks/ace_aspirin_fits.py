@@ -47,6 +47,11 @@ def _parse(argv):
     p.add_argument("--r0", nargs="*", default=(), help="bond lengths as SYMBOL=A (e.g. H=1.0)")
     p.add_argument("--wL", type=float, default=1.5)
     p.add_argument("--no-smoothness-prior", action="store_true")
+    p.add_argument(
+        "--raw-smoothness-prior",
+        action="store_true",
+        help="the smoothness prior without jaxtl's rescaling (prior_gamma), for comparison",
+    )
     p.add_argument("--teacher", help="teacher model folder (for teacher-on-dft labels)")
     p.add_argument("--md-train", help="a distillation run's teacher-labelled train.xyz (teacher-md)")
     p.add_argument("--teacher-test", help="a distillation run's test.xyz: held-out teacher-labelled MD frames")
@@ -154,7 +159,12 @@ def fit_one(args) -> dict:
     name = args.name or (
         f"{args.data}_n{len(train)}_o{args.order}_d{args.degree}_r{args.r_max:g}_wL{args.wL:g}{r0}"
         + ("_iso" if args.no_smoothness_prior else "")
+        + ("_rawgamma" if args.raw_smoothness_prior else "")
     )
+    if args.raw_smoothness_prior:
+        import jaxtl.distill.ace as ace
+
+        ace.prior_gamma = lambda gamma, smooth: np.asarray(gamma, np.float64) if smooth else np.ones_like(gamma)
     record = fit_ace_student(train, config, out / name / "student")
     calc = load_calculator(out / name / "student")
     dft_test = _even(_as_ref(ase.io.read(DFT_DIR / "aspirin_test.extxyz", ":")), args.dft_test_n)
