@@ -70,7 +70,7 @@ class ACEStudentConfig:
         polish: Newton-polish the evidence maximum (a refinement that rarely changes
             the coefficients; off is faster).
         smoothness_prior: ace-jax's algebraic smoothness prior on the coefficients
-            (regularises high degrees); off: an isotropic prior.
+            (regularises high degrees), rescaled by `prior_gamma`; off: an isotropic prior.
         smoothness_exponent: p of that prior, whose precision scale of a basis function
             is the sum over its bodies (n, l) of (3 l / 2)^p + n^p (ACEpotentials' default p 4). A lower p
             penalises high degrees less steeply relative to low ones; the evidence still
@@ -307,6 +307,25 @@ def _uncertainty_subsets(
     return tests
 
 
+def prior_gamma(smoothness: np.ndarray, smooth: bool) -> np.ndarray:
+    """[n_basis] the prior's gamma: the coefficients' prior precision is gamma^2 / sigma_c^2.
+
+    smooth: ace-jax's algebraic smoothness prior (`smoothness`, 1 for the smoothest function,
+    about (3l)^4 / 16 + n^4 summed over a function's bodies), divided by the square root of its
+    largest value. ace-jax's evidence maximisation keeps sigma_c in [1e-2, 1e4]; the raw
+    smoothness gamma reaches 1.9e5 at degree 7 and 1e6 at degree 10, so an aspirin fit ended at
+    the upper bound, its high-degree functions held by a prior stronger than the evidence asked
+    for. The division centres the reachable scales on the prior's geometric middle: relative
+    weights, and so the kind of prior, are unchanged. Not smooth: an isotropic prior (all ones).
+    """
+    smoothness = np.asarray(smoothness, np.float64)
+    if not smooth:
+        return np.ones_like(smoothness)
+    if smoothness.size == 0 or not np.all(smoothness > 0):
+        raise ValueError("the smoothness prior must be positive for every basis function")
+    return smoothness / np.sqrt(smoothness.max())
+
+
 def _basis(config: ACEStudentConfig, elements: Sequence[int], e0s: Mapping[int, float] | None):
     """ace-jax's basis of `config`, its smoothness prior of exponent config.smoothness_exponent,
     its E0s set to `e0s` when config.e0 is "fixed"."""
@@ -321,10 +340,16 @@ def _basis(config: ACEStudentConfig, elements: Sequence[int], e0s: Mapping[int, 
         rcut=config.r_max,
         r0=config.r0_table(elements),
         seed=config.seed,
-        with_gamma=config.smoothness_prior,
     )
-    if config.smoothness_prior:  # its diagonal over the basis columns: tensor, then pair, per species
-        basis = basis._replace(gamma=smoothness_prior(model_nnll(basis.meta), p=config.smoothness_exponent))
+    # ace-jax rebuilds the smoothness prior when a basis carries none, so an isotropic prior
+    # is a basis whose gamma is all ones, never one built without gamma; the smooth prior's
+    # diagonal runs over the basis columns (tensor, then pair, per species)
+    smoothness = (
+        smoothness_prior(model_nnll(basis.meta), p=config.smoothness_exponent)
+        if config.smoothness_prior
+        else np.asarray(basis.gamma)
+    )
+    basis = basis._replace(gamma=prior_gamma(np.asarray(smoothness), config.smoothness_prior))
     if config.e0 != "fixed":
         return basis
     if e0s is None:
@@ -377,7 +402,28 @@ def _fit_record(config: ACEStudentConfig, elements, e0s, basis, result, n_train:
             k: float(np.asarray(v).reshape(-1)[0]) for k, v in result.theta._asdict().items() if np.size(v) == 1
         },
         "log_evidence": float(result.map.log_evidence) if result.map.log_evidence is not None else None,
+        "hyperparameters_at_bound": hyperparameters_at_bound(result.theta),
     }
+
+
+def hyperparameters_at_bound(theta) -> list[str]:
+    """Names of the linear model's scales (the prior's sigma_c, the noise sigma_E, sigma_F,
+    sigma_V) that ended on a bound of ace-jax's evidence maximisation, logged as a warning:
+    there the evidence asked for more than the box allows (log_sigma_c at its top: a prior
+    stronger than the data want). The kernel hyperparameters, fixed in a linear fit, are skipped."""
+    from ace_jax.fit.pipeline.mapfit import LBFGS_HI, LBFGS_LO
+
+    at = []
+    for name, value, lo, hi in zip(theta._fields, theta, LBFGS_LO, LBFGS_HI):
+        if (
+            name.startswith("log_sigma_")
+            and np.size(value) == 1
+            and min(abs(float(np.asarray(value).reshape(-1)[0]) - b) for b in (lo, hi)) < 1e-6
+        ):
+            at.append(name)
+    if at:
+        log.warning("ACE fit: %s ended on a bound of the evidence maximisation", ", ".join(at))
+    return at
 
 
 def _uncertainty(arrays: Mapping, sizes: Sequence[int], names: Sequence[str]) -> dict:

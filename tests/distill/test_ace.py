@@ -79,11 +79,15 @@ def test_load_calculator_gives_the_fitted_model(ace_run):
     calc = jaxtl.load_calculator(out / "student")
     reference = ACECalculator(str(out / "student" / "model.npz"))
     test = ase.io.read(out / "test.xyz", ":")
+    # the two sum the same terms in different orders: round-off grows with the coefficients, large
+    # in this fit, which nearly interpolates its 9 structures
+    weights = np.load(out / "student" / "model.npz")
+    scale = max(1.0, np.abs(weights["WB"]).max(), np.abs(weights["Wpair"]).max())
     for atoms in test:
         a, b = atoms.copy(), atoms.copy()
         a.calc, b.calc = calc, reference
         np.testing.assert_allclose(a.get_potential_energy(), b.get_potential_energy(), rtol=1e-12)
-        np.testing.assert_allclose(a.get_forces(), b.get_forces(), atol=1e-10)
+        np.testing.assert_allclose(a.get_forces(), b.get_forces(), atol=1e-11 * scale)
     from jaxtl.distill.students import calculator_errors
 
     np.testing.assert_allclose(
@@ -303,14 +307,67 @@ def test_smoothness_exponent_sets_the_prior_diagonal():
 
     config = ACEStudentConfig(**TINY_ACE)
     default = build_model([1, 29], 2, 5, wL=1.5, rcut=4.0, r0=config.r0_table([1, 29]))
-    np.testing.assert_array_equal(_basis(config, [1, 29], None).gamma, default.gamma)
+    raw = np.asarray(default.gamma)  # ace-jax's own prior (p 4), which the default keeps up to scale
+    np.testing.assert_allclose(_basis(config, [1, 29], None).gamma, raw / np.sqrt(raw.max()), rtol=1e-14)
     squared = _basis(ACEStudentConfig(**TINY_ACE, smoothness_exponent=2.0), [1, 29], None)
     # per column: sum over its bodies (n, l) of (l / (2/3))^2 + n^2, tensor columns per
     # species, then pair columns (n, 0) per species
     tensor = [sum((1.5 * l) ** 2 + n**2 for n, l in body) for body in default.meta["nnll"]]
     pair = [float(n**2) for n in range(1, default.meta["n_pair"] + 1)]
-    np.testing.assert_allclose(squared.gamma, tensor * 2 + pair * 2)
+    expected = np.asarray(tensor * 2 + pair * 2)
+    np.testing.assert_allclose(squared.gamma, expected / np.sqrt(expected.max()))
     saved = ACEStudentConfig(smoothness_exponent=2.0).to_dict()
     assert ACEStudentConfig.from_dict(saved).smoothness_exponent == 2.0
     with pytest.raises(ValueError, match="smoothness_exponent must be > 0, got 0"):
         ACEStudentConfig(smoothness_exponent=0)
+
+
+def _fitted_prior(config, frames):
+    """The gamma ace-jax's fit uses for the prior (its Problem), for a jaxtl ACE config."""
+    from ace_jax.fit.pipeline import load_fit_data
+    from ace_jax.fit.pipeline.problem import build_problem
+
+    from jaxtl.distill.ace import _basis, _enable_x64, _fit_config, _label_frames
+
+    _enable_x64()
+    elements = [1, 29]
+    fit_config = _fit_config(config, _basis(config, elements, None), elements)
+    fit_config.validate()
+    data = load_fit_data(fit_config, train=_label_frames(frames), log=lambda *a, **k: None)
+    return np.asarray(build_problem(fit_config, data).prob.gamma)
+
+
+def test_ace_prior_reaches_the_fit(teacher):
+    """--ace-no-smoothness-prior gives the fit an isotropic prior (ace-jax rebuilt the smoothness
+    prior for a basis built without one), and the smoothness prior keeps its relative weights,
+    scaled so its largest gamma is the square root of the raw one."""
+    pytest.importorskip("ace_jax")
+    from ace_jax.basis.model import build_model
+
+    from jaxtl.distill import ACEStudentConfig
+
+    frames, _ = label_structures(teacher, [h_on_cu(i, rattle=0.05) for i in range(2)])
+    config = ACEStudentConfig(order=2, degree=4, r_max=4.0)
+    iso = _fitted_prior(ACEStudentConfig(order=2, degree=4, r_max=4.0, smoothness_prior=False), frames)
+    np.testing.assert_array_equal(iso, np.ones_like(iso))
+    raw = np.asarray(build_model([1, 29], 2, 4, wL=config.wL, rcut=4.0, r0=config.r0_table([1, 29])).gamma)
+    smooth = _fitted_prior(config, frames)
+    assert raw.max() > 100
+    np.testing.assert_allclose(smooth, raw / np.sqrt(raw.max()))
+
+
+def test_ace_hyperparameters_at_bound_are_named(caplog):
+    pytest.importorskip("ace_jax")
+    from ace_jax.fit.hypers import Hypers
+    from ace_jax.fit.pipeline.mapfit import LBFGS_HI, LBFGS_LO
+
+    from jaxtl.distill.ace import hyperparameters_at_bound, prior_gamma
+
+    inside = Hypers(*(0.5 * (LBFGS_LO + LBFGS_HI)))
+    assert hyperparameters_at_bound(inside) == []
+    top = inside._replace(log_sigma_c=float(LBFGS_HI[Hypers._fields.index("log_sigma_c")]), log_r0=LBFGS_LO[3])
+    with caplog.at_level("WARNING", logger="jaxtl.distill"):
+        assert hyperparameters_at_bound(top) == ["log_sigma_c"]
+    assert "log_sigma_c ended on a bound" in caplog.text
+    with pytest.raises(ValueError, match="must be positive"):
+        prior_gamma(np.array([1.0, 0.0]), True)
