@@ -117,16 +117,13 @@ def _training_set(args, out: Path):
 
 
 def _config(args):
-    from ase.data import atomic_numbers
+    from jaxtl.distill.ace import ACEStudentConfig, parse_r0
 
-    from jaxtl.distill.ace import ACEStudentConfig
-
-    r0 = tuple((atomic_numbers[s.split("=")[0]], float(s.split("=")[1])) for s in args.r0)
     return ACEStudentConfig(
         order=args.order,
         degree=args.degree,
         r_max=args.r_max,
-        r0=r0,
+        r0=parse_r0(args.r0),
         wL=args.wL,
         smoothness_prior=not args.no_smoothness_prior,
     )

@@ -34,24 +34,31 @@ def dft_frames(name: str, n: int):
     return frames
 
 
-def design_rows(frames, config) -> dict:
-    """The energy rows PE [n_structures, n_basis + n_elements] (the last columns count each
-    element's atoms), force rows PF [3 n_atoms, same], targets yE (E0s taken off, eV) and yF
-    (eV/A), atoms per structure, and the smoothness prior gamma [n_basis]."""
+def fit_problem(config, train, test=None):
+    """(ace-jax's fit data, the linear problem its fit solves) for a jaxtl `ACEStudentConfig`
+    and teacher- or DFT-labelled frames (REF_energy / REF_forces); x64 on."""
     from ace_jax.fit.pipeline import load_fit_data
     from ace_jax.fit.pipeline.problem import build_problem
-    from ace_jax.fit.rows import linear_rows_bounded
 
     from jaxtl.distill.ace import _basis, _enable_x64, _fit_config, _label_frames
 
     _enable_x64()
-    import jax
-
-    elements = sorted({int(z) for a in frames for z in a.numbers})
+    elements = sorted({int(z) for a in train for z in a.numbers})
     fit_config = _fit_config(config, _basis(config, elements, None), elements)
     fit_config.validate()
-    data = load_fit_data(fit_config, train=_label_frames(frames), log=lambda *a, **k: None)
-    problem = build_problem(fit_config, data).prob
+    test = None if test is None else _label_frames(test)
+    data = load_fit_data(fit_config, train=_label_frames(train), test=test, log=lambda *a, **k: None)
+    return data, build_problem(fit_config, data).prob
+
+
+def design_rows(frames, config) -> dict:
+    """The energy rows PE [n_structures, n_basis + n_elements] (the last columns count each
+    element's atoms), force rows PF [3 n_atoms, same], targets yE (E0s taken off, eV) and yF
+    (eV/A), atoms per structure, and the smoothness prior gamma [n_basis]."""
+    import jax
+    from ace_jax.fit.rows import linear_rows_bounded
+
+    data, problem = fit_problem(config, frames)
     rows = jax.jit(lambda batch: linear_rows_bounded(problem.model, problem.cfg, batch))
     out = {k: [] for k in ("PE", "PF", "yE", "yF", "nat")}
     ds = data.ds_train

@@ -51,21 +51,15 @@ def compute_rows(student: Path, cache: Path) -> None:
     """Write cache/train.npz (per-group force Grams, energy rows) and cache/test.npz (all rows)."""
     import ase.io
     import jax
-
-    jax.config.update("jax_enable_x64", True)
-    from ace_jax.fit.pipeline import load_fit_data
-    from ace_jax.fit.pipeline.problem import build_problem
+    from ace_design_rows import fit_problem
     from ace_jax.fit.rows import chunked_rows_fn
 
-    from jaxtl.distill.ace import ACEStudentConfig, _basis, _fit_config, _label_frames
+    from jaxtl.distill.ace import ACEStudentConfig
 
     report = json.loads((student / "report.json").read_text())
     config = ACEStudentConfig.from_dict(report["student_config"])
     train, test = (ase.io.read(student / f"{s}.xyz", ":") for s in ("train", "test"))
-    elements = sorted({int(z) for a in train for z in a.numbers})
-    fit_config = _fit_config(config, _basis(config, elements, None), elements)
-    data = load_fit_data(fit_config, train=_label_frames(train), test=_label_frames(test), log=lambda *a: None)
-    prob = build_problem(fit_config, data).prob
+    data, prob = fit_problem(config, train, test)
     rows = chunked_rows_fn(prob.model, prob.cfg)
     cache.mkdir(parents=True, exist_ok=True)
     for name, frames, ds in (("train", train, data.ds_train), ("test", test, data.ds_test)):

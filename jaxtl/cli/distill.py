@@ -270,21 +270,17 @@ def sampling_plan(args):
 
 def ace_config(args):
     """ACEStudentConfig from the --ace-* options."""
-    from jaxtl.distill.ace import ACEStudentConfig
+    from jaxtl.distill.ace import ACEStudentConfig, parse_r0
 
-    r0 = {}
-    for item in args.ace_r0 or ():
-        symbol, _, value = item.partition("=")
-        from ase.data import atomic_numbers
-
-        if symbol not in atomic_numbers or not value:
-            raise SystemExit(f"error: --ace-r0 {item!r}: expected ELEMENT=LENGTH, e.g. H=0.74")
-        r0[atomic_numbers[symbol]] = float(value)
+    try:
+        r0 = parse_r0(args.ace_r0 or ())
+    except ValueError as err:
+        raise SystemExit(f"error: --ace-r0 {err}") from None
     return ACEStudentConfig(
         order=args.ace_order,
         degree=args.ace_degree,
         r_max=args.ace_r_max,
-        r0=tuple(r0.items()),
+        r0=r0,
         solver=args.ace_solver,
         polish=args.ace_polish,
         smoothness_prior=not args.ace_no_smoothness_prior,

@@ -307,6 +307,21 @@ def _uncertainty_subsets(
     return tests
 
 
+def parse_r0(items: Sequence[str]) -> tuple[tuple[int, float], ...]:
+    """`ACEStudentConfig.r0` pairs (Z, bond length in A) from "ELEMENT=LENGTH" strings
+    (e.g. "H=0.74"); ValueError naming an item that is not one."""
+    from ase.data import atomic_numbers
+
+    pairs = {}
+    for item in items:
+        symbol, _, value = item.partition("=")
+        try:
+            pairs[atomic_numbers[symbol]] = float(value)
+        except (KeyError, ValueError):
+            raise ValueError(f"{item!r}: expected ELEMENT=LENGTH, e.g. H=0.74") from None
+    return tuple(pairs.items())
+
+
 def prior_gamma(smoothness: np.ndarray, smooth: bool) -> np.ndarray:
     """[n_basis] the prior's gamma: the coefficients' prior precision is gamma^2 / sigma_c^2.
 
