@@ -29,7 +29,16 @@ def add_parser(sub) -> None:
 
 
 # flags a resumed grid may change: the grid grows, the cap rises, the order and the devices are free
-RESUME_MAY_CHANGE = ("fractions", "strategies", "seeds", "max_epochs", "first", "max_cells", "n_devices")
+RESUME_MAY_CHANGE = (
+    "fractions",
+    "strategies",
+    "seeds",
+    "max_epochs",
+    "first",
+    "max_cells",
+    "n_devices",
+    "import_cells",
+)
 
 
 def _add_run_args(p) -> None:
@@ -46,6 +55,14 @@ def _add_run_args(p) -> None:
         "--max-cells and --devices",
     )
     p.add_argument("--config", default=None, help="YAML/JSON settings (a run's run_config.yaml); flags win")
+    p.add_argument(
+        "--import-cells",
+        nargs="+",
+        default=[],
+        metavar="RESULTS_JSON",
+        help="results.json of this grid run elsewhere (another machine, a lost run folder): its finished "
+        "cells are taken into --out and not trained again; the file's settings must be this grid's",
+    )
 
 
 def _add_pool_args(p) -> None:
@@ -230,6 +247,7 @@ def run(args) -> int:
         first=parse_first(args.first),
         max_cells=args.max_cells,
         n_devices=args.n_devices,
+        import_from=args.import_cells,
     )
     print(
         f"{len(result.records)} of {result.summary['n_cells']['grid']} cells finished "

@@ -28,6 +28,7 @@ from jaxtl.config_io import flat_items
 from jaxtl.learning_curve.cell import Cell, finished, run_cell
 from jaxtl.learning_curve.claims import Claim, holder
 from jaxtl.learning_curve.config import LearningCurveConfig, check_strategy
+from jaxtl.learning_curve.merge import import_cells
 from jaxtl.learning_curve.report import write_report
 from jaxtl.learning_curve.subsets import Split, split_pool
 from jaxtl.provenance import jaxtl_commit
@@ -139,6 +140,7 @@ def learning_curve(
     first: Sequence[tuple[float, str]] = (),
     max_cells: int | None = None,
     n_devices: int = 1,
+    import_from: Sequence[str | Path] = (),
 ) -> GridResult:
     """Run (or complete) the grid of `config` in `out_dir` and write its report.
 
@@ -156,10 +158,12 @@ def learning_curve(
             process making this call) all devices of all processes. The grid's batch size is
             the global batch, a multiple of n_devices. Not a setting of the grid: a rerun may
             use other devices (each cell records its own).
+        import_from: results.json files of runs of this grid elsewhere: their finished cells
+            are taken into `out_dir` before training (`jaxtl.learning_curve.merge`).
 
     Raises:
         ValueError: an unknown strategy, a fraction smaller than a batch, a folder holding a
-            grid with other settings. DataError: an element the foundation lacks (names
+            grid with other settings, an `import_from` file of another grid. DataError: an element the foundation lacks (names
             element, file and frame).
     """
     import ase.io
@@ -186,6 +190,10 @@ def learning_curve(
     check_inputs(config, pool, test, f_config.atomic_numbers, splits)
     if is_primary():
         config.save(out / CONFIG_FILE)
+        for path in import_from:
+            taken = import_cells(config, out, path)
+            log.info("%s: %d finished cells imported%s", path, len(taken), f" ({', '.join(taken)})" if taken else "")
+    barrier("learning curve: cells imported")
 
     scratch_model = {
         k: v for k, v in f_config.to_dict().items() if k not in ("atomic_numbers", "avg_num_neighbors", "dtype")

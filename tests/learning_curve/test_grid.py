@@ -257,3 +257,36 @@ def test_bad_input_fails_before_training(tiny, tmp_path):
         learning_curve(tiny_config(tiny, test=tiny["alien_test"]), tmp_path / "alien")
     for name in ("small", "name", "alien"):
         assert not (tmp_path / name / "cells").exists()
+
+
+def test_cells_of_a_lost_or_distant_run_are_imported_from_its_report(tiny, full, tmp_path, capsys):
+    """A run folder holding nothing but half of the cells takes the others from the full
+    grid's results.json (`--import-cells`), trains nothing and reports the same table."""
+    from jaxtl.cli import main
+    from jaxtl.learning_curve.merge import import_cells
+
+    config = tiny_config(tiny)
+    out = tmp_path / "merged"
+    (out / "cells").mkdir(parents=True)
+    shutil.copytree(full.out_dir / "cells" / "1_f5_s0", out / "cells" / "1_f5_s0")
+    local = (out / "cells" / "1_f5_s0" / "cell.json").read_text()
+    report = full.out_dir / "results.json"
+    assert main([*cli_args(config, out), "--import-cells", str(report)]) == 0
+    assert "8 of 8 cells finished (0 trained now)" in capsys.readouterr().out
+    assert (out / "cells" / "1_f5_s0" / "cell.json").read_text() == local  # finished here: kept
+    record = json.loads((out / "cells" / "0.5_scratch_s1" / "cell.json").read_text())
+    assert record["imported_from"] == {"file": str(report), "report_commit": full.summary["provenance"]["jaxtl_commit"]}
+    assert table(json.loads((out / "results.json").read_text())) == table(full.summary)
+    assert import_cells(config, out, report) == []  # nothing left to take
+
+    other = LearningCurveConfig(config.data, config.grid, ConvergenceSettings(patience=7, max_epochs=2))
+    with pytest.raises(ValueError, match=r"results.json holds a grid with other settings: convergence.patience is 5"):
+        import_cells(other, tmp_path / "other", report)
+    # records capped below a larger cap here do not stand: none taken
+    longer = LearningCurveConfig(config.data, config.grid, ConvergenceSettings(patience=5, max_epochs=3))
+    assert import_cells(longer, tmp_path / "longer", report) == []
+    (tmp_path / "bad.json").write_text(json.dumps({"config": config.to_dict(), "cells": [{"fraction": 0.5}]}))
+    with pytest.raises(ValueError, match=r"bad.json: cells\[0\] has no 'strategy'"):
+        import_cells(config, tmp_path / "bad", tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="not a learning-curve results.json"):
+        import_cells(config, tmp_path / "bad", tmp_path / "merged" / "grid_config.json")
