@@ -10,6 +10,7 @@ seed finished; no verdict until scratch at the largest fraction has every seed.
 
 from __future__ import annotations
 
+import collections
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -159,6 +160,23 @@ def verdict_lines(summary: dict) -> list[str]:
     return lines
 
 
+def _short(commit: str) -> str:
+    return commit[:12] + ("+dirty" if commit.endswith("+dirty") else "")
+
+
+def cell_provenance(cells: Sequence[dict]) -> str:
+    """One line on where the cells came from: the jaxtl commits they were trained at (with
+    counts), their dates, and how many were imported from another run's report."""
+    commits = collections.Counter(_short(str(r.get("jaxtl_commit"))) for r in cells)
+    dates = sorted(str(r["date"])[:10] for r in cells if r.get("date"))
+    imported = collections.Counter(r["imported_from"]["file"] for r in cells if r.get("imported_from"))
+    line = "Cells trained at jaxtl " + ", ".join(f"{c} ({n})" for c, n in sorted(commits.items()))
+    line += f", {dates[0]} to {dates[-1]}" if dates else ""
+    if imported:
+        line += "; imported from other runs' reports: " + ", ".join(f"{n} from {f}" for f, n in imported.items())
+    return line + "."
+
+
 def markdown(summary: dict) -> str:
     """The table (mean ± std [min, max] over seeds) and the verdict."""
     p, rows = summary["provenance"], summary["rows"]
@@ -202,9 +220,10 @@ def markdown(summary: dict) -> str:
     )
     lines += ["", "## Verdict", "", rule, ""]
     lines += verdict_lines(summary) or ["- no strategy besides scratch in the grid"]
+    lines += ["", cell_provenance(summary["cells"])] if summary["cells"] else []
     lines += [
         "",
-        f"jaxtl {p['jaxtl_commit']}; {p['date']}; device {', '.join(p['device'])}; "
+        f"Report: jaxtl {p['jaxtl_commit']}; {p['date']}; device {', '.join(p['device'])}; "
         + ", ".join(f"{k} {v}" for k, v in p["versions"].items()),
         "",
         f"Command: `{p['command']}`",

@@ -90,3 +90,28 @@ def test_report_says_when_cells_ran_on_other_devices(tmp_path):
     assert "**Cells ran on different devices** (cpu; gpu: NVIDIA H100)" in md
     assert "| 100% | 100 | f5 | 2 | 7 | 1.05 ± 0.07 [1.00, 1.10] | 10.5 ± 0.7 [10.0, 11.0] |" in md
     assert md.rstrip().endswith("`cmd`") or "Command: `cmd`" in md
+
+
+def test_report_names_the_commits_and_imports_of_its_cells(tmp_path):
+    config = LearningCurveConfig(
+        DataSettings("f", "p", "t"), GridSettings(fractions=(1.0,), strategies=("f5",), seeds=3)
+    )
+    records = [
+        {**_record(1.0, "f5", seed, 10.0), "jaxtl_commit": commit, "date": date}
+        for seed, commit, date in ((0, "a" * 40, "2026-12-06T21:09:12+0000"), (1, "a" * 40, "2026-12-07T01:00:00"))
+    ]
+    records.append(
+        {
+            **_record(1.0, "f5", 2, 10.0),
+            "jaxtl_commit": "b" * 40 + "+dirty",
+            "date": "2026-12-05T10:00:00",
+            "imported_from": {"file": "other/results.json", "report_commit": "c" * 40},
+        }
+    )
+    write_report(tmp_path, config, records, "cmd", "abc123", with_plot=False)
+    md = (tmp_path / "results.md").read_text()
+    assert (
+        "Cells trained at jaxtl aaaaaaaaaaaa (2), bbbbbbbbbbbb+dirty (1), 2026-12-05 to 2026-12-07; "
+        "imported from other runs' reports: 1 from other/results.json." in md
+    )
+    assert "Report: jaxtl abc123;" in md
