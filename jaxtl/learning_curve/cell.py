@@ -38,6 +38,7 @@ from jaxtl.train.run import ScratchConfig, train_from_scratch
 
 log = logging.getLogger("jaxtl.learning_curve")
 CELL_FILE = "cell.json"
+DEVICES_FILE = "devices.json"
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -119,6 +120,7 @@ def run_cell(
     barrier(f"{cell.name}: data written")
     run_dir = cell_dir / "run"
     resume = run_dir.exists() and Checkpointer(run_dir).latest_step(LATEST) is not None
+    devices = _devices_used(cell_dir, resume)
     args = (cell, cell_dir, run_dir, config, foundation_dir, scratch_model, n_devices)
     t0 = time.perf_counter()
     try:
@@ -131,6 +133,7 @@ def run_cell(
             shutil.rmtree(run_dir)
         barrier(f"{cell.name}: restarted")
         resume = False
+        devices = _devices_used(cell_dir, resume)
         t0 = time.perf_counter()
         metrics, n_trainable = _train(*args, False)
     wall = time.perf_counter() - t0 + (previous["wall_s"] if previous and resume else 0.0)
@@ -157,7 +160,7 @@ def run_cell(
         "wall_s": wall,
         "train_s": float(sum(r.get("time_s", 0.0) for r in history)),
         "n_trainable": int(n_trainable),
-        "device": device_name(),
+        "device": " + ".join(devices),
         "n_devices": n_devices,
         "n_processes": jax.process_count(),
         "resumed": resume,
@@ -170,6 +173,19 @@ def run_cell(
         os.replace(tmp, cell_dir / CELL_FILE)
     barrier(f"{cell.name}: finished")
     return record
+
+
+def _devices_used(cell_dir: Path, resume: bool) -> list[str]:
+    """The devices this cell's run has trained on, in order, this one last: a run resumed
+    from another machine's checkpoint (a GPU's, say) names both in its record's "device"
+    ("gpu: NVIDIA H100 80GB HBM3 + cpu"). Kept in CELL/devices.json, restarted with the run."""
+    path = cell_dir / DEVICES_FILE
+    used = json.loads(path.read_text()) if resume and path.exists() else []
+    here = device_name()
+    used = [d for d in used if d != here] + [here]
+    if is_primary():
+        path.write_text(json.dumps(used))
+    return used
 
 
 def _stopped_early(losses: list[float], rule) -> bool:

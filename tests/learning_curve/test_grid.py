@@ -229,7 +229,10 @@ def test_a_grid_may_grow_but_not_change(tiny, full, tmp_path):
     grown = learning_curve(tiny_config(tiny, seeds=3), out, max_cells=1)
     assert grown.computed == ["0.5_scratch_s2"]
     assert not (out / "cells" / "0.5_f5_s2").exists()
-    # a larger epoch cap continues the capped cells from their checkpoints
+    # a larger epoch cap continues the capped cells from their checkpoints; a cell whose
+    # checkpoint came from another machine names both devices
+    assert json.loads((out / "cells" / "0.5_f5_s0" / "devices.json").read_text()) == ["cpu"]
+    (out / "cells" / "0.5_f5_s0" / "devices.json").write_text(json.dumps(["gpu: NVIDIA H100 80GB HBM3"]))
     log = out / "cells" / "0.5_f5_s0" / "run" / "metrics.jsonl"
     before = log.read_text().splitlines()
     longer = LearningCurveConfig(
@@ -241,6 +244,8 @@ def test_a_grid_may_grow_but_not_change(tiny, full, tmp_path):
     assert after[:2] == before and len(after) == 3
     record = json.loads((out / "cells" / "0.5_f5_s0" / "cell.json").read_text())
     assert record["epochs_run"] == 3 and record["resumed"]
+    assert record["device"] == "gpu: NVIDIA H100 80GB HBM3 + cpu"
+    assert extended.summary["rows"][0]["devices"] == ["gpu: NVIDIA H100 80GB HBM3 + cpu"]
     # the cells still capped at 2 epochs are not reported as finished under a cap of 3
     assert [(r["fraction"], r["strategy"], r["seed"]) for r in extended.records] == [(0.5, "f5", 0)]
     assert extended.summary["n_cells"]["finished"] == 1
