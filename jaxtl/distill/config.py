@@ -34,6 +34,7 @@ RESUME_MAY_CHANGE = (
     "student.train.max_num_epochs",
     "student.train.stage_two.start_epoch",
     "student.train.n_devices",
+    "student.train.checkpoint_interval_s",
     "teacher.model",
     "data.starts",
     "data.labelled_file",

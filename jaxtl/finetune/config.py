@@ -29,6 +29,7 @@ CONFIG_FILE = "finetune_config.yaml"
 RESUME_MAY_CHANGE = (
     "train.max_num_epochs",
     "train.stage_two.start_epoch",
+    "train.checkpoint_interval_s",
     "data.*_file",
     "data.cache_dir",
     "foundation.model",

@@ -40,6 +40,10 @@ class TrainConfig:
         prefetch: data-parallel steps (training, validation and test) read, padded and
             stacked ahead on a background thread while the device computes
             (`jaxtl.train.prefetch`); 0: on the calling thread. Results do not depend on it.
+        checkpoint_interval_s: write the checkpoints (latest, and best when it changed) at
+            most this often, in seconds of wall time; 0: after every epoch. The first
+            epoch, the last, an early stop and an error always write them, so a killed run
+            resumes (exactly) from at most this long ago. Results do not depend on it.
         progress_bar: show a tqdm bar.
         plot: write a learning-curve PNG (needs matplotlib).
         backend: "xla", or "cueq" for NVIDIA cuEquivariance kernels (`jaxtl.model.cueq`).
@@ -58,6 +62,7 @@ class TrainConfig:
     compute_stress: bool | None = None
     n_devices: int = 1
     prefetch: int = 2
+    checkpoint_interval_s: float = 30.0
     progress_bar: bool = True
     plot: bool = True
     backend: str = "xla"
@@ -65,6 +70,8 @@ class TrainConfig:
     def __post_init__(self):
         if not 0.0 <= self.min_rel_improvement < 1.0:
             raise ValueError(f"min_rel_improvement must be in [0, 1), got {self.min_rel_improvement}")
+        if self.checkpoint_interval_s < 0:
+            raise ValueError(f"checkpoint_interval_s must be >= 0, got {self.checkpoint_interval_s}")
         if self.prefetch < 0:
             raise ValueError(f"prefetch must be >= 0 steps, got {self.prefetch}")
         if self.dtype not in ("float32", "float64"):

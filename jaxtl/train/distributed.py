@@ -30,6 +30,7 @@ import dataclasses
 import logging
 
 import jax
+import numpy as np
 
 log = logging.getLogger("jaxtl.train")
 
@@ -129,6 +130,16 @@ def barrier(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
+
+
+def primary_decides(flag: bool) -> bool:
+    """Process 0's `flag` on every process (a collective: all must call it together); `flag`
+    itself in a single process. For choices, such as when to save, that must agree."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag, dtype=np.int32)))
 
 
 def per_device_batch_size(global_batch_size: int, n_devices: int) -> int:

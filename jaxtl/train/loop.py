@@ -16,6 +16,7 @@ when on), final_metrics.json and learning_curve.png (redrawn as the run goes).
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import logging
@@ -33,7 +34,7 @@ from tqdm.auto import tqdm
 
 from jaxtl.train.checkpoint import BEST, BEST_STAGE_TWO, LATEST, Checkpointer, pack_state, save_model, unpack_state
 from jaxtl.train.config import TrainConfig
-from jaxtl.train.distributed import is_primary
+from jaxtl.train.distributed import is_primary, primary_decides
 from jaxtl.train.ema import ema_init
 from jaxtl.train.metrics import MetricsAccumulator
 from jaxtl.train.optimizer import PlateauState, make_optimizer, plateau_update, scheduled_lr
@@ -213,6 +214,7 @@ def train(
     state, constants, meta = _initial_state(_cast(variables, run.dtype), optimizer, run, resume)
 
     monitor = RunMonitor(run.out, cfg.max_num_epochs, default_writers() if writers is None else writers, cfg.plot)
+    saver = _Saver(run)
     try:
         monitor.start()
         first = cfg.max_num_epochs if meta.get("stopped") else meta["epoch"]  # early-stopped: just finish
@@ -220,11 +222,15 @@ def train(
             state, record, improved = _epoch(run, state, constants, meta, epoch, train_batches, valid_batches)
             monitor.epoch(record)  # adds wall_s and eta_s
             _append(run.log_path, record)
-            _save_epoch(run, state, constants, meta, epoch, improved)
+            saver.epoch_done(state, constants, meta, epoch, improved)
             if meta["stopped"]:
                 break
+        saver.flush()
         splits = {"train": train_batches, "valid": valid_batches, "test": test_batches}
         return _finish(run, state, constants, splits, model_config, write_model)
+    except BaseException:
+        saver.flush_after_error()  # the last completed epoch is kept
+        raise
     finally:
         monitor.stop()
         run.ckpt.close()
@@ -327,14 +333,46 @@ def _validate(
     return loss, metrics
 
 
-def _save_epoch(run: _Run, state: TrainState, constants, meta: dict, epoch: int, improved: bool) -> None:
-    """The latest checkpoint after `epoch`, and the best one of the current stage when it improved."""
-    arrays = pack_state(state, constants)
-    if improved:
-        best = BEST_STAGE_TWO if meta["stage"] == 2 else BEST
-        if run.ckpt.latest_step(best) != epoch + 1:  # a resumed rerun of a saved epoch
-            run.ckpt.save(best, epoch + 1, arrays, meta)
-    run.ckpt.save(LATEST, epoch + 1, arrays, meta)
+class _Saver:
+    """The run's checkpoints: after each epoch the latest state (and the best of the current
+    stage when it improved) is held, and written when `cfg.checkpoint_interval_s` has passed
+    since the last write, on the first epoch, and at the end (`flush`). The best ones are
+    written before the latest, so a latest checkpoint on disk always has its best beside it.
+    In a multi-process job process 0's clock decides for all (saving is collective)."""
+
+    def __init__(self, run: _Run):
+        self.run = run
+        self.last_write = -math.inf
+        self.pending: dict[str, tuple[int, dict, dict]] = {}  # name -> (step, arrays, meta)
+
+    def epoch_done(self, state: TrainState, constants, meta: dict, epoch: int, improved: bool) -> None:
+        arrays, snapshot = pack_state(state, constants), copy.deepcopy(meta)
+        if improved:
+            self.pending[BEST_STAGE_TWO if meta["stage"] == 2 else BEST] = (epoch + 1, arrays, snapshot)
+        self.pending[LATEST] = (epoch + 1, arrays, snapshot)
+        last = meta["stopped"] or epoch + 1 >= self.run.cfg.max_num_epochs
+        due = time.monotonic() - self.last_write >= self.run.cfg.checkpoint_interval_s
+        if primary_decides(last or due):
+            self.flush()
+
+    def flush(self) -> None:
+        for name in (BEST, BEST_STAGE_TWO, LATEST):
+            if name not in self.pending:
+                continue
+            step, arrays, meta = self.pending.pop(name)
+            if name == LATEST or self.run.ckpt.latest_step(name) != step:  # a resumed rerun of a saved epoch
+                self.run.ckpt.save(name, step, arrays, meta)
+        self.last_write = time.monotonic()
+
+    def flush_after_error(self) -> None:
+        """`flush` on the way out of an error, logging (not raising) its own failure; in a
+        multi-process job nothing is written (the other processes may not be here)."""
+        if jax.process_count() > 1 or not self.pending:
+            return
+        try:
+            self.flush()
+        except Exception as err:  # the error being raised matters more
+            log.warning("could not write the last checkpoints: %s", err)
 
 
 def _initial_state(variables: dict, optimizer, run: _Run, resume: bool) -> tuple[TrainState, dict, dict]:

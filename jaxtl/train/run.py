@@ -40,6 +40,7 @@ RESUME_MAY_CHANGE = (
     "train.max_num_epochs",
     "train.stage_two.start_epoch",
     "train.progress_bar",
+    "train.checkpoint_interval_s",
     "data.*_file",
     "data.cache_dir",
 )

@@ -109,3 +109,32 @@ def test_config_defaults_and_round_trip(tmp_path):
     assert TrainConfig.load(tmp_path / "c.json") == changed
     with pytest.raises(ValueError):
         LossConfig(loss="nope")
+
+
+def test_checkpoints_are_written_at_the_interval_and_results_do_not_depend_on_it(data, tmp_path, monkeypatch):
+    written = []
+    save = Checkpointer.save
+
+    def spy(self, name, step, arrays, meta):
+        written.append((name, step, meta["epoch"]))
+        return save(self, name, step, arrays, meta)
+
+    monkeypatch.setattr(Checkpointer, "save", spy)
+    every, rare = [], []
+    results = {}
+    for interval, log in ((0.0, every), (1e9, rare)):
+        written.clear()
+        cfg = _cfg(max_num_epochs=6, plot=False, checkpoint_interval_s=interval)
+        results[interval] = train(
+            T.predict, T.init_variables(0), shuffled(data[:4], 0), data[4:], cfg, tmp_path / str(interval)
+        )
+        log.extend(written)
+    assert [step for name, step, _ in every if name == LATEST] == [1, 2, 3, 4, 5, 6]
+    # the first epoch, then the end: the best (when not written yet) before the latest
+    assert [(name, step) for name, step, _ in rare if name == LATEST] == [(LATEST, 1), (LATEST, 6)]
+    assert rare[-1][0] == LATEST and all(step == epoch for _, step, epoch in rare)
+    best = [step for name, step, _ in every if name == "best"]
+    assert [step for name, step, _ in rare if name == "best"] == [best[0]] + ([best[-1]] if best[-1] != best[0] else [])
+    jax.tree.map(np.testing.assert_array_equal, results[0.0].variables, results[1e9].variables)
+    with pytest.raises(ValueError, match="checkpoint_interval_s"):
+        _cfg(checkpoint_interval_s=-1)
