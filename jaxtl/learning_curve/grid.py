@@ -163,8 +163,8 @@ def learning_curve(
 
     Raises:
         ValueError: an unknown strategy, a fraction smaller than a batch, a folder holding a
-            grid with other settings, an `import_from` file of another grid. DataError: an element the foundation lacks (names
-            element, file and frame).
+            grid with other settings, an `import_from` file of another grid.
+        DataError: an element the foundation lacks (names element, file and frame).
     """
     import ase.io
 
