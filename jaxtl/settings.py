@@ -35,6 +35,8 @@ NOT_SAVED = {
     "heartbeat_timeout",
     "first",
     "max_cells",
+    "import_cells",
+    "status",
 }
 # Settings a resumed run may change: raising the length continues a run. A command adds its
 # own through its parser's `resume_may_change` default.
@@ -180,7 +182,8 @@ def apply_settings(parser, args, argv):
                 f"writes one); give the run's flags with --out {run_dir} --resume"
             )
         args.out, args.resume = str(run_dir), True
-    missing = [f"--{d}" for d in ("foundation", "train", "out") if d in dests and getattr(args, d, None) is None]
+    needed = ("out",) if getattr(args, "status", False) else ("foundation", "train", "out")  # --status reads OUT alone
+    missing = [f"--{d}" for d in needed if d in dests and getattr(args, d, None) is None]
     if missing:
         parser.error(f"{args.command}: the following arguments are required: {', '.join(missing)}")
     return args

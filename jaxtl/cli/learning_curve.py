@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from pathlib import Path
 
 from jaxtl.cli.common import add_distributed_args, start_distributed
 
@@ -55,6 +56,12 @@ def _add_run_args(p) -> None:
         "--max-cells and --devices",
     )
     p.add_argument("--config", default=None, help="YAML/JSON settings (a run's run_config.yaml); flags win")
+    p.add_argument(
+        "--status",
+        action="store_true",
+        help="print where the grid in --out (or --resume RUN_DIR) stands: each cell finished, training "
+        "(and where), interrupted or pending, with its epochs and errors; trains and writes nothing",
+    )
     p.add_argument(
         "--import-cells",
         nargs="+",
@@ -226,6 +233,19 @@ def parse_first(items) -> list[tuple[float, str]]:
 def run(args) -> int:
     import jax
 
+    if args.status:
+        from jaxtl.learning_curve.grid import CONFIG_FILE
+        from jaxtl.learning_curve.status import grid_status, status_table
+
+        if args.out is None:
+            raise ValueError("learning-curve --status needs --out RUN_DIR (or --resume RUN_DIR)")
+        from jaxtl.learning_curve import LearningCurveConfig
+
+        saved = (
+            LearningCurveConfig.load(Path(args.out) / CONFIG_FILE) if (Path(args.out) / CONFIG_FILE).exists() else None
+        )
+        print(status_table(grid_status(args.out), saved.convergence.max_epochs if saved else None))
+        return 0
     if args.test is None:
         raise ValueError("learning-curve needs --test (every cell is tested on all of it)")
     start_distributed(args)  # before any JAX computation; --batch-size stays the global batch

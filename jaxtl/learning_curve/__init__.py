@@ -7,7 +7,9 @@
 
 Modules: `config` (the settings, saved with the run), `subsets` (seeded nested subsets),
 `cell` (one cell trained to convergence), `grid` (the loop and the input checks),
-`report` (results.json, results.md with the verdict, learning_curve.png).
+`report` (results.json, results.md with the verdict, learning_curve.png), `claims` (cells
+shared between processes), `merge` (cells of another run taken from its results.json),
+`status` (where a grid stands, from its run folder).
 """
 
 from jaxtl.learning_curve.config import (

@@ -89,6 +89,14 @@ def finished(cell_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def done(record: dict | None, config: LearningCurveConfig) -> bool:
+    """Whether a cell's record stands: it exists, and it converged or ran to the current cap
+    (a cell capped by a smaller `max_epochs` continues from its checkpoint)."""
+    return record is not None and (
+        not record["hit_max_epochs"] or record["epochs_run"] >= config.convergence.max_epochs
+    )
+
+
 def run_cell(
     cell: Cell,
     cell_dir: Path,

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jaxtl.config_io import flat_items
-from jaxtl.learning_curve.cell import Cell, finished, run_cell
+from jaxtl.learning_curve.cell import Cell, done, finished, run_cell
 from jaxtl.learning_curve.claims import Claim, holder
 from jaxtl.learning_curve.config import LearningCurveConfig, check_strategy
 from jaxtl.learning_curve.merge import import_cells
@@ -273,14 +273,6 @@ def _claim_and_run(cell, out, config, frames, splits, foundation_dir, scratch_mo
         record["wall_s"],
     )
     return "trained", record
-
-
-def done(record: dict | None, config: LearningCurveConfig) -> bool:
-    """Whether a cell's record stands: it exists, and it converged or ran to the current cap
-    (a cell capped by a smaller `max_epochs` continues from its checkpoint)."""
-    return record is not None and (
-        not record["hit_max_epochs"] or record["epochs_run"] >= config.convergence.max_epochs
-    )
 
 
 def _records(out: Path, cells: Sequence[Cell], config: LearningCurveConfig) -> list[dict]:

@@ -10,7 +10,7 @@ it and reports it like a cell trained here:
 
 Only records of the same grid are taken: the file's settings must be this config's (the
 grid's axes and a larger epoch cap here excepted), and each record must stand under this
-config (`grid.done`). A cell finished here is never replaced; a cell another live process
+config (`cell.done`). A cell finished here is never replaced; a cell another live process
 is training is left to it. Each imported cell.json says where it came from
 (`imported_from`: the file and the commit of the report that held it).
 """
@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 
 from jaxtl.config_io import flat_items
-from jaxtl.learning_curve.cell import CELL_FILE, Cell, finished
+from jaxtl.learning_curve.cell import CELL_FILE, Cell, done, finished
 from jaxtl.learning_curve.claims import holder
 from jaxtl.learning_curve.config import LearningCurveConfig
 
@@ -37,8 +37,6 @@ def import_cells(config: LearningCurveConfig, out_dir: str | Path, results_file:
         ValueError: the file is not a learning-curve report, holds a grid with other
             settings (names the first differing key), or a record lacks a key.
     """
-    from jaxtl.learning_curve.grid import done
-
     path = Path(results_file)
     try:
         report = json.loads(path.read_text())

@@ -295,3 +295,43 @@ def test_cells_of_a_lost_or_distant_run_are_imported_from_its_report(tiny, full,
         import_cells(config, tmp_path / "bad", tmp_path / "bad.json")
     with pytest.raises(ValueError, match="not a learning-curve results.json"):
         import_cells(config, tmp_path / "bad", tmp_path / "merged" / "grid_config.json")
+
+
+def test_status_tells_finished_training_interrupted_and_pending_cells(full, tmp_path, capsys):
+    import socket
+
+    from jaxtl.cli import main
+    from jaxtl.learning_curve.status import grid_status
+
+    out = tmp_path / "watched"
+    shutil.copytree(full.out_dir, out)
+    (out / "cells" / "0.5_f5_s0" / "cell.json").unlink()  # begun, no live claim
+    (out / "cells" / "1_f5_s1" / "cell.json").unlink()
+    shutil.rmtree(out / "cells" / "1_scratch_s1")
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        claim = {"host": socket.gethostname(), "pid": holder.pid, "since": "now"}
+        (out / "cells" / "1_f5_s1" / "claim.json").write_text(json.dumps(claim))
+        rows = {r["cell"]: r for r in grid_status(out)}
+        assert main(["learning-curve", "--status", "--out", str(out)]) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert list(rows) == CELLS
+    states = {name: r["state"] for name, r in rows.items()}
+    assert states == {
+        **dict.fromkeys(CELLS, "finished"),
+        "0.5_f5_s0": "interrupted",
+        "1_f5_s1": "training",
+        "1_scratch_s1": "pending",
+    }
+    assert rows["1_f5_s1"]["pid"] == holder.pid and rows["1_f5_s1"]["epochs"] == 2
+    record = next(r for r in full.records if (r["fraction"], r["strategy"], r["seed"]) == (1.0, "scratch", 0))
+    assert rows["1_scratch_s0"]["forces_rmse"] == record["forces_rmse"]
+    assert rows["1_scratch_s1"]["epochs"] == 0 and rows["1_scratch_s1"]["forces_rmse"] is None
+    printed = capsys.readouterr().out
+    assert printed.startswith("5 finished, 1 training, 1 interrupted, 1 pending (of 8 cells)")
+    assert f"pid {holder.pid}" in printed and "2/2" in printed
+    assert not (out / "cells" / "1_scratch_s1").exists()  # nothing written
+    with pytest.raises(FileNotFoundError, match="no learning-curve grid here"):
+        grid_status(tmp_path)
