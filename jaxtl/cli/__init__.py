@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 from jaxtl.cli import (
@@ -96,6 +97,8 @@ def main(argv=None) -> int:
 
     _xla_flags.enable_compilation_cache()
     args = parse_args(argv)
+    if command_line:
+        _terminate_as_exit()
     if command_line and getattr(args, "quiet", False):
         _quiet_run()
     try:
@@ -111,6 +114,17 @@ def main(argv=None) -> int:
     finally:
         for writer in writers:
             writer.close()
+
+
+def _terminate_as_exit() -> None:
+    """SIGTERM (a job scheduler's stop, `timeout`, `kill`) in the command's own process as
+    SystemExit(143): the run then leaves as after an error, writing the checkpoints of the
+    epochs it holds and releasing its claims, instead of dying where it stands."""
+
+    def exit_143(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, exit_143)
 
 
 def _quiet_run() -> None:

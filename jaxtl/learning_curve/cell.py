@@ -23,6 +23,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jaxtl.config_io import write_text_atomic
 from jaxtl.finetune import FinetuneConfig, FoundationConfig, StrategyConfig, finetune
 from jaxtl.graph.io import DataKeys
 from jaxtl.learning_curve.config import SCRATCH, LearningCurveConfig, freeze_level
@@ -187,12 +188,16 @@ def _devices_used(cell_dir: Path, resume: bool) -> list[str]:
     """The devices this cell's run has trained on, in order, this one last: a run resumed
     from another machine's checkpoint (a GPU's, say) names both in its record's "device"
     ("gpu: NVIDIA H100 80GB HBM3 + cpu"). Kept in CELL/devices.json, restarted with the run."""
-    path = cell_dir / DEVICES_FILE
-    used = json.loads(path.read_text()) if resume and path.exists() else []
     here = device_name()
+    if not is_primary():  # process 0 keeps the list and writes the record
+        return [here]
+    path = cell_dir / DEVICES_FILE
+    try:
+        used = json.loads(path.read_text()) if resume else []
+    except (FileNotFoundError, ValueError):  # none yet (a run begun before this file existed), or torn
+        used = []
     used = [d for d in used if d != here] + [here]
-    if is_primary():
-        path.write_text(json.dumps(used))
+    write_text_atomic(path, json.dumps(used))
     return used
 
 

@@ -18,15 +18,26 @@ is training is left to it. Each imported cell.json says where it came from
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from jaxtl.config_io import flat_items
+from jaxtl.config_io import flat_items, write_text_atomic
 from jaxtl.learning_curve.cell import CELL_FILE, Cell, done, finished
 from jaxtl.learning_curve.claims import holder
 from jaxtl.learning_curve.config import LearningCurveConfig
 
-IMPORT_KEYS = ("fraction", "strategy", "seed", "forces_rmse", "energy_rmse", "epochs_run", "hit_max_epochs")
+# what the grid and its report read of a record
+IMPORT_KEYS = (
+    "fraction",
+    "strategy",
+    "seed",
+    "n_train",
+    "n_test",
+    "device",
+    "forces_rmse",
+    "energy_rmse",
+    "epochs_run",
+    "hit_max_epochs",
+)
 
 
 def import_cells(config: LearningCurveConfig, out_dir: str | Path, results_file: str | Path) -> list[str]:
@@ -66,8 +77,6 @@ def import_cells(config: LearningCurveConfig, out_dir: str | Path, results_file:
             continue
         cell_dir.mkdir(parents=True, exist_ok=True)
         imported = {**record, "imported_from": {"file": str(path), "report_commit": commit}}
-        tmp = cell_dir / f".{CELL_FILE}.tmp"
-        tmp.write_text(json.dumps(imported, indent=1))
-        os.replace(tmp, cell_dir / CELL_FILE)
+        write_text_atomic(cell_dir / CELL_FILE, json.dumps(imported, indent=1))
         taken.append(cell.name)
     return taken

@@ -5,7 +5,10 @@ training (and where), which were interrupted, which have not started.
         print(row["cell"], row["state"], row["epochs"])
 
 `jaxtl learning-curve --status --out OUT` prints the same as a table. Nothing is trained or
-written; a grid whose processes run on several machines may be watched from any of them.
+written; a grid whose processes run on several machines sharing the folder may be watched
+from any of them. A multi-process job (`--distributed`) trains each cell with all its
+processes and claims nothing, so its cell in progress shows as interrupted. The epochs of a
+cell in progress are those logged; its checkpoint may be up to `checkpoint_interval_s` behind.
 """
 
 from __future__ import annotations

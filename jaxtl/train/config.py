@@ -40,10 +40,12 @@ class TrainConfig:
         prefetch: data-parallel steps (training, validation and test) read, padded and
             stacked ahead on a background thread while the device computes
             (`jaxtl.train.prefetch`); 0: on the calling thread. Results do not depend on it.
-        checkpoint_interval_s: write the checkpoints (latest, and best when it changed) at
-            most this often, in seconds of wall time; 0: after every epoch. The first
-            epoch, the last, an early stop and an error always write them, so a killed run
-            resumes (exactly) from at most this long ago. Results do not depend on it.
+        checkpoint_interval_s: write the checkpoints (latest, and best when it changed)
+            after the first epoch whose end is at least this many seconds of wall time
+            after the last write; 0: after every epoch. The first epoch, the last, an early
+            stop and (in a single process) an error or SIGTERM under the `jaxtl` command
+            always write them, so a killed run resumes, exactly, from at most this interval
+            plus one epoch ago. Results do not depend on it.
         progress_bar: show a tqdm bar.
         plot: write a learning-curve PNG (needs matplotlib).
         backend: "xla", or "cueq" for NVIDIA cuEquivariance kernels (`jaxtl.model.cueq`).

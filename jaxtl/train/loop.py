@@ -49,7 +49,7 @@ Batches = Callable[[int], Iterable] | Sequence
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A NaN/inf loss stopped the run; the last good checkpoint is untouched."""
+    """A NaN/inf loss stopped the run; the checkpoints hold the last completed epoch."""
 
 
 @dataclasses.dataclass
@@ -329,8 +329,16 @@ def _validate(
     if not math.isfinite(loss):
         msg = f"non-finite validation loss ({loss}) after epoch {epoch}; stopping"
         _append(run.log_path, {"event": "non_finite_loss", "epoch_failed": epoch, "message": msg})
-        raise NonFiniteLossError(msg + f". Last good checkpoint: {run.ckpt.path(LATEST)}")
+        raise NonFiniteLossError(f"{msg}. {_last_good(run)}")
     return loss, metrics
+
+
+def _last_good(run: _Run) -> str:
+    """Where the run's last completed epoch is kept, for an error message (the checkpoints
+    of an epoch still held in memory are written on the way out, `_Saver.flush_after_error`)."""
+    if run.ckpt.latest_step(LATEST) is None:
+        return "Last good checkpoint: none (no epoch completed)"
+    return f"Last good checkpoint: the latest in {run.ckpt.root / LATEST} (the last completed epoch)"
 
 
 class _Saver:
@@ -356,12 +364,15 @@ class _Saver:
             self.flush()
 
     def flush(self) -> None:
+        """Write what is held, best first; an entry leaves `pending` only once written, so
+        a failed best write stops the latest from being written without it."""
         for name in (BEST, BEST_STAGE_TWO, LATEST):
             if name not in self.pending:
                 continue
-            step, arrays, meta = self.pending.pop(name)
+            step, arrays, meta = self.pending[name]
             if name == LATEST or self.run.ckpt.latest_step(name) != step:  # a resumed rerun of a saved epoch
                 self.run.ckpt.save(name, step, arrays, meta)
+            del self.pending[name]
         self.last_write = time.monotonic()
 
     def flush_after_error(self) -> None:
@@ -438,11 +449,7 @@ def _train_epoch(
             value = float(stats["loss"])
             if not math.isfinite(value):
                 where = f"batch {idx[0]}" if len(idx) == 1 else f"batches {', '.join(map(str, idx))}"
-                last = run.ckpt.path(LATEST)
-                msg = (
-                    f"non-finite training loss ({value}) at epoch {epoch}, {where}; stopping. "
-                    f"Last good checkpoint: {last if last else 'none (no epoch completed)'}"
-                )
+                msg = f"non-finite training loss ({value}) at epoch {epoch}, {where}; stopping. {_last_good(run)}"
                 _append(
                     run.log_path, {"event": "non_finite_loss", "epoch_failed": epoch, "batch": idx[0], "message": msg}
                 )

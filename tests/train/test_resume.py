@@ -108,3 +108,28 @@ def test_kill_during_save_keeps_previous_checkpoint(tmp_path):
         assert meta["step"] >= 2
         np.testing.assert_array_equal(np.asarray(arrays["x"]), float(meta["step"]))
     assert interrupted, "no kill landed inside a save (only unfinished saves leave tmp folders)"
+
+
+def test_sigterm_writes_the_epochs_held_in_memory(tmp_path):
+    """With checkpoints written only at the first and last epoch, a SIGTERM (handled as the
+    `jaxtl` command does) still leaves the last completed epoch on disk."""
+    out = tmp_path / "terminated"
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(out), "--sleep", "0.2", "--epochs", "50"]
+        + ["--checkpoint-interval", "1e9", "--sigterm-as-exit"],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = out / "metrics.jsonl"
+    deadline = time.time() + 240
+    while not log.exists() or len(log.read_text().splitlines()) < 4:
+        assert proc.poll() is None and time.time() < deadline, "training ended before four epochs"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    _, meta = _latest_arrays(out)
+    completed = [line for line in log.read_text().splitlines() if '"valid_loss"' in line]
+    assert meta["epoch"] == len(completed) >= 4  # not just the first epoch
