@@ -38,7 +38,6 @@ RESUME_MAY_CHANGE = (
     "first",
     "max_cells",
     "n_devices",
-    "import_cells",
 )
 
 
@@ -234,17 +233,13 @@ def run(args) -> int:
     import jax
 
     if args.status:
+        from jaxtl.learning_curve import LearningCurveConfig
         from jaxtl.learning_curve.grid import CONFIG_FILE
         from jaxtl.learning_curve.status import grid_status, status_table
 
-        if args.out is None:
-            raise ValueError("learning-curve --status needs --out RUN_DIR (or --resume RUN_DIR)")
-        from jaxtl.learning_curve import LearningCurveConfig
-
-        saved = (
-            LearningCurveConfig.load(Path(args.out) / CONFIG_FILE) if (Path(args.out) / CONFIG_FILE).exists() else None
-        )
-        print(status_table(grid_status(args.out), saved.convergence.max_epochs if saved else None))
+        rows = grid_status(args.out)  # FileNotFoundError when OUT holds no grid
+        cap = LearningCurveConfig.load(Path(args.out) / CONFIG_FILE).convergence.max_epochs
+        print(status_table(rows, cap))
         return 0
     if args.test is None:
         raise ValueError("learning-curve needs --test (every cell is tested on all of it)")
