@@ -55,6 +55,12 @@ class Cell:
         return f"{self.fraction:g}_{self.strategy}_s{self.seed}"
 
 
+def grid_cells(config: LearningCurveConfig) -> list[Cell]:
+    """Every cell of the grid, by fraction, strategy and seed."""
+    g = config.grid
+    return [Cell(f, s, seed) for f in g.fractions for s in g.strategies for seed in range(g.seeds)]
+
+
 def device_name() -> str:
     """The accelerator the cell runs on, e.g. "cpu" or "gpu: NVIDIA H100 80GB HBM3"."""
     d = jax.devices()[0]

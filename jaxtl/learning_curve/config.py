@@ -163,6 +163,17 @@ class LearningCurveConfig:
         ]
 
 
+def difference_message(saved: LearningCurveConfig, config: LearningCurveConfig) -> str | None:
+    """None when `config` may continue the grid of `saved` (`LearningCurveConfig.differences`),
+    else "KEY is A there, B now (differing: ...)" for an error message."""
+    differ = saved.differences(config)
+    if not differ:
+        return None
+    before, now = flat_items(saved.to_dict()), flat_items(config.to_dict())
+    key = differ[0]
+    return f"{key} is {before.get(key)!r} there, {now.get(key)!r} now (differing: {', '.join(differ)})"
+
+
 def freeze_level(strategy: str) -> int | None:
     """N of a strategy named "fN", else None."""
     match = _FREEZE.match(strategy)

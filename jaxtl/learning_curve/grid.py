@@ -24,10 +24,9 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from jaxtl.config_io import flat_items
-from jaxtl.learning_curve.cell import Cell, done, finished, run_cell
+from jaxtl.learning_curve.cell import Cell, done, finished, grid_cells, run_cell
 from jaxtl.learning_curve.claims import Claim, holder
-from jaxtl.learning_curve.config import LearningCurveConfig, check_strategy
+from jaxtl.learning_curve.config import LearningCurveConfig, check_strategy, difference_message
 from jaxtl.learning_curve.merge import import_cells
 from jaxtl.learning_curve.report import write_report
 from jaxtl.learning_curve.subsets import Split, split_pool
@@ -55,7 +54,7 @@ def cells_of(config: LearningCurveConfig, first: Sequence[tuple[float, str]] = (
     """The grid's cells: the (fraction, strategy) pairs of `first` (all seeds), then the
     rest by fraction, strategy and seed."""
     g = config.grid
-    every = [Cell(f, s, seed) for f in g.fractions for s in g.strategies for seed in range(g.seeds)]
+    every = grid_cells(config)
     ahead = [Cell(float(f), s, seed) for f, s in first for seed in range(g.seeds)]
     unknown = [c for c in ahead if c not in every]
     if unknown:
@@ -98,15 +97,9 @@ def _check_saved_config(out: Path, config: LearningCurveConfig) -> None:
     path = out / CONFIG_FILE
     if not path.exists():
         return
-    saved = LearningCurveConfig.load(path)
-    differ = saved.differences(config)
+    differ = difference_message(LearningCurveConfig.load(path), config)
     if differ:
-        before, now = flat_items(saved.to_dict()), flat_items(config.to_dict())
-        key = differ[0]
-        raise ValueError(
-            f"{out} holds a grid with other settings: {key} is {before.get(key)!r} there, "
-            f"{now.get(key)!r} now (differing: {', '.join(differ)}); use another --out"
-        )
+        raise ValueError(f"{out} holds a grid with other settings: {differ}; use another --out")
 
 
 def check_inputs(

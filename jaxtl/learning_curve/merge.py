@@ -20,10 +20,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from jaxtl.config_io import flat_items, write_text_atomic
-from jaxtl.learning_curve.cell import CELL_FILE, Cell, done, finished
+from jaxtl.config_io import write_text_atomic
+from jaxtl.learning_curve.cell import CELL_FILE, Cell, done, finished, grid_cells
 from jaxtl.learning_curve.claims import holder
-from jaxtl.learning_curve.config import LearningCurveConfig
+from jaxtl.learning_curve.config import LearningCurveConfig, difference_message
 
 # what the grid and its report read of a record
 IMPORT_KEYS = (
@@ -55,16 +55,10 @@ def import_cells(config: LearningCurveConfig, out_dir: str | Path, results_file:
         raise ValueError(f"{path}: cannot read a learning-curve results.json ({err})") from err
     if not isinstance(report, dict) or "config" not in report or "cells" not in report:
         raise ValueError(f"{path}: not a learning-curve results.json (no 'config' and 'cells')")
-    theirs = LearningCurveConfig.from_dict(report["config"])
-    differ = theirs.differences(config)
+    differ = difference_message(LearningCurveConfig.from_dict(report["config"]), config)
     if differ:
-        before, now = flat_items(theirs.to_dict()), flat_items(config.to_dict())
-        key = differ[0]
-        raise ValueError(
-            f"{path} holds a grid with other settings: {key} is {before.get(key)!r} there, {now.get(key)!r} here"
-        )
-    g = config.grid
-    here = {Cell(f, s, seed) for f in g.fractions for s in g.strategies for seed in range(g.seeds)}
+        raise ValueError(f"{path} holds a grid with other settings: {differ}")
+    here = set(grid_cells(config))
     commit = report.get("provenance", {}).get("jaxtl_commit")
     taken = []
     for i, record in enumerate(report["cells"]):

@@ -17,7 +17,7 @@ import json
 import math
 from pathlib import Path
 
-from jaxtl.learning_curve.cell import Cell, done, finished
+from jaxtl.learning_curve.cell import done, finished, grid_cells
 from jaxtl.learning_curve.claims import holder
 from jaxtl.learning_curve.config import LearningCurveConfig
 
@@ -58,9 +58,8 @@ def grid_status(out_dir: str | Path) -> list[dict]:
     if not (out / CONFIG_FILE).exists():
         raise FileNotFoundError(f"{out}: no learning-curve grid here ({CONFIG_FILE} missing)")
     config = LearningCurveConfig.load(out / CONFIG_FILE)
-    g = config.grid
     rows = []
-    for cell in (Cell(f, s, seed) for f in g.fractions for s in g.strategies for seed in range(g.seeds)):
+    for cell in grid_cells(config):
         cell_dir = out / "cells" / cell.name
         record = finished(cell_dir)
         epochs = _epochs(cell_dir / "run" / "metrics.jsonl")
