@@ -123,8 +123,9 @@ def _add_grid_args(p) -> None:
         "--first",
         nargs="+",
         default=[],
-        metavar="FRACTION:STRATEGY",
-        help="run these cells (every seed) before the others, e.g. 0.1:f5 0.1:scratch 1:scratch",
+        metavar="FRACTION:STRATEGY[:SEED]",
+        help="run these cells before the others, in this order: every seed, or the one seed "
+        "given, e.g. 0.1:f5 1:scratch:0 1:f0:0",
     )
     g.add_argument("--max-cells", type=int, default=None, help="train at most this many cells, then stop")
 
@@ -216,17 +217,21 @@ def config_from_args(args):
     )
 
 
-def parse_first(items) -> list[tuple[float, str]]:
-    pairs = []
+def parse_first(items) -> list[tuple]:
+    """--first's items as (fraction, strategy) or (fraction, strategy, seed)."""
+    entries = []
     for item in items:
-        fraction, sep, strategy = item.partition(":")
+        parts = item.split(":")
         try:
-            pairs.append((float(fraction), strategy))
+            if len(parts) not in (2, 3) or not parts[1]:
+                raise ValueError
+            entry = (float(parts[0]), parts[1], *(int(p) for p in parts[2:]))
         except ValueError:
-            sep = ""
-        if not sep or not strategy:
-            raise ValueError(f"--first {item!r}: expected FRACTION:STRATEGY, e.g. 0.1:f5")
-    return pairs
+            raise ValueError(
+                f"--first {item!r}: expected FRACTION:STRATEGY or FRACTION:STRATEGY:SEED, e.g. 0.1:f5 or 1:f0:0"
+            ) from None
+        entries.append(entry)
+    return entries
 
 
 def run(args) -> int:

@@ -50,15 +50,21 @@ class GridResult:
     held_elsewhere: list[str] = dataclasses.field(default_factory=list)
 
 
-def cells_of(config: LearningCurveConfig, first: Sequence[tuple[float, str]] = ()) -> list[Cell]:
-    """The grid's cells: the (fraction, strategy) pairs of `first` (all seeds), then the
-    rest by fraction, strategy and seed."""
+def cells_of(config: LearningCurveConfig, first: Sequence[tuple] = ()) -> list[Cell]:
+    """The grid's cells: those of `first` in its order, then the rest by fraction, strategy
+    and seed. An entry of `first` is (fraction, strategy), every seed, or (fraction,
+    strategy, seed), that one cell."""
     g = config.grid
     every = grid_cells(config)
-    ahead = [Cell(float(f), s, seed) for f, s in first for seed in range(g.seeds)]
+    ahead = []
+    for entry in first:
+        fraction, strategy, *seed = entry
+        seeds = seed if seed else range(g.seeds)
+        ahead += [Cell(float(fraction), strategy, int(s)) for s in seeds]
     unknown = [c for c in ahead if c not in every]
     if unknown:
-        raise ValueError(f"first: {unknown[0].fraction:g} {unknown[0].strategy} is not a cell of the grid")
+        c = unknown[0]
+        raise ValueError(f"first: {c.fraction:g} {c.strategy} seed {c.seed} is not a cell of the grid")
     return list(dict.fromkeys(ahead + every))
 
 
@@ -130,7 +136,7 @@ def learning_curve(
     out_dir: str | Path,
     *,
     command: str | None = None,
-    first: Sequence[tuple[float, str]] = (),
+    first: Sequence[tuple] = (),
     max_cells: int | None = None,
     n_devices: int = 1,
     import_from: Sequence[str | Path] = (),
@@ -144,7 +150,8 @@ def learning_curve(
         config: data, grid, convergence and training settings (saved as OUT/grid_config.json).
         out_dir: the run folder; cells in OUT/cells/<fraction>_<strategy>_s<seed>/.
         command: the command line recorded in the report (default: the Python call).
-        first: (fraction, strategy) pairs to run before the others, every seed.
+        first: cells to run before the others: (fraction, strategy) for every seed, or
+            (fraction, strategy, seed) for one.
         max_cells: train at most this many cells in this call, then report and return.
         n_devices: devices of each cell's data mesh (`TrainConfig.n_devices`): this process's
             first n_devices, or in a multi-process job (`jaxtl.train.distributed`, every

@@ -264,6 +264,22 @@ def test_bad_input_fails_before_training(tiny, tmp_path):
         assert not (tmp_path / name / "cells").exists()
 
 
+def test_first_orders_pairs_every_seed_and_single_cells(tiny):
+    from jaxtl.cli.learning_curve import parse_first
+    from jaxtl.learning_curve.grid import cells_of
+
+    first = parse_first(["1:f5:1", "0.5:scratch", "1:f5:0"])
+    assert first == [(1.0, "f5", 1), (0.5, "scratch"), (1.0, "f5", 0)]
+    names = [c.name for c in cells_of(tiny_config(tiny), first)]
+    assert names[:4] == ["1_f5_s1", "0.5_scratch_s0", "0.5_scratch_s1", "1_f5_s0"]
+    assert sorted(names) == sorted(CELLS)
+    with pytest.raises(ValueError, match=r"first: 1 f5 seed 2 is not a cell"):
+        cells_of(tiny_config(tiny), [(1.0, "f5", 2)])
+    for bad in ("1", "1:", "1:f5:x", "1:f5:0:2", "x:f5"):
+        with pytest.raises(ValueError, match=rf"--first '{bad}': expected FRACTION:STRATEGY"):
+            parse_first([bad])
+
+
 def test_cells_of_a_lost_or_distant_run_are_imported_from_its_report(tiny, full, tmp_path, capsys):
     """A run folder holding nothing but half of the cells takes the others from the full
     grid's results.json (`--import-cells`), trains nothing and reports the same table."""
