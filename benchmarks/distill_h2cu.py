@@ -602,7 +602,8 @@ def summarise(reports: dict, speeds: dict, record: dict, s: dict, args, argv) ->
         }
         if r.get("uncertainty"):
             row["uncertainty"] = {
-                k: {q: v for q, v in u.items() if q != "energy_std_per_structure"} for k, u in r["uncertainty"].items()
+                k: {q: v for q, v in u.items() if q != "energy_posterior_std_per_structure"}
+                for k, u in r["uncertainty"].items()
             }
         for n, timing in speeds.items():
             for suffix in ("", EXACT_RADIALS_SUFFIX):
@@ -684,11 +685,13 @@ def table_md(results: dict) -> str:
     for name, r in results["students"].items():
         if r.get("uncertainty"):
             u = {
-                k: f"std {v['forces_std_median']:.1f} vs RMSE {v['forces_rmse']:.1f} meV/A, "
-                f"{100 * v['forces_within_1std']:.0f}% within 1 std"
+                k: f"RMSE {v['forces_rmse']:.1f} meV/A; predictive std {v['forces_predictive_std_median']:.1f} "
+                f"({100 * v['forces_predictive_within_1std']:.0f}% within 1 std), of which posterior "
+                f"{v['forces_posterior_std_median']:.1f} ({100 * v['forces_posterior_within_1std']:.0f}%) "
+                f"and fitted noise {v['forces_noise']:.1f}"
                 for k, v in r["uncertainty"].items()
             }
-            lines.append(f"- {name} posterior force uncertainty: {u}")
+            lines.append(f"- {name} force uncertainty: {u}")
     return "\n".join(lines) + "\n"
 
 

@@ -78,8 +78,10 @@ def markdown(rows: list, meta: dict) -> str:
     )
     for name, u in (r.get("uncertainty") or {}).items():
         lines.append(
-            f"- posterior uncertainty on {name}: median force std {u['forces_std_median']:.1f} meV/A against an "
-            f"RMSE of {u['forces_rmse']:.1f}; {100 * u['forces_within_1std']:.0f} % of force errors within 1 std"
+            f"- uncertainty on {name}: force RMSE {u['forces_rmse']:.1f} meV/A; median predictive std "
+            f"{u['forces_predictive_std_median']:.1f} ({100 * u['forces_predictive_within_1std']:.0f} % of force "
+            f"errors within 1 std): the posterior's {u['forces_posterior_std_median']:.1f} "
+            f"({100 * u['forces_posterior_within_1std']:.0f} %) with the fitted noise {u['forces_noise']:.1f}"
         )
     training = r.get("training", {})
     if "timings" in training:

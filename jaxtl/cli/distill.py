@@ -90,7 +90,7 @@ def summary(report: dict, out) -> dict:
         "student_ms_per_call": report["speed"]["student"]["ms_per_call"],
         "speed_through": report["speed"]["through"],
         "uncertainty": {
-            name: {k: v for k, v in u.items() if k != "energy_std_per_structure"}
+            name: {k: v for k, v in u.items() if k != "energy_posterior_std_per_structure"}
             for name, u in (report.get("uncertainty") or {}).items()
         }
         or None,

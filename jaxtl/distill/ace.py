@@ -82,7 +82,7 @@ class ACEStudentConfig:
             constant term, so this carries a teacher's per-atom shift. "fixed": the
             given e0s (isolated-atom energies) kept as they are.
         uncertainty_structures: test structures per set (evenly spaced) whose posterior
-            std is computed; the variances cost a design-row pass per structure.
+            and predictive std are computed; the variances cost a design-row pass per structure.
         seed: seed of the fit.
     """
 
@@ -204,16 +204,16 @@ def fit_ace_student(
             progress.jsonl (ace-jax's stage events while the fit runs).
         e0s: isolated-atom energies in eV by atomic number (the teacher's), used when
             config.e0 is "fixed"; recorded either way.
-        test_sets: held-out labelled structures by name; the posterior predictive
+        test_sets: held-out labelled structures by name; the posterior and predictive
             standard deviations of up to config.uncertainty_structures of each go into
-            the returned "uncertainty".
+            the returned "uncertainty" (`_uncertainty`).
         committee: coefficient vectors drawn from the posterior, each written as a model
             file of its own (`committee_files`): their spread is the posterior's, read
             through the same fast calculator as the student (`jaxtl.distill.committee`).
 
     Returns the fit record (also in student.json): basis size, timings, the evidence
-    maximum, and per test set the median predicted energy std (meV/atom) and force std
-    (meV/A) next to the actual errors, and the share of errors inside 1 std.
+    maximum, and per test set the median posterior and predictive energy std (meV/atom)
+    and force std (meV/A) next to the actual errors, and the share of errors inside 1 std.
     """
     require_ace_jax()
     _enable_x64()
@@ -442,27 +442,47 @@ def hyperparameters_at_bound(theta) -> list[str]:
 
 
 def _uncertainty(arrays: Mapping, sizes: Sequence[int], names: Sequence[str]) -> dict:
-    """Per test set: median posterior std of energy (meV/atom) and forces (meV/A), the
-    RMSE they go with, and the share of errors within one std."""
+    """Per test set, for energy (per atom, meV/atom) and forces (per component, meV/A): the
+    RMSE, the fitted noise, and two standard deviations with their medians and the share of
+    errors within one of them:
+
+    * posterior: the spread of the prediction over the posterior of the coefficients
+      (ace-jax's E_var, F_var), what distinguishes one structure from another;
+    * predictive: the posterior's variance plus the noise the evidence fit gave the labels
+      (ace-jax's noise_E, noise_F, for a structure of n atoms sigma_E^2 n and sigma_F^2).
+      A calibrated predictive std holds about 68 % of the errors; a test set far from the
+      training data shows fewer.
+    """
     nat = np.asarray(arrays["nat"], int)
     e_err = np.asarray(arrays["E_mean"]) - np.asarray(arrays["E"])
-    e_std = np.sqrt(np.asarray(arrays["E_var"]))
+    e_var, e_noise = np.asarray(arrays["E_var"]), np.asarray(arrays["noise_E"])
     f_err = np.asarray(arrays["F_mean"]) - np.asarray(arrays["F"])
-    f_std = np.sqrt(np.asarray(arrays["F_var"]))
+    f_var, f_noise = np.asarray(arrays["F_var"]), np.asarray(arrays["noise_F"])
+    if f_noise.ndim == 1:  # one variance per atom, the same for its three components
+        f_noise = f_noise[:, None]
+
+    def stats(err, posterior_std, predictive_std, noise_std) -> dict:
+        return {
+            "rmse": 1e3 * float(np.sqrt(np.mean(err**2))),
+            "noise": 1e3 * float(np.median(noise_std)),
+            "posterior_std_median": 1e3 * float(np.median(posterior_std)),
+            "posterior_within_1std": float(np.mean(np.abs(err) <= posterior_std)),
+            "predictive_std_median": 1e3 * float(np.median(predictive_std)),
+            "predictive_within_1std": float(np.mean(np.abs(err) <= predictive_std)),
+        }
+
     out, s0, a0 = {}, 0, 0
     for name, n in zip(names, sizes):
         sl, a1 = slice(s0, s0 + n), a0 + int(nat[s0 : s0 + n].sum())
-        per_atom_err, per_atom_std = e_err[sl] / nat[sl], e_std[sl] / nat[sl]
-        fe, fs = f_err[a0:a1], f_std[a0:a1]
-        out[name] = {
-            "energy_std_median": 1e3 * float(np.median(per_atom_std)),
-            "energy_rmse": 1e3 * float(np.sqrt(np.mean(per_atom_err**2))),
-            "energy_within_1std": float(np.mean(np.abs(per_atom_err) <= per_atom_std)),
-            "forces_std_median": 1e3 * float(np.median(fs)),
-            "forces_rmse": 1e3 * float(np.sqrt(np.mean(fe**2))),
-            "forces_within_1std": float(np.mean(np.abs(fe) <= fs)),
-            "energy_std_per_structure": (1e3 * per_atom_std).tolist(),
-        }
+        per_atom = nat[sl]
+        e_post = np.sqrt(e_var[sl]) / per_atom
+        e_pred = np.sqrt(e_var[sl] + e_noise[sl]) / per_atom
+        f_post = np.sqrt(f_var[a0:a1]) * np.ones_like(f_err[a0:a1])
+        f_pred = np.sqrt(f_var[a0:a1] + f_noise[a0:a1]) * np.ones_like(f_err[a0:a1])
+        energy = stats(e_err[sl] / per_atom, e_post, e_pred, np.sqrt(e_noise[sl]) / per_atom)
+        forces = stats(f_err[a0:a1], f_post, f_pred, np.sqrt(f_noise[a0:a1]) * np.ones_like(f_err[a0:a1]))
+        out[name] = {f"energy_{k}": v for k, v in energy.items()} | {f"forces_{k}": v for k, v in forces.items()}
+        out[name]["energy_posterior_std_per_structure"] = (1e3 * e_post).tolist()
         s0, a0 = s0 + n, a1
     return out
 

@@ -60,8 +60,14 @@ def test_ace_student_reports_like_a_mace_student(ace_run):
     speed = report["speed"]
     assert speed["student"]["ms_per_call"] > 0 and speed["teacher"]["ms_per_call"] > 0 and speed["speedup"] > 0
     [unc] = report["uncertainty"].values()
-    assert unc["forces_std_median"] > 0 and 0 <= unc["forces_within_1std"] <= 1
-    assert len(unc["energy_std_per_structure"]) == 3
+    for q in ("energy", "forces"):
+        post, pred, noise = (unc[f"{q}_{k}"] for k in ("posterior_std_median", "predictive_std_median", "noise"))
+        assert 0 < post < pred and noise > 0
+        assert unc[f"{q}_posterior_within_1std"] <= unc[f"{q}_predictive_within_1std"] <= 1
+    record = json.loads((out / "student" / "student.json").read_text())
+    # the forces' noise is the evidence fit's sigma_F, the same for every component
+    assert unc["forces_noise"] == pytest.approx(1e3 * np.exp(record["hyperparameters"]["log_sigma_F"]), rel=1e-9)
+    assert len(unc["energy_posterior_std_per_structure"]) == 3
     assert report["n_parameters"]["student"] > 0
     record = json.loads((out / "student" / "student.json").read_text())
     assert record["kind"] == "ace" and (out / "student" / "model.npz").exists()
