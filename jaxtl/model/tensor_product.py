@@ -241,6 +241,41 @@ def _row_products(w: Sequence[jnp.ndarray], x: jnp.ndarray) -> jnp.ndarray:
     return jnp.stack([wp * x[:, a] for wp in w for a in range(x.shape[1])], axis=1)
 
 
+@jax.custom_vjp
+def _slot_sum(sh: jnp.ndarray, products: jnp.ndarray) -> jnp.ndarray:
+    """sum_k sh[n, k, b] products[n, k, q] -> [n, b, q]: one batched matmul over the K slots.
+
+    Its transpose in the products is `_spread` and the reverse: as autodiff writes it, a
+    batched matmul contracting only the 2l+1 <= 7 harmonic components, which ran 2-3.6x
+    slower on the CPU than the short sum of rows `_spread` makes (and which XLA can fuse
+    into what reads it). Both gradients are again `_slot_sum`, `_spread` and matmuls over
+    the channels, so every order of reverse-mode differentiation (forces, training) keeps
+    these forms."""
+    return jnp.einsum("nkb,nkq->nbq", sh, products)
+
+
+@jax.custom_vjp
+def _spread(sh: jnp.ndarray, g: jnp.ndarray) -> jnp.ndarray:
+    """sum_b sh[n, k, b] g[n, b, q] -> [n, K, q], the transpose of `_slot_sum` in its
+    second argument, as a sum of 2l+1 rows scaled per slot."""
+    return sum(sh[:, :, b, None] * g[:, None, b, :] for b in range(sh.shape[2]))
+
+
+def _sh_gradient(g: jnp.ndarray, products: jnp.ndarray) -> jnp.ndarray:
+    """sum_q g[n, b, q] products[n, k, q] -> [n, K, b]: both functions' gradient in sh."""
+    return jnp.einsum("nbq,nkq->nkb", g, products)
+
+
+_slot_sum.defvjp(
+    lambda sh, products: (_slot_sum(sh, products), (sh, products)),
+    lambda res, g: (_sh_gradient(g, res[1]), _spread(res[0], g)),
+)
+_spread.defvjp(
+    lambda sh, g: (_spread(sh, g), (sh, g)),
+    lambda res, c: (_sh_gradient(res[1], c), _slot_sum(res[0], c)),
+)
+
+
 def neighbour_sum(sh: jnp.ndarray, w: Sequence[jnp.ndarray], x: jnp.ndarray) -> jnp.ndarray:
     """sum_k sh[n, k, b] w[p][nk, c] x[nk, a, c] -> [n, b, paths * (2l1+1) * mul], (p, a, c) flat.
 
@@ -250,7 +285,7 @@ def neighbour_sum(sh: jnp.ndarray, w: Sequence[jnp.ndarray], x: jnp.ndarray) -> 
     the large operand keeps its layout.
     """
     n, K, _ = sh.shape
-    return jnp.einsum("nkb,nkq->nbq", sh, _row_products(w, x).reshape(n, K, -1))
+    return _slot_sum(sh, _row_products(w, x).reshape(n, K, -1))
 
 
 def slot_messages(
