@@ -243,6 +243,9 @@ PACKAGES = {
     "torch": "torch",
     "mace-torch": "mace",
     "cuequivariance-jax": "cuequivariance_jax",
+    "ase": "ase",
+    "ace-jax": "ace_jax",
+    "vesin": "vesin",
 }
 
 

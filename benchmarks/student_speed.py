@@ -20,14 +20,16 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import _harness as harness  # noqa: E402
+
+from jaxtl.provenance import jaxtl_commit  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -42,7 +44,6 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import ase.io
-    import jax
 
     from jaxtl.calculator import MACECalculator
     from jaxtl.distill import compare_calculators
@@ -74,19 +75,16 @@ def main(argv=None) -> int:
                 "energy_rmse_meV_per_atom": None if errors is None else errors["energy_rmse"],
             }
         )
-    commit = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
     meta = {
         "structures": args.structures,
         "n_structures": len(frames),
         "n_atoms_mean": speed["n_atoms_mean"],
-        "device": speed["device"],
+        "device": f"{speed['device']} ({harness.hardware_line()})",
         "repeats": args.repeats,
         "load_average": {"before": list(load_before), "after": list(load_after)},
-        "commit": commit,
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "versions": {"jax": jax.__version__, "ase": ase.__version__, "python": platform.python_version()},
+        "commit": jaxtl_commit(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "versions": harness.library_versions(),
         "command": "python benchmarks/student_speed.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     out = Path(args.out)
@@ -105,7 +103,11 @@ def main(argv=None) -> int:
         f = "" if r["forces_rmse_meV_per_A"] is None else f"{r['forces_rmse_meV_per_A']:.1f}"
         e = "" if r["energy_rmse_meV_per_atom"] is None else f"{r['energy_rmse_meV_per_atom']:.2f}"
         lines.append(f"| {r['model']} | {r['ms_per_call']:.2f} | {r['speedup']:.1f}x | {f} | {e} |")
-    lines += ["", f"Commit {commit}, {meta['date']}. Command: `{meta['command']}`", ""]
+    lines += [
+        "",
+        f"jaxtl {meta['commit']}, {meta['date']}, versions {meta['versions']}. Command: `{meta['command']}`",
+        "",
+    ]
     out.with_suffix(".md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
