@@ -93,6 +93,9 @@ ACE_STUDENTS = {
     "ace_o3_d8_r4_wsteps": dict(order=3, degree=8, r_max=4.0, uncertainty_structures=0),
     # a smoothness prior of exponent 2 (ACEpotentials' 4): the higher evidence on the wsteps data
     "ace_o3_d8_r4_p2_wsteps": dict(order=3, degree=8, r_max=4.0, smoothness_exponent=2.0, uncertainty_structures=0),
+    # the same with higher degrees: more functions, to spend the speed left at 56 atoms on the held-out slab
+    "ace_o3_d9_r4_p2_wsteps": dict(order=3, degree=9, r_max=4.0, smoothness_exponent=2.0, uncertainty_structures=0),
+    "ace_o3_d10_r4_p2_wsteps": dict(order=3, degree=10, r_max=4.0, smoothness_exponent=2.0, uncertainty_structures=0),
     # 5-body: 656 functions, fewer one-particle (40) and product (485) functions than order 3 / degree 8
     "ace_o4_d7_r4_p2_wsteps": dict(order=4, degree=7, r_max=4.0, smoothness_exponent=2.0, uncertainty_structures=0),
 }
