@@ -9,6 +9,8 @@
 * `resolve_device`: 'gpu' only when both torch and jax see one (call before importing jax).
 * `run_metadata` / `write_results`: every results file records the jaxtl commit, the
   command, the device, library versions and the date, as STEM.json and a STEM.md table.
+* `relative_paths`: paths in or beside the checkout as the results files name them,
+  relative to the repository root (`../shared/...`, `runs/...`): no machine's folders.
 
 The scripts put this folder on `sys.path` and `import _harness as harness`.
 """
@@ -265,6 +267,20 @@ def library_versions() -> dict:
         except metadata.PackageNotFoundError:
             pass
     return versions
+
+
+def relative_paths(obj):
+    """`obj` (a path, or a dict or list holding paths) with every absolute path in or beside the
+    checkout made relative to the repository root: the shared mirror as ../shared/..., run
+    folders as runs/... (results files name no machine's folders). Anything else is kept."""
+    if isinstance(obj, dict):
+        return {k: relative_paths(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [relative_paths(v) for v in obj]
+    text = str(obj) if isinstance(obj, Path) else obj
+    if isinstance(text, str) and ROOT.parent != Path(ROOT.anchor) and text.startswith(str(ROOT.parent) + os.sep):
+        return os.path.relpath(text, ROOT)
+    return obj
 
 
 def run_metadata(script: str, argv: Sequence[str] | None) -> dict:

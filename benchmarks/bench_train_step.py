@@ -62,7 +62,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _child import ChildSide, load_state, state_arrays  # noqa: E402
-from _harness import RESULTS, ROOT, interleaved, resolve_device, run_metadata, write_results  # noqa: E402
+from _harness import (  # noqa: E402
+    RESULTS,
+    ROOT,
+    interleaved,
+    relative_paths,
+    resolve_device,
+    run_metadata,
+    write_results,
+)
 
 DTYPES = ("float32", "float64")
 LR, WEIGHT_DECAY, CLIP, ENERGY_WEIGHT, FORCES_WEIGHT = 0.01, 5e-7, 10.0, 1.0, 100.0
@@ -474,7 +482,7 @@ def main(argv=None) -> int:
         "device": device,
         "requested_device": args.device,
         "hardware": hardware,
-        "data": args.data,
+        "data": relative_paths(args.data),
         "n_structures": len(frames),
         "avg_num_neighbors": avg_num_neighbors,
         "repeats": args.repeats,

@@ -361,7 +361,7 @@ def main(argv=None) -> int:
         f"first {len(configs)} structures of {Path(args.data).name}" if args.limit else f"all of {Path(args.data).name}"
     )
     meta = {
-        "data": args.data,
+        "data": harness.relative_paths(args.data),
         "subset": subset,
         "n_structures": len(configs),
         "limit": args.limit,
@@ -370,7 +370,7 @@ def main(argv=None) -> int:
         "seed": args.seed,
         "epoch": args.epoch,
         "read_s": read_info["read_s"],
-        "from_cache": read_info["from_cache"],
+        "from_cache": harness.relative_paths(read_info["from_cache"]),
         "neighbours_s": neighbours_s,
         "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "versions": harness.library_versions(),

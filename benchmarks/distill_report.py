@@ -13,23 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-def relative_paths(obj, root: Path):
-    """`obj` with every string that is an absolute path beside or below `root` made relative to
-    it (results files name no machine's folders)."""
-    if isinstance(obj, dict):
-        return {k: relative_paths(v, root) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [relative_paths(v, root) for v in obj]
-    if isinstance(obj, str) and obj.startswith(str(root.parent) + os.sep):
-        return os.path.relpath(obj, root)
-    return obj
 
 
 def rows_of(report: dict) -> list[dict]:
@@ -113,7 +100,7 @@ def main(argv=None) -> int:
     import _harness as harness
 
     meta = harness.run_metadata("distill_report.py", argv)
-    report = relative_paths(report, Path.cwd())
+    report = harness.relative_paths(report)  # results files name no machine's folders
     meta.update(
         run_command=run_command,
         run_commit=run_commit,

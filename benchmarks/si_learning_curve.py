@@ -52,8 +52,10 @@ def main():
     )
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out")
     args = p.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _harness import relative_paths
+
     if args.data is None:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
         from _data import data_path
 
         args.data = str(data_path("mlearn-Si-train").parent)
@@ -91,7 +93,7 @@ def main():
         "epochs": args.epochs,
         "wall_s": time.time() - t0,
         "load_average_at_end": os.getloadavg(),
-        "settings": vars(args),
+        "settings": relative_paths(vars(args)),
         "compilations": result.n_compiles,
         "test_energy_rmse_meV_atom": test["energy_rmse"],
         "test_forces_rmse_meV_A": test["forces_rmse"],

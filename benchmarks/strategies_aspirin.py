@@ -248,6 +248,7 @@ def main(argv=None):
     p.add_argument("--fast", action="store_true", help="tiny settings for the test suite")
     args = p.parse_args(argv)
     from _data import data_path
+    from _harness import relative_paths
 
     args.foundation = args.foundation or str(data_path("spice-mace"))
     args.data = args.data or str(data_path("rmd17-aspirin-train").parent)
@@ -297,7 +298,7 @@ def main(argv=None):
             for k, pair in enumerate(DIMERS)
         },
     }
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "fast")}
+    settings = relative_paths({k: v for k, v in vars(args).items() if k not in ("out", "fast")})
     settings.update(
         fast=args.fast, replay_rattle=0.05, n_replay_molecules=n_molecules, dimer_separations=separations.tolist()
     )

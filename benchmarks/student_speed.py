@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         timed.append(b)
     calcs = {"teacher": MACECalculator(args.teacher)}
     for path in args.students:
-        calcs[str(path)] = load_calculator(path)
+        calcs[harness.relative_paths(str(path))] = load_calculator(path)
     load_before = os.getloadavg()
     speed = compare_calculators(calcs, timed, repeats=args.repeats)
     load_after = os.getloadavg()
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
             }
         )
     meta = {
-        "structures": args.structures,
+        "structures": harness.relative_paths(args.structures),
         "n_structures": len(frames),
         "n_atoms_mean": speed["n_atoms_mean"],
         "device": f"{speed['device']} ({harness.hardware_line()})",
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     lines = [
         f"Energy+forces per ASE calculator call on {meta['device']}, {meta['n_atoms_mean']:.0f} atoms, median of "
         f"{args.repeats} interleaved rounds over {len(timed)} structures; errors against the teacher "
-        f"on {len(frames)} held-out structures ({args.structures}). Load average (1, 5, 15 min) before/after "
+        f"on {len(frames)} held-out structures ({meta['structures']}). Load average (1, 5, 15 min) before/after "
         f"the timing: {', '.join(f'{x:.1f}' for x in load_before)} / {', '.join(f'{x:.1f}' for x in load_after)}.",
         "",
         "| model | ms/call | speed-up | F RMSE vs teacher (meV/A) | E RMSE vs teacher (meV/atom) |",

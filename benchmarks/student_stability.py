@@ -543,7 +543,7 @@ def main(argv=None) -> int:
         meta.update(
             device="cpu",
             config=dataclasses.asdict(config),
-            run_dir=str(args.run_dir),
+            run_dir=harness.relative_paths(str(args.run_dir)),
             starts=[
                 {"label": lab, "formula": a.get_chemical_formula(), "held_out": _held_out(lab)} for lab, a in starts
             ],

@@ -88,11 +88,13 @@ def main(argv=None) -> int:
         rows.append({"what": f"compare_calculators {label} the medium model interleaved: teacher, student", "ms": ms})
     meta = harness.run_metadata("dev/calls_after_large_model.py", argv)
     meta["load_average"] = {"before": list(load_before), "after": list(os.getloadavg())}
+    meta["device"] = f"{timing['device']} ({harness.hardware_line()})"
 
     def markdown(rows, meta):
         load = meta["load_average"]
         lines = [
-            f"Median ms per energy+forces ASE call, 56-atom H2/Cu structures, {args.rounds} rounds. Load average "
+            f"Median ms per energy+forces ASE call on {meta['device']}, 56-atom H2/Cu structures, "
+            f"{args.rounds} rounds. Load average "
             f"(1, 5, 15 min) before/after: {', '.join(f'{x:.1f}' for x in load['before'])} / "
             f"{', '.join(f'{x:.1f}' for x in load['after'])}.",
             "",

@@ -1,7 +1,8 @@
 """The grid's report: results.json, results.md (table and verdict) and learning_curve.png.
 
 Per (fraction, strategy): mean, std (over seeds, ddof 1), min and max of the test errors,
-the epochs to convergence (epoch of the kept weights), the wall time and the trainable
+the epochs to convergence (epoch of the kept weights), the training time (the epochs' times
+summed over every run of a cell, resumes included) and the trainable
 parameters. The verdict: for each strategy other than scratch, the smallest fraction
 whose mean test error is within the seeds' spread of scratch at the largest fraction
 (mean <= scratch mean + scratch std), for forces and for energy, from rows with every
@@ -30,6 +31,7 @@ METRICS = (
     "epochs_to_convergence",
     "epochs_run",
     "wall_s",
+    "train_s",
     "n_trainable",
 )
 
@@ -202,7 +204,7 @@ def markdown(summary: dict) -> str:
     head = (
         "| fraction | n_train | strategy | seeds | trainable | E RMSE (meV/atom) | F RMSE (meV/A) | "
         + ("S RMSE (meV/A^3) | " if stress else "")
-        + "epochs to convergence | hit max epochs | wall (s) |"
+        + "epochs to convergence | hit max epochs | training time (s) |"
     )
     lines += [head + (" device |" if len(devices) > 1 else ""), "|" + "---|" * (10 + stress + (len(devices) > 1))]
     for r in rows:
@@ -211,13 +213,18 @@ def markdown(summary: dict) -> str:
             f"{r['n_trainable']['mean']:.0f} | {_fmt(r['energy_rmse'], 2)} | {_fmt(r['forces_rmse'], 1)} | "
             + (f"{_fmt(r['stress_rmse'], 2)} | " if stress else "")
             + f"{_fmt(r['epochs_to_convergence'], 0)} | {r['hit_max_epochs']} of {len(r['seeds'])} | "
-            f"{_fmt(r['wall_s'], 0)} |"
+            f"{_fmt(r['train_s'], 0)} |"
         )
         lines.append(line + (f" {', '.join(r['devices'])} |" if len(devices) > 1 else ""))
     rule = (
         "Smallest fraction at which each strategy's mean test error is within the seeds' spread of "
         "scratch at the largest fraction (mean <= scratch mean + scratch std):"
     )
+    lines += [
+        "",
+        "Training time: the sum of a cell's epoch times over every run of it (an interrupted cell resumes "
+        "in another process; results.json's wall_s holds the last run's wall time alone).",
+    ]
     lines += ["", "## Verdict", "", rule, ""]
     lines += verdict_lines(summary) or ["- no strategy besides scratch in the grid"]
     lines += ["", cell_provenance(summary["cells"])] if summary["cells"] else []

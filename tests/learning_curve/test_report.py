@@ -21,6 +21,7 @@ def _record(fraction, strategy, seed, forces):
         "epochs_to_convergence": 10,
         "epochs_run": 30,
         "wall_s": 1.0,
+        "train_s": 100.0 + seed,
         "n_trainable": 7,
     }
 
@@ -89,6 +90,8 @@ def test_report_says_when_cells_ran_on_other_devices(tmp_path):
     md = (tmp_path / "results.md").read_text()
     assert "**Cells ran on different devices** (cpu; gpu: NVIDIA H100)" in md
     assert "| 100% | 100 | f5 | 2 | 7 | 1.05 ± 0.07 [1.00, 1.10] | 10.5 ± 0.7 [10.0, 11.0] |" in md
+    # the time column is the epochs' time over every run of a cell, not the last run's wall time
+    assert "| 0 of 2 | 100 ± 1 [100, 101] |" in md and "training time (s)" in md
     assert md.rstrip().endswith("`cmd`") or "Command: `cmd`" in md
 
 
