@@ -85,15 +85,19 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path, help="a jaxtl distill output folder (report.json)")
     p.add_argument("--results", type=Path, required=True, help="write STEM.json and STEM.md")
-    p.add_argument("--run-command", help="the command that made the run (when report.json has no provenance)")
-    p.add_argument("--run-commit", help="the jaxtl commit the run used (when report.json has no provenance)")
+    p.add_argument(
+        "--run-command",
+        help="the command that made the run: needed when report.json has no provenance, and given, it "
+        "replaces the recorded one (a script's run records its call of jaxtl.distill.distill)",
+    )
+    p.add_argument("--run-commit", help="the jaxtl commit the run used (needed when report.json has no provenance)")
     args = p.parse_args(argv)
     path = args.run / "report.json"
     if not path.is_file():
         p.error(f"{path}: no report.json (the run has not finished)")
     report = json.loads(path.read_text())
     recorded = report.get("provenance", {})
-    run_command = recorded.get("command") or args.run_command
+    run_command = args.run_command or recorded.get("command")
     run_commit = recorded.get("jaxtl_commit") or args.run_commit
     if not (run_command and run_commit):
         p.error(f"{path} records no provenance: give --run-command and --run-commit")
@@ -104,6 +108,8 @@ def main(argv=None) -> int:
     meta.update(
         run_command=run_command,
         run_commit=run_commit,
+        recorded_command=recorded.get("command"),
+        run_date=recorded.get("date"),
         teacher=report["config"]["teacher"]["model"],
         report={k: v for k, v in report.items() if k != "provenance"},
     )
