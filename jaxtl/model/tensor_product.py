@@ -248,9 +248,10 @@ def _slot_sum(sh: jnp.ndarray, products: jnp.ndarray) -> jnp.ndarray:
     Its transpose in the products is `_spread` and the reverse: as autodiff writes it, a
     batched matmul contracting only the 2l+1 <= 7 harmonic components, which ran 2-3.6x
     slower on the CPU than the short sum of rows `_spread` makes (and which XLA can fuse
-    into what reads it). Both gradients are again `_slot_sum`, `_spread` and matmuls over
-    the channels, so every order of reverse-mode differentiation (forces, training) keeps
-    these forms."""
+    into what reads it). The three functions (`_sh_gradient`, the gradient in sh, the
+    third) are each other's gradients, so every order of reverse-mode differentiation
+    (forces, training) keeps these forms. Forward mode (`jax.jvp`, `jax.jacfwd`) does not
+    go through a custom VJP: take Hessians as `jax.jacrev(jax.jacrev(...))`."""
     return jnp.einsum("nkb,nkq->nbq", sh, products)
 
 
@@ -261,11 +262,16 @@ def _spread(sh: jnp.ndarray, g: jnp.ndarray) -> jnp.ndarray:
     return sum(sh[:, :, b, None] * g[:, None, b, :] for b in range(sh.shape[2]))
 
 
+@jax.custom_vjp
 def _sh_gradient(g: jnp.ndarray, products: jnp.ndarray) -> jnp.ndarray:
     """sum_q g[n, b, q] products[n, k, q] -> [n, K, b]: both functions' gradient in sh."""
     return jnp.einsum("nbq,nkq->nkb", g, products)
 
 
+_sh_gradient.defvjp(
+    lambda g, products: (_sh_gradient(g, products), (g, products)),
+    lambda res, c: (_slot_sum(c, res[1]), _spread(c, res[0])),
+)
 _slot_sum.defvjp(
     lambda sh, products: (_slot_sum(sh, products), (sh, products)),
     lambda res, g: (_sh_gradient(g, res[1]), _spread(res[0], g)),

@@ -49,6 +49,31 @@ def test_neighbour_sum_second_derivative_matches_autodiff():
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
+def test_slot_sums_are_each_others_gradients_to_third_order():
+    """_slot_sum, _spread and _sh_gradient (custom VJPs of one another) against einsum:
+    values and derivatives of orders 1-3, including one harmonic component and one slot."""
+    from jaxtl.model.tensor_product import _sh_gradient, _slot_sum, _spread
+
+    plain = {
+        _slot_sum: ("nkb,nkq->nbq", lambda n, K, b, q: ((n, K, b), (n, K, q))),
+        _spread: ("nkb,nbq->nkq", lambda n, K, b, q: ((n, K, b), (n, b, q))),
+        _sh_gradient: ("nbq,nkq->nkb", lambda n, K, b, q: ((n, b, q), (n, K, q))),
+    }
+
+    def derivative(f):  # a scalar of the gradient of a scalar of f: one order higher
+        return lambda a, b: jnp.sum(jnp.cos(jnp.concatenate([g.ravel() for g in jax.grad(f, (0, 1))(a, b)])))
+
+    rng = np.random.default_rng(2)
+    for dims in ((3, 4, 5, 6), (2, 1, 1, 3), (2, 3, 1, 1)):
+        for fn, (spec, shapes) in plain.items():
+            a, b = (jnp.asarray(rng.normal(size=s)) for s in shapes(*dims))
+            ours = lambda a, b, fn=fn: jnp.sum(jnp.sin(fn(a, b)))  # noqa: E731
+            theirs = lambda a, b, spec=spec: jnp.sum(jnp.sin(jnp.einsum(spec, a, b)))  # noqa: E731
+            for _ in range(4):
+                np.testing.assert_allclose(ours(a, b), theirs(a, b), rtol=1e-10, atol=1e-10)
+                ours, theirs = derivative(ours), derivative(theirs)
+
+
 def test_slim_models_take_more_slots_a_step():
     from jaxtl.model.tensor_product import NODE_MAJOR_BYTES, NODE_MAJOR_SLOTS, conv_tp_paths, node_major_slots
 
