@@ -64,6 +64,12 @@ def markdown(rows: list, meta: dict) -> str:
         "on a machine shared with other jobs)."
     )
     for name, u in (r.get("uncertainty") or {}).items():
+        if "forces_predictive_std_median" not in u:  # a student fitted before 81e78f6: the posterior's alone
+            lines.append(
+                f"- posterior uncertainty on {name}: median force std {u['forces_std_median']:.1f} meV/A against "
+                f"an RMSE of {u['forces_rmse']:.1f}; {100 * u['forces_within_1std']:.0f} % of force errors within 1 std"
+            )
+            continue
         lines.append(
             f"- uncertainty on {name}: force RMSE {u['forces_rmse']:.1f} meV/A; median predictive std "
             f"{u['forces_predictive_std_median']:.1f} ({100 * u['forces_predictive_within_1std']:.0f} % of force "
@@ -90,7 +96,11 @@ def main(argv=None) -> int:
         help="the command that made the run: needed when report.json has no provenance, and given, it "
         "replaces the recorded one (a script's run records its call of jaxtl.distill.distill)",
     )
-    p.add_argument("--run-commit", help="the jaxtl commit the run used (needed when report.json has no provenance)")
+    p.add_argument(
+        "--run-commit",
+        help="the jaxtl commit the run used: needed when report.json has no provenance, and given, it replaces "
+        "the recorded one",
+    )
     args = p.parse_args(argv)
     path = args.run / "report.json"
     if not path.is_file():
@@ -98,7 +108,7 @@ def main(argv=None) -> int:
     report = json.loads(path.read_text())
     recorded = report.get("provenance", {})
     run_command = args.run_command or recorded.get("command")
-    run_commit = recorded.get("jaxtl_commit") or args.run_commit
+    run_commit = args.run_commit or recorded.get("jaxtl_commit")
     if not (run_command and run_commit):
         p.error(f"{path} records no provenance: give --run-command and --run-commit")
     import _harness as harness

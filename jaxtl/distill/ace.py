@@ -443,8 +443,9 @@ def hyperparameters_at_bound(theta) -> list[str]:
 
 def _uncertainty(arrays: Mapping, sizes: Sequence[int], names: Sequence[str]) -> dict:
     """Per test set, for energy (per atom, meV/atom) and forces (per component, meV/A): the
-    RMSE, the fitted noise, and two standard deviations with their medians and the share of
-    errors within one of them:
+    RMSE, the fitted noise (forces: sigma_F; energy: sigma_E / sqrt(n) per atom, the median
+    over the set's structures of n atoms), and two standard deviations with their medians
+    and the share of errors within one of them:
 
     * posterior: the spread of the prediction over the posterior of the coefficients
       (ace-jax's E_var, F_var), what distinguishes one structure from another;

@@ -222,8 +222,10 @@ def markdown(summary: dict) -> str:
     )
     lines += [
         "",
-        "Training time: the sum of a cell's epoch times over every run of it (an interrupted cell resumes "
-        "in another process; results.json's wall_s holds the last run's wall time alone).",
+        "Training time: the sum of the times of the epochs a cell's log keeps, over every run of it (an "
+        "interrupted cell resumes in another process; epochs redone after a resume count once; start-up, "
+        "compilation and testing not counted). results.json's wall_s is the wall time of the run that "
+        "finished the cell (with the earlier finished runs' when the epoch cap was raised).",
     ]
     lines += ["", "## Verdict", "", rule, ""]
     lines += verdict_lines(summary) or ["- no strategy besides scratch in the grid"]

@@ -67,6 +67,10 @@ def test_ace_student_reports_like_a_mace_student(ace_run):
     record = json.loads((out / "student" / "student.json").read_text())
     # the forces' noise is the evidence fit's sigma_F, the same for every component
     assert unc["forces_noise"] == pytest.approx(1e3 * np.exp(record["hyperparameters"]["log_sigma_F"]), rel=1e-9)
+    # the energy's is sigma_E sqrt(n) on a structure's total, per atom sigma_E / sqrt(n)
+    n_atoms = np.median([len(a) for a in ase.io.read(out / "test.xyz", ":")])
+    sigma_e = np.exp(record["hyperparameters"]["log_sigma_E"])
+    assert unc["energy_noise"] == pytest.approx(1e3 * sigma_e / np.sqrt(n_atoms), rel=1e-9)
     assert len(unc["energy_posterior_std_per_structure"]) == 3
     assert report["n_parameters"]["student"] > 0
     record = json.loads((out / "student" / "student.json").read_text())
