@@ -248,8 +248,8 @@ def _slot_sum(sh: jnp.ndarray, products: jnp.ndarray) -> jnp.ndarray:
     Its transpose in the products is `_spread` and the reverse: as autodiff writes it, a
     batched matmul contracting only the 2l+1 <= 7 harmonic components, which ran 2-3.6x
     slower on the CPU than the short sum of rows `_spread` makes (and which XLA can fuse
-    into what reads it). The three functions (`_sh_gradient`, the gradient in sh, the
-    third) are each other's gradients, so every order of reverse-mode differentiation
+    into what reads it). The three functions (these two and `_sh_gradient`, the gradient
+    in sh) are each other's gradients, so every order of reverse-mode differentiation
     (forces, training) keeps these forms. Forward mode (`jax.jvp`, `jax.jacfwd`) does not
     go through a custom VJP: take Hessians as `jax.jacrev(jax.jacrev(...))`."""
     return jnp.einsum("nkb,nkq->nbq", sh, products)
