@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtl.distill.ace_rows import RowLayout, unpack_rows
+from jaxtl.model.tensor_product import slot_sum
 
 SUPPORTED_RADIALS = ("analytic", "spline")
 
@@ -204,35 +205,17 @@ def _harmonics(model, rij):
     return real_solid_harmonics(rij, model.lmax) if model.ysolid else real_spherical_harmonics(rij, model.lmax)
 
 
-@jax.custom_vjp
-def _radial_harmonic_sums(R, Y):
-    """sum_k R[n, k, r] Y[n, k, y] -> [n, r, y]: one batched matmul over a row's slots.
-
-    Its gradient in R, sum_y g[n, r, y] Y[n, k, y], contracts only the (lmax + 1)^2
-    harmonics: written as that short sum of scaled rows rather than autodiff's batched
-    matmul (the pattern of `jaxtl.model.tensor_product._spread`)."""
-    return jnp.einsum("nkr,nky->nry", R, Y, precision=jax.lax.Precision.HIGHEST)
-
-
-def _radial_harmonic_sums_bwd(res, g):
-    R, Y = res
-    d_R = sum(Y[:, :, y, None] * g[:, None, :, y] for y in range(Y.shape[-1]))
-    d_Y = jnp.einsum("nry,nkr->nky", g, R, precision=jax.lax.Precision.HIGHEST)
-    return d_R, d_Y
-
-
-_radial_harmonic_sums.defvjp(lambda R, Y: (_radial_harmonic_sums(R, Y), (R, Y)), _radial_harmonic_sums_bwd)
-
-
 def _pool(R, Y, blk):
     """[n_rows, n_A]: per l-block (l, offset, w), sum_k R[:, k, offset + r] Y[:, k, l^2 + y]
     with (r, y) row-major (ace-jax's A order). One batched matmul of every radial with every
     harmonic, of which the blocks' entries are kept: more products than the blocks need,
     but on the CPU one small matmul per row costs less than one per block, forward and
     reverse."""
-    n_rows, _, n_y = R.shape[0], R.shape[1], Y.shape[-1]
-    every = _radial_harmonic_sums(R, Y).reshape(n_rows, -1)
-    kept = [((o + np.arange(w))[:, None] * n_y + l * l + np.arange(2 * l + 1)).reshape(-1) for l, o, w in blk]
+    n_rows, n_r = R.shape[0], R.shape[-1]
+    # [n, y, r]: harmonics leading, so that the gradient in R is the short sum over the
+    # (lmax + 1)^2 harmonics (`slot_sum`'s row sums) and the one in Y a matmul over the radials
+    every = slot_sum(Y, R).reshape(n_rows, -1)
+    kept = [((o + np.arange(w))[:, None] + (l * l + np.arange(2 * l + 1)) * n_r).reshape(-1) for l, o, w in blk]
     return every[:, np.concatenate(kept)]
 
 

@@ -242,7 +242,7 @@ def _row_products(w: Sequence[jnp.ndarray], x: jnp.ndarray) -> jnp.ndarray:
 
 
 @jax.custom_vjp
-def _slot_sum(sh: jnp.ndarray, products: jnp.ndarray) -> jnp.ndarray:
+def slot_sum(sh: jnp.ndarray, products: jnp.ndarray) -> jnp.ndarray:
     """sum_k sh[n, k, b] products[n, k, q] -> [n, b, q]: one batched matmul over the K slots.
 
     Its transpose in the products is `_spread` and the reverse: as autodiff writes it, a
@@ -257,7 +257,7 @@ def _slot_sum(sh: jnp.ndarray, products: jnp.ndarray) -> jnp.ndarray:
 
 @jax.custom_vjp
 def _spread(sh: jnp.ndarray, g: jnp.ndarray) -> jnp.ndarray:
-    """sum_b sh[n, k, b] g[n, b, q] -> [n, K, q], the transpose of `_slot_sum` in its
+    """sum_b sh[n, k, b] g[n, b, q] -> [n, K, q], the transpose of `slot_sum` in its
     second argument, as a sum of 2l+1 rows scaled per slot."""
     return sum(sh[:, :, b, None] * g[:, None, b, :] for b in range(sh.shape[2]))
 
@@ -270,15 +270,15 @@ def _sh_gradient(g: jnp.ndarray, products: jnp.ndarray) -> jnp.ndarray:
 
 _sh_gradient.defvjp(
     lambda g, products: (_sh_gradient(g, products), (g, products)),
-    lambda res, c: (_slot_sum(c, res[1]), _spread(c, res[0])),
+    lambda res, c: (slot_sum(c, res[1]), _spread(c, res[0])),
 )
-_slot_sum.defvjp(
-    lambda sh, products: (_slot_sum(sh, products), (sh, products)),
+slot_sum.defvjp(
+    lambda sh, products: (slot_sum(sh, products), (sh, products)),
     lambda res, g: (_sh_gradient(g, res[1]), _spread(res[0], g)),
 )
 _spread.defvjp(
     lambda sh, g: (_spread(sh, g), (sh, g)),
-    lambda res, c: (_sh_gradient(res[1], c), _slot_sum(res[0], c)),
+    lambda res, c: (_sh_gradient(res[1], c), slot_sum(res[0], c)),
 )
 
 
@@ -291,7 +291,7 @@ def neighbour_sum(sh: jnp.ndarray, w: Sequence[jnp.ndarray], x: jnp.ndarray) -> 
     the large operand keeps its layout.
     """
     n, K, _ = sh.shape
-    return _slot_sum(sh, _row_products(w, x).reshape(n, K, -1))
+    return slot_sum(sh, _row_products(w, x).reshape(n, K, -1))
 
 
 def slot_messages(

@@ -50,12 +50,12 @@ def test_neighbour_sum_second_derivative_matches_autodiff():
 
 
 def test_slot_sums_are_each_others_gradients_to_third_order():
-    """_slot_sum, _spread and _sh_gradient (custom VJPs of one another) against einsum:
+    """slot_sum, _spread and _sh_gradient (custom VJPs of one another) against einsum:
     values and derivatives of orders 1-3, including one harmonic component and one slot."""
-    from jaxtl.model.tensor_product import _sh_gradient, _slot_sum, _spread
+    from jaxtl.model.tensor_product import _sh_gradient, _spread, slot_sum
 
     plain = {
-        _slot_sum: ("nkb,nkq->nbq", lambda n, K, b, q: ((n, K, b), (n, K, q))),
+        slot_sum: ("nkb,nkq->nbq", lambda n, K, b, q: ((n, K, b), (n, K, q))),
         _spread: ("nkb,nbq->nkq", lambda n, K, b, q: ((n, K, b), (n, b, q))),
         _sh_gradient: ("nbq,nkq->nkb", lambda n, K, b, q: ((n, b, q), (n, K, q))),
     }
